@@ -1,0 +1,154 @@
+//! nomnom-codegen: entity YAML → Rust models, parsers, `ParsedMessage` and diesel code.
+//!
+//! Used from `build.rs` like prost-build:
+//!
+//! ```no_run
+//! nomnom_codegen::Builder::new("entities").out_dir(std::env::var("OUT_DIR").unwrap()).run_for_cargo();
+//! ```
+//!
+//! Stages: [`load`] (YAML → [`EntityDef`], with positions) → [`validate`] (cross-file checks)
+//! → [`generate`] (quote + prettyplease). Every problem is a [`Diagnostic`] with file:line:col.
+
+pub mod diag;
+pub mod generate;
+pub mod load;
+pub mod model;
+pub mod types;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use diag::{Diagnostic, Diagnostics, Loc};
+pub use generate::{GeneratedFile, TOP_FILE, generate};
+pub use load::{SourceFile, load};
+pub use model::EntityDef;
+pub use types::FieldType;
+pub use validate::{Schema, validate};
+
+/// Why code generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    /// The entities directory or an output file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML has problems; every one is listed.
+    #[error("{0}")]
+    Schema(Diagnostics),
+}
+
+/// Loads and validates YAML sources: all problems of all files at once.
+pub fn load_and_validate(files: &[SourceFile]) -> Result<Schema, Diagnostics> {
+    let (entities, mut diags) = load(files);
+    if files.is_empty() {
+        diags.error(
+            "entities",
+            Loc { line: 1, col: 1 },
+            "no entity files (*.yaml) found",
+        );
+    }
+    if !diags.is_empty() {
+        return Err(diags.sorted());
+    }
+    validate(entities)
+}
+
+/// Generates code for YAML given as text (tests and tools).
+pub fn generate_from_sources(files: &[SourceFile]) -> Result<Vec<GeneratedFile>, Diagnostics> {
+    Ok(generate(&load_and_validate(files)?))
+}
+
+/// What a successful run read and wrote.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Every YAML file read (for `cargo:rerun-if-changed`).
+    pub inputs: Vec<String>,
+    /// Files whose contents changed and were rewritten.
+    pub written: Vec<PathBuf>,
+}
+
+/// Reads `entities_dir`, generates code and writes it to `out_dir`.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    entities_dir: PathBuf,
+    out_dir: Option<PathBuf>,
+}
+
+impl Builder {
+    /// A builder reading `entities_dir/*.yaml`.
+    pub fn new(entities_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            entities_dir: entities_dir.into(),
+            out_dir: None,
+        }
+    }
+
+    /// Where generated files go (default: `$OUT_DIR`).
+    pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs all stages; files are only rewritten when their contents change.
+    pub fn run(&self) -> Result<RunReport, CodegenError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| CodegenError::Io { path, source }
+        };
+        let files = load::read_dir(&self.entities_dir).map_err(io(&self.entities_dir))?;
+        let inputs = files.iter().map(|f| f.path.clone()).collect();
+        let generated = generate_from_sources(&files).map_err(CodegenError::Schema)?;
+        let out_dir = match &self.out_dir {
+            Some(d) => d.clone(),
+            None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| CodegenError::Io {
+                path: "$OUT_DIR".into(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "OUT_DIR is not set"),
+            })?),
+        };
+        std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
+        let mut written = Vec::new();
+        for f in generated {
+            let path = out_dir.join(&f.name);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(f.contents.as_str()) {
+                std::fs::write(&path, &f.contents).map_err(io(&path))?;
+                written.push(path);
+            }
+        }
+        Ok(RunReport { inputs, written })
+    }
+
+    /// For `build.rs`: prints `cargo:rerun-if-changed` lines, and on failure prints each
+    /// problem as a `cargo::error` line (clean errors, no backtrace) and exits non-zero.
+    pub fn run_for_cargo(&self) {
+        println!("cargo:rerun-if-changed={}", self.entities_dir.display());
+        // Also rerun when files appear or vanish: cargo watches the directory's mtime.
+        if let Ok(files) = load::read_dir(&self.entities_dir) {
+            for f in &files {
+                println!("cargo:rerun-if-changed={}", f.path);
+            }
+        }
+        match self.run() {
+            Ok(_) => {}
+            Err(CodegenError::Schema(diags)) => {
+                for line in diags
+                    .0
+                    .iter()
+                    .flat_map(|d| d.to_string().lines().map(String::from).collect::<Vec<_>>())
+                {
+                    println!("cargo::error={line}");
+                }
+                eprintln!("{diags}");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                println!("cargo::error={e}");
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}

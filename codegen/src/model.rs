@@ -1,0 +1,159 @@
+//! The entity definitions as loaded from YAML (positions kept for diagnostics).
+
+use crate::diag::Loc;
+use crate::types::FieldType;
+
+/// A value with the position it was written at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spanned<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+/// root | derived | reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceType {
+    /// Parsed directly from a message body.
+    Root,
+    /// Extracted from a parent entity's message, 0..n rows per parent.
+    Derived,
+    /// Documentation/joins only: not parsed, no table.
+    Reference,
+}
+
+/// One entity file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityDef {
+    /// The file it came from (as shown in diagnostics).
+    pub file: String,
+    /// PascalCase name, the Rust type name.
+    pub name: Spanned<String>,
+    /// root | derived | reference.
+    pub source_type: SourceType,
+    /// Doc comment for the generated type.
+    pub doc: Option<String>,
+    /// The fields, in file order.
+    pub fields: Vec<FieldDef>,
+    /// For derived entities: the parent list this entity is repeated for.
+    pub repeated_for: Option<RepeatedFor>,
+    /// For derived entities: the explicit parent name, if written.
+    pub parent: Option<Spanned<String>>,
+    /// How rows are stored; `None` means parsed but not stored.
+    pub persistence: Option<Persistence>,
+}
+
+/// One field of an entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldDef {
+    /// snake_case name; becomes the struct field and column name.
+    pub name: Spanned<String>,
+    /// The field type.
+    pub ty: Spanned<FieldType>,
+    /// `true` => `Option<T>` and a NULL-able column.
+    pub nullable: bool,
+    /// Doc comment.
+    pub doc: Option<String>,
+    /// VARCHAR(n) limit, String only.
+    pub max_length: Option<Spanned<u32>>,
+    /// Where the value comes from, when not the JSON member of the same name.
+    pub computed_from: Option<ComputedFrom>,
+}
+
+/// `repeated_for` of a derived entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatedFor {
+    /// The parent entity.
+    pub entity: Spanned<String>,
+    /// The parent's list field.
+    pub field: Spanned<String>,
+    /// The name each element is bound to in `computed_from` sources.
+    pub each_known_as: String,
+    /// Position of the `repeated_for` key.
+    pub loc: Loc,
+}
+
+/// A built-in transform.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    /// The parent's field value.
+    CopyFromParent,
+    /// A member of the element at a dotted path; `legacy` names a `json_get_*` type check.
+    ExtractField {
+        /// The `json_get_*` spelling's expected type and whether it is the `optional` variant.
+        legacy: Option<(FieldType, bool)>,
+    },
+    /// A literal converted to the field's type.
+    Constant,
+    /// The first non-null of the sources.
+    Coalesce,
+}
+
+/// Where a transform reads from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceRef {
+    /// A field of the parent entity's row.
+    ParentField(Spanned<String>),
+    /// The current element (derived) or message body (root), optionally at a dotted path.
+    Element {
+        /// Path segments into the element; empty means the element itself.
+        path: Vec<String>,
+        /// Where the source was written.
+        loc: Loc,
+    },
+}
+
+/// A literal from YAML (`constant` transform).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Literal {
+    /// The scalar text.
+    pub text: String,
+    /// Whether YAML would read it as a string only (quoted), not a number/bool/null.
+    pub quoted: bool,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+/// `computed_from` of a field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputedFrom {
+    /// The transform.
+    pub transform: Transform,
+    /// Position of the transform name.
+    pub loc: Loc,
+    /// Sources, resolved against `each_known_as`.
+    pub sources: Vec<SourceRef>,
+    /// `field_path` (or `field`) argument of extract transforms, split on dots.
+    pub field_path: Option<Spanned<Vec<String>>>,
+    /// `value` argument of `constant`.
+    pub value: Option<Literal>,
+}
+
+/// `on_conflict` policy for the upsert on `unicity_fields`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Last write wins.
+    Update,
+    /// First write wins.
+    Ignore,
+}
+
+/// `persistence` of an entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Persistence {
+    /// Table name.
+    pub table: Spanned<String>,
+    /// Surrogate key column.
+    pub id_column: Spanned<String>,
+    /// Surrogate key type: `Integer` (SERIAL) or `BigInt` (BIGSERIAL).
+    pub id_type: FieldType,
+    /// Natural key: UNIQUE constraint and upsert target.
+    pub unicity_fields: Vec<Spanned<String>>,
+    /// Upsert policy.
+    pub on_conflict: OnConflict,
+    /// Legacy second list of columns; must agree with `fields`.
+    pub field_overrides: Vec<FieldDef>,
+    /// Position of the `persistence` key.
+    pub loc: Loc,
+}

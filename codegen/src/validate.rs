@@ -1,0 +1,629 @@
+//! Stage 2: cross-check the loaded entities against each other and the spec.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::diag::{Diagnostics, did_you_mean};
+use crate::model::*;
+use crate::types::FieldType;
+
+/// diesel's `table!` supports this many columns with the `32-column-tables` feature.
+pub const MAX_COLUMNS: usize = 32;
+
+/// A validated schema, ready for generation. Entities keep file order.
+#[derive(Debug, Clone)]
+pub struct Schema {
+    /// All entities (root, derived, reference), in file-name order.
+    pub entities: Vec<EntityDef>,
+}
+
+impl Schema {
+    /// Looks up an entity by name.
+    pub fn entity(&self, name: &str) -> Option<&EntityDef> {
+        self.entities.iter().find(|e| e.name.value == name)
+    }
+
+    /// The derived entities whose parent is `name`, in file order.
+    pub fn children(&self, name: &str) -> Vec<&EntityDef> {
+        self.entities
+            .iter()
+            .filter(|e| e.parent_name() == Some(name))
+            .collect()
+    }
+
+    /// `name` and all its descendants, parents before children (depth first, file order).
+    pub fn subtree(&self, name: &str) -> Vec<&EntityDef> {
+        let mut out = Vec::new();
+        if let Some(e) = self.entity(name) {
+            out.push(e);
+            for c in self.children(name) {
+                out.extend(self.subtree(&c.name.value));
+            }
+        }
+        out
+    }
+}
+
+impl EntityDef {
+    /// The parent entity's name (derived entities only).
+    pub fn parent_name(&self) -> Option<&str> {
+        if self.source_type != SourceType::Derived {
+            return None;
+        }
+        self.repeated_for
+            .as_ref()
+            .map(|r| r.entity.value.as_str())
+            .or(self.parent.as_ref().map(|p| p.value.as_str()))
+    }
+
+    /// A field by name.
+    pub fn field(&self, name: &str) -> Option<&FieldDef> {
+        self.fields.iter().find(|f| f.name.value == name)
+    }
+
+    /// Fields that become columns.
+    pub fn stored_fields(&self) -> impl Iterator<Item = &FieldDef> {
+        self.fields.iter().filter(|f| f.ty.value.is_stored())
+    }
+}
+
+/// Checks everything that needs more than one file or one field to see.
+pub fn validate(entities: Vec<EntityDef>) -> Result<Schema, Diagnostics> {
+    let mut d = Diagnostics::default();
+    let mut names: BTreeMap<&str, &EntityDef> = BTreeMap::new();
+    let mut tables: BTreeMap<&str, &EntityDef> = BTreeMap::new();
+    for e in &entities {
+        if let Some(first) = names.insert(&e.name.value, e) {
+            d.error(
+                &e.file,
+                e.name.loc,
+                format!(
+                    "entity `{}` is already defined in {}:{}:{}",
+                    e.name.value, first.file, first.name.loc.line, first.name.loc.col
+                ),
+            );
+        }
+        if let Some(p) = &e.persistence {
+            if let Some(first) = tables.insert(&p.table.value, e) {
+                d.error(
+                    &e.file,
+                    p.table.loc,
+                    format!(
+                        "table `{}` is already used by entity `{}`",
+                        p.table.value, first.name.value
+                    ),
+                );
+            }
+        }
+    }
+    let known_entities: Vec<&str> = names.keys().copied().collect();
+    for e in &entities {
+        check_entity(e, &names, &known_entities, &mut d);
+    }
+    check_cycles(&entities, &names, &mut d);
+    if d.is_empty() {
+        Ok(Schema { entities })
+    } else {
+        Err(d.sorted())
+    }
+}
+
+fn check_entity(
+    e: &EntityDef,
+    names: &BTreeMap<&str, &EntityDef>,
+    known_entities: &[&str],
+    d: &mut Diagnostics,
+) {
+    let f = &e.file;
+    let mut seen = BTreeSet::new();
+    for field in &e.fields {
+        if !seen.insert(field.name.value.as_str()) {
+            d.error(
+                f,
+                field.name.loc,
+                format!("field `{}` is defined twice", field.name.value),
+            );
+        }
+    }
+    let parent = match e.source_type {
+        SourceType::Root | SourceType::Reference => {
+            if let Some(r) = &e.repeated_for {
+                d.error(
+                    f,
+                    r.loc,
+                    "`repeated_for` is only allowed on derived entities",
+                );
+            }
+            if let Some(p) = &e.parent {
+                d.error(f, p.loc, "`parent` is only allowed on derived entities");
+            }
+            if e.source_type == SourceType::Reference {
+                if let Some(p) = &e.persistence {
+                    d.error(
+                        f,
+                        p.loc,
+                        "reference entities are not stored; remove `persistence`",
+                    );
+                }
+            }
+            None
+        }
+        SourceType::Derived => derived_parent(e, names, known_entities, d),
+    };
+    if e.source_type != SourceType::Reference {
+        for field in &e.fields {
+            check_field(e, field, parent, d);
+        }
+    }
+    if let Some(p) = &e.persistence {
+        check_persistence(e, p, d);
+    }
+}
+
+/// Resolves and checks the parent of a derived entity.
+fn derived_parent<'a>(
+    e: &EntityDef,
+    names: &BTreeMap<&str, &'a EntityDef>,
+    known_entities: &[&str],
+    d: &mut Diagnostics,
+) -> Option<&'a EntityDef> {
+    let f = &e.file;
+    let Some(r) = &e.repeated_for else {
+        d.error(
+            f,
+            e.name.loc,
+            format!(
+                "derived entity `{}` needs `repeated_for: {{entity, field, each_known_as}}`",
+                e.name.value
+            ),
+        );
+        return None;
+    };
+    if let Some(p) = &e.parent {
+        if p.value != r.entity.value {
+            d.error(
+                f,
+                p.loc,
+                format!(
+                    "`parent: {}` disagrees with `repeated_for.entity: {}`",
+                    p.value, r.entity.value
+                ),
+            );
+        }
+    }
+    let Some(parent) = names.get(r.entity.value.as_str()).copied() else {
+        d.push(
+            f,
+            r.entity.loc,
+            format!("unknown parent entity `{}`", r.entity.value),
+            Some(did_you_mean(&r.entity.value, known_entities)),
+        );
+        return None;
+    };
+    if parent.source_type == SourceType::Reference {
+        d.error(
+            f,
+            r.entity.loc,
+            format!(
+                "parent `{}` is a reference entity, which is never parsed",
+                parent.name.value
+            ),
+        );
+        return None;
+    }
+    match parent.field(&r.field.value) {
+        None => {
+            let known: Vec<&str> = parent
+                .fields
+                .iter()
+                .map(|x| x.name.value.as_str())
+                .collect();
+            d.push(
+                f,
+                r.field.loc,
+                format!(
+                    "`{}` has no field `{}` to repeat for",
+                    parent.name.value, r.field.value
+                ),
+                Some(did_you_mean(&r.field.value, &known)),
+            );
+        }
+        Some(pf) if !pf.ty.value.is_list() => d.error(
+            f,
+            r.field.loc,
+            format!(
+                "`repeated_for.field` must be a List field, but `{}.{}` is `{}`",
+                parent.name.value,
+                r.field.value,
+                pf.ty.value.name()
+            ),
+        ),
+        Some(_) => {}
+    }
+    Some(parent)
+}
+
+fn check_field(e: &EntityDef, field: &FieldDef, parent: Option<&EntityDef>, d: &mut Diagnostics) {
+    let f = &e.file;
+    let Some(c) = &field.computed_from else {
+        return;
+    };
+    let ty = field.ty.value;
+    let fname = &field.name.value;
+    match &c.transform {
+        Transform::CopyFromParent => {
+            let Some(parent) = parent else {
+                if e.source_type == SourceType::Root {
+                    d.error(
+                        f,
+                        c.loc,
+                        "`copy_from_parent` needs a parent; root entities have none",
+                    );
+                }
+                return;
+            };
+            match c.sources.as_slice() {
+                [SourceRef::ParentField(pf)] => {
+                    if let Some(src) = parent_field(parent, pf, e, d) {
+                        if src.ty.value != ty {
+                            d.error(
+                                f,
+                                pf.loc,
+                                format!(
+                                    "field `{fname}` is `{}` but `{}.{}` is `{}`",
+                                    ty.name(),
+                                    parent.name.value,
+                                    pf.value,
+                                    src.ty.value.name()
+                                ),
+                            );
+                        } else if src.nullable && !field.nullable {
+                            d.error(
+                                f,
+                                pf.loc,
+                                format!(
+                                    "`{}.{}` is nullable, so field `{fname}` must be `nullable: true`",
+                                    parent.name.value, pf.value
+                                ),
+                            );
+                        }
+                    }
+                }
+                _ => d.error(
+                    f,
+                    c.loc,
+                    "`copy_from_parent` takes exactly one source: `{source: parent, field: <name>}`",
+                ),
+            }
+        }
+        Transform::ExtractField { legacy } => {
+            match c.sources.as_slice() {
+                [] | [SourceRef::Element { .. }] => {}
+                [SourceRef::ParentField(pf)] => d.error(
+                    f,
+                    pf.loc,
+                    format!(
+                        "`extract_field` reads from the element; `{}` is not the element name{}",
+                        pf.value,
+                        e.repeated_for
+                            .as_ref()
+                            .map(|r| format!(" (`{}`)", r.each_known_as))
+                            .unwrap_or_default()
+                    ),
+                ),
+                _ => d.error(f, c.loc, "`extract_field` takes at most one source"),
+            }
+            let has_path = c.field_path.is_some()
+                || matches!(c.sources.as_slice(), [SourceRef::Element { path, .. }] if !path.is_empty());
+            if let (Some(p), [SourceRef::Element { path, .. }]) =
+                (&c.field_path, c.sources.as_slice())
+            {
+                if !path.is_empty() {
+                    d.error(
+                        f,
+                        p.loc,
+                        "the path is given twice (in the source and in `field_path`)",
+                    );
+                }
+            }
+            if e.source_type == SourceType::Root && !has_path {
+                d.error(
+                    f,
+                    c.loc,
+                    "`extract_field` on a root entity needs `args: {field_path: ...}`",
+                );
+            }
+            if let Some(p) = &c.field_path {
+                if p.value.iter().any(|s| s.is_empty()) {
+                    d.error(f, p.loc, "`field_path` has an empty segment");
+                }
+            }
+            if let Some((want, optional)) = legacy {
+                let ok = match want {
+                    FieldType::Integer => matches!(ty, FieldType::Integer | FieldType::BigInt),
+                    FieldType::Float => matches!(ty, FieldType::Float | FieldType::Decimal),
+                    other => *other == ty,
+                };
+                if !ok {
+                    d.error(
+                        f,
+                        c.loc,
+                        format!(
+                            "this transform reads a {} but field `{fname}` is `{}`",
+                            want.json_expectation(),
+                            ty.name()
+                        ),
+                    );
+                }
+                if *optional && !field.nullable {
+                    d.error(
+                        f,
+                        c.loc,
+                        format!(
+                            "optional getter on non-nullable field `{fname}`: add `nullable: true`"
+                        ),
+                    );
+                }
+            }
+        }
+        Transform::Constant => {
+            if !c.sources.is_empty() {
+                d.error(f, c.loc, "`constant` takes no sources");
+            }
+            match &c.value {
+                None => d.error(f, c.loc, "`constant` needs `args: {value: ...}`"),
+                Some(lit) => {
+                    if let Err(msg) = check_literal(lit, ty) {
+                        d.error(f, lit.loc, msg);
+                    }
+                }
+            }
+        }
+        Transform::Coalesce => {
+            if c.sources.len() < 2 {
+                d.error(f, c.loc, "`coalesce` needs two or more sources");
+            }
+            for s in &c.sources {
+                if let SourceRef::ParentField(pf) = s {
+                    let Some(parent) = parent else {
+                        d.error(
+                            f,
+                            pf.loc,
+                            format!(
+                                "`{}` is not an element path, and root entities have no parent",
+                                pf.value
+                            ),
+                        );
+                        continue;
+                    };
+                    if let Some(src) = parent_field(parent, pf, e, d) {
+                        if src.ty.value != ty {
+                            d.error(
+                                f,
+                                pf.loc,
+                                format!(
+                                    "field `{fname}` is `{}` but coalesce source `{}` is `{}`",
+                                    ty.name(),
+                                    pf.value,
+                                    src.ty.value.name()
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parent_field<'a>(
+    parent: &'a EntityDef,
+    pf: &Spanned<String>,
+    e: &EntityDef,
+    d: &mut Diagnostics,
+) -> Option<&'a FieldDef> {
+    let found = parent.field(&pf.value);
+    if found.is_none() {
+        let known: Vec<&str> = parent
+            .fields
+            .iter()
+            .map(|x| x.name.value.as_str())
+            .collect();
+        d.push(
+            &e.file,
+            pf.loc,
+            format!("parent `{}` has no field `{}`", parent.name.value, pf.value),
+            Some(did_you_mean(&pf.value, &known)),
+        );
+    }
+    found
+}
+
+/// Checks that a `constant` literal converts to the field type.
+fn check_literal(lit: &Literal, ty: FieldType) -> Result<(), String> {
+    let t = lit.text.as_str();
+    let ok = match ty {
+        FieldType::String => true,
+        FieldType::Integer => t.parse::<i32>().is_ok(),
+        FieldType::BigInt => t.parse::<i64>().is_ok(),
+        FieldType::Float => t.parse::<f64>().is_ok_and(f64::is_finite),
+        FieldType::Decimal => is_decimal(t),
+        FieldType::Boolean => matches!(t, "true" | "false"),
+        FieldType::Date => is_date(t),
+        FieldType::DateTime => t.len() >= 20 && is_date(&t[..10]) && t.as_bytes()[10] == b'T',
+        FieldType::Uuid => is_uuid(t),
+        FieldType::Json => true,
+        FieldType::ListObject | FieldType::ListString => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "constant `{t}` is not a valid `{}` (expected {})",
+            ty.name(),
+            ty.json_expectation()
+        ))
+    }
+}
+
+fn is_decimal(t: &str) -> bool {
+    let t = t.strip_prefix('-').unwrap_or(t);
+    let (int, frac) = t.split_once('.').unwrap_or((t, "0"));
+    !int.is_empty()
+        && !frac.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_date(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+        && matches!(t[5..7].parse::<u32>(), Ok(1..=12))
+        && matches!(t[8..10].parse::<u32>(), Ok(1..=31))
+}
+
+fn is_uuid(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+fn check_persistence(e: &EntityDef, p: &Persistence, d: &mut Diagnostics) {
+    let f = &e.file;
+    if let Some(clash) = e.field(&p.id_column.value) {
+        d.error(
+            f,
+            clash.name.loc,
+            format!(
+                "field `{}` has the name of the id column; rename the field or `conformant_id_column`",
+                clash.name.value
+            ),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for u in &p.unicity_fields {
+        if !seen.insert(u.value.as_str()) {
+            d.error(
+                f,
+                u.loc,
+                format!("`{}` is listed twice in `unicity_fields`", u.value),
+            );
+        }
+        match e.field(&u.value) {
+            None => {
+                let known: Vec<&str> = e.stored_fields().map(|x| x.name.value.as_str()).collect();
+                d.push(
+                    f,
+                    u.loc,
+                    format!("unicity field `{}` is not a field of `{}`", u.value, e.name.value),
+                    Some(did_you_mean(&u.value, &known)),
+                );
+            }
+            Some(field) if !field.ty.value.is_stored() => d.error(
+                f,
+                u.loc,
+                format!("unicity field `{}` is a `{}`, which is not stored", u.value, field.ty.value.name()),
+            ),
+            Some(field) if field.nullable => d.error(
+                f,
+                u.loc,
+                format!(
+                    "unicity field `{}` is nullable; NULLs never conflict, so the upsert could not match. Make it `nullable: false`",
+                    u.value
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let columns = e.stored_fields().count() + 1;
+    if columns > MAX_COLUMNS {
+        d.error(
+            f,
+            p.loc,
+            format!(
+                "table `{}` would have {columns} columns; at most {MAX_COLUMNS} are supported (split the entity into a derived one)",
+                p.table.value
+            ),
+        );
+    }
+    if !p.field_overrides.is_empty() {
+        for o in &p.field_overrides {
+            match e.field(&o.name.value) {
+                None => d.error(
+                    f,
+                    o.name.loc,
+                    format!(
+                        "field_overrides names `{}`, which is not in `fields`",
+                        o.name.value
+                    ),
+                ),
+                Some(field) if field.ty.value != o.ty.value || field.nullable != o.nullable => d
+                    .error(
+                        f,
+                        o.name.loc,
+                        format!(
+                            "field_overrides `{}` is `{}{}` but `fields` says `{}{}`",
+                            o.name.value,
+                            o.ty.value.name(),
+                            if o.nullable { ", nullable" } else { "" },
+                            field.ty.value.name(),
+                            if field.nullable { ", nullable" } else { "" },
+                        ),
+                    ),
+                Some(_) => {}
+            }
+        }
+        for field in e.stored_fields() {
+            if !p
+                .field_overrides
+                .iter()
+                .any(|o| o.name.value == field.name.value)
+            {
+                d.error(
+                    f,
+                    field.name.loc,
+                    format!(
+                        "field `{}` is missing from `field_overrides`",
+                        field.name.value
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Derived entities must reach a root entity without revisiting one.
+fn check_cycles(entities: &[EntityDef], names: &BTreeMap<&str, &EntityDef>, d: &mut Diagnostics) {
+    for e in entities {
+        let mut path = vec![e.name.value.as_str()];
+        let mut cur = e;
+        while let Some(p) = cur.parent_name() {
+            if path.contains(&p) {
+                if p == e.name.value {
+                    path.push(p);
+                    d.error(
+                        &e.file,
+                        e.name.loc,
+                        format!("derived entities form a cycle: {}", path.join(" -> ")),
+                    );
+                }
+                break;
+            }
+            path.push(p);
+            match names.get(p) {
+                Some(next) => cur = next,
+                None => break,
+            }
+        }
+    }
+}

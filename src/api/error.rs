@@ -1,0 +1,124 @@
+//! The api's error type, mapped once to an HTTP status and a JSON body.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::runtime::{FieldError, ParseError};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No root entity has this name.
+    #[error("unknown entity `{0}`")]
+    UnknownEntity(String),
+    /// The body is not JSON.
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    InvalidJson {
+        /// serde_json's description.
+        message: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// The body is JSON but does not match the entity.
+    #[error("the message does not match entity `{entity}`")]
+    Invalid {
+        /// Entity name.
+        entity: String,
+        /// Every problem, per field.
+        errors: Vec<FieldError>,
+    },
+    /// The request body could not be read (too large, connection dropped).
+    #[error("{message}")]
+    Body {
+        /// HTTP status from the body reader (413 for too large).
+        status: StatusCode,
+        /// Description.
+        message: String,
+    },
+    /// JetStream did not accept the message; the client should retry.
+    #[error("message broker unavailable: {0}")]
+    Unavailable(String),
+    /// No such route.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A bug on our side (e.g. the envelope could not be serialized).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Maps a parse failure for `entity`.
+    pub fn from_parse(entity: &str, e: ParseError) -> Self {
+        match e {
+            ParseError::UnknownEntity(name) => ApiError::UnknownEntity(name),
+            ParseError::InvalidJson {
+                message,
+                line,
+                column,
+            } => ApiError::InvalidJson {
+                message,
+                line,
+                column,
+            },
+            ParseError::NotAnObject(found) => ApiError::Invalid {
+                entity: entity.to_string(),
+                errors: vec![FieldError {
+                    field: "$".into(),
+                    error: format!("the message body must be a JSON object, not {found}"),
+                }],
+            },
+            ParseError::Invalid(errors) => ApiError::Invalid {
+                entity: entity.to_string(),
+                errors,
+            },
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownEntity(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Body { status, .. } => *status,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut body = json!({ "error": self.to_string(), "status": status.as_u16() });
+        match &self {
+            ApiError::Invalid { errors, .. } => body["details"] = json!(errors),
+            ApiError::UnknownEntity(_) => {
+                let known: Vec<&str> = crate::generated::RootEntity::ALL
+                    .iter()
+                    .map(|e| e.snake_name())
+                    .collect();
+                body["known_entities"] = json!(known);
+            }
+            ApiError::Unavailable(_) | ApiError::Internal(_) => {
+                tracing::warn!(error = %self, "request failed");
+            }
+            _ => {}
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

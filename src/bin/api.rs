@@ -1,0 +1,32 @@
+//! `api`: HTTP ingestion server. Reads its configuration from the environment (see README).
+use nomnom::api::{AppState, router};
+use nomnom::config::{ApiConfig, init_logging};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_logging();
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("api: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let config = ApiConfig::from_env()?;
+    let jetstream = nomnom::nats::connect(&config.nats).await?;
+    nomnom::nats::ensure_stream(&jetstream, &config.nats).await?;
+    let app = router(AppState {
+        jetstream,
+        stream: config.nats.stream.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
+    tracing::info!(port = config.port, stream = %config.nats.stream, "api listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(nomnom::shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Configuration from environment variables, with documented defaults.
+
+use std::time::Duration;
+
+/// A variable is set but cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is invalid: {reason}")]
+pub struct ConfigError {
+    /// Variable name.
+    pub name: &'static str,
+    /// The value found.
+    pub value: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// Default `NATS_URL`.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Default `NATS_STREAM`.
+pub const DEFAULT_STREAM: &str = "NOMNOM";
+/// Default `NATS_CONSUMER`.
+pub const DEFAULT_CONSUMER: &str = "nomnom-worker";
+/// Default `DATABASE_URL`.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nomnom";
+
+fn var(name: &'static str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn parsed<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e: T::Err| ConfigError {
+            name,
+            value: v.clone(),
+            reason: e.to_string(),
+        }),
+        _ => Ok(default),
+    }
+}
+
+fn stream_name(name: &'static str, default: &str) -> Result<String, ConfigError> {
+    let v = var(name, default);
+    let ok = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(v)
+    } else {
+        Err(ConfigError {
+            name,
+            value: v,
+            reason: "use letters, digits, `_` or `-` only (it names a stream and its subjects)"
+                .into(),
+        })
+    }
+}
+
+/// NATS JetStream settings shared by the api and the worker.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// `NATS_URL` (default `nats://127.0.0.1:4222`).
+    pub url: String,
+    /// `NATS_STREAM` (default `NOMNOM`); messages go to subjects `<stream>.<entity>`.
+    pub stream: String,
+    /// `NATS_DUPLICATE_WINDOW_SECS` (default 120): JetStream de-duplication window.
+    pub duplicate_window: Duration,
+}
+
+impl NatsConfig {
+    /// Reads `NATS_URL`, `NATS_STREAM`, `NATS_DUPLICATE_WINDOW_SECS`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: var("NATS_URL", DEFAULT_NATS_URL),
+            stream: stream_name("NATS_STREAM", DEFAULT_STREAM)?,
+            duplicate_window: Duration::from_secs(parsed("NATS_DUPLICATE_WINDOW_SECS", 120u64)?),
+        })
+    }
+}
+
+/// Settings of the `api` binary.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// NATS settings.
+    pub nats: NatsConfig,
+    /// `PORT` (default 8080).
+    pub port: u16,
+}
+
+impl ApiConfig {
+    /// Reads the api's variables.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            nats: NatsConfig::from_env()?,
+            port: parsed("PORT", 8080u16)?,
+        })
+    }
+}
+
+/// Settings of the `worker` binary.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// NATS settings.
+    pub nats: NatsConfig,
+    /// `NATS_CONSUMER` (default `nomnom-worker`): the durable pull consumer shared by workers.
+    pub consumer: String,
+    /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/nomnom`).
+    pub database_url: String,
+    /// `BATCH_SIZE` (default 500): messages fetched and written per transaction.
+    pub batch_size: usize,
+    /// `MAX_DELIVER` (default 5): deliveries before a message is dead-lettered.
+    pub max_deliver: i64,
+    /// `ACK_WAIT_SECS` (default 30): how long JetStream waits for an ack before redelivering.
+    pub ack_wait: Duration,
+}
+
+impl WorkerConfig {
+    /// Reads the worker's variables.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let batch_size: usize = parsed("BATCH_SIZE", 500)?;
+        if batch_size == 0 {
+            return Err(ConfigError {
+                name: "BATCH_SIZE",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let max_deliver: i64 = parsed("MAX_DELIVER", 5)?;
+        if max_deliver < 1 {
+            return Err(ConfigError {
+                name: "MAX_DELIVER",
+                value: max_deliver.to_string(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            nats: NatsConfig::from_env()?,
+            consumer: stream_name("NATS_CONSUMER", DEFAULT_CONSUMER)?,
+            database_url: var("DATABASE_URL", DEFAULT_DATABASE_URL),
+            batch_size,
+            max_deliver,
+            ack_wait: Duration::from_secs(parsed("ACK_WAIT_SECS", 30u64)?),
+        })
+    }
+}
+
+/// Sets up `tracing` from `RUST_LOG` (default `info`); JSON lines when `LOG_FORMAT=json`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = if std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    // A second init (tests) keeps the first subscriber.
+    drop(result);
+}

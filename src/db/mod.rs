@@ -1,0 +1,262 @@
+//! PostgreSQL: connection pool, start-up schema (migrations + entity tables), and the
+//! transactional write of a batch of parsed messages with their status rows.
+
+pub mod schema;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::DatabaseErrorKind;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use uuid::Uuid;
+
+use crate::generated::{ParsedMessage, RowBatch, TABLES};
+use crate::runtime::RowCounts;
+
+/// Infrastructure migrations (`migrations/`), embedded in the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Advisory lock key held while the schema is set up, so concurrent workers do not race.
+const SCHEMA_LOCK_KEY: i64 = 0x6e6f_6d6e_6f6d;
+
+/// A pool of async PostgreSQL connections.
+pub type DbPool = Pool<AsyncPgConnection>;
+
+/// A database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be obtained.
+    #[error("database connection: {0}")]
+    Connection(String),
+    /// A statement failed.
+    #[error("database query: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// Running the embedded migrations failed.
+    #[error("database migration: {0}")]
+    Migration(String),
+}
+
+impl DbError {
+    /// Whether retrying later may succeed (database down, connection lost, serialization
+    /// failure), as opposed to a problem with the data itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Connection(_) => true,
+            DbError::Migration(_) => false,
+            DbError::Query(e) => match e {
+                diesel::result::Error::DatabaseError(kind, info) => match kind {
+                    DatabaseErrorKind::ClosedConnection
+                    | DatabaseErrorKind::SerializationFailure
+                    | DatabaseErrorKind::ReadOnlyTransaction => true,
+                    DatabaseErrorKind::UniqueViolation
+                    | DatabaseErrorKind::ForeignKeyViolation
+                    | DatabaseErrorKind::NotNullViolation
+                    | DatabaseErrorKind::CheckViolation => false,
+                    // Unclassified: deadlocks, shutdowns and lost connections are transient;
+                    // value errors (too long, out of range, invalid input) are not.
+                    _ => {
+                        let m = info.message().to_ascii_lowercase();
+                        m.contains("deadlock")
+                            || m.contains("terminat")
+                            || m.contains("shutting down")
+                            || m.contains("connection")
+                            || m.contains("recovery")
+                    }
+                },
+                diesel::result::Error::BrokenTransactionManager => true,
+                _ => false,
+            },
+        }
+    }
+}
+
+/// Creates a connection pool of `size` connections.
+pub fn pool(database_url: &str, size: usize) -> Result<DbPool, DbError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .build()
+        .map_err(|e| DbError::Connection(e.to_string()))
+}
+
+/// Takes a connection from the pool.
+pub async fn connection(
+    pool: &DbPool,
+) -> Result<deadpool::managed::Object<AsyncDieselConnectionManager<AsyncPgConnection>>, DbError> {
+    pool.get()
+        .await
+        .map_err(|e| DbError::Connection(e.to_string()))
+}
+
+/// Runs the embedded migrations and creates missing entity tables, under an advisory lock.
+pub async fn prepare_schema(database_url: &str) -> Result<(), DbError> {
+    let connect = || async {
+        AsyncPgConnection::establish(database_url)
+            .await
+            .map_err(|e| DbError::Connection(e.to_string()))
+    };
+    let mut lock = connect().await?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})"))
+        .execute(&mut lock)
+        .await?;
+    let result = async {
+        let mut harness = AsyncMigrationHarness::new(connect().await?);
+        harness
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| DbError::Migration(e.to_string()))?;
+        for table in TABLES {
+            diesel::sql_query(table.create_sql)
+                .execute(&mut lock)
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})"))
+        .execute(&mut lock)
+        .await?;
+    result
+}
+
+/// One parsed message to be written.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingWrite<'a> {
+    /// The envelope's id.
+    pub message_id: Uuid,
+    /// When the api accepted it.
+    pub received_at: DateTime<Utc>,
+    /// JetStream delivery count.
+    pub attempts: i32,
+    /// The parsed message.
+    pub message: &'a ParsedMessage,
+}
+
+/// What a committed batch wrote.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOutcome {
+    /// Messages whose rows were written now.
+    pub written: Vec<Uuid>,
+    /// Messages already committed earlier (a redelivery): nothing was written for them.
+    pub already_processed: Vec<Uuid>,
+    /// Rows written per table.
+    pub rows: RowCounts,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = schema::message_status)]
+struct NewStatus<'a> {
+    message_id: Uuid,
+    entity: &'a str,
+    status: &'a str,
+    received_at: DateTime<Utc>,
+    row_count: i32,
+    attempts: i32,
+}
+
+/// Writes the rows of every message and a `processed` status row for each, in one transaction.
+///
+/// A message whose status row already exists was committed by an earlier delivery; its rows are
+/// not written again, which makes redelivery harmless even for entities without unicity fields.
+pub async fn write_messages(
+    conn: &mut AsyncPgConnection,
+    messages: &[PendingWrite<'_>],
+) -> Result<WriteOutcome, DbError> {
+    if messages.is_empty() {
+        return Ok(WriteOutcome::default());
+    }
+    let statuses: Vec<NewStatus<'_>> = messages
+        .iter()
+        .map(|m| NewStatus {
+            message_id: m.message_id,
+            entity: m.message.entity().name(),
+            status: "processed",
+            received_at: m.received_at,
+            row_count: i32::try_from(m.message.row_count()).unwrap_or(i32::MAX),
+            attempts: m.attempts,
+        })
+        .collect();
+    conn.transaction(async |conn| {
+        let fresh: Vec<Uuid> = diesel::insert_into(schema::message_status::table)
+            .values(&statuses)
+            .on_conflict_do_nothing()
+            .returning(schema::message_status::message_id)
+            .get_results(conn)
+            .await?;
+        let fresh_set: std::collections::HashSet<Uuid> = fresh.iter().copied().collect();
+        let mut batch = RowBatch::default();
+        let mut outcome = WriteOutcome::default();
+        for m in messages {
+            if fresh_set.contains(&m.message_id) {
+                batch.push(m.message);
+                outcome.written.push(m.message_id);
+            } else {
+                outcome.already_processed.push(m.message_id);
+            }
+        }
+        outcome.rows = batch.write(conn).await?;
+        Ok::<_, DbError>(outcome)
+    })
+    .await
+}
+
+/// A message that will not be processed, and why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The envelope's id (or a fresh id when the envelope itself was unreadable).
+    pub message_id: Uuid,
+    /// Entity name as given.
+    pub entity: String,
+    /// The body as received (the whole payload if the envelope was unreadable).
+    pub body: String,
+    /// Why it was rejected.
+    pub reason: String,
+    /// Deliveries so far.
+    pub attempts: i32,
+    /// When the api accepted it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// Records a dead letter and its `dead_lettered` status in one transaction (idempotent).
+pub async fn record_dead_letter(
+    conn: &mut AsyncPgConnection,
+    dl: &DeadLetter,
+) -> Result<(), DbError> {
+    use schema::dead_letters as d;
+    use schema::message_status as s;
+    conn.transaction(async |conn| {
+        diesel::insert_into(d::table)
+            .values((
+                d::message_id.eq(dl.message_id),
+                d::entity.eq(&dl.entity),
+                d::body.eq(&dl.body),
+                d::reason.eq(&dl.reason),
+                d::attempts.eq(dl.attempts),
+            ))
+            .on_conflict(d::message_id)
+            .do_update()
+            .set((
+                d::reason.eq(&dl.reason),
+                d::attempts.eq(dl.attempts),
+                d::last_seen.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        diesel::insert_into(s::table)
+            .values((
+                s::message_id.eq(dl.message_id),
+                s::entity.eq(&dl.entity),
+                s::status.eq("dead_lettered"),
+                s::received_at.eq(dl.received_at),
+                s::attempts.eq(dl.attempts),
+                s::error.eq(&dl.reason),
+            ))
+            .on_conflict(s::message_id)
+            .do_nothing()
+            .execute(conn)
+            .await?;
+        Ok::<_, DbError>(())
+    })
+    .await
+}

@@ -1,0 +1,568 @@
+//! Support code the generated parsers and writers call: JSON conversions for every spec type,
+//! field-level errors, table descriptions and batch helpers.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+pub use bigdecimal::BigDecimal as Decimal;
+pub use chrono::NaiveDate;
+pub use serde_json::Value as JsonValue;
+pub use uuid::Uuid;
+
+/// `DateTime` fields: a UTC timestamp.
+pub type DateTimeUtc = chrono::DateTime<chrono::Utc>;
+
+/// One problem with one field of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// JSON path of the field (`line_items[2].quantity`).
+    pub field: String,
+    /// What is wrong.
+    pub error: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.error)
+    }
+}
+
+/// Why a message body could not be parsed as an entity.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    /// No root entity has this name.
+    #[error("unknown entity `{0}`")]
+    UnknownEntity(String),
+    /// The body is not valid JSON.
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    InvalidJson {
+        /// serde_json's description.
+        message: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// The body is JSON but not an object.
+    #[error("the message body must be a JSON object, not {0}")]
+    NotAnObject(&'static str),
+    /// Fields are missing or invalid; every problem is listed.
+    #[error("{}", join_errors(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn join_errors(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A JSON value's kind, for messages.
+pub fn kind(v: &JsonValue) -> &'static str {
+    match v {
+        JsonValue::Null => "null",
+        JsonValue::Bool(_) => "a boolean",
+        JsonValue::Number(_) => "a number",
+        JsonValue::String(_) => "a string",
+        JsonValue::Array(_) => "an array",
+        JsonValue::Object(_) => "an object",
+    }
+}
+
+/// Parses bytes as a JSON object.
+pub fn parse_json_object(body: &[u8]) -> Result<JsonValue, ParseError> {
+    let value: JsonValue = serde_json::from_slice(body).map_err(|e| ParseError::InvalidJson {
+        message: e.to_string(),
+        line: e.line(),
+        column: e.column(),
+    })?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(ParseError::NotAnObject(kind(&value)))
+    }
+}
+
+/// Conversion of a JSON value into a field's Rust type.
+pub trait FromJson: Sized {
+    /// What is accepted, for error messages.
+    const EXPECTED: &'static str;
+    /// Converts, or says why not (the caller adds the field name).
+    fn from_json(v: &JsonValue) -> Result<Self, String>;
+}
+
+fn wrong<T: FromJson>(v: &JsonValue) -> String {
+    format!("expected {}, found {}", T::EXPECTED, kind(v))
+}
+
+impl FromJson for String {
+    const EXPECTED: &'static str = "a string";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| wrong::<Self>(v))
+    }
+}
+
+fn integer<T: TryFrom<i64>>(v: &JsonValue, what: &str) -> Result<T, String> {
+    let JsonValue::Number(n) = v else {
+        return Err(format!("expected {what}, found {}", kind(v)));
+    };
+    match n.as_i64() {
+        Some(i) => T::try_from(i).map_err(|_| format!("{n} is out of range for {what}")),
+        None if n.as_u64().is_some() => Err(format!("{n} is out of range for {what}")),
+        None => Err(format!("expected {what}, found {n}")),
+    }
+}
+
+impl FromJson for i32 {
+    const EXPECTED: &'static str = "an integer (32-bit)";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        integer(v, Self::EXPECTED)
+    }
+}
+
+impl FromJson for i64 {
+    const EXPECTED: &'static str = "an integer (64-bit)";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        integer(v, Self::EXPECTED)
+    }
+}
+
+impl FromJson for f64 {
+    const EXPECTED: &'static str = "a number";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        match v {
+            JsonValue::Number(n) => n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| format!("{n} is out of range for a 64-bit float")),
+            _ => Err(wrong::<Self>(v)),
+        }
+    }
+}
+
+impl FromJson for Decimal {
+    const EXPECTED: &'static str = "a number or numeric string";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        // serde_json's `arbitrary_precision` keeps the number's text, so no digit is lost.
+        let text = match v {
+            JsonValue::Number(n) => n.to_string(),
+            JsonValue::String(s) => s.trim().to_string(),
+            _ => return Err(wrong::<Self>(v)),
+        };
+        let valid = !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+        if !valid {
+            return Err(format!("`{text}` is not a decimal number"));
+        }
+        Decimal::from_str(&text).map_err(|_| format!("`{text}` is not a decimal number"))
+    }
+}
+
+impl FromJson for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        v.as_bool().ok_or_else(|| wrong::<Self>(v))
+    }
+}
+
+impl FromJson for NaiveDate {
+    const EXPECTED: &'static str = "a date string YYYY-MM-DD";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|e| format!("`{s}` is not a valid date YYYY-MM-DD ({e})"))
+    }
+}
+
+impl FromJson for DateTimeUtc {
+    const EXPECTED: &'static str = "an RFC 3339 date-time string";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&chrono::Utc))
+            .map_err(|e| format!("`{s}` is not an RFC 3339 date-time ({e})"))
+    }
+}
+
+impl FromJson for Uuid {
+    const EXPECTED: &'static str = "a UUID string";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
+        Uuid::parse_str(s).map_err(|_| format!("`{s}` is not a UUID"))
+    }
+}
+
+impl FromJson for JsonValue {
+    const EXPECTED: &'static str = "any JSON value";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        Ok(v.clone())
+    }
+}
+
+impl FromJson for Vec<JsonValue> {
+    const EXPECTED: &'static str = "an array of objects";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        let items = v.as_array().ok_or_else(|| wrong::<Self>(v))?;
+        if let Some(i) = items.iter().position(|x| !x.is_object()) {
+            return Err(format!(
+                "element {i} must be an object, found {}",
+                kind(&items[i])
+            ));
+        }
+        Ok(items.clone())
+    }
+}
+
+impl FromJson for Vec<String> {
+    const EXPECTED: &'static str = "an array of strings";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        let items = v.as_array().ok_or_else(|| wrong::<Self>(v))?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("element {i} must be a string, found {}", kind(x)))
+            })
+            .collect()
+    }
+}
+
+/// `base` + `.key` (no leading dot at the top level).
+pub fn join_path(base: &str, segments: &[&str]) -> String {
+    let mut out = base.to_string();
+    for s in segments {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(s);
+    }
+    out
+}
+
+/// Path of one element of a list (`line_items[3]`).
+pub fn element_path(base: &str, list: &str, index: usize) -> String {
+    format!("{}[{index}]", join_path(base, &[list]))
+}
+
+/// Checks that a message body or list element is an object.
+pub fn expect_object(v: &JsonValue, path: &str, errors: &mut Vec<FieldError>) -> bool {
+    if v.is_object() {
+        return true;
+    }
+    errors.push(FieldError {
+        field: if path.is_empty() {
+            "$".into()
+        } else {
+            path.into()
+        },
+        error: format!("expected an object, found {}", kind(v)),
+    });
+    false
+}
+
+/// Walks a dotted path: `Ok(None)` when a member is missing or null.
+fn lookup<'a>(
+    v: &'a JsonValue,
+    base: &str,
+    segments: &[&str],
+) -> Result<Option<&'a JsonValue>, FieldError> {
+    let mut cur = v;
+    for (i, s) in segments.iter().enumerate() {
+        match cur {
+            JsonValue::Object(map) => match map.get(*s) {
+                Some(next) => cur = next,
+                None => return Ok(None),
+            },
+            JsonValue::Null => return Ok(None),
+            other => {
+                return Err(FieldError {
+                    field: join_path(base, &segments[..i]),
+                    error: format!("expected an object, found {}", kind(other)),
+                });
+            }
+        }
+    }
+    Ok(if cur.is_null() { None } else { Some(cur) })
+}
+
+/// A non-nullable value at `segments` under `v`; missing, null or invalid → error, `None`.
+pub fn extract<T: FromJson>(
+    v: &JsonValue,
+    base: &str,
+    segments: &[&str],
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    extract_opt(v, base, segments, errors)?.or_else(|| {
+        errors.push(FieldError {
+            field: join_path(base, segments),
+            error: format!(
+                "required field is missing or null (expected {})",
+                T::EXPECTED
+            ),
+        });
+        None
+    })
+}
+
+/// A nullable value: `Some(None)` when missing or null, `None` when invalid (error recorded).
+pub fn extract_opt<T: FromJson>(
+    v: &JsonValue,
+    base: &str,
+    segments: &[&str],
+    errors: &mut Vec<FieldError>,
+) -> Option<Option<T>> {
+    let found = match lookup(v, base, segments) {
+        Ok(found) => found,
+        Err(e) => {
+            errors.push(e);
+            return None;
+        }
+    };
+    match found.map(T::from_json) {
+        None => Some(None),
+        Some(Ok(x)) => Some(Some(x)),
+        Some(Err(error)) => {
+            errors.push(FieldError {
+                field: join_path(base, segments),
+                error,
+            });
+            None
+        }
+    }
+}
+
+/// A non-nullable computed value that turned out null (e.g. every `coalesce` source was null).
+pub fn require<T>(
+    value: Option<T>,
+    base: &str,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    if value.is_none() {
+        errors.push(FieldError {
+            field: join_path(base, &[field]),
+            error: "every coalesce source is missing or null".into(),
+        });
+    }
+    value
+}
+
+/// A `constant` literal converted to the field's type.
+pub fn constant<T: FromJson>(
+    literal: &str,
+    base: &str,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    let value = serde_json::from_str::<JsonValue>(literal)
+        .ok()
+        .filter(|v| !v.is_string())
+        .unwrap_or_else(|| JsonValue::String(literal.to_string()));
+    match T::from_json(&value).or_else(|_| T::from_json(&JsonValue::String(literal.into()))) {
+        Ok(x) => Some(x),
+        Err(error) => {
+            errors.push(FieldError {
+                field: join_path(base, &[field]),
+                error,
+            });
+            None
+        }
+    }
+}
+
+/// Text whose length `max_length` limits.
+pub trait TextLen {
+    /// Length in characters (`None` has none).
+    fn text_len(&self) -> usize;
+}
+
+impl TextLen for String {
+    fn text_len(&self) -> usize {
+        self.chars().count()
+    }
+}
+
+impl TextLen for Option<String> {
+    fn text_len(&self) -> usize {
+        self.as_ref().map_or(0, TextLen::text_len)
+    }
+}
+
+/// Enforces `max_length` (VARCHAR(n)) at parse time, so the database never sees a too-long value.
+pub fn max_len<V: TextLen>(
+    value: V,
+    limit: usize,
+    base: &str,
+    key: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<V> {
+    let len = value.text_len();
+    if len > limit {
+        errors.push(FieldError {
+            field: join_path(base, &[key]),
+            error: format!("is {len} characters long; at most {limit} are allowed"),
+        });
+        None
+    } else {
+        Some(value)
+    }
+}
+
+/// Entity names match ignoring case, `_` and `-` (`order_line_item` = `OrderLineItem`).
+pub fn same_entity_name(canonical: &str, given: &str) -> bool {
+    let norm = |s: &str| {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<String>()
+    };
+    norm(canonical) == norm(given)
+}
+
+/// Parses a JSON Schema generated at build time.
+pub fn json_schema_value(text: &str) -> JsonValue {
+    serde_json::from_str(text).unwrap_or(JsonValue::Null)
+}
+
+/// One column of a stored entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnDef {
+    /// Column name.
+    pub name: &'static str,
+    /// PostgreSQL type as declared.
+    pub sql_type: &'static str,
+    /// Whether NULL is allowed.
+    pub nullable: bool,
+}
+
+/// The table of a stored entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDef {
+    /// Entity name.
+    pub entity: &'static str,
+    /// Table name.
+    pub table: &'static str,
+    /// Surrogate key column.
+    pub id_column: &'static str,
+    /// Columns other than the surrogate key.
+    pub columns: &'static [ColumnDef],
+    /// Natural key columns.
+    pub unicity_fields: &'static [&'static str],
+    /// `CREATE TABLE IF NOT EXISTS ...`.
+    pub create_sql: &'static str,
+}
+
+/// Rows written per table by one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RowCounts(pub Vec<(&'static str, usize)>);
+
+impl RowCounts {
+    /// Total rows written.
+    pub fn total(&self) -> usize {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Keeps the last row for each key, in first-seen order, so one upsert statement never touches
+/// the same row twice ("ON CONFLICT DO UPDATE command cannot affect row a second time").
+pub fn dedup_last<'a, T, K: Hash + Eq>(rows: Vec<&'a T>, key: impl Fn(&'a T) -> K) -> Vec<&'a T> {
+    let mut index: HashMap<K, usize> = HashMap::with_capacity(rows.len());
+    let mut out: Vec<&'a T> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match index.entry(key(row)) {
+            std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = row,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(row);
+            }
+        }
+    }
+    out
+}
+
+/// Rows per INSERT statement so the bind parameters stay under PostgreSQL's limit of 65535.
+pub fn rows_per_statement(columns: usize) -> usize {
+    (u16::MAX as usize / columns.max(1)).clamp(1, 5000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integers_reject_overflow_and_fractions() {
+        assert_eq!(i32::from_json(&json!(2147483647)), Ok(i32::MAX));
+        assert!(
+            i32::from_json(&json!(2147483648))
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(i64::from_json(&json!(18446744073709551615u64)).is_err());
+        assert!(i32::from_json(&json!(1.5)).is_err());
+        assert!(i32::from_json(&json!("1")).is_err());
+    }
+
+    #[test]
+    fn decimal_keeps_every_digit() {
+        let v: JsonValue =
+            serde_json::from_str("123456789012345678901234567890.123456789").unwrap();
+        let d = Decimal::from_json(&v).unwrap();
+        assert_eq!(d.to_string(), "123456789012345678901234567890.123456789");
+        assert_eq!(
+            Decimal::from_json(&json!("0.10")).unwrap().to_string(),
+            "0.10"
+        );
+        assert!(Decimal::from_json(&json!("NaN")).is_err());
+        assert!(Decimal::from_json(&json!(true)).is_err());
+    }
+
+    #[test]
+    fn dates_and_times_are_strict() {
+        assert!(NaiveDate::from_json(&json!("2024-02-29")).is_ok());
+        assert!(NaiveDate::from_json(&json!("2023-02-29")).is_err());
+        assert!(NaiveDate::from_json(&json!("29/02/2024")).is_err());
+        let t = DateTimeUtc::from_json(&json!("2024-01-01T10:00:00+02:00")).unwrap();
+        assert_eq!(t.to_rfc3339(), "2024-01-01T08:00:00+00:00");
+    }
+
+    #[test]
+    fn extract_reports_paths() {
+        let v = json!({"a": {"b": "x"}, "n": null});
+        let mut errors = Vec::new();
+        assert_eq!(
+            extract::<String>(&v, "", &["a", "b"], &mut errors),
+            Some("x".into())
+        );
+        assert_eq!(
+            extract_opt::<String>(&v, "", &["n"], &mut errors),
+            Some(None)
+        );
+        assert_eq!(
+            extract::<i32>(&v, "items[1]", &["a", "b"], &mut errors),
+            None
+        );
+        assert_eq!(extract::<String>(&v, "", &["missing"], &mut errors), None);
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].field, "items[1].a.b");
+        assert_eq!(errors[1].field, "missing");
+    }
+
+    #[test]
+    fn dedup_keeps_last_in_first_position() {
+        let rows = [(1, "a"), (2, "b"), (1, "c")];
+        let out = dedup_last(rows.iter().collect(), |r| r.0);
+        assert_eq!(out, vec![&(1, "c"), &(2, "b")]);
+    }
+}
