@@ -255,6 +255,15 @@ pub fn element_path(base: &str, list: &str, index: usize) -> String {
     format!("{}[{index}]", join_path(base, &[list]))
 }
 
+/// The elements of the array at `segments` under `v` (empty when missing or not an array; the
+/// list field's own parser reports that).
+pub fn list_at<'a>(v: &'a JsonValue, segments: &[&str]) -> &'a [JsonValue] {
+    match lookup(v, "", segments) {
+        Ok(Some(JsonValue::Array(items))) => items,
+        _ => &[],
+    }
+}
+
 /// Checks that a message body or list element is an object.
 pub fn expect_object(v: &JsonValue, path: &str, errors: &mut Vec<FieldError>) -> bool {
     if v.is_object() {
@@ -505,7 +514,7 @@ mod tests {
     fn integers_reject_overflow_and_fractions() {
         assert_eq!(i32::from_json(&json!(2147483647)), Ok(i32::MAX));
         assert!(
-            i32::from_json(&json!(2147483648))
+            i32::from_json(&json!(2147483648i64))
                 .unwrap_err()
                 .contains("out of range")
         );

@@ -113,7 +113,7 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// "did you mean `x`?" with the full list of what is known.
-pub fn did_you_mean<'a>(word: &str, known: &[&'a str]) -> String {
+pub fn did_you_mean(word: &str, known: &[&str]) -> String {
     let list = known.join(", ");
     match closest(word, known.iter().copied()) {
         Some(c) => format!("did you mean `{c}`? (known: {list})"),

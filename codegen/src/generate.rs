@@ -708,10 +708,12 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
             let pt = type_ident(parent);
             quote! {
                 impl #t {
-                    /// Reads a row from one element of the parent's list; problems are added to `errors`.
+                    /// Reads a row from one element of the parent's list; problems are added to
+                    /// `errors`. `parent` is `None` when the parent row itself was invalid: the
+                    /// element is still checked, but no row is returned.
                     #[allow(unused_variables)]
                     pub fn from_element(
-                        parent: &super::#pm::#pt,
+                        parent: ::std::option::Option<&super::#pm::#pt>,
                         element: &crate::runtime::JsonValue,
                         path: &str,
                         errors: &mut ::std::vec::Vec<crate::runtime::FieldError>,
@@ -752,9 +754,9 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
                     .is_some_and(|pf| pf.nullable);
                 let sid = field_ident(src);
                 if f.nullable && !parent_nullable {
-                    quote!(::std::option::Option::Some(::std::option::Option::Some(parent.#sid.clone())))
+                    quote!(parent.map(|parent| ::std::option::Option::Some(parent.#sid.clone())))
                 } else {
-                    quote!(::std::option::Option::Some(parent.#sid.clone()))
+                    quote!(parent.map(|parent| parent.#sid.clone()))
                 }
             }
             Transform::Constant => {
@@ -779,9 +781,9 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
                             .and_then(|pe| pe.field(&p.value))
                             .is_some_and(|pf| pf.nullable);
                         if nullable {
-                            quote!(parent.#sid.clone())
+                            quote!(parent.and_then(|parent| parent.#sid.clone()))
                         } else {
-                            quote!(::std::option::Option::Some(parent.#sid.clone()))
+                            quote!(parent.map(|parent| parent.#sid.clone()))
                         }
                     }
                     SourceRef::Element { path, .. } => {
@@ -793,8 +795,18 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
                     .next()
                     .unwrap_or_else(|| quote!(::std::option::Option::None));
                 let chain = quote!(#first #(.or_else(|| #exprs))*);
+                let uses_parent = c
+                    .sources
+                    .iter()
+                    .any(|s| matches!(s, SourceRef::ParentField(_)));
                 if f.nullable {
                     quote!(::std::option::Option::Some(#chain))
+                } else if uses_parent {
+                    // Without a parent row its error is already recorded; don't add another.
+                    quote!({
+                        let value = #chain;
+                        if parent.is_some() { crate::runtime::require(value, path, #name, errors) } else { value }
+                    })
                 } else {
                     quote!(crate::runtime::require(#chain, path, #name, errors))
                 }
@@ -867,8 +879,13 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
     let children = if descendants.is_empty() {
         quote!()
     } else {
-        let loops = children_loops(schema, root, quote!(row), quote!(path));
-        quote!(if let ::std::option::Option::Some(row) = &root { #loops })
+        children_loops(
+            schema,
+            root,
+            quote!(root.as_ref()),
+            quote!(value),
+            quote!(path),
+        )
     };
     let names: Vec<Ident> = descendants.iter().map(|d| rows_ident(d)).collect();
     let doc = format!(
@@ -910,11 +927,14 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
     }
 }
 
-/// Loops that build the derived rows of `parent` (bound to `row_var`) at any depth.
+/// Loops that build the derived rows of `parent` at any depth. They walk the parent's JSON
+/// element (not its parsed row), so element errors are reported even when the parent row has
+/// errors of its own; `row_var` is the parent's row as an `Option<&Parent>`.
 fn children_loops(
     schema: &Schema,
     parent: &EntityDef,
     row_var: TokenStream,
+    json_var: TokenStream,
     path_var: TokenStream,
 ) -> TokenStream {
     let loops = schema.children(&parent.name.value).into_iter().map(|c| {
@@ -922,34 +942,31 @@ fn children_loops(
             .repeated_for
             .as_ref()
             .expect("derived entities have repeated_for");
-        let list = field_ident(&rf.field.value);
         let list_field = parent.field(&rf.field.value).expect("validated");
-        let list_path = json_path(list_field).join(".");
+        let list_segments = json_path(list_field);
+        let list_path = list_segments.join(".");
+        let segs = list_segments.iter().map(|s| s.as_str());
         let ct = type_ident(c);
         let cm = module_ident(c);
         let rows = rows_ident(c);
         let child_row = format_ident!("{}_row", rows_ident(c));
+        let child_json = format_ident!("{}_json", rows_ident(c));
         let child_path = format_ident!("{}_path", rows_ident(c));
-        let nested = children_loops(schema, c, quote!(#child_row), quote!(#child_path));
-        let element = if list_field.ty.value == FieldType::ListString {
-            quote!(let element = &crate::runtime::JsonValue::String(element.clone());)
-        } else {
-            quote!()
-        };
-        let iter = if list_field.nullable {
-            quote!(#row_var.#list.iter().flatten().enumerate())
-        } else {
-            quote!(#row_var.#list.iter().enumerate())
-        };
+        let nested = children_loops(
+            schema,
+            c,
+            quote!(#child_row.as_ref()),
+            quote!(#child_json),
+            quote!(&#child_path),
+        );
         quote! {
-            for (index, element) in #iter {
-                #element
+            for (index, #child_json) in crate::runtime::list_at(#json_var, &[#(#segs),*]).iter().enumerate() {
                 let #child_path = crate::runtime::element_path(#path_var, #list_path, index);
-                if let ::std::option::Option::Some(#child_row) =
-                    super::#cm::#ct::from_element(#row_var, element, &#child_path, &mut errors)
-                {
-                    #nested
-                    #rows.push(#child_row);
+                let #child_row =
+                    super::#cm::#ct::from_element(#row_var, #child_json, &#child_path, &mut errors);
+                #nested
+                if let ::std::option::Option::Some(row) = #child_row {
+                    #rows.push(row);
                 }
             }
         }

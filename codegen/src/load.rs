@@ -307,16 +307,16 @@ impl Cx<'_> {
                 None
             }
         };
-        if let Some(n) = &name {
-            if !is_pascal(&n.value) {
-                self.err(
-                    n.loc,
-                    format!(
-                        "entity name `{}` must be PascalCase (e.g. `OrderLineItem`)",
-                        n.value
-                    ),
-                );
-            }
+        if let Some(n) = &name
+            && !is_pascal(&n.value)
+        {
+            self.err(
+                n.loc,
+                format!(
+                    "entity name `{}` must be PascalCase (e.g. `OrderLineItem`)",
+                    n.value
+                ),
+            );
         }
         let source_type = match (keys.get("source_type"), keys.get("type")) {
             (Some(_), Some(t)) => {
@@ -427,16 +427,16 @@ impl Cx<'_> {
     fn field(&mut self, node: &Node, ctx: &SourceCx<'_>) -> Option<FieldDef> {
         let keys = self.mapping(node, FIELD_KEYS, "a field")?;
         let name = self.required(&keys, node, "name", "a field");
-        if let Some(n) = &name {
-            if !is_snake(&n.value) {
-                self.err(
-                    n.loc,
-                    format!(
-                        "field name `{}` must be snake_case (e.g. `order_key`)",
-                        n.value
-                    ),
-                );
-            }
+        if let Some(n) = &name
+            && !is_snake(&n.value)
+        {
+            self.err(
+                n.loc,
+                format!(
+                    "field name `{}` must be snake_case (e.g. `order_key`)",
+                    n.value
+                ),
+            );
         }
         let ty =
             self.required(&keys, node, "type", "a field")
@@ -481,16 +481,16 @@ impl Cx<'_> {
                 _ => self.err(loc(args), "`args` must be a one-element list: [max_length]"),
             }
         }
-        if let (Some(ml), Some(t)) = (&max_length, &ty) {
-            if t.value != FieldType::String {
-                self.err(
-                    ml.loc,
-                    format!(
-                        "`max_length` applies to String fields only, not `{}`",
-                        t.value.name()
-                    ),
-                );
-            }
+        if let (Some(ml), Some(t)) = (&max_length, &ty)
+            && t.value != FieldType::String
+        {
+            self.err(
+                ml.loc,
+                format!(
+                    "`max_length` applies to String fields only, not `{}`",
+                    t.value.name()
+                ),
+            );
         }
         let computed_from = keys
             .get("computed_from")
@@ -621,13 +621,13 @@ impl Cx<'_> {
         };
         let db = self.mapping(db_node, DATABASE_KEYS, "`persistence.database`")?;
         let table = self.required(&db, db_node, "conformant_table", "`persistence.database`");
-        if let Some(t) = &table {
-            if !is_snake(&t.value) {
-                self.err(
-                    t.loc,
-                    format!("table name `{}` must be snake_case", t.value),
-                );
-            }
+        if let Some(t) = &table
+            && !is_snake(&t.value)
+        {
+            self.err(
+                t.loc,
+                format!("table name `{}` must be snake_case", t.value),
+            );
         }
         let id_from_db = db
             .get("conformant_id_column")
@@ -662,16 +662,16 @@ impl Cx<'_> {
                 .get("name")
                 .and_then(|n| self.string(n, "`primary_key.name`"))
             {
-                if let Some(db_id) = &id_from_db {
-                    if db_id.value != n.value {
-                        self.err(
-                            n.loc,
-                            format!(
-                                "primary_key.name `{}` disagrees with conformant_id_column `{}`",
-                                n.value, db_id.value
-                            ),
-                        );
-                    }
+                if let Some(db_id) = &id_from_db
+                    && db_id.value != n.value
+                {
+                    self.err(
+                        n.loc,
+                        format!(
+                            "primary_key.name `{}` disagrees with conformant_id_column `{}`",
+                            n.value, db_id.value
+                        ),
+                    );
                 }
                 id_column = Some(n);
             }
@@ -688,13 +688,13 @@ impl Cx<'_> {
                     ),
                 }
             }
-            if let Some(a) = pk.get("autogenerate") {
-                if self.bool(a, "`autogenerate`") == Some(false) {
-                    self.err(
+            if let Some(a) = pk.get("autogenerate")
+                && self.bool(a, "`autogenerate`") == Some(false)
+            {
+                self.err(
                         loc(a),
                         "`autogenerate: false` is not supported: the surrogate key is assigned by PostgreSQL",
                     );
-                }
             }
         }
         let id_column = id_column.unwrap_or(Spanned {

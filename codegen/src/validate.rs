@@ -82,17 +82,17 @@ pub fn validate(entities: Vec<EntityDef>) -> Result<Schema, Diagnostics> {
                 ),
             );
         }
-        if let Some(p) = &e.persistence {
-            if let Some(first) = tables.insert(&p.table.value, e) {
-                d.error(
-                    &e.file,
-                    p.table.loc,
-                    format!(
-                        "table `{}` is already used by entity `{}`",
-                        p.table.value, first.name.value
-                    ),
-                );
-            }
+        if let Some(p) = &e.persistence
+            && let Some(first) = tables.insert(&p.table.value, e)
+        {
+            d.error(
+                &e.file,
+                p.table.loc,
+                format!(
+                    "table `{}` is already used by entity `{}`",
+                    p.table.value, first.name.value
+                ),
+            );
         }
     }
     let known_entities: Vec<&str> = names.keys().copied().collect();
@@ -136,14 +136,14 @@ fn check_entity(
             if let Some(p) = &e.parent {
                 d.error(f, p.loc, "`parent` is only allowed on derived entities");
             }
-            if e.source_type == SourceType::Reference {
-                if let Some(p) = &e.persistence {
-                    d.error(
-                        f,
-                        p.loc,
-                        "reference entities are not stored; remove `persistence`",
-                    );
-                }
+            if e.source_type == SourceType::Reference
+                && let Some(p) = &e.persistence
+            {
+                d.error(
+                    f,
+                    p.loc,
+                    "reference entities are not stored; remove `persistence`",
+                );
             }
             None
         }
@@ -178,17 +178,17 @@ fn derived_parent<'a>(
         );
         return None;
     };
-    if let Some(p) = &e.parent {
-        if p.value != r.entity.value {
-            d.error(
-                f,
-                p.loc,
-                format!(
-                    "`parent: {}` disagrees with `repeated_for.entity: {}`",
-                    p.value, r.entity.value
-                ),
-            );
-        }
+    if let Some(p) = &e.parent
+        && p.value != r.entity.value
+    {
+        d.error(
+            f,
+            p.loc,
+            format!(
+                "`parent: {}` disagrees with `repeated_for.entity: {}`",
+                p.value, r.entity.value
+            ),
+        );
     }
     let Some(parent) = names.get(r.entity.value.as_str()).copied() else {
         d.push(
@@ -316,14 +316,13 @@ fn check_field(e: &EntityDef, field: &FieldDef, parent: Option<&EntityDef>, d: &
                 || matches!(c.sources.as_slice(), [SourceRef::Element { path, .. }] if !path.is_empty());
             if let (Some(p), [SourceRef::Element { path, .. }]) =
                 (&c.field_path, c.sources.as_slice())
+                && !path.is_empty()
             {
-                if !path.is_empty() {
-                    d.error(
-                        f,
-                        p.loc,
-                        "the path is given twice (in the source and in `field_path`)",
-                    );
-                }
+                d.error(
+                    f,
+                    p.loc,
+                    "the path is given twice (in the source and in `field_path`)",
+                );
             }
             if e.source_type == SourceType::Root && !has_path {
                 d.error(
@@ -332,10 +331,10 @@ fn check_field(e: &EntityDef, field: &FieldDef, parent: Option<&EntityDef>, d: &
                     "`extract_field` on a root entity needs `args: {field_path: ...}`",
                 );
             }
-            if let Some(p) = &c.field_path {
-                if p.value.iter().any(|s| s.is_empty()) {
-                    d.error(f, p.loc, "`field_path` has an empty segment");
-                }
+            if let Some(p) = &c.field_path
+                && p.value.iter().any(|s| s.is_empty())
+            {
+                d.error(f, p.loc, "`field_path` has an empty segment");
             }
             if let Some((want, optional)) = legacy {
                 let ok = match want {
@@ -395,19 +394,19 @@ fn check_field(e: &EntityDef, field: &FieldDef, parent: Option<&EntityDef>, d: &
                         );
                         continue;
                     };
-                    if let Some(src) = parent_field(parent, pf, e, d) {
-                        if src.ty.value != ty {
-                            d.error(
-                                f,
-                                pf.loc,
-                                format!(
-                                    "field `{fname}` is `{}` but coalesce source `{}` is `{}`",
-                                    ty.name(),
-                                    pf.value,
-                                    src.ty.value.name()
-                                ),
-                            );
-                        }
+                    if let Some(src) = parent_field(parent, pf, e, d)
+                        && src.ty.value != ty
+                    {
+                        d.error(
+                            f,
+                            pf.loc,
+                            format!(
+                                "field `{fname}` is `{}` but coalesce source `{}` is `{}`",
+                                ty.name(),
+                                pf.value,
+                                src.ty.value.name()
+                            ),
+                        );
                     }
                 }
             }

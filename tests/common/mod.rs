@@ -1,0 +1,252 @@
+//! Test harness: each test gets its own JetStream stream, consumer and PostgreSQL database on the
+//! real local services, and runs the real api and worker in-process.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use nomnom::api::{AppState, router};
+use nomnom::config::{NatsConfig, WorkerConfig};
+use nomnom::worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+/// NATS used by tests (`TEST_NATS_URL`, default the local server).
+pub fn nats_url() -> String {
+    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Server URL used to create per-test databases (`TEST_PG_URL`, default local trust auth).
+pub fn pg_admin_url() -> String {
+    std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A fresh, unique name suffix.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// Opens a tokio-postgres client to `url`.
+pub async fn pg(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is not reachable: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A per-test database, dropped by [`TestDb::drop_db`].
+pub struct TestDb {
+    /// Database name.
+    pub name: String,
+    /// Connection URL.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates an empty database.
+    pub async fn create() -> Self {
+        let name = format!("nomnom_test_{}", unique());
+        let admin = pg(&format!("{}/test", pg_admin_url())).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        Self {
+            url: format!("{}/{name}", pg_admin_url()),
+            name,
+        }
+    }
+
+    /// A client to this database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        pg(&self.url).await
+    }
+
+    /// Drops the database (closing other sessions first).
+    pub async fn drop_db(&self) {
+        let admin = pg(&format!("{}/test", pg_admin_url())).await;
+        let _ = admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+
+    /// Rows of a query as text (NULL as `None`), for exact comparisons.
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let client = self.client().await;
+        let messages = client.simple_query(sql).await.expect("query");
+        messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `SELECT count(*)` of a query.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let rows = self.rows(&format!("SELECT count(*) FROM ({sql}) q")).await;
+        rows[0][0].as_deref().unwrap_or("0").parse().unwrap_or(0)
+    }
+
+    /// Waits until `sql` counts `n` rows (or fails after 20 s).
+    pub async fn wait_count(&self, sql: &str, n: i64) {
+        let start = Instant::now();
+        loop {
+            let c = self.count(sql).await;
+            if c == n {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {n} rows of `{sql}` (have {c})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// api + worker + stream + database of one test.
+pub struct Pipeline {
+    /// Base URL of the api (`http://127.0.0.1:<port>`).
+    pub base: String,
+    /// The test database.
+    pub db: TestDb,
+    /// Stream name.
+    pub stream: String,
+    /// JetStream context.
+    pub jetstream: async_nats::jetstream::Context,
+    /// Worker configuration used.
+    pub worker_config: WorkerConfig,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Starts an api and a worker on fresh names.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with a tweak to the worker configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
+        let id = unique();
+        let stream = format!("T_{id}");
+        let nats = NatsConfig {
+            url: nats_url(),
+            stream: stream.clone(),
+            duplicate_window: Duration::from_secs(120),
+        };
+        let db = TestDb::create().await;
+        let jetstream = nomnom::nats::connect(&nats).await.expect("NATS reachable");
+        nomnom::nats::ensure_stream(&jetstream, &nats)
+            .await
+            .expect("stream");
+        let mut worker_config = WorkerConfig {
+            nats: nats.clone(),
+            consumer: format!("c_{id}"),
+            database_url: db.url.clone(),
+            batch_size: 100,
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+        };
+        tweak(&mut worker_config);
+        let shutdown = CancellationToken::new();
+        let app = router(AppState {
+            jetstream: jetstream.clone(),
+            stream: stream.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let api_stop = shutdown.clone();
+        let api = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { api_stop.cancelled().await })
+                .await
+                .expect("api server");
+        });
+        let worker = Worker::connect(worker_config.clone())
+            .await
+            .expect("worker connects");
+        let worker_stop = shutdown.clone();
+        let worker = tokio::spawn(async move {
+            worker.run(worker_stop).await.expect("worker run");
+        });
+        Self {
+            base,
+            db,
+            stream,
+            jetstream,
+            worker_config,
+            shutdown,
+            tasks: vec![api, worker],
+        }
+    }
+
+    /// POSTs a JSON body; returns status and parsed JSON answer.
+    pub async fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {text}"));
+        (status, json)
+    }
+
+    /// Stops api and worker, deletes the stream and drops the database.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        let _ = self.jetstream.delete_stream(&self.stream).await;
+        self.db.drop_db().await;
+    }
+}
+
+/// A TPC-H order with `lines` line items (1–7), deterministic from `n`.
+pub fn tpch_order(n: u32, lines: u32) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = (1..=lines)
+        .map(|l| {
+            serde_json::json!({
+                "line_number": l,
+                "part_key": format!("P-{}", n * 10 + l),
+                "supplier_key": if l % 3 == 0 { serde_json::Value::Null } else { format!("S-{}", l * 7).into() },
+                "quantity": 5 + l,
+                "extended_price": format!("{}.{:02}", 1000 + n * 3 + l, (n + l) % 100),
+                "discount": "0.05",
+                "tax": "0.10",
+                "return_flag": "N",
+                "line_status": "O",
+                "ship_date": format!("1996-03-{:02}", l + 10),
+                "commit_date": if l % 2 == 0 { serde_json::Value::Null } else { format!("1996-02-{:02}", l + 1).into() },
+                "receipt_date": format!("1996-04-{:02}", l + 1),
+                "ship_mode": "TRUCK"
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "order_key": format!("ORD-{n:06}"),
+        "customer_key": format!("CUST-{:04}", n % 97),
+        "order_status": "O",
+        "total_price": format!("{}.47", 170000 + n),
+        "order_date": "1996-01-02",
+        "order_priority": "5-LOW",
+        "clerk": "Clerk#000000951",
+        "ship_priority": 0,
+        "comment": format!("order number {n}"),
+        "line_items": items
+    })
+}

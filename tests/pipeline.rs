@@ -1,0 +1,274 @@
+//! End to end on the real services: HTTP api → JetStream → worker → PostgreSQL.
+
+mod common;
+
+use common::{Pipeline, tpch_order};
+use serde_json::json;
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_and_line_items_land_exactly() {
+    let p = Pipeline::start().await;
+    let mut ids = Vec::new();
+    for (n, lines) in [(1u32, 1u32), (2, 4), (3, 7)] {
+        let (status, body) = p
+            .post("/ingest/message/order", &tpch_order(n, lines).to_string())
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["status"], "accepted");
+        assert!(body["timestamp"].as_str().is_some());
+        ids.push(body["message_id"].as_str().expect("message_id").to_string());
+    }
+    p.db.wait_count("SELECT 1 FROM message_status WHERE status = 'processed'", 3)
+        .await;
+
+    let orders =
+        p.db.rows(
+            "SELECT order_key, customer_key, order_status, total_price::text, order_date::text, \
+             order_priority, clerk, ship_priority::text, comment FROM orders ORDER BY order_key",
+        )
+        .await;
+    let expected: Vec<Vec<Option<String>>> = [1u32, 2, 3]
+        .iter()
+        .map(|n| {
+            vec![
+                s(&format!("ORD-{n:06}")),
+                s(&format!("CUST-{:04}", n % 97)),
+                s("O"),
+                s(&format!("{}.47", 170000 + n)),
+                s("1996-01-02"),
+                s("5-LOW"),
+                s("Clerk#000000951"),
+                s("0"),
+                s(&format!("order number {n}")),
+            ]
+        })
+        .collect();
+    assert_eq!(orders, expected);
+
+    let lines =
+        p.db.rows(
+            "SELECT order_key, line_number::text, part_key, supplier_key, quantity::text, \
+             extended_price::text, discount::text, tax::text, return_flag, line_status, \
+             ship_date::text, commit_date::text, receipt_date::text, ship_mode \
+             FROM order_line_items ORDER BY order_key, line_number",
+        )
+        .await;
+    let mut expected_lines = Vec::new();
+    for (n, count) in [(1u32, 1u32), (2, 4), (3, 7)] {
+        for l in 1..=count {
+            expected_lines.push(vec![
+                s(&format!("ORD-{n:06}")),
+                s(&l.to_string()),
+                s(&format!("P-{}", n * 10 + l)),
+                if l % 3 == 0 {
+                    None
+                } else {
+                    s(&format!("S-{}", l * 7))
+                },
+                s(&(5 + l).to_string()),
+                s(&format!("{}.{:02}", 1000 + n * 3 + l, (n + l) % 100)),
+                s("0.05"),
+                s("0.10"),
+                s("N"),
+                s("O"),
+                s(&format!("1996-03-{:02}", l + 10)),
+                if l % 2 == 0 {
+                    None
+                } else {
+                    s(&format!("1996-02-{:02}", l + 1))
+                },
+                s(&format!("1996-04-{:02}", l + 1)),
+                s("TRUCK"),
+            ]);
+        }
+    }
+    assert_eq!(lines, expected_lines);
+
+    let statuses = p
+        .db
+        .rows("SELECT message_id::text, entity, row_count::text FROM message_status ORDER BY row_count")
+        .await;
+    assert_eq!(
+        statuses,
+        vec![
+            vec![s(&ids[0]), s("Order"), s("2")],
+            vec![s(&ids[1]), s("Order"), s("5")],
+            vec![s(&ids[2]), s("Order"), s("8")],
+        ]
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posting_the_same_order_twice_keeps_one_row_per_key() {
+    let p = Pipeline::start().await;
+    let first = tpch_order(7, 3);
+    let mut second = tpch_order(7, 3);
+    second["total_price"] = json!("999.99");
+    second["line_items"][1]["quantity"] = json!(42);
+    for body in [&first, &second] {
+        let (status, answer) = p.post("/ingest/message/order", &body.to_string()).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    p.db.wait_count("SELECT 1 FROM message_status", 2).await;
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 1);
+    assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 3);
+    // Last write wins (`on_conflict: update`).
+    assert_eq!(
+        p.db.rows("SELECT total_price::text FROM orders").await,
+        vec![vec![s("999.99")]]
+    );
+    assert_eq!(
+        p.db.rows("SELECT quantity::text FROM order_line_items WHERE line_number = 2")
+            .await,
+        vec![vec![s("42")]]
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_order_gets_422_and_writes_nothing() {
+    let p = Pipeline::start().await;
+    let mut bad = tpch_order(11, 2);
+    bad["ship_priority"] = json!(2147483648u64);
+    bad["line_items"][1]["ship_date"] = json!("1996-02-30");
+    bad.as_object_mut().expect("object").remove("clerk");
+    let (status, answer) = p.post("/ingest/message/order", &bad.to_string()).await;
+    assert_eq!(status, 422, "{answer}");
+    let fields: Vec<&str> = answer["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["clerk", "ship_priority", "line_items[1].ship_date"]
+    );
+
+    let (status, answer) = p.post("/ingest/message/order", "{\"order_key\": ").await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .expect("error")
+            .contains("invalid JSON")
+    );
+
+    let (status, answer) = p.post("/ingest/message/invoice", "{}").await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error"], "unknown entity `invoice`");
+
+    // A valid order posted afterwards is processed; nothing of the rejected ones is there.
+    let (status, _) = p
+        .post("/ingest/message/order", &tpch_order(12, 1).to_string())
+        .await;
+    assert_eq!(status, 202);
+    p.db.wait_count("SELECT 1 FROM message_status", 1).await;
+    assert_eq!(
+        p.db.rows("SELECT order_key FROM orders").await,
+        vec![vec![s("ORD-000012")]]
+    );
+    assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 1);
+    assert_eq!(p.db.count("SELECT 1 FROM dead_letters").await, 0);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_root_entity_is_stored() {
+    let p = Pipeline::start().await;
+    let customer = json!({
+        "customer_key": "CUST-0001", "name": "Customer#000000001",
+        "address": "IVhzIApeRb ot,c,E", "nation_key": 15, "phone": "25-989-741-2988",
+        "account_balance": 711.56, "market_segment": "BUILDING", "comment": null
+    });
+    let product = json!({
+        "part_key": "P-1", "name": "goldenrod lavender spring chocolate lace",
+        "manufacturer": "Manufacturer#1", "brand": "Brand#13", "type": "PROMO BURNISHED COPPER",
+        "size": 7, "container": "JUMBO PKG", "retail_price": "901.00",
+        "comment": "ly. slyly ironi"
+    });
+    assert_eq!(
+        p.post("/ingest/message/customer", &customer.to_string())
+            .await
+            .0,
+        202
+    );
+    assert_eq!(
+        p.post("/ingest/message/Product", &product.to_string())
+            .await
+            .0,
+        202
+    );
+    p.db.wait_count("SELECT 1 FROM message_status", 2).await;
+    assert_eq!(
+        p.db.rows(
+            "SELECT customer_key, name, nation_key::text, account_balance::text, comment FROM customers"
+        )
+        .await,
+        vec![vec![s("CUST-0001"), s("Customer#000000001"), s("15"), s("711.56"), None]]
+    );
+    assert_eq!(
+        p.db.rows("SELECT part_key, \"type\", size::text, retail_price::text FROM products")
+            .await,
+        vec![vec![
+            s("P-1"),
+            s("PROMO BURNISHED COPPER"),
+            s("7"),
+            s("901.00")
+        ]]
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_message_is_dead_lettered_with_reason() {
+    let p = Pipeline::start().await;
+    // Bypass the api: a client publishing straight to the stream with a wrong body.
+    let envelope = json!({
+        "message_id": "5f0e3c1e-1111-4b7a-9a55-000000000001",
+        "entity": "Order",
+        "received_at": "2026-01-01T00:00:00Z",
+        "body": {"order_key": "X"}
+    });
+    p.jetstream
+        .publish(format!("{}.order", p.stream), envelope.to_string().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    p.jetstream
+        .publish(format!("{}.order", p.stream), "not json".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    p.db.wait_count("SELECT 1 FROM dead_letters", 2).await;
+    let rows =
+        p.db.rows("SELECT message_id::text, entity, reason FROM dead_letters ORDER BY reason")
+            .await;
+    assert_eq!(rows[0][0], s("5f0e3c1e-1111-4b7a-9a55-000000000001"));
+    assert_eq!(rows[0][1], s("Order"));
+    let reason = rows[0][2].clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("customer_key: required field is missing"),
+        "{reason}"
+    );
+    assert!(
+        rows[1][2]
+            .clone()
+            .unwrap_or_default()
+            .starts_with("unreadable envelope")
+    );
+    assert_eq!(
+        p.db.count("SELECT 1 FROM message_status WHERE status = 'dead_lettered'")
+            .await,
+        2
+    );
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 0);
+    p.stop().await;
+}
