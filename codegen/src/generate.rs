@@ -186,11 +186,12 @@ fn top_file(schema: &Schema) -> TokenStream {
         .collect();
     let modules = live.iter().map(|e| {
         let m = module_ident(e);
-        let file = format!("/{}", entity_file_name(e));
+        // Relative to this file: works wherever the output directory is.
+        let file = entity_file_name(e);
         let doc = format!(" Generated code of entity `{}`.", e.name.value);
         quote! {
             #[doc = #doc]
-            pub mod #m { include!(concat!(env!("OUT_DIR"), #file)); }
+            pub mod #m { include!(#file); }
         }
     });
     let reexports = live.iter().map(|e| {

@@ -122,7 +122,7 @@ impl Builder {
     }
 
     /// For `build.rs`: prints `cargo:rerun-if-changed` lines, and on failure prints each
-    /// problem as a `cargo::error` line (clean errors, no backtrace) and exits non-zero.
+    /// problem as a `cargo::error` line, which cargo shows as `error: …` and fails the build.
     pub fn run_for_cargo(&self) {
         println!("cargo:rerun-if-changed={}", self.entities_dir.display());
         // Also rerun when files appear or vanish: cargo watches the directory's mtime.
@@ -141,13 +141,10 @@ impl Builder {
                 {
                     println!("cargo::error={line}");
                 }
-                eprintln!("{diags}");
-                std::process::exit(1);
+                // `cargo::error` fails the build with these lines only (no build-script dump).
             }
             Err(e) => {
                 println!("cargo::error={e}");
-                eprintln!("error: {e}");
-                std::process::exit(1);
             }
         }
     }

@@ -90,6 +90,58 @@ pub async fn connection(
         .map_err(|e| DbError::Connection(e.to_string()))
 }
 
+/// Creates the database named in `database_url` if it does not exist yet (connecting to the
+/// `postgres` maintenance database of the same server to do so).
+pub async fn ensure_database(database_url: &str) -> Result<(), DbError> {
+    let missing = match AsyncPgConnection::establish(database_url).await {
+        Ok(_) => return Ok(()),
+        Err(e) => {
+            let text = e.to_string();
+            if !text.contains("does not exist") {
+                return Err(DbError::Connection(text));
+            }
+            text
+        }
+    };
+    let (base, name) = database_url
+        .split_once('?')
+        .map_or(database_url, |(b, _)| b)
+        .rsplit_once('/')
+        .ok_or_else(|| DbError::Connection(missing.clone()))?;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(DbError::Connection(missing));
+    }
+    let query = database_url
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    let mut admin = AsyncPgConnection::establish(&format!("{base}/postgres{query}"))
+        .await
+        .map_err(|e| DbError::Connection(format!("{missing}; creating it failed: {e}")))?;
+    match diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(database = name, "created database");
+            Ok(())
+        }
+        // Another worker created it first.
+        Err(diesel::result::Error::DatabaseError(_, info))
+            if info.message().contains("already exists") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(DbError::Connection(format!(
+            "{missing}; creating it failed: {e}"
+        ))),
+    }
+}
+
 /// Runs the embedded migrations and creates missing entity tables, under an advisory lock.
 pub async fn prepare_schema(database_url: &str) -> Result<(), DbError> {
     let connect = || async {

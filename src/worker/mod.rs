@@ -305,6 +305,7 @@ impl Worker {
             )
             .await
             .map_err(|e| consumer_err(&e))?;
+        db::ensure_database(&config.database_url).await?;
         db::prepare_schema(&config.database_url).await?;
         let pool = db::pool(&config.database_url, 4)?;
         Ok(Self {

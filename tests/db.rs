@@ -1,0 +1,110 @@
+//! The database layer on the real PostgreSQL: database creation, schema set-up, and the
+//! transactional write with its redelivery guard.
+
+mod common;
+
+use nomnom::db::{self, PendingWrite};
+use nomnom::generated::parse_message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_database_is_created_and_schema_is_idempotent() {
+    let name = format!("nomnom_test_{}", common::unique());
+    let url = format!("{}/{name}", common::pg_admin_url());
+    db::ensure_database(&url).await.expect("created");
+    db::ensure_database(&url).await.expect("exists: no-op");
+    db::prepare_schema(&url).await.expect("schema");
+    db::prepare_schema(&url).await.expect("schema again");
+    let test_db = common::TestDb { name, url };
+    let tables = test_db
+        .rows("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        .await;
+    let tables: Vec<String> = tables.into_iter().filter_map(|mut r| r.remove(0)).collect();
+    assert_eq!(
+        tables,
+        vec![
+            "__diesel_schema_migrations",
+            "customers",
+            "dead_letters",
+            "message_status",
+            "order_line_items",
+            "orders",
+            "products"
+        ]
+    );
+    test_db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_message_writes_nothing_twice() {
+    let test_db = common::TestDb::create().await;
+    db::prepare_schema(&test_db.url).await.expect("schema");
+    let pool = db::pool(&test_db.url, 2).expect("pool");
+    let body = common::tpch_order(5, 3).to_string();
+    let message = parse_message("order", body.as_bytes()).expect("valid");
+    let write = PendingWrite {
+        message_id: uuid::Uuid::new_v4(),
+        received_at: chrono::Utc::now(),
+        attempts: 1,
+        message: &message,
+    };
+    let mut conn = db::connection(&pool).await.expect("conn");
+    let first = db::write_messages(&mut conn, &[write])
+        .await
+        .expect("first write");
+    assert_eq!(first.written, vec![write.message_id]);
+    assert_eq!(first.rows.total(), 4);
+    let again = db::write_messages(
+        &mut conn,
+        &[PendingWrite {
+            attempts: 2,
+            ..write
+        }],
+    )
+    .await
+    .expect("second write");
+    assert!(again.written.is_empty());
+    assert_eq!(again.already_processed, vec![write.message_id]);
+    assert_eq!(again.rows.total(), 0);
+    assert_eq!(test_db.count("SELECT 1 FROM orders").await, 1);
+    assert_eq!(test_db.count("SELECT 1 FROM order_line_items").await, 3);
+    assert_eq!(
+        test_db
+            .rows("SELECT attempts::text, row_count::text FROM message_status")
+            .await,
+        vec![vec![Some("1".to_string()), Some("4".to_string())]]
+    );
+    drop(conn);
+    test_db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_inside_one_batch_merge_last_wins() {
+    let test_db = common::TestDb::create().await;
+    db::prepare_schema(&test_db.url).await.expect("schema");
+    let pool = db::pool(&test_db.url, 2).expect("pool");
+    let mut second = common::tpch_order(9, 2);
+    second["clerk"] = serde_json::json!("Clerk#2");
+    let a = parse_message("order", common::tpch_order(9, 2).to_string().as_bytes()).expect("a");
+    let b = parse_message("order", second.to_string().as_bytes()).expect("b");
+    let writes: Vec<PendingWrite<'_>> = [&a, &b]
+        .into_iter()
+        .map(|m| PendingWrite {
+            message_id: uuid::Uuid::new_v4(),
+            received_at: chrono::Utc::now(),
+            attempts: 1,
+            message: m,
+        })
+        .collect();
+    let mut conn = db::connection(&pool).await.expect("conn");
+    let outcome = db::write_messages(&mut conn, &writes)
+        .await
+        .expect("one statement per table");
+    assert_eq!(outcome.written.len(), 2);
+    assert_eq!(
+        test_db.rows("SELECT clerk FROM orders").await,
+        vec![vec![Some("Clerk#2".to_string())]]
+    );
+    assert_eq!(test_db.count("SELECT 1 FROM order_line_items").await, 2);
+    drop(conn);
+    test_db.drop_db().await;
+}
