@@ -1,0 +1,253 @@
+//! Round trips of the `kitchen_sink` fixture: every type, nested derived entities, coalesce,
+//! constant, dotted paths, List[String] parents, keyword field names, and its upserts on the
+//! real PostgreSQL.
+
+use nomnom_codegen_fixtures::kitchen_sink::{ParsedMessage, RootEntity, ShipmentMessage};
+use serde_json::{Value, json};
+
+fn shipment() -> Value {
+    json!({
+        "id_code": "6f1c1e52-0d5e-4c4e-9d6b-7b3a2c1d0e9f",
+        "shipped_at": "2024-05-01T12:30:00+02:00",
+        "weight": 12.5,
+        "pieces": 9007199254740993i64,
+        "fragile": true,
+        "meta": {"note": "keep dry", "n": [1, 2]},
+        "tags": ["express", "intl"],
+        "carrier": "DHL",
+        "fallback_carrier": null,
+        "match": "yes",
+        "origin": {"address": {"city": "Lyon"}},
+        "packages": [
+            {"label": "A", "carrier": "UPS", "size": 1.25,
+             "contents": {"items": [{"sku": "X1", "qty": 2}, {"sku": "X2", "qty": 5}]}},
+            {"label": "B"}
+        ]
+    })
+}
+
+fn parse(v: &Value) -> Result<ShipmentMessage, Vec<(String, String)>> {
+    match RootEntity::Shipment.parse_value(v) {
+        Ok(ParsedMessage::Shipment(m)) => Ok(m),
+        Err(errors) => Err(errors.into_iter().map(|e| (e.field, e.error)).collect()),
+    }
+}
+
+#[test]
+fn every_type_and_transform_round_trips() {
+    let m = parse(&shipment()).expect("valid");
+    let s = &m.shipment;
+    assert_eq!(
+        s.id_code.to_string(),
+        "6f1c1e52-0d5e-4c4e-9d6b-7b3a2c1d0e9f"
+    );
+    assert_eq!(s.shipped_at.to_rfc3339(), "2024-05-01T10:30:00+00:00");
+    assert_eq!(s.weight, 12.5);
+    assert_eq!(s.pieces, 9007199254740993);
+    assert!(s.fragile);
+    assert_eq!(s.meta, Some(json!({"note": "keep dry", "n": [1, 2]})));
+    assert_eq!(s.tags, vec!["express", "intl"]);
+    assert_eq!(s.r#match, "yes");
+    assert_eq!(s.origin_city.as_deref(), Some("Lyon"));
+
+    // Derived: coalesce picks the element's carrier, then the parent's fallback, then carrier.
+    let labels: Vec<(&str, &str, &str, i32)> = m
+        .package
+        .iter()
+        .map(|p| {
+            (
+                p.label.as_str(),
+                p.carrier.as_str(),
+                p.source.as_str(),
+                p.priority,
+            )
+        })
+        .collect();
+    assert_eq!(labels, vec![("A", "UPS", "api", 3), ("B", "DHL", "api", 3)]);
+    assert_eq!(m.package[0].shipment_code, s.id_code);
+    assert_eq!(
+        m.package[0]
+            .dims
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("1.25")
+    );
+    assert_eq!(m.package[1].dims, None);
+    assert_eq!(m.package[1].items, None);
+
+    // Depth 3: items of package A, with the package label copied from their parent.
+    let items: Vec<(&str, &str, i32)> = m
+        .package_item
+        .iter()
+        .map(|i| (i.label.as_str(), i.sku.as_str(), i.qty))
+        .collect();
+    assert_eq!(items, vec![("A", "X1", 2), ("A", "X2", 5)]);
+
+    // A derived entity repeated for a List[String].
+    let tags: Vec<&str> = m.shipment_tag.iter().map(|t| t.tag.as_str()).collect();
+    assert_eq!(tags, vec!["express", "intl"]);
+    assert_eq!(m.row_count(), 1 + 2 + 2 + 2);
+}
+
+#[test]
+fn coalesce_falls_back_to_the_parent() {
+    let mut v = shipment();
+    v["fallback_carrier"] = json!("FedEx");
+    let m = parse(&v).expect("valid");
+    assert_eq!(m.package[1].carrier, "FedEx");
+}
+
+#[test]
+fn errors_at_every_depth_name_their_path() {
+    let mut v = shipment();
+    v["id_code"] = json!("not-a-uuid");
+    v["shipped_at"] = json!("2024-05-01 12:30");
+    v["pieces"] = json!(9.5);
+    v["fragile"] = json!("yes");
+    v["tags"] = json!(["ok", 3]);
+    v["carrier"] = json!("a carrier name longer than twenty");
+    v["packages"][1] = json!({"size": "big"});
+    v["packages"][0]["contents"]["items"][1]["qty"] = json!(99999999999i64);
+    let errors = parse(&v).expect_err("invalid");
+    let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "id_code",
+            "shipped_at",
+            "pieces",
+            "fragile",
+            "tags",
+            "carrier",
+            "packages[0].contents.items[1].qty",
+            "packages[1].label",
+            "packages[1].size",
+            // The ShipmentTag element itself: same problem, exact path.
+            "tags[1]",
+        ],
+        "{errors:?}"
+    );
+    assert_eq!(errors[4].1, "element 1 must be a string, found a number");
+    assert_eq!(errors[8].1, "`big` is not a decimal number");
+}
+
+#[test]
+fn nulls_follow_nullability() {
+    let mut v = shipment();
+    v["meta"] = Value::Null;
+    v.as_object_mut().expect("object").remove("origin");
+    let m = parse(&v).expect("nullable fields may be null or missing");
+    assert_eq!((m.shipment.meta, m.shipment.origin_city), (None, None));
+    v["weight"] = Value::Null;
+    let errors = parse(&v).expect_err("weight is not nullable");
+    assert_eq!(
+        errors,
+        vec![(
+            "weight".into(),
+            "required field is missing or null (expected a number)".into()
+        )]
+    );
+}
+
+#[test]
+fn reference_entities_generate_no_code() {
+    assert_eq!(
+        RootEntity::ALL.iter().map(|e| e.name()).collect::<Vec<_>>(),
+        vec!["Shipment"]
+    );
+    let tables: Vec<&str> = nomnom_codegen_fixtures::kitchen_sink::TABLES
+        .iter()
+        .map(|t| t.table)
+        .collect();
+    assert_eq!(tables, vec!["shipments", "packages", "package_items"]);
+}
+
+async fn pg(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432");
+    tokio::spawn(conn);
+    client
+}
+
+async fn texts(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .expect("query")
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn upserts_follow_on_conflict_and_unicity() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let base = std::env::var("TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("nomnom_fixture_{}", uuid::Uuid::new_v4().simple());
+    let admin = pg(&format!("{base}/test")).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create db");
+    let url = format!("{base}/{name}");
+    let mut conn = AsyncPgConnection::establish(&url).await.expect("connect");
+    for t in nomnom_codegen_fixtures::kitchen_sink::TABLES {
+        diesel::sql_query(t.create_sql)
+            .execute(&mut conn)
+            .await
+            .expect("create table");
+    }
+    let first = RootEntity::Shipment
+        .parse_value(&shipment())
+        .expect("valid");
+    let mut changed = shipment();
+    changed["weight"] = json!(99.0);
+    changed["packages"][0]["carrier"] = json!("TNT");
+    let second = RootEntity::Shipment.parse_value(&changed).expect("valid");
+    for m in [&first, &second] {
+        let mut batch = nomnom_codegen_fixtures::kitchen_sink::RowBatch::default();
+        batch.push(m);
+        batch.write(&mut conn).await.expect("write");
+    }
+    let client = pg(&url).await;
+    // on_conflict: ignore → first write wins; the keyword column is stored as "match".
+    assert_eq!(
+        texts(
+            &client,
+            "SELECT weight, pieces, fragile, tags::text, \"match\", meta::text FROM shipments"
+        )
+        .await,
+        vec![r#"12.5|9007199254740993|t|{express,intl}|yes|{"n": [1, 2], "note": "keep dry"}"#]
+    );
+    // on_conflict: update (default) → last write wins.
+    assert_eq!(
+        texts(
+            &client,
+            "SELECT label, carrier, dims::text FROM packages ORDER BY label"
+        )
+        .await,
+        vec!["A|TNT|1.25", "B|DHL|NULL"]
+    );
+    // No unicity_fields → plain inserts (the worker's message_status guard prevents doubles).
+    assert_eq!(
+        texts(&client, "SELECT count(*) FROM package_items").await,
+        vec!["4"]
+    );
+    drop(client);
+    drop(conn);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop db");
+}
