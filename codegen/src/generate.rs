@@ -754,10 +754,11 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
                     .and_then(|p| p.field(src))
                     .is_some_and(|pf| pf.nullable);
                 let sid = field_ident(src);
+                let value = read_parent_field(&sid, f.ty.value);
                 if f.nullable && !parent_nullable {
-                    quote!(parent.map(|parent| ::std::option::Option::Some(parent.#sid.clone())))
+                    quote!(parent.map(|parent| ::std::option::Option::Some(#value)))
                 } else {
-                    quote!(parent.map(|parent| parent.#sid.clone()))
+                    quote!(parent.map(|parent| #value))
                 }
             }
             Transform::Constant => {
@@ -774,17 +775,19 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
                 }
             }
             Transform::Coalesce => {
+                let base_ty = f.ty.value;
                 let parent = parent_of(schema, e);
                 let mut exprs = c.sources.iter().map(|s| match s {
                     SourceRef::ParentField(p) => {
                         let sid = field_ident(&p.value);
+                        let value = read_parent_field(&sid, base_ty);
                         let nullable = parent
                             .and_then(|pe| pe.field(&p.value))
                             .is_some_and(|pf| pf.nullable);
                         if nullable {
-                            quote!(parent.and_then(|parent| parent.#sid.clone()))
+                            quote!(parent.and_then(|parent| #value))
                         } else {
-                            quote!(parent.map(|parent| parent.#sid.clone()))
+                            quote!(parent.map(|parent| #value))
                         }
                     }
                     SourceRef::Element { path, .. } => {
@@ -823,6 +826,15 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
         None => value,
     };
     quote!(let #id = #limited;)
+}
+
+/// `parent.<field>`, cloned unless the type is `Copy`.
+fn read_parent_field(field: &Ident, ty: FieldType) -> TokenStream {
+    if ty.is_copy() {
+        quote!(parent.#field)
+    } else {
+        quote!(parent.#field.clone())
+    }
 }
 
 fn unreachable_source() -> &'static str {

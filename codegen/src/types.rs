@@ -87,6 +87,20 @@ impl FieldType {
         self != FieldType::ListObject
     }
 
+    /// Whether the Rust type is `Copy` (copied from a parent row without `.clone()`).
+    pub fn is_copy(self) -> bool {
+        matches!(
+            self,
+            FieldType::Integer
+                | FieldType::BigInt
+                | FieldType::Float
+                | FieldType::Boolean
+                | FieldType::Date
+                | FieldType::DateTime
+                | FieldType::Uuid
+        )
+    }
+
     /// Whether derived entities can be `repeated_for` this field.
     pub fn is_list(self) -> bool {
         matches!(self, FieldType::ListObject | FieldType::ListString)

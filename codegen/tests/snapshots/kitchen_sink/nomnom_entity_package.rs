@@ -29,7 +29,7 @@ impl Package {
         path: &str,
         errors: &mut ::std::vec::Vec<crate::runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        let shipment_code = parent.map(|parent| parent.id_code.clone());
+        let shipment_code = parent.map(|parent| parent.id_code);
         let label = crate::runtime::extract::<
             ::std::string::String,
         >(element, path, &["label"], errors);

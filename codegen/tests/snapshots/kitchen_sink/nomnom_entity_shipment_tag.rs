@@ -20,7 +20,7 @@ impl ShipmentTag {
         path: &str,
         errors: &mut ::std::vec::Vec<crate::runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        let shipment_code = parent.map(|parent| parent.id_code.clone());
+        let shipment_code = parent.map(|parent| parent.id_code);
         let tag = crate::runtime::extract::<
             ::std::string::String,
         >(element, path, &[], errors);
