@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use diag::{Diagnostic, Diagnostics, Loc};
 pub use generate::{GeneratedFile, TOP_FILE, generate};
-pub use load::{SourceFile, load};
+pub use load::{Loaded, SourceFile, load};
 pub use model::EntityDef;
 pub use types::FieldType;
 pub use validate::{Schema, validate};
@@ -43,7 +43,8 @@ pub enum CodegenError {
 
 /// Loads and validates YAML sources: all problems of all files at once.
 pub fn load_and_validate(files: &[SourceFile]) -> Result<Schema, Diagnostics> {
-    let (entities, mut diags) = load(files);
+    let loaded = load(files);
+    let mut diags = loaded.diagnostics;
     if files.is_empty() {
         diags.error(
             "entities",
@@ -51,10 +52,15 @@ pub fn load_and_validate(files: &[SourceFile]) -> Result<Schema, Diagnostics> {
             "no entity files (*.yaml) found",
         );
     }
-    if !diags.is_empty() {
-        return Err(diags.sorted());
+    // Cross-file checks run even when some files have problems, so every problem shows at once.
+    match validate::validate_loaded(loaded.entities, loaded.all_files_loaded) {
+        Ok(schema) if diags.is_empty() => Ok(schema),
+        Ok(_) => Err(diags.sorted()),
+        Err(more) => {
+            diags.0.extend(more.0);
+            Err(diags.sorted())
+        }
     }
-    validate(entities)
 }
 
 /// Generates code for YAML given as text (tests and tools).

@@ -92,20 +92,41 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, std::io::Error> {
         .collect()
 }
 
+/// What [`load`] produced.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Entities that loaded (possibly incomplete, see [`EntityDef::complete`]).
+    pub entities: Vec<EntityDef>,
+    /// Every problem found while loading.
+    pub diagnostics: Diagnostics,
+    /// False when some file produced no entity at all (so its name is unknown).
+    pub all_files_loaded: bool,
+}
+
 /// Parses every file; returns the entities that loaded and all problems found.
-pub fn load(files: &[SourceFile]) -> (Vec<EntityDef>, Diagnostics) {
+pub fn load(files: &[SourceFile]) -> Loaded {
     let mut diags = Diagnostics::default();
     let mut entities = Vec::new();
+    let mut all_files_loaded = true;
     for (i, f) in files.iter().enumerate() {
+        let before = diags.0.len();
         let mut cx = Cx {
             file: &f.path,
             diags: &mut diags,
         };
-        if let Some(e) = cx.file(i, &f.text) {
-            entities.push(e);
+        match cx.file(i, &f.text) {
+            Some(mut e) => {
+                e.complete = diags.0.len() == before;
+                entities.push(e);
+            }
+            None => all_files_loaded = false,
         }
     }
-    (entities, diags)
+    Loaded {
+        entities,
+        diagnostics: diags,
+        all_files_loaded,
+    }
 }
 
 fn loc(node: &Node) -> Loc {
@@ -253,7 +274,7 @@ impl Cx<'_> {
         };
         let top = self.mapping(&root, &["entity"], "the top level")?;
         let Some(entity) = top.get("entity") else {
-            self.err(loc(&root), "missing top-level key `entity`");
+            self.err(Loc { line: 1, col: 1 }, "missing top-level key `entity`");
             return None;
         };
         self.entity(entity)
@@ -279,7 +300,7 @@ impl Cx<'_> {
                     ),
                 );
             }
-            E::ScanError(m, se) => self.err(at(m), format!("invalid YAML: {se}")),
+            E::ScanError(m, se) => self.err(at(m), format!("invalid YAML: {}", se.info())),
             E::TopLevelMustBeMapping(m) => {
                 self.err(at(m), "the top level must be a mapping with key `entity`")
             }
@@ -380,6 +401,7 @@ impl Cx<'_> {
             repeated_for,
             parent,
             persistence,
+            complete: true,
         })
     }
 
@@ -527,10 +549,15 @@ impl Cx<'_> {
         };
         let sources = match keys.get("sources") {
             Some(n) => match n.as_sequence() {
-                Some(seq) => seq.iter().filter_map(|s| self.source(s, ctx)).collect(),
+                Some(seq) => {
+                    let all: Vec<Option<SourceRef>> =
+                        seq.iter().map(|s| self.source(s, ctx)).collect();
+                    // A bad source was reported; checking the transform would only echo it.
+                    all.into_iter().collect::<Option<Vec<_>>>()?
+                }
                 None => {
                     self.err(loc(n), "`sources` must be a list");
-                    Vec::new()
+                    return None;
                 }
             },
             None => Vec::new(),
@@ -567,6 +594,7 @@ impl Cx<'_> {
         }
         Some(ComputedFrom {
             transform,
+            name: t.value.clone(),
             loc: t.loc,
             sources,
             field_path,

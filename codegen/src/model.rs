@@ -42,6 +42,9 @@ pub struct EntityDef {
     pub parent: Option<Spanned<String>>,
     /// How rows are stored; `None` means parsed but not stored.
     pub persistence: Option<Persistence>,
+    /// False when the file had problems and parts of it were dropped while loading; checks that
+    /// would only repeat those problems (e.g. "no field x") are skipped for it.
+    pub complete: bool,
 }
 
 /// One field of an entity.
@@ -120,6 +123,8 @@ pub struct Literal {
 pub struct ComputedFrom {
     /// The transform.
     pub transform: Transform,
+    /// The transform as spelled in YAML (for messages).
+    pub name: String,
     /// Position of the transform name.
     pub loc: Loc,
     /// Sources, resolved against `each_known_as`.

@@ -68,6 +68,16 @@ impl EntityDef {
 
 /// Checks everything that needs more than one file or one field to see.
 pub fn validate(entities: Vec<EntityDef>) -> Result<Schema, Diagnostics> {
+    validate_loaded(entities, true)
+}
+
+/// Like [`validate`], after a load that had problems: checks that would only echo them (an
+/// unknown parent when some file did not load, a field dropped from an incomplete entity) are
+/// skipped.
+pub fn validate_loaded(
+    entities: Vec<EntityDef>,
+    all_files_loaded: bool,
+) -> Result<Schema, Diagnostics> {
     let mut d = Diagnostics::default();
     let mut names: BTreeMap<&str, &EntityDef> = BTreeMap::new();
     let mut tables: BTreeMap<&str, &EntityDef> = BTreeMap::new();
@@ -97,7 +107,7 @@ pub fn validate(entities: Vec<EntityDef>) -> Result<Schema, Diagnostics> {
     }
     let known_entities: Vec<&str> = names.keys().copied().collect();
     for e in &entities {
-        check_entity(e, &names, &known_entities, &mut d);
+        check_entity(e, &names, &known_entities, all_files_loaded, &mut d);
     }
     check_cycles(&entities, &names, &mut d);
     if d.is_empty() {
@@ -111,6 +121,7 @@ fn check_entity(
     e: &EntityDef,
     names: &BTreeMap<&str, &EntityDef>,
     known_entities: &[&str],
+    all_files_loaded: bool,
     d: &mut Diagnostics,
 ) {
     let f = &e.file;
@@ -147,7 +158,19 @@ fn check_entity(
             }
             None
         }
-        SourceType::Derived => derived_parent(e, names, known_entities, d),
+        SourceType::Derived if e.repeated_for.is_none() => {
+            d.error(
+                f,
+                e.name.loc,
+                format!(
+                    "derived entity `{}` needs `repeated_for: {{entity, field, each_known_as}}`",
+                    e.name.value
+                ),
+            );
+            // Without the element name its sources cannot be checked meaningfully.
+            return;
+        }
+        SourceType::Derived => derived_parent(e, names, known_entities, all_files_loaded, d),
     };
     if e.source_type != SourceType::Reference {
         for field in &e.fields {
@@ -164,20 +187,11 @@ fn derived_parent<'a>(
     e: &EntityDef,
     names: &BTreeMap<&str, &'a EntityDef>,
     known_entities: &[&str],
+    all_files_loaded: bool,
     d: &mut Diagnostics,
 ) -> Option<&'a EntityDef> {
     let f = &e.file;
-    let Some(r) = &e.repeated_for else {
-        d.error(
-            f,
-            e.name.loc,
-            format!(
-                "derived entity `{}` needs `repeated_for: {{entity, field, each_known_as}}`",
-                e.name.value
-            ),
-        );
-        return None;
-    };
+    let r = e.repeated_for.as_ref()?;
     if let Some(p) = &e.parent
         && p.value != r.entity.value
     {
@@ -191,6 +205,9 @@ fn derived_parent<'a>(
         );
     }
     let Some(parent) = names.get(r.entity.value.as_str()).copied() else {
+        if !all_files_loaded {
+            return None;
+        }
         d.push(
             f,
             r.entity.loc,
@@ -211,6 +228,7 @@ fn derived_parent<'a>(
         return None;
     }
     match parent.field(&r.field.value) {
+        None if !parent.complete => {}
         None => {
             let known: Vec<&str> = parent
                 .fields
@@ -337,18 +355,24 @@ fn check_field(e: &EntityDef, field: &FieldDef, parent: Option<&EntityDef>, d: &
                 d.error(f, p.loc, "`field_path` has an empty segment");
             }
             if let Some((want, optional)) = legacy {
-                let ok = match want {
-                    FieldType::Integer => matches!(ty, FieldType::Integer | FieldType::BigInt),
-                    FieldType::Float => matches!(ty, FieldType::Float | FieldType::Decimal),
-                    other => *other == ty,
+                let (ok, expected) = match want {
+                    FieldType::Integer => (
+                        matches!(ty, FieldType::Integer | FieldType::BigInt),
+                        "`Integer` or `BigInt`".to_string(),
+                    ),
+                    FieldType::Float => (
+                        matches!(ty, FieldType::Float | FieldType::Decimal),
+                        "`Float` or `Decimal`".to_string(),
+                    ),
+                    other => (*other == ty, format!("`{}`", other.name())),
                 };
                 if !ok {
                     d.error(
                         f,
                         c.loc,
                         format!(
-                            "this transform reads a {} but field `{fname}` is `{}`",
-                            want.json_expectation(),
+                            "`{}` needs a {expected} field, but `{fname}` is `{}`",
+                            c.name,
                             ty.name()
                         ),
                     );
@@ -421,7 +445,7 @@ fn parent_field<'a>(
     d: &mut Diagnostics,
 ) -> Option<&'a FieldDef> {
     let found = parent.field(&pf.value);
-    if found.is_none() {
+    if found.is_none() && parent.complete {
         let known: Vec<&str> = parent
             .fields
             .iter()
@@ -519,6 +543,7 @@ fn check_persistence(e: &EntityDef, p: &Persistence, d: &mut Diagnostics) {
             );
         }
         match e.field(&u.value) {
+            None if !e.complete => {}
             None => {
                 let known: Vec<&str> = e.stored_fields().map(|x| x.name.value.as_str()).collect();
                 d.push(
@@ -558,6 +583,7 @@ fn check_persistence(e: &EntityDef, p: &Persistence, d: &mut Diagnostics) {
     if !p.field_overrides.is_empty() {
         for o in &p.field_overrides {
             match e.field(&o.name.value) {
+                None if !e.complete => {}
                 None => d.error(
                     f,
                     o.name.loc,
