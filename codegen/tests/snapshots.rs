@@ -84,3 +84,30 @@ fn generated_files_parse_as_rust() {
         }
     }
 }
+
+#[test]
+fn files_are_only_rewritten_when_they_change() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let out = tempfile::tempdir().expect("tempdir");
+    for f in load::read_dir(&root().join("fixtures/tpch")).expect("fixture") {
+        let name = Path::new(&f.path).file_name().expect("name").to_owned();
+        std::fs::write(src.path().join(name), f.text).expect("copy");
+    }
+    let builder = nomnom_codegen::Builder::new(src.path()).out_dir(out.path());
+    let first = builder.run().expect("first run");
+    assert_eq!(first.written.len(), 5);
+    assert_eq!(first.inputs.len(), 4);
+    let second = builder.run().expect("second run");
+    assert!(second.written.is_empty(), "{:?}", second.written);
+    // A doc change of one entity rewrites that entity's file only.
+    let customer = src.path().join("customer.yaml");
+    let text = std::fs::read_to_string(&customer).expect("read");
+    std::fs::write(&customer, text.replace("A TPC-H customer", "A customer")).expect("edit");
+    let third = builder.run().expect("third run");
+    let names: Vec<String> = third
+        .written
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["nomnom_entity_customer.rs"]);
+}

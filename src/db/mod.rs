@@ -1,6 +1,7 @@
 //! PostgreSQL: connection pool, start-up schema (migrations + entity tables), and the
 //! transactional write of a batch of parsed messages with their status rows.
 
+pub mod evolve;
 pub mod schema;
 
 use chrono::{DateTime, Utc};
@@ -36,6 +37,9 @@ pub enum DbError {
     /// Running the embedded migrations failed.
     #[error("database migration: {0}")]
     Migration(String),
+    /// The live tables differ from the YAML in ways that need an operator.
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl DbError {
@@ -44,7 +48,7 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         match self {
             DbError::Connection(_) => true,
-            DbError::Migration(_) => false,
+            DbError::Migration(_) | DbError::Schema(_) => false,
             DbError::Query(e) => match e {
                 diesel::result::Error::DatabaseError(kind, info) => match kind {
                     DatabaseErrorKind::ClosedConnection
@@ -142,8 +146,9 @@ pub async fn ensure_database(database_url: &str) -> Result<(), DbError> {
     }
 }
 
-/// Runs the embedded migrations and creates missing entity tables, under an advisory lock.
-pub async fn prepare_schema(database_url: &str) -> Result<(), DbError> {
+/// Runs the embedded migrations and brings the entity tables to the YAML's shape (create missing
+/// tables, add new nullable columns; refuse anything else), under an advisory lock.
+pub async fn prepare_schema(database_url: &str) -> Result<evolve::SchemaChanges, DbError> {
     let connect = || async {
         AsyncPgConnection::establish(database_url)
             .await
@@ -158,12 +163,11 @@ pub async fn prepare_schema(database_url: &str) -> Result<(), DbError> {
         harness
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| DbError::Migration(e.to_string()))?;
-        for table in TABLES {
-            diesel::sql_query(table.create_sql)
-                .execute(&mut lock)
-                .await?;
+        match evolve::reconcile(&mut lock, TABLES).await {
+            Ok(changes) => Ok(changes),
+            Err(evolve::ReconcileError::Query(e)) => Err(DbError::Query(e)),
+            Err(e @ evolve::ReconcileError::Mismatch(_)) => Err(DbError::Schema(e.to_string())),
         }
-        Ok(())
     }
     .await;
     diesel::sql_query(format!("SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})"))

@@ -306,7 +306,13 @@ impl Worker {
             .await
             .map_err(|e| consumer_err(&e))?;
         db::ensure_database(&config.database_url).await?;
-        db::prepare_schema(&config.database_url).await?;
+        let changes = db::prepare_schema(&config.database_url).await?;
+        for table in &changes.created {
+            tracing::info!(table = %table, "created table");
+        }
+        for column in &changes.added_columns {
+            tracing::info!(column = %column, "added nullable column");
+        }
         let pool = db::pool(&config.database_url, 4)?;
         Ok(Self {
             config,

@@ -1,0 +1,89 @@
+//! Worker start-up against a live database whose tables differ from the YAML.
+
+mod common;
+
+use nomnom::db;
+
+async fn prepared() -> common::TestDb {
+    let test_db = common::TestDb::create().await;
+    let changes = db::prepare_schema(&test_db.url)
+        .await
+        .expect("fresh schema");
+    assert_eq!(
+        changes.created,
+        vec!["customers", "orders", "order_line_items", "products"]
+    );
+    test_db
+}
+
+async fn exec(test_db: &common::TestDb, sql: &str) {
+    test_db
+        .client()
+        .await
+        .batch_execute(sql)
+        .await
+        .expect("setup SQL");
+}
+
+async fn error_text(test_db: &common::TestDb) -> String {
+    match db::prepare_schema(&test_db.url).await {
+        Ok(changes) => panic!("expected a mismatch, got {changes:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_nullable_field_becomes_add_column() {
+    let test_db = prepared().await;
+    // The table as an older YAML (without the nullable `comment` field) created it.
+    exec(&test_db, "ALTER TABLE customers DROP COLUMN comment").await;
+    exec(&test_db, "INSERT INTO customers (customer_key, name, address, nation_key, phone, account_balance, market_segment) VALUES ('C1', 'n', 'a', 1, 'p', 1.5, 'm')").await;
+    let changes = db::prepare_schema(&test_db.url).await.expect("evolves");
+    assert_eq!(changes.added_columns, vec!["customers.comment"]);
+    assert!(changes.created.is_empty());
+    assert_eq!(
+        test_db
+            .rows("SELECT customer_key, comment FROM customers")
+            .await,
+        vec![vec![Some("C1".to_string()), None]]
+    );
+    let again = db::prepare_schema(&test_db.url).await.expect("idempotent");
+    assert_eq!(again, Default::default());
+    test_db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_other_difference_stops_with_a_clear_message() {
+    let test_db = prepared().await;
+    exec(
+        &test_db,
+        "ALTER TABLE orders ALTER COLUMN clerk TYPE INTEGER USING 0; \
+         ALTER TABLE products ADD COLUMN legacy_code TEXT; \
+         ALTER TABLE customers DROP COLUMN name; \
+         ALTER TABLE order_line_items ALTER COLUMN ship_mode SET NOT NULL; \
+         ALTER TABLE order_line_items DROP CONSTRAINT order_line_items_unicity; \
+         ALTER TABLE order_line_items ADD CONSTRAINT order_line_items_unicity UNIQUE (order_key)",
+    )
+    .await;
+    let text = error_text(&test_db).await;
+    let expected = [
+        "table `orders`, column `clerk`: live INTEGER NOT NULL, declared VARCHAR(15) NOT NULL; change the YAML back, or migrate the column by hand",
+        "table `order_line_items`, column `ship_mode`: live VARCHAR(10) NOT NULL, declared VARCHAR(10) NULL;",
+        "table `order_line_items`, column `constraint order_line_items_unicity`: live UNIQUE (order_key), declared UNIQUE (order_key, line_number); unicity_fields changed",
+        "table `customers`, column `name`: live no such column, declared VARCHAR(25) NOT NULL; a new column must be `nullable: true`",
+        "table `products`, column `legacy_code`: live TEXT, declared no such field; the field was removed from the YAML",
+    ];
+    assert!(
+        text.starts_with("the database schema differs from entities/*.yaml:"),
+        "{text}"
+    );
+    for e in expected {
+        assert!(text.contains(e), "missing `{e}` in:\n{text}");
+    }
+    // Nothing was changed while mismatches remain.
+    assert_eq!(
+        test_db.count("SELECT 1 FROM information_schema.columns WHERE table_name = 'customers' AND column_name = 'name'").await,
+        0
+    );
+    test_db.drop_db().await;
+}
