@@ -74,7 +74,8 @@ pub fn snake(name: &str) -> String {
     out
 }
 
-const RAW_KEYWORDS: &[&str] = &[
+/// Rust keywords that can be written as raw identifiers (`r#type`).
+pub const RAW_KEYWORDS: &[&str] = &[
     "as", "async", "await", "break", "const", "continue", "dyn", "else", "enum", "extern", "false",
     "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub",
     "ref", "return", "static", "struct", "trait", "true", "type", "unsafe", "use", "where",
@@ -82,7 +83,7 @@ const RAW_KEYWORDS: &[&str] = &[
     "typeof", "unsized", "virtual", "yield",
 ];
 /// Keywords that cannot be raw identifiers.
-const PLAIN_KEYWORDS: &[&str] = &["crate", "self", "super"];
+pub const PLAIN_KEYWORDS: &[&str] = &["crate", "self", "super"];
 
 /// A field name as a Rust identifier (`type` → `r#type`, `self` → `self_`).
 fn field_ident(name: &str) -> Ident {

@@ -105,6 +105,7 @@ pub fn validate_loaded(
             );
         }
     }
+    check_generated_names(&entities, &mut d);
     let known_entities: Vec<&str> = names.keys().copied().collect();
     for e in &entities {
         check_entity(e, &names, &known_entities, all_files_loaded, &mut d);
@@ -621,6 +622,46 @@ fn check_persistence(e: &EntityDef, p: &Persistence, d: &mut Diagnostics) {
                         "field `{}` is missing from `field_overrides`",
                         field.name.value
                     ),
+                );
+            }
+        }
+    }
+}
+
+/// Names the generator derives from entity and table names must not collide with its own items
+/// or with Rust keywords.
+fn check_generated_names(entities: &[EntityDef], d: &mut Diagnostics) {
+    const RESERVED: &[&str] = &["RootEntity", "ParsedMessage", "RowBatch", "Schema", "Self"];
+    let roots: BTreeSet<&str> = entities
+        .iter()
+        .filter(|e| e.source_type == SourceType::Root)
+        .map(|e| e.name.value.as_str())
+        .collect();
+    for e in entities {
+        let name = e.name.value.as_str();
+        if RESERVED.contains(&name) {
+            d.error(
+                &e.file,
+                e.name.loc,
+                format!("entity name `{name}` is reserved for generated code; choose another"),
+            );
+        }
+        if let Some(root) = name.strip_suffix("Message").filter(|r| roots.contains(r)) {
+            d.error(
+                &e.file,
+                e.name.loc,
+                format!("entity name `{name}` clashes with the generated message type of `{root}`; choose another"),
+            );
+        }
+        if let Some(p) = &e.persistence {
+            let t = p.table.value.as_str();
+            let keyword = crate::generate::RAW_KEYWORDS.contains(&t)
+                || crate::generate::PLAIN_KEYWORDS.contains(&t);
+            if keyword || t == "schema" {
+                d.error(
+                    &e.file,
+                    p.table.loc,
+                    format!("table name `{t}` is a Rust keyword or reserved; choose another"),
                 );
             }
         }
