@@ -5,6 +5,9 @@
 use nomnom_codegen_fixtures::legacy::{ParsedMessage, RootEntity, TABLES};
 use serde_json::json;
 
+/// event_id, label, amount, score, flag, note
+type EntryView<'a> = (&'a str, &'a str, i64, Option<f64>, bool, Option<&'a str>);
+
 #[test]
 fn legacy_getters_and_aliases_round_trip() {
     let body = json!({
@@ -21,7 +24,7 @@ fn legacy_getters_and_aliases_round_trip() {
         m.event.ratio.as_ref().map(ToString::to_string).as_deref(),
         Some("0.333")
     );
-    let entries: Vec<(&str, &str, i64, Option<f64>, bool, Option<&str>)> = m
+    let entries: Vec<EntryView<'_>> = m
         .event_entry
         .iter()
         .map(|e| {
