@@ -90,6 +90,12 @@ pub struct ApiConfig {
     pub nats: NatsConfig,
     /// `PORT` (default 8080).
     pub port: u16,
+    /// `DATABASE_URL`: read by `/ingest/status` and checked by `/ready`.
+    pub database_url: String,
+    /// `MAX_BODY_BYTES` (default 1048576): largest single message body; larger → 413.
+    pub max_body_bytes: usize,
+    /// `MAX_BATCH_BYTES` (default 16777216): largest NDJSON batch body; larger → 413.
+    pub max_batch_bytes: usize,
 }
 
 impl ApiConfig {
@@ -98,6 +104,9 @@ impl ApiConfig {
         Ok(Self {
             nats: NatsConfig::from_env()?,
             port: parsed("PORT", 8080u16)?,
+            database_url: var("DATABASE_URL", DEFAULT_DATABASE_URL),
+            max_body_bytes: parsed("MAX_BODY_BYTES", crate::api::DEFAULT_MAX_BODY_BYTES)?,
+            max_batch_bytes: parsed("MAX_BATCH_BYTES", crate::api::DEFAULT_MAX_BATCH_BYTES)?,
         })
     }
 }

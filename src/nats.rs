@@ -27,9 +27,16 @@ pub enum NatsError {
     },
 }
 
-/// The subject a root entity's messages are published to: `<stream>.<entity_snake>`.
-pub fn subject_for(stream: &str, entity_snake: &str) -> String {
-    format!("{stream}.{entity_snake}")
+/// The subject of one message: `<stream>.<entity_snake>.<message_id>`. One subject per message
+/// lets the api find a message that is still waiting in the stream (`GET /ingest/status`)
+/// with a direct last-message-for-subject lookup.
+pub fn message_subject(stream: &str, entity_snake: &str, message_id: &uuid::Uuid) -> String {
+    format!("{stream}.{entity_snake}.{message_id}")
+}
+
+/// The entity token of a message subject (`NOMNOM.order.<id>` → `order`).
+pub fn entity_of_subject(subject: &str) -> &str {
+    subject.split('.').nth(1).unwrap_or("")
 }
 
 /// Connects and returns a JetStream context.
@@ -51,17 +58,33 @@ pub async fn ensure_stream(
     js: &jetstream::Context,
     config: &NatsConfig,
 ) -> Result<stream::Stream, NatsError> {
-    js.get_or_create_stream(stream::Config {
-        name: config.stream.clone(),
-        subjects: vec![format!("{}.>", config.stream)],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::WorkQueue,
-        duplicate_window: config.duplicate_window,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| NatsError::Stream {
+    let err = |e: &dyn std::fmt::Display| NatsError::Stream {
         stream: config.stream.clone(),
         reason: e.to_string(),
-    })
+    };
+    let mut stream = js
+        .get_or_create_stream(stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![format!("{}.>", config.stream)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: config.duplicate_window,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))?;
+    // A stream created by an older version or by hand: turn on what the api relies on.
+    let current = stream.cached_info().config.clone();
+    if !current.allow_direct || current.duplicate_window != config.duplicate_window {
+        js.update_stream(stream::Config {
+            allow_direct: true,
+            duplicate_window: config.duplicate_window,
+            ..current
+        })
+        .await
+        .map_err(|e| err(&e))?;
+        stream = js.get_stream(&config.stream).await.map_err(|e| err(&e))?;
+    }
+    Ok(stream)
 }

@@ -500,9 +500,30 @@ pub fn dedup_last<'a, T, K: Hash + Eq>(rows: Vec<&'a T>, key: impl Fn(&'a T) -> 
     out
 }
 
-/// Rows per INSERT statement so the bind parameters stay under PostgreSQL's limit of 65535.
-pub fn rows_per_statement(columns: usize) -> usize {
-    (u16::MAX as usize / columns.max(1)).clamp(1, 5000)
+/// Rows per upsert statement (each column is one array parameter, so this only bounds the
+/// statement's memory, not the number of bind parameters).
+pub const UPSERT_CHUNK_ROWS: usize = 10_000;
+
+/// A `text[]` literal (`{"a","b \"c\""}`) for binding a `List[String]` value inside `unnest`,
+/// which cannot take a two-dimensional array.
+pub fn pg_text_array(items: &[String]) -> String {
+    let mut out = String::with_capacity(2 + items.iter().map(|s| s.len() + 3).sum::<usize>());
+    out.push('{');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The axum router, driven with `tower::ServiceExt::oneshot` against the real NATS.
+//! The axum router, driven with `tower::ServiceExt::oneshot` against the real NATS (and, for
+//! readiness, the real PostgreSQL).
 
 mod common;
 
@@ -7,83 +8,112 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use nomnom::api::{AppState, router};
 use nomnom::config::NatsConfig;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
-async fn state(create_stream: bool) -> (AppState, NatsConfig) {
-    let nats = NatsConfig {
-        url: common::nats_url(),
-        stream: format!("A_{}", common::unique()),
-        duplicate_window: std::time::Duration::from_secs(120),
-    };
-    let jetstream = nomnom::nats::connect(&nats).await.expect("NATS reachable");
-    if create_stream {
-        nomnom::nats::ensure_stream(&jetstream, &nats)
-            .await
-            .expect("stream");
-    }
-    (
-        AppState {
-            jetstream,
-            stream: nats.stream.clone(),
-        },
-        nats,
-    )
+struct Api {
+    state: AppState,
+    stream: String,
 }
 
-async fn call(
-    state: &AppState,
-    method: &str,
-    uri: &str,
-    body: &str,
-) -> (StatusCode, Value, String) {
-    let response = router(state.clone())
-        .oneshot(
-            Request::builder()
-                .method(method)
-                .uri(uri)
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .expect("request"),
-        )
-        .await
-        .expect("router answers");
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (status, json, retry_after)
+impl Api {
+    /// A router on a fresh stream (created unless `create_stream` is false). The database pool
+    /// points at `database_url` (lazy: only status and readiness use it).
+    async fn new(create_stream: bool, database_url: &str) -> Self {
+        let nats = NatsConfig {
+            url: common::nats_url(),
+            stream: format!("A_{}", common::unique()),
+            duplicate_window: std::time::Duration::from_secs(120),
+        };
+        let jetstream = nomnom::nats::connect(&nats).await.expect("NATS reachable");
+        if create_stream {
+            nomnom::nats::ensure_stream(&jetstream, &nats)
+                .await
+                .expect("stream");
+        }
+        let db = nomnom::db::pool(database_url, 1).expect("pool");
+        Self {
+            state: AppState::new(jetstream, nats.stream.clone(), db),
+            stream: nats.stream,
+        }
+    }
+
+    async fn plain() -> Self {
+        Self::new(true, "postgres://postgres@127.0.0.1:5432/test").await
+    }
+
+    async fn call(&self, req: Request<Body>) -> (StatusCode, Value, axum::http::HeaderMap) {
+        let response = router(self.state.clone())
+            .oneshot(req)
+            .await
+            .expect("router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, json, headers)
+    }
+
+    async fn post(&self, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+        let req = Request::post(uri)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .expect("request");
+        let (s, v, _) = self.call(req).await;
+        (s, v)
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        let (s, v, _) = self
+            .call(Request::get(uri).body(Body::empty()).expect("request"))
+            .await;
+        (s, v)
+    }
+
+    async fn stream_messages(&self) -> u64 {
+        let mut stream = self
+            .state
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .expect("stream");
+        stream.info().await.expect("info").state.messages
+    }
+
+    async fn cleanup(self) {
+        let _ = self.state.jetstream.delete_stream(&self.stream).await;
+    }
 }
 
 #[tokio::test]
 async fn accepted_message_is_in_the_stream_byte_for_byte() {
-    let (state, nats) = state(true).await;
+    let api = Api::plain().await;
     let body = common::tpch_order(1, 2)
         .to_string()
         .replace("\"170001.47\"", "170001.4700000000000000001");
-    let (status, answer, _) = call(&state, "POST", "/ingest/message/order", &body).await;
+    let (status, answer) = api.post("/ingest/message/order", body.clone()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(answer["status"], "accepted");
+    assert!(answer.get("duplicate").is_none());
     let id = answer["message_id"].as_str().expect("id").to_string();
 
-    let stream = state
+    let stream = api
+        .state
         .jetstream
-        .get_stream(&nats.stream)
+        .get_stream(&api.stream)
         .await
-        .expect("stream exists");
+        .expect("stream");
     let stored = stream.get_raw_message(1).await.expect("first message");
-    assert_eq!(stored.subject.as_str(), format!("{}.order", nats.stream));
+    assert_eq!(
+        stored.subject.as_str(),
+        format!("{}.order.{id}", api.stream)
+    );
     assert_eq!(
         stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
         Some(id.as_str())
@@ -93,23 +123,21 @@ async fn accepted_message_is_in_the_stream_byte_for_byte() {
     assert_eq!(envelope.message_id.to_string(), id);
     assert_eq!(envelope.entity, "Order");
     assert_eq!(envelope.body.get(), body);
-    assert!(envelope.body.get().contains("170001.4700000000000000001"));
-    let _ = state.jetstream.delete_stream(&nats.stream).await;
+    api.cleanup().await;
 }
 
 #[tokio::test]
 async fn errors_are_json_with_the_right_status() {
-    let (state, nats) = state(true).await;
-
-    let (status, body, _) = call(&state, "POST", "/ingest/message/nope", "{}").await;
+    let api = Api::plain().await;
+    let (status, body) = api.post("/ingest/message/nope", "{}").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "unknown entity `nope`");
     assert_eq!(
         body["known_entities"],
-        serde_json::json!(["customer", "order", "product"])
+        json!(["customer", "order", "product"])
     );
 
-    let (status, body, _) = call(&state, "POST", "/ingest/message/order", "{not json").await;
+    let (status, body) = api.post("/ingest/message/order", "{not json").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         body["error"]
@@ -118,45 +146,361 @@ async fn errors_are_json_with_the_right_status() {
             .starts_with("invalid JSON at line 1, column 2")
     );
 
-    let (status, body, _) = call(&state, "POST", "/ingest/message/customer", "[1, 2]").await;
+    let (status, body) = api.post("/ingest/message/customer", "[1, 2]").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["details"][0]["field"], "$");
 
     let customer = r#"{"customer_key": "C1", "name": "n", "address": "a", "nation_key": 1.5,
         "phone": "p", "account_balance": "12x", "market_segment": "BUILDING"}"#;
-    let (status, body, _) = call(&state, "POST", "/ingest/message/customer", customer).await;
+    let (status, body) = api.post("/ingest/message/customer", customer).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         body["details"],
-        serde_json::json!([
+        json!([
             {"field": "nation_key", "error": "expected an integer (32-bit), found 1.5"},
             {"field": "account_balance", "error": "`12x` is not a decimal number"}
         ])
     );
 
-    let (status, body, _) = call(&state, "GET", "/ingest/message/order", "").await;
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
-    let (status, body, _) = call(&state, "GET", "/nowhere", "").await;
+    let (status, _) = api.get("/ingest/message/order").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, body) = api.get("/nowhere").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "no route for /nowhere");
 
-    let (status, body, _) = call(&state, "GET", "/health", "").await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["status"], "ok");
-    let _ = state.jetstream.delete_stream(&nats.stream).await;
+    let xml = Request::post("/ingest/message/order")
+        .header("content-type", "application/xml")
+        .body(Body::from("<order/>"))
+        .expect("request");
+    let (status, body, _) = api.call(xml).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        body["error"],
+        "unsupported content type `application/xml`; send application/json"
+    );
+
+    // curl's default for `-d` is accepted: the body is checked as JSON anyway.
+    let form = Request::post("/ingest/message/order")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(common::tpch_order(3, 1).to_string()))
+        .expect("request");
+    assert_eq!(api.call(form).await.0, StatusCode::ACCEPTED);
+    assert_eq!(api.stream_messages().await, 1);
+    api.cleanup().await;
+}
+
+#[tokio::test]
+async fn body_limit_is_413() {
+    let mut api = Api::plain().await;
+    api.state.max_body_bytes = 1000;
+    let (status, body) = api.post("/ingest/message/order", "x".repeat(1001)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        body["error"],
+        "the body is larger than the limit of 1000 bytes"
+    );
+    let (status, _) = api
+        .post(
+            "/ingest/message/order",
+            common::tpch_order(1, 1).to_string(),
+        )
+        .await;
+    assert!(common::tpch_order(1, 1).to_string().len() < 1000);
+    assert_eq!(status, StatusCode::ACCEPTED);
+    api.cleanup().await;
 }
 
 #[tokio::test]
 async fn missing_stream_is_503_with_retry_after() {
-    let (state, _) = state(false).await;
-    let body = common::tpch_order(2, 1).to_string();
-    let (status, body, retry_after) = call(&state, "POST", "/ingest/message/order", &body).await;
+    let api = Api::new(false, "postgres://postgres@127.0.0.1:5432/test").await;
+    let req = Request::post("/ingest/message/order")
+        .body(Body::from(common::tpch_order(2, 1).to_string()))
+        .expect("request");
+    let (status, body, headers) = api.call(req).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(retry_after, "1");
+    assert_eq!(
+        headers.get("retry-after").map(|v| v.to_str().unwrap_or("")),
+        Some("1")
+    );
     assert!(
         body["error"]
             .as_str()
             .expect("error")
             .starts_with("message broker unavailable")
     );
+}
+
+#[tokio::test]
+async fn untyped_route_finds_the_entity_three_ways() {
+    let api = Api::plain().await;
+    let order = common::tpch_order(4, 1);
+    let (status, _) = api
+        .post("/ingest/message?entity_type=order", order.to_string())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let req = Request::post("/ingest/message")
+        .header("x-entity-type", "Order")
+        .body(Body::from(order.to_string()))
+        .expect("request");
+    assert_eq!(api.call(req).await.0, StatusCode::ACCEPTED);
+    let mut with_member = order.clone();
+    with_member["entity_type"] = json!("order");
+    assert_eq!(
+        api.post("/ingest/message", with_member.to_string()).await.0,
+        StatusCode::ACCEPTED
+    );
+
+    let (status, body) = api.post("/ingest/message", order.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .starts_with("no entity type")
+    );
+    let (status, _) = api
+        .post("/ingest/message?entity_type=invoice", order.to_string())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(api.stream_messages().await, 3);
+    api.cleanup().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_gives_one_message_and_the_same_id() {
+    let api = Api::plain().await;
+    let send = || {
+        Request::post("/ingest/message/order")
+            .header("idempotency-key", "client-42")
+            .body(Body::from(common::tpch_order(5, 2).to_string()))
+            .expect("request")
+    };
+    let (s1, first, _) = api.call(send()).await;
+    let (s2, second, _) = api.call(send()).await;
+    assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(first["message_id"], second["message_id"]);
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(api.stream_messages().await, 1);
+    api.cleanup().await;
+}
+
+#[tokio::test]
+async fn batch_answers_per_line_and_publishes_valid_lines() {
+    let api = Api::plain().await;
+    let lines = [
+        common::tpch_order(1, 2).to_string(),
+        "{broken".to_string(),
+        String::new(),
+        common::tpch_order(2, 3).to_string(),
+        json!({"order_key": "X"}).to_string(),
+        common::tpch_order(3, 1).to_string(),
+    ];
+    let req = Request::post("/ingest/batch/order")
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from(lines.join("\n")))
+        .expect("request");
+    let (status, body, _) = api.call(req).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        (body["accepted"].clone(), body["rejected"].clone()),
+        (json!(3), json!(2))
+    );
+    let results = body["results"].as_array().expect("results");
+    let lines: Vec<u64> = results
+        .iter()
+        .map(|r| r["line"].as_u64().expect("line"))
+        .collect();
+    assert_eq!(lines, vec![1, 2, 4, 5, 6]);
+    assert!(results[0]["message_id"].is_string());
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .expect("error")
+            .starts_with("invalid JSON")
+    );
+    assert_eq!(results[3]["details"][0]["field"], "customer_key");
+    assert_eq!(results[3]["retryable"], false);
+    assert_eq!(api.stream_messages().await, 3);
+
+    let (status, _) = api.post("/ingest/batch/order", "\n\n").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = api.post("/ingest/batch/order", "{}\n[]").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    api.cleanup().await;
+}
+
+#[tokio::test]
+async fn readiness_names_the_failed_dependency() {
+    let test_db = common::TestDb::create().await;
+    let api = Api::new(true, &test_db.url).await;
+    let (status, body) = api.get("/ready").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let no_pg = Api::new(false, "postgres://postgres@127.0.0.1:1/none").await;
+    let (status, body) = no_pg.get("/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let failed = body["failed"].as_object().expect("failed");
+    let mut names: Vec<&str> = failed.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, vec!["postgres", "stream"]);
+    api.cleanup().await;
+    test_db.drop_db().await;
+}
+
+#[tokio::test]
+async fn health_metrics_openapi_and_swagger() {
+    let api = Api::plain().await;
+    let (status, body) = api.get("/health").await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        (StatusCode::OK, json!("ok"))
+    );
+
+    api.post(
+        "/ingest/message/order",
+        common::tpch_order(9, 1).to_string(),
+    )
+    .await;
+    api.post("/ingest/message/order", "{}").await;
+    let (status, text) = api.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().expect("text").to_string();
+    assert!(text.contains(r#"nomnom_http_requests_total{method="POST",route="/ingest/message/{entity}",status="202"} 1"#), "{text}");
+    assert!(text.contains(r#"nomnom_messages_accepted_total{entity="order"} 1"#));
+    assert!(text.contains(r#"nomnom_messages_rejected_total{entity="order",reason="invalid"} 1"#));
+    assert!(text.contains("nomnom_publish_duration_seconds_bucket"));
+
+    let (status, doc) = api.get("/api-docs/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().expect("paths");
+    for p in [
+        "/ingest/message/order",
+        "/ingest/message/customer",
+        "/ingest/message/product",
+        "/ingest/batch/order",
+        "/ingest/message",
+        "/ingest/status/{message_id}",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(p), "missing {p}");
+    }
+    let order = &doc["components"]["schemas"]["Order"];
+    assert_eq!(order["properties"]["order_status"]["maxLength"], 1);
+    assert_eq!(
+        order["properties"]["line_items"]["items"]["properties"]["line_number"]["format"],
+        "int32"
+    );
+    assert!(
+        order["required"]
+            .as_array()
+            .expect("required")
+            .contains(&json!("order_key"))
+    );
+
+    let (status, page) = api.get("/swagger-ui").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.as_str()
+            .expect("html")
+            .contains("/api-docs/openapi.json")
+    );
+    let (status, js) = api.get("/swagger-ui/swagger-ui-bundle.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(js.as_str().expect("js").len() > 100_000);
+    api.cleanup().await;
+}
+
+/// xorshift64*: deterministic pseudo-random bytes without extra dependencies.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn hostile_bodies() -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let valid = common::tpch_order(77, 3).to_string().into_bytes();
+    let mut bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"null".to_vec(),
+        b"\xff\xfe\xfd".to_vec(),
+        b"{\"order_key\": \"\xff\"}".to_vec(),
+        "[".repeat(100_000).into_bytes(),
+        format!("{}1{}", "{\"a\":".repeat(5000), "}".repeat(5000)).into_bytes(),
+        format!("{{\"ship_priority\": 1{}}}", "0".repeat(5000)).into_bytes(),
+        b"{\"order_key\": \"\\u0000\"}".to_vec(),
+        b"{\"total_price\": 1e999999}".to_vec(),
+        b"{\"line_items\": [1, \"x\", null, [], {}]}".to_vec(),
+        b"{\"order_key\": {\"$ne\": null}}".to_vec(),
+        b"\"just a string\"".to_vec(),
+        b"{\"order_key\": \"a\", \"order_key\": \"b\"}".to_vec(),
+    ];
+    for _ in 0..1500 {
+        // Random bytes, including invalid UTF-8.
+        let len = rng.below(200);
+        bodies.push((0..len).map(|_| rng.next() as u8).collect());
+    }
+    for _ in 0..1500 {
+        // A valid order with a few bytes changed, deleted or duplicated.
+        let mut b = valid.clone();
+        for _ in 0..1 + rng.below(4) {
+            let i = rng.below(b.len());
+            match rng.below(3) {
+                0 => b[i] = rng.next() as u8,
+                1 => {
+                    b.remove(i);
+                }
+                _ => b.insert(i, b[i]),
+            }
+        }
+        bodies.push(b);
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_hostile_bodies_never_panic_and_always_get_json() {
+    let api = Api::plain().await;
+    let bodies = hostile_bodies();
+    let total = bodies.len();
+    let mut accepted = 0;
+    for (i, body) in bodies.into_iter().enumerate() {
+        let uri = match i % 3 {
+            0 => "/ingest/message/order",
+            1 => "/ingest/message?entity_type=order",
+            _ => "/ingest/batch/order",
+        };
+        let req = Request::post(uri).body(Body::from(body)).expect("request");
+        let (status, answer, headers) = api.call(req).await;
+        assert!(
+            headers
+                .get("content-type")
+                .is_some_and(|v| v.to_str().unwrap_or("").starts_with("application/json")),
+            "request {i}: not JSON: {answer}"
+        );
+        assert!(
+            status.is_client_error() || status == StatusCode::ACCEPTED,
+            "request {i}: {status} {answer}"
+        );
+        if status == StatusCode::ACCEPTED {
+            accepted += 1;
+        }
+    }
+    assert!(total >= 3000);
+    // Every accepted message is in the stream; nothing else is.
+    let in_stream = api.stream_messages().await;
+    let batch_lines_accepted = in_stream.saturating_sub(accepted);
+    assert!(in_stream >= accepted, "{in_stream} < {accepted}");
+    assert!(batch_lines_accepted <= total as u64);
+    api.cleanup().await;
 }

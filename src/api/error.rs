@@ -42,8 +42,25 @@ pub enum ApiError {
     /// JetStream did not accept the message; the client should retry.
     #[error("message broker unavailable: {0}")]
     Unavailable(String),
-    /// No such route.
-    #[error("no route for {0}")]
+    /// The request is malformed (bad header, bad id, missing entity type).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body's content type is not JSON (or NDJSON for batches).
+    #[error("unsupported content type `{found}`; send {expected}")]
+    UnsupportedMediaType {
+        /// The Content-Type sent.
+        found: String,
+        /// What the route takes.
+        expected: &'static str,
+    },
+    /// The body is larger than the configured limit.
+    #[error("the body is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// No such route, or no such message.
+    #[error("{0}")]
     NotFound(String),
     /// The route exists but not for this method.
     #[error("method not allowed")]
@@ -85,7 +102,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::UnknownEntity(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
+            ApiError::InvalidJson { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Body { status, .. } => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,141 +1,140 @@
 //! The HTTP api: validates each message against the generated parser, wraps it in a
-//! [`MessageEnvelope`], publishes it to JetStream and answers once JetStream has acked it.
+//! [`MessageEnvelope`](crate::envelope::MessageEnvelope), publishes it to JetStream and answers
+//! once JetStream has acked it.
+//!
+//! Routes: `POST /ingest/message/{entity}`, `POST /ingest/message` (entity from `?entity_type=`,
+//! `X-Entity-Type` or a top-level `entity_type` member), `POST /ingest/batch/{entity}` (NDJSON),
+//! `GET /ingest/status/{message_id}`, `GET /health`, `GET /ready`, `GET /metrics`,
+//! `GET /api-docs/openapi.json`, `GET /swagger-ui`.
 
 mod error;
+mod ingest;
+mod metrics;
+mod openapi;
+mod status;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_nats::jetstream;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Uri;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::json;
-use uuid::Uuid;
 
 pub use error::ApiError;
+pub use ingest::{IngestResponse, validate};
+pub use metrics::ApiMetrics;
+pub use openapi::openapi_document;
 
-use crate::envelope::MessageEnvelope;
-use crate::generated::RootEntity;
-use crate::nats::subject_for;
+use crate::db::DbPool;
+
+/// Default limit of a single message body (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default limit of a batch body (16 MiB).
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
     /// JetStream context to publish with.
     pub jetstream: jetstream::Context,
-    /// Stream name; subjects are `<stream>.<entity>`.
+    /// Stream name; subjects are `<stream>.<entity>.<message_id>`.
     pub stream: String,
+    /// PostgreSQL, for status lookups and readiness.
+    pub db: DbPool,
+    /// Prometheus metrics.
+    pub metrics: ApiMetrics,
+    /// Largest accepted single-message body.
+    pub max_body_bytes: usize,
+    /// Largest accepted batch body.
+    pub max_batch_bytes: usize,
 }
 
-/// Body of a `202 Accepted` answer.
-#[derive(Debug, Serialize)]
-pub struct IngestResponse {
-    /// The id the worker will record the message under.
-    pub message_id: Uuid,
-    /// Always `accepted`: JetStream has stored the message.
-    pub status: &'static str,
-    /// When the message was accepted.
-    pub timestamp: DateTime<Utc>,
+impl AppState {
+    /// State with default limits and fresh metrics.
+    pub fn new(jetstream: jetstream::Context, stream: impl Into<String>, db: DbPool) -> Self {
+        Self {
+            jetstream,
+            stream: stream.into(),
+            db,
+            metrics: ApiMetrics::new(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
 }
 
 /// Builds the router with all routes.
 pub fn router(state: AppState) -> Router {
+    let single = DefaultBodyLimit::max(state.max_body_bytes);
+    let batch = DefaultBodyLimit::max(state.max_batch_bytes);
+    let state = Arc::new(state);
     Router::new()
-        .route("/ingest/message/{entity}", post(ingest_message))
-        .route("/health", get(health))
+        .route(
+            "/ingest/message/{entity}",
+            post(ingest::ingest_entity).layer(single),
+        )
+        .route(
+            "/ingest/message",
+            post(ingest::ingest_untyped).layer(single),
+        )
+        .route(
+            "/ingest/batch/{entity}",
+            post(ingest::ingest_batch).layer(batch),
+        )
+        .route("/ingest/status/{message_id}", get(status::message_status))
+        .route("/health", get(status::health))
+        .route("/ready", get(status::ready))
+        .route("/metrics", get(status::metrics))
+        .route("/api-docs/openapi.json", get(openapi::openapi_json))
+        .route("/swagger-ui", get(openapi::swagger_ui))
+        .route("/swagger-ui/", get(openapi::swagger_ui))
+        .route("/swagger-ui/{asset}", get(openapi::swagger_asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(Arc::new(state))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
 }
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(uri.path().to_string())
+    ApiError::NotFound(format!("no route for {}", uri.path()))
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// `GET /health`: the process is alive; lists the entities it accepts.
-async fn health() -> Json<serde_json::Value> {
-    let entities: Vec<&str> = RootEntity::ALL.iter().map(|e| e.snake_name()).collect();
-    Json(json!({
-        "status": "ok",
-        "entities": entities,
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
-}
-
-/// `POST /ingest/message/{entity}`: validate, publish, await the JetStream ack, answer 202.
-async fn ingest_message(
+/// Counts every request by route template, method and status.
+async fn count_requests(
     State(state): State<Arc<AppState>>,
-    path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
-    let Path(entity_name) = path.map_err(|e| ApiError::NotFound(e.body_text()))?;
-    let entity = RootEntity::from_name(&entity_name)
-        .ok_or_else(|| ApiError::UnknownEntity(entity_name.clone()))?;
-    let body = body.map_err(|e| ApiError::Body {
-        status: e.status(),
-        message: e.body_text(),
-    })?;
-    let envelope = validate(entity, &body)?;
-    publish(&state, entity, &envelope).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(IngestResponse {
-            message_id: envelope.message_id,
-            status: "accepted",
-            timestamp: envelope.received_at,
-        }),
-    ))
-}
-
-/// Parses the body as `entity` and wraps it in a new envelope.
-pub fn validate(entity: RootEntity, body: &[u8]) -> Result<MessageEnvelope, ApiError> {
-    let value = crate::runtime::parse_json_object(body)
-        .map_err(|e| ApiError::from_parse(entity.name(), e))?;
-    entity
-        .parse_value(&value)
-        .map_err(|errors| ApiError::Invalid {
-            entity: entity.name().to_string(),
-            errors,
-        })?;
-    // The body is valid JSON (checked above), so it can be carried verbatim.
-    let text = std::str::from_utf8(body).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let raw = serde_json::value::RawValue::from_string(text.trim().to_string())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(MessageEnvelope {
-        message_id: Uuid::new_v4(),
-        entity: entity.name().to_string(),
-        received_at: Utc::now(),
-        body: raw,
-    })
-}
-
-/// Publishes an envelope and waits for JetStream to store it.
-pub async fn publish(
-    state: &AppState,
-    entity: RootEntity,
-    envelope: &MessageEnvelope,
-) -> Result<(), ApiError> {
-    let payload = envelope
-        .to_bytes()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", envelope.message_id.to_string().as_str());
-    let subject = subject_for(&state.stream, entity.snake_name());
-    let ack = state
-        .jetstream
-        .publish_with_headers(subject, headers, payload.into())
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    ack.await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(())
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .requests
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .inc();
+    tracing::trace!(
+        route,
+        method,
+        status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
 }

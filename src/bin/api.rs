@@ -19,10 +19,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = ApiConfig::from_env()?;
     let jetstream = nomnom::nats::connect(&config.nats).await?;
     nomnom::nats::ensure_stream(&jetstream, &config.nats).await?;
-    let app = router(AppState {
-        jetstream,
-        stream: config.nats.stream.clone(),
-    });
+    // The pool connects lazily: the api starts (and answers 503 on /ready) while PostgreSQL is down.
+    let db = nomnom::db::pool(&config.database_url, 4)?;
+    let mut state = AppState::new(jetstream, config.nats.stream.clone(), db);
+    state.max_body_bytes = config.max_body_bytes;
+    state.max_batch_bytes = config.max_batch_bytes;
+    let app = router(state);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
     tracing::info!(port = config.port, stream = %config.nats.stream, "api listening");
     axum::serve(listener, app)

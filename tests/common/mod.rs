@@ -156,10 +156,11 @@ impl Pipeline {
         };
         tweak(&mut worker_config);
         let shutdown = CancellationToken::new();
-        let app = router(AppState {
-            jetstream: jetstream.clone(),
-            stream: stream.clone(),
-        });
+        let app = router(AppState::new(
+            jetstream.clone(),
+            stream.clone(),
+            nomnom::db::pool(&db.url, 2).expect("pool"),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -1,0 +1,522 @@
+//! Ingestion handlers: single messages and NDJSON batches.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::envelope::MessageEnvelope;
+use crate::generated::RootEntity;
+use crate::nats::message_subject;
+use crate::runtime::{FieldError, ParseError};
+
+/// Namespace of message ids derived from an `Idempotency-Key` (UUIDv5).
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_6d6e_6f6d_4b65_9f1d_7a1c_0de5_1d01);
+
+/// Body of a `202 Accepted` answer.
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    /// The id the worker records the message under (`GET /ingest/status/{message_id}`).
+    pub message_id: Uuid,
+    /// Always `accepted`: JetStream has stored the message.
+    pub status: &'static str,
+    /// When the message was accepted.
+    pub timestamp: DateTime<Utc>,
+    /// True when an earlier request with the same `Idempotency-Key` was already stored.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// A message that passed validation and is ready to publish.
+pub struct Validated {
+    /// Its id.
+    pub message_id: Uuid,
+    /// Its entity.
+    pub entity: RootEntity,
+    /// When it was accepted.
+    pub received_at: DateTime<Utc>,
+    /// The encoded envelope.
+    pub payload: Vec<u8>,
+}
+
+/// Parses `body` as `entity` and encodes its envelope (the body is carried byte for byte).
+pub fn validate(entity: RootEntity, body: &[u8], message_id: Uuid) -> Result<Validated, ApiError> {
+    let value = crate::runtime::parse_json_object(body)
+        .map_err(|e| ApiError::from_parse(entity.name(), e))?;
+    validate_value(entity, &value, body, message_id)
+}
+
+fn validate_value(
+    entity: RootEntity,
+    value: &Value,
+    body: &[u8],
+    message_id: Uuid,
+) -> Result<Validated, ApiError> {
+    entity
+        .parse_value(value)
+        .map_err(|errors| ApiError::Invalid {
+            entity: entity.name().to_string(),
+            errors,
+        })?;
+    let received_at = Utc::now();
+    Ok(Validated {
+        message_id,
+        entity,
+        received_at,
+        payload: MessageEnvelope::encode_with_body(message_id, entity.name(), received_at, body),
+    })
+}
+
+/// Checks the Content-Type. Missing, JSON types, `text/plain`, and curl's default for `-d`
+/// (`application/x-www-form-urlencoded`) are accepted, since the body is checked as JSON anyway;
+/// anything else (XML, multipart, HTML...) is refused with 415.
+fn check_content_type(headers: &HeaderMap, batch: bool) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let expected = if batch {
+        "application/x-ndjson (one JSON object per line)"
+    } else {
+        "application/json"
+    };
+    let raw = value.to_str().map_err(|_| ApiError::UnsupportedMediaType {
+        found: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        expected,
+    })?;
+    let mime = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json =
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
+    let ndjson = matches!(
+        mime.as_str(),
+        "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/jsonlines"
+    );
+    let lenient = matches!(
+        mime.as_str(),
+        "" | "text/plain" | "application/x-www-form-urlencoded"
+    );
+    if json || lenient || (batch && ndjson) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType {
+            found: raw.to_string(),
+            expected,
+        })
+    }
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge { limit }
+        } else {
+            ApiError::Body {
+                status: e.status(),
+                message: e.body_text(),
+            }
+        }
+    })
+}
+
+fn entity_by_name(name: &str) -> Result<RootEntity, ApiError> {
+    RootEntity::from_name(name).ok_or_else(|| ApiError::UnknownEntity(name.to_string()))
+}
+
+/// The `Idempotency-Key` header, validated.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+/// The message id: derived from the idempotency key (same key → same id), else random.
+fn message_id(entity: RootEntity, key: Option<&str>, line: Option<usize>) -> Uuid {
+    match (key, line) {
+        (Some(k), None) => Uuid::new_v5(
+            &IDEMPOTENCY_NAMESPACE,
+            format!("{}\n{k}", entity.name()).as_bytes(),
+        ),
+        (Some(k), Some(l)) => Uuid::new_v5(
+            &IDEMPOTENCY_NAMESPACE,
+            format!("{}\n{k}\n{l}", entity.name()).as_bytes(),
+        ),
+        (None, _) => Uuid::new_v4(),
+    }
+}
+
+fn publish_error(kind: PublishErrorKind, detail: String) -> ApiError {
+    match kind {
+        PublishErrorKind::MaxPayloadExceeded => ApiError::Body {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("the message is larger than the broker accepts: {detail}"),
+        },
+        _ => ApiError::Unavailable(detail),
+    }
+}
+
+/// Sends a message to JetStream; the returned future resolves with its ack.
+async fn send(state: &AppState, v: &Validated) -> Result<PublishAckFuture, ApiError> {
+    let publish = PublishMessage::build()
+        .payload(v.payload.clone().into())
+        .message_id(v.message_id.to_string());
+    let subject = message_subject(&state.stream, v.entity.snake_name(), &v.message_id);
+    state
+        .jetstream
+        .send_publish(subject, publish)
+        .await
+        .map_err(|e| publish_error(e.kind(), e.to_string()))
+}
+
+/// Awaits the ack of one message; returns whether JetStream saw it as a duplicate.
+async fn await_ack(
+    state: &AppState,
+    entity: RootEntity,
+    started: Instant,
+    ack: PublishAckFuture,
+) -> Result<bool, ApiError> {
+    let result = ack.await;
+    state
+        .metrics
+        .publish_seconds
+        .with_label_values(&[entity.snake_name()])
+        .observe(started.elapsed().as_secs_f64());
+    result
+        .map(|a| a.duplicate)
+        .map_err(|e| publish_error(e.kind(), e.to_string()))
+}
+
+fn count_rejected(state: &AppState, entity: &str, e: &ApiError) {
+    let reason = match e {
+        ApiError::InvalidJson { .. } => "invalid_json",
+        ApiError::Invalid { .. } => "invalid",
+        ApiError::UnknownEntity(_) => "unknown_entity",
+        ApiError::TooLarge { .. } => "too_large",
+        ApiError::UnsupportedMediaType { .. } => "content_type",
+        ApiError::Unavailable(_) => "unavailable",
+        _ => "other",
+    };
+    state
+        .metrics
+        .rejected
+        .with_label_values(&[entity, reason])
+        .inc();
+}
+
+/// Validates, publishes and awaits the ack of one message.
+async fn accept_one(
+    state: &AppState,
+    entity: RootEntity,
+    value: &Value,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(headers)?;
+    let v = validate_value(
+        entity,
+        value,
+        body,
+        message_id(entity, key.as_deref(), None),
+    )?;
+    let started = Instant::now();
+    let ack = send(state, &v).await?;
+    let duplicate = await_ack(state, entity, started, ack).await?;
+    state
+        .metrics
+        .accepted
+        .with_label_values(&[entity.snake_name()])
+        .inc();
+    tracing::debug!(message_id = %v.message_id, entity = entity.name(), duplicate, "accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(IngestResponse {
+            message_id: v.message_id,
+            status: "accepted",
+            timestamp: v.received_at,
+            duplicate,
+        }),
+    )
+        .into_response())
+}
+
+/// `POST /ingest/message/{entity}`.
+pub async fn ingest_entity(
+    State(state): State<Arc<AppState>>,
+    Path(entity_name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let entity = entity_by_name(&entity_name)?;
+        check_content_type(&headers, false)?;
+        let body = body_bytes(body, state.max_body_bytes)?;
+        let value = crate::runtime::parse_json_object(&body)
+            .map_err(|e| ApiError::from_parse(entity.name(), e))?;
+        accept_one(&state, entity, &value, &body, &headers).await
+    }
+    .await;
+    result.unwrap_or_else(|e| {
+        count_rejected(&state, &entity_name, &e);
+        e.into_response()
+    })
+}
+
+/// `POST /ingest/message`: the entity comes from `?entity_type=`, the `X-Entity-Type` header,
+/// or a top-level `entity_type` member of the body (compatibility with the earlier generator).
+pub async fn ingest_untyped(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut named = String::from("unknown");
+    let result = async {
+        check_content_type(&headers, false)?;
+        let from_query = query.as_deref().and_then(|q| {
+            form_urlencoded_pairs(q).find(|(k, _)| k == "entity_type").map(|(_, v)| v)
+        });
+        let from_header = headers
+            .get("x-entity-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = body_bytes(body, state.max_body_bytes)?;
+        let preset = from_query.or(from_header);
+        let value = match crate::runtime::parse_json_object(&body) {
+            Ok(v) => v,
+            Err(ParseError::InvalidJson { message, line, column }) => {
+                return Err(ApiError::InvalidJson { message, line, column });
+            }
+            Err(e) => return Err(ApiError::from_parse(preset.as_deref().unwrap_or("?"), e)),
+        };
+        let name = preset
+            .or_else(|| value.get("entity_type").and_then(Value::as_str).map(str::to_string))
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "no entity type: post to /ingest/message/{entity}, or give ?entity_type=, an X-Entity-Type header or a top-level \"entity_type\" member".into(),
+                )
+            })?;
+        named = name.clone();
+        let entity = entity_by_name(&name)?;
+        accept_one(&state, entity, &value, &body, &headers).await
+    }
+    .await;
+    result.unwrap_or_else(|e| {
+        count_rejected(&state, &named, &e);
+        e.into_response()
+    })
+}
+
+/// Decodes `a=b&c=d` (percent-decoding, `+` as space).
+fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h * 16 + l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One line's outcome in a batch answer.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum LineResult {
+    /// Stored by JetStream.
+    Accepted {
+        /// 1-based line number.
+        line: usize,
+        /// The message id.
+        message_id: Uuid,
+    },
+    /// Refused; the line was not published (or its publish failed).
+    Rejected {
+        /// 1-based line number.
+        line: usize,
+        /// What went wrong.
+        error: String,
+        /// Field errors, when the line did not match the entity.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        details: Vec<FieldError>,
+        /// Whether resending this line later may succeed.
+        retryable: bool,
+    },
+}
+
+/// `POST /ingest/batch/{entity}`: NDJSON, one message per line. Valid lines are all published
+/// before any ack is awaited (pipelined), and every accepted line is acked before the answer.
+pub async fn ingest_batch(
+    State(state): State<Arc<AppState>>,
+    Path(entity_name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = batch(&state, &entity_name, &headers, body).await;
+    result.unwrap_or_else(|e| {
+        count_rejected(&state, &entity_name, &e);
+        e.into_response()
+    })
+}
+
+async fn batch(
+    state: &AppState,
+    entity_name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let entity = entity_by_name(entity_name)?;
+    check_content_type(headers, true)?;
+    let body = body_bytes(body, state.max_batch_bytes)?;
+    let key = idempotency_key(headers)?;
+    let mut results: Vec<Option<LineResult>> = Vec::new();
+    let mut pending = Vec::new();
+    let started = Instant::now();
+    for (index, line) in body.split(|b| *b == b'\n').enumerate() {
+        let number = index + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let slot = results.len();
+        results.push(None);
+        let id = message_id(entity, key.as_deref(), Some(number));
+        let validated = validate(entity, line, id);
+        let sent = match validated {
+            Ok(v) => send(state, &v).await.map(|ack| (v, ack)),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok((v, ack)) => pending.push((slot, number, v.message_id, ack)),
+            Err(e) => {
+                count_rejected(state, entity.snake_name(), &e);
+                results[slot] = Some(rejected(number, e));
+            }
+        }
+    }
+    if results.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the batch is empty: send one JSON object per line".into(),
+        ));
+    }
+    let acks = futures::future::join_all(pending.into_iter().map(
+        |(slot, number, id, ack)| async move {
+            (
+                slot,
+                number,
+                id,
+                await_ack(state, entity, started, ack).await,
+            )
+        },
+    ))
+    .await;
+    let (mut accepted, mut retryable) = (0usize, 0usize);
+    for (slot, line, message_id, ack) in acks {
+        results[slot] = Some(match ack {
+            Ok(_) => {
+                accepted += 1;
+                LineResult::Accepted { line, message_id }
+            }
+            Err(e) => {
+                count_rejected(state, entity.snake_name(), &e);
+                rejected(line, e)
+            }
+        });
+    }
+    state
+        .metrics
+        .accepted
+        .with_label_values(&[entity.snake_name()])
+        .inc_by(accepted as u64);
+    let results: Vec<LineResult> = results.into_iter().flatten().collect();
+    for r in &results {
+        if let LineResult::Rejected {
+            retryable: true, ..
+        } = r
+        {
+            retryable += 1;
+        }
+    }
+    let rejected_count = results.len() - accepted;
+    let status = if accepted > 0 {
+        StatusCode::ACCEPTED
+    } else if retryable == rejected_count {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = json!({
+        "entity": entity.name(),
+        "accepted": accepted,
+        "rejected": rejected_count,
+        "results": results,
+    });
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    Ok(response)
+}
+
+fn rejected(line: usize, e: ApiError) -> LineResult {
+    let retryable = e.status() == StatusCode::SERVICE_UNAVAILABLE;
+    let error = e.to_string();
+    let details = match e {
+        ApiError::Invalid { errors, .. } => errors,
+        _ => Vec::new(),
+    };
+    LineResult::Rejected {
+        line,
+        error,
+        details,
+        retryable,
+    }
+}

@@ -1,0 +1,90 @@
+//! Prometheus metrics of the api (`GET /metrics`).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// The api's metrics, in their own registry (several routers can live in one process).
+#[derive(Clone)]
+pub struct ApiMetrics {
+    registry: Registry,
+    /// HTTP requests by route, method and status.
+    pub requests: IntCounterVec,
+    /// Time from publish to JetStream ack, by entity.
+    pub publish_seconds: HistogramVec,
+    /// Messages accepted (JetStream-acked), by entity.
+    pub accepted: IntCounterVec,
+    /// Messages rejected, by entity and reason.
+    pub rejected: IntCounterVec,
+}
+
+impl ApiMetrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "nomnom_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let publish_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "nomnom_publish_duration_seconds",
+                "Time from JetStream publish to its ack",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["entity"],
+        )
+        .expect("valid metric");
+        let accepted = IntCounterVec::new(
+            Opts::new(
+                "nomnom_messages_accepted_total",
+                "Messages stored by JetStream",
+            ),
+            &["entity"],
+        )
+        .expect("valid metric");
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "nomnom_messages_rejected_total",
+                "Messages refused, by reason",
+            ),
+            &["entity", "reason"],
+        )
+        .expect("valid metric");
+        for m in [&requests, &accepted, &rejected] {
+            registry
+                .register(Box::new(m.clone()))
+                .expect("unique metric");
+        }
+        registry
+            .register(Box::new(publish_seconds.clone()))
+            .expect("unique metric");
+        Self {
+            registry,
+            requests,
+            publish_seconds,
+            accepted,
+            rejected,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,183 @@
+//! Read-only routes: message status, liveness, readiness and metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::db::{self, schema};
+use crate::generated::RootEntity;
+use crate::nats::message_subject;
+
+/// `GET /health`: the process is alive.
+pub async fn health() -> Json<serde_json::Value> {
+    let entities: Vec<&str> = RootEntity::ALL.iter().map(|e| e.snake_name()).collect();
+    Json(json!({
+        "status": "ok",
+        "entities": entities,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// `GET /ready`: NATS is connected, the stream exists, PostgreSQL answers. 503 names what failed.
+pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let timeout = Duration::from_secs(2);
+    let mut failed = serde_json::Map::new();
+    let nats_state = state.jetstream.client().connection_state();
+    if nats_state != async_nats::connection::State::Connected {
+        failed.insert("nats".into(), json!(format!("connection is {nats_state}")));
+    } else {
+        match tokio::time::timeout(timeout, state.jetstream.get_stream(&state.stream)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                failed.insert(
+                    "stream".into(),
+                    json!(format!("stream `{}`: {e}", state.stream)),
+                );
+            }
+            Err(_) => {
+                failed.insert(
+                    "stream".into(),
+                    json!("no answer from JetStream within 2 s"),
+                );
+            }
+        }
+    }
+    let pg = async {
+        let mut conn = db::connection(&state.db).await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        Ok::<_, db::DbError>(())
+    };
+    match tokio::time::timeout(timeout, pg).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            failed.insert("postgres".into(), json!(e.to_string()));
+        }
+        Err(_) => {
+            failed.insert("postgres".into(), json!("no answer within 2 s"));
+        }
+    }
+    if failed.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+    } else {
+        let mut response = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "failed": failed})),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        response
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Queryable)]
+struct StatusRow {
+    entity: String,
+    status: String,
+    received_at: DateTime<Utc>,
+    processed_at: DateTime<Utc>,
+    row_count: i32,
+    attempts: i32,
+    error: Option<String>,
+}
+
+async fn status_row(state: &AppState, id: Uuid) -> Result<Option<StatusRow>, ApiError> {
+    use schema::message_status as s;
+    let mut conn = db::connection(&state.db)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    s::table
+        .filter(s::message_id.eq(id))
+        .select((
+            s::entity,
+            s::status,
+            s::received_at,
+            s::processed_at,
+            s::row_count,
+            s::attempts,
+            s::error,
+        ))
+        .first::<StatusRow>(&mut conn)
+        .await
+        .optional()
+        .map_err(|e| ApiError::Unavailable(e.to_string()))
+}
+
+/// Whether the message is still in the stream (accepted, not yet committed by a worker).
+async fn in_stream(state: &AppState, id: Uuid) -> Result<Option<RootEntity>, ApiError> {
+    let stream = state
+        .jetstream
+        .get_stream_no_info(&state.stream)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    for entity in RootEntity::ALL {
+        let subject = message_subject(&state.stream, entity.snake_name(), &id);
+        match stream.direct_get_last_for_subject(subject).await {
+            Ok(_) => return Ok(Some(*entity)),
+            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {}
+            Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+        }
+    }
+    Ok(None)
+}
+
+/// `GET /ingest/status/{message_id}`: `processed` (time, row count), `dead_lettered` (reason,
+/// attempts), `pending` (in the stream), 404 unknown, 400 malformed id.
+pub async fn message_status(
+    State(state): State<Arc<AppState>>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = Uuid::parse_str(&raw_id)
+        .map_err(|_| ApiError::BadRequest(format!("`{raw_id}` is not a message id (UUID)")))?;
+    // Worker order is commit, then ack (which removes it from the stream): look in the database,
+    // then the stream, then the database again, so a message moving between them is not missed.
+    let mut row = status_row(&state, id).await?;
+    if row.is_none() {
+        if let Some(entity) = in_stream(&state, id).await? {
+            return Ok(Json(json!({
+                "message_id": id,
+                "status": "pending",
+                "entity": entity.name(),
+            })));
+        }
+        row = status_row(&state, id).await?;
+    }
+    let Some(row) = row else {
+        return Err(ApiError::NotFound(format!("no message with id {id}")));
+    };
+    let mut body = json!({
+        "message_id": id,
+        "status": row.status,
+        "entity": row.entity,
+        "received_at": row.received_at,
+        "attempts": row.attempts,
+    });
+    if row.status == "processed" {
+        body["processed_at"] = json!(row.processed_at);
+        body["row_count"] = json!(row.row_count);
+    } else {
+        body["dead_lettered_at"] = json!(row.processed_at);
+        body["reason"] = json!(row.error);
+    }
+    Ok(Json(body))
+}
