@@ -126,6 +126,10 @@ pub struct WorkerConfig {
     pub max_deliver: i64,
     /// `ACK_WAIT_SECS` (default 30): how long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
+    /// `WORKER_CONCURRENCY` (default 2): batches in flight at once.
+    pub concurrency: usize,
+    /// `WORKER_METRICS_PORT` (default 9090; `0` turns it off): `/health` and `/metrics`.
+    pub metrics_port: Option<u16>,
 }
 
 impl WorkerConfig {
@@ -153,7 +157,9 @@ impl WorkerConfig {
             database_url: var("DATABASE_URL", DEFAULT_DATABASE_URL),
             batch_size,
             max_deliver,
-            ack_wait: Duration::from_secs(parsed("ACK_WAIT_SECS", 30u64)?),
+            ack_wait: Duration::from_secs(parsed("ACK_WAIT_SECS", 30u64)?.max(1)),
+            concurrency: parsed("WORKER_CONCURRENCY", 2usize)?.max(1),
+            metrics_port: Some(parsed("WORKER_METRICS_PORT", 9090u16)?).filter(|p| *p != 0),
         })
     }
 }

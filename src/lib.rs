@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod generated;
 pub mod nats;
 pub mod runtime;
+pub mod sample;
 pub mod worker;
 
 /// Resolves on SIGTERM or Ctrl-C, for graceful shutdown.

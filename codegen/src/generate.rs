@@ -366,7 +366,11 @@ fn schema_module(schema: &Schema) -> TokenStream {
         }
     });
     quote! {
-        /// diesel table definitions of every stored entity.
+        /// diesel `table!` definitions of every stored entity, for typed queries in your own
+        /// code (the worker itself writes with prepared `unnest` upserts). Behind the default
+        /// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
+        /// schemas can opt out with `default-features = false`.
+        #[cfg(feature = "diesel-schema")]
         pub mod schema {
             #(#tables)*
         }

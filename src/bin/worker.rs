@@ -1,7 +1,12 @@
 //! `worker`: JetStream → PostgreSQL. Reads its configuration from the environment (see README).
 use nomnom::config::{WorkerConfig, init_logging};
 use nomnom::worker::Worker;
+use nomnom::worker::dead_letter::{self, ReplayFilter};
 use tokio_util::sync::CancellationToken;
+
+const USAGE: &str = "usage: worker                      consume until SIGTERM
+       worker replay-dead-letters [--entity ENTITY] [--id MESSAGE_ID]
+                                   publish dead letters again for processing";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -18,6 +23,16 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = WorkerConfig::from_env()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None => {}
+        Some("replay-dead-letters") => return replay(config, &args[1..]).await,
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Some(other) => return Err(format!("unknown command `{other}`\n{USAGE}").into()),
+    }
     tracing::info!(stream = %config.nats.stream, consumer = %config.consumer, batch_size = config.batch_size, "worker starting");
     let worker = Worker::connect(config).await?;
     let shutdown = CancellationToken::new();
@@ -27,5 +42,43 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         signal.cancel();
     });
     worker.run(shutdown).await?;
+    Ok(())
+}
+
+/// `worker replay-dead-letters [--entity E] [--id ID]`.
+async fn replay(config: WorkerConfig, args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let mut filter = ReplayFilter::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
+        match a.as_str() {
+            "--entity" => filter.entity = Some(value.clone()),
+            "--id" => {
+                filter.message_id = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("`{value}` is not a message id"))?,
+                )
+            }
+            other => return Err(format!("unknown option `{other}`\n{USAGE}").into()),
+        }
+    }
+    let js = nomnom::nats::connect(&config.nats).await?;
+    nomnom::nats::ensure_stream(&js, &config.nats).await?;
+    let pool = nomnom::db::pool(&config.database_url, 1)?;
+    let report = dead_letter::replay(&js, &config.nats.stream, &pool, &filter).await?;
+    for id in &report.replayed {
+        println!("replayed {id}");
+    }
+    for (id, why) in &report.skipped {
+        println!("skipped {id}: {why}");
+    }
+    println!(
+        "{} replayed, {} skipped",
+        report.replayed.len(),
+        report.skipped.len()
+    );
     Ok(())
 }

@@ -240,11 +240,13 @@ pub async fn write_messages(
             .returning(schema::message_status::message_id)
             .get_results(conn)
             .await?;
-        let fresh_set: std::collections::HashSet<Uuid> = fresh.iter().copied().collect();
+        let mut fresh_set: std::collections::HashSet<Uuid> = fresh.iter().copied().collect();
         let mut batch = RowBatch::default();
         let mut outcome = WriteOutcome::default();
         for m in messages {
-            if fresh_set.contains(&m.message_id) {
+            // `remove`: the same message twice in one batch (a redelivery racing the first
+            // delivery) is written once.
+            if fresh_set.remove(&m.message_id) {
                 batch.push(m.message);
                 outcome.written.push(m.message_id);
             } else {

@@ -153,6 +153,8 @@ impl Pipeline {
             batch_size: 100,
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
+            concurrency: 2,
+            metrics_port: None,
         };
         tweak(&mut worker_config);
         let shutdown = CancellationToken::new();
@@ -213,41 +215,15 @@ impl Pipeline {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
         let _ = self.jetstream.delete_stream(&self.stream).await;
+        let _ = self
+            .jetstream
+            .delete_stream(nomnom::worker::dead_letter::dlq_stream_name(&self.stream))
+            .await;
         self.db.drop_db().await;
     }
 }
 
 /// A TPC-H order with `lines` line items (1–7), deterministic from `n`.
 pub fn tpch_order(n: u32, lines: u32) -> serde_json::Value {
-    let items: Vec<serde_json::Value> = (1..=lines)
-        .map(|l| {
-            serde_json::json!({
-                "line_number": l,
-                "part_key": format!("P-{}", n * 10 + l),
-                "supplier_key": if l % 3 == 0 { serde_json::Value::Null } else { format!("S-{}", l * 7).into() },
-                "quantity": 5 + l,
-                "extended_price": format!("{}.{:02}", 1000 + n * 3 + l, (n + l) % 100),
-                "discount": "0.05",
-                "tax": "0.10",
-                "return_flag": "N",
-                "line_status": "O",
-                "ship_date": format!("1996-03-{:02}", l + 10),
-                "commit_date": if l % 2 == 0 { serde_json::Value::Null } else { format!("1996-02-{:02}", l + 1).into() },
-                "receipt_date": format!("1996-04-{:02}", l + 1),
-                "ship_mode": "TRUCK"
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "order_key": format!("ORD-{n:06}"),
-        "customer_key": format!("CUST-{:04}", n % 97),
-        "order_status": "O",
-        "total_price": format!("{}.47", 170000 + n),
-        "order_date": "1996-01-02",
-        "order_priority": "5-LOW",
-        "clerk": "Clerk#000000951",
-        "ship_priority": 0,
-        "comment": format!("order number {n}"),
-        "line_items": items
-    })
+    nomnom::sample::tpch_order(u64::from(n), lines)
 }

@@ -1,0 +1,303 @@
+//! Dead letters: published to a dead-letter JetStream stream (acked before the original message is
+//! terminated), recorded in the `dead_letters` table by a recorder consumer, and replayable.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::db::{self, DbError, DbPool, DeadLetter, schema};
+use crate::envelope::MessageEnvelope;
+use crate::generated::RootEntity;
+use crate::nats::{NatsError, message_subject};
+
+/// The dead-letter stream of a stream: `<stream>_DLQ`.
+pub fn dlq_stream_name(stream: &str) -> String {
+    format!("{stream}_DLQ")
+}
+
+/// What the dead-letter stream carries (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetterMessage {
+    /// The original message id.
+    pub message_id: Uuid,
+    /// Entity as given.
+    pub entity: String,
+    /// Body as received (the whole payload if the envelope was unreadable).
+    pub body: String,
+    /// Why it was rejected (the last error).
+    pub reason: String,
+    /// Deliveries so far.
+    pub attempts: i32,
+    /// When the api accepted it.
+    pub received_at: DateTime<Utc>,
+}
+
+impl From<&DeadLetter> for DeadLetterMessage {
+    fn from(d: &DeadLetter) -> Self {
+        Self {
+            message_id: d.message_id,
+            entity: d.entity.clone(),
+            body: d.body.clone(),
+            reason: d.reason.clone(),
+            attempts: d.attempts,
+            received_at: d.received_at,
+        }
+    }
+}
+
+impl From<DeadLetterMessage> for DeadLetter {
+    fn from(d: DeadLetterMessage) -> Self {
+        Self {
+            message_id: d.message_id,
+            entity: d.entity,
+            body: d.body,
+            reason: d.reason,
+            attempts: d.attempts,
+            received_at: d.received_at,
+        }
+    }
+}
+
+/// Creates the dead-letter stream if absent (file storage, kept until deleted by an operator).
+pub async fn ensure_dlq_stream(
+    js: &jetstream::Context,
+    stream: &str,
+) -> Result<stream::Stream, NatsError> {
+    let name = dlq_stream_name(stream);
+    js.get_or_create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{name}.>")],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsError::Stream {
+        stream: name,
+        reason: e.to_string(),
+    })
+}
+
+/// Publishes a dead letter and waits for JetStream to store it.
+pub async fn publish(
+    js: &jetstream::Context,
+    stream: &str,
+    dead: &DeadLetter,
+) -> Result<(), String> {
+    let dlq = dlq_stream_name(stream);
+    let payload = serde_json::to_vec(&DeadLetterMessage::from(dead)).map_err(|e| e.to_string())?;
+    let entity_token: String = dead
+        .entity
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let subject = format!(
+        "{dlq}.{}.{}",
+        if entity_token.is_empty() {
+            "unknown"
+        } else {
+            &entity_token
+        },
+        dead.message_id
+    );
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(payload.into())
+        // Same message dead-lettered twice within the window is stored once.
+        .message_id(format!("{}:{}", dead.message_id, dead.attempts));
+    js.send_publish(subject, publish)
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Copies dead letters from the dead-letter stream into the `dead_letters` table (and a
+/// `dead_lettered` status row) until `shutdown`. Acks each one after it is committed.
+pub async fn run_recorder(
+    js: jetstream::Context,
+    stream: String,
+    consumer_name: String,
+    pool: DbPool,
+    shutdown: CancellationToken,
+) -> Result<(), NatsError> {
+    let dlq = ensure_dlq_stream(&js, &stream).await?;
+    let consumer = dlq
+        .get_or_create_consumer(
+            &consumer_name,
+            pull::Config {
+                durable_name: Some(consumer_name.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| NatsError::Stream {
+            stream: dlq_stream_name(&stream),
+            reason: e.to_string(),
+        })?;
+    while !shutdown.is_cancelled() {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-letter recorder cannot pull; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = messages.next() => next,
+            };
+            let Some(Ok(message)) = next else {
+                break;
+            };
+            let record: Result<DeadLetterMessage, _> = serde_json::from_slice(&message.payload);
+            let outcome = match record {
+                Ok(r) => {
+                    let dead: DeadLetter = r.into();
+                    match db::connection(&pool).await {
+                        Ok(mut conn) => db::record_dead_letter(&mut conn, &dead).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable dead-letter record; dropping it");
+                    Ok(())
+                }
+            };
+            let kind = match outcome {
+                Ok(()) => jetstream::AckKind::Ack,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record dead letter yet; will retry");
+                    jetstream::AckKind::Nak(Some(Duration::from_secs(2)))
+                }
+            };
+            if let Err(e) = message.ack_with(kind).await {
+                tracing::warn!(error = %e, "dead-letter ack failed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    /// Only this entity (any case).
+    pub entity: Option<String>,
+    /// Only this message.
+    pub message_id: Option<Uuid>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Messages published again.
+    pub replayed: Vec<Uuid>,
+    /// Dead letters whose body is not a JSON message (e.g. an unreadable envelope).
+    pub skipped: Vec<(Uuid, String)>,
+}
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Database error.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Publishing failed.
+    #[error("publishing the replayed message failed: {0}")]
+    Publish(String),
+}
+
+#[derive(Queryable)]
+struct DeadRow {
+    message_id: Uuid,
+    entity: String,
+    body: String,
+}
+
+/// Publishes dead letters again for processing and removes them (and their `dead_lettered`
+/// status) once JetStream has stored the new copy. Another failure dead-letters them again.
+pub async fn replay(
+    js: &jetstream::Context,
+    stream: &str,
+    pool: &DbPool,
+    filter: &ReplayFilter,
+) -> Result<ReplayReport, ReplayError> {
+    use schema::dead_letters as d;
+    use schema::message_status as s;
+    let mut conn = db::connection(pool).await?;
+    let mut query = d::table
+        .select((d::message_id, d::entity, d::body))
+        .order(d::first_seen.asc())
+        .into_boxed();
+    if let Some(id) = filter.message_id {
+        query = query.filter(d::message_id.eq(id));
+    }
+    let rows: Vec<DeadRow> = query.load(&mut conn).await.map_err(DbError::from)?;
+    let mut report = ReplayReport::default();
+    for row in rows {
+        if let Some(want) = &filter.entity {
+            if !crate::runtime::same_entity_name(&row.entity, want) {
+                continue;
+            }
+        }
+        let Some(entity) = RootEntity::from_name(&row.entity) else {
+            report
+                .skipped
+                .push((row.message_id, format!("unknown entity `{}`", row.entity)));
+            continue;
+        };
+        if serde_json::from_str::<serde::de::IgnoredAny>(&row.body).is_err() {
+            report
+                .skipped
+                .push((row.message_id, "the body is not JSON".into()));
+            continue;
+        }
+        let id = row.message_id;
+        // The status row goes first: if it were still there when the worker sees the new copy,
+        // the redelivery guard would skip it.
+        diesel::delete(
+            s::table
+                .filter(s::message_id.eq(id))
+                .filter(s::status.eq("dead_lettered")),
+        )
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::from)?;
+        let payload =
+            MessageEnvelope::encode_with_body(id, entity.name(), Utc::now(), row.body.as_bytes());
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(format!("{id}:replay:{}", Utc::now().timestamp_millis()));
+        js.send_publish(message_subject(stream, entity.snake_name(), &id), publish)
+            .await
+            .map_err(|e| ReplayError::Publish(e.to_string()))?
+            .await
+            .map_err(|e| ReplayError::Publish(e.to_string()))?;
+        diesel::delete(d::table.filter(d::message_id.eq(id)))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::from)?;
+        report.replayed.push(id);
+    }
+    Ok(report)
+}
