@@ -163,7 +163,15 @@ impl FromJson for Decimal {
         if !valid {
             return Err(format!("`{text}` is not a decimal number"));
         }
-        Decimal::from_str(&text).map_err(|_| format!("`{text}` is not a decimal number"))
+        let d =
+            Decimal::from_str(&text).map_err(|_| format!("`{text}` is not a decimal number"))?;
+        // PostgreSQL NUMERIC holds up to 131072 digits before the point and 16383 after.
+        let (_, scale) = d.as_bigint_and_exponent();
+        let digit_count = i64::try_from(d.digits()).unwrap_or(i64::MAX);
+        if scale > 16383 || digit_count - scale > 131072 {
+            return Err(format!("`{text}` is out of range for NUMERIC"));
+        }
+        Ok(d)
     }
 }
 
@@ -555,6 +563,13 @@ mod tests {
             "0.10"
         );
         assert!(Decimal::from_json(&json!("NaN")).is_err());
+        assert!(
+            Decimal::from_json(&json!("1e200000"))
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(Decimal::from_json(&json!("1e-20000")).is_err());
+        assert!(Decimal::from_json(&json!("1e100")).is_ok());
         assert!(Decimal::from_json(&json!(true)).is_err());
     }
 

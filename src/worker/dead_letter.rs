@@ -255,10 +255,10 @@ pub async fn replay(
     let rows: Vec<DeadRow> = query.load(&mut conn).await.map_err(DbError::from)?;
     let mut report = ReplayReport::default();
     for row in rows {
-        if let Some(want) = &filter.entity {
-            if !crate::runtime::same_entity_name(&row.entity, want) {
-                continue;
-            }
+        if let Some(want) = &filter.entity
+            && !crate::runtime::same_entity_name(&row.entity, want)
+        {
+            continue;
         }
         let Some(entity) = RootEntity::from_name(&row.entity) else {
             report

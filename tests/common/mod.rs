@@ -134,6 +134,13 @@ impl Pipeline {
 
     /// Starts with a tweak to the worker configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
+        let mut p = Self::paused_with(tweak).await;
+        p.start_worker().await;
+        p
+    }
+
+    /// Starts the api only (the worker's tables exist); call [`Pipeline::start_worker`] later.
+    pub async fn paused_with(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
         let id = unique();
         let stream = format!("T_{id}");
         let nats = NatsConfig {
@@ -142,6 +149,7 @@ impl Pipeline {
             duplicate_window: Duration::from_secs(120),
         };
         let db = TestDb::create().await;
+        nomnom::db::prepare_schema(&db.url).await.expect("schema");
         let jetstream = nomnom::nats::connect(&nats).await.expect("NATS reachable");
         nomnom::nats::ensure_stream(&jetstream, &nats)
             .await
@@ -174,13 +182,6 @@ impl Pipeline {
                 .await
                 .expect("api server");
         });
-        let worker = Worker::connect(worker_config.clone())
-            .await
-            .expect("worker connects");
-        let worker_stop = shutdown.clone();
-        let worker = tokio::spawn(async move {
-            worker.run(worker_stop).await.expect("worker run");
-        });
         Self {
             base,
             db,
@@ -188,8 +189,42 @@ impl Pipeline {
             jetstream,
             worker_config,
             shutdown,
-            tasks: vec![api, worker],
+            tasks: vec![api],
         }
+    }
+
+    /// Starts a worker (call again to run several worker instances on the same consumer).
+    pub async fn start_worker(&mut self) {
+        let worker = Worker::connect(self.worker_config.clone())
+            .await
+            .expect("worker connects");
+        let worker_stop = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            worker.run(worker_stop).await.expect("worker run");
+        }));
+    }
+
+    /// Publishes raw bytes straight to the stream (bypassing the api), subject `<stream>.order.<n>`.
+    pub async fn publish_raw(&self, payload: Vec<u8>) {
+        self.jetstream
+            .publish(format!("{}.order.raw", self.stream), payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+
+    /// GETs a path; returns status and JSON answer.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = reqwest::get(format!("{}{path}", self.base))
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     /// POSTs a JSON body; returns status and parsed JSON answer.

@@ -1,0 +1,225 @@
+//! The worker's guarantees on the real services: poison isolation, transient faults with retry,
+//! MAX_DELIVER then dead letter, replay, exactly-once effect under redelivery, status lookups.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Pipeline, tpch_order};
+use nomnom::envelope::MessageEnvelope;
+use serde_json::json;
+
+fn envelope(id: uuid::Uuid, body: &serde_json::Value) -> Vec<u8> {
+    MessageEnvelope::encode_with_body(id, "Order", chrono::Utc::now(), body.to_string().as_bytes())
+}
+
+/// Makes the test database refuse connections and drops the open ones: a database outage
+/// scoped to this test.
+async fn block_db(p: &Pipeline) {
+    let admin = common::pg(&format!("{}/test", common::pg_admin_url())).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
+            p.db.name
+        ))
+        .await
+        .expect("block database");
+}
+
+async fn unblock_db(p: &Pipeline) {
+    let admin = common::pg(&format!("{}/test", common::pg_admin_url())).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            p.db.name
+        ))
+        .await
+        .expect("unblock database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_error_dead_letters_only_the_offending_message() {
+    let mut p = Pipeline::paused_with(|_| {}).await;
+    // Queue everything first, so the worker takes it as one batch.
+    for n in 1..=6u32 {
+        let mut order = tpch_order(n, 2);
+        if n == 4 {
+            // Valid JSON and a valid String, but PostgreSQL text cannot hold a NUL character.
+            order["comment"] = json!("nul \u{0} inside");
+        }
+        p.publish_raw(envelope(uuid::Uuid::new_v4(), &order)).await;
+    }
+    p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM message_status", 6).await;
+    p.db.wait_count("SELECT 1 FROM dead_letters", 1).await;
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 5);
+    assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 10);
+    let reason = p.db.rows("SELECT reason FROM dead_letters").await;
+    let reason = reason[0][0].clone().unwrap_or_default();
+    assert!(reason.contains("invalid byte sequence"), "{reason}");
+    assert_eq!(
+        p.db.count("SELECT 1 FROM orders WHERE order_key = 'ORD-000004'")
+            .await,
+        0
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_retried_and_everything_lands() {
+    let p = Pipeline::start_with(|c| c.max_deliver = 10).await;
+    block_db(&p).await;
+    for n in 1..=20u32 {
+        let (status, _) = p
+            .post("/ingest/message/order", &tpch_order(n, 3).to_string())
+            .await;
+        assert_eq!(
+            status, 202,
+            "the api keeps accepting while PostgreSQL is down"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    unblock_db(&p).await;
+    p.db.wait_count(
+        "SELECT 1 FROM message_status WHERE status = 'processed'",
+        20,
+    )
+    .await;
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 20);
+    assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 60);
+    assert_eq!(p.db.count("SELECT 1 FROM dead_letters").await, 0);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_deliver_dead_letters_with_the_last_error_and_replay_processes_it() {
+    let p = Pipeline::start_with(|c| c.max_deliver = 2).await;
+    block_db(&p).await;
+    let (status, answer) = p
+        .post("/ingest/message/order", &tpch_order(1, 2).to_string())
+        .await;
+    assert_eq!(status, 202);
+    let id = answer["message_id"].as_str().expect("id").to_string();
+    // Delivery 1 fails, NAK 1 s, delivery 2 fails → dead letter (recorded once PG is back).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    unblock_db(&p).await;
+    p.db.wait_count("SELECT 1 FROM dead_letters", 1).await;
+    let rows =
+        p.db.rows("SELECT message_id::text, attempts::text, reason FROM dead_letters")
+            .await;
+    assert_eq!(rows[0][0].as_deref(), Some(id.as_str()));
+    assert_eq!(rows[0][1].as_deref(), Some("2"));
+    let reason = rows[0][2].clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("gave up after 2 deliveries; last error: database connection"),
+        "{reason}"
+    );
+    let (_, status) = p.get(&format!("/ingest/status/{id}")).await;
+    assert_eq!(status["status"], "dead_lettered");
+    assert_eq!(status["attempts"], 2);
+
+    let pool = nomnom::db::pool(&p.db.url, 1).expect("pool");
+    let filter = nomnom::worker::dead_letter::ReplayFilter {
+        entity: Some("order".into()),
+        message_id: None,
+    };
+    let report = nomnom::worker::dead_letter::replay(&p.jetstream, &p.stream, &pool, &filter)
+        .await
+        .expect("replay");
+    assert_eq!(report.replayed.len(), 1);
+    p.db.wait_count("SELECT 1 FROM message_status WHERE status = 'processed'", 1)
+        .await;
+    assert_eq!(p.db.count("SELECT 1 FROM dead_letters").await, 0);
+    assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 2);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_has_exactly_once_effect() {
+    let mut p = Pipeline::paused_with(|_| {}).await;
+    let same = uuid::Uuid::new_v4();
+    let body = tpch_order(3, 4);
+    // The same message twice in one batch (a redelivery racing the first delivery)...
+    p.publish_raw(envelope(same, &body)).await;
+    p.publish_raw(envelope(same, &body)).await;
+    p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM message_status", 1).await;
+    // ...and again after it was committed (a worker killed between commit and ack).
+    p.publish_raw(envelope(same, &body)).await;
+    let other = uuid::Uuid::new_v4();
+    p.publish_raw(envelope(other, &tpch_order(4, 1))).await;
+    p.db.wait_count("SELECT 1 FROM message_status", 2).await;
+    // The stream is empty once everything is acked.
+    let mut stream = p.jetstream.get_stream(&p.stream).await.expect("stream");
+    for _ in 0..100 {
+        if stream.info().await.expect("info").state.messages == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stream.info().await.expect("info").state.messages, 0);
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 2);
+    assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 5);
+    assert_eq!(
+        p.db.rows(&format!(
+            "SELECT row_count::text FROM message_status WHERE message_id = '{same}'"
+        ))
+        .await,
+        vec![vec![Some("5".to_string())]]
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_pending_then_processed_and_errors_are_clear() {
+    let mut p = Pipeline::paused_with(|_| {}).await;
+    let (status, answer) = p
+        .post("/ingest/message/order", &tpch_order(8, 2).to_string())
+        .await;
+    assert_eq!(status, 202);
+    let id = answer["message_id"].as_str().expect("id").to_string();
+    let (code, body) = p.get(&format!("/ingest/status/{id}")).await;
+    assert_eq!(
+        (code, body["status"].clone()),
+        (200, json!("pending")),
+        "{body}"
+    );
+    assert_eq!(body["entity"], "Order");
+
+    p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM message_status", 1).await;
+    let (code, body) = p.get(&format!("/ingest/status/{id}")).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["status"], "processed");
+    assert_eq!(body["row_count"], 3);
+    assert!(body["processed_at"].is_string());
+
+    let (code, body) = p
+        .get(&format!("/ingest/status/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = p.get("/ingest/status/not-a-uuid").await;
+    assert_eq!(code, 400);
+    assert_eq!(body["error"], "`not-a-uuid` is not a message id (UUID)");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_the_consumer_without_duplicates() {
+    let mut p = Pipeline::paused_with(|c| c.batch_size = 10).await;
+    for n in 1..=200u32 {
+        p.publish_raw(envelope(uuid::Uuid::new_v4(), &tpch_order(n, 1 + n % 7)))
+            .await;
+    }
+    p.start_worker().await;
+    p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM message_status", 200).await;
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 200);
+    let expected_lines: u32 = (1..=200u32).map(|n| 1 + n % 7).sum();
+    assert_eq!(
+        p.db.count("SELECT 1 FROM order_line_items").await,
+        i64::from(expected_lines)
+    );
+    p.stop().await;
+}
