@@ -19,7 +19,11 @@ pub use self::shipment::{Shipment, ShipmentMessage};
 pub use self::package::Package;
 pub use self::package_item::PackageItem;
 pub use self::shipment_tag::ShipmentTag;
-/// diesel table definitions of every stored entity.
+/// diesel `table!` definitions of every stored entity, for typed queries in your own
+/// code (the worker itself writes with prepared `unnest` upserts). Behind the default
+/// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
+/// schemas can opt out with `default-features = false`.
+#[cfg(feature = "diesel-schema")]
 pub mod schema {
     diesel::table! {
         shipments(id) { id -> Integer, id_code -> diesel::sql_types::Uuid, shipped_at ->

@@ -14,7 +14,11 @@ pub mod heartbeat {
 pub use self::event::{Event, EventMessage};
 pub use self::event_entry::EventEntry;
 pub use self::heartbeat::{Heartbeat, HeartbeatMessage};
-/// diesel table definitions of every stored entity.
+/// diesel `table!` definitions of every stored entity, for typed queries in your own
+/// code (the worker itself writes with prepared `unnest` upserts). Behind the default
+/// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
+/// schemas can opt out with `default-features = false`.
+#[cfg(feature = "diesel-schema")]
 pub mod schema {
     diesel::table! {
         events(event_pk) { event_pk -> Integer, event_id -> diesel::sql_types::Text,

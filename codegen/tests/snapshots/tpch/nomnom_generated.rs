@@ -19,7 +19,11 @@ pub use self::customer::{Customer, CustomerMessage};
 pub use self::order::{Order, OrderMessage};
 pub use self::order_line_item::OrderLineItem;
 pub use self::product::{Product, ProductMessage};
-/// diesel table definitions of every stored entity.
+/// diesel `table!` definitions of every stored entity, for typed queries in your own
+/// code (the worker itself writes with prepared `unnest` upserts). Behind the default
+/// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
+/// schemas can opt out with `default-features = false`.
+#[cfg(feature = "diesel-schema")]
 pub mod schema {
     diesel::table! {
         customers(id) { id -> BigInt, customer_key -> diesel::sql_types::Text, name ->
