@@ -126,7 +126,7 @@ pub struct WorkerConfig {
     pub max_deliver: i64,
     /// `ACK_WAIT_SECS` (default 30): how long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
-    /// `WORKER_CONCURRENCY` (default 2): batches in flight at once.
+    /// `WORKER_CONCURRENCY` (default 3): batches in flight at once.
     pub concurrency: usize,
     /// `WORKER_METRICS_PORT` (default 9090; `0` turns it off): `/health` and `/metrics`.
     pub metrics_port: Option<u16>,
@@ -158,7 +158,7 @@ impl WorkerConfig {
             batch_size,
             max_deliver,
             ack_wait: Duration::from_secs(parsed("ACK_WAIT_SECS", 30u64)?.max(1)),
-            concurrency: parsed("WORKER_CONCURRENCY", 2usize)?.max(1),
+            concurrency: parsed("WORKER_CONCURRENCY", 3usize)?.max(1),
             metrics_port: Some(parsed("WORKER_METRICS_PORT", 9090u16)?).filter(|p| *p != 0),
         })
     }

@@ -7,6 +7,7 @@ pub mod schema;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
+use diesel::sql_types::{self, Array, Integer, Text, Timestamptz};
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
@@ -200,15 +201,18 @@ pub struct WriteOutcome {
     pub rows: RowCounts,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = schema::message_status)]
-struct NewStatus<'a> {
+/// `processed` status rows of a batch; the ids it returns are the messages not seen before.
+const INSERT_STATUS_SQL: &str = "INSERT INTO message_status \
+     (message_id, entity, status, received_at, row_count, attempts) \
+     SELECT id, entity, 'processed', received_at, row_count, attempts \
+     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::integer[], $5::integer[]) \
+       AS u(id, entity, received_at, row_count, attempts) \
+     ON CONFLICT (message_id) DO NOTHING RETURNING message_id";
+
+#[derive(QueryableByName)]
+struct InsertedId {
+    #[diesel(sql_type = sql_types::Uuid)]
     message_id: Uuid,
-    entity: &'a str,
-    status: &'a str,
-    received_at: DateTime<Utc>,
-    row_count: i32,
-    attempts: i32,
 }
 
 /// Writes the rows of every message and a `processed` status row for each, in one transaction.
@@ -222,24 +226,27 @@ pub async fn write_messages(
     if messages.is_empty() {
         return Ok(WriteOutcome::default());
     }
-    let statuses: Vec<NewStatus<'_>> = messages
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
+    let entities: Vec<&str> = messages.iter().map(|m| m.message.entity().name()).collect();
+    let received: Vec<DateTime<Utc>> = messages.iter().map(|m| m.received_at).collect();
+    let row_counts: Vec<i32> = messages
         .iter()
-        .map(|m| NewStatus {
-            message_id: m.message_id,
-            entity: m.message.entity().name(),
-            status: "processed",
-            received_at: m.received_at,
-            row_count: i32::try_from(m.message.row_count()).unwrap_or(i32::MAX),
-            attempts: m.attempts,
-        })
+        .map(|m| i32::try_from(m.message.row_count()).unwrap_or(i32::MAX))
         .collect();
+    let attempts: Vec<i32> = messages.iter().map(|m| m.attempts).collect();
     conn.transaction(async |conn| {
-        let fresh: Vec<Uuid> = diesel::insert_into(schema::message_status::table)
-            .values(&statuses)
-            .on_conflict_do_nothing()
-            .returning(schema::message_status::message_id)
-            .get_results(conn)
-            .await?;
+        // One static statement (prepared once per connection) whatever the batch size.
+        let fresh: Vec<Uuid> = diesel::sql_query(INSERT_STATUS_SQL)
+            .bind::<Array<sql_types::Uuid>, _>(&ids)
+            .bind::<Array<Text>, _>(&entities)
+            .bind::<Array<Timestamptz>, _>(&received)
+            .bind::<Array<Integer>, _>(&row_counts)
+            .bind::<Array<Integer>, _>(&attempts)
+            .load::<InsertedId>(conn)
+            .await?
+            .into_iter()
+            .map(|r| r.message_id)
+            .collect();
         let mut fresh_set: std::collections::HashSet<Uuid> = fresh.iter().copied().collect();
         let mut batch = RowBatch::default();
         let mut outcome = WriteOutcome::default();
