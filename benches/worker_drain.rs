@@ -32,7 +32,8 @@ fn parse_args() -> Result<Args, String> {
         orders: 20_000,
         batch_size: 500,
         concurrency: 2,
-        pg: std::env::var("BENCH_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
+        pg: std::env::var("BENCH_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
         nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
     };
     let mut it = std::env::args().skip(1);
@@ -77,15 +78,37 @@ fn text(v: &Value) -> Option<String> {
 }
 
 /// The hand-written baseline: plain unnest inserts of the same rows.
-async fn raw_insert(client: &mut tokio_postgres::Client, orders: &[Value], batch: usize) -> Result<Duration, Box<dyn std::error::Error>> {
+async fn raw_insert(
+    client: &mut tokio_postgres::Client,
+    orders: &[Value],
+    batch: usize,
+) -> Result<Duration, Box<dyn std::error::Error>> {
     const ORDER_COLS: [&str; 9] = [
-        "order_key", "customer_key", "order_status", "total_price", "order_date",
-        "order_priority", "clerk", "ship_priority", "comment",
+        "order_key",
+        "customer_key",
+        "order_status",
+        "total_price",
+        "order_date",
+        "order_priority",
+        "clerk",
+        "ship_priority",
+        "comment",
     ];
     const LINE_COLS: [&str; 14] = [
-        "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
-        "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date",
-        "receipt_date", "ship_mode",
+        "order_key",
+        "line_number",
+        "part_key",
+        "supplier_key",
+        "quantity",
+        "extended_price",
+        "discount",
+        "tax",
+        "return_flag",
+        "line_status",
+        "ship_date",
+        "commit_date",
+        "receipt_date",
+        "ship_mode",
     ];
     let order_sql = "INSERT INTO orders (order_key, customer_key, order_status, total_price, order_date, order_priority, clerk, ship_priority, comment) \
         SELECT a, b, c, d::numeric, e::date, f, g, h::integer, i FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) AS u(a, b, c, d, e, f, g, h, i)";
@@ -103,16 +126,24 @@ async fn raw_insert(client: &mut tokio_postgres::Client, orders: &[Value], batch
             }
             for item in o["line_items"].as_array().into_iter().flatten() {
                 for (i, c) in LINE_COLS.iter().enumerate() {
-                    lcols[i].push(if *c == "order_key" { text(&o[c]) } else { text(&item[c]) });
+                    lcols[i].push(if *c == "order_key" {
+                        text(&o[c])
+                    } else {
+                        text(&item[c])
+                    });
                 }
             }
         }
         let tx = client.transaction().await?;
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            ocols.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = ocols
+            .iter()
+            .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
         tx.execute(&order_stmt, &params).await?;
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            lcols.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = lcols
+            .iter()
+            .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
         tx.execute(&line_stmt, &params).await?;
         tx.commit().await?;
     }
@@ -124,10 +155,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let stream = format!("DRAIN_{id}");
-    let (db_worker, db_raw) = (format!("nomnom_bench_{id}_w"), format!("nomnom_bench_{id}_r"));
+    let (db_worker, db_raw) = (
+        format!("nomnom_bench_{id}_w"),
+        format!("nomnom_bench_{id}_r"),
+    );
     let admin = pg(&format!("{}/postgres", args.pg)).await?;
     for db in [&db_worker, &db_raw] {
-        admin.batch_execute(&format!("CREATE DATABASE {db}")).await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await?;
     }
     let nats = NatsConfig {
         url: args.nats_url.clone(),
@@ -140,7 +176,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let orders: Vec<Value> = (1..=args.orders)
         .map(|n| nomnom::sample::tpch_order(n, lines_of(n)))
         .collect();
-    let rows: u64 = orders.iter().map(|o| 1 + o["line_items"].as_array().map_or(0, Vec::len) as u64).sum();
+    let rows: u64 = orders
+        .iter()
+        .map(|o| 1 + o["line_items"].as_array().map_or(0, Vec::len) as u64)
+        .sum();
     let started = Instant::now();
     let mut inflight = FuturesUnordered::new();
     for o in &orders {
@@ -201,7 +240,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let drain = started.elapsed();
     shutdown.cancel();
     let _ = task.await;
-    let stored = count(&check, "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM order_line_items)").await;
+    let stored = count(
+        &check,
+        "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM order_line_items)",
+    )
+    .await;
     assert_eq!(stored, i64::try_from(rows)?, "every row stored");
 
     let raw_url = format!("{}/{db_raw}", args.pg);
@@ -224,14 +267,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rate(raw, rows),
         raw.as_secs_f64()
     );
-    println!("ratio worker / hand-written insert: {:.2}", raw.as_secs_f64() / drain.as_secs_f64());
+    println!(
+        "ratio worker / hand-written insert: {:.2}",
+        raw.as_secs_f64() / drain.as_secs_f64()
+    );
 
     drop(check);
     drop(raw_client);
     let _ = js.delete_stream(&stream).await;
-    let _ = js.delete_stream(nomnom::worker::dead_letter::dlq_stream_name(&stream)).await;
+    let _ = js
+        .delete_stream(nomnom::worker::dead_letter::dlq_stream_name(&stream))
+        .await;
     for db in [&db_worker, &db_raw] {
-        let _ = admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await;
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .await;
     }
     Ok(())
 }

@@ -1,0 +1,156 @@
+//! The two binaries as processes: configuration from the environment, health and metrics ports,
+//! graceful shutdown on SIGTERM (exit 0), clear errors for bad configuration.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn wait_http_ok(url: &str) {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{url} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
+    let id = common::unique();
+    let stream = format!("B_{id}");
+    // The worker creates this database itself.
+    let db = common::TestDb {
+        name: format!("nomnom_test_{id}"),
+        url: format!("{}/nomnom_test_{id}", common::pg_admin_url()),
+    };
+    let (api_port, metrics_port) = (free_port(), free_port());
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env("NATS_URL", common::nats_url())
+        .env("NATS_STREAM", &stream)
+        .env("NATS_CONSUMER", format!("c_{id}"))
+        .env("DATABASE_URL", &db.url)
+        .env("WORKER_METRICS_PORT", metrics_port.to_string())
+        .env("BATCH_SIZE", "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    let mut api = Command::new(env!("CARGO_BIN_EXE_api"))
+        .env("NATS_URL", common::nats_url())
+        .env("NATS_STREAM", &stream)
+        .env("DATABASE_URL", &db.url)
+        .env("PORT", api_port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("api starts");
+    wait_http_ok(&format!("http://127.0.0.1:{api_port}/health")).await;
+    wait_http_ok(&format!("http://127.0.0.1:{metrics_port}/health")).await;
+    wait_http_ok(&format!("http://127.0.0.1:{api_port}/ready")).await;
+
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{api_port}/ingest/message/order"))
+        .header("content-type", "application/json")
+        .body(common::tpch_order(1, 3).to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 202);
+    db.wait_count("SELECT 1 FROM order_line_items", 3).await;
+
+    let start = Instant::now();
+    loop {
+        let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if text.contains(r#"nomnom_worker_processed_total{entity="Order"} 1"#) {
+            assert!(text.contains("nomnom_worker_db_write_seconds_bucket"));
+            assert!(text.contains("nomnom_worker_batch_size_bucket"));
+            assert!(text.contains("nomnom_worker_consumer_pending"));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    assert!(terminate(&mut api).success(), "api exits 0 on SIGTERM");
+    assert!(
+        terminate(&mut worker).success(),
+        "worker exits 0 on SIGTERM"
+    );
+    let js = nomnom::nats::connect(&nomnom::config::NatsConfig {
+        url: common::nats_url(),
+        stream: stream.clone(),
+        duplicate_window: Duration::from_secs(120),
+    })
+    .await
+    .expect("nats");
+    let _ = js.delete_stream(&stream).await;
+    let _ = js.delete_stream(format!("{stream}_DLQ")).await;
+    db.drop_db().await;
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env("BATCH_SIZE", "lots")
+        .output()
+        .expect("run worker");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"environment variable BATCH_SIZE="lots" is invalid"#),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_api"))
+        .env("NATS_STREAM", "has.dots")
+        .output()
+        .expect("run api");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NATS_STREAM"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .arg("frobnicate")
+        .output()
+        .expect("run worker");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command `frobnicate`"));
+}
