@@ -192,10 +192,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let subject = nomnom::nats::message_subject(&stream, "order", &message_id);
         inflight.push(js.publish(subject, payload.into()).await?.into_future());
-        if inflight.len() >= 512 {
-            if let Some(r) = inflight.next().await {
-                r?;
-            }
+        if inflight.len() >= 512
+            && let Some(r) = inflight.next().await
+        {
+            r?;
         }
     }
     while let Some(r) = inflight.next().await {

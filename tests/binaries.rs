@@ -16,10 +16,10 @@ fn free_port() -> u16 {
 async fn wait_http_ok(url: &str) {
     let start = Instant::now();
     loop {
-        if let Ok(r) = reqwest::get(url).await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
