@@ -197,6 +197,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         url: args.nats_url.clone(),
         stream: stream.clone(),
         duplicate_window: Duration::from_secs(120),
+        replicas: 1,
     };
     let js = nomnom::nats::connect(&nats).await?;
     nomnom::nats::ensure_stream(&js, &nats).await?;

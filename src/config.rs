@@ -17,11 +17,16 @@ pub struct ConfigError {
 /// Default `NATS_URL`.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Default `NATS_STREAM`.
-pub const DEFAULT_STREAM: &str = "NOMNOM";
+pub const DEFAULT_STREAM: &str = crate::defaults::STREAM;
 /// Default `NATS_CONSUMER`.
-pub const DEFAULT_CONSUMER: &str = "nomnom-worker";
-/// Default `DATABASE_URL`.
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nomnom";
+pub const DEFAULT_CONSUMER: &str = crate::defaults::CONSUMER;
+/// Default `DATABASE_URL`: local PostgreSQL, database [`crate::defaults::DATABASE`].
+pub fn default_database_url() -> String {
+    format!(
+        "postgres://postgres@127.0.0.1:5432/{}",
+        crate::defaults::DATABASE
+    )
+}
 
 fn var(name: &'static str, default: &str) -> String {
     std::env::var(name)
@@ -70,6 +75,8 @@ pub struct NatsConfig {
     pub stream: String,
     /// `NATS_DUPLICATE_WINDOW_SECS` (default 120): JetStream de-duplication window.
     pub duplicate_window: Duration,
+    /// `NATS_STREAM_REPLICAS` (default 1): replicas of a newly created stream (3 in a cluster).
+    pub replicas: usize,
 }
 
 impl NatsConfig {
@@ -79,6 +86,7 @@ impl NatsConfig {
             url: var("NATS_URL", DEFAULT_NATS_URL),
             stream: stream_name("NATS_STREAM", DEFAULT_STREAM)?,
             duplicate_window: Duration::from_secs(parsed("NATS_DUPLICATE_WINDOW_SECS", 120u64)?),
+            replicas: parsed("NATS_STREAM_REPLICAS", 1usize)?.clamp(1, 5),
         })
     }
 }
@@ -104,7 +112,7 @@ impl ApiConfig {
         Ok(Self {
             nats: NatsConfig::from_env()?,
             port: parsed("PORT", 8080u16)?,
-            database_url: var("DATABASE_URL", DEFAULT_DATABASE_URL),
+            database_url: var("DATABASE_URL", &default_database_url()),
             max_body_bytes: parsed("MAX_BODY_BYTES", crate::api::DEFAULT_MAX_BODY_BYTES)?,
             max_batch_bytes: parsed("MAX_BATCH_BYTES", crate::api::DEFAULT_MAX_BATCH_BYTES)?,
         })
@@ -154,7 +162,7 @@ impl WorkerConfig {
         Ok(Self {
             nats: NatsConfig::from_env()?,
             consumer: stream_name("NATS_CONSUMER", DEFAULT_CONSUMER)?,
-            database_url: var("DATABASE_URL", DEFAULT_DATABASE_URL),
+            database_url: var("DATABASE_URL", &default_database_url()),
             batch_size,
             max_deliver,
             ack_wait: Duration::from_secs(parsed("ACK_WAIT_SECS", 30u64)?.max(1)),
@@ -163,6 +171,37 @@ impl WorkerConfig {
         })
     }
 }
+
+/// Every environment variable the api reads (documented in README.md and `.env.example`).
+pub const API_ENV_VARS: &[&str] = &[
+    "NATS_URL",
+    "NATS_STREAM",
+    "NATS_DUPLICATE_WINDOW_SECS",
+    "NATS_STREAM_REPLICAS",
+    "DATABASE_URL",
+    "PORT",
+    "MAX_BODY_BYTES",
+    "MAX_BATCH_BYTES",
+    "RUST_LOG",
+    "LOG_FORMAT",
+];
+
+/// Every environment variable the worker reads (documented in README.md and `.env.example`).
+pub const WORKER_ENV_VARS: &[&str] = &[
+    "NATS_URL",
+    "NATS_STREAM",
+    "NATS_DUPLICATE_WINDOW_SECS",
+    "NATS_STREAM_REPLICAS",
+    "DATABASE_URL",
+    "NATS_CONSUMER",
+    "BATCH_SIZE",
+    "WORKER_CONCURRENCY",
+    "MAX_DELIVER",
+    "ACK_WAIT_SECS",
+    "WORKER_METRICS_PORT",
+    "RUST_LOG",
+    "LOG_FORMAT",
+];
 
 /// Sets up `tracing` from `RUST_LOG` (default `info`); JSON lines when `LOG_FORMAT=json`.
 pub fn init_logging() {
@@ -176,4 +215,41 @@ pub fn init_logging() {
     };
     // A second init (tests) keeps the first subscriber.
     drop(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lists above are what the code reads: every `"NAME"` looked up in this file is listed.
+    #[test]
+    fn env_var_lists_match_the_lookups() {
+        let source = include_str!("config.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        let lists_start = code.find("pub const API_ENV_VARS").unwrap_or(code.len());
+        let mut read: Vec<&str> = Vec::new();
+        for call in ["var(\"", "parsed(\"", "stream_name(\""] {
+            for (i, _) in code[..lists_start].match_indices(call) {
+                let rest = &code[i + call.len()..];
+                let name = &rest[..rest.find('"').unwrap_or(0)];
+                if !name.is_empty() && !read.contains(&name) {
+                    read.push(name);
+                }
+            }
+        }
+        read.push("RUST_LOG"); // read by tracing's EnvFilter
+        if code.contains("\"LOG_FORMAT\"") {
+            read.push("LOG_FORMAT");
+        }
+        let mut listed: Vec<&str> = API_ENV_VARS
+            .iter()
+            .chain(WORKER_ENV_VARS)
+            .copied()
+            .collect();
+        listed.sort();
+        listed.dedup();
+        read.sort();
+        read.dedup();
+        assert_eq!(read, listed);
+    }
 }

@@ -7,12 +7,31 @@
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod defaults;
 pub mod envelope;
 pub mod generated;
 pub mod nats;
 pub mod runtime;
 pub mod sample;
 pub mod worker;
+
+/// `api healthcheck` / `worker healthcheck`: GETs `http://127.0.0.1:{port}/health` and returns
+/// whether it answered 200 (container HEALTHCHECKs without curl in the image).
+pub fn healthcheck(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = std::time::Duration::from_secs(3);
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let request = "GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
 
 /// Resolves on SIGTERM or Ctrl-C, for graceful shutdown.
 pub async fn shutdown_signal() {

@@ -70,6 +70,7 @@ pub async fn ensure_stream(
             retention: stream::RetentionPolicy::WorkQueue,
             duplicate_window: config.duplicate_window,
             allow_direct: true,
+            num_replicas: config.replicas,
             ..Default::default()
         })
         .await

@@ -24,6 +24,7 @@ impl Api {
             url: common::nats_url(),
             stream: format!("A_{}", common::unique()),
             duplicate_window: std::time::Duration::from_secs(120),
+            replicas: 1,
         };
         let jetstream = nomnom::nats::connect(&nats).await.expect("NATS reachable");
         if create_stream {

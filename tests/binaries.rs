@@ -119,6 +119,7 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
         url: common::nats_url(),
         stream: stream.clone(),
         duplicate_window: Duration::from_secs(120),
+        replicas: 1,
     })
     .await
     .expect("nats");

@@ -17,6 +17,15 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = ApiConfig::from_env()?;
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        // For container HEALTHCHECKs: exit 0 when this api answers /health.
+        Some("healthcheck") if nomnom::healthcheck(config.port) => return Ok(()),
+        Some("healthcheck") => return Err(format!("no healthy api on port {}", config.port).into()),
+        Some(other) => {
+            return Err(format!("unknown command `{other}` (usage: api [healthcheck])").into());
+        }
+    }
     let jetstream = nomnom::nats::connect(&config.nats).await?;
     nomnom::nats::ensure_stream(&jetstream, &config.nats).await?;
     // The pool connects lazily: the api starts (and answers 503 on /ready) while PostgreSQL is down.

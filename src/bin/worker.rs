@@ -6,7 +6,8 @@ use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "usage: worker                      consume until SIGTERM
        worker replay-dead-letters [--entity ENTITY] [--id MESSAGE_ID]
-                                   publish dead letters again for processing";
+                                   publish dead letters again for processing
+       worker healthcheck          exit 0 if the worker on WORKER_METRICS_PORT is healthy";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -27,6 +28,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     match args.first().map(String::as_str) {
         None => {}
         Some("replay-dead-letters") => return replay(config, &args[1..]).await,
+        // For container HEALTHCHECKs: exit 0 when this worker answers /health.
+        Some("healthcheck") => {
+            let port = config
+                .metrics_port
+                .ok_or("WORKER_METRICS_PORT is 0: no health endpoint")?;
+            return if nomnom::healthcheck(port) {
+                Ok(())
+            } else {
+                Err(format!("no healthy worker on port {port}").into())
+            };
+        }
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
             return Ok(());

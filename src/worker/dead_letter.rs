@@ -65,17 +65,19 @@ impl From<DeadLetterMessage> for DeadLetter {
     }
 }
 
-/// Creates the dead-letter stream if absent (file storage, kept until deleted by an operator).
+/// Creates the dead-letter stream if absent (file storage, kept until deleted by an operator,
+/// as many replicas as the main stream).
 pub async fn ensure_dlq_stream(
     js: &jetstream::Context,
-    stream: &str,
+    config: &crate::config::NatsConfig,
 ) -> Result<stream::Stream, NatsError> {
-    let name = dlq_stream_name(stream);
+    let name = dlq_stream_name(&config.stream);
     js.get_or_create_stream(stream::Config {
         name: name.clone(),
         subjects: vec![format!("{name}.>")],
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
+        num_replicas: config.replicas,
         ..Default::default()
     })
     .await
@@ -134,7 +136,13 @@ pub async fn run_recorder(
     pool: DbPool,
     shutdown: CancellationToken,
 ) -> Result<(), NatsError> {
-    let dlq = ensure_dlq_stream(&js, &stream).await?;
+    let dlq = js
+        .get_stream(dlq_stream_name(&stream))
+        .await
+        .map_err(|e| NatsError::Stream {
+            stream: dlq_stream_name(&stream),
+            reason: e.to_string(),
+        })?;
     let consumer = dlq
         .get_or_create_consumer(
             &consumer_name,

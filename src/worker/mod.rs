@@ -365,7 +365,7 @@ impl Worker {
     pub async fn connect(config: WorkerConfig) -> Result<Self, WorkerError> {
         let js = nats_setup::connect(&config.nats).await?;
         let stream = nats_setup::ensure_stream(&js, &config.nats).await?;
-        dead_letter::ensure_dlq_stream(&js, &config.nats.stream).await?;
+        dead_letter::ensure_dlq_stream(&js, &config.nats).await?;
         let consumer = stream
             .get_or_create_consumer(
                 &config.consumer,

@@ -147,6 +147,7 @@ impl Pipeline {
             url: nats_url(),
             stream: stream.clone(),
             duplicate_window: Duration::from_secs(120),
+            replicas: 1,
         };
         let db = TestDb::create().await;
         nomnom::db::prepare_schema(&db.url).await.expect("schema");
