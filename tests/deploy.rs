@@ -133,7 +133,7 @@ fn dockerfiles_are_multi_stage_cached_small_and_non_root() {
             .expect("USER in the runtime stage");
         assert!(!user.contains("root:root") && !user.ends_with(" 0") && !user.ends_with(" root"));
         assert!(
-            runtime.contains(&format!("HEALTHCHECK"))
+            runtime.contains("HEALTHCHECK")
                 && runtime.contains(&format!("\"/app/{bin}\", \"healthcheck\""))
         );
         assert!(runtime.contains(&format!("ENTRYPOINT [\"/app/{bin}\"]")));
