@@ -39,12 +39,21 @@ pub fn entity_of_subject(subject: &str) -> &str {
     subject.split('.').nth(1).unwrap_or("")
 }
 
+/// `NATS_URL` may list several servers of a cluster, comma-separated.
+fn servers(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Connects and returns a JetStream context.
 pub async fn connect(config: &NatsConfig) -> Result<jetstream::Context, NatsError> {
     let client = async_nats::ConnectOptions::new()
         .name("nomnom")
         .connection_timeout(Duration::from_secs(5))
-        .connect(&config.url)
+        .connect(servers(&config.url))
         .await
         .map_err(|e| NatsError::Connect {
             url: config.url.clone(),

@@ -79,7 +79,12 @@ async fn a_database_outage_is_retried_and_everything_lands() {
             "the api keeps accepting while PostgreSQL is down"
         );
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // FAULT_PG_OUTAGE_SECS (scripts/faults.sh: 20) — 3 s in the default test run.
+    let outage = std::env::var("FAULT_PG_OUTAGE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    tokio::time::sleep(Duration::from_secs(outage)).await;
     unblock_db(&p).await;
     p.db.wait_count(
         "SELECT 1 FROM message_status WHERE status = 'processed'",

@@ -143,20 +143,15 @@ impl Pipeline {
     pub async fn paused_with(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
         let id = unique();
         let stream = format!("T_{id}");
-        let nats = NatsConfig {
-            url: nats_url(),
-            stream: stream.clone(),
-            duplicate_window: Duration::from_secs(120),
-            replicas: 1,
-        };
         let db = TestDb::create().await;
         nomnom::db::prepare_schema(&db.url).await.expect("schema");
-        let jetstream = nomnom::nats::connect(&nats).await.expect("NATS reachable");
-        nomnom::nats::ensure_stream(&jetstream, &nats)
-            .await
-            .expect("stream");
         let mut worker_config = WorkerConfig {
-            nats: nats.clone(),
+            nats: NatsConfig {
+                url: nats_url(),
+                stream: stream.clone(),
+                duplicate_window: Duration::from_secs(120),
+                replicas: 1,
+            },
             consumer: format!("c_{id}"),
             database_url: db.url.clone(),
             batch_size: 100,
@@ -165,7 +160,14 @@ impl Pipeline {
             concurrency: 2,
             metrics_port: None,
         };
+        // The tweak may point at another NATS (a cluster, a server the test restarts).
         tweak(&mut worker_config);
+        let nats = worker_config.nats.clone();
+        let stream = nats.stream.clone();
+        let jetstream = nomnom::nats::connect(&nats).await.expect("NATS reachable");
+        nomnom::nats::ensure_stream(&jetstream, &nats)
+            .await
+            .expect("stream");
         let shutdown = CancellationToken::new();
         let app = router(AppState::new(
             jetstream.clone(),

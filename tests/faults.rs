@@ -1,0 +1,416 @@
+//! Fault battery (short versions; `scripts/faults.sh` runs the long ones). Every load loop is
+//! bounded in count and time and talks only to 127.0.0.1. NATS faults use NATS servers this
+//! test starts itself on free ports, so the shared server is never disturbed.
+//!
+//! Sizes come from the environment: `FAULT_MESSAGES` (default 600) messages per scenario.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Pipeline, tpch_order};
+
+fn messages() -> u64 {
+    std::env::var("FAULT_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
+}
+
+/// A nats-server process of this test.
+struct NatsNode {
+    args: Vec<String>,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl NatsNode {
+    fn start(args: Vec<String>, port: u16) -> Self {
+        let mut node = Self {
+            args,
+            port,
+            child: None,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH");
+        self.child = Some(child);
+        let start = Instant::now();
+        while !port_open(self.port) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server: SIGTERM (graceful) or SIGKILL.
+    fn stop(&mut self, sig: &str) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, sig);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsNode {
+    fn drop(&mut self) {
+        self.stop("-KILL");
+    }
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/fault-data")
+        .join(format!("{name}-{}", common::unique()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Posts `n` orders (line items 1–7) with 8 concurrent clients; returns (accepted, line items
+/// of the accepted orders). Refused requests (503 while NATS is down) are not counted.
+async fn load(base: &str, n: u64, accepted_so_far: Arc<AtomicU64>) -> (u64, u64) {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicU64::new(1));
+    let lines_total = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, next, lines_total, accepted) = (
+            client.clone(),
+            next.clone(),
+            lines_total.clone(),
+            accepted_so_far.clone(),
+        );
+        let url = format!("{base}/ingest/message/order");
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                if k > n || Instant::now() > deadline {
+                    break;
+                }
+                let lines = 1 + (k % 7) as u32;
+                let body = tpch_order(k as u32, lines).to_string();
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                let ok = match resp {
+                    Ok(r) if r.status().as_u16() == 202 => true,
+                    Ok(r) => {
+                        if std::env::var_os("FAULT_DEBUG").is_some() {
+                            eprintln!("{} {}", r.status(), r.text().await.unwrap_or_default());
+                        }
+                        false
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    lines_total.fetch_add(u64::from(lines), Ordering::SeqCst);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    (
+        accepted_so_far.load(Ordering::SeqCst),
+        lines_total.load(Ordering::SeqCst),
+    )
+}
+
+/// Every accepted order, and exactly its line items, are in PostgreSQL, each message once.
+async fn assert_all_landed(p: &Pipeline, accepted: u64, lines: u64) {
+    let accepted = i64::try_from(accepted).expect("count");
+    let start = Instant::now();
+    loop {
+        let done = p.db.count("SELECT 1 FROM message_status").await;
+        if done >= accepted {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "only {done} of {accepted} accepted messages landed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(p.db.count("SELECT 1 FROM message_status").await, accepted);
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, accepted);
+    assert_eq!(
+        p.db.count("SELECT 1 FROM order_line_items").await,
+        i64::try_from(lines).expect("count")
+    );
+    assert_eq!(p.db.count("SELECT 1 FROM dead_letters").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_with_sigkill_every_second_loses_and_duplicates_nothing() {
+    let p = Pipeline::paused_with(|c| c.ack_wait = Duration::from_secs(2)).await;
+    let spawn_worker = || {
+        Command::new(env!("CARGO_BIN_EXE_worker"))
+            .env("NATS_URL", common::nats_url())
+            .env("NATS_STREAM", &p.stream)
+            .env("NATS_CONSUMER", &p.worker_config.consumer)
+            .env("DATABASE_URL", &p.db.url)
+            .env("ACK_WAIT_SECS", "2")
+            .env("BATCH_SIZE", "50")
+            .env("WORKER_METRICS_PORT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("worker binary")
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let (base, done) = (p.base.clone(), done.clone());
+        tokio::spawn(async move {
+            let r = load(&base, messages(), Arc::new(AtomicU64::new(0))).await;
+            done.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    let mut worker = spawn_worker();
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        signal(&worker, "-KILL");
+        let _ = worker.wait();
+        kills += 1;
+        worker = spawn_worker();
+    }
+    let (accepted, lines) = loader.await.expect("loader");
+    assert!(kills >= 1, "the worker was never killed");
+    assert!(accepted > 0);
+    assert_all_landed(&p, accepted, lines).await;
+    signal(&worker, "-TERM");
+    let _ = worker.wait();
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_mid_run_loses_no_accepted_message() {
+    let port = free_port();
+    let store = scratch_dir("nats-restart");
+    let mut nats = NatsNode::start(
+        vec![
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-js".into(),
+            "-sd".into(),
+            store.display().to_string(),
+        ],
+        port,
+    );
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut p = Pipeline::paused_with(|c| c.nats.url = url.clone()).await;
+    p.start_worker().await;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let loader = {
+        let (base, accepted) = (p.base.clone(), accepted.clone());
+        tokio::spawn(async move { load(&base, messages(), accepted).await })
+    };
+    // Restart NATS once a third of the messages are in.
+    let start = Instant::now();
+    while accepted.load(Ordering::SeqCst) < messages() / 3
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nats.stop("-TERM");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.spawn();
+    let (accepted, lines) = loader.await.expect("loader");
+    assert!(accepted > 0);
+    assert_all_landed(&p, accepted, lines).await;
+    p.stop().await;
+    drop(nats);
+    let _ = std::fs::remove_dir_all(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_cluster_survives_losing_a_node() {
+    let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let route_list = routes
+        .iter()
+        .map(|r| format!("nats://127.0.0.1:{r}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let cluster = format!("c{}", common::unique());
+    let mut nodes: Vec<NatsNode> = (0..3)
+        .map(|i| {
+            let store = scratch_dir(&format!("cluster-n{i}"));
+            NatsNode::start(
+                vec![
+                    "-a".into(),
+                    "127.0.0.1".into(),
+                    "-p".into(),
+                    clients[i].to_string(),
+                    "-n".into(),
+                    format!("n{i}"),
+                    "-js".into(),
+                    "-sd".into(),
+                    store.display().to_string(),
+                    "--cluster_name".into(),
+                    cluster.clone(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes".into(),
+                    route_list.clone(),
+                ],
+                clients[i],
+            )
+        })
+        .collect();
+    let url = clients
+        .iter()
+        .map(|c| format!("nats://127.0.0.1:{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // The cluster elects a JetStream leader first; creating the R3 stream waits for it.
+    let nats = nomnom::config::NatsConfig {
+        url: url.clone(),
+        stream: format!("R3_{}", common::unique()),
+        duplicate_window: Duration::from_secs(120),
+        replicas: 3,
+    };
+    let js = nomnom::nats::connect(&nats)
+        .await
+        .expect("cluster reachable");
+    let start = Instant::now();
+    while nomnom::nats::ensure_stream(&js, &nats).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no JetStream cluster"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut p = Pipeline::paused_with(|c| {
+        c.nats = nats.clone();
+    })
+    .await;
+    p.start_worker().await;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let loader = {
+        let (base, accepted) = (p.base.clone(), accepted.clone());
+        tokio::spawn(async move { load(&base, messages(), accepted).await })
+    };
+    let start = Instant::now();
+    while accepted.load(Ordering::SeqCst) < messages() / 3
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodes[1].stop("-KILL");
+    let (accepted, lines) = loader.await.expect("loader");
+    assert!(accepted > 0);
+    assert_all_landed(&p, accepted, lines).await;
+    p.stop().await;
+    drop(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_malformed_messages_are_dead_lettered_with_reasons() {
+    let p = Pipeline::start().await;
+    let valid = tpch_order(1, 2);
+    let envelope = |body: &str, entity: &str| {
+        format!(
+            r#"{{"message_id":"{}","entity":"{entity}","received_at":"2026-01-01T00:00:00Z","body":{body}}}"#,
+            uuid::Uuid::new_v4()
+        )
+        .into_bytes()
+    };
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    for i in 0..1000u32 {
+        let payload = match i % 10 {
+            0 => b"not json at all".to_vec(),
+            1 => vec![0xff, 0xfe, b'{', 0x80],
+            2 => envelope(&valid.to_string(), "Invoice"),
+            3 => {
+                let mut o = valid.clone();
+                o["ship_priority"] = serde_json::json!("high");
+                envelope(&o.to_string(), "Order")
+            }
+            4 => {
+                let mut o = valid.clone();
+                o.as_object_mut().expect("object").remove("order_key");
+                envelope(&o.to_string(), "Order")
+            }
+            5 => {
+                let mut o = valid.clone();
+                o["line_items"][0]["line_number"] = serde_json::json!(99_999_999_999i64);
+                envelope(&o.to_string(), "Order")
+            }
+            6 => envelope(
+                &format!("{}1{}", "[".repeat(1000), "]".repeat(1000)),
+                "Order",
+            ),
+            7 => envelope("\"a string body\"", "Order"),
+            8 => {
+                let mut o = valid.clone();
+                o["order_date"] = serde_json::json!("2024-13-45");
+                envelope(&o.to_string(), "Order")
+            }
+            _ => br#"{"message_id":"not-a-uuid","entity":"Order","body":{}}"#.to_vec(),
+        };
+        payloads.push(payload);
+    }
+    for payload in payloads {
+        p.publish_raw(payload).await;
+    }
+    // The worker is still healthy: a valid message after the poison ones is processed.
+    let (status, _) = p
+        .post("/ingest/message/order", &tpch_order(2, 3).to_string())
+        .await;
+    assert_eq!(status, 202);
+    p.db.wait_count("SELECT 1 FROM dead_letters", 1000).await;
+    p.db.wait_count("SELECT 1 FROM message_status WHERE status = 'processed'", 1)
+        .await;
+    assert_eq!(
+        p.db.count("SELECT 1 FROM dead_letters WHERE reason = '' OR reason IS NULL")
+            .await,
+        0
+    );
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 1);
+    p.stop().await;
+}
