@@ -10,15 +10,14 @@
 //! cargo bench --bench api_load -- --body my_message.json --entity my_entity
 //! ```
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Phase, drive, report};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use nomnom::api::{AppState, router};
 use nomnom::config::NatsConfig;
 
@@ -57,78 +56,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
-}
-
-struct Phase {
-    count: u64,
-    errors: u64,
-    elapsed: Duration,
-    latencies: hdrhistogram::Histogram<u64>,
-}
-
-async fn drive_api(addr: std::net::SocketAddr, args: &Args) -> Phase {
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let uri = format!("http://{addr}/ingest/message/{}", args.entity);
-    let body = bytes::Bytes::from(args.body.clone());
-    let mut tasks = Vec::new();
-    let started = Instant::now();
-    for _ in 0..args.connections {
-        let (stop, errors, uri, body) = (stop.clone(), errors.clone(), uri.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-            let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
-                errors.fetch_add(1, Ordering::Relaxed);
-                return hist;
-            };
-            let _ = stream.set_nodelay(true);
-            let Ok((mut sender, conn)) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-            else {
-                errors.fetch_add(1, Ordering::Relaxed);
-                return hist;
-            };
-            tokio::spawn(conn);
-            while !stop.load(Ordering::Relaxed) {
-                let req = Request::post(uri.as_str())
-                    .header("content-type", "application/json")
-                    .header("host", "bench")
-                    .body(Full::new(body.clone()))
-                    .expect("request");
-                let t = Instant::now();
-                match sender.send_request(req).await {
-                    Ok(resp) => {
-                        let ok = resp.status().as_u16() == 202;
-                        let _ = resp.into_body().collect().await;
-                        if ok {
-                            let _ = hist.record(t.elapsed().as_micros() as u64);
-                        } else {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                }
-            }
-            hist
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-    for t in tasks {
-        if let Ok(h) = t.await {
-            let _ = latencies.add(h);
-        }
-    }
-    Phase {
-        count: latencies.len(),
-        errors: errors.load(Ordering::Relaxed),
-        elapsed: started.elapsed(),
-        latencies,
-    }
 }
 
 async fn raw_publish(
@@ -175,20 +102,6 @@ async fn raw_publish(
     }
 }
 
-fn report(name: &str, p: &Phase) -> f64 {
-    let rate = p.count as f64 / p.elapsed.as_secs_f64();
-    println!(
-        "{name:<34} {rate:>10.0} msg/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p999 {:>6.2} ms  ({} ok, {} errors, {:.1} s)",
-        p.latencies.value_at_quantile(0.50) as f64 / 1000.0,
-        p.latencies.value_at_quantile(0.99) as f64 / 1000.0,
-        p.latencies.value_at_quantile(0.999) as f64 / 1000.0,
-        p.count,
-        p.errors,
-        p.elapsed.as_secs_f64()
-    );
-    rate
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
@@ -223,7 +136,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.seconds,
         args.window
     );
-    let api = drive_api(addr, &args).await;
+    let body = bytes::Bytes::from(args.body.clone());
+    let api = drive(
+        addr,
+        &format!("/ingest/message/{}", args.entity),
+        args.connections,
+        Duration::from_secs(args.seconds),
+        Arc::new(move |_| body.clone()),
+    )
+    .await;
     let api_rate = report("api (HTTP → validate → JetStream ack)", &api);
     let subject = format!("{stream}.{}.raw", entity.snake_name());
     let raw = raw_publish(&js, &subject, envelope.into(), &args).await;

@@ -217,6 +217,7 @@ async fn worker_killed_with_sigkill_every_second_loses_and_duplicates_nothing() 
         worker = spawn_worker();
     }
     let (accepted, lines) = loader.await.expect("loader");
+    println!("kill -9: {accepted} accepted, {lines} line items, worker killed {kills} times");
     assert!(kills >= 1, "the worker was never killed");
     assert!(accepted > 0);
     assert_all_landed(&p, accepted, lines).await;
@@ -260,6 +261,7 @@ async fn nats_restart_mid_run_loses_no_accepted_message() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     nats.spawn();
     let (accepted, lines) = loader.await.expect("loader");
+    println!("NATS restart: {accepted} accepted, {lines} line items");
     assert!(accepted > 0);
     assert_all_landed(&p, accepted, lines).await;
     p.stop().await;
@@ -343,6 +345,7 @@ async fn three_node_cluster_survives_losing_a_node() {
     }
     nodes[1].stop("-KILL");
     let (accepted, lines) = loader.await.expect("loader");
+    println!("3-node cluster, one node killed: {accepted} accepted, {lines} line items");
     assert!(accepted > 0);
     assert_all_landed(&p, accepted, lines).await;
     p.stop().await;

@@ -1,0 +1,119 @@
+//! Shared by the benchmarks: an HTTP/1.1 load generator with N keep-alive connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+/// What one timed phase measured.
+pub struct Phase {
+    /// Successful operations.
+    pub count: u64,
+    /// Failed operations.
+    pub errors: u64,
+    /// Wall time of the phase.
+    pub elapsed: Duration,
+    /// Latency of each successful operation, in microseconds.
+    pub latencies: hdrhistogram::Histogram<u64>,
+}
+
+/// Makes the body of request number `n` (unique per request across all connections).
+pub type BodyFn = Arc<dyn Fn(u64) -> bytes::Bytes + Send + Sync>;
+
+/// POSTs `body(n)` to `uri` over `connections` keep-alive connections for `duration`; a request
+/// counts when it is answered 202.
+pub async fn drive(
+    addr: std::net::SocketAddr,
+    path: &str,
+    connections: usize,
+    duration: Duration,
+    body: BodyFn,
+) -> Phase {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let sequence = Arc::new(AtomicU64::new(1));
+    let uri = format!("http://{addr}{path}");
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..connections {
+        let (stop, errors, sequence, uri, body) = (
+            stop.clone(),
+            errors.clone(),
+            sequence.clone(),
+            uri.clone(),
+            body.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+            let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return hist;
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return hist;
+            };
+            tokio::spawn(conn);
+            while !stop.load(Ordering::Relaxed) {
+                let n = sequence.fetch_add(1, Ordering::Relaxed);
+                let req = Request::post(uri.as_str())
+                    .header("content-type", "application/json")
+                    .header("host", "bench")
+                    .body(Full::new(body(n)))
+                    .expect("request");
+                let t = Instant::now();
+                match sender.send_request(req).await {
+                    Ok(resp) => {
+                        let ok = resp.status().as_u16() == 202;
+                        let _ = resp.into_body().collect().await;
+                        if ok {
+                            let _ = hist.record(t.elapsed().as_micros() as u64);
+                        } else {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+            hist
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    for t in tasks {
+        if let Ok(h) = t.await {
+            let _ = latencies.add(h);
+        }
+    }
+    Phase {
+        count: latencies.len(),
+        errors: errors.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+/// Prints one phase and returns its rate per second.
+pub fn report(name: &str, p: &Phase) -> f64 {
+    let rate = p.count as f64 / p.elapsed.as_secs_f64();
+    println!(
+        "{name:<40} {rate:>10.0} msg/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p999 {:>6.2} ms  ({} ok, {} errors, {:.1} s)",
+        p.latencies.value_at_quantile(0.50) as f64 / 1000.0,
+        p.latencies.value_at_quantile(0.99) as f64 / 1000.0,
+        p.latencies.value_at_quantile(0.999) as f64 / 1000.0,
+        p.count,
+        p.errors,
+        p.elapsed.as_secs_f64()
+    );
+    rate
+}
