@@ -135,7 +135,7 @@ async fn errors_are_json_with_the_right_status() {
     assert_eq!(body["error"], "unknown entity `nope`");
     assert_eq!(
         body["known_entities"],
-        json!(["customer", "order", "product"])
+        json!(["customer", "order", "order_event", "product"])
     );
 
     let (status, body) = api.post("/ingest/message/order", "{not json").await;

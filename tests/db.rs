@@ -26,6 +26,7 @@ async fn missing_database_is_created_and_schema_is_idempotent() {
             "customers",
             "dead_letters",
             "message_status",
+            "order_events",
             "order_line_items",
             "orders",
             "products"

@@ -11,7 +11,13 @@ async fn prepared() -> common::TestDb {
         .expect("fresh schema");
     assert_eq!(
         changes.created,
-        vec!["customers", "orders", "order_line_items", "products"]
+        vec![
+            "customers",
+            "orders",
+            "order_line_items",
+            "order_events",
+            "products"
+        ]
     );
     test_db
 }

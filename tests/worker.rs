@@ -177,6 +177,60 @@ async fn redelivery_has_exactly_once_effect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_of_an_entity_without_unicity_fields_adds_no_rows() {
+    let mut p = Pipeline::paused_with(|_| {}).await;
+    let event = json!({
+        "order_key": "ORD-000001", "event_type": "shipped",
+        "occurred_at": "2026-01-02T03:04:05Z", "note": null
+    });
+    let same = uuid::Uuid::new_v4();
+    let payload = MessageEnvelope::encode_with_body(
+        same,
+        "OrderEvent",
+        chrono::Utc::now(),
+        event.to_string().as_bytes(),
+    );
+    // Twice in one batch, then once more after the commit: one row.
+    p.publish_raw(payload.clone()).await;
+    p.publish_raw(payload.clone()).await;
+    p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM message_status", 1).await;
+    p.publish_raw(payload).await;
+    // A different message with the same content is a new event: a second row.
+    let other = MessageEnvelope::encode_with_body(
+        uuid::Uuid::new_v4(),
+        "OrderEvent",
+        chrono::Utc::now(),
+        event.to_string().as_bytes(),
+    );
+    p.publish_raw(other).await;
+    p.db.wait_count("SELECT 1 FROM message_status", 2).await;
+    let mut stream = p.jetstream.get_stream(&p.stream).await.expect("stream");
+    for _ in 0..100 {
+        if stream.info().await.expect("info").state.messages == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stream.info().await.expect("info").state.messages, 0);
+    assert_eq!(
+        p.db.rows(
+            "SELECT order_key, event_type, (occurred_at AT TIME ZONE 'UTC')::text FROM order_events"
+        )
+        .await,
+        vec![
+            vec![
+                Some("ORD-000001".into()),
+                Some("shipped".into()),
+                Some("2026-01-02 03:04:05".into())
+            ];
+            2
+        ]
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_is_pending_then_processed_and_errors_are_clear() {
     let mut p = Pipeline::paused_with(|_| {}).await;
     let (status, answer) = p
