@@ -38,6 +38,18 @@ async fn unblock_db(p: &Pipeline) {
         .expect("unblock database");
 }
 
+/// Every message was acked: the (work-queue) stream is empty.
+async fn assert_stream_drains(p: &Pipeline) {
+    let mut stream = p.jetstream.get_stream(&p.stream).await.expect("stream");
+    for _ in 0..100 {
+        if stream.info().await.expect("info").state.messages == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stream.info().await.expect("info").state.messages, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_error_dead_letters_only_the_offending_message() {
     let mut p = Pipeline::paused_with(|_| {}).await;
@@ -155,15 +167,7 @@ async fn redelivery_has_exactly_once_effect() {
     let other = uuid::Uuid::new_v4();
     p.publish_raw(envelope(other, &tpch_order(4, 1))).await;
     p.db.wait_count("SELECT 1 FROM message_status", 2).await;
-    // The stream is empty once everything is acked.
-    let mut stream = p.jetstream.get_stream(&p.stream).await.expect("stream");
-    for _ in 0..100 {
-        if stream.info().await.expect("info").state.messages == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(stream.info().await.expect("info").state.messages, 0);
+    assert_stream_drains(&p).await;
     assert_eq!(p.db.count("SELECT 1 FROM orders").await, 2);
     assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 5);
     assert_eq!(
@@ -205,14 +209,7 @@ async fn redelivery_of_an_entity_without_unicity_fields_adds_no_rows() {
     );
     p.publish_raw(other).await;
     p.db.wait_count("SELECT 1 FROM message_status", 2).await;
-    let mut stream = p.jetstream.get_stream(&p.stream).await.expect("stream");
-    for _ in 0..100 {
-        if stream.info().await.expect("info").state.messages == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(stream.info().await.expect("info").state.messages, 0);
+    assert_stream_drains(&p).await;
     assert_eq!(
         p.db.rows(
             "SELECT order_key, event_type, (occurred_at AT TIME ZONE 'UTC')::text FROM order_events"

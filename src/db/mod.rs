@@ -266,8 +266,9 @@ pub async fn write_messages(
     .await
 }
 
-/// A message that will not be processed, and why.
-#[derive(Debug, Clone)]
+/// A message that will not be processed, and why (also the JSON carried by the dead-letter
+/// stream).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
     /// The envelope's id (or a fresh id when the envelope itself was unreadable).
     pub message_id: Uuid,

@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -20,49 +19,6 @@ use crate::nats::{NatsError, message_subject};
 /// The dead-letter stream of a stream: `<stream>_DLQ`.
 pub fn dlq_stream_name(stream: &str) -> String {
     format!("{stream}_DLQ")
-}
-
-/// What the dead-letter stream carries (JSON).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DeadLetterMessage {
-    /// The original message id.
-    pub message_id: Uuid,
-    /// Entity as given.
-    pub entity: String,
-    /// Body as received (the whole payload if the envelope was unreadable).
-    pub body: String,
-    /// Why it was rejected (the last error).
-    pub reason: String,
-    /// Deliveries so far.
-    pub attempts: i32,
-    /// When the api accepted it.
-    pub received_at: DateTime<Utc>,
-}
-
-impl From<&DeadLetter> for DeadLetterMessage {
-    fn from(d: &DeadLetter) -> Self {
-        Self {
-            message_id: d.message_id,
-            entity: d.entity.clone(),
-            body: d.body.clone(),
-            reason: d.reason.clone(),
-            attempts: d.attempts,
-            received_at: d.received_at,
-        }
-    }
-}
-
-impl From<DeadLetterMessage> for DeadLetter {
-    fn from(d: DeadLetterMessage) -> Self {
-        Self {
-            message_id: d.message_id,
-            entity: d.entity,
-            body: d.body,
-            reason: d.reason,
-            attempts: d.attempts,
-            received_at: d.received_at,
-        }
-    }
 }
 
 /// Creates the dead-letter stream if absent (file storage, kept until deleted by an operator,
@@ -94,7 +50,7 @@ pub async fn publish(
     dead: &DeadLetter,
 ) -> Result<(), String> {
     let dlq = dlq_stream_name(stream);
-    let payload = serde_json::to_vec(&DeadLetterMessage::from(dead)).map_err(|e| e.to_string())?;
+    let payload = serde_json::to_vec(dead).map_err(|e| e.to_string())?;
     let entity_token: String = dead
         .entity
         .chars()
@@ -177,15 +133,12 @@ pub async fn run_recorder(
             let Some(Ok(message)) = next else {
                 break;
             };
-            let record: Result<DeadLetterMessage, _> = serde_json::from_slice(&message.payload);
+            let record: Result<DeadLetter, _> = serde_json::from_slice(&message.payload);
             let outcome = match record {
-                Ok(r) => {
-                    let dead: DeadLetter = r.into();
-                    match db::connection(&pool).await {
-                        Ok(mut conn) => db::record_dead_letter(&mut conn, &dead).await,
-                        Err(e) => Err(e),
-                    }
-                }
+                Ok(dead) => match db::connection(&pool).await {
+                    Ok(mut conn) => db::record_dead_letter(&mut conn, &dead).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => {
                     tracing::error!(error = %e, "unreadable dead-letter record; dropping it");
                     Ok(())
