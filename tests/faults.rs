@@ -97,22 +97,55 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Posts `n` orders (line items 1–7) with 8 concurrent clients; returns (accepted, line items
-/// of the accepted orders). Refused requests (503 while NATS is down) are not counted.
+/// Posts one order like a well-behaved client: with an `Idempotency-Key`, retrying the same
+/// request until it is answered 202 (or `deadline` passes). Returns whether it was accepted.
+async fn post_until_accepted(
+    client: &reqwest::Client,
+    base: &str,
+    k: u64,
+    lines: u32,
+    deadline: Instant,
+) -> bool {
+    let body = tpch_order(k as u32, lines).to_string();
+    while Instant::now() < deadline {
+        let resp = client
+            .post(format!("{base}/ingest/message/order"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", format!("order-{k}"))
+            .body(body.clone())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().as_u16() == 202 => return true,
+            Ok(r) => {
+                if std::env::var_os("FAULT_DEBUG").is_some() {
+                    eprintln!("{} {}", r.status(), r.text().await.unwrap_or_default());
+                }
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Posts `n` orders (line items 1–7) with 8 concurrent clients that retry with idempotency
+/// keys; returns (accepted, line items of the accepted orders).
 async fn load(base: &str, n: u64, accepted_so_far: Arc<AtomicU64>) -> (u64, u64) {
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicU64::new(1));
     let lines_total = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (client, next, lines_total, accepted) = (
+        let (client, next, lines_total, accepted, base) = (
             client.clone(),
             next.clone(),
             lines_total.clone(),
             accepted_so_far.clone(),
+            base.to_string(),
         );
-        let url = format!("{base}/ingest/message/order");
         tasks.push(tokio::spawn(async move {
             loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
@@ -120,29 +153,9 @@ async fn load(base: &str, n: u64, accepted_so_far: Arc<AtomicU64>) -> (u64, u64)
                     break;
                 }
                 let lines = 1 + (k % 7) as u32;
-                let body = tpch_order(k as u32, lines).to_string();
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await;
-                let ok = match resp {
-                    Ok(r) if r.status().as_u16() == 202 => true,
-                    Ok(r) => {
-                        if std::env::var_os("FAULT_DEBUG").is_some() {
-                            eprintln!("{} {}", r.status(), r.text().await.unwrap_or_default());
-                        }
-                        false
-                    }
-                    Err(_) => false,
-                };
-                if ok {
+                if post_until_accepted(&client, &base, k, lines, deadline).await {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     lines_total.fetch_add(u64::from(lines), Ordering::SeqCst);
-                } else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }));
@@ -156,7 +169,9 @@ async fn load(base: &str, n: u64, accepted_so_far: Arc<AtomicU64>) -> (u64, u64)
     )
 }
 
-/// Every accepted order, and exactly its line items, are in PostgreSQL, each message once.
+/// Every accepted order, and exactly its line items, are in PostgreSQL, each message once —
+/// including requests whose first publish was stored but answered 503 (ack lost in the fault):
+/// their retries carry the same idempotency key.
 async fn assert_all_landed(p: &Pipeline, accepted: u64, lines: u64) {
     let accepted = i64::try_from(accepted).expect("count");
     let start = Instant::now();
@@ -258,9 +273,26 @@ async fn nats_restart_mid_run_loses_no_accepted_message() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     nats.stop("-TERM");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // While NATS is down the api answers 503 with Retry-After (never a 202 it cannot keep).
+    let probe = tpch_order(999_999, 1).to_string();
+    let down = reqwest::Client::new()
+        .post(format!("{}/ingest/message/order", p.base))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "order-999999")
+        .body(probe)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .expect("the api answers while NATS is down");
+    assert_eq!(down.status().as_u16(), 503);
+    assert!(down.headers().contains_key("retry-after"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
     nats.spawn();
+    // The client retries the probe with its key once NATS is back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    assert!(post_until_accepted(&reqwest::Client::new(), &p.base, 999_999, 1, deadline).await);
     let (accepted, lines) = loader.await.expect("loader");
+    let (accepted, lines) = (accepted + 1, lines + 1);
     println!("NATS restart: {accepted} accepted, {lines} line items");
     assert!(accepted > 0);
     assert_all_landed(&p, accepted, lines).await;

@@ -515,6 +515,20 @@ impl Worker {
                 let cx = self.context.clone();
                 in_flight.spawn(async move { process_batch(&cx, batch).await });
             }
+            if shutdown.is_cancelled() {
+                // Hand back what the pull delivered but no batch took, so other workers get it
+                // now instead of after the ack wait.
+                let mut handed_back = 0usize;
+                while let Some(Some(chunk)) = futures::FutureExt::now_or_never(chunks.next()) {
+                    for message in chunk.into_iter().flatten() {
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        handed_back += 1;
+                    }
+                }
+                if handed_back > 0 {
+                    tracing::info!(handed_back, "returned messages no batch had started");
+                }
+            }
         }
         // Finish (and ack) what is in flight before stopping.
         while let Some(done) = in_flight.join_next().await {
