@@ -15,54 +15,17 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Phase, drive, report};
+use common::{BenchArgs, Phase, drive, report};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use nomnom::api::{AppState, router};
 use nomnom::config::NatsConfig;
 
-struct Args {
-    connections: usize,
-    seconds: u64,
-    entity: String,
-    body: Vec<u8>,
-    nats_url: String,
-    window: usize,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        connections: 30,
-        seconds: 10,
-        entity: "order".into(),
-        body: nomnom::sample::tpch_order(1, 4).to_string().into_bytes(),
-        nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-        window: 256,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--connections" => args.connections = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--seconds" => args.seconds = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--entity" => args.entity = value()?,
-            "--window" => args.window = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--body" => {
-                let path = value()?;
-                args.body = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
-            }
-            "--bench" => {}
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(args)
-}
-
 async fn raw_publish(
     js: &async_nats::jetstream::Context,
     subject: &str,
     payload: bytes::Bytes,
-    args: &Args,
+    args: &BenchArgs,
 ) -> Phase {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
@@ -104,7 +67,11 @@ async fn raw_publish(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
+    let args = BenchArgs::parse(10)?;
+    let body = args
+        .body
+        .clone()
+        .unwrap_or_else(|| nomnom::sample::tpch_order(1, 4).to_string().into_bytes());
     let stream = format!("BENCH_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let nats = NatsConfig {
         url: args.nats_url.clone(),
@@ -126,17 +93,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         uuid::Uuid::new_v4(),
         entity.name(),
         chrono::Utc::now(),
-        &args.body,
+        &body,
     );
     println!(
         "body {} bytes, envelope {} bytes, {} connections, {} s per phase, raw window {}",
-        args.body.len(),
+        body.len(),
         envelope.len(),
         args.connections,
         args.seconds,
         args.window
     );
-    let body = bytes::Bytes::from(args.body.clone());
+    let body = bytes::Bytes::from(body);
     let api = drive(
         addr,
         &format!("/ingest/message/{}", args.entity),

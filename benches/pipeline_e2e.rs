@@ -16,45 +16,11 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{drive, report};
+use common::{BenchArgs, drive, report};
 use nomnom::api::{AppState, router};
 use nomnom::config::{NatsConfig, WorkerConfig};
 use nomnom::worker::Worker;
 use tokio_util::sync::CancellationToken;
-
-struct Args {
-    connections: usize,
-    seconds: u64,
-    batch_size: usize,
-    concurrency: usize,
-    pg: String,
-    nats_url: String,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        connections: 30,
-        seconds: 15,
-        batch_size: 500,
-        concurrency: 3,
-        pg: std::env::var("BENCH_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
-        nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--connections" => args.connections = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--seconds" => args.seconds = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--batch-size" => args.batch_size = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--concurrency" => args.concurrency = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--bench" => {}
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(args)
-}
 
 /// Order `n`'s body: line items 1–7 (4 on average), a unique order key.
 fn order_body(templates: &[(String, String)], n: u64) -> bytes::Bytes {
@@ -72,7 +38,7 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
+    let args = BenchArgs::parse(15)?;
     let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let stream = format!("E2E_{id}");
     let db = format!("nomnom_e2e_{id}");

@@ -10,7 +10,11 @@
 //! cargo bench --bench worker_drain -- --orders 20000 --batch-size 500 --concurrency 2
 //! ```
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::BenchArgs;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -18,37 +22,6 @@ use nomnom::config::{NatsConfig, WorkerConfig};
 use nomnom::worker::Worker;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-
-struct Args {
-    orders: u64,
-    batch_size: usize,
-    concurrency: usize,
-    pg: String,
-    nats_url: String,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        orders: 20_000,
-        batch_size: 500,
-        concurrency: 2,
-        pg: std::env::var("BENCH_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
-        nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--orders" => args.orders = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--batch-size" => args.batch_size = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--concurrency" => args.concurrency = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--bench" => {}
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(args)
-}
 
 /// Line items of order `n`: 1–7, deterministic, 4 on average.
 fn lines_of(n: u64) -> u32 {
@@ -152,7 +125,7 @@ async fn raw_insert(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
+    let args = BenchArgs::parse(10)?;
     let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let stream = format!("DRAIN_{id}");
     let (db_worker, db_raw) = (

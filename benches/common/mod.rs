@@ -1,4 +1,6 @@
-//! Shared by the benchmarks: an HTTP/1.1 load generator with N keep-alive connections.
+//! Shared by the benchmarks: command-line options and an HTTP/1.1 load generator with N
+//! keep-alive connections.
+#![allow(dead_code)] // each benchmark uses part of this module
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -7,6 +9,71 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+
+/// Command-line options of the benchmarks (each uses the ones it needs).
+pub struct BenchArgs {
+    /// `--connections` (30): HTTP connections.
+    pub connections: usize,
+    /// `--seconds`: length of a timed phase.
+    pub seconds: u64,
+    /// `--orders` (20000): messages preloaded by the drain benchmark.
+    pub orders: u64,
+    /// `--batch-size` (500): worker batch size.
+    pub batch_size: usize,
+    /// `--concurrency` (3): worker batches in flight.
+    pub concurrency: usize,
+    /// `--entity` (order): entity the load is posted as.
+    pub entity: String,
+    /// `--body FILE`: message body to post instead of the built-in sample.
+    pub body: Option<Vec<u8>>,
+    /// `--window` (256): raw JetStream publishes in flight.
+    pub window: usize,
+    /// `BENCH_PG_URL` (local server): PostgreSQL server for the benchmark's databases.
+    pub pg: String,
+    /// `NATS_URL` (local server).
+    pub nats_url: String,
+}
+
+impl BenchArgs {
+    /// Parses the arguments after `cargo bench --bench NAME --`.
+    pub fn parse(default_seconds: u64) -> Result<Self, String> {
+        let mut args = Self {
+            connections: 30,
+            seconds: default_seconds,
+            orders: 20_000,
+            batch_size: 500,
+            concurrency: 3,
+            entity: "order".into(),
+            body: None,
+            window: 256,
+            pg: std::env::var("BENCH_PG_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
+            nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(a) = it.next() {
+            let mut value = || it.next().ok_or(format!("{a} needs a value"));
+            let number = |v: String| v.parse::<u64>().map_err(|e| format!("{a}: {e}"));
+            match a.as_str() {
+                "--connections" => args.connections = number(value()?)? as usize,
+                "--seconds" => args.seconds = number(value()?)?,
+                "--orders" => args.orders = number(value()?)?,
+                "--batch-size" => args.batch_size = number(value()?)? as usize,
+                "--concurrency" => args.concurrency = number(value()?)? as usize,
+                "--window" => args.window = number(value()?)? as usize,
+                "--entity" => args.entity = value()?,
+                "--body" => {
+                    let path = value()?;
+                    args.body = Some(std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?);
+                }
+                // cargo passes this to harness-less benchmarks.
+                "--bench" => {}
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        Ok(args)
+    }
+}
 
 /// What one timed phase measured.
 pub struct Phase {
