@@ -110,6 +110,39 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The replay command runs against the same configuration (nothing is dead-lettered here).
+    let replay = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["replay-dead-letters", "--entity", "order"])
+        .env("NATS_URL", common::nats_url())
+        .env("NATS_STREAM", &stream)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("replay runs");
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("0 replayed, 0 skipped"));
+    let healthy = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .arg("healthcheck")
+        .env("WORKER_METRICS_PORT", metrics_port.to_string())
+        .status()
+        .expect("healthcheck runs");
+    assert!(
+        healthy.success(),
+        "worker healthcheck sees the running worker"
+    );
+    let api_healthy = Command::new(env!("CARGO_BIN_EXE_api"))
+        .arg("healthcheck")
+        .env("PORT", api_port.to_string())
+        .status()
+        .expect("healthcheck runs");
+    assert!(
+        api_healthy.success(),
+        "api healthcheck sees the running api"
+    );
+
     assert!(terminate(&mut api).success(), "api exits 0 on SIGTERM");
     assert!(
         terminate(&mut worker).success(),
