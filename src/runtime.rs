@@ -491,17 +491,32 @@ impl RowCounts {
     }
 }
 
-/// Keeps the last row for each key, in first-seen order, so one upsert statement never touches
-/// the same row twice ("ON CONFLICT DO UPDATE command cannot affect row a second time").
-pub fn dedup_last<'a, T, K: Hash + Eq>(rows: Vec<&'a T>, key: impl Fn(&'a T) -> K) -> Vec<&'a T> {
+/// Keeps one row per key — the one of the latest message (`keep_latest`, ties: the later row) or
+/// of the earliest — in first-seen order, so one upsert statement never touches the same row
+/// twice ("ON CONFLICT DO UPDATE command cannot affect row a second time").
+pub fn dedup_by_sequence<'a, T, K: Hash + Eq>(
+    rows: Vec<(&'a T, i64)>,
+    keep_latest: bool,
+    key: impl Fn(&'a T) -> K,
+) -> Vec<(&'a T, i64)> {
     let mut index: HashMap<K, usize> = HashMap::with_capacity(rows.len());
-    let mut out: Vec<&'a T> = Vec::with_capacity(rows.len());
-    for row in rows {
+    let mut out: Vec<(&'a T, i64)> = Vec::with_capacity(rows.len());
+    for (row, seq) in rows {
         match index.entry(key(row)) {
-            std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = row,
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let kept = &mut out[*e.get()];
+                let replace = if keep_latest {
+                    seq >= kept.1
+                } else {
+                    seq < kept.1
+                };
+                if replace {
+                    *kept = (row, seq);
+                }
+            }
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(out.len());
-                out.push(row);
+                out.push((row, seq));
             }
         }
     }
@@ -605,9 +620,12 @@ mod tests {
     }
 
     #[test]
-    fn dedup_keeps_last_in_first_position() {
-        let rows = [(1, "a"), (2, "b"), (1, "c")];
-        let out = dedup_last(rows.iter().collect(), |r| r.0);
-        assert_eq!(out, vec![&(1, "c"), &(2, "b")]);
+    fn dedup_keeps_the_latest_or_earliest_message_in_first_position() {
+        let rows = [(1, "a"), (2, "b"), (1, "c"), (1, "d")];
+        let with_seq = || vec![(&rows[0], 5), (&rows[1], 6), (&rows[2], 9), (&rows[3], 7)];
+        let latest = dedup_by_sequence(with_seq(), true, |r| r.0);
+        assert_eq!(latest, vec![(&(1, "c"), 9), (&(2, "b"), 6)]);
+        let earliest = dedup_by_sequence(with_seq(), false, |r| r.0);
+        assert_eq!(earliest, vec![(&(1, "a"), 5), (&(2, "b"), 6)]);
     }
 }

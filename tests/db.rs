@@ -46,6 +46,7 @@ async fn a_redelivered_message_writes_nothing_twice() {
         message_id: uuid::Uuid::new_v4(),
         received_at: chrono::Utc::now(),
         attempts: 1,
+        sequence: 1,
         message: &message,
     };
     let mut conn = db::connection(&pool).await.expect("conn");
@@ -87,12 +88,13 @@ async fn duplicate_keys_inside_one_batch_merge_last_wins() {
     second["clerk"] = serde_json::json!("Clerk#2");
     let a = parse_message("order", common::tpch_order(9, 2).to_string().as_bytes()).expect("a");
     let b = parse_message("order", second.to_string().as_bytes()).expect("b");
-    let writes: Vec<PendingWrite<'_>> = [&a, &b]
+    let writes: Vec<PendingWrite<'_>> = [(&a, 1), (&b, 2)]
         .into_iter()
-        .map(|m| PendingWrite {
+        .map(|(m, sequence)| PendingWrite {
             message_id: uuid::Uuid::new_v4(),
             received_at: chrono::Utc::now(),
             attempts: 1,
+            sequence,
             message: m,
         })
         .collect();
@@ -106,6 +108,45 @@ async fn duplicate_keys_inside_one_batch_merge_last_wins() {
         vec![vec![Some("Clerk#2".to_string())]]
     );
     assert_eq!(test_db.count("SELECT 1 FROM order_line_items").await, 2);
+    drop(conn);
+    test_db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_message_wins_even_when_an_earlier_one_commits_after_it() {
+    let test_db = common::TestDb::create().await;
+    db::prepare_schema(&test_db.url).await.expect("schema");
+    let pool = db::pool(&test_db.url, 2).expect("pool");
+    let mut later = common::tpch_order(11, 1);
+    later["clerk"] = serde_json::json!("Clerk#later");
+    let earlier =
+        parse_message("order", common::tpch_order(11, 1).to_string().as_bytes()).expect("earlier");
+    let later = parse_message("order", later.to_string().as_bytes()).expect("later");
+    let write = |message, sequence| PendingWrite {
+        message_id: uuid::Uuid::new_v4(),
+        received_at: chrono::Utc::now(),
+        attempts: 1,
+        sequence,
+        message,
+    };
+    let mut conn = db::connection(&pool).await.expect("conn");
+    // Two batches of two workers commit in the opposite order of the stream.
+    db::write_messages(&mut conn, &[write(&later, 20)])
+        .await
+        .expect("later first");
+    db::write_messages(&mut conn, &[write(&earlier, 10)])
+        .await
+        .expect("earlier second");
+    assert_eq!(
+        test_db
+            .rows("SELECT clerk, _nomnom_seq::text FROM orders")
+            .await,
+        vec![vec![
+            Some("Clerk#later".to_string()),
+            Some("20".to_string())
+        ]]
+    );
+    assert_eq!(test_db.count("SELECT 1 FROM message_status").await, 2);
     drop(conn);
     test_db.drop_db().await;
 }

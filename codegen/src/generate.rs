@@ -15,6 +15,10 @@ use crate::model::*;
 use crate::types::FieldType;
 use crate::validate::Schema;
 
+/// Column of tables with `unicity_fields` recording the stream sequence of the message that
+/// last wrote the row. Field names cannot start with `_`, so it never clashes.
+pub const SEQUENCE_COLUMN: &str = "_nomnom_seq";
+
 /// The top-level generated file name.
 pub const TOP_FILE: &str = "nomnom_generated.rs";
 
@@ -408,6 +412,12 @@ fn table_defs(schema: &Schema) -> TokenStream {
         }
         let unicity: Vec<&str> = p.unicity_fields.iter().map(|u| u.value.as_str()).collect();
         if !unicity.is_empty() {
+            // Which message last wrote the row (JetStream stream sequence), so concurrent
+            // batches resolve unique-key conflicts in message order.
+            lines.push(format!("    {} BIGINT", quote_ident(SEQUENCE_COLUMN)));
+            columns.push(quote! {
+                crate::runtime::ColumnDef { name: #SEQUENCE_COLUMN, sql_type: "BIGINT", nullable: true }
+            });
             let cols: Vec<String> = unicity.iter().map(|u| quote_ident(u)).collect();
             lines.push(format!(
                 "    CONSTRAINT {} UNIQUE ({})",
@@ -447,7 +457,7 @@ fn row_batch(schema: &Schema) -> TokenStream {
         let r = rows_ident(e);
         let t = type_ident(e);
         let d = format!(" `{}` rows.", e.name.value);
-        quote!(#[doc = #d] pub #r: ::std::vec::Vec<&'a #t>,)
+        quote!(#[doc = #d] pub #r: ::std::vec::Vec<(&'a #t, i64)>,)
     });
     let pushes = roots(schema).into_iter().map(|root| {
         let v = type_ident(root);
@@ -458,9 +468,9 @@ fn row_batch(schema: &Schema) -> TokenStream {
             .map(|e| {
                 let r = rows_ident(e);
                 if e.source_type == SourceType::Root {
-                    quote!(self.#r.push(&m.#r);)
+                    quote!(self.#r.push((&m.#r, sequence));)
                 } else {
-                    quote!(self.#r.extend(m.#r.iter());)
+                    quote!(self.#r.extend(m.#r.iter().map(|row| (row, sequence)));)
                 }
             });
         quote!(ParsedMessage::#v(m) => { #(#adds)* })
@@ -487,8 +497,11 @@ fn row_batch(schema: &Schema) -> TokenStream {
         }
 
         impl<'a> RowBatch<'a> {
-            /// Adds every stored row of a message.
-            pub fn push(&mut self, message: &'a ParsedMessage) {
+            /// Adds every stored row of a message. `sequence` orders messages (the JetStream
+            /// stream sequence): on a unique-key conflict the later message wins
+            /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
+            /// batches commit in.
+            pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
                 #[allow(unused_variables)]
                 match message {
                     #(#pushes)*
@@ -981,19 +994,21 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
     let t = type_ident(e);
     let unicity: Vec<&str> = p.unicity_fields.iter().map(|u| u.value.as_str()).collect();
     let key_fields: Vec<Ident> = unicity.iter().map(|u| field_ident(u)).collect();
+    let keep_latest = p.on_conflict == OnConflict::Update;
     let dedup = if unicity.is_empty() {
         quote!()
     } else {
-        quote!(let rows = crate::runtime::dedup_last(rows, |r| (#(&r.#key_fields,)*));)
+        quote!(let rows = crate::runtime::dedup_by_sequence(rows, #keep_latest, |r| (#(&r.#key_fields,)*));)
     };
     let fields: Vec<&FieldDef> = e.stored_fields().collect();
-    let columns: Vec<String> = fields.iter().map(|f| quote_ident(&f.name.value)).collect();
-    let params: Vec<String> = fields
+    let ordered = !unicity.is_empty();
+    let mut columns: Vec<String> = fields.iter().map(|f| quote_ident(&f.name.value)).collect();
+    let mut params: Vec<String> = fields
         .iter()
         .enumerate()
         .map(|(i, f)| format!("${}::{}[]", i + 1, unnest_element_type(f.ty.value)))
         .collect();
-    let selected: Vec<String> = fields
+    let mut selected: Vec<String> = fields
         .iter()
         .map(|f| {
             let c = quote_ident(&f.name.value);
@@ -1004,6 +1019,12 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
             }
         })
         .collect();
+    let seq = quote_ident(SEQUENCE_COLUMN);
+    if ordered {
+        columns.push(seq.clone());
+        params.push(format!("${}::bigint[]", fields.len() + 1));
+        selected.push(seq.clone());
+    }
     let conflict = if unicity.is_empty() {
         String::new()
     } else {
@@ -1016,18 +1037,25 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
                 format!("{c} = EXCLUDED.{c}")
             })
             .collect();
-        if p.on_conflict == OnConflict::Ignore || updates.is_empty() {
+        if updates.is_empty() {
             format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "))
         } else {
+            // The row keeps the values of the later message (update) or of the earlier one
+            // (ignore), by stream sequence, whatever order concurrent batches commit in.
+            let winner = if p.on_conflict == OnConflict::Update {
+                format!("t.{seq} IS NULL OR t.{seq} <= EXCLUDED.{seq}")
+            } else {
+                format!("t.{seq} > EXCLUDED.{seq}")
+            };
             format!(
-                " ON CONFLICT ({}) DO UPDATE SET {}",
+                " ON CONFLICT ({}) DO UPDATE SET {}, {seq} = EXCLUDED.{seq} WHERE {winner}",
                 keys.join(", "),
                 updates.join(", ")
             )
         }
     };
     let sql = format!(
-        "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({}){conflict}",
+        "INSERT INTO {} AS t ({}) SELECT {} FROM unnest({}) AS u({}){conflict}",
         quote_ident(&p.table.value),
         columns.join(", "),
         selected.join(", "),
@@ -1059,18 +1087,28 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
         };
         quote! {
             .bind::<diesel::sql_types::Array<#st>, _>(
-                chunk.iter().map(|r| #value).collect::<::std::vec::Vec<_>>()
+                chunk.iter().map(|(r, _)| #value).collect::<::std::vec::Vec<_>>()
             )
         }
     });
+    let seq_bind = if ordered {
+        quote! {
+            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(
+                chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>()
+            )
+        }
+    } else {
+        quote!()
+    };
     quote! {
         /// The multi-row upsert statement of this table.
         pub const UPSERT_SQL: &str = #sql;
 
-        /// Writes rows with multi-row upserts (same unique key: last wins); returns rows affected.
+        /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
+        /// conflict the message order decides (see `on_conflict`). Returns rows affected.
         pub async fn upsert(
             conn: &mut diesel_async::AsyncPgConnection,
-            rows: ::std::vec::Vec<&#t>,
+            rows: ::std::vec::Vec<(&#t, i64)>,
         ) -> diesel::QueryResult<usize> {
             use diesel_async::RunQueryDsl as _;
             #dedup
@@ -1078,6 +1116,7 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
             for chunk in rows.chunks(crate::runtime::UPSERT_CHUNK_ROWS) {
                 written += diesel::sql_query(UPSERT_SQL)
                     #(#binds)*
+                    #seq_bind
                     .execute(conn)
                     .await?;
             }

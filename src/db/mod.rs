@@ -186,6 +186,8 @@ pub struct PendingWrite<'a> {
     pub received_at: DateTime<Utc>,
     /// JetStream delivery count.
     pub attempts: i32,
+    /// JetStream stream sequence: orders messages for unique-key conflicts.
+    pub sequence: i64,
     /// The parsed message.
     pub message: &'a ParsedMessage,
 }
@@ -254,7 +256,7 @@ pub async fn write_messages(
             // `remove`: the same message twice in one batch (a redelivery racing the first
             // delivery) is written once.
             if fresh_set.remove(&m.message_id) {
-                batch.push(m.message);
+                batch.push(m.message, m.sequence);
                 outcome.written.push(m.message_id);
             } else {
                 outcome.already_processed.push(m.message_id);

@@ -108,6 +108,7 @@ pub struct BatchContext {
 struct Incoming {
     message: jetstream::Message,
     delivered: i64,
+    sequence: i64,
     outcome: Result<Parsed, DeadLetter>,
 }
 
@@ -174,11 +175,20 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
         batch
             .into_iter()
             .map(|message| {
-                let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+                let (delivered, sequence) = message
+                    .info()
+                    .map(|i| {
+                        (
+                            i.delivered,
+                            i64::try_from(i.stream_sequence).unwrap_or(i64::MAX),
+                        )
+                    })
+                    .unwrap_or((1, 0));
                 let outcome = decode(&message, delivered);
                 Incoming {
                     message,
                     delivered,
+                    sequence,
                     outcome,
                 }
             })
@@ -289,6 +299,7 @@ async fn write_isolating(
                     message_id: p.envelope.message_id,
                     received_at: p.envelope.received_at,
                     attempts: attempts(incoming[i].delivered),
+                    sequence: incoming[i].sequence,
                     message: &p.message,
                 })
             })

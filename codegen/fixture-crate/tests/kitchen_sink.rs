@@ -215,9 +215,9 @@ async fn upserts_follow_on_conflict_and_unicity() {
     changed["weight"] = json!(99.0);
     changed["packages"][0]["carrier"] = json!("TNT");
     let second = RootEntity::Shipment.parse_value(&changed).expect("valid");
-    for m in [&first, &second] {
+    for (m, sequence) in [(&first, 1), (&second, 2)] {
         let mut batch = nomnom_codegen_fixtures::kitchen_sink::RowBatch::default();
-        batch.push(m);
+        batch.push(m, sequence);
         batch.write(&mut conn).await.expect("write");
     }
     let client = pg(&url).await;

@@ -63,14 +63,19 @@ impl Package {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"packages\" (\"shipment_code\", \"label\", \"carrier\", \"source\", \"priority\", \"dims\") SELECT \"shipment_code\", \"label\", \"carrier\", \"source\", \"priority\", \"dims\" FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::numeric[]) AS u(\"shipment_code\", \"label\", \"carrier\", \"source\", \"priority\", \"dims\") ON CONFLICT (\"shipment_code\", \"label\") DO UPDATE SET \"carrier\" = EXCLUDED.\"carrier\", \"source\" = EXCLUDED.\"source\", \"priority\" = EXCLUDED.\"priority\", \"dims\" = EXCLUDED.\"dims\"";
-/// Writes rows with multi-row upserts (same unique key: last wins); returns rows affected.
+pub const UPSERT_SQL: &str = "INSERT INTO \"packages\" AS t (\"shipment_code\", \"label\", \"carrier\", \"source\", \"priority\", \"dims\", \"_nomnom_seq\") SELECT \"shipment_code\", \"label\", \"carrier\", \"source\", \"priority\", \"dims\", \"_nomnom_seq\" FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::numeric[], $7::bigint[]) AS u(\"shipment_code\", \"label\", \"carrier\", \"source\", \"priority\", \"dims\", \"_nomnom_seq\") ON CONFLICT (\"shipment_code\", \"label\") DO UPDATE SET \"carrier\" = EXCLUDED.\"carrier\", \"source\" = EXCLUDED.\"source\", \"priority\" = EXCLUDED.\"priority\", \"dims\" = EXCLUDED.\"dims\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
+/// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(
     conn: &mut diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<&Package>,
+    rows: ::std::vec::Vec<(&Package, i64)>,
 ) -> diesel::QueryResult<usize> {
     use diesel_async::RunQueryDsl as _;
-    let rows = crate::runtime::dedup_last(rows, |r| (&r.shipment_code, &r.label));
+    let rows = crate::runtime::dedup_by_sequence(
+        rows,
+        true,
+        |r| (&r.shipment_code, &r.label),
+    );
     let mut written = 0;
     for chunk in rows.chunks(crate::runtime::UPSERT_CHUNK_ROWS) {
         written
@@ -78,18 +83,10 @@ pub async fn upsert(
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Uuid>,
                     _,
-                >(chunk.iter().map(|r| r.shipment_code).collect::<::std::vec::Vec<_>>())
-                .bind::<
-                    diesel::sql_types::Array<diesel::sql_types::Text>,
-                    _,
-                >(chunk.iter().map(|r| r.label.as_str()).collect::<::std::vec::Vec<_>>())
-                .bind::<
-                    diesel::sql_types::Array<diesel::sql_types::Text>,
-                    _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.carrier.as_str())
+                        .map(|(r, _)| r.shipment_code)
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -98,19 +95,46 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.source.as_str())
+                        .map(|(r, _)| r.label.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::Text>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.carrier.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::Text>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.source.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Integer>,
                     _,
-                >(chunk.iter().map(|r| r.priority).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| r.priority).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<
                         diesel::sql_types::Nullable<diesel::sql_types::Numeric>,
                     >,
                     _,
-                >(chunk.iter().map(|r| r.dims.as_ref()).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.dims.as_ref())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

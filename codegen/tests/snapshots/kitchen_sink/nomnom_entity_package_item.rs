@@ -34,11 +34,12 @@ impl PackageItem {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"package_items\" (\"label\", \"sku\", \"qty\") SELECT \"label\", \"sku\", \"qty\" FROM unnest($1::text[], $2::text[], $3::integer[]) AS u(\"label\", \"sku\", \"qty\")";
-/// Writes rows with multi-row upserts (same unique key: last wins); returns rows affected.
+pub const UPSERT_SQL: &str = "INSERT INTO \"package_items\" AS t (\"label\", \"sku\", \"qty\") SELECT \"label\", \"sku\", \"qty\" FROM unnest($1::text[], $2::text[], $3::integer[]) AS u(\"label\", \"sku\", \"qty\")";
+/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
+/// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(
     conn: &mut diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<&PackageItem>,
+    rows: ::std::vec::Vec<(&PackageItem, i64)>,
 ) -> diesel::QueryResult<usize> {
     use diesel_async::RunQueryDsl as _;
     let mut written = 0;
@@ -48,15 +49,25 @@ pub async fn upsert(
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
-                >(chunk.iter().map(|r| r.label.as_str()).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.label.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
-                >(chunk.iter().map(|r| r.sku.as_str()).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.sku.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Integer>,
                     _,
-                >(chunk.iter().map(|r| r.qty).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| r.qty).collect::<::std::vec::Vec<_>>())
                 .execute(conn)
                 .await?;
     }

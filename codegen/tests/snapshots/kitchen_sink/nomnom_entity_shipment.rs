@@ -173,14 +173,15 @@ impl ShipmentMessage {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"shipments\" (\"id_code\", \"shipped_at\", \"weight\", \"pieces\", \"fragile\", \"meta\", \"tags\", \"carrier\", \"fallback_carrier\", \"match\", \"origin_city\") SELECT \"id_code\", \"shipped_at\", \"weight\", \"pieces\", \"fragile\", \"meta\", \"tags\"::text[], \"carrier\", \"fallback_carrier\", \"match\", \"origin_city\" FROM unnest($1::uuid[], $2::timestamptz[], $3::double precision[], $4::bigint[], $5::boolean[], $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) AS u(\"id_code\", \"shipped_at\", \"weight\", \"pieces\", \"fragile\", \"meta\", \"tags\", \"carrier\", \"fallback_carrier\", \"match\", \"origin_city\") ON CONFLICT (\"id_code\") DO NOTHING";
-/// Writes rows with multi-row upserts (same unique key: last wins); returns rows affected.
+pub const UPSERT_SQL: &str = "INSERT INTO \"shipments\" AS t (\"id_code\", \"shipped_at\", \"weight\", \"pieces\", \"fragile\", \"meta\", \"tags\", \"carrier\", \"fallback_carrier\", \"match\", \"origin_city\", \"_nomnom_seq\") SELECT \"id_code\", \"shipped_at\", \"weight\", \"pieces\", \"fragile\", \"meta\", \"tags\"::text[], \"carrier\", \"fallback_carrier\", \"match\", \"origin_city\", \"_nomnom_seq\" FROM unnest($1::uuid[], $2::timestamptz[], $3::double precision[], $4::bigint[], $5::boolean[], $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[]) AS u(\"id_code\", \"shipped_at\", \"weight\", \"pieces\", \"fragile\", \"meta\", \"tags\", \"carrier\", \"fallback_carrier\", \"match\", \"origin_city\", \"_nomnom_seq\") ON CONFLICT (\"id_code\") DO UPDATE SET \"shipped_at\" = EXCLUDED.\"shipped_at\", \"weight\" = EXCLUDED.\"weight\", \"pieces\" = EXCLUDED.\"pieces\", \"fragile\" = EXCLUDED.\"fragile\", \"meta\" = EXCLUDED.\"meta\", \"tags\" = EXCLUDED.\"tags\", \"carrier\" = EXCLUDED.\"carrier\", \"fallback_carrier\" = EXCLUDED.\"fallback_carrier\", \"match\" = EXCLUDED.\"match\", \"origin_city\" = EXCLUDED.\"origin_city\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" > EXCLUDED.\"_nomnom_seq\"";
+/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
+/// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(
     conn: &mut diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<&Shipment>,
+    rows: ::std::vec::Vec<(&Shipment, i64)>,
 ) -> diesel::QueryResult<usize> {
     use diesel_async::RunQueryDsl as _;
-    let rows = crate::runtime::dedup_last(rows, |r| (&r.id_code,));
+    let rows = crate::runtime::dedup_by_sequence(rows, false, |r| (&r.id_code,));
     let mut written = 0;
     for chunk in rows.chunks(crate::runtime::UPSERT_CHUNK_ROWS) {
         written
@@ -188,36 +189,37 @@ pub async fn upsert(
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Uuid>,
                     _,
-                >(chunk.iter().map(|r| r.id_code).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| r.id_code).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Timestamptz>,
                     _,
-                >(chunk.iter().map(|r| r.shipped_at).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.shipped_at)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Double>,
                     _,
-                >(chunk.iter().map(|r| r.weight).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| r.weight).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|r| r.pieces).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| r.pieces).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Bool>,
                     _,
-                >(chunk.iter().map(|r| r.fragile).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| r.fragile).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<
                         diesel::sql_types::Nullable<diesel::sql_types::Jsonb>,
                     >,
                     _,
-                >(chunk.iter().map(|r| r.meta.as_ref()).collect::<::std::vec::Vec<_>>())
-                .bind::<
-                    diesel::sql_types::Array<diesel::sql_types::Text>,
-                    _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| crate::runtime::pg_text_array(&r.tags))
+                        .map(|(r, _)| r.meta.as_ref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -226,7 +228,16 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.carrier.as_str())
+                        .map(|(r, _)| crate::runtime::pg_text_array(&r.tags))
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::Text>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.carrier.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -237,7 +248,7 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.fallback_carrier.as_deref())
+                        .map(|(r, _)| r.fallback_carrier.as_deref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -246,7 +257,7 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.r#match.as_str())
+                        .map(|(r, _)| r.r#match.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -257,9 +268,13 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.origin_city.as_deref())
+                        .map(|(r, _)| r.origin_city.as_deref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

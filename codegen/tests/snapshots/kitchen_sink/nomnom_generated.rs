@@ -198,9 +198,14 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
                 sql_type: "TEXT",
                 nullable: true,
             },
+            crate::runtime::ColumnDef {
+                name: "_nomnom_seq",
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["id_code"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"shipments\" (\n    \"id\" SERIAL PRIMARY KEY,\n    \"id_code\" UUID NOT NULL,\n    \"shipped_at\" TIMESTAMPTZ NOT NULL,\n    \"weight\" DOUBLE PRECISION NOT NULL,\n    \"pieces\" BIGINT NOT NULL,\n    \"fragile\" BOOLEAN NOT NULL,\n    \"meta\" JSONB,\n    \"tags\" TEXT[] NOT NULL,\n    \"carrier\" VARCHAR(20) NOT NULL,\n    \"fallback_carrier\" TEXT,\n    \"match\" TEXT NOT NULL,\n    \"origin_city\" TEXT,\n    CONSTRAINT \"shipments_unicity\" UNIQUE (\"id_code\")\n)",
+        create_sql: "CREATE TABLE IF NOT EXISTS \"shipments\" (\n    \"id\" SERIAL PRIMARY KEY,\n    \"id_code\" UUID NOT NULL,\n    \"shipped_at\" TIMESTAMPTZ NOT NULL,\n    \"weight\" DOUBLE PRECISION NOT NULL,\n    \"pieces\" BIGINT NOT NULL,\n    \"fragile\" BOOLEAN NOT NULL,\n    \"meta\" JSONB,\n    \"tags\" TEXT[] NOT NULL,\n    \"carrier\" VARCHAR(20) NOT NULL,\n    \"fallback_carrier\" TEXT,\n    \"match\" TEXT NOT NULL,\n    \"origin_city\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"shipments_unicity\" UNIQUE (\"id_code\")\n)",
     },
     crate::runtime::TableDef {
         entity: "Package",
@@ -237,9 +242,14 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
                 sql_type: "NUMERIC",
                 nullable: true,
             },
+            crate::runtime::ColumnDef {
+                name: "_nomnom_seq",
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["shipment_code", "label"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"packages\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"shipment_code\" UUID NOT NULL,\n    \"label\" TEXT NOT NULL,\n    \"carrier\" TEXT NOT NULL,\n    \"source\" TEXT NOT NULL,\n    \"priority\" INTEGER NOT NULL,\n    \"dims\" NUMERIC,\n    CONSTRAINT \"packages_unicity\" UNIQUE (\"shipment_code\", \"label\")\n)",
+        create_sql: "CREATE TABLE IF NOT EXISTS \"packages\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"shipment_code\" UUID NOT NULL,\n    \"label\" TEXT NOT NULL,\n    \"carrier\" TEXT NOT NULL,\n    \"source\" TEXT NOT NULL,\n    \"priority\" INTEGER NOT NULL,\n    \"dims\" NUMERIC,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"packages_unicity\" UNIQUE (\"shipment_code\", \"label\")\n)",
     },
     crate::runtime::TableDef {
         entity: "PackageItem",
@@ -270,21 +280,25 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Shipment` rows.
-    pub shipment: ::std::vec::Vec<&'a Shipment>,
+    pub shipment: ::std::vec::Vec<(&'a Shipment, i64)>,
     /// `Package` rows.
-    pub package: ::std::vec::Vec<&'a Package>,
+    pub package: ::std::vec::Vec<(&'a Package, i64)>,
     /// `PackageItem` rows.
-    pub package_item: ::std::vec::Vec<&'a PackageItem>,
+    pub package_item: ::std::vec::Vec<(&'a PackageItem, i64)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message.
-    pub fn push(&mut self, message: &'a ParsedMessage) {
+    /// Adds every stored row of a message. `sequence` orders messages (the JetStream
+    /// stream sequence): on a unique-key conflict the later message wins
+    /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
+    /// batches commit in.
+    pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
         #[allow(unused_variables)]
         match message {
             ParsedMessage::Shipment(m) => {
-                self.shipment.push(&m.shipment);
-                self.package.extend(m.package.iter());
-                self.package_item.extend(m.package_item.iter());
+                self.shipment.push((&m.shipment, sequence));
+                self.package.extend(m.package.iter().map(|row| (row, sequence)));
+                self.package_item
+                    .extend(m.package_item.iter().map(|row| (row, sequence)));
             }
         }
     }

@@ -86,14 +86,15 @@ impl EventMessage {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"events\" (\"event_id\", \"count\", \"ratio\") SELECT \"event_id\", \"count\", \"ratio\" FROM unnest($1::text[], $2::integer[], $3::numeric[]) AS u(\"event_id\", \"count\", \"ratio\") ON CONFLICT (\"event_id\") DO UPDATE SET \"count\" = EXCLUDED.\"count\", \"ratio\" = EXCLUDED.\"ratio\"";
-/// Writes rows with multi-row upserts (same unique key: last wins); returns rows affected.
+pub const UPSERT_SQL: &str = "INSERT INTO \"events\" AS t (\"event_id\", \"count\", \"ratio\", \"_nomnom_seq\") SELECT \"event_id\", \"count\", \"ratio\", \"_nomnom_seq\" FROM unnest($1::text[], $2::integer[], $3::numeric[], $4::bigint[]) AS u(\"event_id\", \"count\", \"ratio\", \"_nomnom_seq\") ON CONFLICT (\"event_id\") DO UPDATE SET \"count\" = EXCLUDED.\"count\", \"ratio\" = EXCLUDED.\"ratio\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
+/// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(
     conn: &mut diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<&Event>,
+    rows: ::std::vec::Vec<(&Event, i64)>,
 ) -> diesel::QueryResult<usize> {
     use diesel_async::RunQueryDsl as _;
-    let rows = crate::runtime::dedup_last(rows, |r| (&r.event_id,));
+    let rows = crate::runtime::dedup_by_sequence(rows, true, |r| (&r.event_id,));
     let mut written = 0;
     for chunk in rows.chunks(crate::runtime::UPSERT_CHUNK_ROWS) {
         written
@@ -104,19 +105,28 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.event_id.as_str())
+                        .map(|(r, _)| r.event_id.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Integer>,
                     _,
-                >(chunk.iter().map(|r| r.count).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| r.count).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<
                         diesel::sql_types::Nullable<diesel::sql_types::Numeric>,
                     >,
                     _,
-                >(chunk.iter().map(|r| r.ratio.as_ref()).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.ratio.as_ref())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

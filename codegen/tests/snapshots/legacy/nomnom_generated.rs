@@ -149,24 +149,32 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
                 sql_type: "NUMERIC",
                 nullable: true,
             },
+            crate::runtime::ColumnDef {
+                name: "_nomnom_seq",
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["event_id"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"events\" (\n    \"event_pk\" SERIAL PRIMARY KEY,\n    \"event_id\" VARCHAR(40) NOT NULL,\n    \"count\" INTEGER NOT NULL,\n    \"ratio\" NUMERIC,\n    CONSTRAINT \"events_unicity\" UNIQUE (\"event_id\")\n)",
+        create_sql: "CREATE TABLE IF NOT EXISTS \"events\" (\n    \"event_pk\" SERIAL PRIMARY KEY,\n    \"event_id\" VARCHAR(40) NOT NULL,\n    \"count\" INTEGER NOT NULL,\n    \"ratio\" NUMERIC,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"events_unicity\" UNIQUE (\"event_id\")\n)",
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Event` rows.
-    pub event: ::std::vec::Vec<&'a Event>,
+    pub event: ::std::vec::Vec<(&'a Event, i64)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message.
-    pub fn push(&mut self, message: &'a ParsedMessage) {
+    /// Adds every stored row of a message. `sequence` orders messages (the JetStream
+    /// stream sequence): on a unique-key conflict the later message wins
+    /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
+    /// batches commit in.
+    pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
         #[allow(unused_variables)]
         match message {
             ParsedMessage::Event(m) => {
-                self.event.push(&m.event);
+                self.event.push((&m.event, sequence));
             }
             ParsedMessage::Heartbeat(m) => {}
         }

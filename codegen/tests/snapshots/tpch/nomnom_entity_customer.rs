@@ -105,14 +105,15 @@ impl CustomerMessage {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"customers\" (\"customer_key\", \"name\", \"address\", \"nation_key\", \"phone\", \"account_balance\", \"market_segment\", \"comment\") SELECT \"customer_key\", \"name\", \"address\", \"nation_key\", \"phone\", \"account_balance\", \"market_segment\", \"comment\" FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::numeric[], $7::text[], $8::text[]) AS u(\"customer_key\", \"name\", \"address\", \"nation_key\", \"phone\", \"account_balance\", \"market_segment\", \"comment\") ON CONFLICT (\"customer_key\") DO UPDATE SET \"name\" = EXCLUDED.\"name\", \"address\" = EXCLUDED.\"address\", \"nation_key\" = EXCLUDED.\"nation_key\", \"phone\" = EXCLUDED.\"phone\", \"account_balance\" = EXCLUDED.\"account_balance\", \"market_segment\" = EXCLUDED.\"market_segment\", \"comment\" = EXCLUDED.\"comment\"";
-/// Writes rows with multi-row upserts (same unique key: last wins); returns rows affected.
+pub const UPSERT_SQL: &str = "INSERT INTO \"customers\" AS t (\"customer_key\", \"name\", \"address\", \"nation_key\", \"phone\", \"account_balance\", \"market_segment\", \"comment\", \"_nomnom_seq\") SELECT \"customer_key\", \"name\", \"address\", \"nation_key\", \"phone\", \"account_balance\", \"market_segment\", \"comment\", \"_nomnom_seq\" FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::numeric[], $7::text[], $8::text[], $9::bigint[]) AS u(\"customer_key\", \"name\", \"address\", \"nation_key\", \"phone\", \"account_balance\", \"market_segment\", \"comment\", \"_nomnom_seq\") ON CONFLICT (\"customer_key\") DO UPDATE SET \"name\" = EXCLUDED.\"name\", \"address\" = EXCLUDED.\"address\", \"nation_key\" = EXCLUDED.\"nation_key\", \"phone\" = EXCLUDED.\"phone\", \"account_balance\" = EXCLUDED.\"account_balance\", \"market_segment\" = EXCLUDED.\"market_segment\", \"comment\" = EXCLUDED.\"comment\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
+/// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(
     conn: &mut diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<&Customer>,
+    rows: ::std::vec::Vec<(&Customer, i64)>,
 ) -> diesel::QueryResult<usize> {
     use diesel_async::RunQueryDsl as _;
-    let rows = crate::runtime::dedup_last(rows, |r| (&r.customer_key,));
+    let rows = crate::runtime::dedup_by_sequence(rows, true, |r| (&r.customer_key,));
     let mut written = 0;
     for chunk in rows.chunks(crate::runtime::UPSERT_CHUNK_ROWS) {
         written
@@ -123,37 +124,52 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.customer_key.as_str())
+                        .map(|(r, _)| r.customer_key.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
-                .bind::<
-                    diesel::sql_types::Array<diesel::sql_types::Text>,
-                    _,
-                >(chunk.iter().map(|r| r.name.as_str()).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.address.as_str())
+                        .map(|(r, _)| r.name.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::Text>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.address.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Integer>,
                     _,
-                >(chunk.iter().map(|r| r.nation_key).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.nation_key)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
-                >(chunk.iter().map(|r| r.phone.as_str()).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.phone.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Numeric>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| &r.account_balance)
+                        .map(|(r, _)| &r.account_balance)
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -162,7 +178,7 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.market_segment.as_str())
+                        .map(|(r, _)| r.market_segment.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -173,9 +189,13 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.comment.as_deref())
+                        .map(|(r, _)| r.comment.as_deref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

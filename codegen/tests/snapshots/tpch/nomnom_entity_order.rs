@@ -158,14 +158,15 @@ impl OrderMessage {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"orders\" (\"order_key\", \"customer_key\", \"order_status\", \"total_price\", \"order_date\", \"order_priority\", \"clerk\", \"ship_priority\", \"comment\") SELECT \"order_key\", \"customer_key\", \"order_status\", \"total_price\", \"order_date\", \"order_priority\", \"clerk\", \"ship_priority\", \"comment\" FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::date[], $6::text[], $7::text[], $8::integer[], $9::text[]) AS u(\"order_key\", \"customer_key\", \"order_status\", \"total_price\", \"order_date\", \"order_priority\", \"clerk\", \"ship_priority\", \"comment\") ON CONFLICT (\"order_key\") DO UPDATE SET \"customer_key\" = EXCLUDED.\"customer_key\", \"order_status\" = EXCLUDED.\"order_status\", \"total_price\" = EXCLUDED.\"total_price\", \"order_date\" = EXCLUDED.\"order_date\", \"order_priority\" = EXCLUDED.\"order_priority\", \"clerk\" = EXCLUDED.\"clerk\", \"ship_priority\" = EXCLUDED.\"ship_priority\", \"comment\" = EXCLUDED.\"comment\"";
-/// Writes rows with multi-row upserts (same unique key: last wins); returns rows affected.
+pub const UPSERT_SQL: &str = "INSERT INTO \"orders\" AS t (\"order_key\", \"customer_key\", \"order_status\", \"total_price\", \"order_date\", \"order_priority\", \"clerk\", \"ship_priority\", \"comment\", \"_nomnom_seq\") SELECT \"order_key\", \"customer_key\", \"order_status\", \"total_price\", \"order_date\", \"order_priority\", \"clerk\", \"ship_priority\", \"comment\", \"_nomnom_seq\" FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::date[], $6::text[], $7::text[], $8::integer[], $9::text[], $10::bigint[]) AS u(\"order_key\", \"customer_key\", \"order_status\", \"total_price\", \"order_date\", \"order_priority\", \"clerk\", \"ship_priority\", \"comment\", \"_nomnom_seq\") ON CONFLICT (\"order_key\") DO UPDATE SET \"customer_key\" = EXCLUDED.\"customer_key\", \"order_status\" = EXCLUDED.\"order_status\", \"total_price\" = EXCLUDED.\"total_price\", \"order_date\" = EXCLUDED.\"order_date\", \"order_priority\" = EXCLUDED.\"order_priority\", \"clerk\" = EXCLUDED.\"clerk\", \"ship_priority\" = EXCLUDED.\"ship_priority\", \"comment\" = EXCLUDED.\"comment\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
+/// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(
     conn: &mut diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<&Order>,
+    rows: ::std::vec::Vec<(&Order, i64)>,
 ) -> diesel::QueryResult<usize> {
     use diesel_async::RunQueryDsl as _;
-    let rows = crate::runtime::dedup_last(rows, |r| (&r.order_key,));
+    let rows = crate::runtime::dedup_by_sequence(rows, true, |r| (&r.order_key,));
     let mut written = 0;
     for chunk in rows.chunks(crate::runtime::UPSERT_CHUNK_ROWS) {
         written
@@ -176,7 +177,7 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.order_key.as_str())
+                        .map(|(r, _)| r.order_key.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -185,7 +186,7 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.customer_key.as_str())
+                        .map(|(r, _)| r.customer_key.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -194,34 +195,54 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.order_status.as_str())
+                        .map(|(r, _)| r.order_status.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Numeric>,
                     _,
-                >(chunk.iter().map(|r| &r.total_price).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| &r.total_price)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Date>,
                     _,
-                >(chunk.iter().map(|r| r.order_date).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.order_date)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.order_priority.as_str())
+                        .map(|(r, _)| r.order_priority.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
-                >(chunk.iter().map(|r| r.clerk.as_str()).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.clerk.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Integer>,
                     _,
-                >(chunk.iter().map(|r| r.ship_priority).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.ship_priority)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<
                         diesel::sql_types::Nullable<diesel::sql_types::Text>,
@@ -230,9 +251,13 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.comment.as_deref())
+                        .map(|(r, _)| r.comment.as_deref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

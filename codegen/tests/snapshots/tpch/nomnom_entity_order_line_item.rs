@@ -128,14 +128,19 @@ impl OrderLineItem {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"order_line_items\" (\"order_key\", \"line_number\", \"part_key\", \"supplier_key\", \"quantity\", \"extended_price\", \"discount\", \"tax\", \"return_flag\", \"line_status\", \"ship_date\", \"commit_date\", \"receipt_date\", \"ship_mode\") SELECT \"order_key\", \"line_number\", \"part_key\", \"supplier_key\", \"quantity\", \"extended_price\", \"discount\", \"tax\", \"return_flag\", \"line_status\", \"ship_date\", \"commit_date\", \"receipt_date\", \"ship_mode\" FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[], $14::text[]) AS u(\"order_key\", \"line_number\", \"part_key\", \"supplier_key\", \"quantity\", \"extended_price\", \"discount\", \"tax\", \"return_flag\", \"line_status\", \"ship_date\", \"commit_date\", \"receipt_date\", \"ship_mode\") ON CONFLICT (\"order_key\", \"line_number\") DO UPDATE SET \"part_key\" = EXCLUDED.\"part_key\", \"supplier_key\" = EXCLUDED.\"supplier_key\", \"quantity\" = EXCLUDED.\"quantity\", \"extended_price\" = EXCLUDED.\"extended_price\", \"discount\" = EXCLUDED.\"discount\", \"tax\" = EXCLUDED.\"tax\", \"return_flag\" = EXCLUDED.\"return_flag\", \"line_status\" = EXCLUDED.\"line_status\", \"ship_date\" = EXCLUDED.\"ship_date\", \"commit_date\" = EXCLUDED.\"commit_date\", \"receipt_date\" = EXCLUDED.\"receipt_date\", \"ship_mode\" = EXCLUDED.\"ship_mode\"";
-/// Writes rows with multi-row upserts (same unique key: last wins); returns rows affected.
+pub const UPSERT_SQL: &str = "INSERT INTO \"order_line_items\" AS t (\"order_key\", \"line_number\", \"part_key\", \"supplier_key\", \"quantity\", \"extended_price\", \"discount\", \"tax\", \"return_flag\", \"line_status\", \"ship_date\", \"commit_date\", \"receipt_date\", \"ship_mode\", \"_nomnom_seq\") SELECT \"order_key\", \"line_number\", \"part_key\", \"supplier_key\", \"quantity\", \"extended_price\", \"discount\", \"tax\", \"return_flag\", \"line_status\", \"ship_date\", \"commit_date\", \"receipt_date\", \"ship_mode\", \"_nomnom_seq\" FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[], $14::text[], $15::bigint[]) AS u(\"order_key\", \"line_number\", \"part_key\", \"supplier_key\", \"quantity\", \"extended_price\", \"discount\", \"tax\", \"return_flag\", \"line_status\", \"ship_date\", \"commit_date\", \"receipt_date\", \"ship_mode\", \"_nomnom_seq\") ON CONFLICT (\"order_key\", \"line_number\") DO UPDATE SET \"part_key\" = EXCLUDED.\"part_key\", \"supplier_key\" = EXCLUDED.\"supplier_key\", \"quantity\" = EXCLUDED.\"quantity\", \"extended_price\" = EXCLUDED.\"extended_price\", \"discount\" = EXCLUDED.\"discount\", \"tax\" = EXCLUDED.\"tax\", \"return_flag\" = EXCLUDED.\"return_flag\", \"line_status\" = EXCLUDED.\"line_status\", \"ship_date\" = EXCLUDED.\"ship_date\", \"commit_date\" = EXCLUDED.\"commit_date\", \"receipt_date\" = EXCLUDED.\"receipt_date\", \"ship_mode\" = EXCLUDED.\"ship_mode\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
+/// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(
     conn: &mut diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<&OrderLineItem>,
+    rows: ::std::vec::Vec<(&OrderLineItem, i64)>,
 ) -> diesel::QueryResult<usize> {
     use diesel_async::RunQueryDsl as _;
-    let rows = crate::runtime::dedup_last(rows, |r| (&r.order_key, &r.line_number));
+    let rows = crate::runtime::dedup_by_sequence(
+        rows,
+        true,
+        |r| (&r.order_key, &r.line_number),
+    );
     let mut written = 0;
     for chunk in rows.chunks(crate::runtime::UPSERT_CHUNK_ROWS) {
         written
@@ -146,20 +151,25 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.order_key.as_str())
+                        .map(|(r, _)| r.order_key.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Integer>,
                     _,
-                >(chunk.iter().map(|r| r.line_number).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.line_number)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.part_key.as_str())
+                        .map(|(r, _)| r.part_key.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -170,37 +180,37 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.supplier_key.as_deref())
+                        .map(|(r, _)| r.supplier_key.as_deref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Numeric>,
                     _,
-                >(chunk.iter().map(|r| &r.quantity).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| &r.quantity).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Numeric>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| &r.extended_price)
+                        .map(|(r, _)| &r.extended_price)
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Numeric>,
                     _,
-                >(chunk.iter().map(|r| &r.discount).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| &r.discount).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Numeric>,
                     _,
-                >(chunk.iter().map(|r| &r.tax).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| &r.tax).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.return_flag.as_str())
+                        .map(|(r, _)| r.return_flag.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
@@ -209,25 +219,35 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.line_status.as_str())
+                        .map(|(r, _)| r.line_status.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Date>,
                     _,
-                >(chunk.iter().map(|r| r.ship_date).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| r.ship_date).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<
                         diesel::sql_types::Nullable<diesel::sql_types::Date>,
                     >,
                     _,
-                >(chunk.iter().map(|r| r.commit_date).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.commit_date)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<
                         diesel::sql_types::Nullable<diesel::sql_types::Date>,
                     >,
                     _,
-                >(chunk.iter().map(|r| r.receipt_date).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.receipt_date)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<
                         diesel::sql_types::Nullable<diesel::sql_types::Text>,
@@ -236,9 +256,13 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.ship_mode.as_deref())
+                        .map(|(r, _)| r.ship_mode.as_deref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

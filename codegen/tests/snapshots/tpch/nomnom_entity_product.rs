@@ -109,14 +109,15 @@ impl ProductMessage {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"products\" (\"part_key\", \"name\", \"manufacturer\", \"brand\", \"type\", \"size\", \"container\", \"retail_price\", \"comment\") SELECT \"part_key\", \"name\", \"manufacturer\", \"brand\", \"type\", \"size\", \"container\", \"retail_price\", \"comment\" FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[], $8::numeric[], $9::text[]) AS u(\"part_key\", \"name\", \"manufacturer\", \"brand\", \"type\", \"size\", \"container\", \"retail_price\", \"comment\") ON CONFLICT (\"part_key\") DO UPDATE SET \"name\" = EXCLUDED.\"name\", \"manufacturer\" = EXCLUDED.\"manufacturer\", \"brand\" = EXCLUDED.\"brand\", \"type\" = EXCLUDED.\"type\", \"size\" = EXCLUDED.\"size\", \"container\" = EXCLUDED.\"container\", \"retail_price\" = EXCLUDED.\"retail_price\", \"comment\" = EXCLUDED.\"comment\"";
-/// Writes rows with multi-row upserts (same unique key: last wins); returns rows affected.
+pub const UPSERT_SQL: &str = "INSERT INTO \"products\" AS t (\"part_key\", \"name\", \"manufacturer\", \"brand\", \"type\", \"size\", \"container\", \"retail_price\", \"comment\", \"_nomnom_seq\") SELECT \"part_key\", \"name\", \"manufacturer\", \"brand\", \"type\", \"size\", \"container\", \"retail_price\", \"comment\", \"_nomnom_seq\" FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[], $8::numeric[], $9::text[], $10::bigint[]) AS u(\"part_key\", \"name\", \"manufacturer\", \"brand\", \"type\", \"size\", \"container\", \"retail_price\", \"comment\", \"_nomnom_seq\") ON CONFLICT (\"part_key\") DO UPDATE SET \"name\" = EXCLUDED.\"name\", \"manufacturer\" = EXCLUDED.\"manufacturer\", \"brand\" = EXCLUDED.\"brand\", \"type\" = EXCLUDED.\"type\", \"size\" = EXCLUDED.\"size\", \"container\" = EXCLUDED.\"container\", \"retail_price\" = EXCLUDED.\"retail_price\", \"comment\" = EXCLUDED.\"comment\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
+/// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(
     conn: &mut diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<&Product>,
+    rows: ::std::vec::Vec<(&Product, i64)>,
 ) -> diesel::QueryResult<usize> {
     use diesel_async::RunQueryDsl as _;
-    let rows = crate::runtime::dedup_last(rows, |r| (&r.part_key,));
+    let rows = crate::runtime::dedup_by_sequence(rows, true, |r| (&r.part_key,));
     let mut written = 0;
     for chunk in rows.chunks(crate::runtime::UPSERT_CHUNK_ROWS) {
         written
@@ -127,52 +128,67 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.part_key.as_str())
+                        .map(|(r, _)| r.part_key.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
-                .bind::<
-                    diesel::sql_types::Array<diesel::sql_types::Text>,
-                    _,
-                >(chunk.iter().map(|r| r.name.as_str()).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.manufacturer.as_str())
+                        .map(|(r, _)| r.name.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
-                .bind::<
-                    diesel::sql_types::Array<diesel::sql_types::Text>,
-                    _,
-                >(chunk.iter().map(|r| r.brand.as_str()).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.r#type.as_str())
+                        .map(|(r, _)| r.manufacturer.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::Text>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.brand.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::Text>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.r#type.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Integer>,
                     _,
-                >(chunk.iter().map(|r| r.size).collect::<::std::vec::Vec<_>>())
+                >(chunk.iter().map(|(r, _)| r.size).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.container.as_str())
+                        .map(|(r, _)| r.container.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
                     diesel::sql_types::Array<diesel::sql_types::Numeric>,
                     _,
-                >(chunk.iter().map(|r| &r.retail_price).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| &r.retail_price)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     diesel::sql_types::Array<
                         diesel::sql_types::Nullable<diesel::sql_types::Text>,
@@ -181,9 +197,13 @@ pub async fn upsert(
                 >(
                     chunk
                         .iter()
-                        .map(|r| r.comment.as_deref())
+                        .map(|(r, _)| r.comment.as_deref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
+                .bind::<
+                    diesel::sql_types::Array<diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

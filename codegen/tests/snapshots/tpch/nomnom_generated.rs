@@ -227,9 +227,14 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
                 sql_type: "TEXT",
                 nullable: true,
             },
+            crate::runtime::ColumnDef {
+                name: "_nomnom_seq",
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["customer_key"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"customers\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"customer_key\" VARCHAR(32) NOT NULL,\n    \"name\" VARCHAR(25) NOT NULL,\n    \"address\" VARCHAR(40) NOT NULL,\n    \"nation_key\" INTEGER NOT NULL,\n    \"phone\" VARCHAR(15) NOT NULL,\n    \"account_balance\" NUMERIC NOT NULL,\n    \"market_segment\" VARCHAR(10) NOT NULL,\n    \"comment\" TEXT,\n    CONSTRAINT \"customers_unicity\" UNIQUE (\"customer_key\")\n)",
+        create_sql: "CREATE TABLE IF NOT EXISTS \"customers\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"customer_key\" VARCHAR(32) NOT NULL,\n    \"name\" VARCHAR(25) NOT NULL,\n    \"address\" VARCHAR(40) NOT NULL,\n    \"nation_key\" INTEGER NOT NULL,\n    \"phone\" VARCHAR(15) NOT NULL,\n    \"account_balance\" NUMERIC NOT NULL,\n    \"market_segment\" VARCHAR(10) NOT NULL,\n    \"comment\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"customers_unicity\" UNIQUE (\"customer_key\")\n)",
     },
     crate::runtime::TableDef {
         entity: "Order",
@@ -281,9 +286,14 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
                 sql_type: "TEXT",
                 nullable: true,
             },
+            crate::runtime::ColumnDef {
+                name: "_nomnom_seq",
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["order_key"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"orders\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"order_key\" VARCHAR(32) NOT NULL,\n    \"customer_key\" VARCHAR(32) NOT NULL,\n    \"order_status\" VARCHAR(1) NOT NULL,\n    \"total_price\" NUMERIC NOT NULL,\n    \"order_date\" DATE NOT NULL,\n    \"order_priority\" VARCHAR(15) NOT NULL,\n    \"clerk\" VARCHAR(15) NOT NULL,\n    \"ship_priority\" INTEGER NOT NULL,\n    \"comment\" TEXT,\n    CONSTRAINT \"orders_unicity\" UNIQUE (\"order_key\")\n)",
+        create_sql: "CREATE TABLE IF NOT EXISTS \"orders\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"order_key\" VARCHAR(32) NOT NULL,\n    \"customer_key\" VARCHAR(32) NOT NULL,\n    \"order_status\" VARCHAR(1) NOT NULL,\n    \"total_price\" NUMERIC NOT NULL,\n    \"order_date\" DATE NOT NULL,\n    \"order_priority\" VARCHAR(15) NOT NULL,\n    \"clerk\" VARCHAR(15) NOT NULL,\n    \"ship_priority\" INTEGER NOT NULL,\n    \"comment\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"orders_unicity\" UNIQUE (\"order_key\")\n)",
     },
     crate::runtime::TableDef {
         entity: "OrderLineItem",
@@ -360,9 +370,14 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
                 sql_type: "VARCHAR(10)",
                 nullable: true,
             },
+            crate::runtime::ColumnDef {
+                name: "_nomnom_seq",
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["order_key", "line_number"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"order_line_items\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"order_key\" VARCHAR(32) NOT NULL,\n    \"line_number\" INTEGER NOT NULL,\n    \"part_key\" VARCHAR(32) NOT NULL,\n    \"supplier_key\" VARCHAR(32),\n    \"quantity\" NUMERIC NOT NULL,\n    \"extended_price\" NUMERIC NOT NULL,\n    \"discount\" NUMERIC NOT NULL,\n    \"tax\" NUMERIC NOT NULL,\n    \"return_flag\" VARCHAR(1) NOT NULL,\n    \"line_status\" VARCHAR(1) NOT NULL,\n    \"ship_date\" DATE NOT NULL,\n    \"commit_date\" DATE,\n    \"receipt_date\" DATE,\n    \"ship_mode\" VARCHAR(10),\n    CONSTRAINT \"order_line_items_unicity\" UNIQUE (\"order_key\", \"line_number\")\n)",
+        create_sql: "CREATE TABLE IF NOT EXISTS \"order_line_items\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"order_key\" VARCHAR(32) NOT NULL,\n    \"line_number\" INTEGER NOT NULL,\n    \"part_key\" VARCHAR(32) NOT NULL,\n    \"supplier_key\" VARCHAR(32),\n    \"quantity\" NUMERIC NOT NULL,\n    \"extended_price\" NUMERIC NOT NULL,\n    \"discount\" NUMERIC NOT NULL,\n    \"tax\" NUMERIC NOT NULL,\n    \"return_flag\" VARCHAR(1) NOT NULL,\n    \"line_status\" VARCHAR(1) NOT NULL,\n    \"ship_date\" DATE NOT NULL,\n    \"commit_date\" DATE,\n    \"receipt_date\" DATE,\n    \"ship_mode\" VARCHAR(10),\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"order_line_items_unicity\" UNIQUE (\"order_key\", \"line_number\")\n)",
     },
     crate::runtime::TableDef {
         entity: "Product",
@@ -414,37 +429,46 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
                 sql_type: "TEXT",
                 nullable: true,
             },
+            crate::runtime::ColumnDef {
+                name: "_nomnom_seq",
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["part_key"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"products\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"part_key\" VARCHAR(32) NOT NULL,\n    \"name\" VARCHAR(55) NOT NULL,\n    \"manufacturer\" VARCHAR(25) NOT NULL,\n    \"brand\" VARCHAR(10) NOT NULL,\n    \"type\" VARCHAR(25) NOT NULL,\n    \"size\" INTEGER NOT NULL,\n    \"container\" VARCHAR(10) NOT NULL,\n    \"retail_price\" NUMERIC NOT NULL,\n    \"comment\" TEXT,\n    CONSTRAINT \"products_unicity\" UNIQUE (\"part_key\")\n)",
+        create_sql: "CREATE TABLE IF NOT EXISTS \"products\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"part_key\" VARCHAR(32) NOT NULL,\n    \"name\" VARCHAR(55) NOT NULL,\n    \"manufacturer\" VARCHAR(25) NOT NULL,\n    \"brand\" VARCHAR(10) NOT NULL,\n    \"type\" VARCHAR(25) NOT NULL,\n    \"size\" INTEGER NOT NULL,\n    \"container\" VARCHAR(10) NOT NULL,\n    \"retail_price\" NUMERIC NOT NULL,\n    \"comment\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"products_unicity\" UNIQUE (\"part_key\")\n)",
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Customer` rows.
-    pub customer: ::std::vec::Vec<&'a Customer>,
+    pub customer: ::std::vec::Vec<(&'a Customer, i64)>,
     /// `Order` rows.
-    pub order: ::std::vec::Vec<&'a Order>,
+    pub order: ::std::vec::Vec<(&'a Order, i64)>,
     /// `OrderLineItem` rows.
-    pub order_line_item: ::std::vec::Vec<&'a OrderLineItem>,
+    pub order_line_item: ::std::vec::Vec<(&'a OrderLineItem, i64)>,
     /// `Product` rows.
-    pub product: ::std::vec::Vec<&'a Product>,
+    pub product: ::std::vec::Vec<(&'a Product, i64)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message.
-    pub fn push(&mut self, message: &'a ParsedMessage) {
+    /// Adds every stored row of a message. `sequence` orders messages (the JetStream
+    /// stream sequence): on a unique-key conflict the later message wins
+    /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
+    /// batches commit in.
+    pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
         #[allow(unused_variables)]
         match message {
             ParsedMessage::Customer(m) => {
-                self.customer.push(&m.customer);
+                self.customer.push((&m.customer, sequence));
             }
             ParsedMessage::Order(m) => {
-                self.order.push(&m.order);
-                self.order_line_item.extend(m.order_line_item.iter());
+                self.order.push((&m.order, sequence));
+                self.order_line_item
+                    .extend(m.order_line_item.iter().map(|row| (row, sequence)));
             }
             ParsedMessage::Product(m) => {
-                self.product.push(&m.product);
+                self.product.push((&m.product, sequence));
             }
         }
     }
