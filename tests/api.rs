@@ -505,3 +505,42 @@ async fn thousands_of_hostile_bodies_never_panic_and_always_get_json() {
     assert!(batch_lines_accepted <= total as u64);
     api.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_full_stream_is_503_with_retry_after() {
+    let api = Api::new(false, "postgres://postgres@127.0.0.1:5432/test").await;
+    // A stream that holds one message and refuses new ones when full.
+    api.state
+        .jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: api.stream.clone(),
+            subjects: vec![format!("{}.>", api.stream)],
+            max_messages: 1,
+            discard: async_nats::jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    let (first, _) = api
+        .post(
+            "/ingest/message/order",
+            common::tpch_order(1, 1).to_string(),
+        )
+        .await;
+    assert_eq!(first, StatusCode::ACCEPTED);
+    let req = Request::post("/ingest/message/order")
+        .body(Body::from(common::tpch_order(2, 1).to_string()))
+        .expect("request");
+    let (status, body, headers) = api.call(req).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("maximum messages"),
+        "{body}"
+    );
+    assert_eq!(api.stream_messages().await, 1);
+    api.cleanup().await;
+}
