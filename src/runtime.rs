@@ -100,12 +100,27 @@ fn wrong<T: FromJson>(v: &JsonValue) -> String {
     format!("expected {}, found {}", T::EXPECTED, kind(v))
 }
 
+/// PostgreSQL `text` and `jsonb` cannot hold U+0000, so it is refused here rather than at the
+/// database.
+const NUL_ERROR: &str = "contains a NUL character (\\u0000), which PostgreSQL cannot store";
+
+fn contains_nul(v: &JsonValue) -> bool {
+    match v {
+        JsonValue::String(s) => s.contains('\0'),
+        JsonValue::Array(items) => items.iter().any(contains_nul),
+        JsonValue::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
 impl FromJson for String {
     const EXPECTED: &'static str = "a string";
     fn from_json(v: &JsonValue) -> Result<Self, String> {
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| wrong::<Self>(v))
+        let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
+        if s.contains('\0') {
+            return Err(NUL_ERROR.into());
+        }
+        Ok(s.to_string())
     }
 }
 
@@ -212,6 +227,9 @@ impl FromJson for Uuid {
 impl FromJson for JsonValue {
     const EXPECTED: &'static str = "any JSON value";
     fn from_json(v: &JsonValue) -> Result<Self, String> {
+        if contains_nul(v) {
+            return Err(NUL_ERROR.into());
+        }
         Ok(v.clone())
     }
 }
@@ -237,10 +255,10 @@ impl FromJson for Vec<String> {
         items
             .iter()
             .enumerate()
-            .map(|(i, x)| {
-                x.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("element {i} must be a string, found {}", kind(x)))
+            .map(|(i, x)| match x.as_str() {
+                Some(s) if s.contains('\0') => Err(format!("element {i} {NUL_ERROR}")),
+                Some(s) => Ok(s.to_string()),
+                None => Err(format!("element {i} must be a string, found {}", kind(x))),
             })
             .collect()
     }
@@ -586,6 +604,18 @@ mod tests {
         assert!(Decimal::from_json(&json!("1e-20000")).is_err());
         assert!(Decimal::from_json(&json!("1e100")).is_ok());
         assert!(Decimal::from_json(&json!(true)).is_err());
+    }
+
+    #[test]
+    fn nul_characters_are_refused_before_the_database() {
+        assert!(
+            String::from_json(&json!("a\u{0}b"))
+                .unwrap_err()
+                .contains("NUL")
+        );
+        assert!(JsonValue::from_json(&json!({"k": ["x\u{0}"]})).is_err());
+        assert!(Vec::<String>::from_json(&json!(["ok", "\u{0}"])).is_err());
+        assert_eq!(String::from_json(&json!("fine")), Ok("fine".to_string()));
     }
 
     #[test]

@@ -163,6 +163,13 @@ async fn errors_are_json_with_the_right_status() {
         ])
     );
 
+    // PostgreSQL cannot store U+0000: refused here, not dead-lettered later.
+    let mut nul = common::tpch_order(4, 1);
+    nul["comment"] = json!("a\u{0}b");
+    let (status, body) = api.post("/ingest/message/order", nul.to_string()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["details"][0]["field"], "comment");
+
     let (status, _) = api.get("/ingest/message/order").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     let (status, body) = api.get("/nowhere").await;
