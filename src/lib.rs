@@ -15,6 +15,15 @@ pub mod runtime;
 pub mod sample;
 pub mod worker;
 
+/// The Prometheus text exposition of a registry (api and worker `/metrics`).
+pub fn prometheus_text(registry: &prometheus::Registry) -> String {
+    use prometheus::Encoder as _;
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed metrics.
+    let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// `api healthcheck` / `worker healthcheck`: GETs `http://127.0.0.1:{port}/health` and returns
 /// whether it answered 200 (container HEALTHCHECKs without curl in the image).
 pub fn healthcheck(port: u16) -> bool {

@@ -169,6 +169,16 @@ async fn load(base: &str, n: u64, accepted_so_far: Arc<AtomicU64>) -> (u64, u64)
     )
 }
 
+/// Waits (at most 60 s) until a third of the messages are accepted: the moment to inject a fault.
+async fn wait_for_a_third(accepted: &AtomicU64) {
+    let start = Instant::now();
+    while accepted.load(Ordering::SeqCst) < messages() / 3
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every accepted order, and exactly its line items, are in PostgreSQL, each message once —
 /// including requests whose first publish was stored but answered 503 (ack lost in the fault):
 /// their retries carry the same idempotency key.
@@ -266,12 +276,7 @@ async fn nats_restart_mid_run_loses_no_accepted_message() {
         tokio::spawn(async move { load(&base, messages(), accepted).await })
     };
     // Restart NATS once a third of the messages are in.
-    let start = Instant::now();
-    while accepted.load(Ordering::SeqCst) < messages() / 3
-        && start.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_a_third(&accepted).await;
     nats.stop("-TERM");
     // While NATS is down the api answers 503 with Retry-After (never a 202 it cannot keep).
     let probe = tpch_order(999_999, 1).to_string();
@@ -369,12 +374,7 @@ async fn three_node_cluster_survives_losing_a_node() {
         let (base, accepted) = (p.base.clone(), accepted.clone());
         tokio::spawn(async move { load(&base, messages(), accepted).await })
     };
-    let start = Instant::now();
-    while accepted.load(Ordering::SeqCst) < messages() / 3
-        && start.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_a_third(&accepted).await;
     nodes[1].stop("-KILL");
     let (accepted, lines) = loader.await.expect("loader");
     println!("3-node cluster, one node killed: {accepted} accepted, {lines} line items");

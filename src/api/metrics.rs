@@ -1,8 +1,6 @@
 //! Prometheus metrics of the api (`GET /metrics`).
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// The api's metrics, in their own registry (several routers can live in one process).
 #[derive(Clone)]
@@ -76,10 +74,7 @@ impl ApiMetrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed metrics.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        crate::prometheus_text(&self.registry)
     }
 }
 
