@@ -64,6 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ack_wait: Duration::from_secs(30),
         concurrency: args.concurrency,
         metrics_port: None,
+        max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
     };
     let worker = Worker::connect(config).await?;
     let js = nomnom::nats::connect(&nats).await?;

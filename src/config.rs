@@ -49,6 +49,11 @@ where
     }
 }
 
+/// A whole number of seconds, at least 1.
+fn seconds(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(parsed(name, default.as_secs())?.max(1)))
+}
+
 fn stream_name(name: &'static str, default: &str) -> Result<String, ConfigError> {
     let v = var(name, default);
     let ok = !v.is_empty()
@@ -104,6 +109,11 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// `MAX_BATCH_BYTES` (default 16777216): largest NDJSON batch body; larger → 413.
     pub max_batch_bytes: usize,
+    /// `MAX_BATCH_LINES` (default 10000): most lines in one batch; more → 413.
+    pub max_batch_lines: usize,
+    /// `HEADER_READ_TIMEOUT_SECS` (10), `REQUEST_TIMEOUT_SECS` (30), `BODY_READ_TIMEOUT_SECS`
+    /// (10), `MAX_IN_FLIGHT_REQUESTS` (512).
+    pub limits: crate::api::HttpLimits,
 }
 
 impl ApiConfig {
@@ -115,6 +125,26 @@ impl ApiConfig {
             database_url: var("DATABASE_URL", &default_database_url()),
             max_body_bytes: parsed("MAX_BODY_BYTES", crate::api::DEFAULT_MAX_BODY_BYTES)?,
             max_batch_bytes: parsed("MAX_BATCH_BYTES", crate::api::DEFAULT_MAX_BATCH_BYTES)?,
+            max_batch_lines: parsed("MAX_BATCH_LINES", crate::api::DEFAULT_MAX_BATCH_LINES)?.max(1),
+            limits: crate::api::HttpLimits {
+                header_read_timeout: seconds(
+                    "HEADER_READ_TIMEOUT_SECS",
+                    crate::api::server::DEFAULT_HEADER_READ_TIMEOUT,
+                )?,
+                request_timeout: seconds(
+                    "REQUEST_TIMEOUT_SECS",
+                    crate::api::server::DEFAULT_REQUEST_TIMEOUT,
+                )?,
+                body_read_timeout: seconds(
+                    "BODY_READ_TIMEOUT_SECS",
+                    crate::api::server::DEFAULT_BODY_READ_TIMEOUT,
+                )?,
+                max_in_flight: parsed(
+                    "MAX_IN_FLIGHT_REQUESTS",
+                    crate::api::server::DEFAULT_MAX_IN_FLIGHT,
+                )?
+                .max(1),
+            },
         })
     }
 }
@@ -130,7 +160,8 @@ pub struct WorkerConfig {
     pub database_url: String,
     /// `BATCH_SIZE` (default 500): messages fetched and written per transaction.
     pub batch_size: usize,
-    /// `MAX_DELIVER` (default 5): deliveries before a message is dead-lettered.
+    /// `MAX_DELIVER` (default 5): deliveries without an outcome (the worker died or the batch
+    /// panicked) before a message is dead-lettered; database outages do not count.
     pub max_deliver: i64,
     /// `ACK_WAIT_SECS` (default 30): how long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
@@ -138,7 +169,13 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// `WORKER_METRICS_PORT` (default 9090; `0` turns it off): `/health` and `/metrics`.
     pub metrics_port: Option<u16>,
+    /// `WORKER_MAX_BATCH_BYTES` (default 32 MiB): payload bytes pulled per batch, so memory is
+    /// bounded by `WORKER_CONCURRENCY` × this whatever the message size.
+    pub max_batch_bytes: usize,
 }
+
+/// Default `WORKER_MAX_BATCH_BYTES`.
+pub const DEFAULT_WORKER_MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 impl WorkerConfig {
     /// Reads the worker's variables.
@@ -168,6 +205,7 @@ impl WorkerConfig {
             ack_wait: Duration::from_secs(parsed("ACK_WAIT_SECS", 30u64)?.max(1)),
             concurrency: parsed("WORKER_CONCURRENCY", 3usize)?.max(1),
             metrics_port: Some(parsed("WORKER_METRICS_PORT", 9090u16)?).filter(|p| *p != 0),
+            max_batch_bytes: parsed("WORKER_MAX_BATCH_BYTES", DEFAULT_WORKER_MAX_BATCH_BYTES)?,
         })
     }
 }
@@ -182,6 +220,11 @@ pub const API_ENV_VARS: &[&str] = &[
     "PORT",
     "MAX_BODY_BYTES",
     "MAX_BATCH_BYTES",
+    "MAX_BATCH_LINES",
+    "HEADER_READ_TIMEOUT_SECS",
+    "REQUEST_TIMEOUT_SECS",
+    "BODY_READ_TIMEOUT_SECS",
+    "MAX_IN_FLIGHT_REQUESTS",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
@@ -199,15 +242,21 @@ pub const WORKER_ENV_VARS: &[&str] = &[
     "MAX_DELIVER",
     "ACK_WAIT_SECS",
     "WORKER_METRICS_PORT",
+    "WORKER_MAX_BATCH_BYTES",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
 
-/// Sets up `tracing` from `RUST_LOG` (default `info`); JSON lines when `LOG_FORMAT=json`.
+/// Sets up `tracing` from `RUST_LOG` (default `info`); JSON lines when `LOG_FORMAT=json`; ANSI
+/// colours only when stdout is a terminal.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only for a person at a terminal, never in a log file or a container log.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     let result = if std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
         builder.json().try_init()
     } else {
@@ -228,7 +277,7 @@ mod tests {
         let code = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
         let lists_start = code.find("pub const API_ENV_VARS").unwrap_or(code.len());
         let mut read: Vec<&str> = Vec::new();
-        for call in ["var(\"", "parsed(\"", "stream_name(\""] {
+        for call in ["var(\"", "parsed(\"", "stream_name(\"", "seconds(\""] {
             for (i, _) in code[..lists_start].match_indices(call) {
                 let rest = &code[i + call.len()..];
                 let name = &rest[..rest.find('"').unwrap_or(0)];

@@ -10,6 +10,7 @@ pub mod db;
 pub mod defaults;
 pub mod envelope;
 pub mod generated;
+pub mod labels;
 pub mod nats;
 pub mod runtime;
 pub mod sample;

@@ -338,19 +338,32 @@ async fn batch_answers_per_line_and_publishes_valid_lines() {
 }
 
 #[tokio::test]
-async fn readiness_names_the_failed_dependency() {
+async fn readiness_follows_what_accepting_needs() {
     let test_db = common::TestDb::create().await;
     let api = Api::new(true, &test_db.url).await;
     let (status, body) = api.get("/ready").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["postgres"], "ok");
 
-    let no_pg = Api::new(false, "postgres://postgres@127.0.0.1:1/none").await;
-    let (status, body) = no_pg.get("/ready").await;
+    // PostgreSQL down: still ready (messages are accepted), and said so.
+    let no_pg_only = Api::new(true, "postgres://postgres@127.0.0.1:1/none").await;
+    let (status, body) = no_pg_only.get("/ready").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["postgres"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("unavailable")),
+        "{body}"
+    );
+    no_pg_only.cleanup().await;
+
+    // No stream: not ready, and the answer names it.
+    let no_stream = Api::new(false, "postgres://postgres@127.0.0.1:1/none").await;
+    let (status, body) = no_stream.get("/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let failed = body["failed"].as_object().expect("failed");
-    let mut names: Vec<&str> = failed.keys().map(String::as_str).collect();
-    names.sort();
-    assert_eq!(names, vec!["postgres", "stream"]);
+    let names: Vec<&str> = failed.keys().map(String::as_str).collect();
+    assert_eq!(names, vec!["stream"]);
     api.cleanup().await;
     test_db.drop_db().await;
 }
@@ -549,5 +562,107 @@ async fn a_full_stream_is_503_with_retry_after() {
         "{body}"
     );
     assert_eq!(api.stream_messages().await, 1);
+    api.cleanup().await;
+}
+
+/// Samples (not comments) in the `/metrics` text.
+fn series(metrics: &Value) -> usize {
+    metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count()
+}
+
+#[tokio::test]
+async fn made_up_entity_names_and_methods_add_no_metric_series() {
+    let api = Api::plain().await;
+    let hostile = |i: usize| {
+        let name = format!("e{}", common::unique());
+        let method = axum::http::Method::from_bytes(format!("M{i}X").as_bytes()).expect("token");
+        (name, method)
+    };
+    let send = |i: usize| {
+        let (name, method) = hostile(i);
+        let api = &api;
+        async move {
+            api.post(&format!("/ingest/message/{name}"), "{}").await;
+            api.post(&format!("/ingest/batch/{name}"), "{}\n").await;
+            api.call(
+                Request::builder()
+                    .method(method)
+                    .uri(format!("/ingest/message/{name}"))
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await;
+        }
+    };
+    for i in 0..3 {
+        send(i).await;
+    }
+    // The first scrape creates the scrape's own series.
+    api.get("/metrics").await;
+    let (_, before) = api.get("/metrics").await;
+    for i in 3..1003 {
+        send(i).await;
+    }
+    let (_, after) = api.get("/metrics").await;
+    assert_eq!(
+        series(&after),
+        series(&before),
+        "{}",
+        after.as_str().unwrap_or_default()
+    );
+    let text = after.as_str().unwrap_or_default();
+    assert!(text.contains(r#"entity="unknown""#), "{text}");
+    assert!(text.contains(r#"method="other""#), "{text}");
+    api.cleanup().await;
+}
+
+#[tokio::test]
+async fn batches_are_bounded_in_lines_bytes_and_answer_size() {
+    let mut api = Api::plain().await;
+    api.state.max_batch_lines = 50;
+    api.state.max_body_bytes = 2000;
+    let order = common::tpch_order(1, 1).to_string();
+
+    // One line too many: 413 JSON, and nothing is published.
+    let body = format!("{order}\n").repeat(51);
+    let (status, answer) = api.post("/ingest/batch/order", body).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "the batch has more than 50 lines; split it"
+    );
+    assert_eq!(api.stream_messages().await, 0);
+
+    // Blank lines do not count; a line over MAX_BODY_BYTES is refused alone.
+    let mut body = format!("{order}\n\n\n").repeat(48);
+    body.push_str(&format!("{{\"pad\":\"{}\"}}\n", "x".repeat(3000)));
+    body.push_str(&order);
+    let (status, answer) = api.post("/ingest/batch/order", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["accepted"], 49);
+    assert_eq!(answer["rejected"], 1);
+    assert_eq!(answer["rejected_by_reason"]["too_large"], 1);
+    assert_eq!(api.stream_messages().await, 49);
+
+    // 300 bad lines: counted, but only the first 100 listed in full.
+    api.state.max_batch_lines = 10_000;
+    let (status, answer) = api.post("/ingest/batch/order", "{}\n".repeat(300)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(answer["rejected"], 300);
+    assert_eq!(answer["errors_omitted"], 200);
+    assert_eq!(answer["rejected_by_reason"]["invalid"], 300);
+    let results = answer["results"].as_array().expect("results");
+    assert_eq!(results.len(), nomnom::api::MAX_ERRORS_SHOWN);
+    assert_eq!(results[99]["line"], 100);
+    assert!(
+        results[0]["details"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    );
     api.cleanup().await;
 }

@@ -100,7 +100,7 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
             .text()
             .await
             .expect("text");
-        if text.contains(r#"nomnom_worker_processed_total{entity="Order"} 1"#) {
+        if text.contains(r#"nomnom_worker_processed_total{entity="order"} 1"#) {
             assert!(text.contains("nomnom_worker_db_write_seconds_bucket"));
             assert!(text.contains("nomnom_worker_batch_size_bucket"));
             assert!(text.contains("nomnom_worker_consumer_pending"));
@@ -187,4 +187,121 @@ fn bad_configuration_is_a_clear_error() {
         .expect("run worker");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command `frobnicate`"));
+}
+
+/// Peak resident memory of a process (`VmHWM` in `/proc/<pid>/status`), and its current one
+/// (`/proc/<pid>/statm`), in bytes.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (peak_kb * 1024, pages * 4096)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_keep_api_memory_growth_under_64_mb() {
+    let stream = format!("M_{}", common::unique());
+    let port = free_port();
+    let mut api = Command::new(env!("CARGO_BIN_EXE_api"))
+        .env("NATS_URL", common::nats_url())
+        .env("NATS_STREAM", &stream)
+        .env("DATABASE_URL", format!("{}/test", common::pg_admin_url()))
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("api starts");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http_ok(&format!("{base}/ready")).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Vec<u8>| {
+        let request = client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let r = request.send().await.expect("answered");
+            let status = r.status().as_u16();
+            let text = r.bytes().await.expect("body");
+            (
+                status,
+                text.len(),
+                serde_json::from_slice::<serde_json::Value>(&text),
+            )
+        }
+    };
+    let order = common::tpch_order(1, 4).to_string();
+    // Warm up allocator and connections with ordinary traffic first.
+    let (status, _, _) = post("/ingest/message/order", order.clone().into_bytes()).await;
+    assert_eq!(status, 202);
+    let (status, _, _) = post(
+        "/ingest/batch/order",
+        format!("{order}\n").repeat(100).into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (baseline, _) = memory(api.id());
+    let valid_batch = format!("{order}\n").repeat(5_000).into_bytes();
+    let mut nested = b"{\"order_key\":[".to_vec();
+    while nested.len() < 1_000_000 {
+        nested.extend_from_slice(b"0,");
+    }
+    nested.extend_from_slice(b"0]}");
+    let cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
+        (
+            "1M lines of {}",
+            "/ingest/batch/order",
+            "{}\n".repeat(1_000_000).into_bytes(),
+            413,
+        ),
+        (
+            "10k lines of {}",
+            "/ingest/batch/order",
+            "{}\n".repeat(10_000).into_bytes(),
+            422,
+        ),
+        (
+            "one 15 MiB line",
+            "/ingest/batch/order",
+            vec![b' '; 15 << 20],
+            422,
+        ),
+        ("5k valid orders", "/ingest/batch/order", valid_batch, 202),
+        ("1 MB of numbers", "/ingest/message/order", nested, 422),
+    ];
+    for (name, path, body, expected) in cases {
+        let size = body.len();
+        let (status, answer_len, answer) = post(path, body).await;
+        let (peak, now) = memory(api.id());
+        let growth = peak.saturating_sub(baseline);
+        println!(
+            "{name} ({size} bytes): {status}, answer {answer_len} bytes, peak RSS +{:.1} MB (now {:.1} MB)",
+            growth as f64 / 1e6,
+            now as f64 / 1e6
+        );
+        assert_eq!(status, expected, "{name}: {answer:?}");
+        assert!(answer.is_ok(), "{name}: the answer is JSON");
+        assert!(answer_len < 1 << 20, "{name}: answer of {answer_len} bytes");
+        assert!(growth < 64 << 20, "{name}: peak RSS grew {growth} bytes");
+    }
+    terminate(&mut api);
+    let js = nomnom::nats::connect(&nomnom::config::NatsConfig {
+        url: common::nats_url(),
+        stream: stream.clone(),
+        duplicate_window: Duration::from_secs(120),
+        replicas: 1,
+    })
+    .await
+    .expect("NATS");
+    let _ = js.delete_stream(&stream).await;
 }

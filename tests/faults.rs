@@ -449,3 +449,278 @@ async fn a_thousand_malformed_messages_are_dead_lettered_with_reasons() {
     assert_eq!(p.db.count("SELECT 1 FROM orders").await, 1);
     p.stop().await;
 }
+
+/// A PostgreSQL server of this test (`initdb` into a scratch directory, `pg_ctl` on a free
+/// port), so stopping it disturbs no other test. Removed when dropped.
+struct OwnPostgres {
+    dir: PathBuf,
+    port: u16,
+}
+
+/// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
+fn as_postgres(tool: &str) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", tool]);
+        c
+    } else {
+        Command::new(tool)
+    }
+}
+
+impl OwnPostgres {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("nomnom-pg-{}", common::unique()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let _ = Command::new("chown")
+            .args(["postgres:postgres", &dir.to_string_lossy()])
+            .status();
+        let data = dir.join("data");
+        let ok = as_postgres("initdb")
+            .args([
+                "-D",
+                &data.to_string_lossy(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("initdb on PATH")
+            .success();
+        assert!(ok, "initdb failed");
+        let pg = Self {
+            dir,
+            port: free_port(),
+        };
+        pg.pg_ctl_start();
+        pg
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    fn pg_ctl_start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let ok = as_postgres("pg_ctl")
+            .args(["-D", &self.dir.join("data").to_string_lossy()])
+            .args([
+                "-o",
+                &options,
+                "-l",
+                &self.dir.join("log").to_string_lossy(),
+            ])
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl on PATH")
+            .success();
+        assert!(ok, "pg_ctl start failed");
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) {
+        let _ = as_postgres("pg_ctl")
+            .args(["-D", &self.dir.join("data").to_string_lossy()])
+            .args(["-m", mode, "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.pg_ctl_stop("immediate");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Prometheus sample's value from a text exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+async fn scrape(port: u16) -> String {
+    match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The worker binary with nothing but its addresses set: every other setting is its default.
+fn default_worker(p: &Pipeline, metrics_port: u16, log: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env("NATS_URL", common::nats_url())
+        .env("NATS_STREAM", &p.stream)
+        .env("NATS_CONSUMER", &p.worker_config.consumer)
+        .env("DATABASE_URL", &p.db.url)
+        .env("WORKER_METRICS_PORT", metrics_port.to_string())
+        .env("RUST_LOG", "info")
+        .env_remove("LOG_FORMAT")
+        .stdout(std::fs::File::create(log).expect("log file"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker binary")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixty_second_postgres_outage_at_default_settings_costs_no_dead_letter() {
+    let pg = OwnPostgres::start();
+    let db = common::TestDb::create_on(&pg.url(), "postgres").await;
+    let p = Pipeline::paused_on(db, |_| {}).await;
+    let metrics_port = free_port();
+    let log = pg.dir.join("worker.log");
+    let mut worker = default_worker(&p, metrics_port, &log);
+    let accepted = Arc::new(AtomicU64::new(0));
+    let loader = {
+        let (base, accepted) = (p.base.clone(), accepted.clone());
+        tokio::spawn(async move { load(&base, messages(), accepted).await })
+    };
+    wait_for_a_third(&accepted).await;
+    pg.pg_ctl_stop("fast");
+    let outage = Duration::from_secs(
+        std::env::var("FAULT_PG_SERVER_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60),
+    );
+    let stopped = Instant::now();
+    // Accepting needs NATS only: the api stays ready and keeps taking messages.
+    let (ready, _) = p.get("/ready").await;
+    assert_eq!(ready, 200, "/ready follows what accepting needs");
+    let (status, _) = p
+        .post("/ingest/message/order", &tpch_order(999_999, 2).to_string())
+        .await;
+    assert_eq!(status, 202, "the api accepts while PostgreSQL is down");
+    let mut seen_down = false;
+    while stopped.elapsed() < outage {
+        let text = scrape(metrics_port).await;
+        seen_down |= sample(&text, "nomnom_worker_database_up") == Some(0.0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    pg.pg_ctl_start();
+    let (accepted, lines) = loader.await.expect("loader");
+    println!(
+        "PostgreSQL server stopped {} s at default settings: {accepted} (+1) accepted",
+        outage.as_secs()
+    );
+    assert_all_landed(&p, accepted + 1, lines + 2).await;
+    assert!(seen_down, "/metrics showed the outage");
+    let text = scrape(metrics_port).await;
+    assert_eq!(sample(&text, "nomnom_worker_database_up"), Some(1.0));
+    assert_eq!(
+        sample(&text, "nomnom_worker_database_outages_total"),
+        Some(1.0)
+    );
+    signal(&worker, "-TERM");
+    let _ = worker.wait();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a log file");
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let (started, summaries, ended) = (
+        count("database unavailable"),
+        count("database still unavailable"),
+        count("database available again"),
+    );
+    println!("outage log lines: {started} start, {summaries} summaries, {ended} end");
+    assert_eq!(started, 1, "{log}");
+    assert_eq!(ended, 1, "{log}");
+    assert!(
+        summaries <= (outage.as_secs() / 30 + 1) as usize,
+        "summaries every 30 s: {log}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_every_delivery_dies_with_the_worker_ends_dead_lettered() {
+    let p = Pipeline::paused_with(|_| {}).await;
+    // This one order's insert hangs on the server, so the worker is still holding it when the
+    // test kills it.
+    p.db.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION hang() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN PERFORM pg_sleep(3600); RETURN NEW; END $$; \
+             CREATE TRIGGER hang BEFORE INSERT ON orders FOR EACH ROW \
+               WHEN (NEW.clerk = 'Clerk#hang') EXECUTE FUNCTION hang()",
+        )
+        .await
+        .expect("trigger");
+    let mut order = tpch_order(1, 2);
+    order["clerk"] = serde_json::json!("Clerk#hang");
+    let (status, answer) = p.post("/ingest/message/order", &order.to_string()).await;
+    assert_eq!(status, 202);
+    let id = answer["message_id"].as_str().expect("id").to_string();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_worker"))
+            .env("NATS_URL", common::nats_url())
+            .env("NATS_STREAM", &p.stream)
+            .env("NATS_CONSUMER", &p.worker_config.consumer)
+            .env("DATABASE_URL", &p.db.url)
+            .env("MAX_DELIVER", "2")
+            .env("ACK_WAIT_SECS", "2")
+            .env("WORKER_METRICS_PORT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("worker binary")
+    };
+    let admin = common::pg(&format!("{}/test", common::pg_admin_url())).await;
+    for delivery in 1..=2 {
+        let mut worker = spawn();
+        let start = Instant::now();
+        let pid: i32 = loop {
+            let rows = admin
+                .query(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event = 'PgSleep'",
+                    &[&p.db.name],
+                )
+                .await
+                .expect("pg_stat_activity");
+            if let Some(row) = rows.first() {
+                break row.get(0);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "delivery {delivery} never reached the database"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        signal(&worker, "-KILL");
+        let _ = worker.wait();
+        let _ = admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await;
+    }
+    // Delivery 3 is over the budget: the worker dead-letters it without writing.
+    let mut worker = spawn();
+    p.db.wait_count("SELECT 1 FROM dead_letters", 1).await;
+    let rows =
+        p.db.rows("SELECT message_id::text, attempts::text, reason FROM dead_letters")
+            .await;
+    assert_eq!(rows[0][0].as_deref(), Some(id.as_str()));
+    assert_eq!(rows[0][1].as_deref(), Some("3"));
+    let reason = rows[0][2].clone().unwrap_or_default();
+    assert!(reason.contains("without an outcome"), "{reason}");
+    let (_, status) = p.get(&format!("/ingest/status/{id}")).await;
+    assert_eq!(status["status"], "dead_lettered", "{status}");
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 0);
+    signal(&worker, "-TERM");
+    let _ = worker.wait();
+    p.stop().await;
+}

@@ -1,5 +1,5 @@
 //! The worker's guarantees on the real services: poison isolation, transient faults with retry,
-//! MAX_DELIVER then dead letter, replay, exactly-once effect under redelivery, status lookups.
+//! data errors dead-lettered at once, replay, exactly-once effect under redelivery, status lookups.
 
 mod common;
 
@@ -87,7 +87,8 @@ async fn a_data_error_dead_letters_only_the_offending_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_retried_and_everything_lands() {
-    let p = Pipeline::start_with(|c| c.max_deliver = 10).await;
+    // Default settings: an outage spends no delivery, whatever MAX_DELIVER is.
+    let p = Pipeline::start().await;
     block_db(&p).await;
     for n in 1..=20u32 {
         let (status, _) = p
@@ -117,32 +118,41 @@ async fn a_database_outage_is_retried_and_everything_lands() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_deliver_dead_letters_with_the_last_error_and_replay_processes_it() {
-    let p = Pipeline::start_with(|c| c.max_deliver = 2).await;
-    block_db(&p).await;
-    let (status, answer) = p
-        .post("/ingest/message/order", &tpch_order(1, 2).to_string())
-        .await;
+async fn a_dead_letter_is_replayed_once_the_cause_is_fixed() {
+    let p = Pipeline::start().await;
+    p.db.client()
+        .await
+        .batch_execute("ALTER TABLE orders ADD CONSTRAINT no_clerk_7 CHECK (clerk <> 'Clerk#7')")
+        .await
+        .expect("constraint");
+    let mut order = tpch_order(1, 2);
+    order["clerk"] = json!("Clerk#7");
+    let (status, answer) = p.post("/ingest/message/order", &order.to_string()).await;
     assert_eq!(status, 202);
     let id = answer["message_id"].as_str().expect("id").to_string();
-    // Delivery 1 fails, NAK 1 s, delivery 2 fails → dead letter (recorded once PG is back).
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    unblock_db(&p).await;
     p.db.wait_count("SELECT 1 FROM dead_letters", 1).await;
     let rows =
         p.db.rows("SELECT message_id::text, attempts::text, reason FROM dead_letters")
             .await;
     assert_eq!(rows[0][0].as_deref(), Some(id.as_str()));
-    assert_eq!(rows[0][1].as_deref(), Some("2"));
+    assert_eq!(
+        rows[0][1].as_deref(),
+        Some("1"),
+        "a data error is final at once"
+    );
     let reason = rows[0][2].clone().unwrap_or_default();
     assert!(
-        reason.starts_with("gave up after 2 deliveries; last error: database connection"),
+        reason.contains("SQLSTATE 23514") && reason.contains("no_clerk_7"),
         "{reason}"
     );
     let (_, status) = p.get(&format!("/ingest/status/{id}")).await;
     assert_eq!(status["status"], "dead_lettered");
-    assert_eq!(status["attempts"], 2);
 
+    p.db.client()
+        .await
+        .batch_execute("ALTER TABLE orders DROP CONSTRAINT no_clerk_7")
+        .await
+        .expect("drop constraint");
     let pool = nomnom::db::pool(&p.db.url, 1).expect("pool");
     let filter = nomnom::worker::dead_letter::ReplayFilter {
         entity: Some("order".into()),
@@ -283,6 +293,132 @@ async fn two_workers_share_the_consumer_without_duplicates() {
     assert_eq!(
         p.db.count("SELECT 1 FROM order_line_items").await,
         i64::from(expected_lines)
+    );
+    p.stop().await;
+}
+
+/// The pid of a backend of the test database that is inside `pg_sleep` (waits up to 20 s).
+async fn sleeping_backend(p: &Pipeline) -> i32 {
+    let admin = common::pg(&format!("{}/test", common::pg_admin_url())).await;
+    let start = std::time::Instant::now();
+    loop {
+        let rows = admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event = 'PgSleep'",
+                &[&p.db.name],
+            )
+            .await
+            .expect("pg_stat_activity");
+        if let Some(row) = rows.first() {
+            return row.get(0);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the worker's write never reached the slow trigger"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_backend_is_transient_and_the_batch_commits_on_retry() {
+    let mut p = Pipeline::paused_with(|_| {}).await;
+    // The first insert into orders sleeps on the server (a sequence is not rolled back, so only
+    // the first attempt sleeps), long enough to terminate its backend mid-write.
+    p.db.client()
+        .await
+        .batch_execute(
+            "CREATE SEQUENCE slow_once; \
+             CREATE FUNCTION slow_first() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN IF nextval('slow_once') = 1 THEN PERFORM pg_sleep(60); END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER slow_first BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION slow_first()",
+        )
+        .await
+        .expect("trigger");
+    for n in 1..=3u32 {
+        p.publish_raw(envelope(uuid::Uuid::new_v4(), &tpch_order(n, 2)))
+            .await;
+    }
+    let metrics = p.start_worker().await;
+    let pid = sleeping_backend(&p).await;
+    let admin = common::pg(&format!("{}/test", common::pg_admin_url())).await;
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("terminate");
+    p.db.wait_count("SELECT 1 FROM message_status WHERE status = 'processed'", 3)
+        .await;
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 3);
+    assert_eq!(p.db.count("SELECT 1 FROM dead_letters").await, 0);
+    // 57P01 admin_shutdown, read off the wire, classified transient.
+    assert_eq!(metrics.db_errors.with_label_values(&["57"]).get(), 1);
+    assert_eq!(metrics.database_outages.get(), 1);
+    assert_eq!(metrics.database_up.get(), 1, "the outage ended");
+    assert_stream_drains(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_batch_is_contained_and_its_messages_redelivered() {
+    let mut p = Pipeline::paused_with(|_| {}).await;
+    let marked = uuid::Uuid::new_v4();
+    p.publish_raw(envelope(marked, &tpch_order(1, 2))).await;
+    p.publish_raw(envelope(uuid::Uuid::new_v4(), &tpch_order(2, 2)))
+        .await;
+    let metrics = p
+        .start_worker_with(|w| {
+            w.set_fault_hook(std::sync::Arc::new(move |batch| {
+                if batch
+                    .iter()
+                    .any(|(id, delivered)| *id == marked && *delivered == 1)
+                {
+                    panic!("injected fault");
+                }
+            }))
+        })
+        .await;
+    p.db.wait_count("SELECT 1 FROM message_status WHERE status = 'processed'", 2)
+        .await;
+    assert_eq!(metrics.panicked_batches.get(), 1);
+    assert_eq!(
+        metrics.progress_tasks.get(),
+        0,
+        "the panicked batch's progress acks stopped"
+    );
+    assert_eq!(p.db.count("SELECT 1 FROM dead_letters").await, 0);
+    assert_stream_drains(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_entity_names_add_no_worker_metric_series() {
+    let mut p = Pipeline::paused_with(|_| {}).await;
+    let metrics = p.start_worker().await;
+    let publish = |n: usize| {
+        let p = &p;
+        async move {
+            for _ in 0..n {
+                let body = format!(
+                    r#"{{"message_id":"{}","entity":"E{}","received_at":"2026-01-01T00:00:00Z","body":{{}}}}"#,
+                    uuid::Uuid::new_v4(),
+                    common::unique()
+                );
+                p.publish_raw(body.into_bytes()).await;
+            }
+        }
+    };
+    let samples = |m: &nomnom::worker::WorkerMetrics| {
+        m.render().lines().filter(|l| !l.starts_with('#')).count()
+    };
+    publish(3).await;
+    p.db.wait_count("SELECT 1 FROM dead_letters", 3).await;
+    let before = samples(&metrics);
+    publish(1000).await;
+    p.db.wait_count("SELECT 1 FROM dead_letters", 1003).await;
+    assert_eq!(samples(&metrics), before, "{}", metrics.render());
+    assert_eq!(
+        metrics.dead_lettered.with_label_values(&["unknown"]).get(),
+        1003
     );
     p.stop().await;
 }

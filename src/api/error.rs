@@ -59,6 +59,18 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A batch has more lines than `MAX_BATCH_LINES`.
+    #[error("the batch has more than {limit} lines; split it")]
+    TooManyLines {
+        /// The limit in lines.
+        limit: usize,
+    },
+    /// The request (or its body) took longer than the server allows.
+    #[error("the request took too long; send it again")]
+    Timeout,
+    /// More requests are in flight than `MAX_IN_FLIGHT_REQUESTS`.
+    #[error("the server is at its limit of requests in flight; retry after the Retry-After header")]
+    Overloaded,
     /// No such route, or no such message.
     #[error("{0}")]
     NotFound(String),
@@ -104,10 +116,13 @@ impl ApiError {
             ApiError::UnknownEntity(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidJson { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::TooManyLines { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Body { status, .. } => *status,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

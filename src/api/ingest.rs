@@ -127,7 +127,9 @@ fn check_content_type(headers: &HeaderMap, batch: bool) -> Result<(), ApiError> 
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if super::server::is_body_timeout(&e) {
+            ApiError::Timeout
+        } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge { limit }
         } else {
             ApiError::Body {
@@ -214,20 +216,26 @@ async fn await_ack(
         .map_err(|e| publish_error(e.kind(), e.to_string()))
 }
 
-fn count_rejected(state: &AppState, entity: &str, e: &ApiError) {
-    let reason = match e {
+/// The reason label of a rejection (a closed set).
+fn rejection_reason(e: &ApiError) -> &'static str {
+    match e {
         ApiError::InvalidJson { .. } => "invalid_json",
         ApiError::Invalid { .. } => "invalid",
         ApiError::UnknownEntity(_) => "unknown_entity",
-        ApiError::TooLarge { .. } => "too_large",
+        ApiError::TooLarge { .. } | ApiError::TooManyLines { .. } => "too_large",
         ApiError::UnsupportedMediaType { .. } => "content_type",
         ApiError::Unavailable(_) => "unavailable",
         _ => "other",
-    };
+    }
+}
+
+fn count_rejected(state: &AppState, entity: &str, e: &ApiError) {
+    let reason = rejection_reason(e);
+    // The label is a known entity or `unknown`, never the name a client made up.
     state
         .metrics
         .rejected
-        .with_label_values(&[entity, reason])
+        .with_label_values(&[crate::labels::entity_label(entity), reason])
         .inc();
 }
 
@@ -391,13 +399,120 @@ pub enum LineResult {
     },
 }
 
-/// `POST /ingest/batch/{entity}`: NDJSON, one message per line. Valid lines are all published
-/// before any ack is awaited (pipelined), and every accepted line is acked before the answer.
+/// How many rejected lines a batch answer lists in full; the rest are only counted.
+pub const MAX_ERRORS_SHOWN: usize = 100;
+
+/// The rejected lines of a batch: the first [`MAX_ERRORS_SHOWN`] in full, all counted by reason.
+#[derive(Default)]
+struct Rejections {
+    shown: Vec<LineResult>,
+    total: usize,
+    retryable: usize,
+    by_reason: std::collections::BTreeMap<&'static str, usize>,
+}
+
+impl Rejections {
+    fn add(&mut self, state: &AppState, entity: RootEntity, line: usize, e: ApiError) {
+        count_rejected(state, entity.snake_name(), &e);
+        self.total += 1;
+        *self.by_reason.entry(rejection_reason(&e)).or_default() += 1;
+        let result = rejected(line, e);
+        if let LineResult::Rejected {
+            retryable: true, ..
+        } = result
+        {
+            self.retryable += 1;
+        }
+        if self.shown.len() < MAX_ERRORS_SHOWN {
+            self.shown.push(result);
+        }
+    }
+}
+
+/// Splits a streamed body into lines as it arrives, holding at most one line (up to
+/// `max_line` bytes; a longer line is reported, not buffered).
+struct LineSplitter {
+    partial: Vec<u8>,
+    overlong: bool,
+    max_line: usize,
+    number: usize,
+}
+
+/// One line of a streamed batch.
+enum Line<'a> {
+    Text(usize, &'a [u8]),
+    TooLong(usize),
+}
+
+impl LineSplitter {
+    fn new(max_line: usize) -> Self {
+        Self {
+            partial: Vec::new(),
+            overlong: false,
+            max_line,
+            number: 0,
+        }
+    }
+
+    /// Feeds a chunk; calls `each` for every line it completes (stops early on `Err`).
+    fn feed<E>(
+        &mut self,
+        mut chunk: &[u8],
+        each: &mut impl FnMut(Line<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while let Some(pos) = chunk.iter().position(|b| *b == b'\n') {
+            let piece = &chunk[..pos];
+            chunk = &chunk[pos + 1..];
+            self.number += 1;
+            if self.overlong || self.partial.len() + piece.len() > self.max_line {
+                self.overlong = false;
+                self.partial.clear();
+                each(Line::TooLong(self.number))?;
+            } else if self.partial.is_empty() {
+                each(Line::Text(self.number, piece))?;
+            } else {
+                self.partial.extend_from_slice(piece);
+                let line = std::mem::take(&mut self.partial);
+                each(Line::Text(self.number, &line))?;
+            }
+        }
+        if !self.overlong {
+            if self.partial.len() + chunk.len() > self.max_line {
+                self.overlong = true;
+                self.partial = Vec::new();
+            } else {
+                self.partial.extend_from_slice(chunk);
+            }
+        }
+        Ok(())
+    }
+
+    /// The last line, when the body does not end with a newline.
+    fn finish<E>(&mut self, each: &mut impl FnMut(Line<'_>) -> Result<(), E>) -> Result<(), E> {
+        if self.overlong {
+            self.number += 1;
+            self.overlong = false;
+            return each(Line::TooLong(self.number));
+        }
+        if self.partial.is_empty() {
+            return Ok(());
+        }
+        self.number += 1;
+        let line = std::mem::take(&mut self.partial);
+        each(Line::Text(self.number, &line))
+    }
+}
+
+/// `POST /ingest/batch/{entity}`: NDJSON, one message per line, read and validated line by line
+/// as the body streams in (at most `MAX_BATCH_LINES` lines, each at most `MAX_BODY_BYTES`, the
+/// whole at most `MAX_BATCH_BYTES`). Nothing is published unless the whole body is within the
+/// limits; then valid lines are all published before any ack is awaited (pipelined), and every
+/// accepted line is acked before the answer.
 pub async fn ingest_batch(
     State(state): State<Arc<AppState>>,
     Path(entity_name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let result = batch(&state, &entity_name, &headers, body).await;
     result.unwrap_or_else(|e| {
@@ -410,92 +525,147 @@ async fn batch(
     state: &AppState,
     entity_name: &str,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let entity = entity_by_name(entity_name)?;
     check_content_type(headers, true)?;
-    let body = body_bytes(body, state.max_batch_bytes)?;
     let key = idempotency_key(headers)?;
-    let mut results: Vec<Option<LineResult>> = Vec::new();
-    let mut pending = Vec::new();
-    let started = Instant::now();
-    for (index, line) in body.split(|b| *b == b'\n').enumerate() {
-        let number = index + 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let slot = results.len();
-        results.push(None);
-        let id = message_id(entity, key.as_deref(), Some(number));
-        let validated = validate(entity, line, id);
-        let sent = match validated {
-            Ok(v) => send(state, &v).await.map(|ack| (v, ack)),
-            Err(e) => Err(e),
-        };
-        match sent {
-            Ok((v, ack)) => pending.push((slot, number, v.message_id, ack)),
-            Err(e) => {
-                count_rejected(state, entity.snake_name(), &e);
-                results[slot] = Some(rejected(number, e));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_batch_bytes as u64) {
+        return Err(ApiError::TooLarge {
+            limit: state.max_batch_bytes,
+        });
+    }
+    let mut valid: Vec<(usize, Validated)> = Vec::new();
+    let mut rejections = Rejections::default();
+    let mut lines = 0usize;
+    let mut splitter = LineSplitter::new(state.max_body_bytes);
+    let mut on_line = |line: Line<'_>| -> Result<(), ApiError> {
+        let (number, text) = match line {
+            Line::TooLong(number) => {
+                lines += 1;
+                if lines > state.max_batch_lines {
+                    return Err(ApiError::TooManyLines {
+                        limit: state.max_batch_lines,
+                    });
+                }
+                rejections.add(
+                    state,
+                    entity,
+                    number,
+                    ApiError::TooLarge {
+                        limit: state.max_body_bytes,
+                    },
+                );
+                return Ok(());
             }
+            Line::Text(number, text) => (number, text),
+        };
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        lines += 1;
+        if lines > state.max_batch_lines {
+            return Err(ApiError::TooManyLines {
+                limit: state.max_batch_lines,
+            });
+        }
+        let id = message_id(entity, key.as_deref(), Some(number));
+        match validate(entity, text, id) {
+            Ok(v) => valid.push((number, v)),
+            Err(e) => rejections.add(state, entity, number, e),
+        }
+        Ok(())
+    };
+    let mut stream = body.into_data_stream();
+    let mut read = 0usize;
+    let mut refused: Option<ApiError> = None;
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| {
+            if super::server::is_body_timeout(&e) {
+                ApiError::Timeout
+            } else {
+                ApiError::Body {
+                    status: StatusCode::BAD_REQUEST,
+                    message: format!("the request body could not be read: {e}"),
+                }
+            }
+        })?;
+        read += chunk.len();
+        if read > state.max_batch_bytes {
+            return Err(ApiError::TooLarge {
+                limit: state.max_batch_bytes,
+            });
+        }
+        // Once refused, the rest is read and dropped (bounded by MAX_BATCH_BYTES) so that the
+        // client, still sending, reads the answer instead of a reset connection.
+        if refused.is_none()
+            && let Err(e) = splitter.feed(&chunk, &mut on_line)
+        {
+            refused = Some(e);
         }
     }
-    if results.is_empty() {
+    if refused.is_none()
+        && let Err(e) = splitter.finish(&mut on_line)
+    {
+        refused = Some(e);
+    }
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    if lines == 0 {
         return Err(ApiError::BadRequest(
             "the batch is empty: send one JSON object per line".into(),
         ));
     }
-    let acks = futures::future::join_all(pending.into_iter().map(
-        |(slot, number, id, ack)| async move {
-            (
-                slot,
-                number,
-                id,
-                await_ack(state, entity, started, ack).await,
-            )
-        },
-    ))
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(valid.len());
+    for (number, v) in valid {
+        match send(state, &v).await {
+            Ok(ack) => pending.push((number, v.message_id, ack)),
+            Err(e) => rejections.add(state, entity, number, e),
+        }
+    }
+    let acks = futures::future::join_all(pending.into_iter().map(|(number, id, ack)| async move {
+        (number, id, await_ack(state, entity, started, ack).await)
+    }))
     .await;
-    let (mut accepted, mut retryable) = (0usize, 0usize);
-    for (slot, line, message_id, ack) in acks {
-        results[slot] = Some(match ack {
+    let mut results = Vec::with_capacity(acks.len() + rejections.shown.len());
+    let mut accepted = 0usize;
+    for (line, message_id, ack) in acks {
+        match ack {
             Ok(_) => {
                 accepted += 1;
-                LineResult::Accepted { line, message_id }
+                results.push(LineResult::Accepted { line, message_id });
             }
-            Err(e) => {
-                count_rejected(state, entity.snake_name(), &e);
-                rejected(line, e)
-            }
-        });
+            Err(e) => rejections.add(state, entity, line, e),
+        }
     }
     state
         .metrics
         .accepted
         .with_label_values(&[entity.snake_name()])
         .inc_by(accepted as u64);
-    let results: Vec<LineResult> = results.into_iter().flatten().collect();
-    for r in &results {
-        if let LineResult::Rejected {
-            retryable: true, ..
-        } = r
-        {
-            retryable += 1;
-        }
-    }
-    let rejected_count = results.len() - accepted;
+    results.extend(std::mem::take(&mut rejections.shown));
+    results.sort_by_key(LineResult::line);
     let status = if accepted > 0 {
         StatusCode::ACCEPTED
-    } else if retryable == rejected_count {
+    } else if rejections.retryable == rejections.total {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
+    let omitted = rejections.total - results.len().saturating_sub(accepted);
     let body = json!({
         "entity": entity.name(),
         "accepted": accepted,
-        "rejected": rejected_count,
+        "rejected": rejections.total,
         "results": results,
+        "errors_omitted": omitted,
+        "rejected_by_reason": rejections.by_reason,
     });
     let mut response = (status, Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -504,6 +674,15 @@ async fn batch(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     Ok(response)
+}
+
+impl LineResult {
+    /// The 1-based line number.
+    pub fn line(&self) -> usize {
+        match self {
+            LineResult::Accepted { line, .. } | LineResult::Rejected { line, .. } => *line,
+        }
+    }
 }
 
 fn rejected(line: usize, e: ApiError) -> LineResult {
@@ -518,5 +697,41 @@ fn rejected(line: usize, e: ApiError) -> LineResult {
         error,
         details,
         retryable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(body: &[u8], chunk: usize, max_line: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut each = |line: Line<'_>| -> Result<(), ()> {
+            out.push(match line {
+                Line::Text(n, t) => format!("{n}:{}", String::from_utf8_lossy(t)),
+                Line::TooLong(n) => format!("{n}:too long"),
+            });
+            Ok(())
+        };
+        let mut splitter = LineSplitter::new(max_line);
+        for part in body.chunks(chunk) {
+            let _ = splitter.feed(part, &mut each);
+        }
+        let _ = splitter.finish(&mut each);
+        out
+    }
+
+    #[test]
+    fn lines_are_the_same_whatever_the_chunking() {
+        let body = b"{\"a\":1}\n\n0123456789abc\n{}\nlast";
+        for chunk in 1..body.len() {
+            assert_eq!(
+                split(body, chunk, 10),
+                ["1:{\"a\":1}", "2:", "3:too long", "4:{}", "5:last"],
+                "chunk {chunk}"
+            );
+        }
+        assert_eq!(split(b"x\n", 1, 10), ["1:x"]);
+        assert_eq!(split(b"0123456789abc", 3, 10), ["1:too long"]);
     }
 }

@@ -11,6 +11,7 @@ mod error;
 mod ingest;
 mod metrics;
 mod openapi;
+pub mod server;
 mod status;
 
 use std::sync::Arc;
@@ -25,9 +26,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
-pub use ingest::{IngestResponse, validate};
+pub use ingest::{IngestResponse, MAX_ERRORS_SHOWN, validate};
 pub use metrics::ApiMetrics;
 pub use openapi::openapi_document;
+pub use server::{HttpLimits, serve};
 
 use crate::db::DbPool;
 
@@ -35,6 +37,8 @@ use crate::db::DbPool;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default limit of a batch body (16 MiB).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Default limit of lines in a batch.
+pub const DEFAULT_MAX_BATCH_LINES: usize = 10_000;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -51,6 +55,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Largest accepted batch body.
     pub max_batch_bytes: usize,
+    /// Most lines in one batch.
+    pub max_batch_lines: usize,
 }
 
 impl AppState {
@@ -63,6 +69,7 @@ impl AppState {
             metrics: ApiMetrics::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_batch_lines: DEFAULT_MAX_BATCH_LINES,
         }
     }
 }
@@ -70,7 +77,6 @@ impl AppState {
 /// Builds the router with all routes.
 pub fn router(state: AppState) -> Router {
     let single = DefaultBodyLimit::max(state.max_body_bytes);
-    let batch = DefaultBodyLimit::max(state.max_batch_bytes);
     let state = Arc::new(state);
     Router::new()
         .route(
@@ -83,7 +89,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/ingest/batch/{entity}",
-            post(ingest::ingest_batch).layer(batch),
+            // Streamed: the handler counts bytes and lines itself.
+            post(ingest::ingest_batch),
         )
         .route("/ingest/status/{message_id}", get(status::message_status))
         .route("/health", get(status::health))
@@ -110,7 +117,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Counts every request by route template, method and status.
+/// Counts every request by route template, method and status (all closed sets).
 async fn count_requests(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -121,13 +128,13 @@ async fn count_requests(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().as_str().to_string();
+    let method = crate::labels::method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     state
         .metrics
         .requests
-        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .with_label_values(&[route.as_str(), method, response.status().as_str()])
         .inc();
     tracing::trace!(
         route,

@@ -33,11 +33,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut state = AppState::new(jetstream, config.nats.stream.clone(), db);
     state.max_body_bytes = config.max_body_bytes;
     state.max_batch_bytes = config.max_batch_bytes;
+    state.max_batch_lines = config.max_batch_lines;
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
     tracing::info!(port = config.port, stream = %config.nats.stream, "api listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(nomnom::shutdown_signal())
-        .await?;
+    nomnom::api::serve(listener, app, &config.limits, nomnom::shutdown_signal()).await;
     Ok(())
 }

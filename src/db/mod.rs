@@ -2,20 +2,20 @@
 //! transactional write of a batch of parsed messages with their status rows.
 
 pub mod evolve;
+pub mod pg;
 pub mod schema;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{self, Array, Integer, Text, Timestamptz};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use uuid::Uuid;
 
 use crate::generated::{ParsedMessage, RowBatch, TABLES};
 use crate::runtime::RowCounts;
+pub use pg::{PgConnection, PgManager, SqlState};
 
 /// Infrastructure migrations (`migrations/`), embedded in the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -23,18 +23,31 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Advisory lock key held while the schema is set up, so concurrent workers do not race.
 const SCHEMA_LOCK_KEY: i64 = 0x6e6f_6d6e_6f6d;
 
-/// A pool of async PostgreSQL connections.
-pub type DbPool = Pool<AsyncPgConnection>;
+/// A pool of async PostgreSQL connections (each knows the SQLSTATE of its last error).
+pub type DbPool = deadpool::managed::Pool<PgManager>;
+
+/// A connection taken from a [`DbPool`].
+pub type PooledConnection = deadpool::managed::Object<PgManager>;
 
 /// A database operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// No connection could be obtained.
-    #[error("database connection: {0}")]
-    Connection(String),
+    #[error("database connection: {message}")]
+    Connection {
+        /// What happened.
+        message: String,
+        /// The server's code, when it refused us with one (`53300` too many connections).
+        sqlstate: Option<SqlState>,
+    },
     /// A statement failed.
-    #[error("database query: {0}")]
-    Query(#[from] diesel::result::Error),
+    #[error("database query{}: {source}", sqlstate.map(|s| format!(" (SQLSTATE {s})")).unwrap_or_default())]
+    Query {
+        /// diesel's error.
+        source: diesel::result::Error,
+        /// The server's code for it, read off the connection.
+        sqlstate: Option<SqlState>,
+    },
     /// Running the embedded migrations failed.
     #[error("database migration: {0}")]
     Migration(String),
@@ -43,130 +56,211 @@ pub enum DbError {
     Schema(String),
 }
 
+impl From<diesel::result::Error> for DbError {
+    fn from(source: diesel::result::Error) -> Self {
+        DbError::Query {
+            source,
+            sqlstate: None,
+        }
+    }
+}
+
+impl From<pg::ConnectError> for DbError {
+    fn from(e: pg::ConnectError) -> Self {
+        match e {
+            pg::ConnectError::Url(_) => DbError::Connection {
+                message: e.to_string(),
+                sqlstate: None,
+            },
+            pg::ConnectError::Server { message, sqlstate } => {
+                DbError::Connection { message, sqlstate }
+            }
+        }
+    }
+}
+
+/// What a failed database operation means for the messages it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The database or the connection is at fault; the same write later may succeed.
+    Transient,
+    /// The data is at fault (a value out of range, a constraint); retrying cannot help.
+    Data,
+}
+
+/// Classifies a SQLSTATE by its class. `22` (data exception), `23` (integrity constraint) and
+/// `54` (program limit exceeded, e.g. an index row too large: the same rows fail again) are data
+/// errors; `08` connection, `40` rollback (serialization, deadlock), `53` insufficient
+/// resources, `57` operator intervention (`57014` statement timeout, `57P01` terminated), `58`
+/// system error, `XX` internal error and every class not named here are transient.
+pub fn classify_sqlstate(code: SqlState) -> FaultKind {
+    match code.class() {
+        "22" | "23" | "54" => FaultKind::Data,
+        _ => FaultKind::Transient,
+    }
+}
+
 impl DbError {
-    /// Whether retrying later may succeed (database down, connection lost, serialization
-    /// failure), as opposed to a problem with the data itself.
-    pub fn is_transient(&self) -> bool {
+    /// The server's SQLSTATE, when the error came with one.
+    pub fn sqlstate(&self) -> Option<SqlState> {
         match self {
-            DbError::Connection(_) => true,
-            DbError::Migration(_) | DbError::Schema(_) => false,
-            DbError::Query(e) => match e {
-                diesel::result::Error::DatabaseError(kind, info) => match kind {
-                    DatabaseErrorKind::ClosedConnection
-                    | DatabaseErrorKind::SerializationFailure
-                    | DatabaseErrorKind::ReadOnlyTransaction => true,
+            DbError::Connection { sqlstate, .. } | DbError::Query { sqlstate, .. } => *sqlstate,
+            _ => None,
+        }
+    }
+
+    /// Attaches the code read off the connection (keeps one already known).
+    pub fn with_sqlstate(self, code: Option<SqlState>) -> Self {
+        match self {
+            DbError::Query { source, sqlstate } => DbError::Query {
+                source,
+                sqlstate: sqlstate.or(code),
+            },
+            other => other,
+        }
+    }
+
+    /// Transient or data fault. By SQLSTATE when the server sent one; otherwise by what diesel
+    /// saw: a lost connection is transient, a value diesel could not encode is data.
+    pub fn kind(&self) -> FaultKind {
+        if let Some(code) = self.sqlstate() {
+            return classify_sqlstate(code);
+        }
+        match self {
+            DbError::Connection { .. } => FaultKind::Transient,
+            DbError::Migration(_) | DbError::Schema(_) => FaultKind::Transient,
+            DbError::Query { source, .. } => match source {
+                diesel::result::Error::DatabaseError(
                     DatabaseErrorKind::UniqueViolation
                     | DatabaseErrorKind::ForeignKeyViolation
                     | DatabaseErrorKind::NotNullViolation
-                    | DatabaseErrorKind::CheckViolation => false,
-                    // Unclassified: deadlocks, shutdowns and lost connections are transient;
-                    // value errors (too long, out of range, invalid input) are not.
-                    _ => {
-                        let m = info.message().to_ascii_lowercase();
-                        m.contains("deadlock")
-                            || m.contains("terminat")
-                            || m.contains("shutting down")
-                            || m.contains("connection")
-                            || m.contains("recovery")
-                    }
-                },
-                diesel::result::Error::BrokenTransactionManager => true,
-                _ => false,
+                    | DatabaseErrorKind::CheckViolation
+                    | DatabaseErrorKind::RestrictViolation
+                    | DatabaseErrorKind::ExclusionViolation,
+                    _,
+                ) => FaultKind::Data,
+                diesel::result::Error::SerializationError(_)
+                | diesel::result::Error::DeserializationError(_)
+                | diesel::result::Error::QueryBuilderError(_) => FaultKind::Data,
+                _ => FaultKind::Transient,
             },
+        }
+    }
+
+    /// Whether retrying later may succeed (see [`DbError::kind`]).
+    pub fn is_transient(&self) -> bool {
+        self.kind() == FaultKind::Transient
+    }
+
+    /// A short, closed-set label for metrics: the SQLSTATE class, or `connection`/`client`.
+    pub fn metric_class(&self) -> &'static str {
+        const CLASSES: &[&str] = &[
+            "08", "0A", "22", "23", "25", "28", "3D", "40", "42", "53", "54", "55", "57", "58",
+            "XX",
+        ];
+        match self.sqlstate() {
+            Some(code) => CLASSES
+                .iter()
+                .find(|c| **c == code.class())
+                .copied()
+                .unwrap_or("other"),
+            None if matches!(self, DbError::Connection { .. }) => "connection",
+            None => "client",
         }
     }
 }
 
 /// Creates a connection pool of `size` connections.
 pub fn pool(database_url: &str, size: usize) -> Result<DbPool, DbError> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
-    Pool::builder(manager)
+    let manager = PgManager::new(database_url)?;
+    deadpool::managed::Pool::builder(manager)
         .max_size(size.max(1))
         .build()
-        .map_err(|e| DbError::Connection(e.to_string()))
+        .map_err(|e| DbError::Connection {
+            message: e.to_string(),
+            sqlstate: None,
+        })
 }
 
 /// Takes a connection from the pool.
-pub async fn connection(
-    pool: &DbPool,
-) -> Result<deadpool::managed::Object<AsyncDieselConnectionManager<AsyncPgConnection>>, DbError> {
-    pool.get()
-        .await
-        .map_err(|e| DbError::Connection(e.to_string()))
+pub async fn connection(pool: &DbPool) -> Result<PooledConnection, DbError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool::managed::PoolError::Backend(e) => DbError::from(e),
+        other => DbError::Connection {
+            message: other.to_string(),
+            sqlstate: None,
+        },
+    })
+}
+
+/// Opens one connection outside any pool.
+pub async fn connect(database_url: &str) -> Result<PgConnection, DbError> {
+    Ok(pg::connect(&pg::parse_config(database_url)?).await?)
 }
 
 /// Creates the database named in `database_url` if it does not exist yet (connecting to the
 /// `postgres` maintenance database of the same server to do so).
 pub async fn ensure_database(database_url: &str) -> Result<(), DbError> {
-    let missing = match AsyncPgConnection::establish(database_url).await {
+    let config = pg::parse_config(database_url)?;
+    let missing = match pg::connect_client(&config).await {
         Ok(_) => return Ok(()),
-        Err(e) => {
-            let text = e.to_string();
-            if !text.contains("does not exist") {
-                return Err(DbError::Connection(text));
-            }
-            text
-        }
+        Err(
+            e @ pg::ConnectError::Server {
+                sqlstate: Some(code),
+                ..
+            },
+        ) if code.as_str() == "3D000" => e.to_string(),
+        Err(e) => return Err(e.into()),
     };
-    let (base, name) = database_url
-        .split_once('?')
-        .map_or(database_url, |(b, _)| b)
-        .rsplit_once('/')
-        .ok_or_else(|| DbError::Connection(missing.clone()))?;
+    let name = config.get_dbname().unwrap_or_default().to_string();
     let valid = !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !valid {
-        return Err(DbError::Connection(missing));
+        return Err(DbError::Connection {
+            message: missing,
+            sqlstate: None,
+        });
     }
-    let query = database_url
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
-    let mut admin = AsyncPgConnection::establish(&format!("{base}/postgres{query}"))
+    let mut admin_config = config.clone();
+    admin_config.dbname("postgres");
+    let failed = |e: &dyn std::fmt::Display| DbError::Connection {
+        message: format!("{missing}; creating it failed: {e}"),
+        sqlstate: None,
+    };
+    let (admin, _) = pg::connect_client(&admin_config)
         .await
-        .map_err(|e| DbError::Connection(format!("{missing}; creating it failed: {e}")))?;
-    match diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
+        .map_err(|e| failed(&e))?;
+    match admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
     {
-        Ok(_) => {
+        Ok(()) => {
             tracing::info!(database = name, "created database");
             Ok(())
         }
-        // Another worker created it first.
-        Err(diesel::result::Error::DatabaseError(_, info))
-            if info.message().contains("already exists") =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(DbError::Connection(format!(
-            "{missing}; creating it failed: {e}"
-        ))),
+        // 42P04 duplicate_database: another worker created it first.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(()),
+        Err(e) => Err(failed(&e)),
     }
 }
 
 /// Runs the embedded migrations and brings the entity tables to the YAML's shape (create missing
 /// tables, add new nullable columns; refuse anything else), under an advisory lock.
 pub async fn prepare_schema(database_url: &str) -> Result<evolve::SchemaChanges, DbError> {
-    let connect = || async {
-        AsyncPgConnection::establish(database_url)
-            .await
-            .map_err(|e| DbError::Connection(e.to_string()))
-    };
-    let mut lock = connect().await?;
+    let mut lock = connect(database_url).await?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})"))
         .execute(&mut lock)
         .await?;
     let result = async {
-        let mut harness = AsyncMigrationHarness::new(connect().await?);
+        let mut harness = AsyncMigrationHarness::new(connect(database_url).await?.into_inner());
         harness
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| DbError::Migration(e.to_string()))?;
         match evolve::reconcile(&mut lock, TABLES).await {
             Ok(changes) => Ok(changes),
-            Err(evolve::ReconcileError::Query(e)) => Err(DbError::Query(e)),
+            Err(evolve::ReconcileError::Query(e)) => Err(DbError::from(e)),
             Err(e @ evolve::ReconcileError::Mismatch(_)) => Err(DbError::Schema(e.to_string())),
         }
     }
@@ -222,12 +316,21 @@ struct InsertedId {
 /// A message whose status row already exists was committed by an earlier delivery; its rows are
 /// not written again, which makes redelivery harmless even for entities without unicity fields.
 pub async fn write_messages(
-    conn: &mut AsyncPgConnection,
+    conn: &mut PgConnection,
     messages: &[PendingWrite<'_>],
 ) -> Result<WriteOutcome, DbError> {
     if messages.is_empty() {
         return Ok(WriteOutcome::default());
     }
+    conn.clear_sqlstate();
+    let result = write_in_transaction(conn, messages).await;
+    result.map_err(|e| e.with_sqlstate(conn.take_sqlstate()))
+}
+
+async fn write_in_transaction(
+    conn: &mut AsyncPgConnection,
+    messages: &[PendingWrite<'_>],
+) -> Result<WriteOutcome, DbError> {
     let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
     let entities: Vec<&str> = messages.iter().map(|m| m.message.entity().name()).collect();
     let received: Vec<DateTime<Utc>> = messages.iter().map(|m| m.received_at).collect();
@@ -268,6 +371,24 @@ pub async fn write_messages(
     .await
 }
 
+/// Which of `ids` an earlier delivery already committed (`processed` status rows).
+pub async fn committed_among(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, DbError> {
+    use schema::message_status as s;
+    conn.clear_sqlstate();
+    let found: Result<Vec<Uuid>, _> = s::table
+        .filter(s::message_id.eq_any(ids))
+        .filter(s::status.eq("processed"))
+        .select(s::message_id)
+        .load(&mut **conn)
+        .await;
+    found
+        .map(|ids| ids.into_iter().collect())
+        .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
+}
+
 /// A message that will not be processed, and why (also the JSON carried by the dead-letter
 /// stream).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -287,44 +408,133 @@ pub struct DeadLetter {
 }
 
 /// Records a dead letter and its `dead_lettered` status in one transaction (idempotent).
-pub async fn record_dead_letter(
-    conn: &mut AsyncPgConnection,
-    dl: &DeadLetter,
-) -> Result<(), DbError> {
+pub async fn record_dead_letter(conn: &mut PgConnection, dl: &DeadLetter) -> Result<(), DbError> {
     use schema::dead_letters as d;
     use schema::message_status as s;
-    conn.transaction(async |conn| {
-        diesel::insert_into(d::table)
-            .values((
-                d::message_id.eq(dl.message_id),
-                d::entity.eq(&dl.entity),
-                d::body.eq(&dl.body),
-                d::reason.eq(&dl.reason),
-                d::attempts.eq(dl.attempts),
-            ))
-            .on_conflict(d::message_id)
-            .do_update()
-            .set((
-                d::reason.eq(&dl.reason),
-                d::attempts.eq(dl.attempts),
-                d::last_seen.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?;
-        diesel::insert_into(s::table)
-            .values((
-                s::message_id.eq(dl.message_id),
-                s::entity.eq(&dl.entity),
-                s::status.eq("dead_lettered"),
-                s::received_at.eq(dl.received_at),
-                s::attempts.eq(dl.attempts),
-                s::error.eq(&dl.reason),
-            ))
-            .on_conflict(s::message_id)
-            .do_nothing()
-            .execute(conn)
-            .await?;
-        Ok::<_, DbError>(())
-    })
-    .await
+    conn.clear_sqlstate();
+    let result = conn
+        .transaction(async |conn| {
+            diesel::insert_into(d::table)
+                .values((
+                    d::message_id.eq(dl.message_id),
+                    d::entity.eq(&dl.entity),
+                    d::body.eq(&dl.body),
+                    d::reason.eq(&dl.reason),
+                    d::attempts.eq(dl.attempts),
+                ))
+                .on_conflict(d::message_id)
+                .do_update()
+                .set((
+                    d::reason.eq(&dl.reason),
+                    d::attempts.eq(dl.attempts),
+                    d::last_seen.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await?;
+            diesel::insert_into(s::table)
+                .values((
+                    s::message_id.eq(dl.message_id),
+                    s::entity.eq(&dl.entity),
+                    s::status.eq("dead_lettered"),
+                    s::received_at.eq(dl.received_at),
+                    s::attempts.eq(dl.attempts),
+                    s::error.eq(&dl.reason),
+                ))
+                .on_conflict(s::message_id)
+                .do_nothing()
+                .execute(conn)
+                .await?;
+            Ok::<_, DbError>(())
+        })
+        .await;
+    result.map_err(|e| e.with_sqlstate(conn.take_sqlstate()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(code: &str) -> FaultKind {
+        let sqlstate = SqlState::new(code);
+        assert!(sqlstate.is_some(), "{code}");
+        DbError::Query {
+            source: diesel::result::Error::NotFound,
+            sqlstate,
+        }
+        .kind()
+    }
+
+    #[test]
+    fn connection_rollback_resource_operator_system_and_internal_classes_are_transient() {
+        for code in [
+            "08006", // connection_failure
+            "08P01", // protocol_violation
+            "40001", // serialization_failure
+            "40P01", // deadlock_detected
+            "53100", // disk_full
+            "53200", // out_of_memory
+            "53300", // too_many_connections
+            "57014", // query_canceled (statement timeout)
+            "57P01", // admin_shutdown (terminated backend)
+            "57P03", // cannot_connect_now (starting up)
+            "58030", // io_error
+            "XX000", // internal_error
+            "XX001", // data_corrupted
+        ] {
+            assert_eq!(kind_of(code), FaultKind::Transient, "{code}");
+        }
+    }
+
+    #[test]
+    fn data_exception_integrity_and_limit_classes_are_data_errors() {
+        for code in [
+            "22003", // numeric_value_out_of_range
+            "22001", // string_data_right_truncation
+            "22P02", // invalid_text_representation
+            "23505", // unique_violation
+            "23514", // check_violation
+            "23502", // not_null_violation
+            "54000", // program_limit_exceeded (index row too large)
+        ] {
+            assert_eq!(kind_of(code), FaultKind::Data, "{code}");
+        }
+    }
+
+    #[test]
+    fn unknown_classes_are_transient() {
+        for code in ["42P01", "25006", "0A000", "ZZ999"] {
+            assert_eq!(kind_of(code), FaultKind::Transient, "{code}");
+        }
+    }
+
+    #[test]
+    fn without_a_sqlstate_lost_connections_are_transient_and_encoding_failures_data() {
+        let closed = DbError::from(diesel::result::Error::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand,
+            Box::new("connection closed".to_string()),
+        ));
+        assert_eq!(closed.kind(), FaultKind::Transient);
+        let encode = DbError::from(diesel::result::Error::SerializationError(
+            "digits do not fit".into(),
+        ));
+        assert_eq!(encode.kind(), FaultKind::Data);
+        let refused = DbError::Connection {
+            message: "refused".into(),
+            sqlstate: None,
+        };
+        assert_eq!(refused.kind(), FaultKind::Transient);
+        assert_eq!(refused.metric_class(), "connection");
+    }
+
+    #[test]
+    fn the_sqlstate_read_off_the_connection_is_kept_in_the_error() {
+        let e =
+            DbError::from(diesel::result::Error::NotFound).with_sqlstate(SqlState::new("23505"));
+        assert_eq!(
+            e.sqlstate().map(|s| s.to_string()).as_deref(),
+            Some("23505")
+        );
+        assert!(e.to_string().contains("SQLSTATE 23505"), "{e}");
+        assert_eq!(e.metric_class(), "23");
+    }
 }

@@ -7,7 +7,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// The worker's metrics, in their own registry.
 #[derive(Clone)]
@@ -25,6 +27,18 @@ pub struct WorkerMetrics {
     pub db_write_seconds: Histogram,
     /// Messages waiting for this consumer (JetStream's count).
     pub consumer_pending: IntGauge,
+    /// 1 while the database answers, 0 during an outage (pulls paused, messages held).
+    pub database_up: IntGauge,
+    /// Outages seen since start.
+    pub database_outages: IntCounter,
+    /// Seconds spent in outages that have ended.
+    pub database_outage_seconds: Counter,
+    /// Failed database operations by SQLSTATE class (`08`, `23`, …, `connection`, `client`).
+    pub db_errors: IntCounterVec,
+    /// Batches that panicked (their messages were handed back for redelivery).
+    pub panicked_batches: IntCounter,
+    /// Progress-ack tasks running (one per batch in flight).
+    pub progress_tasks: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -61,7 +75,40 @@ impl WorkerMetrics {
             "Messages waiting for the durable consumer",
         )
         .expect("valid metric");
-        for c in [&processed, &dead_lettered, &retried] {
+        let database_up = IntGauge::new(
+            "nomnom_worker_database_up",
+            "1 while PostgreSQL answers, 0 during an outage",
+        )
+        .expect("valid metric");
+        let database_outages = IntCounter::new(
+            "nomnom_worker_database_outages_total",
+            "Database outages seen",
+        )
+        .expect("valid metric");
+        let database_outage_seconds = Counter::new(
+            "nomnom_worker_database_outage_seconds_total",
+            "Seconds spent in database outages that have ended",
+        )
+        .expect("valid metric");
+        let db_errors = IntCounterVec::new(
+            Opts::new(
+                "nomnom_worker_db_errors_total",
+                "Failed database operations by SQLSTATE class",
+            ),
+            &["class"],
+        )
+        .expect("valid metric");
+        let panicked_batches = IntCounter::new(
+            "nomnom_worker_panicked_batches_total",
+            "Batches that panicked; their messages were handed back",
+        )
+        .expect("valid metric");
+        let progress_tasks = IntGauge::new(
+            "nomnom_worker_progress_tasks",
+            "Progress-ack tasks running (one per batch in flight)",
+        )
+        .expect("valid metric");
+        for c in [&processed, &dead_lettered, &retried, &db_errors] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -75,6 +122,19 @@ impl WorkerMetrics {
         registry
             .register(Box::new(consumer_pending.clone()))
             .expect("unique metric");
+        for g in [&database_up, &progress_tasks] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+        }
+        for c in [&database_outages, &panicked_batches] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
+        registry
+            .register(Box::new(database_outage_seconds.clone()))
+            .expect("unique metric");
         Self {
             registry,
             processed,
@@ -83,6 +143,12 @@ impl WorkerMetrics {
             batch_size,
             db_write_seconds,
             consumer_pending,
+            database_up,
+            database_outages,
+            database_outage_seconds,
+            db_errors,
+            panicked_batches,
+            progress_tasks,
         }
     }
 

@@ -3,14 +3,19 @@
 //!
 //! Outcomes per message (mapped once, in [`Disposition`]):
 //! - parsed and committed (or already committed by an earlier delivery) → ack;
-//! - unreadable envelope, unknown entity, invalid body, a data error isolated to this one
-//!   message, or a transient fault on its last allowed delivery → dead letter (published to
-//!   the dead-letter stream and acked there first) → term;
-//! - transient fault (database down, connection lost, serialization failure) → nak with
-//!   exponential backoff, so JetStream redelivers it.
+//! - unreadable envelope, unknown entity, invalid body, or a data error (SQLSTATE class 22, 23,
+//!   54) isolated to this one message → dead letter (published to the dead-letter stream and
+//!   acked there first) → term;
+//! - transient fault (database down, connection lost, serialization failure, any other
+//!   SQLSTATE) → the batch keeps its messages (progress acks stop JetStream from redelivering
+//!   them) and retries the write until the database is back; meanwhile no slot pulls anything
+//!   new. An outage therefore costs latency, never a delivery or a dead letter;
+//! - delivered more than `MAX_DELIVER` times without an outcome (the worker died or the batch
+//!   panicked while holding it each time) → dead letter, unless an earlier delivery committed it.
 
 pub mod dead_letter;
 pub mod metrics;
+pub mod outage;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,8 +30,10 @@ use crate::config::WorkerConfig;
 use crate::db::{self, DbError, DbPool, DeadLetter, PendingWrite};
 use crate::envelope::MessageEnvelope;
 use crate::generated::{ParsedMessage, RootEntity};
+use crate::labels::entity_label;
 use crate::nats::{self as nats_setup, NatsError};
 pub use metrics::WorkerMetrics;
+pub use outage::DbOutage;
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,9 @@ pub enum WorkerError {
         /// Why.
         reason: String,
     },
+    /// A setting cannot work with this NATS server.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What to tell JetStream about one message.
@@ -60,7 +70,8 @@ pub enum WorkerError {
 pub enum Disposition {
     /// Committed (now or by an earlier delivery).
     Ack,
-    /// Transient fault: redeliver after this delay.
+    /// Not finished here (shutdown, or the dead letter could not be published): redeliver after
+    /// this delay.
     Retry(Duration),
     /// Dead-lettered: never redeliver.
     Term,
@@ -81,11 +92,9 @@ pub struct BatchReport {
     pub rows: usize,
 }
 
-/// Backoff before redelivery after a transient fault: 1 s, 2 s, 4 s … at most 60 s.
-pub fn retry_delay(delivered: i64) -> Duration {
-    let exp = u32::try_from(delivered.saturating_sub(1).clamp(0, 6)).unwrap_or(6);
-    Duration::from_secs(2u64.pow(exp)).min(Duration::from_secs(60))
-}
+/// A test-only fault hook: called with a batch's message ids and delivery counts before it is
+/// written (a panic in it is a panicking batch).
+pub type FaultHook = Arc<dyn Fn(&[(Uuid, i64)]) + Send + Sync>;
 
 /// What a batch needs besides its messages.
 #[derive(Clone)]
@@ -96,15 +105,21 @@ pub struct BatchContext {
     pub jetstream: jetstream::Context,
     /// Main stream name (the dead-letter stream is `<stream>_DLQ`).
     pub stream: String,
-    /// Deliveries allowed per message.
+    /// Deliveries without an outcome allowed per message (`MAX_DELIVER`).
     pub max_deliver: i64,
     /// Ack wait of the consumer (progress acks are sent at a third of it).
     pub ack_wait: Duration,
     /// Metrics.
     pub metrics: Arc<WorkerMetrics>,
+    /// Database availability, shared by every batch.
+    pub outage: Arc<DbOutage>,
+    /// Cancelled when the worker stops: a batch holding messages hands them back.
+    pub shutdown: CancellationToken,
+    /// Test-only fault injection.
+    pub fault_hook: Option<FaultHook>,
 }
 
-/// A message read from JetStream, before writing.
+/// A message read from JetStream, before writing. Its payload is released once decoded.
 struct Incoming {
     message: jetstream::Message,
     delivered: i64,
@@ -168,55 +183,106 @@ fn dead_letter(envelope: &MessageEnvelope, delivered: i64, reason: String) -> De
     }
 }
 
-/// Processes one batch end to end: decode, write (one transaction), dead-letter, then
-/// ack/nak/term each message. Long batches send progress acks so JetStream does not redeliver.
-pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) -> BatchReport {
-    let incoming: Arc<Vec<Incoming>> = Arc::new(
-        batch
-            .into_iter()
-            .map(|message| {
-                let (delivered, sequence) = message
-                    .info()
-                    .map(|i| {
-                        (
-                            i.delivered,
-                            i64::try_from(i.stream_sequence).unwrap_or(i64::MAX),
-                        )
-                    })
-                    .unwrap_or((1, 0));
-                let outcome = decode(&message, delivered);
-                Incoming {
-                    message,
-                    delivered,
-                    sequence,
-                    outcome,
-                }
-            })
-            .collect(),
-    );
-    cx.metrics.batch_size.observe(incoming.len() as f64);
-    let progress = tokio::spawn({
-        let incoming = incoming.clone();
+/// Sends progress acks for a batch's messages until dropped, so JetStream does not redeliver
+/// them while the batch is written or held; dropping it (also by a panic) stops the task.
+struct ProgressGuard {
+    task: tokio::task::JoinHandle<()>,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl ProgressGuard {
+    fn start(cx: &BatchContext, incoming: Arc<Vec<Incoming>>) -> Self {
         let every = (cx.ack_wait / 3).max(Duration::from_millis(500));
-        async move {
+        cx.metrics.progress_tasks.inc();
+        let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 for m in incoming.iter() {
                     let _ = m.message.ack_with(AckKind::Progress).await;
                 }
             }
+        });
+        Self {
+            task,
+            metrics: cx.metrics.clone(),
         }
-    });
+    }
+}
+
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.metrics.progress_tasks.dec();
+    }
+}
+
+/// Why a held batch stopped waiting for the database.
+struct ShuttingDown;
+
+impl BatchContext {
+    /// Records a transient fault and waits before the next attempt; `Err` when the worker is
+    /// stopping (the caller hands its messages back).
+    async fn hold(&self, error: &DbError, held: usize, attempt: u32) -> Result<(), ShuttingDown> {
+        self.outage.fault(error, held);
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(ShuttingDown),
+            _ = tokio::time::sleep(outage::hold_delay(attempt)) => Ok(()),
+        }
+    }
+}
+
+/// Processes one batch end to end: decode, write (one transaction), dead-letter, then
+/// ack/nak/term each message. Progress acks keep the batch's messages while it works or waits
+/// for the database.
+pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) -> BatchReport {
+    let incoming: Vec<Incoming> = batch
+        .into_iter()
+        .map(|mut message| {
+            let (delivered, sequence) = message
+                .info()
+                .map(|i| {
+                    (
+                        i.delivered,
+                        i64::try_from(i.stream_sequence).unwrap_or(i64::MAX),
+                    )
+                })
+                .unwrap_or((1, 0));
+            let outcome = decode(&message, delivered);
+            // The envelope keeps what is needed; the payload can go.
+            message.message.payload = bytes::Bytes::new();
+            Incoming {
+                message,
+                delivered,
+                sequence,
+                outcome,
+            }
+        })
+        .collect();
+    let incoming = Arc::new(incoming);
+    cx.metrics.batch_size.observe(incoming.len() as f64);
+    let progress = ProgressGuard::start(cx, incoming.clone());
+    if let Some(hook) = &cx.fault_hook {
+        let ids: Vec<(Uuid, i64)> = incoming
+            .iter()
+            .filter_map(|m| {
+                let p = m.outcome.as_ref().ok()?;
+                Some((p.envelope.message_id, m.delivered))
+            })
+            .collect();
+        hook(&ids);
+    }
     let mut report = BatchReport::default();
     let mut dispositions = vec![Disposition::Ack; incoming.len()];
     let mut dead: Vec<(usize, DeadLetter)> = Vec::new();
-    let mut good: Vec<usize> = Vec::new();
+    let (mut good, mut over_budget) = (Vec::new(), Vec::new());
     for (i, m) in incoming.iter().enumerate() {
         match &m.outcome {
+            Ok(_) if m.delivered > cx.max_deliver => over_budget.push(i),
             Ok(_) => good.push(i),
             Err(dl) => dead.push((i, dl.clone())),
         }
     }
+    give_up_unfinished(cx, &incoming, over_budget, &mut dispositions, &mut dead).await;
     write_isolating(
         cx,
         &incoming,
@@ -238,16 +304,16 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
                 report.dead_lettered += 1;
                 cx.metrics
                     .dead_lettered
-                    .with_label_values(&[dl.entity.as_str()])
+                    .with_label_values(&[entity_label(&dl.entity)])
                     .inc();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot publish dead letter; will retry");
-                dispositions[*i] = Disposition::Retry(retry_delay(incoming[*i].delivered));
+                dispositions[*i] = Disposition::Retry(Duration::from_secs(1));
             }
         }
     }
-    progress.abort();
+    drop(progress);
     for (m, d) in incoming.iter().zip(&dispositions) {
         if let Disposition::Retry(_) = d {
             report.retried += 1;
@@ -255,7 +321,10 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
                 Ok(p) => p.envelope.entity.as_str(),
                 Err(dl) => dl.entity.as_str(),
             };
-            cx.metrics.retried.with_label_values(&[entity]).inc();
+            cx.metrics
+                .retried
+                .with_label_values(&[entity_label(entity)])
+                .inc();
         }
     }
     let acks = incoming.iter().zip(&dispositions).map(|(m, d)| {
@@ -275,9 +344,63 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
     report
 }
 
+/// Messages delivered more than `MAX_DELIVER` times without an outcome: acked if an earlier
+/// delivery committed them after all, else dead-lettered.
+async fn give_up_unfinished(
+    cx: &BatchContext,
+    incoming: &[Incoming],
+    idx: Vec<usize>,
+    dispositions: &mut [Disposition],
+    dead: &mut Vec<(usize, DeadLetter)>,
+) {
+    if idx.is_empty() {
+        return;
+    }
+    let ids: Vec<Uuid> = idx
+        .iter()
+        .filter_map(|&i| Some(incoming[i].outcome.as_ref().ok()?.envelope.message_id))
+        .collect();
+    let mut attempt = 0;
+    let committed = loop {
+        let result = match db::connection(&cx.pool).await {
+            Ok(mut conn) => db::committed_among(&mut conn, &ids).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(set) => {
+                cx.outage.recovered();
+                break set;
+            }
+            Err(e) => {
+                if cx.hold(&e, idx.len(), attempt).await.is_err() {
+                    for &i in &idx {
+                        dispositions[i] = Disposition::Retry(Duration::ZERO);
+                    }
+                    return;
+                }
+                attempt += 1;
+            }
+        }
+    };
+    for &i in &idx {
+        let Ok(p) = &incoming[i].outcome else {
+            continue;
+        };
+        if committed.contains(&p.envelope.message_id) {
+            continue;
+        }
+        let reason = format!(
+            "delivered {} times without an outcome (MAX_DELIVER={}): the worker stopped or crashed while processing it each time",
+            incoming[i].delivered, cx.max_deliver
+        );
+        dead.push((i, dead_letter(&p.envelope, incoming[i].delivered, reason)));
+    }
+}
+
 /// Writes the parsed messages `idx` in one transaction. A data error splits the set in halves
 /// until the offending message is alone; it is then dead-lettered and the rest commit. A
-/// transient fault retries the set later, or dead-letters messages on their last delivery.
+/// transient fault holds the set and retries it until the database is back (or the worker stops,
+/// when the set is handed back for redelivery).
 async fn write_isolating(
     cx: &BatchContext,
     incoming: &[Incoming],
@@ -287,6 +410,7 @@ async fn write_isolating(
     report: &mut BatchReport,
 ) {
     let mut stack = vec![idx];
+    let mut attempt = 0u32;
     while let Some(set) = stack.pop() {
         if set.is_empty() {
             continue;
@@ -315,6 +439,8 @@ async fn write_isolating(
         let parsed = |i: usize| incoming[i].outcome.as_ref().ok();
         match result {
             Ok(outcome) => {
+                attempt = 0;
+                cx.outage.recovered();
                 report.processed += outcome.written.len();
                 report.duplicates += outcome.already_processed.len();
                 report.rows += outcome.rows.total();
@@ -322,28 +448,32 @@ async fn write_isolating(
                     if outcome.written.contains(&w.message_id) {
                         cx.metrics
                             .processed
-                            .with_label_values(&[w.message.entity().name()])
+                            .with_label_values(&[w.message.entity().snake_name()])
                             .inc();
                     }
                 }
             }
             Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, messages = set.len(), "transient database fault; will retry");
-                for &i in &set {
-                    if incoming[i].delivered >= cx.max_deliver {
-                        if let Some(p) = parsed(i) {
-                            let reason = format!(
-                                "gave up after {} deliveries; last error: {e}",
-                                incoming[i].delivered
-                            );
-                            dead.push((i, dead_letter(&p.envelope, incoming[i].delivered, reason)));
-                        }
-                    } else {
-                        dispositions[i] = Disposition::Retry(retry_delay(incoming[i].delivered));
+                if cx.hold(&e, set.len(), attempt).await.is_err() {
+                    for &i in &set {
+                        dispositions[i] = Disposition::Retry(Duration::ZERO);
                     }
+                    for rest in stack.drain(..) {
+                        for i in rest {
+                            dispositions[i] = Disposition::Retry(Duration::ZERO);
+                        }
+                    }
+                    return;
                 }
+                attempt += 1;
+                stack.push(set);
             }
             Err(e) if set.len() == 1 => {
+                cx.outage.recovered();
+                cx.metrics
+                    .db_errors
+                    .with_label_values(&[e.metric_class()])
+                    .inc();
                 let i = set[0];
                 if let Some(p) = parsed(i) {
                     dead.push((
@@ -353,6 +483,11 @@ async fn write_isolating(
                 }
             }
             Err(e) => {
+                cx.outage.recovered();
+                cx.metrics
+                    .db_errors
+                    .with_label_values(&[e.metric_class()])
+                    .inc();
                 tracing::info!(error = %e, messages = set.len(), "data error in batch; splitting to isolate it");
                 let mut left = set;
                 let right = left.split_off(left.len() / 2);
@@ -362,6 +497,9 @@ async fn write_isolating(
         }
     }
 }
+
+/// How long an idle slot's pull request waits for the first message.
+const LONG_POLL: Duration = Duration::from_secs(5);
 
 /// A connected worker.
 pub struct Worker {
@@ -375,24 +513,29 @@ impl Worker {
     /// missing, and brings the tables to the YAML's shape.
     pub async fn connect(config: WorkerConfig) -> Result<Self, WorkerError> {
         let js = nats_setup::connect(&config.nats).await?;
+        let max_payload = js.client().server_info().max_payload;
+        if config.max_batch_bytes < max_payload + 4096 {
+            return Err(WorkerError::Config(format!(
+                "WORKER_MAX_BATCH_BYTES={} is smaller than one message can be (the NATS server's max_payload is {max_payload} bytes); use at least {}",
+                config.max_batch_bytes,
+                max_payload + 4096
+            )));
+        }
         let stream = nats_setup::ensure_stream(&js, &config.nats).await?;
         dead_letter::ensure_dlq_stream(&js, &config.nats).await?;
+        // Created or updated: the delivery budget is kept by the worker (`MAX_DELIVER` counts
+        // deliveries without an outcome), so JetStream itself never gives a message up.
         let consumer = stream
-            .get_or_create_consumer(
-                &config.consumer,
-                pull::Config {
-                    durable_name: Some(config.consumer.clone()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: config.ack_wait,
-                    max_deliver: config.max_deliver,
-                    filter_subject: format!("{}.>", config.nats.stream),
-                    max_ack_pending: i64::try_from(
-                        config.batch_size * (config.concurrency + 1) * 2,
-                    )
+            .create_consumer(pull::Config {
+                durable_name: Some(config.consumer.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: -1,
+                filter_subject: format!("{}.>", config.nats.stream),
+                max_ack_pending: i64::try_from(config.batch_size * (config.concurrency + 1) * 2)
                     .unwrap_or(i64::MAX),
-                    ..Default::default()
-                },
-            )
+                ..Default::default()
+            })
             .await
             .map_err(|e| WorkerError::Consumer {
                 consumer: config.consumer.clone(),
@@ -407,13 +550,17 @@ impl Worker {
             tracing::info!(column = %column, "added nullable column");
         }
         let pool = db::pool(&config.database_url, config.concurrency + 2)?;
+        let metrics = Arc::new(WorkerMetrics::new());
         let context = BatchContext {
             pool,
             jetstream: js,
             stream: config.nats.stream.clone(),
             max_deliver: config.max_deliver,
             ack_wait: config.ack_wait,
-            metrics: Arc::new(WorkerMetrics::new()),
+            outage: Arc::new(DbOutage::new(metrics.clone())),
+            metrics,
+            shutdown: CancellationToken::new(),
+            fault_hook: None,
         };
         Ok(Self {
             config,
@@ -432,9 +579,17 @@ impl Worker {
         self.context.metrics.clone()
     }
 
+    /// Test-only: a hook called with each batch's message ids before it is written.
+    #[doc(hidden)]
+    pub fn set_fault_hook(&mut self, hook: FaultHook) {
+        self.context.fault_hook = Some(hook);
+    }
+
     /// Consumes until `shutdown` is cancelled: stops fetching, finishes and acks the batches in
-    /// flight, then drains the NATS connection.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    /// flight (a batch waiting for the database hands its messages back), then drains the NATS
+    /// connection.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        self.context.shutdown = shutdown.child_token();
         let mut background = JoinSet::new();
         if let Some(port) = self.config.metrics_port {
             let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
@@ -461,93 +616,168 @@ impl Worker {
             self.context.metrics.clone(),
             shutdown.clone(),
         ));
-        self.consume(&shutdown).await;
+        let this = Arc::new(self);
+        let mut slots = JoinSet::new();
+        for _ in 0..this.config.concurrency {
+            let worker = this.clone();
+            slots.spawn(async move { worker.run_slot().await });
+        }
+        while slots.join_next().await.is_some() {}
         shutdown.cancel();
         while background.join_next().await.is_some() {}
-        if let Err(e) = self.context.jetstream.client().drain().await {
+        if let Err(e) = this.context.jetstream.client().drain().await {
             tracing::warn!(error = %e, "NATS drain failed");
         }
         tracing::info!("worker stopped");
         Ok(())
     }
 
-    async fn consume(&self, shutdown: &CancellationToken) {
-        let batch_size = self.config.batch_size;
-        let mut in_flight: JoinSet<BatchReport> = JoinSet::new();
+    /// One batch slot: pull a batch, process it, repeat; pull nothing while the database is
+    /// down (probing it once a second instead).
+    async fn run_slot(&self) {
+        let shutdown = &self.context.shutdown;
+        let mut pull_failures = 0u32;
         while !shutdown.is_cancelled() {
-            let messages = self
-                .consumer
-                .stream()
-                .max_messages_per_batch(batch_size)
-                .heartbeat(Duration::from_secs(5))
-                .messages()
-                .await;
-            let messages = match messages {
-                Ok(m) => m,
+            if self.context.outage.is_down() {
+                self.probe_database().await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+            let batch = match self.pull().await {
+                Ok(batch) => {
+                    pull_failures = 0;
+                    batch
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot start pulling; retrying in 1 s");
+                    // One line per failure streak, then every 30th.
+                    if pull_failures.is_multiple_of(30) {
+                        tracing::warn!(error = %e, failures = pull_failures + 1, "cannot pull from JetStream; retrying every second");
+                    }
+                    pull_failures += 1;
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
             };
-            let mut chunks = messages.ready_chunks(batch_size);
-            loop {
-                // At most `concurrency` batches in flight.
-                while in_flight.len() >= self.config.concurrency {
-                    if let Some(Ok(report)) = in_flight.join_next().await {
-                        tracing::debug!(?report, "batch done");
-                    }
-                }
-                let chunk = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                        if let Ok(report) = done {
-                            tracing::debug!(?report, "batch done");
-                        }
-                        continue;
-                    }
-                    chunk = chunks.next() => chunk,
-                };
-                let Some(chunk) = chunk else {
-                    break;
-                };
-                let mut batch = Vec::with_capacity(chunk.len());
-                for item in chunk {
-                    match item {
-                        Ok(m) => batch.push(m),
-                        Err(e) => tracing::warn!(error = %e, "pull error"),
-                    }
-                }
-                if batch.is_empty() {
-                    continue;
-                }
-                let cx = self.context.clone();
-                in_flight.spawn(async move { process_batch(&cx, batch).await });
-            }
-            if shutdown.is_cancelled() {
-                // Hand back what the pull delivered but no batch took, so other workers get it
-                // now instead of after the ack wait.
-                let mut handed_back = 0usize;
-                while let Some(Some(chunk)) = futures::FutureExt::now_or_never(chunks.next()) {
-                    for message in chunk.into_iter().flatten() {
-                        let _ = message.ack_with(AckKind::Nak(None)).await;
-                        handed_back += 1;
-                    }
-                }
-                if handed_back > 0 {
-                    tracing::info!(handed_back, "returned messages no batch had started");
-                }
-            }
-        }
-        // Finish (and ack) what is in flight before stopping.
-        while let Some(done) = in_flight.join_next().await {
-            if let Ok(report) = done {
-                tracing::debug!(?report, "batch done");
+            if !batch.is_empty() {
+                self.run_batch(batch).await;
             }
         }
     }
+
+    /// During an outage: a cheap query, ending the outage when it answers.
+    async fn probe_database(&self) {
+        let ok = match db::connection(&self.context.pool).await {
+            Ok(mut conn) => {
+                diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut **conn)
+                    .await
+                    .is_ok()
+            }
+            Err(_) => false,
+        };
+        if ok {
+            self.context.outage.recovered();
+        }
+    }
+
+    /// Up to a batch of what is waiting now (at most `BATCH_SIZE` messages and
+    /// `WORKER_MAX_BATCH_BYTES`); when nothing is, waits for the first message and takes what
+    /// arrived with it. Nothing is pulled ahead, so nothing waits unprocessed in a buffer.
+    async fn pull(&self) -> Result<Vec<jetstream::Message>, String> {
+        let (count, bytes) = (self.config.batch_size, self.config.max_batch_bytes);
+        let mut batch = collect(
+            self.consumer
+                .fetch()
+                .max_messages(count)
+                .max_bytes(bytes)
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+        .await;
+        if batch.is_empty() {
+            let first = self
+                .consumer
+                .batch()
+                .max_messages(1)
+                .max_bytes(bytes)
+                .expires(LONG_POLL)
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            batch = tokio::select! {
+                _ = self.context.shutdown.cancelled() => Vec::new(),
+                got = collect(first) => got,
+            };
+            if !batch.is_empty() && count > 1 {
+                let used: usize = batch.iter().map(|m| m.payload.len()).sum();
+                let more = self
+                    .consumer
+                    .fetch()
+                    .max_messages(count - 1)
+                    .max_bytes(bytes.saturating_sub(used).max(1))
+                    .messages()
+                    .await;
+                if let Ok(more) = more {
+                    batch.extend(collect(more).await);
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Runs one batch in its own task so that a panic is contained: it is logged with the
+    /// batch's message ids and the messages are handed back for redelivery.
+    async fn run_batch(&self, batch: Vec<jetstream::Message>) {
+        let ids: Vec<String> = batch
+            .iter()
+            .map(|m| m.subject.rsplit('.').next().unwrap_or("").to_string())
+            .collect();
+        let replies: Vec<_> = batch.iter().filter_map(|m| m.reply.clone()).collect();
+        let cx = self.context.clone();
+        match tokio::spawn(async move { process_batch(&cx, batch).await }).await {
+            Ok(report) => tracing::debug!(?report, "batch done"),
+            Err(e) => {
+                let why = if e.is_panic() {
+                    let panic = e.into_panic();
+                    panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-text panic".into())
+                } else {
+                    "cancelled".into()
+                };
+                self.context.metrics.panicked_batches.inc();
+                tracing::error!(message_ids = ?ids, panic = %why, "batch panicked; handing its messages back for redelivery");
+                let client = self.context.jetstream.client();
+                for reply in replies {
+                    let _ = client.publish(reply, "-NAK".into()).await;
+                }
+            }
+        }
+    }
+}
+
+/// The messages of one pull request (errors, such as a request that timed out, end it).
+async fn collect(
+    mut messages: impl futures::Stream<Item = Result<jetstream::Message, impl std::fmt::Display>>
+    + Unpin,
+) -> Vec<jetstream::Message> {
+    let mut out = Vec::new();
+    while let Some(item) = messages.next().await {
+        match item {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "pull request ended");
+                break;
+            }
+        }
+    }
+    out
 }
 
 async fn dead_letter_recorder(cx: BatchContext, consumer: String, shutdown: CancellationToken) {

@@ -44,14 +44,20 @@ pub struct TestDb {
 impl TestDb {
     /// Creates an empty database.
     pub async fn create() -> Self {
+        Self::create_on(&pg_admin_url(), "test").await
+    }
+
+    /// Creates an empty database on the server at `admin_url` (connecting to its database
+    /// `maintenance_db` to do so).
+    pub async fn create_on(admin_url: &str, maintenance_db: &str) -> Self {
         let name = format!("nomnom_test_{}", unique());
-        let admin = pg(&format!("{}/test", pg_admin_url())).await;
+        let admin = pg(&format!("{admin_url}/{maintenance_db}")).await;
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");
         Self {
-            url: format!("{}/{name}", pg_admin_url()),
+            url: format!("{admin_url}/{name}"),
             name,
         }
     }
@@ -141,9 +147,13 @@ impl Pipeline {
 
     /// Starts the api only (the worker's tables exist); call [`Pipeline::start_worker`] later.
     pub async fn paused_with(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
+        Self::paused_on(TestDb::create().await, tweak).await
+    }
+
+    /// Like [`Pipeline::paused_with`], on a given (e.g. a test's own server's) database.
+    pub async fn paused_on(db: TestDb, tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
         let id = unique();
         let stream = format!("T_{id}");
-        let db = TestDb::create().await;
         nomnom::db::prepare_schema(&db.url).await.expect("schema");
         let mut worker_config = WorkerConfig {
             nats: NatsConfig {
@@ -159,6 +169,7 @@ impl Pipeline {
             ack_wait: Duration::from_secs(30),
             concurrency: 2,
             metrics_port: None,
+            max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
         };
         // The tweak may point at another NATS (a cluster, a server the test restarts).
         tweak(&mut worker_config);
@@ -180,10 +191,14 @@ impl Pipeline {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let api_stop = shutdown.clone();
         let api = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { api_stop.cancelled().await })
-                .await
-                .expect("api server");
+            let limits = nomnom::api::HttpLimits::default();
+            nomnom::api::serve(
+                listener,
+                app,
+                &limits,
+                async move { api_stop.cancelled().await },
+            )
+            .await;
         });
         Self {
             base,
@@ -197,14 +212,25 @@ impl Pipeline {
     }
 
     /// Starts a worker (call again to run several worker instances on the same consumer).
-    pub async fn start_worker(&mut self) {
-        let worker = Worker::connect(self.worker_config.clone())
+    pub async fn start_worker(&mut self) -> std::sync::Arc<nomnom::worker::WorkerMetrics> {
+        self.start_worker_with(|_| {}).await
+    }
+
+    /// Starts a worker after `prepare` (e.g. a fault hook); returns its metrics.
+    pub async fn start_worker_with(
+        &mut self,
+        prepare: impl FnOnce(&mut Worker),
+    ) -> std::sync::Arc<nomnom::worker::WorkerMetrics> {
+        let mut worker = Worker::connect(self.worker_config.clone())
             .await
             .expect("worker connects");
+        prepare(&mut worker);
+        let metrics = worker.metrics();
         let worker_stop = self.shutdown.clone();
         self.tasks.push(tokio::spawn(async move {
             worker.run(worker_stop).await.expect("worker run");
         }));
+        metrics
     }
 
     /// Publishes raw bytes straight to the stream (bypassing the api), subject `<stream>.order.<n>`.

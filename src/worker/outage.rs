@@ -1,0 +1,152 @@
+//! The worker's view of database availability: one warning when an outage starts, a summary
+//! every 30 s while it lasts, one line when it ends, and gauges for `/metrics`. While it lasts
+//! the worker pulls nothing new and holds the messages it has (see `worker::process_batch`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::db::DbError;
+use crate::worker::WorkerMetrics;
+
+/// How often a continuing outage is summarised in the log.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct State {
+    since: Option<Instant>,
+    last_summary: Option<Instant>,
+    faults_since_summary: u64,
+    last_error: String,
+}
+
+/// Tracks whether the database is reachable, shared by every batch of a worker.
+pub struct DbOutage {
+    state: Mutex<State>,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl DbOutage {
+    /// No outage yet.
+    pub fn new(metrics: Arc<WorkerMetrics>) -> Self {
+        metrics.database_up.set(1);
+        Self {
+            state: Mutex::new(State::default()),
+            metrics,
+        }
+    }
+
+    /// Whether an outage is going on (pulls are paused).
+    pub fn is_down(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| s.since.is_some())
+            .unwrap_or(false)
+    }
+
+    /// Seconds the current outage has lasted, if one is going on.
+    pub fn down_for(&self) -> Option<Duration> {
+        self.state.lock().ok()?.since.map(|s| s.elapsed())
+    }
+
+    /// A transient fault: starts an outage (logged once) or counts toward the next summary.
+    pub fn fault(&self, error: &DbError, held_messages: usize) {
+        self.metrics
+            .db_errors
+            .with_label_values(&[error.metric_class()])
+            .inc();
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        s.last_error = error.to_string();
+        match (s.since, s.last_summary) {
+            (None, _) => {
+                let now = Instant::now();
+                s.since = Some(now);
+                s.last_summary = Some(now);
+                s.faults_since_summary = 0;
+                self.metrics.database_up.set(0);
+                self.metrics.database_outages.inc();
+                tracing::warn!(
+                    error = %error,
+                    held_messages,
+                    "database unavailable: holding the messages in hand and pulling no more until it is back"
+                );
+            }
+            (Some(since), Some(last)) if last.elapsed() >= SUMMARY_EVERY => {
+                tracing::warn!(
+                    down_secs = since.elapsed().as_secs(),
+                    faults = s.faults_since_summary + 1,
+                    last_error = %s.last_error,
+                    "database still unavailable"
+                );
+                s.last_summary = Some(Instant::now());
+                s.faults_since_summary = 0;
+            }
+            _ => {
+                s.faults_since_summary += 1;
+                tracing::debug!(error = %error, "database still unavailable");
+            }
+        }
+    }
+
+    /// A database operation succeeded: ends the outage, if any (logged once).
+    pub fn recovered(&self) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        if let Some(since) = s.since.take() {
+            let down = since.elapsed();
+            s.last_summary = None;
+            self.metrics.database_up.set(1);
+            self.metrics
+                .database_outage_seconds
+                .inc_by(down.as_secs_f64());
+            tracing::info!(
+                down_secs = down.as_secs_f64(),
+                "database available again; resuming"
+            );
+        }
+    }
+}
+
+/// Backoff between write attempts while the database is failing: 250 ms doubling to 5 s.
+pub fn hold_delay(attempt: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_counted_once_and_its_length_recorded() {
+        let metrics = Arc::new(WorkerMetrics::new());
+        let outage = DbOutage::new(metrics.clone());
+        let e = DbError::Connection {
+            message: "refused".into(),
+            sqlstate: None,
+        };
+        for _ in 0..100 {
+            outage.fault(&e, 10);
+        }
+        assert!(outage.is_down());
+        assert_eq!(metrics.database_up.get(), 0);
+        assert_eq!(metrics.database_outages.get(), 1);
+        outage.recovered();
+        outage.recovered();
+        assert!(!outage.is_down());
+        assert_eq!(metrics.database_up.get(), 1);
+        assert_eq!(metrics.database_outages.get(), 1);
+        assert_eq!(
+            metrics.db_errors.with_label_values(&["connection"]).get(),
+            100
+        );
+    }
+
+    #[test]
+    fn hold_delays_grow_and_stop_at_five_seconds() {
+        assert_eq!(hold_delay(0), Duration::from_millis(250));
+        assert_eq!(hold_delay(2), Duration::from_secs(1));
+        assert_eq!(hold_delay(40), Duration::from_secs(5));
+    }
+}
