@@ -278,8 +278,13 @@ mod tests {
         let lists_start = code.find("pub const API_ENV_VARS").unwrap_or(code.len());
         let mut read: Vec<&str> = Vec::new();
         for call in ["var(\"", "parsed(\"", "stream_name(\"", "seconds(\""] {
+            let call = call.trim_end_matches('"');
             for (i, _) in code[..lists_start].match_indices(call) {
-                let rest = &code[i + call.len()..];
+                // rustfmt may put the name on the next line.
+                let rest = code[i + call.len()..].trim_start();
+                let Some(rest) = rest.strip_prefix('"') else {
+                    continue;
+                };
                 let name = &rest[..rest.find('"').unwrap_or(0)];
                 if !name.is_empty() && !read.contains(&name) {
                     read.push(name);

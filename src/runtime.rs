@@ -162,6 +162,96 @@ impl FromJson for f64 {
     }
 }
 
+/// PostgreSQL `NUMERIC` holds at most this many digits after the decimal point
+/// (`NUMERIC_DSCALE_MAX`)…
+pub const NUMERIC_MAX_SCALE: i128 = 16_383;
+/// …and at most this many before it (`NUMERIC_WEIGHT_MAX` base-10000 groups).
+pub const NUMERIC_MAX_INTEGER_DIGITS: i128 = 131_072;
+/// The binary wire format counts base-10000 digit groups in an `i16`.
+const NUMERIC_MAX_GROUPS: i128 = 32_767;
+
+/// Checks a decimal literal (`-12.50`, `1e-3`) against what PostgreSQL `NUMERIC` can store and
+/// what its binary wire format can carry, from the text alone and with checked arithmetic, so
+/// that no value the api accepts is refused when the worker writes it.
+pub fn check_numeric(text: &str) -> Result<(), String> {
+    let bad = || format!("`{}` is not a decimal number", truncated(text));
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits_only = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if int_part.len() + frac_part.len() == 0 || !digits_only(int_part) || !digits_only(frac_part) {
+        return Err(bad());
+    }
+    let exponent: i128 = match exponent {
+        None => 0,
+        Some(e) => {
+            let digits = e.strip_prefix(['-', '+']).unwrap_or(e);
+            if digits.is_empty() || !digits_only(digits) {
+                return Err(bad());
+            }
+            // More than 18 digits cannot be in range (and would not fit an i64 anyway).
+            if digits.len() > 18 {
+                return Err(out_of_numeric_range(text, "its exponent"));
+            }
+            e.parse::<i128>().map_err(|_| bad())?
+        }
+    };
+    let leading_zeros = int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .take_while(|b| *b == b'0')
+        .count();
+    let total = int_part.len() + frac_part.len();
+    if leading_zeros == total {
+        return Ok(()); // zero, whatever the exponent
+    }
+    // As a decimal: an integer of `significant` digits scaled by 10^-scale.
+    let significant = (total - leading_zeros) as i128;
+    let scale = frac_part.len() as i128 - exponent;
+    let (integer_digits, scale) = if scale < 0 {
+        (significant - scale, 0)
+    } else {
+        (significant, scale)
+    };
+    if scale > NUMERIC_MAX_SCALE {
+        return Err(out_of_numeric_range(
+            text,
+            &format!("more than {NUMERIC_MAX_SCALE} digits after the decimal point"),
+        ));
+    }
+    if integer_digits - scale > NUMERIC_MAX_INTEGER_DIGITS {
+        return Err(out_of_numeric_range(
+            text,
+            &format!("more than {NUMERIC_MAX_INTEGER_DIGITS} digits before the decimal point"),
+        ));
+    }
+    // The wire format pads the scale to a whole group and counts groups in an i16.
+    let groups = (integer_digits + 4 - scale % 4 + 3) / 4;
+    if groups > NUMERIC_MAX_GROUPS {
+        return Err(out_of_numeric_range(text, "too many digits in all"));
+    }
+    Ok(())
+}
+
+fn truncated(text: &str) -> String {
+    if text.len() <= 40 {
+        text.to_string()
+    } else {
+        let cut = (0..=40)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        format!("{}…", &text[..cut])
+    }
+}
+
+fn out_of_numeric_range(text: &str, why: &str) -> String {
+    format!("`{}` is out of range for NUMERIC ({why})", truncated(text))
+}
+
 impl FromJson for Decimal {
     const EXPECTED: &'static str = "a number or numeric string";
     fn from_json(v: &JsonValue) -> Result<Self, String> {
@@ -171,23 +261,15 @@ impl FromJson for Decimal {
             JsonValue::String(s) => s.trim().to_string(),
             _ => return Err(wrong::<Self>(v)),
         };
-        let valid = !text.is_empty()
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
-        if !valid {
-            return Err(format!("`{text}` is not a decimal number"));
-        }
-        let d =
-            Decimal::from_str(&text).map_err(|_| format!("`{text}` is not a decimal number"))?;
-        // PostgreSQL NUMERIC holds up to 131072 digits before the point and 16383 after.
-        let (_, scale) = d.as_bigint_and_exponent();
-        let digit_count = i64::try_from(d.digits()).unwrap_or(i64::MAX);
-        if scale > 16383 || digit_count - scale > 131072 {
-            return Err(format!("`{text}` is out of range for NUMERIC"));
-        }
-        Ok(d)
+        check_numeric(&text)?;
+        Decimal::from_str(&text)
+            .map_err(|_| format!("`{}` is not a decimal number", truncated(&text)))
     }
+}
+
+/// The earliest date and time PostgreSQL stores: 4713-11-24 BC (astronomical year -4712).
+fn earliest_postgres_date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(-4712, 11, 24).unwrap_or(NaiveDate::MIN)
 }
 
 impl FromJson for bool {
@@ -201,8 +283,14 @@ impl FromJson for NaiveDate {
     const EXPECTED: &'static str = "a date string YYYY-MM-DD";
     fn from_json(v: &JsonValue) -> Result<Self, String> {
         let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
-        NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map_err(|e| format!("`{s}` is not a valid date YYYY-MM-DD ({e})"))
+        let date = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|e| format!("`{s}` is not a valid date YYYY-MM-DD ({e})"))?;
+        if date < earliest_postgres_date() {
+            return Err(format!(
+                "`{s}` is before 4713-11-24 BC, the earliest date PostgreSQL stores"
+            ));
+        }
+        Ok(date)
     }
 }
 
@@ -210,9 +298,15 @@ impl FromJson for DateTimeUtc {
     const EXPECTED: &'static str = "an RFC 3339 date-time string";
     fn from_json(v: &JsonValue) -> Result<Self, String> {
         let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
-        chrono::DateTime::parse_from_rfc3339(s)
+        let at = chrono::DateTime::parse_from_rfc3339(s)
             .map(|d| d.with_timezone(&chrono::Utc))
-            .map_err(|e| format!("`{s}` is not an RFC 3339 date-time ({e})"))
+            .map_err(|e| format!("`{s}` is not an RFC 3339 date-time ({e})"))?;
+        if at.date_naive() < earliest_postgres_date() {
+            return Err(format!(
+                "`{s}` is before 4713-11-24 BC, the earliest time PostgreSQL stores"
+            ));
+        }
+        Ok(at)
     }
 }
 
@@ -224,12 +318,23 @@ impl FromJson for Uuid {
     }
 }
 
+/// jsonb stores numbers as `NUMERIC`: every number inside must fit it.
+fn check_json_numbers(v: &JsonValue) -> Result<(), String> {
+    match v {
+        JsonValue::Number(n) => check_numeric(&n.to_string()),
+        JsonValue::Array(items) => items.iter().try_for_each(check_json_numbers),
+        JsonValue::Object(map) => map.values().try_for_each(check_json_numbers),
+        _ => Ok(()),
+    }
+}
+
 impl FromJson for JsonValue {
     const EXPECTED: &'static str = "any JSON value";
     fn from_json(v: &JsonValue) -> Result<Self, String> {
         if contains_nul(v) {
             return Err(NUL_ERROR.into());
         }
+        check_json_numbers(v)?;
         Ok(v.clone())
     }
 }

@@ -150,3 +150,74 @@ async fn a_later_message_wins_even_when_an_earlier_one_commits_after_it() {
     drop(conn);
     test_db.drop_db().await;
 }
+
+/// What the edge accepts, PostgreSQL stores: every literal `check_numeric` passes is written as
+/// a bound NUMERIC (diesel's binary format) and inside a jsonb value; the boundaries are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numeric_literals_accepted_at_the_edge_are_stored_by_postgresql() {
+    use diesel::sql_types::{Jsonb, Numeric};
+    use diesel_async::RunQueryDsl;
+    use std::str::FromStr;
+
+    let nines = |n: usize| "9".repeat(n);
+    let literals: Vec<(String, bool)> = vec![
+        ("0".into(), true),
+        ("-0.000".into(), true),
+        ("0e99999".into(), true),
+        ("173665.47".into(), true),
+        ("-1.5E+3".into(), true),
+        ("1e-16383".into(), true),
+        ("1e-16384".into(), false),
+        ("1.5e-16382".into(), true),
+        ("1.5e-16383".into(), false),
+        ("1e131063".into(), true),
+        ("1e131072".into(), false),
+        (nines(131_064), true),
+        (nines(131_065), false),
+        ("1e9223372036854775807".into(), false),
+        ("-1e-9223372036854775807".into(), false),
+        ("1e99999999999999999999".into(), false),
+    ];
+    let mut conn = db::connect(&format!("{}/test", common::pg_admin_url()))
+        .await
+        .expect("connect");
+    #[derive(diesel::QueryableByName)]
+    #[allow(dead_code)] // loaded to prove PostgreSQL took the value
+    struct Stored {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        text: String,
+    }
+    for (literal, expected) in literals {
+        let verdict = nomnom::runtime::check_numeric(&literal);
+        let short = &literal[..literal.len().min(30)];
+        assert_eq!(verdict.is_ok(), expected, "{short}: {verdict:?}");
+        let exponent_fits = literal
+            .rsplit(['e', 'E'])
+            .next()
+            .is_some_and(|e| e.trim_start_matches(['-', '+']).len() < 10);
+        if verdict.is_err() && !exponent_fits {
+            continue;
+        }
+        let value = bigdecimal::BigDecimal::from_str(&literal).expect("parses");
+        let stored: Result<Stored, _> = diesel::sql_query("SELECT ($1::numeric)::text AS text")
+            .bind::<Numeric, _>(&value)
+            .get_result(&mut *conn)
+            .await;
+        if verdict.is_err() {
+            // The boundary is exact: one step past it, storing fails.
+            assert!(
+                stored.is_err(),
+                "{short} was refused but PostgreSQL stores it"
+            );
+            continue;
+        }
+        assert!(stored.is_ok(), "{short} as NUMERIC: {:?}", stored.err());
+        let json: serde_json::Value =
+            serde_json::from_str(&format!("{{\"n\":{literal}}}")).expect("json");
+        let stored: Result<Stored, _> = diesel::sql_query("SELECT ($1::jsonb)::text AS text")
+            .bind::<Jsonb, _>(&json)
+            .get_result(&mut *conn)
+            .await;
+        assert!(stored.is_ok(), "{short} in jsonb: {:?}", stored.err());
+    }
+}

@@ -500,6 +500,9 @@ async fn write_isolating(
 
 /// How long an idle slot's pull request waits for the first message.
 const LONG_POLL: Duration = Duration::from_secs(5);
+/// How long past its own expiry a pull request may go unanswered before the slot gives up on
+/// it (a NATS restart loses pending requests).
+const PULL_GRACE: Duration = Duration::from_secs(5);
 
 /// A connected worker.
 pub struct Worker {
@@ -688,16 +691,7 @@ impl Worker {
     /// arrived with it. Nothing is pulled ahead, so nothing waits unprocessed in a buffer.
     async fn pull(&self) -> Result<Vec<jetstream::Message>, String> {
         let (count, bytes) = (self.config.batch_size, self.config.max_batch_bytes);
-        let mut batch = collect(
-            self.consumer
-                .fetch()
-                .max_messages(count)
-                .max_bytes(bytes)
-                .messages()
-                .await
-                .map_err(|e| e.to_string())?,
-        )
-        .await;
+        let mut batch = self.fetch(count, bytes).await?;
         if batch.is_empty() {
             let first = self
                 .consumer
@@ -708,25 +702,43 @@ impl Worker {
                 .messages()
                 .await
                 .map_err(|e| e.to_string())?;
+            // The server ends the request at LONG_POLL; a request lost with a NATS restart
+            // never ends, so the client gives up a little later.
             batch = tokio::select! {
                 _ = self.context.shutdown.cancelled() => Vec::new(),
-                got = collect(first) => got,
+                got = tokio::time::timeout(LONG_POLL + PULL_GRACE, collect(first)) => {
+                    got.map_err(|_| "no answer to a pull request".to_string())?
+                }
             };
             if !batch.is_empty() && count > 1 {
                 let used: usize = batch.iter().map(|m| m.payload.len()).sum();
-                let more = self
-                    .consumer
-                    .fetch()
-                    .max_messages(count - 1)
-                    .max_bytes(bytes.saturating_sub(used).max(1))
-                    .messages()
-                    .await;
-                if let Ok(more) = more {
-                    batch.extend(collect(more).await);
+                if let Ok(more) = self
+                    .fetch(count - 1, bytes.saturating_sub(used).max(1))
+                    .await
+                {
+                    batch.extend(more);
                 }
             }
         }
         Ok(batch)
+    }
+
+    /// What is waiting now, up to `count` messages and `bytes` payload bytes.
+    async fn fetch(&self, count: usize, bytes: usize) -> Result<Vec<jetstream::Message>, String> {
+        let request = async {
+            let messages = self
+                .consumer
+                .fetch()
+                .max_messages(count)
+                .max_bytes(bytes)
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(collect(messages).await)
+        };
+        tokio::time::timeout(PULL_GRACE, request)
+            .await
+            .map_err(|_| "no answer to a fetch request".to_string())?
     }
 
     /// Runs one batch in its own task so that a panic is contained: it is logged with the
