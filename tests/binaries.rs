@@ -305,3 +305,38 @@ async fn hostile_bodies_keep_api_memory_growth_under_64_mb() {
     .expect("NATS");
     let _ = js.delete_stream(&stream).await;
 }
+
+#[path = "common/memory.rs"]
+mod memory;
+
+/// The worker's memory follows its byte budget, not the message size: 100 KiB messages with a
+/// 4 MiB budget per pull stay far below what the same messages at BATCH_SIZE alone would take
+/// (500 × 100 KiB per batch). The bound checked is looser than the one in docs/RELIABILITY.md
+/// (debug build): 64 MB + 5 × WORKER_CONCURRENCY × WORKER_MAX_BATCH_BYTES.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_memory_follows_its_byte_budget_with_100_kib_messages() {
+    let budget: u64 = 4 << 20;
+    let drained = memory::drain(
+        env!("CARGO_BIN_EXE_worker"),
+        &common::nats_url(),
+        &common::pg_admin_url(),
+        400,
+        100,
+        &[("WORKER_MAX_BATCH_BYTES", &budget.to_string())],
+    )
+    .await
+    .expect("drained");
+    let bound = (64 << 20) + 5 * 3 * budget;
+    println!(
+        "400 x 100 KiB, budget 4 MiB: worker peak RSS {:.0} MB (bound {:.0} MB) in {:.1} s",
+        drained.peak_rss as f64 / 1e6,
+        bound as f64 / 1e6,
+        drained.elapsed.as_secs_f64()
+    );
+    assert!(drained.peak_rss > 0, "RSS was sampled");
+    assert!(
+        drained.peak_rss < bound,
+        "peak RSS {} bytes",
+        drained.peak_rss
+    );
+}

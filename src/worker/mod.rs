@@ -127,9 +127,27 @@ struct Incoming {
     outcome: Result<Parsed, DeadLetter>,
 }
 
+/// A parsed message without its body text: the rows are all the write needs, and a body that
+/// must be dead-lettered after all is read again from the stream (it stays there until acked).
 struct Parsed {
-    envelope: MessageEnvelope,
+    message_id: Uuid,
+    entity: String,
+    received_at: chrono::DateTime<chrono::Utc>,
     message: ParsedMessage,
+}
+
+impl Parsed {
+    /// A dead letter whose body is filled in from the stream before it is published.
+    fn dead_letter(&self, delivered: i64, reason: String) -> DeadLetter {
+        DeadLetter {
+            message_id: self.message_id,
+            entity: self.entity.clone(),
+            body: String::new(),
+            reason,
+            attempts: attempts(delivered),
+            received_at: self.received_at,
+        }
+    }
 }
 
 fn attempts(delivered: i64) -> i32 {
@@ -167,7 +185,12 @@ fn decode(message: &jetstream::Message, delivered: i64) -> Result<Parsed, DeadLe
             .map_err(crate::runtime::ParseError::Invalid)
     });
     match parsed {
-        Ok(message) => Ok(Parsed { envelope, message }),
+        Ok(message) => Ok(Parsed {
+            message_id: envelope.message_id,
+            entity: envelope.entity,
+            received_at: envelope.received_at,
+            message,
+        }),
         Err(e) => Err(dead_letter(&envelope, delivered, e.to_string())),
     }
 }
@@ -248,7 +271,7 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
                 })
                 .unwrap_or((1, 0));
             let outcome = decode(&message, delivered);
-            // The envelope keeps what is needed; the payload can go.
+            // The parsed rows are all that is needed; the payload (and the body) can go.
             message.message.payload = bytes::Bytes::new();
             Incoming {
                 message,
@@ -266,7 +289,7 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
             .iter()
             .filter_map(|m| {
                 let p = m.outcome.as_ref().ok()?;
-                Some((p.envelope.message_id, m.delivered))
+                Some((p.message_id, m.delivered))
             })
             .collect();
         hook(&ids);
@@ -292,9 +315,15 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
         &mut report,
     )
     .await;
-    let published = futures::future::join_all(dead.iter().map(|(_, dl)| async move {
-        tracing::warn!(message_id = %dl.message_id, entity = %dl.entity, reason = %dl.reason, "dead-lettering message");
-        dead_letter::publish(&cx.jetstream, &cx.stream, dl).await
+    let published = futures::future::join_all(dead.iter_mut().map(|(i, dl)| {
+        let sequence = incoming[*i].outcome.is_ok().then_some(incoming[*i].sequence);
+        async move {
+            if let Some(sequence) = sequence {
+                dl.body = body_from_stream(cx, sequence).await?;
+            }
+            tracing::warn!(message_id = %dl.message_id, entity = %dl.entity, reason = %dl.reason, "dead-lettering message");
+            dead_letter::publish(&cx.jetstream, &cx.stream, dl).await
+        }
     }))
     .await;
     for ((i, dl), result) in dead.iter().zip(published) {
@@ -318,7 +347,7 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
         if let Disposition::Retry(_) = d {
             report.retried += 1;
             let entity = match &m.outcome {
-                Ok(p) => p.envelope.entity.as_str(),
+                Ok(p) => p.entity.as_str(),
                 Err(dl) => dl.entity.as_str(),
             };
             cx.metrics
@@ -344,6 +373,21 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
     report
 }
 
+/// The body of the message at `sequence` of the stream, read again for its dead letter.
+async fn body_from_stream(cx: &BatchContext, sequence: i64) -> Result<String, String> {
+    let stream = cx
+        .jetstream
+        .get_stream_no_info(&cx.stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let raw = stream
+        .direct_get(u64::try_from(sequence).unwrap_or(0))
+        .await
+        .map_err(|e| format!("cannot read message {sequence} again: {e}"))?;
+    let envelope = MessageEnvelope::from_bytes(&raw.payload).map_err(|e| e.to_string())?;
+    Ok(envelope.body.get().to_string())
+}
+
 /// Messages delivered more than `MAX_DELIVER` times without an outcome: acked if an earlier
 /// delivery committed them after all, else dead-lettered.
 async fn give_up_unfinished(
@@ -358,7 +402,7 @@ async fn give_up_unfinished(
     }
     let ids: Vec<Uuid> = idx
         .iter()
-        .filter_map(|&i| Some(incoming[i].outcome.as_ref().ok()?.envelope.message_id))
+        .filter_map(|&i| Some(incoming[i].outcome.as_ref().ok()?.message_id))
         .collect();
     let mut attempt = 0;
     let committed = loop {
@@ -386,14 +430,14 @@ async fn give_up_unfinished(
         let Ok(p) = &incoming[i].outcome else {
             continue;
         };
-        if committed.contains(&p.envelope.message_id) {
+        if committed.contains(&p.message_id) {
             continue;
         }
         let reason = format!(
             "delivered {} times without an outcome (MAX_DELIVER={}): the worker stopped or crashed while processing it each time",
             incoming[i].delivered, cx.max_deliver
         );
-        dead.push((i, dead_letter(&p.envelope, incoming[i].delivered, reason)));
+        dead.push((i, p.dead_letter(incoming[i].delivered, reason)));
     }
 }
 
@@ -420,8 +464,8 @@ async fn write_isolating(
             .filter_map(|&i| {
                 let p = incoming[i].outcome.as_ref().ok()?;
                 Some(PendingWrite {
-                    message_id: p.envelope.message_id,
-                    received_at: p.envelope.received_at,
+                    message_id: p.message_id,
+                    received_at: p.received_at,
                     attempts: attempts(incoming[i].delivered),
                     sequence: incoming[i].sequence,
                     message: &p.message,
@@ -476,10 +520,7 @@ async fn write_isolating(
                     .inc();
                 let i = set[0];
                 if let Some(p) = parsed(i) {
-                    dead.push((
-                        i,
-                        dead_letter(&p.envelope, incoming[i].delivered, e.to_string()),
-                    ));
+                    dead.push((i, p.dead_letter(incoming[i].delivered, e.to_string())));
                 }
             }
             Err(e) => {

@@ -1,0 +1,141 @@
+//! Worker memory under large messages: preloads a fresh stream with N orders whose comment is
+//! K KiB, runs the worker binary at its default settings until every message is committed, and
+//! samples its peak RSS (`VmHWM`). Shared by `tests/binaries.rs` and `benches/worker_memory.rs`.
+#![allow(dead_code)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one drain measured.
+pub struct DrainMemory {
+    /// Messages committed.
+    pub messages: u64,
+    /// Payload bytes published.
+    pub payload_bytes: u64,
+    /// Peak resident memory of the worker process.
+    pub peak_rss: u64,
+    /// From worker start to the last commit.
+    pub elapsed: Duration,
+}
+
+/// Peak resident memory of a process in bytes (`VmHWM`).
+pub fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Drains `messages` orders of about `kib` KiB each through `worker_bin`, with `env` added to
+/// its (otherwise default) settings.
+pub async fn drain(
+    worker_bin: &str,
+    nats_url: &str,
+    pg_admin_url: &str,
+    messages: u64,
+    kib: usize,
+    env: &[(&str, &str)],
+) -> Result<DrainMemory, String> {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let (stream, db) = (format!("WM_{id}"), format!("nomnom_mem_{id}"));
+    let (admin, conn) =
+        tokio_postgres::connect(&format!("{pg_admin_url}/postgres"), tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let nats = nomnom::config::NatsConfig {
+        url: nats_url.to_string(),
+        stream: stream.clone(),
+        duplicate_window: Duration::from_secs(120),
+        replicas: 1,
+    };
+    let js = nomnom::nats::connect(&nats)
+        .await
+        .map_err(|e| e.to_string())?;
+    nomnom::nats::ensure_stream(&js, &nats)
+        .await
+        .map_err(|e| e.to_string())?;
+    let comment = "x".repeat(kib * 1024);
+    let mut payload_bytes = 0u64;
+    let mut acks = Vec::new();
+    for n in 0..messages {
+        let mut order = nomnom::sample::tpch_order(n, 4);
+        order["comment"] = serde_json::Value::String(comment.clone());
+        let message_id = uuid::Uuid::new_v4();
+        let payload = nomnom::envelope::MessageEnvelope::encode_with_body(
+            message_id,
+            "Order",
+            chrono::Utc::now(),
+            order.to_string().as_bytes(),
+        );
+        payload_bytes += payload.len() as u64;
+        let subject = nomnom::nats::message_subject(&stream, "order", &message_id);
+        acks.push(
+            js.publish(subject, payload.into())
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        if acks.len() >= 64 {
+            for ack in acks.drain(..) {
+                ack.await.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.map_err(|e| e.to_string())?;
+    }
+    let url = format!("{pg_admin_url}/{db}");
+    let started = Instant::now();
+    let mut worker = Command::new(worker_bin)
+        .env("NATS_URL", nats_url)
+        .env("NATS_STREAM", &stream)
+        .env("NATS_CONSUMER", format!("c_{id}"))
+        .env("DATABASE_URL", &url)
+        .env("WORKER_METRICS_PORT", "0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut peak = 0;
+    let mut done = 0i64;
+    let result = loop {
+        peak = peak.max(peak_rss(worker.id()));
+        if done >= messages as i64 {
+            break Ok(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            break Err(format!("only {done} of {messages} committed after 600 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let client = tokio_postgres::connect(&url, tokio_postgres::NoTls).await;
+        if let Ok((client, conn)) = client {
+            tokio::spawn(conn);
+            done = client
+                .query_one("SELECT count(*) FROM message_status", &[])
+                .await
+                .map(|r| r.get::<_, i64>(0))
+                .unwrap_or(0);
+        }
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    let _ = worker.wait();
+    let _ = js.delete_stream(&stream).await;
+    let _ = js
+        .delete_stream(nomnom::worker::dead_letter::dlq_stream_name(&stream))
+        .await;
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await;
+    Ok(DrainMemory {
+        messages,
+        payload_bytes,
+        peak_rss: peak,
+        elapsed: result?,
+    })
+}
