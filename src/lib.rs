@@ -14,6 +14,7 @@ pub mod labels;
 pub mod nats;
 pub mod runtime;
 pub mod sample;
+pub mod throttle;
 pub mod worker;
 
 /// The Prometheus text exposition of a registry (api and worker `/metrics`).

@@ -148,16 +148,7 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
         terminate(&mut worker).success(),
         "worker exits 0 on SIGTERM"
     );
-    let js = nomnom::nats::connect(&nomnom::config::NatsConfig {
-        url: common::nats_url(),
-        stream: stream.clone(),
-        duplicate_window: Duration::from_secs(120),
-        replicas: 1,
-    })
-    .await
-    .expect("nats");
-    let _ = js.delete_stream(&stream).await;
-    let _ = js.delete_stream(format!("{stream}_DLQ")).await;
+    common::delete_streams(&stream).await;
     db.drop_db().await;
 }
 
@@ -295,15 +286,7 @@ async fn hostile_bodies_keep_api_memory_growth_under_64_mb() {
         assert!(growth < 64 << 20, "{name}: peak RSS grew {growth} bytes");
     }
     terminate(&mut api);
-    let js = nomnom::nats::connect(&nomnom::config::NatsConfig {
-        url: common::nats_url(),
-        stream: stream.clone(),
-        duplicate_window: Duration::from_secs(120),
-        replicas: 1,
-    })
-    .await
-    .expect("NATS");
-    let _ = js.delete_stream(&stream).await;
+    common::delete_streams(&stream).await;
 }
 
 #[path = "common/memory.rs"]

@@ -297,29 +297,6 @@ async fn two_workers_share_the_consumer_without_duplicates() {
     p.stop().await;
 }
 
-/// The pid of a backend of the test database that is inside `pg_sleep` (waits up to 20 s).
-async fn sleeping_backend(p: &Pipeline) -> i32 {
-    let admin = common::pg(&format!("{}/test", common::pg_admin_url())).await;
-    let start = std::time::Instant::now();
-    loop {
-        let rows = admin
-            .query(
-                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event = 'PgSleep'",
-                &[&p.db.name],
-            )
-            .await
-            .expect("pg_stat_activity");
-        if let Some(row) = rows.first() {
-            return row.get(0);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the worker's write never reached the slow trigger"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_backend_is_transient_and_the_batch_commits_on_retry() {
     let mut p = Pipeline::paused_with(|_| {}).await;
@@ -340,12 +317,8 @@ async fn a_terminated_backend_is_transient_and_the_batch_commits_on_retry() {
             .await;
     }
     let metrics = p.start_worker().await;
-    let pid = sleeping_backend(&p).await;
-    let admin = common::pg(&format!("{}/test", common::pg_admin_url())).await;
-    admin
-        .execute("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .expect("terminate");
+    let pid = p.db.sleeping_backend().await;
+    p.db.terminate_backend(pid).await;
     p.db.wait_count("SELECT 1 FROM message_status WHERE status = 'processed'", 3)
         .await;
     assert_eq!(p.db.count("SELECT 1 FROM orders").await, 3);

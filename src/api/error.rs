@@ -143,7 +143,12 @@ impl IntoResponse for ApiError {
                 body["known_entities"] = json!(known);
             }
             ApiError::Unavailable(_) | ApiError::Internal(_) => {
-                tracing::warn!(error = %self, "request failed");
+                // During an outage every request fails the same way: one line per 10 s.
+                static FAILED: crate::throttle::Throttle =
+                    crate::throttle::Throttle::new(std::time::Duration::from_secs(10));
+                if let Some(held_back) = FAILED.allow() {
+                    tracing::warn!(error = %self, similar_since_last = held_back, "request failed");
+                }
             }
             _ => {}
         }

@@ -30,7 +30,8 @@ pub fn openapi_document() -> Value {
         for (code, text) in [
             ("400", "Invalid JSON or malformed request"),
             ("404", "Unknown entity"),
-            ("413", "Body larger than the limit"),
+            ("408", "The request or its body took too long"),
+            ("413", "Body larger than the limit (or, for a batch, more than MAX_BATCH_LINES lines)"),
             ("415", "Unsupported content type"),
             (
                 "422",
@@ -38,7 +39,7 @@ pub fn openapi_document() -> Value {
             ),
             (
                 "503",
-                "NATS unavailable; retry after the Retry-After header",
+                "NATS unavailable, or too many requests in flight; retry after the Retry-After header",
             ),
         ]
         .iter()
@@ -120,7 +121,7 @@ pub fn openapi_document() -> Value {
         }}),
     );
     paths.insert("/health".into(), json!({"get": {"operationId": "health", "summary": "Liveness", "responses": {"200": {"description": "Alive"}}}}));
-    paths.insert("/ready".into(), json!({"get": {"operationId": "ready", "summary": "Readiness: NATS, the stream and PostgreSQL", "responses": {"200": {"description": "Ready"}, "503": {"description": "A dependency failed; `failed` names it"}}}}));
+    paths.insert("/ready".into(), json!({"get": {"operationId": "ready", "summary": "Readiness to accept: NATS and the stream (PostgreSQL is reported, not required)", "responses": {"200": {"description": "Ready"}, "503": {"description": "A dependency failed; `failed` names it"}}}}));
     paths.insert("/metrics".into(), json!({"get": {"operationId": "metrics", "summary": "Prometheus metrics", "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}));
     schemas.insert("Error".into(), json!({"type": "object", "required": ["error", "status"], "properties": {
         "error": {"type": "string"}, "status": {"type": "integer"},
@@ -135,10 +136,15 @@ pub fn openapi_document() -> Value {
     );
     schemas.insert("BatchResult".into(), json!({"type": "object", "properties": {
         "entity": {"type": "string"}, "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
-        "results": {"type": "array", "items": {"type": "object", "properties": {
+        "results": {
+            "description": "Every accepted line with its message_id, and the first 100 rejected lines in full",
+            "type": "array", "items": {"type": "object", "properties": {
             "line": {"type": "integer"}, "message_id": {"type": "string", "format": "uuid"},
-            "error": {"type": "string"}, "retryable": {"type": "boolean"}
-        }}}
+            "error": {"type": "string"}, "retryable": {"type": "boolean"},
+            "details": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "error": {"type": "string"}}}}
+        }}},
+        "errors_omitted": {"type": "integer", "description": "Rejected lines not listed in results"},
+        "rejected_by_reason": {"type": "object", "additionalProperties": {"type": "integer"}}
     }}));
     schemas.insert("MessageStatus".into(), json!({"type": "object", "required": ["message_id", "status"], "properties": {
         "message_id": {"type": "string", "format": "uuid"},

@@ -90,6 +90,7 @@ pub async fn run_recorder(
     stream: String,
     consumer_name: String,
     pool: DbPool,
+    outage: std::sync::Arc<crate::worker::DbOutage>,
     shutdown: CancellationToken,
 ) -> Result<(), NatsError> {
     let dlq = js
@@ -118,7 +119,11 @@ pub async fn run_recorder(
         let mut messages = match consumer.messages().await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "dead-letter recorder cannot pull; retrying");
+                static PULL_FAILED: crate::throttle::Throttle =
+                    crate::throttle::Throttle::new(Duration::from_secs(30));
+                if let Some(held_back) = PULL_FAILED.allow() {
+                    tracing::warn!(error = %e, similar_since_last = held_back, "dead-letter recorder cannot pull; retrying every second");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -145,9 +150,13 @@ pub async fn run_recorder(
                 }
             };
             let kind = match outcome {
-                Ok(()) => jetstream::AckKind::Ack,
+                Ok(()) => {
+                    outage.recovered();
+                    jetstream::AckKind::Ack
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot record dead letter yet; will retry");
+                    // Logged (once, then every 30 s) by the outage tracker.
+                    outage.fault(&e, 1);
                     jetstream::AckKind::Nak(Some(Duration::from_secs(2)))
                 }
             };

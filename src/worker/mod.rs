@@ -32,6 +32,7 @@ use crate::envelope::MessageEnvelope;
 use crate::generated::{ParsedMessage, RootEntity};
 use crate::labels::entity_label;
 use crate::nats::{self as nats_setup, NatsError};
+use crate::throttle::Throttle;
 pub use metrics::WorkerMetrics;
 pub use outage::DbOutage;
 
@@ -337,7 +338,10 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
                     .inc();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot publish dead letter; will retry");
+                static PUBLISH_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
+                if let Some(held_back) = PUBLISH_FAILED.allow() {
+                    tracing::warn!(error = %e, similar_since_last = held_back, "cannot publish dead letter; will retry");
+                }
                 dispositions[*i] = Disposition::Retry(Duration::from_secs(1));
             }
         }
@@ -365,7 +369,10 @@ pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) ->
         async move {
             if let Err(e) = m.message.ack_with(kind).await {
                 // The message will be redelivered; the status row makes that harmless.
-                tracing::warn!(error = %e, "ack failed");
+                static ACK_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
+                if let Some(held_back) = ACK_FAILED.allow() {
+                    tracing::warn!(error = %e, similar_since_last = held_back, "ack failed");
+                }
             }
         }
     });
@@ -834,8 +841,15 @@ async fn collect(
 }
 
 async fn dead_letter_recorder(cx: BatchContext, consumer: String, shutdown: CancellationToken) {
-    if let Err(e) =
-        dead_letter::run_recorder(cx.jetstream, cx.stream, consumer, cx.pool, shutdown).await
+    if let Err(e) = dead_letter::run_recorder(
+        cx.jetstream,
+        cx.stream,
+        consumer,
+        cx.pool,
+        cx.outage,
+        shutdown,
+    )
+    .await
     {
         tracing::error!(error = %e, "dead-letter recorder stopped");
     }

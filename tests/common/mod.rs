@@ -93,6 +93,39 @@ impl TestDb {
             .collect()
     }
 
+    /// The pid of a backend of this database that is inside `pg_sleep` (e.g. a slow trigger the
+    /// test installed), waiting up to 30 s for one.
+    pub async fn sleeping_backend(&self) -> i32 {
+        let admin = pg(&format!("{}/test", pg_admin_url())).await;
+        let start = Instant::now();
+        loop {
+            let rows = admin
+                .query(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event = 'PgSleep'",
+                    &[&self.name],
+                )
+                .await
+                .expect("pg_stat_activity");
+            if let Some(row) = rows.first() {
+                return row.get(0);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no backend of {} reached pg_sleep",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Terminates a backend (as an operator's `pg_terminate_backend` would).
+    pub async fn terminate_backend(&self, pid: i32) {
+        let admin = pg(&format!("{}/test", pg_admin_url())).await;
+        let _ = admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await;
+    }
+
     /// `SELECT count(*)` of a query.
     pub async fn count(&self, sql: &str) -> i64 {
         let rows = self.rows(&format!("SELECT count(*) FROM ({sql}) q")).await;
@@ -285,6 +318,22 @@ impl Pipeline {
             .await;
         self.db.drop_db().await;
     }
+}
+
+/// Deletes a stream and its dead-letter stream from the test NATS.
+pub async fn delete_streams(stream: &str) {
+    let js = nomnom::nats::connect(&NatsConfig {
+        url: nats_url(),
+        stream: stream.to_string(),
+        duplicate_window: Duration::from_secs(120),
+        replicas: 1,
+    })
+    .await
+    .expect("NATS reachable");
+    let _ = js.delete_stream(stream).await;
+    let _ = js
+        .delete_stream(nomnom::worker::dead_letter::dlq_stream_name(stream))
+        .await;
 }
 
 /// A TPC-H order with `lines` line items (1–7), deterministic from `n`.
