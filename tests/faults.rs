@@ -626,14 +626,19 @@ async fn a_sixty_second_postgres_outage_at_default_settings_costs_no_dead_letter
     );
     assert!(seen_down, "/metrics showed the outage");
     let text = scrape(metrics_port).await;
-    assert_eq!(sample(&text, "nomnom_worker_database_up"), Some(1.0));
-    assert_eq!(
-        sample(&text, "nomnom_worker_database_outages_total"),
-        Some(1.0)
-    );
     signal(&worker, "-TERM");
     let _ = worker.wait();
     let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        sample(&text, "nomnom_worker_database_up"),
+        Some(1.0),
+        "{log}"
+    );
+    assert_eq!(
+        sample(&text, "nomnom_worker_database_outages_total"),
+        Some(1.0),
+        "{log}"
+    );
     assert!(!log.contains('\u{1b}'), "no ANSI escapes in a log file");
     let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
     let (started, summaries, ended) = (

@@ -45,6 +45,10 @@ fn a_generated_project_builds_and_passes_its_tests() {
         .arg(&out)
         .env("CARGO_TARGET_DIR", root.join("target/template-check"))
         .env("NOMNOM_INSIDE_TEMPLATE_TEST", "1")
+        // The main run already checks the 60 s outage and 1000 property cases at their defaults;
+        // the generated project's run only has to show they work there too.
+        .env("FAULT_PG_SERVER_OUTAGE_SECS", "5")
+        .env("CASES", "200")
         .status()
         .expect("scripts/test-template.sh runs");
     assert!(

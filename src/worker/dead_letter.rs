@@ -138,6 +138,7 @@ pub async fn run_recorder(
             let Some(Ok(message)) = next else {
                 break;
             };
+            let started = std::time::Instant::now();
             let record: Result<DeadLetter, _> = serde_json::from_slice(&message.payload);
             let outcome = match record {
                 Ok(dead) => match db::connection(&pool).await {
@@ -151,7 +152,7 @@ pub async fn run_recorder(
             };
             let kind = match outcome {
                 Ok(()) => {
-                    outage.recovered();
+                    outage.recovered(started);
                     jetstream::AckKind::Ack
                 }
                 Err(e) => {

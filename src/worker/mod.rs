@@ -413,13 +413,14 @@ async fn give_up_unfinished(
         .collect();
     let mut attempt = 0;
     let committed = loop {
+        let started = Instant::now();
         let result = match db::connection(&cx.pool).await {
             Ok(mut conn) => db::committed_among(&mut conn, &ids).await,
             Err(e) => Err(e),
         };
         match result {
             Ok(set) => {
-                cx.outage.recovered();
+                cx.outage.recovered(started);
                 break set;
             }
             Err(e) => {
@@ -491,7 +492,7 @@ async fn write_isolating(
         match result {
             Ok(outcome) => {
                 attempt = 0;
-                cx.outage.recovered();
+                cx.outage.recovered(started);
                 report.processed += outcome.written.len();
                 report.duplicates += outcome.already_processed.len();
                 report.rows += outcome.rows.total();
@@ -520,7 +521,7 @@ async fn write_isolating(
                 stack.push(set);
             }
             Err(e) if set.len() == 1 => {
-                cx.outage.recovered();
+                cx.outage.recovered(started);
                 cx.metrics
                     .db_errors
                     .with_label_values(&[e.metric_class()])
@@ -531,7 +532,7 @@ async fn write_isolating(
                 }
             }
             Err(e) => {
-                cx.outage.recovered();
+                cx.outage.recovered(started);
                 cx.metrics
                     .db_errors
                     .with_label_values(&[e.metric_class()])
@@ -721,6 +722,7 @@ impl Worker {
 
     /// During an outage: a cheap query, ending the outage when it answers.
     async fn probe_database(&self) {
+        let started = Instant::now();
         let ok = match db::connection(&self.context.pool).await {
             Ok(mut conn) => {
                 diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut **conn)
@@ -730,7 +732,7 @@ impl Worker {
             Err(_) => false,
         };
         if ok {
-            self.context.outage.recovered();
+            self.context.outage.recovered(started);
         }
     }
 

@@ -89,11 +89,16 @@ impl DbOutage {
         }
     }
 
-    /// A database operation succeeded: ends the outage, if any (logged once).
-    pub fn recovered(&self) {
+    /// A database operation that began at `started` succeeded: ends the outage, if any (logged
+    /// once). An operation that began before the outage did (a commit racing the first failure)
+    /// proves nothing about the database now and leaves the outage on.
+    pub fn recovered(&self, started: Instant) {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
+        if s.since.is_some_and(|since| started < since) {
+            return;
+        }
         if let Some(since) = s.since.take() {
             let down = since.elapsed();
             s.last_summary = None;
@@ -126,20 +131,29 @@ mod tests {
             message: "refused".into(),
             sqlstate: None,
         };
+        let before_outage = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
         for _ in 0..100 {
             outage.fault(&e, 10);
         }
         assert!(outage.is_down());
+        outage.recovered(before_outage);
+        assert!(
+            outage.is_down(),
+            "a success that began before the outage does not end it"
+        );
         assert_eq!(metrics.database_up.get(), 0);
         assert_eq!(metrics.database_outages.get(), 1);
-        outage.recovered();
-        outage.recovered();
+        outage.fault(&e, 10);
+        assert!(outage.is_down());
+        outage.recovered(Instant::now());
+        outage.recovered(Instant::now());
         assert!(!outage.is_down());
         assert_eq!(metrics.database_up.get(), 1);
         assert_eq!(metrics.database_outages.get(), 1);
         assert_eq!(
             metrics.db_errors.with_label_values(&["connection"]).get(),
-            100
+            101
         );
     }
 
