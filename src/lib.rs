@@ -12,10 +12,12 @@ pub mod envelope;
 pub mod generated;
 pub mod labels;
 pub mod nats;
-pub mod runtime;
 pub mod sample;
 pub mod throttle;
 pub mod worker;
+
+/// The runtime crate the generated code stands on, re-exported for users of the generated types.
+pub use nomnom_runtime as runtime;
 
 /// The Prometheus text exposition of a registry (api and worker `/metrics`).
 pub fn prometheus_text(registry: &prometheus::Registry) -> String {

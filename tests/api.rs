@@ -270,7 +270,24 @@ async fn untyped_route_finds_the_entity_three_ways() {
         .post("/ingest/message?entity_type=invoice", order.to_string())
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(api.stream_messages().await, 3);
+    // Percent-encoding and other parameters are the query extractor's business.
+    let (status, _) = api
+        .post("/ingest/message?x=1&entity_type=%4Frder", order.to_string())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = api
+        .post(
+            "/ingest/message?entity_type=order&entity_type=x",
+            order.to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid query string"))
+    );
+    assert_eq!(api.stream_messages().await, 4);
     api.cleanup().await;
 }
 

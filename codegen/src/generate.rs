@@ -5,7 +5,7 @@
 //!   diesel `schema` module and `TABLES` (DDL); includes the per-entity files.
 //! - `nomnom_entity_<snake>.rs`: one per entity: model struct, parser, message type, upsert.
 //!
-//! Generated code refers to `crate::runtime` for conversions and shared types, and to sibling
+//! Generated code refers to `::nomnom_runtime` for conversions and shared types, and to sibling
 //! modules through `super::`, so it can be included at any module path.
 
 use proc_macro2::{Ident, Span, TokenStream};
@@ -263,20 +263,20 @@ fn top_file(schema: &Schema) -> TokenStream {
                 Self::ALL
                     .iter()
                     .copied()
-                    .find(|e| crate::runtime::same_entity_name(e.name(), name))
+                    .find(|e| ::nomnom_runtime::same_entity_name(e.name(), name))
             }
 
             /// JSON Schema of the message body.
-            pub fn json_schema(self) -> crate::runtime::JsonValue {
+            pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
                 let text = match self { #(RootEntity::#root_variants => #json_schemas,)* };
-                crate::runtime::json_schema_value(text)
+                ::nomnom_runtime::json_schema_value(text)
             }
 
             /// Parses a JSON value as a message of this entity.
             pub fn parse_value(
                 self,
-                value: &crate::runtime::JsonValue,
-            ) -> ::std::result::Result<ParsedMessage, ::std::vec::Vec<crate::runtime::FieldError>> {
+                value: &::nomnom_runtime::JsonValue,
+            ) -> ::std::result::Result<ParsedMessage, ::std::vec::Vec<::nomnom_runtime::FieldError>> {
                 match self {
                     #(RootEntity::#root_variants => #root_msgs::parse(value).map(ParsedMessage::#root_variants),)*
                 }
@@ -291,7 +291,7 @@ fn top_file(schema: &Schema) -> TokenStream {
 
         /// A message parsed and validated by the generated code: one variant per root entity,
         /// carrying its derived rows.
-        #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+        #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
         #[serde(untagged)]
         pub enum ParsedMessage {
             #(#msg_docs #root_variants(#root_msgs),)*
@@ -313,11 +313,11 @@ fn top_file(schema: &Schema) -> TokenStream {
         pub fn parse_message(
             entity: &str,
             body: &[u8],
-        ) -> ::std::result::Result<ParsedMessage, crate::runtime::ParseError> {
+        ) -> ::std::result::Result<ParsedMessage, ::nomnom_runtime::ParseError> {
             let root = RootEntity::from_name(entity)
-                .ok_or_else(|| crate::runtime::ParseError::UnknownEntity(entity.to_string()))?;
-            let value = crate::runtime::parse_json_object(body)?;
-            root.parse_value(&value).map_err(crate::runtime::ParseError::Invalid)
+                .ok_or_else(|| ::nomnom_runtime::ParseError::UnknownEntity(entity.to_string()))?;
+            let value = ::nomnom_runtime::parse_json_object(body)?;
+            root.parse_value(&value).map_err(::nomnom_runtime::ParseError::Invalid)
         }
 
         #tables
@@ -354,14 +354,14 @@ fn schema_module(schema: &Schema) -> TokenStream {
             };
             let ty = f.ty.value.diesel_type().expect("stored field");
             let ty = if f.nullable {
-                quote!(diesel::sql_types::Nullable<#ty>)
+                quote!(::diesel::sql_types::Nullable<#ty>)
             } else {
                 ty
             };
             quote!(#attr #c -> #ty,)
         });
         quote! {
-            diesel::table! {
+            ::diesel::table! {
                 #t (#id) {
                     #id_attr #id -> #id_ty,
                     #(#cols)*
@@ -407,7 +407,7 @@ fn table_defs(schema: &Schema) -> TokenStream {
             let name = &f.name.value;
             let nullable = f.nullable;
             columns.push(quote! {
-                crate::runtime::ColumnDef { name: #name, sql_type: #sql_type, nullable: #nullable }
+                ::nomnom_runtime::ColumnDef { name: #name, sql_type: #sql_type, nullable: #nullable }
             });
         }
         let unicity: Vec<&str> = p.unicity_fields.iter().map(|u| u.value.as_str()).collect();
@@ -416,7 +416,7 @@ fn table_defs(schema: &Schema) -> TokenStream {
             // batches resolve unique-key conflicts in message order.
             lines.push(format!("    {} BIGINT", quote_ident(SEQUENCE_COLUMN)));
             columns.push(quote! {
-                crate::runtime::ColumnDef { name: #SEQUENCE_COLUMN, sql_type: "BIGINT", nullable: true }
+                ::nomnom_runtime::ColumnDef { name: #SEQUENCE_COLUMN, sql_type: "BIGINT", nullable: true }
             });
             let cols: Vec<String> = unicity.iter().map(|u| quote_ident(u)).collect();
             lines.push(format!(
@@ -431,7 +431,7 @@ fn table_defs(schema: &Schema) -> TokenStream {
             lines.join(",\n")
         );
         quote! {
-            crate::runtime::TableDef {
+            ::nomnom_runtime::TableDef {
                 entity: #entity,
                 table: #table,
                 id_column: #id,
@@ -443,7 +443,7 @@ fn table_defs(schema: &Schema) -> TokenStream {
     });
     quote! {
         /// Every stored entity's table, parents before children.
-        pub const TABLES: &[crate::runtime::TableDef] = &[#(#defs),*];
+        pub const TABLES: &[::nomnom_runtime::TableDef] = &[#(#defs),*];
     }
 }
 
@@ -512,13 +512,13 @@ fn row_batch(schema: &Schema) -> TokenStream {
             /// Rows with the same unique key are merged first (last wins).
             pub async fn write(
                 self,
-                conn: &mut diesel_async::AsyncPgConnection,
-            ) -> diesel::QueryResult<crate::runtime::RowCounts> {
+                conn: &mut ::diesel_async::AsyncPgConnection,
+            ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
                 #[allow(unused_mut)]
                 let mut counts = ::std::vec::Vec::new();
                 let _ = &conn;
                 #(#writes)*
-                Ok(crate::runtime::RowCounts(counts))
+                Ok(::nomnom_runtime::RowCounts(counts))
             }
         }
     }
@@ -654,7 +654,7 @@ fn entity_file(schema: &Schema, e: &EntityDef) -> TokenStream {
     let name = &e.name.value;
     quote! {
         #doc
-        #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+        #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
         pub struct #t {
             #(#fields)*
         }
@@ -690,11 +690,11 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
             impl #t {
                 /// Reads a row from a message body; problems are added to `errors`.
                 pub fn from_json(
-                    element: &crate::runtime::JsonValue,
+                    element: &::nomnom_runtime::JsonValue,
                     path: &str,
-                    errors: &mut ::std::vec::Vec<crate::runtime::FieldError>,
+                    errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
                 ) -> ::std::option::Option<Self> {
-                    if !crate::runtime::expect_object(element, path, errors) {
+                    if !::nomnom_runtime::expect_object(element, path, errors) {
                         return ::std::option::Option::None;
                     }
                     #(#lets)*
@@ -713,9 +713,9 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
                     #[allow(unused_variables)]
                     pub fn from_element(
                         parent: ::std::option::Option<&super::#pm::#pt>,
-                        element: &crate::runtime::JsonValue,
+                        element: &::nomnom_runtime::JsonValue,
                         path: &str,
-                        errors: &mut ::std::vec::Vec<crate::runtime::FieldError>,
+                        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
                     ) -> ::std::option::Option<Self> {
                         #(#lets)*
                         #build
@@ -734,9 +734,9 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
     let extract = |path: &[String]| -> TokenStream {
         let segs = path.iter().map(|s| s.as_str());
         if f.nullable {
-            quote!(crate::runtime::extract_opt::<#base>(element, path, &[#(#segs),*], errors))
+            quote!(::nomnom_runtime::extract_opt::<#base>(element, path, &[#(#segs),*], errors))
         } else {
-            quote!(crate::runtime::extract::<#base>(element, path, &[#(#segs),*], errors))
+            quote!(::nomnom_runtime::extract::<#base>(element, path, &[#(#segs),*], errors))
         }
     };
     let value = match &f.computed_from {
@@ -790,7 +790,7 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
                     }
                     SourceRef::Element { path, .. } => {
                         let segs = path.iter().map(|s| s.as_str());
-                        quote!(crate::runtime::extract_opt::<#base>(element, path, &[#(#segs),*], errors).flatten())
+                        quote!(::nomnom_runtime::extract_opt::<#base>(element, path, &[#(#segs),*], errors).flatten())
                     }
                 });
                 let first = exprs
@@ -807,10 +807,10 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
                     // Without a parent row its error is already recorded; don't add another.
                     quote!({
                         let value = #chain;
-                        if parent.is_some() { crate::runtime::require(value, path, #name, errors) } else { value }
+                        if parent.is_some() { ::nomnom_runtime::require(value, path, #name, errors) } else { value }
                     })
                 } else {
-                    quote!(crate::runtime::require(#chain, path, #name, errors))
+                    quote!(::nomnom_runtime::require(#chain, path, #name, errors))
                 }
             }
         },
@@ -819,7 +819,7 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
         Some(m) => {
             let n = m.value as usize;
             let key = json_path(f).join(".");
-            quote!(#value.and_then(|v| crate::runtime::max_len(v, #n, path, #key, errors)))
+            quote!(#value.and_then(|v| ::nomnom_runtime::max_len(v, #n, path, #key, errors)))
         }
         None => value,
     };
@@ -861,7 +861,7 @@ fn constant_expr(ty: FieldType, lit: &str, name: &str) -> TokenStream {
         }
         other => {
             let base = other.rust_type();
-            quote!(crate::runtime::constant::<#base>(#lit, path, #name, errors))
+            quote!(::nomnom_runtime::constant::<#base>(#lit, path, #name, errors))
         }
     }
 }
@@ -905,7 +905,7 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
     );
     quote! {
         #[doc = #doc]
-        #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+        #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
         pub struct #msg {
             /// The root row.
             pub #r: #rt,
@@ -915,8 +915,8 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
         impl #msg {
             /// Parses and validates a message body, collecting every field error.
             pub fn parse(
-                value: &crate::runtime::JsonValue,
-            ) -> ::std::result::Result<Self, ::std::vec::Vec<crate::runtime::FieldError>> {
+                value: &::nomnom_runtime::JsonValue,
+            ) -> ::std::result::Result<Self, ::std::vec::Vec<::nomnom_runtime::FieldError>> {
                 let mut errors = ::std::vec::Vec::new();
                 let path = "";
                 #(#vec_inits)*
@@ -971,8 +971,8 @@ fn children_loops(
             quote!(&#child_path),
         );
         quote! {
-            for (index, #child_json) in crate::runtime::list_at(#json_var, &[#(#segs),*]).iter().enumerate() {
-                let #child_path = crate::runtime::element_path(#path_var, #list_path, index);
+            for (index, #child_json) in ::nomnom_runtime::list_at(#json_var, &[#(#segs),*]).iter().enumerate() {
+                let #child_path = ::nomnom_runtime::element_path(#path_var, #list_path, index);
                 let #child_row =
                     super::#cm::#ct::from_element(#row_var, #child_json, &#child_path, &mut errors);
                 #nested
@@ -998,7 +998,7 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
     let dedup = if unicity.is_empty() {
         quote!()
     } else {
-        quote!(let rows = crate::runtime::dedup_by_sequence(rows, #keep_latest, |r| (#(&r.#key_fields,)*));)
+        quote!(let rows = ::nomnom_runtime::dedup_by_sequence(rows, #keep_latest, |r| (#(&r.#key_fields,)*));)
     };
     let fields: Vec<&FieldDef> = e.stored_fields().collect();
     let ordered = !unicity.is_empty();
@@ -1065,20 +1065,20 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
     let binds = fields.iter().map(|f| {
         let id = field_ident(&f.name.value);
         let base = match f.ty.value {
-            FieldType::ListString => quote!(diesel::sql_types::Text),
+            FieldType::ListString => quote!(::diesel::sql_types::Text),
             other => other.diesel_type().expect("stored"),
         };
         let st = if f.nullable {
-            quote!(diesel::sql_types::Nullable<#base>)
+            quote!(::diesel::sql_types::Nullable<#base>)
         } else {
             base
         };
         let value = match (f.ty.value, f.nullable) {
             (FieldType::String, false) => quote!(r.#id.as_str()),
             (FieldType::String, true) => quote!(r.#id.as_deref()),
-            (FieldType::ListString, false) => quote!(crate::runtime::pg_text_array(&r.#id)),
+            (FieldType::ListString, false) => quote!(::nomnom_runtime::pg_text_array(&r.#id)),
             (FieldType::ListString, true) => {
-                quote!(r.#id.as_deref().map(crate::runtime::pg_text_array))
+                quote!(r.#id.as_deref().map(::nomnom_runtime::pg_text_array))
             }
             (ty, false) if ty.is_copy() => quote!(r.#id),
             (ty, true) if ty.is_copy() => quote!(r.#id),
@@ -1086,14 +1086,14 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
             (_, true) => quote!(r.#id.as_ref()),
         };
         quote! {
-            .bind::<diesel::sql_types::Array<#st>, _>(
+            .bind::<::diesel::sql_types::Array<#st>, _>(
                 chunk.iter().map(|(r, _)| #value).collect::<::std::vec::Vec<_>>()
             )
         }
     });
     let seq_bind = if ordered {
         quote! {
-            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(
+            .bind::<::diesel::sql_types::Array<::diesel::sql_types::BigInt>, _>(
                 chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>()
             )
         }
@@ -1107,14 +1107,14 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
         /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
         /// conflict the message order decides (see `on_conflict`). Returns rows affected.
         pub async fn upsert(
-            conn: &mut diesel_async::AsyncPgConnection,
+            conn: &mut ::diesel_async::AsyncPgConnection,
             rows: ::std::vec::Vec<(&#t, i64)>,
-        ) -> diesel::QueryResult<usize> {
-            use diesel_async::RunQueryDsl as _;
+        ) -> ::diesel::QueryResult<usize> {
+            use ::diesel_async::RunQueryDsl as _;
             #dedup
             let mut written = 0;
-            for chunk in rows.chunks(crate::runtime::UPSERT_CHUNK_ROWS) {
-                written += diesel::sql_query(UPSERT_SQL)
+            for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+                written += ::diesel::sql_query(UPSERT_SQL)
                     #(#binds)*
                     #seq_bind
                     .execute(conn)

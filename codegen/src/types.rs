@@ -113,13 +113,13 @@ impl FieldType {
             FieldType::Integer => quote!(i32),
             FieldType::BigInt => quote!(i64),
             FieldType::Float => quote!(f64),
-            FieldType::Decimal => quote!(crate::runtime::Decimal),
+            FieldType::Decimal => quote!(::nomnom_runtime::Decimal),
             FieldType::Boolean => quote!(bool),
-            FieldType::Date => quote!(crate::runtime::NaiveDate),
-            FieldType::DateTime => quote!(crate::runtime::DateTimeUtc),
-            FieldType::Uuid => quote!(crate::runtime::Uuid),
-            FieldType::Json => quote!(crate::runtime::JsonValue),
-            FieldType::ListObject => quote!(::std::vec::Vec<crate::runtime::JsonValue>),
+            FieldType::Date => quote!(::nomnom_runtime::NaiveDate),
+            FieldType::DateTime => quote!(::nomnom_runtime::DateTimeUtc),
+            FieldType::Uuid => quote!(::nomnom_runtime::Uuid),
+            FieldType::Json => quote!(::nomnom_runtime::JsonValue),
+            FieldType::ListObject => quote!(::std::vec::Vec<::nomnom_runtime::JsonValue>),
             FieldType::ListString => quote!(::std::vec::Vec<::std::string::String>),
         }
     }
@@ -127,17 +127,17 @@ impl FieldType {
     /// The diesel SQL type (not wrapped in `Nullable`); `None` for types that are not stored.
     pub fn diesel_type(self) -> Option<TokenStream> {
         Some(match self {
-            FieldType::String => quote!(diesel::sql_types::Text),
-            FieldType::Integer => quote!(diesel::sql_types::Integer),
-            FieldType::BigInt => quote!(diesel::sql_types::BigInt),
-            FieldType::Float => quote!(diesel::sql_types::Double),
-            FieldType::Decimal => quote!(diesel::sql_types::Numeric),
-            FieldType::Boolean => quote!(diesel::sql_types::Bool),
-            FieldType::Date => quote!(diesel::sql_types::Date),
-            FieldType::DateTime => quote!(diesel::sql_types::Timestamptz),
-            FieldType::Uuid => quote!(diesel::sql_types::Uuid),
-            FieldType::Json => quote!(diesel::sql_types::Jsonb),
-            FieldType::ListString => quote!(diesel::sql_types::Array<diesel::sql_types::Text>),
+            FieldType::String => quote!(::diesel::sql_types::Text),
+            FieldType::Integer => quote!(::diesel::sql_types::Integer),
+            FieldType::BigInt => quote!(::diesel::sql_types::BigInt),
+            FieldType::Float => quote!(::diesel::sql_types::Double),
+            FieldType::Decimal => quote!(::diesel::sql_types::Numeric),
+            FieldType::Boolean => quote!(::diesel::sql_types::Bool),
+            FieldType::Date => quote!(::diesel::sql_types::Date),
+            FieldType::DateTime => quote!(::diesel::sql_types::Timestamptz),
+            FieldType::Uuid => quote!(::diesel::sql_types::Uuid),
+            FieldType::Json => quote!(::diesel::sql_types::Jsonb),
+            FieldType::ListString => quote!(::diesel::sql_types::Array<::diesel::sql_types::Text>),
             FieldType::ListObject => return None,
         })
     }

@@ -154,10 +154,15 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            retry_after(&mut response, 1);
         }
         response
     }
+}
+
+/// Sets `Retry-After` (seconds) on an answer: every 503 of the api carries one.
+pub fn retry_after(response: &mut Response, seconds: u32) {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
 }

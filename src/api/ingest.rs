@@ -7,7 +7,8 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -301,16 +302,16 @@ pub async fn ingest_entity(
 /// or a top-level `entity_type` member of the body (compatibility with the earlier generator).
 pub async fn ingest_untyped(
     State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
+    query: Result<Query<UntypedQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut named = String::from("unknown");
     let result = async {
         check_content_type(&headers, false)?;
-        let from_query = query.as_deref().and_then(|q| {
-            form_urlencoded_pairs(q).find(|(k, _)| k == "entity_type").map(|(_, v)| v)
-        });
+        let Query(query) =
+            query.map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))?;
+        let from_query = query.entity_type;
         let from_header = headers
             .get("x-entity-type")
             .and_then(|v| v.to_str().ok())
@@ -342,36 +343,11 @@ pub async fn ingest_untyped(
     })
 }
 
-/// Decodes `a=b&c=d` (percent-decoding, `+` as space).
-fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    q.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k), percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The query string of `POST /ingest/message` (other parameters are ignored).
+#[derive(Debug, serde::Deserialize)]
+pub struct UntypedQuery {
+    /// The entity, when the path does not name it.
+    entity_type: Option<String>,
 }
 
 /// One line's outcome in a batch answer.
@@ -669,9 +645,7 @@ async fn batch(
     });
     let mut response = (status, Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        super::error::retry_after(&mut response, 1);
     }
     Ok(response)
 }

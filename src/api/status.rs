@@ -76,9 +76,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
             Json(json!({"status": "unavailable", "failed": failed, "postgres": postgres})),
         )
             .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        super::error::retry_after(&mut response, 5);
         response
     }
 }

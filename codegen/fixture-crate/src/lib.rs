@@ -1,8 +1,7 @@
 //! The code generated for each fixture of `nomnom-codegen`, compiled with warnings denied.
 #![deny(warnings)]
 
-/// The template's runtime support, shared with the generated code (`crate::runtime`).
-#[path = "../../../src/runtime.rs"]
-pub mod runtime;
+/// The runtime crate the generated code calls, as any user crate depends on it.
+pub use nomnom_runtime as runtime;
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));

@@ -25,26 +25,26 @@ pub use self::shipment_tag::ShipmentTag;
 /// schemas can opt out with `default-features = false`.
 #[cfg(feature = "diesel-schema")]
 pub mod schema {
-    diesel::table! {
-        shipments(id) { id -> Integer, id_code -> diesel::sql_types::Uuid, shipped_at ->
-        diesel::sql_types::Timestamptz, weight -> diesel::sql_types::Double, pieces ->
-        diesel::sql_types::BigInt, fragile -> diesel::sql_types::Bool, meta ->
-        diesel::sql_types::Nullable < diesel::sql_types::Jsonb >, tags ->
-        diesel::sql_types::Array < diesel::sql_types::Text >, carrier ->
-        diesel::sql_types::Text, fallback_carrier -> diesel::sql_types::Nullable <
-        diesel::sql_types::Text >, #[sql_name = "match"] match_ ->
-        diesel::sql_types::Text, origin_city -> diesel::sql_types::Nullable <
-        diesel::sql_types::Text >, }
+    ::diesel::table! {
+        shipments(id) { id -> Integer, id_code -> ::diesel::sql_types::Uuid, shipped_at
+        -> ::diesel::sql_types::Timestamptz, weight -> ::diesel::sql_types::Double,
+        pieces -> ::diesel::sql_types::BigInt, fragile -> ::diesel::sql_types::Bool, meta
+        -> ::diesel::sql_types::Nullable < ::diesel::sql_types::Jsonb >, tags ->
+        ::diesel::sql_types::Array < ::diesel::sql_types::Text >, carrier ->
+        ::diesel::sql_types::Text, fallback_carrier -> ::diesel::sql_types::Nullable <
+        ::diesel::sql_types::Text >, #[sql_name = "match"] match_ ->
+        ::diesel::sql_types::Text, origin_city -> ::diesel::sql_types::Nullable <
+        ::diesel::sql_types::Text >, }
     }
-    diesel::table! {
-        packages(id) { id -> BigInt, shipment_code -> diesel::sql_types::Uuid, label ->
-        diesel::sql_types::Text, carrier -> diesel::sql_types::Text, source ->
-        diesel::sql_types::Text, priority -> diesel::sql_types::Integer, dims ->
-        diesel::sql_types::Nullable < diesel::sql_types::Numeric >, }
+    ::diesel::table! {
+        packages(id) { id -> BigInt, shipment_code -> ::diesel::sql_types::Uuid, label ->
+        ::diesel::sql_types::Text, carrier -> ::diesel::sql_types::Text, source ->
+        ::diesel::sql_types::Text, priority -> ::diesel::sql_types::Integer, dims ->
+        ::diesel::sql_types::Nullable < ::diesel::sql_types::Numeric >, }
     }
-    diesel::table! {
-        package_items(id) { id -> BigInt, label -> diesel::sql_types::Text, sku ->
-        diesel::sql_types::Text, qty -> diesel::sql_types::Integer, }
+    ::diesel::table! {
+        package_items(id) { id -> BigInt, label -> ::diesel::sql_types::Text, sku ->
+        ::diesel::sql_types::Text, qty -> ::diesel::sql_types::Integer, }
     }
 }
 /// The root entities: what a message can be posted as.
@@ -73,24 +73,24 @@ impl RootEntity {
         Self::ALL
             .iter()
             .copied()
-            .find(|e| crate::runtime::same_entity_name(e.name(), name))
+            .find(|e| ::nomnom_runtime::same_entity_name(e.name(), name))
     }
     /// JSON Schema of the message body.
-    pub fn json_schema(self) -> crate::runtime::JsonValue {
+    pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {
             RootEntity::Shipment => {
                 "{\"type\":\"object\",\"properties\":{\"id_code\":{\"type\":\"string\",\"format\":\"uuid\"},\"shipped_at\":{\"type\":\"string\",\"format\":\"date-time\"},\"weight\":{\"type\":\"number\",\"format\":\"double\"},\"pieces\":{\"type\":\"integer\",\"format\":\"int64\"},\"fragile\":{\"type\":\"boolean\"},\"meta\":{\"anyOf\":[{},{\"type\":\"null\"}]},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"carrier\":{\"type\":\"string\",\"maxLength\":20},\"fallback_carrier\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]},\"packages\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"label\":{\"type\":\"string\"},\"size\":{\"anyOf\":[{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},{\"type\":\"null\"}]}},\"required\":[\"label\"]}},\"match\":{\"type\":\"string\",\"description\":\"A Rust keyword as a field name\"}},\"required\":[\"id_code\",\"shipped_at\",\"weight\",\"pieces\",\"fragile\",\"tags\",\"carrier\",\"packages\",\"match\"]}"
             }
         };
-        crate::runtime::json_schema_value(text)
+        ::nomnom_runtime::json_schema_value(text)
     }
     /// Parses a JSON value as a message of this entity.
     pub fn parse_value(
         self,
-        value: &crate::runtime::JsonValue,
+        value: &::nomnom_runtime::JsonValue,
     ) -> ::std::result::Result<
         ParsedMessage,
-        ::std::vec::Vec<crate::runtime::FieldError>,
+        ::std::vec::Vec<::nomnom_runtime::FieldError>,
     > {
         match self {
             RootEntity::Shipment => {
@@ -106,7 +106,7 @@ impl ::std::fmt::Display for RootEntity {
 }
 /// A message parsed and validated by the generated code: one variant per root entity,
 /// carrying its derived rows.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 #[serde(untagged)]
 pub enum ParsedMessage {
     /// A parsed `Shipment` message.
@@ -130,75 +130,75 @@ impl ParsedMessage {
 pub fn parse_message(
     entity: &str,
     body: &[u8],
-) -> ::std::result::Result<ParsedMessage, crate::runtime::ParseError> {
+) -> ::std::result::Result<ParsedMessage, ::nomnom_runtime::ParseError> {
     let root = RootEntity::from_name(entity)
-        .ok_or_else(|| crate::runtime::ParseError::UnknownEntity(entity.to_string()))?;
-    let value = crate::runtime::parse_json_object(body)?;
-    root.parse_value(&value).map_err(crate::runtime::ParseError::Invalid)
+        .ok_or_else(|| ::nomnom_runtime::ParseError::UnknownEntity(entity.to_string()))?;
+    let value = ::nomnom_runtime::parse_json_object(body)?;
+    root.parse_value(&value).map_err(::nomnom_runtime::ParseError::Invalid)
 }
 /// Every stored entity's table, parents before children.
-pub const TABLES: &[crate::runtime::TableDef] = &[
-    crate::runtime::TableDef {
+pub const TABLES: &[::nomnom_runtime::TableDef] = &[
+    ::nomnom_runtime::TableDef {
         entity: "Shipment",
         table: "shipments",
         id_column: "id",
         columns: &[
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "id_code",
                 sql_type: "UUID",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "shipped_at",
                 sql_type: "TIMESTAMPTZ",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "weight",
                 sql_type: "DOUBLE PRECISION",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "pieces",
                 sql_type: "BIGINT",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "fragile",
                 sql_type: "BOOLEAN",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "meta",
                 sql_type: "JSONB",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "tags",
                 sql_type: "TEXT[]",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "carrier",
                 sql_type: "VARCHAR(20)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "fallback_carrier",
                 sql_type: "TEXT",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "match",
                 sql_type: "TEXT",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "origin_city",
                 sql_type: "TEXT",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 sql_type: "BIGINT",
                 nullable: true,
@@ -207,42 +207,42 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
         unicity_fields: &["id_code"],
         create_sql: "CREATE TABLE IF NOT EXISTS \"shipments\" (\n    \"id\" SERIAL PRIMARY KEY,\n    \"id_code\" UUID NOT NULL,\n    \"shipped_at\" TIMESTAMPTZ NOT NULL,\n    \"weight\" DOUBLE PRECISION NOT NULL,\n    \"pieces\" BIGINT NOT NULL,\n    \"fragile\" BOOLEAN NOT NULL,\n    \"meta\" JSONB,\n    \"tags\" TEXT[] NOT NULL,\n    \"carrier\" VARCHAR(20) NOT NULL,\n    \"fallback_carrier\" TEXT,\n    \"match\" TEXT NOT NULL,\n    \"origin_city\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"shipments_unicity\" UNIQUE (\"id_code\")\n)",
     },
-    crate::runtime::TableDef {
+    ::nomnom_runtime::TableDef {
         entity: "Package",
         table: "packages",
         id_column: "id",
         columns: &[
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "shipment_code",
                 sql_type: "UUID",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "label",
                 sql_type: "TEXT",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "carrier",
                 sql_type: "TEXT",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "source",
                 sql_type: "TEXT",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "priority",
                 sql_type: "INTEGER",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "dims",
                 sql_type: "NUMERIC",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 sql_type: "BIGINT",
                 nullable: true,
@@ -251,22 +251,22 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
         unicity_fields: &["shipment_code", "label"],
         create_sql: "CREATE TABLE IF NOT EXISTS \"packages\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"shipment_code\" UUID NOT NULL,\n    \"label\" TEXT NOT NULL,\n    \"carrier\" TEXT NOT NULL,\n    \"source\" TEXT NOT NULL,\n    \"priority\" INTEGER NOT NULL,\n    \"dims\" NUMERIC,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"packages_unicity\" UNIQUE (\"shipment_code\", \"label\")\n)",
     },
-    crate::runtime::TableDef {
+    ::nomnom_runtime::TableDef {
         entity: "PackageItem",
         table: "package_items",
         id_column: "id",
         columns: &[
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "label",
                 sql_type: "TEXT",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "sku",
                 sql_type: "TEXT",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "qty",
                 sql_type: "INTEGER",
                 nullable: false,
@@ -306,8 +306,8 @@ impl<'a> RowBatch<'a> {
     /// Rows with the same unique key are merged first (last wins).
     pub async fn write(
         self,
-        conn: &mut diesel_async::AsyncPgConnection,
-    ) -> diesel::QueryResult<crate::runtime::RowCounts> {
+        conn: &mut ::diesel_async::AsyncPgConnection,
+    ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
         #[allow(unused_mut)]
         let mut counts = ::std::vec::Vec::new();
         let _ = &conn;
@@ -318,6 +318,6 @@ impl<'a> RowBatch<'a> {
                 "package_items",
                 self::package_item::upsert(conn, self.package_item).await?,
             ));
-        Ok(crate::runtime::RowCounts(counts))
+        Ok(::nomnom_runtime::RowCounts(counts))
     }
 }

@@ -20,10 +20,10 @@ pub use self::heartbeat::{Heartbeat, HeartbeatMessage};
 /// schemas can opt out with `default-features = false`.
 #[cfg(feature = "diesel-schema")]
 pub mod schema {
-    diesel::table! {
-        events(event_pk) { event_pk -> Integer, event_id -> diesel::sql_types::Text,
-        count -> diesel::sql_types::Integer, ratio -> diesel::sql_types::Nullable <
-        diesel::sql_types::Numeric >, }
+    ::diesel::table! {
+        events(event_pk) { event_pk -> Integer, event_id -> ::diesel::sql_types::Text,
+        count -> ::diesel::sql_types::Integer, ratio -> ::diesel::sql_types::Nullable <
+        ::diesel::sql_types::Numeric >, }
     }
 }
 /// The root entities: what a message can be posted as.
@@ -56,10 +56,10 @@ impl RootEntity {
         Self::ALL
             .iter()
             .copied()
-            .find(|e| crate::runtime::same_entity_name(e.name(), name))
+            .find(|e| ::nomnom_runtime::same_entity_name(e.name(), name))
     }
     /// JSON Schema of the message body.
-    pub fn json_schema(self) -> crate::runtime::JsonValue {
+    pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {
             RootEntity::Event => {
                 "{\"type\":\"object\",\"properties\":{\"event_id\":{\"type\":\"string\",\"maxLength\":40},\"count\":{\"type\":\"integer\",\"format\":\"int32\"},\"ratio\":{\"anyOf\":[{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},{\"type\":\"null\"}]},\"entries\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"label\":{\"type\":\"string\"},\"amount\":{\"type\":\"integer\",\"format\":\"int64\"},\"score\":{\"anyOf\":[{\"type\":\"number\",\"format\":\"double\"},{\"type\":\"null\"}]},\"flag\":{\"type\":\"boolean\"},\"note\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]}},\"required\":[\"label\",\"amount\",\"flag\"]}}},\"required\":[\"event_id\",\"count\",\"entries\"]}"
@@ -68,15 +68,15 @@ impl RootEntity {
                 "{\"type\":\"object\",\"properties\":{\"source\":{\"type\":\"string\"},\"at\":{\"type\":\"string\",\"format\":\"date-time\"},\"day\":{\"type\":\"string\",\"format\":\"date\"},\"labels\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}},\"required\":[\"source\",\"at\",\"day\",\"labels\"]}"
             }
         };
-        crate::runtime::json_schema_value(text)
+        ::nomnom_runtime::json_schema_value(text)
     }
     /// Parses a JSON value as a message of this entity.
     pub fn parse_value(
         self,
-        value: &crate::runtime::JsonValue,
+        value: &::nomnom_runtime::JsonValue,
     ) -> ::std::result::Result<
         ParsedMessage,
-        ::std::vec::Vec<crate::runtime::FieldError>,
+        ::std::vec::Vec<::nomnom_runtime::FieldError>,
     > {
         match self {
             RootEntity::Event => EventMessage::parse(value).map(ParsedMessage::Event),
@@ -93,7 +93,7 @@ impl ::std::fmt::Display for RootEntity {
 }
 /// A message parsed and validated by the generated code: one variant per root entity,
 /// carrying its derived rows.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 #[serde(untagged)]
 pub enum ParsedMessage {
     /// A parsed `Event` message.
@@ -121,35 +121,35 @@ impl ParsedMessage {
 pub fn parse_message(
     entity: &str,
     body: &[u8],
-) -> ::std::result::Result<ParsedMessage, crate::runtime::ParseError> {
+) -> ::std::result::Result<ParsedMessage, ::nomnom_runtime::ParseError> {
     let root = RootEntity::from_name(entity)
-        .ok_or_else(|| crate::runtime::ParseError::UnknownEntity(entity.to_string()))?;
-    let value = crate::runtime::parse_json_object(body)?;
-    root.parse_value(&value).map_err(crate::runtime::ParseError::Invalid)
+        .ok_or_else(|| ::nomnom_runtime::ParseError::UnknownEntity(entity.to_string()))?;
+    let value = ::nomnom_runtime::parse_json_object(body)?;
+    root.parse_value(&value).map_err(::nomnom_runtime::ParseError::Invalid)
 }
 /// Every stored entity's table, parents before children.
-pub const TABLES: &[crate::runtime::TableDef] = &[
-    crate::runtime::TableDef {
+pub const TABLES: &[::nomnom_runtime::TableDef] = &[
+    ::nomnom_runtime::TableDef {
         entity: "Event",
         table: "events",
         id_column: "event_pk",
         columns: &[
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "event_id",
                 sql_type: "VARCHAR(40)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "count",
                 sql_type: "INTEGER",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "ratio",
                 sql_type: "NUMERIC",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 sql_type: "BIGINT",
                 nullable: true,
@@ -183,12 +183,12 @@ impl<'a> RowBatch<'a> {
     /// Rows with the same unique key are merged first (last wins).
     pub async fn write(
         self,
-        conn: &mut diesel_async::AsyncPgConnection,
-    ) -> diesel::QueryResult<crate::runtime::RowCounts> {
+        conn: &mut ::diesel_async::AsyncPgConnection,
+    ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
         #[allow(unused_mut)]
         let mut counts = ::std::vec::Vec::new();
         let _ = &conn;
         counts.push(("events", self::event::upsert(conn, self.event).await?));
-        Ok(crate::runtime::RowCounts(counts))
+        Ok(::nomnom_runtime::RowCounts(counts))
     }
 }

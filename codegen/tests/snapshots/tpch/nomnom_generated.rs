@@ -25,40 +25,41 @@ pub use self::product::{Product, ProductMessage};
 /// schemas can opt out with `default-features = false`.
 #[cfg(feature = "diesel-schema")]
 pub mod schema {
-    diesel::table! {
-        customers(id) { id -> BigInt, customer_key -> diesel::sql_types::Text, name ->
-        diesel::sql_types::Text, address -> diesel::sql_types::Text, nation_key ->
-        diesel::sql_types::Integer, phone -> diesel::sql_types::Text, account_balance ->
-        diesel::sql_types::Numeric, market_segment -> diesel::sql_types::Text, comment ->
-        diesel::sql_types::Nullable < diesel::sql_types::Text >, }
+    ::diesel::table! {
+        customers(id) { id -> BigInt, customer_key -> ::diesel::sql_types::Text, name ->
+        ::diesel::sql_types::Text, address -> ::diesel::sql_types::Text, nation_key ->
+        ::diesel::sql_types::Integer, phone -> ::diesel::sql_types::Text, account_balance
+        -> ::diesel::sql_types::Numeric, market_segment -> ::diesel::sql_types::Text,
+        comment -> ::diesel::sql_types::Nullable < ::diesel::sql_types::Text >, }
     }
-    diesel::table! {
-        orders(id) { id -> BigInt, order_key -> diesel::sql_types::Text, customer_key ->
-        diesel::sql_types::Text, order_status -> diesel::sql_types::Text, total_price ->
-        diesel::sql_types::Numeric, order_date -> diesel::sql_types::Date, order_priority
-        -> diesel::sql_types::Text, clerk -> diesel::sql_types::Text, ship_priority ->
-        diesel::sql_types::Integer, comment -> diesel::sql_types::Nullable <
-        diesel::sql_types::Text >, }
+    ::diesel::table! {
+        orders(id) { id -> BigInt, order_key -> ::diesel::sql_types::Text, customer_key
+        -> ::diesel::sql_types::Text, order_status -> ::diesel::sql_types::Text,
+        total_price -> ::diesel::sql_types::Numeric, order_date ->
+        ::diesel::sql_types::Date, order_priority -> ::diesel::sql_types::Text, clerk ->
+        ::diesel::sql_types::Text, ship_priority -> ::diesel::sql_types::Integer, comment
+        -> ::diesel::sql_types::Nullable < ::diesel::sql_types::Text >, }
     }
-    diesel::table! {
-        order_line_items(id) { id -> BigInt, order_key -> diesel::sql_types::Text,
-        line_number -> diesel::sql_types::Integer, part_key -> diesel::sql_types::Text,
-        supplier_key -> diesel::sql_types::Nullable < diesel::sql_types::Text >, quantity
-        -> diesel::sql_types::Numeric, extended_price -> diesel::sql_types::Numeric,
-        discount -> diesel::sql_types::Numeric, tax -> diesel::sql_types::Numeric,
-        return_flag -> diesel::sql_types::Text, line_status -> diesel::sql_types::Text,
-        ship_date -> diesel::sql_types::Date, commit_date -> diesel::sql_types::Nullable
-        < diesel::sql_types::Date >, receipt_date -> diesel::sql_types::Nullable <
-        diesel::sql_types::Date >, ship_mode -> diesel::sql_types::Nullable <
-        diesel::sql_types::Text >, }
+    ::diesel::table! {
+        order_line_items(id) { id -> BigInt, order_key -> ::diesel::sql_types::Text,
+        line_number -> ::diesel::sql_types::Integer, part_key ->
+        ::diesel::sql_types::Text, supplier_key -> ::diesel::sql_types::Nullable <
+        ::diesel::sql_types::Text >, quantity -> ::diesel::sql_types::Numeric,
+        extended_price -> ::diesel::sql_types::Numeric, discount ->
+        ::diesel::sql_types::Numeric, tax -> ::diesel::sql_types::Numeric, return_flag ->
+        ::diesel::sql_types::Text, line_status -> ::diesel::sql_types::Text, ship_date ->
+        ::diesel::sql_types::Date, commit_date -> ::diesel::sql_types::Nullable <
+        ::diesel::sql_types::Date >, receipt_date -> ::diesel::sql_types::Nullable <
+        ::diesel::sql_types::Date >, ship_mode -> ::diesel::sql_types::Nullable <
+        ::diesel::sql_types::Text >, }
     }
-    diesel::table! {
-        products(id) { id -> BigInt, part_key -> diesel::sql_types::Text, name ->
-        diesel::sql_types::Text, manufacturer -> diesel::sql_types::Text, brand ->
-        diesel::sql_types::Text, #[sql_name = "type"] type_ -> diesel::sql_types::Text,
-        size -> diesel::sql_types::Integer, container -> diesel::sql_types::Text,
-        retail_price -> diesel::sql_types::Numeric, comment ->
-        diesel::sql_types::Nullable < diesel::sql_types::Text >, }
+    ::diesel::table! {
+        products(id) { id -> BigInt, part_key -> ::diesel::sql_types::Text, name ->
+        ::diesel::sql_types::Text, manufacturer -> ::diesel::sql_types::Text, brand ->
+        ::diesel::sql_types::Text, #[sql_name = "type"] type_ ->
+        ::diesel::sql_types::Text, size -> ::diesel::sql_types::Integer, container ->
+        ::diesel::sql_types::Text, retail_price -> ::diesel::sql_types::Numeric, comment
+        -> ::diesel::sql_types::Nullable < ::diesel::sql_types::Text >, }
     }
 }
 /// The root entities: what a message can be posted as.
@@ -99,10 +100,10 @@ impl RootEntity {
         Self::ALL
             .iter()
             .copied()
-            .find(|e| crate::runtime::same_entity_name(e.name(), name))
+            .find(|e| ::nomnom_runtime::same_entity_name(e.name(), name))
     }
     /// JSON Schema of the message body.
-    pub fn json_schema(self) -> crate::runtime::JsonValue {
+    pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {
             RootEntity::Customer => {
                 "{\"type\":\"object\",\"properties\":{\"customer_key\":{\"type\":\"string\",\"maxLength\":32},\"name\":{\"type\":\"string\",\"maxLength\":25},\"address\":{\"type\":\"string\",\"maxLength\":40},\"nation_key\":{\"type\":\"integer\",\"format\":\"int32\"},\"phone\":{\"type\":\"string\",\"maxLength\":15},\"account_balance\":{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},\"market_segment\":{\"type\":\"string\",\"maxLength\":10},\"comment\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]}},\"required\":[\"customer_key\",\"name\",\"address\",\"nation_key\",\"phone\",\"account_balance\",\"market_segment\"]}"
@@ -114,15 +115,15 @@ impl RootEntity {
                 "{\"type\":\"object\",\"properties\":{\"part_key\":{\"type\":\"string\",\"maxLength\":32},\"name\":{\"type\":\"string\",\"maxLength\":55},\"manufacturer\":{\"type\":\"string\",\"maxLength\":25},\"brand\":{\"type\":\"string\",\"maxLength\":10},\"type\":{\"type\":\"string\",\"maxLength\":25},\"size\":{\"type\":\"integer\",\"format\":\"int32\"},\"container\":{\"type\":\"string\",\"maxLength\":10},\"retail_price\":{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},\"comment\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]}},\"required\":[\"part_key\",\"name\",\"manufacturer\",\"brand\",\"type\",\"size\",\"container\",\"retail_price\"]}"
             }
         };
-        crate::runtime::json_schema_value(text)
+        ::nomnom_runtime::json_schema_value(text)
     }
     /// Parses a JSON value as a message of this entity.
     pub fn parse_value(
         self,
-        value: &crate::runtime::JsonValue,
+        value: &::nomnom_runtime::JsonValue,
     ) -> ::std::result::Result<
         ParsedMessage,
-        ::std::vec::Vec<crate::runtime::FieldError>,
+        ::std::vec::Vec<::nomnom_runtime::FieldError>,
     > {
         match self {
             RootEntity::Customer => {
@@ -142,7 +143,7 @@ impl ::std::fmt::Display for RootEntity {
 }
 /// A message parsed and validated by the generated code: one variant per root entity,
 /// carrying its derived rows.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 #[serde(untagged)]
 pub enum ParsedMessage {
     /// A parsed `Customer` message.
@@ -174,60 +175,60 @@ impl ParsedMessage {
 pub fn parse_message(
     entity: &str,
     body: &[u8],
-) -> ::std::result::Result<ParsedMessage, crate::runtime::ParseError> {
+) -> ::std::result::Result<ParsedMessage, ::nomnom_runtime::ParseError> {
     let root = RootEntity::from_name(entity)
-        .ok_or_else(|| crate::runtime::ParseError::UnknownEntity(entity.to_string()))?;
-    let value = crate::runtime::parse_json_object(body)?;
-    root.parse_value(&value).map_err(crate::runtime::ParseError::Invalid)
+        .ok_or_else(|| ::nomnom_runtime::ParseError::UnknownEntity(entity.to_string()))?;
+    let value = ::nomnom_runtime::parse_json_object(body)?;
+    root.parse_value(&value).map_err(::nomnom_runtime::ParseError::Invalid)
 }
 /// Every stored entity's table, parents before children.
-pub const TABLES: &[crate::runtime::TableDef] = &[
-    crate::runtime::TableDef {
+pub const TABLES: &[::nomnom_runtime::TableDef] = &[
+    ::nomnom_runtime::TableDef {
         entity: "Customer",
         table: "customers",
         id_column: "id",
         columns: &[
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "customer_key",
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "name",
                 sql_type: "VARCHAR(25)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "address",
                 sql_type: "VARCHAR(40)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "nation_key",
                 sql_type: "INTEGER",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "phone",
                 sql_type: "VARCHAR(15)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "account_balance",
                 sql_type: "NUMERIC",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "market_segment",
                 sql_type: "VARCHAR(10)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "comment",
                 sql_type: "TEXT",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 sql_type: "BIGINT",
                 nullable: true,
@@ -236,57 +237,57 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
         unicity_fields: &["customer_key"],
         create_sql: "CREATE TABLE IF NOT EXISTS \"customers\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"customer_key\" VARCHAR(32) NOT NULL,\n    \"name\" VARCHAR(25) NOT NULL,\n    \"address\" VARCHAR(40) NOT NULL,\n    \"nation_key\" INTEGER NOT NULL,\n    \"phone\" VARCHAR(15) NOT NULL,\n    \"account_balance\" NUMERIC NOT NULL,\n    \"market_segment\" VARCHAR(10) NOT NULL,\n    \"comment\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"customers_unicity\" UNIQUE (\"customer_key\")\n)",
     },
-    crate::runtime::TableDef {
+    ::nomnom_runtime::TableDef {
         entity: "Order",
         table: "orders",
         id_column: "id",
         columns: &[
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "order_key",
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "customer_key",
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "order_status",
                 sql_type: "VARCHAR(1)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "total_price",
                 sql_type: "NUMERIC",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "order_date",
                 sql_type: "DATE",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "order_priority",
                 sql_type: "VARCHAR(15)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "clerk",
                 sql_type: "VARCHAR(15)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "ship_priority",
                 sql_type: "INTEGER",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "comment",
                 sql_type: "TEXT",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 sql_type: "BIGINT",
                 nullable: true,
@@ -295,82 +296,82 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
         unicity_fields: &["order_key"],
         create_sql: "CREATE TABLE IF NOT EXISTS \"orders\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"order_key\" VARCHAR(32) NOT NULL,\n    \"customer_key\" VARCHAR(32) NOT NULL,\n    \"order_status\" VARCHAR(1) NOT NULL,\n    \"total_price\" NUMERIC NOT NULL,\n    \"order_date\" DATE NOT NULL,\n    \"order_priority\" VARCHAR(15) NOT NULL,\n    \"clerk\" VARCHAR(15) NOT NULL,\n    \"ship_priority\" INTEGER NOT NULL,\n    \"comment\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"orders_unicity\" UNIQUE (\"order_key\")\n)",
     },
-    crate::runtime::TableDef {
+    ::nomnom_runtime::TableDef {
         entity: "OrderLineItem",
         table: "order_line_items",
         id_column: "id",
         columns: &[
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "order_key",
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "line_number",
                 sql_type: "INTEGER",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "part_key",
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "supplier_key",
                 sql_type: "VARCHAR(32)",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "quantity",
                 sql_type: "NUMERIC",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "extended_price",
                 sql_type: "NUMERIC",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "discount",
                 sql_type: "NUMERIC",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "tax",
                 sql_type: "NUMERIC",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "return_flag",
                 sql_type: "VARCHAR(1)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "line_status",
                 sql_type: "VARCHAR(1)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "ship_date",
                 sql_type: "DATE",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "commit_date",
                 sql_type: "DATE",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "receipt_date",
                 sql_type: "DATE",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "ship_mode",
                 sql_type: "VARCHAR(10)",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 sql_type: "BIGINT",
                 nullable: true,
@@ -379,57 +380,57 @@ pub const TABLES: &[crate::runtime::TableDef] = &[
         unicity_fields: &["order_key", "line_number"],
         create_sql: "CREATE TABLE IF NOT EXISTS \"order_line_items\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"order_key\" VARCHAR(32) NOT NULL,\n    \"line_number\" INTEGER NOT NULL,\n    \"part_key\" VARCHAR(32) NOT NULL,\n    \"supplier_key\" VARCHAR(32),\n    \"quantity\" NUMERIC NOT NULL,\n    \"extended_price\" NUMERIC NOT NULL,\n    \"discount\" NUMERIC NOT NULL,\n    \"tax\" NUMERIC NOT NULL,\n    \"return_flag\" VARCHAR(1) NOT NULL,\n    \"line_status\" VARCHAR(1) NOT NULL,\n    \"ship_date\" DATE NOT NULL,\n    \"commit_date\" DATE,\n    \"receipt_date\" DATE,\n    \"ship_mode\" VARCHAR(10),\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"order_line_items_unicity\" UNIQUE (\"order_key\", \"line_number\")\n)",
     },
-    crate::runtime::TableDef {
+    ::nomnom_runtime::TableDef {
         entity: "Product",
         table: "products",
         id_column: "id",
         columns: &[
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "part_key",
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "name",
                 sql_type: "VARCHAR(55)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "manufacturer",
                 sql_type: "VARCHAR(25)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "brand",
                 sql_type: "VARCHAR(10)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "type",
                 sql_type: "VARCHAR(25)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "size",
                 sql_type: "INTEGER",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "container",
                 sql_type: "VARCHAR(10)",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "retail_price",
                 sql_type: "NUMERIC",
                 nullable: false,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "comment",
                 sql_type: "TEXT",
                 nullable: true,
             },
-            crate::runtime::ColumnDef {
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 sql_type: "BIGINT",
                 nullable: true,
@@ -476,8 +477,8 @@ impl<'a> RowBatch<'a> {
     /// Rows with the same unique key are merged first (last wins).
     pub async fn write(
         self,
-        conn: &mut diesel_async::AsyncPgConnection,
-    ) -> diesel::QueryResult<crate::runtime::RowCounts> {
+        conn: &mut ::diesel_async::AsyncPgConnection,
+    ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
         #[allow(unused_mut)]
         let mut counts = ::std::vec::Vec::new();
         let _ = &conn;
@@ -489,6 +490,6 @@ impl<'a> RowBatch<'a> {
                 self::order_line_item::upsert(conn, self.order_line_item).await?,
             ));
         counts.push(("products", self::product::upsert(conn, self.product).await?));
-        Ok(crate::runtime::RowCounts(counts))
+        Ok(::nomnom_runtime::RowCounts(counts))
     }
 }

@@ -1,4 +1,4 @@
-//! Support code the generated parsers and writers call: JSON conversions for every spec type,
+//! `nomnom-runtime`: the support code the generated parsers and writers call: JSON conversions for every spec type,
 //! field-level errors, table descriptions and batch helpers.
 
 use std::collections::HashMap;
