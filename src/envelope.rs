@@ -19,11 +19,6 @@ pub struct MessageEnvelope {
 }
 
 impl MessageEnvelope {
-    /// Serializes to JSON bytes for publishing.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
-    }
-
     /// Encodes an envelope around a body that is already known to be valid JSON, without
     /// parsing or re-serializing the body (the api's hot path).
     pub fn encode_with_body(

@@ -77,9 +77,6 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// A bug on our side (e.g. the envelope could not be serialized).
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 impl ApiError {
@@ -124,7 +121,6 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -142,7 +138,7 @@ impl IntoResponse for ApiError {
                     .collect();
                 body["known_entities"] = json!(known);
             }
-            ApiError::Unavailable(_) | ApiError::Internal(_) => {
+            ApiError::Unavailable(_) => {
                 // During an outage every request fails the same way: one line per 10 s.
                 static FAILED: crate::throttle::Throttle =
                     crate::throttle::Throttle::new(std::time::Duration::from_secs(10));

@@ -1,14 +1,12 @@
 //! OpenAPI document (built from the generated entity schemas) and Swagger UI.
 
-use std::sync::Arc;
-
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::ApiError;
 use crate::generated::RootEntity;
 
 const SWAGGER_JS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js");
@@ -166,7 +164,7 @@ pub fn openapi_document() -> Value {
 }
 
 /// `GET /api-docs/openapi.json`.
-pub async fn openapi_json(State(_state): State<Arc<AppState>>) -> Json<Value> {
+pub async fn openapi_json() -> Json<Value> {
     Json(openapi_document())
 }
 
