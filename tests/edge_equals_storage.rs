@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Pipeline, tpch_order};
 use proptest::prelude::*;
@@ -194,18 +194,13 @@ async fn every_accepted_body_is_stored_and_every_refused_one_gets_json_4xx() {
         accepted > 0 && refused > 0,
         "the generator covers both outcomes"
     );
-    let start = Instant::now();
-    loop {
-        let done = p.db.count("SELECT 1 FROM message_status").await;
-        if done >= accepted {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{done} of {accepted} stored"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    p.db.wait_at_least(
+        "SELECT 1 FROM message_status",
+        accepted,
+        Duration::from_secs(60),
+        "accepted messages stored",
+    )
+    .await;
     let dead =
         p.db.rows("SELECT reason, body FROM dead_letters LIMIT 5")
             .await;

@@ -184,18 +184,13 @@ async fn wait_for_a_third(accepted: &AtomicU64) {
 /// their retries carry the same idempotency key.
 async fn assert_all_landed(p: &Pipeline, accepted: u64, lines: u64) {
     let accepted = i64::try_from(accepted).expect("count");
-    let start = Instant::now();
-    loop {
-        let done = p.db.count("SELECT 1 FROM message_status").await;
-        if done >= accepted {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "only {done} of {accepted} accepted messages landed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    p.db.wait_at_least(
+        "SELECT 1 FROM message_status",
+        accepted,
+        Duration::from_secs(120),
+        "accepted messages landed",
+    )
+    .await;
     assert_eq!(p.db.count("SELECT 1 FROM message_status").await, accepted);
     assert_eq!(p.db.count("SELECT 1 FROM orders").await, accepted);
     assert_eq!(

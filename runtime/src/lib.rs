@@ -267,9 +267,16 @@ impl FromJson for Decimal {
     }
 }
 
-/// The earliest date and time PostgreSQL stores: 4713-11-24 BC (astronomical year -4712).
-fn earliest_postgres_date() -> NaiveDate {
-    NaiveDate::from_ymd_opt(-4712, 11, 24).unwrap_or(NaiveDate::MIN)
+/// Refuses a date before the earliest PostgreSQL stores: 4713-11-24 BC (astronomical year
+/// -4712), for `date` and `timestamptz` alike.
+fn check_postgres_date(date: NaiveDate, text: &str) -> Result<(), String> {
+    let earliest = NaiveDate::from_ymd_opt(-4712, 11, 24).unwrap_or(NaiveDate::MIN);
+    if date < earliest {
+        return Err(format!(
+            "`{text}` is before 4713-11-24 BC, the earliest date PostgreSQL stores"
+        ));
+    }
+    Ok(())
 }
 
 impl FromJson for bool {
@@ -285,11 +292,7 @@ impl FromJson for NaiveDate {
         let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
         let date = NaiveDate::parse_from_str(s, "%Y-%m-%d")
             .map_err(|e| format!("`{s}` is not a valid date YYYY-MM-DD ({e})"))?;
-        if date < earliest_postgres_date() {
-            return Err(format!(
-                "`{s}` is before 4713-11-24 BC, the earliest date PostgreSQL stores"
-            ));
-        }
+        check_postgres_date(date, s)?;
         Ok(date)
     }
 }
@@ -301,11 +304,7 @@ impl FromJson for DateTimeUtc {
         let at = chrono::DateTime::parse_from_rfc3339(s)
             .map(|d| d.with_timezone(&chrono::Utc))
             .map_err(|e| format!("`{s}` is not an RFC 3339 date-time ({e})"))?;
-        if at.date_naive() < earliest_postgres_date() {
-            return Err(format!(
-                "`{s}` is before 4713-11-24 BC, the earliest time PostgreSQL stores"
-            ));
-        }
+        check_postgres_date(at.date_naive(), s)?;
         Ok(at)
     }
 }

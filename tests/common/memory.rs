@@ -102,6 +102,8 @@ pub async fn drain(
         .map_err(|e| e.to_string())?;
     let mut peak = 0;
     let mut done = 0i64;
+    // The worker creates the database; connect once it is there.
+    let mut counter: Option<tokio_postgres::Client> = None;
     let result = loop {
         peak = peak.max(peak_rss(worker.id()));
         if done >= messages as i64 {
@@ -111,14 +113,22 @@ pub async fn drain(
             break Err(format!("only {done} of {messages} committed after 600 s"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let client = tokio_postgres::connect(&url, tokio_postgres::NoTls).await;
-        if let Ok((client, conn)) = client {
+        if counter.is_none()
+            && let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+        {
             tokio::spawn(conn);
-            done = client
+            counter = Some(client);
+        }
+        if let Some(client) = &counter {
+            match client
                 .query_one("SELECT count(*) FROM message_status", &[])
                 .await
-                .map(|r| r.get::<_, i64>(0))
-                .unwrap_or(0);
+            {
+                Ok(row) => done = row.get::<_, i64>(0),
+                // The table may not exist yet, or the connection dropped: try again.
+                Err(_) if client.is_closed() => counter = None,
+                Err(_) => {}
+            }
         }
     };
     let _ = Command::new("kill")
@@ -129,6 +139,7 @@ pub async fn drain(
     let _ = js
         .delete_stream(nomnom::worker::dead_letter::dlq_stream_name(&stream))
         .await;
+    drop(counter);
     let _ = admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .await;

@@ -132,6 +132,20 @@ impl TestDb {
         rows[0][0].as_deref().unwrap_or("0").parse().unwrap_or(0)
     }
 
+    /// Waits until `sql` counts at least `n` rows; fails after `timeout` with `what` and the
+    /// count reached.
+    pub async fn wait_at_least(&self, sql: &str, n: i64, timeout: Duration, what: &str) {
+        let start = Instant::now();
+        loop {
+            let c = self.count(sql).await;
+            if c >= n {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "{what}: {c} of {n}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until `sql` counts `n` rows (or fails after 20 s).
     pub async fn wait_count(&self, sql: &str, n: i64) {
         let start = Instant::now();
