@@ -620,7 +620,14 @@ async fn a_sixty_second_postgres_outage_at_default_settings_costs_no_dead_letter
         accepted + 1
     );
     assert!(seen_down, "/metrics showed the outage");
-    let text = scrape(metrics_port).await;
+    let start = Instant::now();
+    let mut text = scrape(metrics_port).await;
+    while sample(&text, "nomnom_worker_database_up") != Some(1.0)
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        text = scrape(metrics_port).await;
+    }
     signal(&worker, "-TERM");
     let _ = worker.wait();
     let log = std::fs::read_to_string(&log).unwrap_or_default();

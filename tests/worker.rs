@@ -326,6 +326,11 @@ async fn a_terminated_backend_is_transient_and_the_batch_commits_on_retry() {
     // 57P01 admin_shutdown, read off the wire, classified transient.
     assert_eq!(metrics.db_errors.with_label_values(&["57"]).get(), 1);
     assert_eq!(metrics.database_outages.get(), 1);
+    // The outage ends once the database has answered a second after the last failure.
+    let start = std::time::Instant::now();
+    while metrics.database_up.get() != 1 && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(metrics.database_up.get(), 1, "the outage ended");
     assert_stream_drains(&p).await;
     p.stop().await;

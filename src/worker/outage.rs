@@ -11,9 +11,15 @@ use crate::worker::WorkerMetrics;
 /// How often a continuing outage is summarised in the log.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 
+/// How long after the last failure a success must begin to end an outage: while a server shuts
+/// down, a transaction on a backend not yet told to stop can still commit, and must not end an
+/// outage that the next statement restarts.
+const RECOVERY_QUIET: Duration = Duration::from_secs(1);
+
 #[derive(Default)]
 struct State {
     since: Option<Instant>,
+    last_fault: Option<Instant>,
     last_summary: Option<Instant>,
     faults_since_summary: u64,
     last_error: String,
@@ -23,6 +29,7 @@ struct State {
 pub struct DbOutage {
     state: Mutex<State>,
     metrics: Arc<WorkerMetrics>,
+    quiet: Duration,
 }
 
 impl DbOutage {
@@ -32,6 +39,7 @@ impl DbOutage {
         Self {
             state: Mutex::new(State::default()),
             metrics,
+            quiet: RECOVERY_QUIET,
         }
     }
 
@@ -58,6 +66,7 @@ impl DbOutage {
             return;
         };
         s.last_error = error.to_string();
+        s.last_fault = Some(Instant::now());
         match (s.since, s.last_summary) {
             (None, _) => {
                 let now = Instant::now();
@@ -90,13 +99,14 @@ impl DbOutage {
     }
 
     /// A database operation that began at `started` succeeded: ends the outage, if any (logged
-    /// once). An operation that began before the outage did (a commit racing the first failure)
-    /// proves nothing about the database now and leaves the outage on.
+    /// once). An operation that began before the last failure, or less than a second after it
+    /// (a commit racing a shutdown), proves nothing about the database now and leaves the outage
+    /// on; the next probe decides.
     pub fn recovered(&self, started: Instant) {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
-        if s.since.is_some_and(|since| started < since) {
+        if s.since.is_some() && s.last_fault.is_some_and(|last| started < last + self.quiet) {
             return;
         }
         if let Some(since) = s.since.take() {
@@ -126,7 +136,8 @@ mod tests {
     #[test]
     fn an_outage_is_counted_once_and_its_length_recorded() {
         let metrics = Arc::new(WorkerMetrics::new());
-        let outage = DbOutage::new(metrics.clone());
+        let mut outage = DbOutage::new(metrics.clone());
+        outage.quiet = Duration::from_millis(20);
         let e = DbError::Connection {
             message: "refused".into(),
             sqlstate: None,
@@ -146,6 +157,12 @@ mod tests {
         assert_eq!(metrics.database_outages.get(), 1);
         outage.fault(&e, 10);
         assert!(outage.is_down());
+        outage.recovered(Instant::now());
+        assert!(
+            outage.is_down(),
+            "a success right after a failure does not end it"
+        );
+        std::thread::sleep(Duration::from_millis(30));
         outage.recovered(Instant::now());
         outage.recovered(Instant::now());
         assert!(!outage.is_down());
