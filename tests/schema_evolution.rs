@@ -93,3 +93,80 @@ async fn every_other_difference_stops_with_a_clear_message() {
     );
     test_db.drop_db().await;
 }
+
+/// A table with one column per stored type of the type table (so `Time` and `Bytes`, and any
+/// type added later); the `c_time` column is declared as `declared_time`.
+fn every_type_table(declared_time: nomnom::runtime::FieldType) -> nomnom::runtime::TableDef {
+    use nomnom::runtime::{ColumnDef, FieldType, TYPES, TableDef};
+    let mut columns = Vec::new();
+    let mut ddl = vec!["\"id\" BIGSERIAL PRIMARY KEY".to_string()];
+    for t in TYPES.iter().filter(|t| t.ty.is_stored()) {
+        let name: &'static str = Box::leak(
+            format!("c_{}", t.ty.name().to_lowercase().replace(['[', ']'], "_")).into_boxed_str(),
+        );
+        let sql = t.ty.sql_type(None).expect("stored");
+        ddl.push(format!("\"{name}\" {sql} NOT NULL"));
+        let ty = if t.ty == FieldType::Time {
+            declared_time
+        } else {
+            t.ty
+        };
+        columns.push(ColumnDef {
+            name,
+            ty,
+            max_length: None,
+            sql_type: Box::leak(ty.sql_type(None).expect("stored").into_boxed_str()),
+            nullable: false,
+        });
+    }
+    ddl.push("\"c_varchar\" VARCHAR(12) NOT NULL".into());
+    columns.push(ColumnDef {
+        name: "c_varchar",
+        ty: FieldType::String,
+        max_length: Some(12),
+        sql_type: "VARCHAR(12)",
+        nullable: false,
+    });
+    TableDef {
+        entity: "EveryType",
+        table: "every_type",
+        id_column: "id",
+        columns: Box::leak(columns.into_boxed_slice()),
+        unicity_fields: &[],
+        create_sql: Box::leak(
+            format!("CREATE TABLE IF NOT EXISTS every_type ({})", ddl.join(", ")).into_boxed_str(),
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_in_the_type_table_is_recognised_live() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection};
+    use nomnom::db::evolve::{ReconcileError, reconcile};
+    use nomnom::runtime::FieldType;
+    let test_db = common::TestDb::create().await;
+    let mut conn = AsyncPgConnection::establish(&test_db.url)
+        .await
+        .expect("connect");
+    let table = every_type_table(FieldType::Time);
+    let created = reconcile(&mut conn, &[table]).await.expect("create");
+    assert_eq!(created.created, vec!["every_type"]);
+    // The live TIME, BYTEA, TEXT[], VARCHAR(12)… columns all read back as what was declared.
+    let again = reconcile(&mut conn, &[table]).await.expect("same shape");
+    assert_eq!(again, Default::default());
+    // Declaring the TIME column as Bytes is a mismatch named in DDL spelling on both sides.
+    match reconcile(&mut conn, &[every_type_table(FieldType::Bytes)]).await {
+        Err(ReconcileError::Mismatch(m)) => {
+            assert_eq!(m.len(), 1, "{m:?}");
+            assert_eq!(
+                m[0].to_string().split(';').next(),
+                Some(
+                    "table `every_type`, column `c_time`: live TIME NOT NULL, declared BYTEA NOT NULL"
+                )
+            );
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+    drop(conn);
+    test_db.drop_db().await;
+}

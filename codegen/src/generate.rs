@@ -9,11 +9,12 @@
 //! modules through `super::`, so it can be included at any module path.
 
 use proc_macro2::{Ident, Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{ToTokens as _, format_ident, quote};
 
 use crate::model::*;
-use crate::types::FieldType;
+use crate::types::{FieldType, TypeTokens as _};
 use crate::validate::Schema;
+use nomnom_runtime::{Bind, Constant};
 
 /// Column of tables with `unicity_fields` recording the stream sequence of the message that
 /// last wrote the row. Field names cannot start with `_`, so it never clashes.
@@ -35,7 +36,7 @@ pub struct GeneratedFile {
 pub fn generate(schema: &Schema) -> Vec<GeneratedFile> {
     let mut files = vec![GeneratedFile {
         name: TOP_FILE.into(),
-        contents: format(top_file(schema)),
+        contents: format(top_file(schema)) + &schema_module(schema),
     }];
     for e in &schema.entities {
         if e.source_type == SourceType::Reference {
@@ -222,24 +223,15 @@ fn top_file(schema: &Schema) -> TokenStream {
         let d = format!(" A parsed `{}` message.", e.name.value);
         quote!(#[doc = #d])
     });
-    let schema_mod = schema_module(schema);
     let tables = table_defs(schema);
     let row_batch = row_batch(schema);
-    let json_schemas = roots.iter().map(|e| json_schema(schema, e));
-    let no_roots = roots.is_empty();
-    let entity_enum_attrs = if no_roots {
-        quote!(#[allow(clippy::enum_variant_names, unreachable_code)])
-    } else {
-        quote!()
-    };
+    let json_schemas = roots.iter().map(|e| raw_str(&json_schema(schema, e)));
     quote! {
         #(#modules)*
         #(#reexports)*
-        #schema_mod
 
         /// The root entities: what a message can be posted as.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        #entity_enum_attrs
         pub enum RootEntity {
             #(#root_docs #root_variants,)*
         }
@@ -325,60 +317,55 @@ fn top_file(schema: &Schema) -> TokenStream {
     }
 }
 
-fn schema_module(schema: &Schema) -> TokenStream {
-    let tables = stored(schema).into_iter().map(|e| {
+/// The diesel `schema` module, as text: prettyplease leaves macro bodies on a few long lines,
+/// so `table!` is laid out here the way `diesel print-schema` writes it (types by their
+/// `diesel::sql_types` names, which `table!` imports).
+fn schema_module(schema: &Schema) -> String {
+    let mut out = String::from(
+        "/// diesel `table!` definitions of every stored entity, for typed queries in your own\n\
+         /// code (the worker itself writes with prepared `unnest` upserts). Behind the default\n\
+         /// feature `diesel-schema`: `table!` is the costliest code to compile, so very large\n\
+         /// schemas can opt out with `default-features = false`.\n\
+         #[cfg(feature = \"diesel-schema\")]\n\
+         pub mod schema {\n",
+    );
+    let short = |path: &str| path.replace("::diesel::sql_types::", "");
+    for e in stored(schema) {
         let p = e
             .persistence
             .as_ref()
             .expect("stored entities have persistence");
-        let t = table_mod(e);
-        let (id, id_renamed) = column_ident(&p.id_column.value);
-        let id_sql = &p.id_column.value;
-        let id_attr = if id_renamed {
-            quote!(#[sql_name = #id_sql])
-        } else {
-            quote!()
+        let column = |out: &mut String, name: &str, ty: String| {
+            let (ident, renamed) = column_ident(name);
+            if renamed {
+                out.push_str(&format!("            #[sql_name = \"{name}\"]\n"));
+            }
+            out.push_str(&format!("            {ident} -> {ty},\n"));
         };
+        let (id, _) = column_ident(&p.id_column.value);
+        out.push_str(&format!(
+            "    ::diesel::table! {{\n        {} ({id}) {{\n",
+            p.table.value
+        ));
         let id_ty = if p.id_type == FieldType::Integer {
-            quote!(Integer)
+            "Integer"
         } else {
-            quote!(BigInt)
+            "BigInt"
         };
-        let cols = e.stored_fields().map(|f| {
-            let (c, renamed) = column_ident(&f.name.value);
-            let sql = &f.name.value;
-            let attr = if renamed {
-                quote!(#[sql_name = #sql])
-            } else {
-                quote!()
-            };
-            let ty = f.ty.value.diesel_type().expect("stored field");
+        column(&mut out, &p.id_column.value, id_ty.into());
+        for f in e.stored_fields() {
+            let ty = short(f.ty.value.info().column.expect("stored field").diesel);
             let ty = if f.nullable {
-                quote!(::diesel::sql_types::Nullable<#ty>)
+                format!("Nullable<{ty}>")
             } else {
                 ty
             };
-            quote!(#attr #c -> #ty,)
-        });
-        quote! {
-            ::diesel::table! {
-                #t (#id) {
-                    #id_attr #id -> #id_ty,
-                    #(#cols)*
-                }
-            }
+            column(&mut out, &f.name.value, ty);
         }
-    });
-    quote! {
-        /// diesel `table!` definitions of every stored entity, for typed queries in your own
-        /// code (the worker itself writes with prepared `unnest` upserts). Behind the default
-        /// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
-        /// schemas can opt out with `default-features = false`.
-        #[cfg(feature = "diesel-schema")]
-        pub mod schema {
-            #(#tables)*
-        }
+        out.push_str("        }\n    }\n");
     }
+    out.push_str("}\n");
+    out
 }
 
 fn table_defs(schema: &Schema) -> TokenStream {
@@ -406,8 +393,22 @@ fn table_defs(schema: &Schema) -> TokenStream {
             ));
             let name = &f.name.value;
             let nullable = f.nullable;
+            let ty = format_ident!("{}", format!("{:?}", f.ty.value));
+            let max_length = match &f.max_length {
+                Some(m) => {
+                    let n = m.value;
+                    quote!(::std::option::Option::Some(#n))
+                }
+                None => quote!(::std::option::Option::None),
+            };
             columns.push(quote! {
-                ::nomnom_runtime::ColumnDef { name: #name, sql_type: #sql_type, nullable: #nullable }
+                ::nomnom_runtime::ColumnDef {
+                    name: #name,
+                    ty: ::nomnom_runtime::FieldType::#ty,
+                    max_length: #max_length,
+                    sql_type: #sql_type,
+                    nullable: #nullable,
+                }
             });
         }
         let unicity: Vec<&str> = p.unicity_fields.iter().map(|u| u.value.as_str()).collect();
@@ -416,7 +417,13 @@ fn table_defs(schema: &Schema) -> TokenStream {
             // batches resolve unique-key conflicts in message order.
             lines.push(format!("    {} BIGINT", quote_ident(SEQUENCE_COLUMN)));
             columns.push(quote! {
-                ::nomnom_runtime::ColumnDef { name: #SEQUENCE_COLUMN, sql_type: "BIGINT", nullable: true }
+                ::nomnom_runtime::ColumnDef {
+                    name: #SEQUENCE_COLUMN,
+                    ty: ::nomnom_runtime::FieldType::BigInt,
+                    max_length: ::std::option::Option::None,
+                    sql_type: "BIGINT",
+                    nullable: true,
+                }
             });
             let cols: Vec<String> = unicity.iter().map(|u| quote_ident(u)).collect();
             lines.push(format!(
@@ -425,11 +432,19 @@ fn table_defs(schema: &Schema) -> TokenStream {
                 cols.join(", ")
             ));
         }
-        let create = format!(
-            "CREATE TABLE IF NOT EXISTS {} (\n{}\n)",
-            quote_ident(table),
-            lines.join(",\n")
+        let last = lines.len().saturating_sub(1);
+        let mut create = vec![format!(
+            "CREATE TABLE IF NOT EXISTS {} (",
+            quote_ident(table)
+        )];
+        create.extend(
+            lines
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| if i == last { l } else { l + "," }),
         );
+        create.push(")".into());
+        let create = sql_lines(&create);
         quote! {
             ::nomnom_runtime::TableDef {
                 entity: #entity,
@@ -472,19 +487,33 @@ fn row_batch(schema: &Schema) -> TokenStream {
                 } else {
                     quote!(self.#r.extend(m.#r.iter().map(|row| (row, sequence)));)
                 }
-            });
-        quote!(ParsedMessage::#v(m) => { #(#adds)* })
+            })
+            .collect::<Vec<_>>();
+        if adds.is_empty() {
+            quote!(ParsedMessage::#v(_) => {})
+        } else {
+            quote!(ParsedMessage::#v(m) => { #(#adds)* })
+        }
     });
     let writes = stored.iter().map(|e| {
         let r = rows_ident(e);
         let m = module_ident(e);
         let table = &e.persistence.as_ref().expect("stored").table.value;
-        quote! {
-            counts.push((#table, self::#m::upsert(conn, self.#r).await?));
-        }
+        quote!((#table, self::#m::upsert(conn, self.#r).await?))
     });
-    let lifetime_use = if stored.is_empty() {
-        quote!(_marker: ::std::marker::PhantomData<&'a ()>,)
+    // Without stored entities nothing reads these; say so rather than allow the lints.
+    let (lifetime_use, unused) = if stored.is_empty() {
+        (quote!(_marker: ::std::marker::PhantomData<&'a ()>,), true)
+    } else {
+        (quote!(), false)
+    };
+    let unused_sequence = if unused {
+        quote!(let _ = sequence;)
+    } else {
+        quote!()
+    };
+    let unused_conn = if unused {
+        quote!(let _ = conn;)
     } else {
         quote!()
     };
@@ -502,7 +531,7 @@ fn row_batch(schema: &Schema) -> TokenStream {
             /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
             /// batches commit in.
             pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
-                #[allow(unused_variables)]
+                #unused_sequence
                 match message {
                     #(#pushes)*
                 }
@@ -514,20 +543,19 @@ fn row_batch(schema: &Schema) -> TokenStream {
                 self,
                 conn: &mut ::diesel_async::AsyncPgConnection,
             ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
-                #[allow(unused_mut)]
-                let mut counts = ::std::vec::Vec::new();
-                let _ = &conn;
-                #(#writes)*
-                Ok(::nomnom_runtime::RowCounts(counts))
+                #unused_conn
+                ::std::result::Result::Ok(::nomnom_runtime::RowCounts(::std::vec![#(#writes),*]))
             }
         }
     }
 }
 
-/// A JSON Schema (as JSON text) describing a root entity's message body.
+/// A JSON Schema (as JSON text) describing a root entity's message body, built from each
+/// type's fragment in the type table.
 fn json_schema(schema: &Schema, root: &EntityDef) -> String {
-    fn object(schema: &Schema, e: &EntityDef) -> String {
-        let mut props = Vec::new();
+    use serde_json::{Map, Value, json};
+    fn object(schema: &Schema, e: &EntityDef) -> Value {
+        let mut props = Map::new();
         let mut required = Vec::new();
         for f in &e.fields {
             // Only fields read straight from the body by name are part of the body's shape.
@@ -535,87 +563,37 @@ fn json_schema(schema: &Schema, root: &EntityDef) -> String {
                 None => true,
                 Some(c) => matches!(c.transform, Transform::ExtractField { .. }),
             };
-            if !direct {
-                continue;
-            }
             let path = json_path(f);
-            if path.len() != 1 {
+            if !direct || path.len() != 1 {
                 continue;
             }
-            let mut prop = match f.ty.value {
-                FieldType::String => {
-                    let mut s = String::from(r#"{"type":"string""#);
-                    if let Some(m) = &f.max_length {
-                        s.push_str(&format!(r#","maxLength":{}"#, m.value));
-                    }
-                    s.push('}');
-                    s
+            let mut prop = (f.ty.value.info().json_schema)();
+            if let Some(m) = &f.max_length {
+                prop["maxLength"] = json!(m.value);
+            }
+            if f.ty.value == FieldType::ListObject {
+                // The elements are the rows of the entity repeated for this field.
+                let child = schema.children(&e.name.value).into_iter().find(|c| {
+                    c.repeated_for.as_ref().map(|r| r.field.value.as_str())
+                        == Some(f.name.value.as_str())
+                });
+                if let Some(c) = child {
+                    prop["items"] = object(schema, c);
                 }
-                FieldType::Integer => r#"{"type":"integer","format":"int32"}"#.to_string(),
-                FieldType::BigInt => r#"{"type":"integer","format":"int64"}"#.to_string(),
-                FieldType::Float => r#"{"type":"number","format":"double"}"#.to_string(),
-                FieldType::Decimal => {
-                    r#"{"type":["number","string"],"format":"decimal"}"#.to_string()
-                }
-                FieldType::Boolean => r#"{"type":"boolean"}"#.to_string(),
-                FieldType::Date => r#"{"type":"string","format":"date"}"#.to_string(),
-                FieldType::DateTime => r#"{"type":"string","format":"date-time"}"#.to_string(),
-                FieldType::Uuid => r#"{"type":"string","format":"uuid"}"#.to_string(),
-                FieldType::Json => "{}".to_string(),
-                FieldType::ListString => {
-                    r#"{"type":"array","items":{"type":"string"}}"#.to_string()
-                }
-                FieldType::ListObject => {
-                    let children: Vec<&EntityDef> = schema
-                        .children(&e.name.value)
-                        .into_iter()
-                        .filter(|c| {
-                            c.repeated_for.as_ref().map(|r| r.field.value.as_str())
-                                == Some(f.name.value.as_str())
-                        })
-                        .collect();
-                    match children.first() {
-                        Some(c) => format!(r#"{{"type":"array","items":{}}}"#, object(schema, c)),
-                        None => r#"{"type":"array","items":{"type":"object"}}"#.to_string(),
-                    }
-                }
-            };
+            }
             if let Some(d) = &f.doc {
-                prop.pop();
-                if !prop.ends_with('{') {
-                    prop.push(',');
-                }
-                prop.push_str(&format!(r#""description":{}}}"#, json_string(d)));
+                prop["description"] = json!(d);
             }
             if f.nullable {
-                prop = format!(r#"{{"anyOf":[{prop},{{"type":"null"}}]}}"#);
+                prop = json!({"anyOf": [prop, {"type": "null"}]});
             } else {
-                required.push(json_string(&path[0]));
+                required.push(json!(path[0]));
             }
-            props.push(format!("{}:{prop}", json_string(&path[0])));
+            props.insert(path[0].clone(), prop);
         }
-        format!(
-            r#"{{"type":"object","properties":{{{}}},"required":[{}]}}"#,
-            props.join(","),
-            required.join(",")
-        )
+        json!({"type": "object", "properties": props, "required": required})
     }
-    object(schema, root)
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    object(schema, root).to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -634,10 +612,10 @@ fn entity_file(schema: &Schema, e: &EntityDef) -> TokenStream {
         let id = field_ident(&f.name.value);
         let ty = field_type(f);
         let d = doc_attr(f.doc.as_deref());
-        let serde_rename = if f.ty.value.is_stored() {
-            quote!()
-        } else {
-            quote!(#[serde(skip)])
+        let serde_rename = match f.ty.value.info().serialize_with {
+            _ if !f.ty.value.is_stored() => quote!(#[serde(skip)]),
+            Some(with) => quote!(#[serde(serialize_with = #with)]),
+            None => quote!(),
         };
         quote!(#d #serde_rename pub #id: #ty,)
     });
@@ -662,9 +640,10 @@ fn entity_file(schema: &Schema, e: &EntityDef) -> TokenStream {
         impl #t {
             /// The entity name as written in YAML.
             pub const ENTITY_NAME: &'static str = #name;
+
+            #parser
         }
 
-        #parser
         #message
         #upsert
     }
@@ -675,7 +654,6 @@ fn parent_of<'a>(schema: &'a Schema, e: &EntityDef) -> Option<&'a EntityDef> {
 }
 
 fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
-    let t = type_ident(e);
     let lets = e.fields.iter().map(|f| field_value(schema, e, f));
     let names: Vec<Ident> = e
         .fields
@@ -687,39 +665,34 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
     };
     match parent_of(schema, e) {
         None => quote! {
-            impl #t {
-                /// Reads a row from a message body; problems are added to `errors`.
-                pub fn from_json(
-                    element: &::nomnom_runtime::JsonValue,
-                    path: &str,
-                    errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
-                ) -> ::std::option::Option<Self> {
-                    if !::nomnom_runtime::expect_object(element, path, errors) {
-                        return ::std::option::Option::None;
-                    }
-                    #(#lets)*
-                    #build
+            /// Reads a row from a message body; problems are added to `errors`.
+            pub fn from_json(
+                element: &::nomnom_runtime::JsonValue,
+                path: &str,
+                errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+            ) -> ::std::option::Option<Self> {
+                if !::nomnom_runtime::expect_object(element, path, errors) {
+                    return ::std::option::Option::None;
                 }
+                #(#lets)*
+                #build
             }
         },
         Some(parent) => {
             let pm = module_ident(parent);
             let pt = type_ident(parent);
             quote! {
-                impl #t {
-                    /// Reads a row from one element of the parent's list; problems are added to
-                    /// `errors`. `parent` is `None` when the parent row itself was invalid: the
-                    /// element is still checked, but no row is returned.
-                    #[allow(unused_variables)]
-                    pub fn from_element(
-                        parent: ::std::option::Option<&super::#pm::#pt>,
-                        element: &::nomnom_runtime::JsonValue,
-                        path: &str,
-                        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
-                    ) -> ::std::option::Option<Self> {
-                        #(#lets)*
-                        #build
-                    }
+                /// Reads a row from one element of the parent's list; problems are added to
+                /// `errors`. `parent` is `None` when the parent row itself was invalid: the
+                /// element is still checked, but no row is returned.
+                pub fn from_element(
+                    parent: ::std::option::Option<&super::#pm::#pt>,
+                    element: &::nomnom_runtime::JsonValue,
+                    path: &str,
+                    errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+                ) -> ::std::option::Option<Self> {
+                    #(#lets)*
+                    #build
                 }
             }
         }
@@ -828,7 +801,7 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
 
 /// `parent.<field>`, cloned unless the type is `Copy`.
 fn read_parent_field(field: &Ident, ty: FieldType) -> TokenStream {
-    if ty.is_copy() {
+    if ty.info().copy {
         quote!(parent.#field)
     } else {
         quote!(parent.#field.clone())
@@ -840,27 +813,31 @@ fn unreachable_source() -> &'static str {
     "__invalid_source__"
 }
 
+/// A `constant` value: a Rust literal for the types the table marks so, else the type's
+/// run-time conversion of the literal text (validate() checked the literal with the same check).
 fn constant_expr(ty: FieldType, lit: &str, name: &str) -> TokenStream {
-    match ty {
-        FieldType::String => quote!(::std::option::Option::Some(::std::string::String::from(#lit))),
-        FieldType::Integer => {
-            let v: i32 = lit.parse().unwrap_or_default();
-            quote!(::std::option::Option::Some(#v))
-        }
-        FieldType::BigInt => {
-            let v: i64 = lit.parse().unwrap_or_default();
-            quote!(::std::option::Option::Some(#v))
-        }
-        FieldType::Float => {
-            let v: f64 = lit.parse().unwrap_or_default();
-            quote!(::std::option::Option::Some(#v))
-        }
-        FieldType::Boolean => {
-            let v = lit == "true";
-            quote!(::std::option::Option::Some(#v))
-        }
-        other => {
-            let base = other.rust_type();
+    use proc_macro2::Literal;
+    let literal = match ty {
+        FieldType::String => Some(quote!(::std::string::String::from(#lit))),
+        FieldType::Integer => lit
+            .parse()
+            .ok()
+            .map(|v| Literal::i32_suffixed(v).into_token_stream()),
+        FieldType::BigInt => lit
+            .parse()
+            .ok()
+            .map(|v| Literal::i64_suffixed(v).into_token_stream()),
+        FieldType::Float => lit
+            .parse()
+            .ok()
+            .map(|v| Literal::f64_suffixed(v).into_token_stream()),
+        FieldType::Boolean => lit.parse::<bool>().ok().map(|v| quote!(#v)),
+        _ => None,
+    };
+    match (ty.info().constant, literal) {
+        (Constant::RustLiteral(_), Some(v)) => quote!(::std::option::Option::Some(#v)),
+        _ => {
+            let base = ty.rust_type();
             quote!(::nomnom_runtime::constant::<#base>(#lit, path, #name, errors))
         }
     }
@@ -1003,19 +980,19 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
     let fields: Vec<&FieldDef> = e.stored_fields().collect();
     let ordered = !unicity.is_empty();
     let mut columns: Vec<String> = fields.iter().map(|f| quote_ident(&f.name.value)).collect();
+    let column_type = |f: &FieldDef| f.ty.value.info().column.expect("stored field");
     let mut params: Vec<String> = fields
         .iter()
         .enumerate()
-        .map(|(i, f)| format!("${}::{}[]", i + 1, unnest_element_type(f.ty.value)))
+        .map(|(i, f)| format!("${}::{}[]", i + 1, column_type(f).unnest_element))
         .collect();
     let mut selected: Vec<String> = fields
         .iter()
         .map(|f| {
             let c = quote_ident(&f.name.value);
-            if f.ty.value == FieldType::ListString {
-                format!("{c}::text[]")
-            } else {
-                c
+            match column_type(f).unnest_cast {
+                Some(cast) => format!("{c}::{cast}"),
+                None => c,
             }
         })
         .collect();
@@ -1025,20 +1002,27 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
         params.push(format!("${}::bigint[]", fields.len() + 1));
         selected.push(seq.clone());
     }
-    let conflict = if unicity.is_empty() {
-        String::new()
-    } else {
+    // One clause per line (long lists wrapped), so the constant reads like the SQL it is.
+    let mut sql = wrapped(
+        &format!("INSERT INTO {} AS t (", quote_ident(&p.table.value)),
+        &columns,
+        ")",
+    );
+    sql.extend(wrapped("SELECT ", &selected, ""));
+    sql.extend(wrapped("FROM unnest(", &params, ")"));
+    sql.extend(wrapped("  AS u(", &columns, ")"));
+    if !unicity.is_empty() {
         let keys: Vec<String> = unicity.iter().map(|u| quote_ident(u)).collect();
         let updates: Vec<String> = fields
             .iter()
             .filter(|f| !unicity.contains(&f.name.value.as_str()))
             .map(|f| {
                 let c = quote_ident(&f.name.value);
-                format!("{c} = EXCLUDED.{c}")
+                format!("  {c} = EXCLUDED.{c},")
             })
             .collect();
         if updates.is_empty() {
-            format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "))
+            sql.push(format!("ON CONFLICT ({}) DO NOTHING", keys.join(", ")));
         } else {
             // The row keeps the values of the later message (update) or of the earlier one
             // (ignore), by stream sequence, whatever order concurrent batches commit in.
@@ -1047,43 +1031,31 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
             } else {
                 format!("t.{seq} > EXCLUDED.{seq}")
             };
-            format!(
-                " ON CONFLICT ({}) DO UPDATE SET {}, {seq} = EXCLUDED.{seq} WHERE {winner}",
-                keys.join(", "),
-                updates.join(", ")
-            )
+            sql.push(format!("ON CONFLICT ({}) DO UPDATE SET", keys.join(", ")));
+            sql.extend(updates);
+            sql.push(format!("  {seq} = EXCLUDED.{seq}"));
+            sql.push(format!("WHERE {winner}"));
         }
-    };
-    let sql = format!(
-        "INSERT INTO {} AS t ({}) SELECT {} FROM unnest({}) AS u({}){conflict}",
-        quote_ident(&p.table.value),
-        columns.join(", "),
-        selected.join(", "),
-        params.join(", "),
-        columns.join(", "),
-    );
+    }
+    let sql = sql_lines(&sql);
     let binds = fields.iter().map(|f| {
         let id = field_ident(&f.name.value);
-        let base = match f.ty.value {
-            FieldType::ListString => quote!(::diesel::sql_types::Text),
-            other => other.diesel_type().expect("stored"),
-        };
+        let base = f.ty.value.bind_diesel_type().expect("stored field");
         let st = if f.nullable {
             quote!(::diesel::sql_types::Nullable<#base>)
         } else {
             base
         };
-        let value = match (f.ty.value, f.nullable) {
-            (FieldType::String, false) => quote!(r.#id.as_str()),
-            (FieldType::String, true) => quote!(r.#id.as_deref()),
-            (FieldType::ListString, false) => quote!(::nomnom_runtime::pg_text_array(&r.#id)),
-            (FieldType::ListString, true) => {
+        let value = match (column_type(f).bind, f.nullable) {
+            (Bind::Str, false) => quote!(r.#id.as_str()),
+            (Bind::Str, true) => quote!(r.#id.as_deref()),
+            (Bind::ArrayLiteral, false) => quote!(::nomnom_runtime::pg_text_array(&r.#id)),
+            (Bind::ArrayLiteral, true) => {
                 quote!(r.#id.as_deref().map(::nomnom_runtime::pg_text_array))
             }
-            (ty, false) if ty.is_copy() => quote!(r.#id),
-            (ty, true) if ty.is_copy() => quote!(r.#id),
-            (_, false) => quote!(&r.#id),
-            (_, true) => quote!(r.#id.as_ref()),
+            (Bind::Value, _) => quote!(r.#id),
+            (Bind::Ref, false) => quote!(&r.#id),
+            (Bind::Ref, true) => quote!(r.#id.as_ref()),
         };
         quote! {
             .bind::<::diesel::sql_types::Array<#st>, _>(
@@ -1125,19 +1097,56 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
     }
 }
 
-/// The PostgreSQL element type of the array bound for a column in `unnest(...)`.
-fn unnest_element_type(ty: FieldType) -> &'static str {
-    match ty {
-        FieldType::String | FieldType::ListString => "text",
-        FieldType::Integer => "integer",
-        FieldType::BigInt => "bigint",
-        FieldType::Float => "double precision",
-        FieldType::Decimal => "numeric",
-        FieldType::Boolean => "boolean",
-        FieldType::Date => "date",
-        FieldType::DateTime => "timestamptz",
-        FieldType::Uuid => "uuid",
-        FieldType::Json => "jsonb",
-        FieldType::ListObject => "jsonb",
+/// `head item, item, … tail` as lines of at most about 100 characters; continuation lines
+/// are indented by four spaces.
+fn wrapped(head: &str, items: &[String], tail: &str) -> Vec<String> {
+    const WIDTH: usize = 100;
+    let mut lines = Vec::new();
+    let mut line = head.to_string();
+    for (i, item) in items.iter().enumerate() {
+        let piece = if i + 1 == items.len() {
+            format!("{item}{tail}")
+        } else {
+            format!("{item},")
+        };
+        let fresh = line.trim().is_empty() || line == head;
+        if !fresh && line.len() + 1 + piece.len() > WIDTH {
+            lines.push(line);
+            line = format!("    {piece}");
+        } else {
+            if !fresh {
+                line.push(' ');
+            }
+            line.push_str(&piece);
+        }
     }
+    if items.is_empty() {
+        line.push_str(tail);
+    }
+    lines.push(line);
+    lines
+}
+
+/// SQL text, one clause per line, as a raw string literal (prettyplease keeps it verbatim, so
+/// the generated constant reads like the SQL it is).
+fn sql_lines(lines: &[String]) -> TokenStream {
+    raw_str(&lines.join("\n"))
+}
+
+/// `text` as a raw string literal with enough `#`s that nothing in it ends the literal.
+fn raw_str(text: &str) -> TokenStream {
+    let mut longest = 0;
+    let mut run: Option<usize> = None;
+    for c in text.chars() {
+        run = match (c, run) {
+            ('"', _) => Some(0),
+            ('#', Some(n)) => Some(n + 1),
+            _ => None,
+        };
+        longest = longest.max(run.unwrap_or(0));
+    }
+    let hashes = "#".repeat(longest + 1);
+    format!("r{hashes}\"{text}\"{hashes}")
+        .parse()
+        .expect("a raw string literal")
 }

@@ -469,7 +469,7 @@ impl Cx<'_> {
                     }),
                     None => {
                         let field = name.as_ref().map(|n| n.value.as_str()).unwrap_or("?");
-                        let known = FieldType::canonical_names().join(", ");
+                        let known = FieldType::canonical_names().collect::<Vec<_>>().join(", ");
                         let hint = match crate::diag::closest(&t.value, FieldType::all_names()) {
                             Some(c) => format!("did you mean `{c}`? (known: {known})"),
                             None => format!("known: {known}"),

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::diag::{Diagnostics, did_you_mean};
 use crate::model::*;
 use crate::types::FieldType;
+use nomnom_runtime::Constant;
 
 /// diesel's `table!` supports this many columns with the `32-column-tables` feature.
 pub const MAX_COLUMNS: usize = 32;
@@ -462,21 +463,13 @@ fn parent_field<'a>(
     found
 }
 
-/// Checks that a `constant` literal converts to the field type.
+/// Checks that a `constant` literal converts to the field type, with the check the type table
+/// names (for most types, the conversion the generated code runs).
 fn check_literal(lit: &Literal, ty: FieldType) -> Result<(), String> {
     let t = lit.text.as_str();
-    let ok = match ty {
-        FieldType::String => true,
-        FieldType::Integer => t.parse::<i32>().is_ok(),
-        FieldType::BigInt => t.parse::<i64>().is_ok(),
-        FieldType::Float => t.parse::<f64>().is_ok_and(f64::is_finite),
-        FieldType::Decimal => is_decimal(t),
-        FieldType::Boolean => matches!(t, "true" | "false"),
-        FieldType::Date => is_date(t),
-        FieldType::DateTime => t.len() >= 20 && is_date(&t[..10]) && t.as_bytes()[10] == b'T',
-        FieldType::Uuid => is_uuid(t),
-        FieldType::Json => true,
-        FieldType::ListObject | FieldType::ListString => false,
+    let ok = match ty.info().constant {
+        Constant::RustLiteral(check) | Constant::Converted(check) => check(t).is_ok(),
+        Constant::Unsupported => false,
     };
     if ok {
         Ok(())
@@ -484,42 +477,9 @@ fn check_literal(lit: &Literal, ty: FieldType) -> Result<(), String> {
         Err(format!(
             "constant `{t}` is not a valid `{}` (expected {})",
             ty.name(),
-            ty.json_expectation()
+            ty.info().expected
         ))
     }
-}
-
-fn is_decimal(t: &str) -> bool {
-    let t = t.strip_prefix('-').unwrap_or(t);
-    let (int, frac) = t.split_once('.').unwrap_or((t, "0"));
-    !int.is_empty()
-        && !frac.is_empty()
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn is_date(t: &str) -> bool {
-    let b = t.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-        && matches!(t[5..7].parse::<u32>(), Ok(1..=12))
-        && matches!(t[8..10].parse::<u32>(), Ok(1..=31))
-}
-
-fn is_uuid(t: &str) -> bool {
-    let b = t.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                *c == b'-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        })
 }
 
 fn check_persistence(e: &EntityDef, p: &Persistence, d: &mut Diagnostics) {

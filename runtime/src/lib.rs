@@ -7,9 +7,12 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+mod types;
+
 pub use bigdecimal::BigDecimal as Decimal;
-pub use chrono::NaiveDate;
+pub use chrono::{NaiveDate, NaiveTime};
 pub use serde_json::Value as JsonValue;
+pub use types::{Bind, ColumnType, Constant, FieldType, ReportedColumn, TYPES, TypeInfo};
 pub use uuid::Uuid;
 
 /// `DateTime` fields: a UTC timestamp.
@@ -297,6 +300,89 @@ impl FromJson for NaiveDate {
     }
 }
 
+/// What a `Time` accepts: `HH:MM:SS` with up to 6 fractional digits (PostgreSQL `time` keeps
+/// microseconds; more digits would be rounded, so they are refused rather than changed).
+pub const TIME_PATTERN: &str = r"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?$";
+
+impl FromJson for NaiveTime {
+    const EXPECTED: &'static str = "a time string HH:MM:SS[.ffffff]";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
+        // The shape first (on bytes: no slicing inside a multi-byte character), then chrono.
+        let b = s.as_bytes();
+        let digits = |r: &[u8]| r.iter().all(u8::is_ascii_digit);
+        let shape = b.len() >= 8
+            && digits(&b[0..2])
+            && b[2] == b':'
+            && digits(&b[3..5])
+            && b[5] == b':'
+            && digits(&b[6..8])
+            && match &b[8..] {
+                [] => true,
+                [b'.', fraction @ ..] => (1..=6).contains(&fraction.len()) && digits(fraction),
+                _ => false,
+            };
+        let bad = || format!("`{}` is not a time HH:MM:SS[.ffffff]", truncated(s));
+        if !shape {
+            return Err(bad());
+        }
+        // chrono reads second 60 as a leap second; PostgreSQL has none.
+        NaiveTime::parse_from_str(s, "%H:%M:%S%.f")
+            .ok()
+            .filter(|t| chrono::Timelike::nanosecond(t) < 1_000_000_000)
+            .ok_or_else(bad)
+    }
+}
+
+/// What a `Bytes` accepts: standard base64 with padding (RFC 4648 section 4).
+pub const BASE64_PATTERN: &str = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
+
+impl FromJson for Vec<u8> {
+    const EXPECTED: &'static str = "a base64 string";
+    fn from_json(v: &JsonValue) -> Result<Self, String> {
+        use base64::Engine as _;
+        let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|e| {
+                format!(
+                    "`{}` is not standard base64 with padding ({e})",
+                    truncated(s)
+                )
+            })
+    }
+}
+
+/// A `Bytes` field (or an optional one) as it is written in JSON.
+pub trait Base64Field {
+    /// The bytes, if any.
+    fn bytes(&self) -> Option<&[u8]>;
+}
+
+impl Base64Field for Vec<u8> {
+    fn bytes(&self) -> Option<&[u8]> {
+        Some(self)
+    }
+}
+
+impl Base64Field for Option<Vec<u8>> {
+    fn bytes(&self) -> Option<&[u8]> {
+        self.as_deref()
+    }
+}
+
+/// serde `serialize_with` of `Bytes` fields: base64, the form they are read in.
+pub fn serialize_base64<T: Base64Field, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use base64::Engine as _;
+    match value.bytes() {
+        Some(b) => serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+        None => serializer.serialize_none(),
+    }
+}
+
 impl FromJson for DateTimeUtc {
     const EXPECTED: &'static str = "an RFC 3339 date-time string";
     fn from_json(v: &JsonValue) -> Result<Self, String> {
@@ -497,6 +583,16 @@ pub fn require<T>(
     value
 }
 
+/// Converts a `constant` literal as written in YAML: as the JSON it spells (numbers,
+/// booleans), else as a JSON string. The build-time check of constants runs this too.
+pub fn convert_literal<T: FromJson>(literal: &str) -> Result<T, String> {
+    let value = serde_json::from_str::<JsonValue>(literal)
+        .ok()
+        .filter(|v| !v.is_string())
+        .unwrap_or_else(|| JsonValue::String(literal.to_string()));
+    T::from_json(&value).or_else(|_| T::from_json(&JsonValue::String(literal.into())))
+}
+
 /// A `constant` literal converted to the field's type.
 pub fn constant<T: FromJson>(
     literal: &str,
@@ -504,11 +600,7 @@ pub fn constant<T: FromJson>(
     field: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<T> {
-    let value = serde_json::from_str::<JsonValue>(literal)
-        .ok()
-        .filter(|v| !v.is_string())
-        .unwrap_or_else(|| JsonValue::String(literal.to_string()));
-    match T::from_json(&value).or_else(|_| T::from_json(&JsonValue::String(literal.into()))) {
+    match convert_literal(literal) {
         Ok(x) => Some(x),
         Err(error) => {
             errors.push(FieldError {
@@ -569,9 +661,10 @@ pub fn same_entity_name(canonical: &str, given: &str) -> bool {
     norm(canonical) == norm(given)
 }
 
-/// Parses a JSON Schema generated at build time.
+/// Parses a JSON Schema that nomnom-codegen wrote with `serde_json` (so it is valid JSON; the
+/// fixture crate's tests parse every generated schema).
 pub fn json_schema_value(text: &str) -> JsonValue {
-    serde_json::from_str(text).unwrap_or(JsonValue::Null)
+    serde_json::from_str(text).expect("nomnom-codegen writes JSON Schemas with serde_json")
 }
 
 /// One column of a stored entity.
@@ -579,6 +672,10 @@ pub fn json_schema_value(text: &str) -> JsonValue {
 pub struct ColumnDef {
     /// Column name.
     pub name: &'static str,
+    /// The field's type.
+    pub ty: FieldType,
+    /// `max_length` of a `String` (a `VARCHAR(n)` column).
+    pub max_length: Option<u32>,
     /// PostgreSQL type as declared.
     pub sql_type: &'static str,
     /// Whether NULL is allowed.
@@ -729,6 +826,61 @@ mod tests {
         assert!(NaiveDate::from_json(&json!("29/02/2024")).is_err());
         let t = DateTimeUtc::from_json(&json!("2024-01-01T10:00:00+02:00")).unwrap();
         assert_eq!(t.to_rfc3339(), "2024-01-01T08:00:00+00:00");
+    }
+
+    #[test]
+    fn times_are_hh_mm_ss_with_at_most_microseconds() {
+        let time = |s: &str| NaiveTime::from_json(&json!(s));
+        assert_eq!(time("00:00:00").unwrap().to_string(), "00:00:00");
+        assert_eq!(
+            time("23:59:59.999999").unwrap().to_string(),
+            "23:59:59.999999"
+        );
+        for bad in [
+            "24:00:00",
+            "23:59:60",
+            "7:05:00",
+            "07:05",
+            "07:05:00.",
+            "07:05:00.1234567",
+            "07:05:00Z",
+            "07:05:00+01:00",
+            "\u{0661}7:05:00",
+            "07:05:0\u{0661}",
+            "07:05:00.\u{0661}",
+        ] {
+            assert!(time(bad).is_err(), "{bad} accepted");
+        }
+        assert!(NaiveTime::from_json(&json!(3600)).is_err());
+    }
+
+    #[test]
+    fn bytes_are_padded_standard_base64_both_ways() {
+        let bytes = |s: &str| <Vec<u8>>::from_json(&json!(s));
+        assert_eq!(bytes("").unwrap(), b"");
+        assert_eq!(bytes("AAEC/w==").unwrap(), vec![0, 1, 2, 255]);
+        for bad in ["AAEC/w", "AAEC_w==", "AA EC", "A===", "AAEC/w==="] {
+            assert!(bytes(bad).is_err(), "{bad} accepted");
+        }
+        assert!(<Vec<u8>>::from_json(&json!([0, 1])).is_err());
+        #[derive(Serialize)]
+        struct Row {
+            #[serde(serialize_with = "serialize_base64")]
+            a: Vec<u8>,
+            #[serde(serialize_with = "serialize_base64")]
+            b: Option<Vec<u8>>,
+            #[serde(serialize_with = "serialize_base64")]
+            c: Option<Vec<u8>>,
+        }
+        let row = Row {
+            a: vec![0, 1, 2, 255],
+            b: Some(vec![104, 105]),
+            c: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&row).unwrap(),
+            json!({"a": "AAEC/w==", "b": "aGk=", "c": null})
+        );
     }
 
     #[test]

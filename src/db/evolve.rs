@@ -7,7 +7,7 @@ use diesel::sql_types::{Integer, Nullable, Text};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::runtime::{ColumnDef, TableDef};
+use crate::runtime::{ColumnDef, FieldType, ReportedColumn, TableDef};
 
 /// One way the live table differs from the YAML that cannot be applied automatically.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,16 +63,25 @@ struct Name {
     name: String,
 }
 
-/// The live type in the spelling our DDL uses (`VARCHAR(32)`, `TIMESTAMPTZ`, `TEXT[]`).
-fn live_type(c: &LiveColumn) -> String {
-    match c.data_type.as_str() {
-        "character varying" => match c.max_length {
-            Some(n) => format!("VARCHAR({n})"),
-            None => "VARCHAR".into(),
-        },
-        "timestamp with time zone" => "TIMESTAMPTZ".into(),
-        "ARRAY" => format!("{}[]", c.udt_name.trim_start_matches('_').to_uppercase()),
-        other => other.to_uppercase(),
+impl LiveColumn {
+    /// The column's shape as `information_schema` reports it.
+    fn reported(&self) -> ReportedColumn<'_> {
+        ReportedColumn {
+            data_type: &self.data_type,
+            udt_name: &self.udt_name,
+            max_length: self.max_length,
+        }
+    }
+
+    /// The live type in the spelling our DDL uses (`VARCHAR(32)`, `TIMESTAMPTZ`, `TEXT[]`), from
+    /// the type table.
+    fn ddl(&self) -> String {
+        FieldType::ddl_of_reported(&self.reported())
+    }
+
+    /// Whether the live column has the declared type.
+    fn has_type_of(&self, declared: &ColumnDef) -> bool {
+        declared.ty.reported(declared.max_length) == Some(self.reported())
     }
 }
 
@@ -154,7 +163,7 @@ fn compare_columns<'t>(
         Some(c) if !matches!(c.data_type.as_str(), "integer" | "bigint") => {
             mismatches.push(mismatch(
                 table.id_column,
-                live_type(c),
+                c.ddl(),
                 "INTEGER or BIGINT (generated key)".into(),
                 "the surrogate key must be an INTEGER or BIGINT column with a default",
             ))
@@ -175,12 +184,11 @@ fn compare_columns<'t>(
                  make it nullable, or add it by hand with a DEFAULT and restart",
             )),
             Some(c) => {
-                let live_ty = live_type(c);
                 let live_nullable = c.is_nullable == "YES";
-                if live_ty != declared.sql_type || live_nullable != declared.nullable {
+                if !c.has_type_of(declared) || live_nullable != declared.nullable {
                     mismatches.push(mismatch(
                         declared.name,
-                        shape(live_nullable, &live_ty),
+                        shape(live_nullable, &c.ddl()),
                         shape(declared.nullable, declared.sql_type),
                         "change the YAML back, or migrate the column by hand (ALTER TABLE ... ALTER COLUMN ...) and restart",
                     ));
@@ -194,7 +202,7 @@ fn compare_columns<'t>(
         if !known {
             mismatches.push(mismatch(
                 &c.column_name,
-                live_type(c),
+                c.ddl(),
                 "no such field".into(),
                 "the field was removed from the YAML; add it back, or drop the column by hand \
                  (ALTER TABLE ... DROP COLUMN ...) once its data is no longer needed, and restart",

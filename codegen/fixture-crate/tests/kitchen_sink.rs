@@ -16,10 +16,13 @@ fn shipment() -> Value {
         "tags": ["express", "intl"],
         "carrier": "DHL",
         "fallback_carrier": null,
+        "pickup_time": "08:15:30.5",
+        "label_png": "iVBORw0KGgo=",
+        "signature": null,
         "match": "yes",
         "origin": {"address": {"city": "Lyon"}},
         "packages": [
-            {"label": "A", "carrier": "UPS", "size": 1.25,
+            {"label": "A", "carrier": "UPS", "size": 1.25, "handled_at": "23:59:59.999999",
              "contents": {"items": [{"sku": "X1", "qty": 2}, {"sku": "X2", "qty": 5}]}},
             {"label": "B"}
         ]
@@ -49,6 +52,21 @@ fn every_type_and_transform_round_trips() {
     assert_eq!(s.tags, vec!["express", "intl"]);
     assert_eq!(s.r#match, "yes");
     assert_eq!(s.origin_city.as_deref(), Some("Lyon"));
+    assert_eq!(s.pickup_time.to_string(), "08:15:30.500");
+    assert_eq!(s.label_png, b"\x89PNG\r\n\x1a\n");
+    assert_eq!(s.signature, None);
+    // Bytes serialize back to the base64 they were read from.
+    let back = serde_json::to_value(s).expect("serialize");
+    assert_eq!(back["label_png"], json!("iVBORw0KGgo="));
+    assert_eq!(back["signature"], Value::Null);
+    assert_eq!(back["pickup_time"], json!("08:15:30.500"));
+    // The Time constant and an optional Time read from each element.
+    assert_eq!(m.package[0].cutoff.to_string(), "17:30:00.250");
+    assert_eq!(
+        m.package[0].handled_at.map(|t| t.to_string()).as_deref(),
+        Some("23:59:59.999999")
+    );
+    assert_eq!(m.package[1].handled_at, None);
 
     // Derived: coalesce picks the element's carrier, then the parent's fallback, then carrier.
     let labels: Vec<(&str, &str, &str, i32)> = m
@@ -189,6 +207,33 @@ async fn texts(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
         .collect()
 }
 
+#[test]
+fn json_schemas_come_from_the_type_table() {
+    let schema = RootEntity::Shipment.json_schema();
+    let props = &schema["properties"];
+    assert_eq!(props["pickup_time"]["type"], "string");
+    assert_eq!(
+        props["pickup_time"]["pattern"],
+        nomnom_runtime::TIME_PATTERN
+    );
+    assert_eq!(
+        props["pickup_time"]["description"],
+        "Local time of day the carrier collects"
+    );
+    assert_eq!(props["label_png"]["contentEncoding"], "base64");
+    assert_eq!(props["signature"]["anyOf"][1]["type"], "null");
+    assert_eq!(props["carrier"]["maxLength"], 20);
+    let package = &props["packages"]["items"]["properties"];
+    assert_eq!(package["label"]["type"], "string");
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(required.contains(&"label_png") && !required.contains(&"signature"));
+}
+
 #[tokio::test]
 async fn upserts_follow_on_conflict_and_unicity() {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -229,6 +274,24 @@ async fn upserts_follow_on_conflict_and_unicity() {
         )
         .await,
         vec![r#"12.5|9007199254740993|t|{express,intl}|yes|{"n": [1, 2], "note": "keep dry"}"#]
+    );
+    // Time and Bytes land as TIME and BYTEA, to the microsecond and the byte.
+    assert_eq!(
+        texts(
+            &client,
+            "SELECT pickup_time::text, encode(label_png, 'hex'), signature IS NULL, \
+             pg_typeof(pickup_time)::text, pg_typeof(label_png)::text FROM shipments"
+        )
+        .await,
+        vec!["08:15:30.5|89504e470d0a1a0a|t|time without time zone|bytea"]
+    );
+    assert_eq!(
+        texts(
+            &client,
+            "SELECT cutoff::text, coalesce(handled_at::text, 'NULL') FROM packages ORDER BY label"
+        )
+        .await,
+        vec!["17:30:00.25|23:59:59.999999", "17:30:00.25|NULL"]
     );
     // on_conflict: update (default) → last write wins.
     assert_eq!(

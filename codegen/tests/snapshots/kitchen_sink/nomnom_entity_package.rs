@@ -14,12 +14,9 @@ pub struct Package {
 impl Package {
     /// The entity name as written in YAML.
     pub const ENTITY_NAME: &'static str = "Package";
-}
-impl Package {
     /// Reads a row from one element of the parent's list; problems are added to
     /// `errors`. `parent` is `None` when the parent row itself was invalid: the
     /// element is still checked, but no row is returned.
-    #[allow(unused_variables)]
     pub fn from_element(
         parent: ::std::option::Option<&super::shipment::Shipment>,
         element: &::nomnom_runtime::JsonValue,
@@ -63,7 +60,19 @@ impl Package {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"packages\" AS t (\"shipment_code\", \"label\", \"carrier\", \"source\", \"priority\", \"dims\", \"_nomnom_seq\") SELECT \"shipment_code\", \"label\", \"carrier\", \"source\", \"priority\", \"dims\", \"_nomnom_seq\" FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::numeric[], $7::bigint[]) AS u(\"shipment_code\", \"label\", \"carrier\", \"source\", \"priority\", \"dims\", \"_nomnom_seq\") ON CONFLICT (\"shipment_code\", \"label\") DO UPDATE SET \"carrier\" = EXCLUDED.\"carrier\", \"source\" = EXCLUDED.\"source\", \"priority\" = EXCLUDED.\"priority\", \"dims\" = EXCLUDED.\"dims\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+pub const UPSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "dims",
+    "_nomnom_seq")
+SELECT "shipment_code", "label", "carrier", "source", "priority", "dims", "_nomnom_seq"
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::numeric[],
+    $7::bigint[])
+  AS u("shipment_code", "label", "carrier", "source", "priority", "dims", "_nomnom_seq")
+ON CONFLICT ("shipment_code", "label") DO UPDATE SET
+  "carrier" = EXCLUDED."carrier",
+  "source" = EXCLUDED."source",
+  "priority" = EXCLUDED."priority",
+  "dims" = EXCLUDED."dims",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
+WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
 /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
 /// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(

@@ -9,12 +9,9 @@ pub struct PackageItem {
 impl PackageItem {
     /// The entity name as written in YAML.
     pub const ENTITY_NAME: &'static str = "PackageItem";
-}
-impl PackageItem {
     /// Reads a row from one element of the parent's list; problems are added to
     /// `errors`. `parent` is `None` when the parent row itself was invalid: the
     /// element is still checked, but no row is returned.
-    #[allow(unused_variables)]
     pub fn from_element(
         parent: ::std::option::Option<&super::package::Package>,
         element: &::nomnom_runtime::JsonValue,
@@ -34,7 +31,10 @@ impl PackageItem {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"package_items\" AS t (\"label\", \"sku\", \"qty\") SELECT \"label\", \"sku\", \"qty\" FROM unnest($1::text[], $2::text[], $3::integer[]) AS u(\"label\", \"sku\", \"qty\")";
+pub const UPSERT_SQL: &str = r#"INSERT INTO "package_items" AS t ("label", "sku", "qty")
+SELECT "label", "sku", "qty"
+FROM unnest($1::text[], $2::text[], $3::integer[])
+  AS u("label", "sku", "qty")"#;
 /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
 /// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(

@@ -20,8 +20,6 @@ pub struct Shipment {
 impl Shipment {
     /// The entity name as written in YAML.
     pub const ENTITY_NAME: &'static str = "Shipment";
-}
-impl Shipment {
     /// Reads a row from a message body; problems are added to `errors`.
     pub fn from_json(
         element: &::nomnom_runtime::JsonValue,
@@ -183,7 +181,27 @@ impl ShipmentMessage {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"shipments\" AS t (\"id_code\", \"shipped_at\", \"weight\", \"pieces\", \"fragile\", \"meta\", \"tags\", \"carrier\", \"fallback_carrier\", \"match\", \"origin_city\", \"_nomnom_seq\") SELECT \"id_code\", \"shipped_at\", \"weight\", \"pieces\", \"fragile\", \"meta\", \"tags\"::text[], \"carrier\", \"fallback_carrier\", \"match\", \"origin_city\", \"_nomnom_seq\" FROM unnest($1::uuid[], $2::timestamptz[], $3::double precision[], $4::bigint[], $5::boolean[], $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[]) AS u(\"id_code\", \"shipped_at\", \"weight\", \"pieces\", \"fragile\", \"meta\", \"tags\", \"carrier\", \"fallback_carrier\", \"match\", \"origin_city\", \"_nomnom_seq\") ON CONFLICT (\"id_code\") DO UPDATE SET \"shipped_at\" = EXCLUDED.\"shipped_at\", \"weight\" = EXCLUDED.\"weight\", \"pieces\" = EXCLUDED.\"pieces\", \"fragile\" = EXCLUDED.\"fragile\", \"meta\" = EXCLUDED.\"meta\", \"tags\" = EXCLUDED.\"tags\", \"carrier\" = EXCLUDED.\"carrier\", \"fallback_carrier\" = EXCLUDED.\"fallback_carrier\", \"match\" = EXCLUDED.\"match\", \"origin_city\" = EXCLUDED.\"origin_city\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" > EXCLUDED.\"_nomnom_seq\"";
+pub const UPSERT_SQL: &str = r#"INSERT INTO "shipments" AS t ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
+    "tags", "carrier", "fallback_carrier", "match", "origin_city", "_nomnom_seq")
+SELECT "id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags"::text[], "carrier",
+    "fallback_carrier", "match", "origin_city", "_nomnom_seq"
+FROM unnest($1::uuid[], $2::timestamptz[], $3::double precision[], $4::bigint[], $5::boolean[],
+    $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])
+  AS u("id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags", "carrier",
+    "fallback_carrier", "match", "origin_city", "_nomnom_seq")
+ON CONFLICT ("id_code") DO UPDATE SET
+  "shipped_at" = EXCLUDED."shipped_at",
+  "weight" = EXCLUDED."weight",
+  "pieces" = EXCLUDED."pieces",
+  "fragile" = EXCLUDED."fragile",
+  "meta" = EXCLUDED."meta",
+  "tags" = EXCLUDED."tags",
+  "carrier" = EXCLUDED."carrier",
+  "fallback_carrier" = EXCLUDED."fallback_carrier",
+  "match" = EXCLUDED."match",
+  "origin_city" = EXCLUDED."origin_city",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
+WHERE t."_nomnom_seq" > EXCLUDED."_nomnom_seq""#;
 /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
 /// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(

@@ -19,34 +19,6 @@ pub use self::shipment::{Shipment, ShipmentMessage};
 pub use self::package::Package;
 pub use self::package_item::PackageItem;
 pub use self::shipment_tag::ShipmentTag;
-/// diesel `table!` definitions of every stored entity, for typed queries in your own
-/// code (the worker itself writes with prepared `unnest` upserts). Behind the default
-/// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
-/// schemas can opt out with `default-features = false`.
-#[cfg(feature = "diesel-schema")]
-pub mod schema {
-    ::diesel::table! {
-        shipments(id) { id -> Integer, id_code -> ::diesel::sql_types::Uuid, shipped_at
-        -> ::diesel::sql_types::Timestamptz, weight -> ::diesel::sql_types::Double,
-        pieces -> ::diesel::sql_types::BigInt, fragile -> ::diesel::sql_types::Bool, meta
-        -> ::diesel::sql_types::Nullable < ::diesel::sql_types::Jsonb >, tags ->
-        ::diesel::sql_types::Array < ::diesel::sql_types::Text >, carrier ->
-        ::diesel::sql_types::Text, fallback_carrier -> ::diesel::sql_types::Nullable <
-        ::diesel::sql_types::Text >, #[sql_name = "match"] match_ ->
-        ::diesel::sql_types::Text, origin_city -> ::diesel::sql_types::Nullable <
-        ::diesel::sql_types::Text >, }
-    }
-    ::diesel::table! {
-        packages(id) { id -> BigInt, shipment_code -> ::diesel::sql_types::Uuid, label ->
-        ::diesel::sql_types::Text, carrier -> ::diesel::sql_types::Text, source ->
-        ::diesel::sql_types::Text, priority -> ::diesel::sql_types::Integer, dims ->
-        ::diesel::sql_types::Nullable < ::diesel::sql_types::Numeric >, }
-    }
-    ::diesel::table! {
-        package_items(id) { id -> BigInt, label -> ::diesel::sql_types::Text, sku ->
-        ::diesel::sql_types::Text, qty -> ::diesel::sql_types::Integer, }
-    }
-}
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {
@@ -79,7 +51,7 @@ impl RootEntity {
     pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {
             RootEntity::Shipment => {
-                "{\"type\":\"object\",\"properties\":{\"id_code\":{\"type\":\"string\",\"format\":\"uuid\"},\"shipped_at\":{\"type\":\"string\",\"format\":\"date-time\"},\"weight\":{\"type\":\"number\",\"format\":\"double\"},\"pieces\":{\"type\":\"integer\",\"format\":\"int64\"},\"fragile\":{\"type\":\"boolean\"},\"meta\":{\"anyOf\":[{},{\"type\":\"null\"}]},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"carrier\":{\"type\":\"string\",\"maxLength\":20},\"fallback_carrier\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]},\"packages\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"label\":{\"type\":\"string\"},\"size\":{\"anyOf\":[{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},{\"type\":\"null\"}]}},\"required\":[\"label\"]}},\"match\":{\"type\":\"string\",\"description\":\"A Rust keyword as a field name\"}},\"required\":[\"id_code\",\"shipped_at\",\"weight\",\"pieces\",\"fragile\",\"tags\",\"carrier\",\"packages\",\"match\"]}"
+                r#"{"properties":{"carrier":{"maxLength":20,"type":"string"},"fallback_carrier":{"anyOf":[{"type":"string"},{"type":"null"}]},"fragile":{"type":"boolean"},"id_code":{"format":"uuid","type":"string"},"match":{"description":"A Rust keyword as a field name","type":"string"},"meta":{"anyOf":[{},{"type":"null"}]},"packages":{"items":{"properties":{"label":{"type":"string"},"size":{"anyOf":[{"format":"decimal","type":["number","string"]},{"type":"null"}]}},"required":["label"],"type":"object"},"type":"array"},"pieces":{"format":"int64","type":"integer"},"shipped_at":{"format":"date-time","type":"string"},"tags":{"items":{"type":"string"},"type":"array"},"weight":{"format":"double","type":"number"}},"required":["id_code","shipped_at","weight","pieces","fragile","tags","carrier","packages","match"],"type":"object"}"#
             }
         };
         ::nomnom_runtime::json_schema_value(text)
@@ -145,67 +117,106 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
         columns: &[
             ::nomnom_runtime::ColumnDef {
                 name: "id_code",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
                 sql_type: "UUID",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "shipped_at",
+                ty: ::nomnom_runtime::FieldType::DateTime,
+                max_length: ::std::option::Option::None,
                 sql_type: "TIMESTAMPTZ",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "weight",
+                ty: ::nomnom_runtime::FieldType::Float,
+                max_length: ::std::option::Option::None,
                 sql_type: "DOUBLE PRECISION",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "pieces",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
                 sql_type: "BIGINT",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "fragile",
+                ty: ::nomnom_runtime::FieldType::Boolean,
+                max_length: ::std::option::Option::None,
                 sql_type: "BOOLEAN",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "meta",
+                ty: ::nomnom_runtime::FieldType::Json,
+                max_length: ::std::option::Option::None,
                 sql_type: "JSONB",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "tags",
+                ty: ::nomnom_runtime::FieldType::ListString,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT[]",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "carrier",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(20u32),
                 sql_type: "VARCHAR(20)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "fallback_carrier",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "match",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "origin_city",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
                 sql_type: "BIGINT",
                 nullable: true,
             },
         ],
         unicity_fields: &["id_code"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"shipments\" (\n    \"id\" SERIAL PRIMARY KEY,\n    \"id_code\" UUID NOT NULL,\n    \"shipped_at\" TIMESTAMPTZ NOT NULL,\n    \"weight\" DOUBLE PRECISION NOT NULL,\n    \"pieces\" BIGINT NOT NULL,\n    \"fragile\" BOOLEAN NOT NULL,\n    \"meta\" JSONB,\n    \"tags\" TEXT[] NOT NULL,\n    \"carrier\" VARCHAR(20) NOT NULL,\n    \"fallback_carrier\" TEXT,\n    \"match\" TEXT NOT NULL,\n    \"origin_city\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"shipments_unicity\" UNIQUE (\"id_code\")\n)",
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "shipments" (
+    "id" SERIAL PRIMARY KEY,
+    "id_code" UUID NOT NULL,
+    "shipped_at" TIMESTAMPTZ NOT NULL,
+    "weight" DOUBLE PRECISION NOT NULL,
+    "pieces" BIGINT NOT NULL,
+    "fragile" BOOLEAN NOT NULL,
+    "meta" JSONB,
+    "tags" TEXT[] NOT NULL,
+    "carrier" VARCHAR(20) NOT NULL,
+    "fallback_carrier" TEXT,
+    "match" TEXT NOT NULL,
+    "origin_city" TEXT,
+    "_nomnom_seq" BIGINT,
+    CONSTRAINT "shipments_unicity" UNIQUE ("id_code")
+)"#,
     },
     ::nomnom_runtime::TableDef {
         entity: "Package",
@@ -214,42 +225,66 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
         columns: &[
             ::nomnom_runtime::ColumnDef {
                 name: "shipment_code",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
                 sql_type: "UUID",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "label",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "carrier",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "source",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "priority",
+                ty: ::nomnom_runtime::FieldType::Integer,
+                max_length: ::std::option::Option::None,
                 sql_type: "INTEGER",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "dims",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
                 sql_type: "NUMERIC",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
                 sql_type: "BIGINT",
                 nullable: true,
             },
         ],
         unicity_fields: &["shipment_code", "label"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"packages\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"shipment_code\" UUID NOT NULL,\n    \"label\" TEXT NOT NULL,\n    \"carrier\" TEXT NOT NULL,\n    \"source\" TEXT NOT NULL,\n    \"priority\" INTEGER NOT NULL,\n    \"dims\" NUMERIC,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"packages_unicity\" UNIQUE (\"shipment_code\", \"label\")\n)",
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "packages" (
+    "id" BIGSERIAL PRIMARY KEY,
+    "shipment_code" UUID NOT NULL,
+    "label" TEXT NOT NULL,
+    "carrier" TEXT NOT NULL,
+    "source" TEXT NOT NULL,
+    "priority" INTEGER NOT NULL,
+    "dims" NUMERIC,
+    "_nomnom_seq" BIGINT,
+    CONSTRAINT "packages_unicity" UNIQUE ("shipment_code", "label")
+)"#,
     },
     ::nomnom_runtime::TableDef {
         entity: "PackageItem",
@@ -258,22 +293,33 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
         columns: &[
             ::nomnom_runtime::ColumnDef {
                 name: "label",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "sku",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "qty",
+                ty: ::nomnom_runtime::FieldType::Integer,
+                max_length: ::std::option::Option::None,
                 sql_type: "INTEGER",
                 nullable: false,
             },
         ],
         unicity_fields: &[],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"package_items\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"label\" TEXT NOT NULL,\n    \"sku\" TEXT NOT NULL,\n    \"qty\" INTEGER NOT NULL\n)",
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "package_items" (
+    "id" BIGSERIAL PRIMARY KEY,
+    "label" TEXT NOT NULL,
+    "sku" TEXT NOT NULL,
+    "qty" INTEGER NOT NULL
+)"#,
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
@@ -292,7 +338,6 @@ impl<'a> RowBatch<'a> {
     /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
     /// batches commit in.
     pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
-        #[allow(unused_variables)]
         match message {
             ParsedMessage::Shipment(m) => {
                 self.shipment.push((&m.shipment, sequence));
@@ -308,16 +353,58 @@ impl<'a> RowBatch<'a> {
         self,
         conn: &mut ::diesel_async::AsyncPgConnection,
     ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
-        #[allow(unused_mut)]
-        let mut counts = ::std::vec::Vec::new();
-        let _ = &conn;
-        counts.push(("shipments", self::shipment::upsert(conn, self.shipment).await?));
-        counts.push(("packages", self::package::upsert(conn, self.package).await?));
-        counts
-            .push((
-                "package_items",
-                self::package_item::upsert(conn, self.package_item).await?,
-            ));
-        Ok(::nomnom_runtime::RowCounts(counts))
+        ::std::result::Result::Ok(
+            ::nomnom_runtime::RowCounts(
+                ::std::vec![
+                    ("shipments", self::shipment::upsert(conn, self.shipment). await ?),
+                    ("packages", self::package::upsert(conn, self.package). await ?),
+                    ("package_items", self::package_item::upsert(conn, self.package_item)
+                    . await ?)
+                ],
+            ),
+        )
+    }
+}
+/// diesel `table!` definitions of every stored entity, for typed queries in your own
+/// code (the worker itself writes with prepared `unnest` upserts). Behind the default
+/// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
+/// schemas can opt out with `default-features = false`.
+#[cfg(feature = "diesel-schema")]
+pub mod schema {
+    ::diesel::table! {
+        shipments (id) {
+            id -> Integer,
+            id_code -> Uuid,
+            shipped_at -> Timestamptz,
+            weight -> Double,
+            pieces -> BigInt,
+            fragile -> Bool,
+            meta -> Nullable<Jsonb>,
+            tags -> Array<Text>,
+            carrier -> Text,
+            fallback_carrier -> Nullable<Text>,
+            #[sql_name = "match"]
+            match_ -> Text,
+            origin_city -> Nullable<Text>,
+        }
+    }
+    ::diesel::table! {
+        packages (id) {
+            id -> BigInt,
+            shipment_code -> Uuid,
+            label -> Text,
+            carrier -> Text,
+            source -> Text,
+            priority -> Integer,
+            dims -> Nullable<Numeric>,
+        }
+    }
+    ::diesel::table! {
+        package_items (id) {
+            id -> BigInt,
+            label -> Text,
+            sku -> Text,
+            qty -> Integer,
+        }
     }
 }

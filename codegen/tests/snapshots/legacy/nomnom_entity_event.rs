@@ -11,8 +11,6 @@ pub struct Event {
 impl Event {
     /// The entity name as written in YAML.
     pub const ENTITY_NAME: &'static str = "Event";
-}
-impl Event {
     /// Reads a row from a message body; problems are added to `errors`.
     pub fn from_json(
         element: &::nomnom_runtime::JsonValue,
@@ -96,7 +94,15 @@ impl EventMessage {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"events\" AS t (\"event_id\", \"count\", \"ratio\", \"_nomnom_seq\") SELECT \"event_id\", \"count\", \"ratio\", \"_nomnom_seq\" FROM unnest($1::text[], $2::integer[], $3::numeric[], $4::bigint[]) AS u(\"event_id\", \"count\", \"ratio\", \"_nomnom_seq\") ON CONFLICT (\"event_id\") DO UPDATE SET \"count\" = EXCLUDED.\"count\", \"ratio\" = EXCLUDED.\"ratio\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+pub const UPSERT_SQL: &str = r#"INSERT INTO "events" AS t ("event_id", "count", "ratio", "_nomnom_seq")
+SELECT "event_id", "count", "ratio", "_nomnom_seq"
+FROM unnest($1::text[], $2::integer[], $3::numeric[], $4::bigint[])
+  AS u("event_id", "count", "ratio", "_nomnom_seq")
+ON CONFLICT ("event_id") DO UPDATE SET
+  "count" = EXCLUDED."count",
+  "ratio" = EXCLUDED."ratio",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
+WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
 /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
 /// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(

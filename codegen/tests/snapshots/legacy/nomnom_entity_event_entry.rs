@@ -12,12 +12,9 @@ pub struct EventEntry {
 impl EventEntry {
     /// The entity name as written in YAML.
     pub const ENTITY_NAME: &'static str = "EventEntry";
-}
-impl EventEntry {
     /// Reads a row from one element of the parent's list; problems are added to
     /// `errors`. `parent` is `None` when the parent row itself was invalid: the
     /// element is still checked, but no row is returned.
-    #[allow(unused_variables)]
     pub fn from_element(
         parent: ::std::option::Option<&super::event::Event>,
         element: &::nomnom_runtime::JsonValue,

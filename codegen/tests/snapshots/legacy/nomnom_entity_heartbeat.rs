@@ -10,8 +10,6 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// The entity name as written in YAML.
     pub const ENTITY_NAME: &'static str = "Heartbeat";
-}
-impl Heartbeat {
     /// Reads a row from a message body; problems are added to `errors`.
     pub fn from_json(
         element: &::nomnom_runtime::JsonValue,

@@ -14,18 +14,6 @@ pub mod heartbeat {
 pub use self::event::{Event, EventMessage};
 pub use self::event_entry::EventEntry;
 pub use self::heartbeat::{Heartbeat, HeartbeatMessage};
-/// diesel `table!` definitions of every stored entity, for typed queries in your own
-/// code (the worker itself writes with prepared `unnest` upserts). Behind the default
-/// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
-/// schemas can opt out with `default-features = false`.
-#[cfg(feature = "diesel-schema")]
-pub mod schema {
-    ::diesel::table! {
-        events(event_pk) { event_pk -> Integer, event_id -> ::diesel::sql_types::Text,
-        count -> ::diesel::sql_types::Integer, ratio -> ::diesel::sql_types::Nullable <
-        ::diesel::sql_types::Numeric >, }
-    }
-}
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {
@@ -62,10 +50,10 @@ impl RootEntity {
     pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {
             RootEntity::Event => {
-                "{\"type\":\"object\",\"properties\":{\"event_id\":{\"type\":\"string\",\"maxLength\":40},\"count\":{\"type\":\"integer\",\"format\":\"int32\"},\"ratio\":{\"anyOf\":[{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},{\"type\":\"null\"}]},\"entries\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"label\":{\"type\":\"string\"},\"amount\":{\"type\":\"integer\",\"format\":\"int64\"},\"score\":{\"anyOf\":[{\"type\":\"number\",\"format\":\"double\"},{\"type\":\"null\"}]},\"flag\":{\"type\":\"boolean\"},\"note\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]}},\"required\":[\"label\",\"amount\",\"flag\"]}}},\"required\":[\"event_id\",\"count\",\"entries\"]}"
+                r#"{"properties":{"count":{"format":"int32","type":"integer"},"entries":{"items":{"properties":{"amount":{"format":"int64","type":"integer"},"flag":{"type":"boolean"},"label":{"type":"string"},"note":{"anyOf":[{"type":"string"},{"type":"null"}]},"score":{"anyOf":[{"format":"double","type":"number"},{"type":"null"}]}},"required":["label","amount","flag"],"type":"object"},"type":"array"},"event_id":{"maxLength":40,"type":"string"},"ratio":{"anyOf":[{"format":"decimal","type":["number","string"]},{"type":"null"}]}},"required":["event_id","count","entries"],"type":"object"}"#
             }
             RootEntity::Heartbeat => {
-                "{\"type\":\"object\",\"properties\":{\"source\":{\"type\":\"string\"},\"at\":{\"type\":\"string\",\"format\":\"date-time\"},\"day\":{\"type\":\"string\",\"format\":\"date\"},\"labels\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}},\"required\":[\"source\",\"at\",\"day\",\"labels\"]}"
+                r#"{"properties":{"at":{"format":"date-time","type":"string"},"day":{"format":"date","type":"string"},"labels":{"items":{"type":"string"},"type":"array"},"source":{"type":"string"}},"required":["source","at","day","labels"],"type":"object"}"#
             }
         };
         ::nomnom_runtime::json_schema_value(text)
@@ -136,27 +124,42 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
         columns: &[
             ::nomnom_runtime::ColumnDef {
                 name: "event_id",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(40u32),
                 sql_type: "VARCHAR(40)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "count",
+                ty: ::nomnom_runtime::FieldType::Integer,
+                max_length: ::std::option::Option::None,
                 sql_type: "INTEGER",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "ratio",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
                 sql_type: "NUMERIC",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
                 sql_type: "BIGINT",
                 nullable: true,
             },
         ],
         unicity_fields: &["event_id"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"events\" (\n    \"event_pk\" SERIAL PRIMARY KEY,\n    \"event_id\" VARCHAR(40) NOT NULL,\n    \"count\" INTEGER NOT NULL,\n    \"ratio\" NUMERIC,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"events_unicity\" UNIQUE (\"event_id\")\n)",
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "events" (
+    "event_pk" SERIAL PRIMARY KEY,
+    "event_id" VARCHAR(40) NOT NULL,
+    "count" INTEGER NOT NULL,
+    "ratio" NUMERIC,
+    "_nomnom_seq" BIGINT,
+    CONSTRAINT "events_unicity" UNIQUE ("event_id")
+)"#,
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
@@ -171,12 +174,11 @@ impl<'a> RowBatch<'a> {
     /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
     /// batches commit in.
     pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
-        #[allow(unused_variables)]
         match message {
             ParsedMessage::Event(m) => {
                 self.event.push((&m.event, sequence));
             }
-            ParsedMessage::Heartbeat(m) => {}
+            ParsedMessage::Heartbeat(_) => {}
         }
     }
     /// Writes all rows (parents first) and returns rows written per table.
@@ -185,10 +187,25 @@ impl<'a> RowBatch<'a> {
         self,
         conn: &mut ::diesel_async::AsyncPgConnection,
     ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
-        #[allow(unused_mut)]
-        let mut counts = ::std::vec::Vec::new();
-        let _ = &conn;
-        counts.push(("events", self::event::upsert(conn, self.event).await?));
-        Ok(::nomnom_runtime::RowCounts(counts))
+        ::std::result::Result::Ok(
+            ::nomnom_runtime::RowCounts(
+                ::std::vec![("events", self::event::upsert(conn, self.event). await ?)],
+            ),
+        )
+    }
+}
+/// diesel `table!` definitions of every stored entity, for typed queries in your own
+/// code (the worker itself writes with prepared `unnest` upserts). Behind the default
+/// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
+/// schemas can opt out with `default-features = false`.
+#[cfg(feature = "diesel-schema")]
+pub mod schema {
+    ::diesel::table! {
+        events (event_pk) {
+            event_pk -> Integer,
+            event_id -> Text,
+            count -> Integer,
+            ratio -> Nullable<Numeric>,
+        }
     }
 }

@@ -14,8 +14,6 @@ pub struct Customer {
 impl Customer {
     /// The entity name as written in YAML.
     pub const ENTITY_NAME: &'static str = "Customer";
-}
-impl Customer {
     /// Reads a row from a message body; problems are added to `errors`.
     pub fn from_json(
         element: &::nomnom_runtime::JsonValue,
@@ -111,7 +109,24 @@ impl CustomerMessage {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"customers\" AS t (\"customer_key\", \"name\", \"address\", \"nation_key\", \"phone\", \"account_balance\", \"market_segment\", \"comment\", \"_nomnom_seq\") SELECT \"customer_key\", \"name\", \"address\", \"nation_key\", \"phone\", \"account_balance\", \"market_segment\", \"comment\", \"_nomnom_seq\" FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::numeric[], $7::text[], $8::text[], $9::bigint[]) AS u(\"customer_key\", \"name\", \"address\", \"nation_key\", \"phone\", \"account_balance\", \"market_segment\", \"comment\", \"_nomnom_seq\") ON CONFLICT (\"customer_key\") DO UPDATE SET \"name\" = EXCLUDED.\"name\", \"address\" = EXCLUDED.\"address\", \"nation_key\" = EXCLUDED.\"nation_key\", \"phone\" = EXCLUDED.\"phone\", \"account_balance\" = EXCLUDED.\"account_balance\", \"market_segment\" = EXCLUDED.\"market_segment\", \"comment\" = EXCLUDED.\"comment\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+pub const UPSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "address", "nation_key", "phone",
+    "account_balance", "market_segment", "comment", "_nomnom_seq")
+SELECT "customer_key", "name", "address", "nation_key", "phone", "account_balance",
+    "market_segment", "comment", "_nomnom_seq"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::numeric[],
+    $7::text[], $8::text[], $9::bigint[])
+  AS u("customer_key", "name", "address", "nation_key", "phone", "account_balance",
+    "market_segment", "comment", "_nomnom_seq")
+ON CONFLICT ("customer_key") DO UPDATE SET
+  "name" = EXCLUDED."name",
+  "address" = EXCLUDED."address",
+  "nation_key" = EXCLUDED."nation_key",
+  "phone" = EXCLUDED."phone",
+  "account_balance" = EXCLUDED."account_balance",
+  "market_segment" = EXCLUDED."market_segment",
+  "comment" = EXCLUDED."comment",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
+WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
 /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
 /// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(

@@ -22,8 +22,6 @@ pub struct Order {
 impl Order {
     /// The entity name as written in YAML.
     pub const ENTITY_NAME: &'static str = "Order";
-}
-impl Order {
     /// Reads a row from a message body; problems are added to `errors`.
     pub fn from_json(
         element: &::nomnom_runtime::JsonValue,
@@ -158,7 +156,25 @@ impl OrderMessage {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"orders\" AS t (\"order_key\", \"customer_key\", \"order_status\", \"total_price\", \"order_date\", \"order_priority\", \"clerk\", \"ship_priority\", \"comment\", \"_nomnom_seq\") SELECT \"order_key\", \"customer_key\", \"order_status\", \"total_price\", \"order_date\", \"order_priority\", \"clerk\", \"ship_priority\", \"comment\", \"_nomnom_seq\" FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::date[], $6::text[], $7::text[], $8::integer[], $9::text[], $10::bigint[]) AS u(\"order_key\", \"customer_key\", \"order_status\", \"total_price\", \"order_date\", \"order_priority\", \"clerk\", \"ship_priority\", \"comment\", \"_nomnom_seq\") ON CONFLICT (\"order_key\") DO UPDATE SET \"customer_key\" = EXCLUDED.\"customer_key\", \"order_status\" = EXCLUDED.\"order_status\", \"total_price\" = EXCLUDED.\"total_price\", \"order_date\" = EXCLUDED.\"order_date\", \"order_priority\" = EXCLUDED.\"order_priority\", \"clerk\" = EXCLUDED.\"clerk\", \"ship_priority\" = EXCLUDED.\"ship_priority\", \"comment\" = EXCLUDED.\"comment\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+pub const UPSERT_SQL: &str = r#"INSERT INTO "orders" AS t ("order_key", "customer_key", "order_status", "total_price", "order_date",
+    "order_priority", "clerk", "ship_priority", "comment", "_nomnom_seq")
+SELECT "order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
+    "clerk", "ship_priority", "comment", "_nomnom_seq"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::date[], $6::text[], $7::text[],
+    $8::integer[], $9::text[], $10::bigint[])
+  AS u("order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
+    "clerk", "ship_priority", "comment", "_nomnom_seq")
+ON CONFLICT ("order_key") DO UPDATE SET
+  "customer_key" = EXCLUDED."customer_key",
+  "order_status" = EXCLUDED."order_status",
+  "total_price" = EXCLUDED."total_price",
+  "order_date" = EXCLUDED."order_date",
+  "order_priority" = EXCLUDED."order_priority",
+  "clerk" = EXCLUDED."clerk",
+  "ship_priority" = EXCLUDED."ship_priority",
+  "comment" = EXCLUDED."comment",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
+WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
 /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
 /// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(

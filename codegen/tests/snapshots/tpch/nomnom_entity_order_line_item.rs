@@ -20,12 +20,9 @@ pub struct OrderLineItem {
 impl OrderLineItem {
     /// The entity name as written in YAML.
     pub const ENTITY_NAME: &'static str = "OrderLineItem";
-}
-impl OrderLineItem {
     /// Reads a row from one element of the parent's list; problems are added to
     /// `errors`. `parent` is `None` when the parent row itself was invalid: the
     /// element is still checked, but no row is returned.
-    #[allow(unused_variables)]
     pub fn from_element(
         parent: ::std::option::Option<&super::order::Order>,
         element: &::nomnom_runtime::JsonValue,
@@ -134,7 +131,33 @@ impl OrderLineItem {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"order_line_items\" AS t (\"order_key\", \"line_number\", \"part_key\", \"supplier_key\", \"quantity\", \"extended_price\", \"discount\", \"tax\", \"return_flag\", \"line_status\", \"ship_date\", \"commit_date\", \"receipt_date\", \"ship_mode\", \"_nomnom_seq\") SELECT \"order_key\", \"line_number\", \"part_key\", \"supplier_key\", \"quantity\", \"extended_price\", \"discount\", \"tax\", \"return_flag\", \"line_status\", \"ship_date\", \"commit_date\", \"receipt_date\", \"ship_mode\", \"_nomnom_seq\" FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[], $14::text[], $15::bigint[]) AS u(\"order_key\", \"line_number\", \"part_key\", \"supplier_key\", \"quantity\", \"extended_price\", \"discount\", \"tax\", \"return_flag\", \"line_status\", \"ship_date\", \"commit_date\", \"receipt_date\", \"ship_mode\", \"_nomnom_seq\") ON CONFLICT (\"order_key\", \"line_number\") DO UPDATE SET \"part_key\" = EXCLUDED.\"part_key\", \"supplier_key\" = EXCLUDED.\"supplier_key\", \"quantity\" = EXCLUDED.\"quantity\", \"extended_price\" = EXCLUDED.\"extended_price\", \"discount\" = EXCLUDED.\"discount\", \"tax\" = EXCLUDED.\"tax\", \"return_flag\" = EXCLUDED.\"return_flag\", \"line_status\" = EXCLUDED.\"line_status\", \"ship_date\" = EXCLUDED.\"ship_date\", \"commit_date\" = EXCLUDED.\"commit_date\", \"receipt_date\" = EXCLUDED.\"receipt_date\", \"ship_mode\" = EXCLUDED.\"ship_mode\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+pub const UPSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
+    "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
+    "commit_date", "receipt_date", "ship_mode", "_nomnom_seq")
+SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
+    "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
+    "ship_mode", "_nomnom_seq"
+FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
+    $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[],
+    $14::text[], $15::bigint[])
+  AS u("order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
+    "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
+    "ship_mode", "_nomnom_seq")
+ON CONFLICT ("order_key", "line_number") DO UPDATE SET
+  "part_key" = EXCLUDED."part_key",
+  "supplier_key" = EXCLUDED."supplier_key",
+  "quantity" = EXCLUDED."quantity",
+  "extended_price" = EXCLUDED."extended_price",
+  "discount" = EXCLUDED."discount",
+  "tax" = EXCLUDED."tax",
+  "return_flag" = EXCLUDED."return_flag",
+  "line_status" = EXCLUDED."line_status",
+  "ship_date" = EXCLUDED."ship_date",
+  "commit_date" = EXCLUDED."commit_date",
+  "receipt_date" = EXCLUDED."receipt_date",
+  "ship_mode" = EXCLUDED."ship_mode",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
+WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
 /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
 /// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(

@@ -15,8 +15,6 @@ pub struct Product {
 impl Product {
     /// The entity name as written in YAML.
     pub const ENTITY_NAME: &'static str = "Product";
-}
-impl Product {
     /// Reads a row from a message body; problems are added to `errors`.
     pub fn from_json(
         element: &::nomnom_runtime::JsonValue,
@@ -115,7 +113,25 @@ impl ProductMessage {
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = "INSERT INTO \"products\" AS t (\"part_key\", \"name\", \"manufacturer\", \"brand\", \"type\", \"size\", \"container\", \"retail_price\", \"comment\", \"_nomnom_seq\") SELECT \"part_key\", \"name\", \"manufacturer\", \"brand\", \"type\", \"size\", \"container\", \"retail_price\", \"comment\", \"_nomnom_seq\" FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[], $8::numeric[], $9::text[], $10::bigint[]) AS u(\"part_key\", \"name\", \"manufacturer\", \"brand\", \"type\", \"size\", \"container\", \"retail_price\", \"comment\", \"_nomnom_seq\") ON CONFLICT (\"part_key\") DO UPDATE SET \"name\" = EXCLUDED.\"name\", \"manufacturer\" = EXCLUDED.\"manufacturer\", \"brand\" = EXCLUDED.\"brand\", \"type\" = EXCLUDED.\"type\", \"size\" = EXCLUDED.\"size\", \"container\" = EXCLUDED.\"container\", \"retail_price\" = EXCLUDED.\"retail_price\", \"comment\" = EXCLUDED.\"comment\", \"_nomnom_seq\" = EXCLUDED.\"_nomnom_seq\" WHERE t.\"_nomnom_seq\" IS NULL OR t.\"_nomnom_seq\" <= EXCLUDED.\"_nomnom_seq\"";
+pub const UPSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
+    "container", "retail_price", "comment", "_nomnom_seq")
+SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
+    "comment", "_nomnom_seq"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
+    $8::numeric[], $9::text[], $10::bigint[])
+  AS u("part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
+    "comment", "_nomnom_seq")
+ON CONFLICT ("part_key") DO UPDATE SET
+  "name" = EXCLUDED."name",
+  "manufacturer" = EXCLUDED."manufacturer",
+  "brand" = EXCLUDED."brand",
+  "type" = EXCLUDED."type",
+  "size" = EXCLUDED."size",
+  "container" = EXCLUDED."container",
+  "retail_price" = EXCLUDED."retail_price",
+  "comment" = EXCLUDED."comment",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
+WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
 /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
 /// conflict the message order decides (see `on_conflict`). Returns rows affected.
 pub async fn upsert(

@@ -19,49 +19,6 @@ pub use self::customer::{Customer, CustomerMessage};
 pub use self::order::{Order, OrderMessage};
 pub use self::order_line_item::OrderLineItem;
 pub use self::product::{Product, ProductMessage};
-/// diesel `table!` definitions of every stored entity, for typed queries in your own
-/// code (the worker itself writes with prepared `unnest` upserts). Behind the default
-/// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
-/// schemas can opt out with `default-features = false`.
-#[cfg(feature = "diesel-schema")]
-pub mod schema {
-    ::diesel::table! {
-        customers(id) { id -> BigInt, customer_key -> ::diesel::sql_types::Text, name ->
-        ::diesel::sql_types::Text, address -> ::diesel::sql_types::Text, nation_key ->
-        ::diesel::sql_types::Integer, phone -> ::diesel::sql_types::Text, account_balance
-        -> ::diesel::sql_types::Numeric, market_segment -> ::diesel::sql_types::Text,
-        comment -> ::diesel::sql_types::Nullable < ::diesel::sql_types::Text >, }
-    }
-    ::diesel::table! {
-        orders(id) { id -> BigInt, order_key -> ::diesel::sql_types::Text, customer_key
-        -> ::diesel::sql_types::Text, order_status -> ::diesel::sql_types::Text,
-        total_price -> ::diesel::sql_types::Numeric, order_date ->
-        ::diesel::sql_types::Date, order_priority -> ::diesel::sql_types::Text, clerk ->
-        ::diesel::sql_types::Text, ship_priority -> ::diesel::sql_types::Integer, comment
-        -> ::diesel::sql_types::Nullable < ::diesel::sql_types::Text >, }
-    }
-    ::diesel::table! {
-        order_line_items(id) { id -> BigInt, order_key -> ::diesel::sql_types::Text,
-        line_number -> ::diesel::sql_types::Integer, part_key ->
-        ::diesel::sql_types::Text, supplier_key -> ::diesel::sql_types::Nullable <
-        ::diesel::sql_types::Text >, quantity -> ::diesel::sql_types::Numeric,
-        extended_price -> ::diesel::sql_types::Numeric, discount ->
-        ::diesel::sql_types::Numeric, tax -> ::diesel::sql_types::Numeric, return_flag ->
-        ::diesel::sql_types::Text, line_status -> ::diesel::sql_types::Text, ship_date ->
-        ::diesel::sql_types::Date, commit_date -> ::diesel::sql_types::Nullable <
-        ::diesel::sql_types::Date >, receipt_date -> ::diesel::sql_types::Nullable <
-        ::diesel::sql_types::Date >, ship_mode -> ::diesel::sql_types::Nullable <
-        ::diesel::sql_types::Text >, }
-    }
-    ::diesel::table! {
-        products(id) { id -> BigInt, part_key -> ::diesel::sql_types::Text, name ->
-        ::diesel::sql_types::Text, manufacturer -> ::diesel::sql_types::Text, brand ->
-        ::diesel::sql_types::Text, #[sql_name = "type"] type_ ->
-        ::diesel::sql_types::Text, size -> ::diesel::sql_types::Integer, container ->
-        ::diesel::sql_types::Text, retail_price -> ::diesel::sql_types::Numeric, comment
-        -> ::diesel::sql_types::Nullable < ::diesel::sql_types::Text >, }
-    }
-}
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {
@@ -106,13 +63,13 @@ impl RootEntity {
     pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {
             RootEntity::Customer => {
-                "{\"type\":\"object\",\"properties\":{\"customer_key\":{\"type\":\"string\",\"maxLength\":32},\"name\":{\"type\":\"string\",\"maxLength\":25},\"address\":{\"type\":\"string\",\"maxLength\":40},\"nation_key\":{\"type\":\"integer\",\"format\":\"int32\"},\"phone\":{\"type\":\"string\",\"maxLength\":15},\"account_balance\":{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},\"market_segment\":{\"type\":\"string\",\"maxLength\":10},\"comment\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]}},\"required\":[\"customer_key\",\"name\",\"address\",\"nation_key\",\"phone\",\"account_balance\",\"market_segment\"]}"
+                r#"{"properties":{"account_balance":{"format":"decimal","type":["number","string"]},"address":{"maxLength":40,"type":"string"},"comment":{"anyOf":[{"type":"string"},{"type":"null"}]},"customer_key":{"maxLength":32,"type":"string"},"market_segment":{"maxLength":10,"type":"string"},"name":{"maxLength":25,"type":"string"},"nation_key":{"format":"int32","type":"integer"},"phone":{"maxLength":15,"type":"string"}},"required":["customer_key","name","address","nation_key","phone","account_balance","market_segment"],"type":"object"}"#
             }
             RootEntity::Order => {
-                "{\"type\":\"object\",\"properties\":{\"order_key\":{\"type\":\"string\",\"maxLength\":32,\"description\":\"Unique order id\"},\"customer_key\":{\"type\":\"string\",\"maxLength\":32,\"description\":\"The customer who placed the order\"},\"order_status\":{\"type\":\"string\",\"maxLength\":1,\"description\":\"O (open), F (fulfilled) or P (partial)\"},\"total_price\":{\"type\":[\"number\",\"string\"],\"format\":\"decimal\",\"description\":\"Sum of the line items' prices\"},\"order_date\":{\"type\":\"string\",\"format\":\"date\"},\"order_priority\":{\"type\":\"string\",\"maxLength\":15},\"clerk\":{\"type\":\"string\",\"maxLength\":15},\"ship_priority\":{\"type\":\"integer\",\"format\":\"int32\"},\"comment\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]},\"line_items\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"line_number\":{\"type\":\"integer\",\"format\":\"int32\"},\"part_key\":{\"type\":\"string\",\"maxLength\":32},\"supplier_key\":{\"anyOf\":[{\"type\":\"string\",\"maxLength\":32},{\"type\":\"null\"}]},\"quantity\":{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},\"extended_price\":{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},\"discount\":{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},\"tax\":{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},\"return_flag\":{\"type\":\"string\",\"maxLength\":1},\"line_status\":{\"type\":\"string\",\"maxLength\":1},\"ship_date\":{\"type\":\"string\",\"format\":\"date\"},\"commit_date\":{\"anyOf\":[{\"type\":\"string\",\"format\":\"date\"},{\"type\":\"null\"}]},\"receipt_date\":{\"anyOf\":[{\"type\":\"string\",\"format\":\"date\"},{\"type\":\"null\"}]},\"ship_mode\":{\"anyOf\":[{\"type\":\"string\",\"maxLength\":10},{\"type\":\"null\"}]}},\"required\":[\"line_number\",\"part_key\",\"quantity\",\"extended_price\",\"discount\",\"tax\",\"return_flag\",\"line_status\",\"ship_date\"]},\"description\":\"The order's lines; each becomes an OrderLineItem row\"}},\"required\":[\"order_key\",\"customer_key\",\"order_status\",\"total_price\",\"order_date\",\"order_priority\",\"clerk\",\"ship_priority\",\"line_items\"]}"
+                r#"{"properties":{"clerk":{"maxLength":15,"type":"string"},"comment":{"anyOf":[{"type":"string"},{"type":"null"}]},"customer_key":{"description":"The customer who placed the order","maxLength":32,"type":"string"},"line_items":{"description":"The order's lines; each becomes an OrderLineItem row","items":{"properties":{"commit_date":{"anyOf":[{"format":"date","type":"string"},{"type":"null"}]},"discount":{"format":"decimal","type":["number","string"]},"extended_price":{"format":"decimal","type":["number","string"]},"line_number":{"format":"int32","type":"integer"},"line_status":{"maxLength":1,"type":"string"},"part_key":{"maxLength":32,"type":"string"},"quantity":{"format":"decimal","type":["number","string"]},"receipt_date":{"anyOf":[{"format":"date","type":"string"},{"type":"null"}]},"return_flag":{"maxLength":1,"type":"string"},"ship_date":{"format":"date","type":"string"},"ship_mode":{"anyOf":[{"maxLength":10,"type":"string"},{"type":"null"}]},"supplier_key":{"anyOf":[{"maxLength":32,"type":"string"},{"type":"null"}]},"tax":{"format":"decimal","type":["number","string"]}},"required":["line_number","part_key","quantity","extended_price","discount","tax","return_flag","line_status","ship_date"],"type":"object"},"type":"array"},"order_date":{"format":"date","type":"string"},"order_key":{"description":"Unique order id","maxLength":32,"type":"string"},"order_priority":{"maxLength":15,"type":"string"},"order_status":{"description":"O (open), F (fulfilled) or P (partial)","maxLength":1,"type":"string"},"ship_priority":{"format":"int32","type":"integer"},"total_price":{"description":"Sum of the line items' prices","format":"decimal","type":["number","string"]}},"required":["order_key","customer_key","order_status","total_price","order_date","order_priority","clerk","ship_priority","line_items"],"type":"object"}"#
             }
             RootEntity::Product => {
-                "{\"type\":\"object\",\"properties\":{\"part_key\":{\"type\":\"string\",\"maxLength\":32},\"name\":{\"type\":\"string\",\"maxLength\":55},\"manufacturer\":{\"type\":\"string\",\"maxLength\":25},\"brand\":{\"type\":\"string\",\"maxLength\":10},\"type\":{\"type\":\"string\",\"maxLength\":25},\"size\":{\"type\":\"integer\",\"format\":\"int32\"},\"container\":{\"type\":\"string\",\"maxLength\":10},\"retail_price\":{\"type\":[\"number\",\"string\"],\"format\":\"decimal\"},\"comment\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]}},\"required\":[\"part_key\",\"name\",\"manufacturer\",\"brand\",\"type\",\"size\",\"container\",\"retail_price\"]}"
+                r#"{"properties":{"brand":{"maxLength":10,"type":"string"},"comment":{"anyOf":[{"type":"string"},{"type":"null"}]},"container":{"maxLength":10,"type":"string"},"manufacturer":{"maxLength":25,"type":"string"},"name":{"maxLength":55,"type":"string"},"part_key":{"maxLength":32,"type":"string"},"retail_price":{"format":"decimal","type":["number","string"]},"size":{"format":"int32","type":"integer"},"type":{"maxLength":25,"type":"string"}},"required":["part_key","name","manufacturer","brand","type","size","container","retail_price"],"type":"object"}"#
             }
         };
         ::nomnom_runtime::json_schema_value(text)
@@ -190,52 +147,82 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
         columns: &[
             ::nomnom_runtime::ColumnDef {
                 name: "customer_key",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(32u32),
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "name",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(25u32),
                 sql_type: "VARCHAR(25)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "address",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(40u32),
                 sql_type: "VARCHAR(40)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "nation_key",
+                ty: ::nomnom_runtime::FieldType::Integer,
+                max_length: ::std::option::Option::None,
                 sql_type: "INTEGER",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "phone",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(15u32),
                 sql_type: "VARCHAR(15)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "account_balance",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
                 sql_type: "NUMERIC",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "market_segment",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(10u32),
                 sql_type: "VARCHAR(10)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "comment",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
                 sql_type: "BIGINT",
                 nullable: true,
             },
         ],
         unicity_fields: &["customer_key"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"customers\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"customer_key\" VARCHAR(32) NOT NULL,\n    \"name\" VARCHAR(25) NOT NULL,\n    \"address\" VARCHAR(40) NOT NULL,\n    \"nation_key\" INTEGER NOT NULL,\n    \"phone\" VARCHAR(15) NOT NULL,\n    \"account_balance\" NUMERIC NOT NULL,\n    \"market_segment\" VARCHAR(10) NOT NULL,\n    \"comment\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"customers_unicity\" UNIQUE (\"customer_key\")\n)",
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "customers" (
+    "id" BIGSERIAL PRIMARY KEY,
+    "customer_key" VARCHAR(32) NOT NULL,
+    "name" VARCHAR(25) NOT NULL,
+    "address" VARCHAR(40) NOT NULL,
+    "nation_key" INTEGER NOT NULL,
+    "phone" VARCHAR(15) NOT NULL,
+    "account_balance" NUMERIC NOT NULL,
+    "market_segment" VARCHAR(10) NOT NULL,
+    "comment" TEXT,
+    "_nomnom_seq" BIGINT,
+    CONSTRAINT "customers_unicity" UNIQUE ("customer_key")
+)"#,
     },
     ::nomnom_runtime::TableDef {
         entity: "Order",
@@ -244,57 +231,90 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
         columns: &[
             ::nomnom_runtime::ColumnDef {
                 name: "order_key",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(32u32),
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "customer_key",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(32u32),
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "order_status",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(1u32),
                 sql_type: "VARCHAR(1)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "total_price",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
                 sql_type: "NUMERIC",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "order_date",
+                ty: ::nomnom_runtime::FieldType::Date,
+                max_length: ::std::option::Option::None,
                 sql_type: "DATE",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "order_priority",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(15u32),
                 sql_type: "VARCHAR(15)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "clerk",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(15u32),
                 sql_type: "VARCHAR(15)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "ship_priority",
+                ty: ::nomnom_runtime::FieldType::Integer,
+                max_length: ::std::option::Option::None,
                 sql_type: "INTEGER",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "comment",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
                 sql_type: "BIGINT",
                 nullable: true,
             },
         ],
         unicity_fields: &["order_key"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"orders\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"order_key\" VARCHAR(32) NOT NULL,\n    \"customer_key\" VARCHAR(32) NOT NULL,\n    \"order_status\" VARCHAR(1) NOT NULL,\n    \"total_price\" NUMERIC NOT NULL,\n    \"order_date\" DATE NOT NULL,\n    \"order_priority\" VARCHAR(15) NOT NULL,\n    \"clerk\" VARCHAR(15) NOT NULL,\n    \"ship_priority\" INTEGER NOT NULL,\n    \"comment\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"orders_unicity\" UNIQUE (\"order_key\")\n)",
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "orders" (
+    "id" BIGSERIAL PRIMARY KEY,
+    "order_key" VARCHAR(32) NOT NULL,
+    "customer_key" VARCHAR(32) NOT NULL,
+    "order_status" VARCHAR(1) NOT NULL,
+    "total_price" NUMERIC NOT NULL,
+    "order_date" DATE NOT NULL,
+    "order_priority" VARCHAR(15) NOT NULL,
+    "clerk" VARCHAR(15) NOT NULL,
+    "ship_priority" INTEGER NOT NULL,
+    "comment" TEXT,
+    "_nomnom_seq" BIGINT,
+    CONSTRAINT "orders_unicity" UNIQUE ("order_key")
+)"#,
     },
     ::nomnom_runtime::TableDef {
         entity: "OrderLineItem",
@@ -303,82 +323,130 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
         columns: &[
             ::nomnom_runtime::ColumnDef {
                 name: "order_key",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(32u32),
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "line_number",
+                ty: ::nomnom_runtime::FieldType::Integer,
+                max_length: ::std::option::Option::None,
                 sql_type: "INTEGER",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "part_key",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(32u32),
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "supplier_key",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(32u32),
                 sql_type: "VARCHAR(32)",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "quantity",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
                 sql_type: "NUMERIC",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "extended_price",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
                 sql_type: "NUMERIC",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "discount",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
                 sql_type: "NUMERIC",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "tax",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
                 sql_type: "NUMERIC",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "return_flag",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(1u32),
                 sql_type: "VARCHAR(1)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "line_status",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(1u32),
                 sql_type: "VARCHAR(1)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "ship_date",
+                ty: ::nomnom_runtime::FieldType::Date,
+                max_length: ::std::option::Option::None,
                 sql_type: "DATE",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "commit_date",
+                ty: ::nomnom_runtime::FieldType::Date,
+                max_length: ::std::option::Option::None,
                 sql_type: "DATE",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "receipt_date",
+                ty: ::nomnom_runtime::FieldType::Date,
+                max_length: ::std::option::Option::None,
                 sql_type: "DATE",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "ship_mode",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(10u32),
                 sql_type: "VARCHAR(10)",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
                 sql_type: "BIGINT",
                 nullable: true,
             },
         ],
         unicity_fields: &["order_key", "line_number"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"order_line_items\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"order_key\" VARCHAR(32) NOT NULL,\n    \"line_number\" INTEGER NOT NULL,\n    \"part_key\" VARCHAR(32) NOT NULL,\n    \"supplier_key\" VARCHAR(32),\n    \"quantity\" NUMERIC NOT NULL,\n    \"extended_price\" NUMERIC NOT NULL,\n    \"discount\" NUMERIC NOT NULL,\n    \"tax\" NUMERIC NOT NULL,\n    \"return_flag\" VARCHAR(1) NOT NULL,\n    \"line_status\" VARCHAR(1) NOT NULL,\n    \"ship_date\" DATE NOT NULL,\n    \"commit_date\" DATE,\n    \"receipt_date\" DATE,\n    \"ship_mode\" VARCHAR(10),\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"order_line_items_unicity\" UNIQUE (\"order_key\", \"line_number\")\n)",
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "order_line_items" (
+    "id" BIGSERIAL PRIMARY KEY,
+    "order_key" VARCHAR(32) NOT NULL,
+    "line_number" INTEGER NOT NULL,
+    "part_key" VARCHAR(32) NOT NULL,
+    "supplier_key" VARCHAR(32),
+    "quantity" NUMERIC NOT NULL,
+    "extended_price" NUMERIC NOT NULL,
+    "discount" NUMERIC NOT NULL,
+    "tax" NUMERIC NOT NULL,
+    "return_flag" VARCHAR(1) NOT NULL,
+    "line_status" VARCHAR(1) NOT NULL,
+    "ship_date" DATE NOT NULL,
+    "commit_date" DATE,
+    "receipt_date" DATE,
+    "ship_mode" VARCHAR(10),
+    "_nomnom_seq" BIGINT,
+    CONSTRAINT "order_line_items_unicity" UNIQUE ("order_key", "line_number")
+)"#,
     },
     ::nomnom_runtime::TableDef {
         entity: "Product",
@@ -387,57 +455,90 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
         columns: &[
             ::nomnom_runtime::ColumnDef {
                 name: "part_key",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(32u32),
                 sql_type: "VARCHAR(32)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "name",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(55u32),
                 sql_type: "VARCHAR(55)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "manufacturer",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(25u32),
                 sql_type: "VARCHAR(25)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "brand",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(10u32),
                 sql_type: "VARCHAR(10)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "type",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(25u32),
                 sql_type: "VARCHAR(25)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "size",
+                ty: ::nomnom_runtime::FieldType::Integer,
+                max_length: ::std::option::Option::None,
                 sql_type: "INTEGER",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "container",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(10u32),
                 sql_type: "VARCHAR(10)",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "retail_price",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
                 sql_type: "NUMERIC",
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "comment",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
                 sql_type: "TEXT",
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
                 sql_type: "BIGINT",
                 nullable: true,
             },
         ],
         unicity_fields: &["part_key"],
-        create_sql: "CREATE TABLE IF NOT EXISTS \"products\" (\n    \"id\" BIGSERIAL PRIMARY KEY,\n    \"part_key\" VARCHAR(32) NOT NULL,\n    \"name\" VARCHAR(55) NOT NULL,\n    \"manufacturer\" VARCHAR(25) NOT NULL,\n    \"brand\" VARCHAR(10) NOT NULL,\n    \"type\" VARCHAR(25) NOT NULL,\n    \"size\" INTEGER NOT NULL,\n    \"container\" VARCHAR(10) NOT NULL,\n    \"retail_price\" NUMERIC NOT NULL,\n    \"comment\" TEXT,\n    \"_nomnom_seq\" BIGINT,\n    CONSTRAINT \"products_unicity\" UNIQUE (\"part_key\")\n)",
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "products" (
+    "id" BIGSERIAL PRIMARY KEY,
+    "part_key" VARCHAR(32) NOT NULL,
+    "name" VARCHAR(55) NOT NULL,
+    "manufacturer" VARCHAR(25) NOT NULL,
+    "brand" VARCHAR(10) NOT NULL,
+    "type" VARCHAR(25) NOT NULL,
+    "size" INTEGER NOT NULL,
+    "container" VARCHAR(10) NOT NULL,
+    "retail_price" NUMERIC NOT NULL,
+    "comment" TEXT,
+    "_nomnom_seq" BIGINT,
+    CONSTRAINT "products_unicity" UNIQUE ("part_key")
+)"#,
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
@@ -458,7 +559,6 @@ impl<'a> RowBatch<'a> {
     /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
     /// batches commit in.
     pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
-        #[allow(unused_variables)]
         match message {
             ParsedMessage::Customer(m) => {
                 self.customer.push((&m.customer, sequence));
@@ -479,17 +579,84 @@ impl<'a> RowBatch<'a> {
         self,
         conn: &mut ::diesel_async::AsyncPgConnection,
     ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
-        #[allow(unused_mut)]
-        let mut counts = ::std::vec::Vec::new();
-        let _ = &conn;
-        counts.push(("customers", self::customer::upsert(conn, self.customer).await?));
-        counts.push(("orders", self::order::upsert(conn, self.order).await?));
-        counts
-            .push((
-                "order_line_items",
-                self::order_line_item::upsert(conn, self.order_line_item).await?,
-            ));
-        counts.push(("products", self::product::upsert(conn, self.product).await?));
-        Ok(::nomnom_runtime::RowCounts(counts))
+        ::std::result::Result::Ok(
+            ::nomnom_runtime::RowCounts(
+                ::std::vec![
+                    ("customers", self::customer::upsert(conn, self.customer). await ?),
+                    ("orders", self::order::upsert(conn, self.order). await ?),
+                    ("order_line_items", self::order_line_item::upsert(conn, self
+                    .order_line_item). await ?), ("products", self::product::upsert(conn,
+                    self.product). await ?)
+                ],
+            ),
+        )
+    }
+}
+/// diesel `table!` definitions of every stored entity, for typed queries in your own
+/// code (the worker itself writes with prepared `unnest` upserts). Behind the default
+/// feature `diesel-schema`: `table!` is the costliest code to compile, so very large
+/// schemas can opt out with `default-features = false`.
+#[cfg(feature = "diesel-schema")]
+pub mod schema {
+    ::diesel::table! {
+        customers (id) {
+            id -> BigInt,
+            customer_key -> Text,
+            name -> Text,
+            address -> Text,
+            nation_key -> Integer,
+            phone -> Text,
+            account_balance -> Numeric,
+            market_segment -> Text,
+            comment -> Nullable<Text>,
+        }
+    }
+    ::diesel::table! {
+        orders (id) {
+            id -> BigInt,
+            order_key -> Text,
+            customer_key -> Text,
+            order_status -> Text,
+            total_price -> Numeric,
+            order_date -> Date,
+            order_priority -> Text,
+            clerk -> Text,
+            ship_priority -> Integer,
+            comment -> Nullable<Text>,
+        }
+    }
+    ::diesel::table! {
+        order_line_items (id) {
+            id -> BigInt,
+            order_key -> Text,
+            line_number -> Integer,
+            part_key -> Text,
+            supplier_key -> Nullable<Text>,
+            quantity -> Numeric,
+            extended_price -> Numeric,
+            discount -> Numeric,
+            tax -> Numeric,
+            return_flag -> Text,
+            line_status -> Text,
+            ship_date -> Date,
+            commit_date -> Nullable<Date>,
+            receipt_date -> Nullable<Date>,
+            ship_mode -> Nullable<Text>,
+        }
+    }
+    ::diesel::table! {
+        products (id) {
+            id -> BigInt,
+            part_key -> Text,
+            name -> Text,
+            manufacturer -> Text,
+            brand -> Text,
+            #[sql_name = "type"]
+            type_ -> Text,
+            size -> Integer,
+            container -> Text,
+            retail_price -> Numeric,
+            comment -> Nullable<Text>,
+        }
     }
 }
