@@ -71,7 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let body = args
         .body
         .clone()
-        .unwrap_or_else(|| nomnom::sample::tpch_order(1, 4).to_string().into_bytes());
+        .unwrap_or_else(|| common::sample::tpch_order(1, 4).to_string().into_bytes());
     let stream = format!("BENCH_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let nats = NatsConfig {
         url: args.nats_url.clone(),

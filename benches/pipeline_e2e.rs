@@ -82,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let templates: Vec<(String, String)> = (1..=7)
         .map(|lines| {
-            let text = nomnom::sample::tpch_order(0, lines).to_string();
+            let text = common::sample::tpch_order(0, lines).to_string();
             let key = "ORD-000000";
             let at = text.find(key).expect("order key in the sample");
             (text[..at].to_string(), text[at + key.len()..].to_string())

@@ -148,7 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     nomnom::nats::ensure_stream(&js, &nats).await?;
 
     let orders: Vec<Value> = (1..=args.orders)
-        .map(|n| nomnom::sample::tpch_order(n, lines_of(n)))
+        .map(|n| common::sample::tpch_order(n, lines_of(n)))
         .collect();
     let rows: u64 = orders
         .iter()

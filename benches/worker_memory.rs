@@ -8,6 +8,8 @@
 
 #[path = "../tests/common/memory.rs"]
 mod memory;
+#[path = "../tests/common/sample.rs"]
+mod sample;
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();

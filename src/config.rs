@@ -247,25 +247,6 @@ pub const WORKER_ENV_VARS: &[&str] = &[
     "LOG_FORMAT",
 ];
 
-/// Sets up `tracing` from `RUST_LOG` (default `info`); JSON lines when `LOG_FORMAT=json`; ANSI
-/// colours only when stdout is a terminal.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a person at a terminal, never in a log file or a container log.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    let result = if std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    // A second init (tests) keeps the first subscriber.
-    drop(result);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,7 +273,8 @@ mod tests {
             }
         }
         read.push("RUST_LOG"); // read by tracing's EnvFilter
-        if code.contains("\"LOG_FORMAT\"") {
+        // read by init_logging (process.rs)
+        if include_str!("process.rs").contains("\"LOG_FORMAT\"") {
             read.push("LOG_FORMAT");
         }
         let mut listed: Vec<&str> = API_ENV_VARS

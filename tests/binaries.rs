@@ -172,12 +172,48 @@ fn bad_configuration_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NATS_STREAM"));
 
+    // Command lines are parsed by clap: a usage error exits 2 and names the problem.
     let out = Command::new(env!("CARGO_BIN_EXE_worker"))
         .arg("frobnicate")
         .output()
         .expect("run worker");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command `frobnicate`"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand 'frobnicate'"));
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["replay-dead-letters", "--id", "not-a-uuid"])
+        .output()
+        .expect("run worker");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-a-uuid"));
+}
+
+/// `--help` works without any configuration and lists the subcommands.
+#[test]
+fn help_lists_the_subcommands() {
+    for (bin, commands) in [
+        (
+            env!("CARGO_BIN_EXE_worker"),
+            &["replay-dead-letters", "healthcheck"][..],
+        ),
+        (env!("CARGO_BIN_EXE_api"), &["healthcheck"][..]),
+    ] {
+        let out = Command::new(bin)
+            .arg("--help")
+            .env("NATS_STREAM", "has.dots")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{bin}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for c in commands {
+            assert!(text.contains(c), "{bin} --help does not list {c}:\n{text}");
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["replay-dead-letters", "--help"])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--entity") && text.contains("--id"), "{text}");
 }
 
 /// Peak resident memory of a process (`VmHWM` in `/proc/<pid>/status`), and its current one
@@ -291,6 +327,7 @@ async fn hostile_bodies_keep_api_memory_growth_under_64_mb() {
 
 #[path = "common/memory.rs"]
 mod memory;
+use common::sample;
 
 /// The worker's memory follows its byte budget, not the message size: 100 KiB messages with a
 /// 4 MiB budget per pull stay far below what the same messages at BATCH_SIZE alone would take

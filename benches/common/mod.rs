@@ -2,6 +2,10 @@
 //! keep-alive connections.
 #![allow(dead_code)] // each benchmark uses part of this module
 
+/// Sample TPC-H messages (shared with the tests).
+#[path = "../../tests/common/sample.rs"]
+pub(crate) mod sample;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +15,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 /// Command-line options of the benchmarks (each uses the ones it needs).
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// `--connections` (30): HTTP connections.
     pub connections: usize,
     /// `--seconds`: length of a timed phase.
@@ -36,7 +40,7 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     /// Parses the arguments after `cargo bench --bench NAME --`.
-    pub fn parse(default_seconds: u64) -> Result<Self, String> {
+    pub(crate) fn parse(default_seconds: u64) -> Result<Self, String> {
         let mut args = Self {
             connections: 30,
             seconds: default_seconds,
@@ -76,7 +80,7 @@ impl BenchArgs {
 }
 
 /// What one timed phase measured.
-pub struct Phase {
+pub(crate) struct Phase {
     /// Successful operations.
     pub count: u64,
     /// Failed operations.
@@ -88,11 +92,11 @@ pub struct Phase {
 }
 
 /// Makes the body of request number `n` (unique per request across all connections).
-pub type BodyFn = Arc<dyn Fn(u64) -> bytes::Bytes + Send + Sync>;
+pub(crate) type BodyFn = Arc<dyn Fn(u64) -> bytes::Bytes + Send + Sync>;
 
 /// POSTs `body(n)` to `uri` over `connections` keep-alive connections for `duration`; a request
 /// counts when it is answered 202.
-pub async fn drive(
+pub(crate) async fn drive(
     addr: std::net::SocketAddr,
     path: &str,
     connections: usize,
@@ -171,7 +175,7 @@ pub async fn drive(
 }
 
 /// Prints one phase and returns its rate per second.
-pub fn report(name: &str, p: &Phase) -> f64 {
+pub(crate) fn report(name: &str, p: &Phase) -> f64 {
     let rate = p.count as f64 / p.elapsed.as_secs_f64();
     println!(
         "{name:<40} {rate:>10.0} msg/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p999 {:>6.2} ms  ({} ok, {} errors, {:.1} s)",

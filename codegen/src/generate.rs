@@ -18,7 +18,7 @@ use nomnom_runtime::{Bind, Constant};
 
 /// Column of tables with `unicity_fields` recording the stream sequence of the message that
 /// last wrote the row. Field names cannot start with `_`, so it never clashes.
-pub const SEQUENCE_COLUMN: &str = "_nomnom_seq";
+pub(crate) const SEQUENCE_COLUMN: &str = "_nomnom_seq";
 
 /// The top-level generated file name.
 pub const TOP_FILE: &str = "nomnom_generated.rs";
@@ -64,7 +64,7 @@ fn entity_file_name(e: &EntityDef) -> String {
 }
 
 /// `OrderLineItem` → `order_line_item`.
-pub fn snake(name: &str) -> String {
+pub(crate) fn snake(name: &str) -> String {
     let mut out = String::new();
     for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() {
@@ -80,7 +80,7 @@ pub fn snake(name: &str) -> String {
 }
 
 /// Rust keywords that can be written as raw identifiers (`r#type`).
-pub const RAW_KEYWORDS: &[&str] = &[
+pub(crate) const RAW_KEYWORDS: &[&str] = &[
     "as", "async", "await", "break", "const", "continue", "dyn", "else", "enum", "extern", "false",
     "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub",
     "ref", "return", "static", "struct", "trait", "true", "type", "unsafe", "use", "where",
@@ -88,7 +88,7 @@ pub const RAW_KEYWORDS: &[&str] = &[
     "typeof", "unsized", "virtual", "yield",
 ];
 /// Keywords that cannot be raw identifiers.
-pub const PLAIN_KEYWORDS: &[&str] = &["crate", "self", "super"];
+pub(crate) const PLAIN_KEYWORDS: &[&str] = &["crate", "self", "super"];
 
 /// A field name as a Rust identifier (`type` → `r#type`, `self` → `self_`).
 fn field_ident(name: &str) -> Ident {
@@ -117,6 +117,19 @@ fn doc_attr(doc: Option<&str>) -> TokenStream {
             quote!(#[doc = #d])
         }
         None => quote!(),
+    }
+}
+
+/// A field's doc line: its `doc`, else its name and type.
+fn field_doc(f: &FieldDef) -> String {
+    match &f.doc {
+        Some(d) => d.trim().to_string(),
+        None => format!(
+            "`{}`: `{}`{}.",
+            f.name.value,
+            f.ty.value.name(),
+            if f.nullable { ", nullable" } else { "" }
+        ),
     }
 }
 
@@ -335,8 +348,9 @@ fn schema_module(schema: &Schema) -> String {
             .persistence
             .as_ref()
             .expect("stored entities have persistence");
-        let column = |out: &mut String, name: &str, ty: String| {
+        let column = |out: &mut String, name: &str, ty: String, doc: &str| {
             let (ident, renamed) = column_ident(name);
+            out.push_str(&format!("            /// {}\n", doc.replace('\n', " ")));
             if renamed {
                 out.push_str(&format!("            #[sql_name = \"{name}\"]\n"));
             }
@@ -344,15 +358,20 @@ fn schema_module(schema: &Schema) -> String {
         };
         let (id, _) = column_ident(&p.id_column.value);
         out.push_str(&format!(
-            "    ::diesel::table! {{\n        {} ({id}) {{\n",
-            p.table.value
+            "    ::diesel::table! {{\n        /// The rows of entity `{}`.\n        {} ({id}) {{\n",
+            e.name.value, p.table.value
         ));
         let id_ty = if p.id_type == FieldType::Integer {
             "Integer"
         } else {
             "BigInt"
         };
-        column(&mut out, &p.id_column.value, id_ty.into());
+        column(
+            &mut out,
+            &p.id_column.value,
+            id_ty.into(),
+            "The generated surrogate key.",
+        );
         for f in e.stored_fields() {
             let ty = short(f.ty.value.info().column.expect("stored field").diesel);
             let ty = if f.nullable {
@@ -360,7 +379,7 @@ fn schema_module(schema: &Schema) -> String {
             } else {
                 ty
             };
-            column(&mut out, &f.name.value, ty);
+            column(&mut out, &f.name.value, ty, &field_doc(f));
         }
         out.push_str("        }\n    }\n");
     }
@@ -611,7 +630,7 @@ fn entity_file(schema: &Schema, e: &EntityDef) -> TokenStream {
     let fields = e.fields.iter().map(|f| {
         let id = field_ident(&f.name.value);
         let ty = field_type(f);
-        let d = doc_attr(f.doc.as_deref());
+        let d = doc_attr(Some(&field_doc(f)));
         let serde_rename = match f.ty.value.info().serialize_with {
             _ if !f.ty.value.is_stored() => quote!(#[serde(skip)]),
             Some(with) => quote!(#[serde(serialize_with = #with)]),

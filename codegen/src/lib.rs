@@ -6,24 +6,25 @@
 //! nomnom_codegen::Builder::new("entities").out_dir(std::env::var("OUT_DIR").unwrap()).run_for_cargo();
 //! ```
 //!
-//! Stages: [`load`] (YAML → [`EntityDef`], with positions) → [`validate`] (cross-file checks)
+//! Stages: load (YAML → entity definitions, with positions) → validate (cross-file checks)
 //! → [`generate`] (quote + prettyplease). Every problem is a [`Diagnostic`] with file:line:col.
+//! The public API is [`Builder`] (for `build.rs`) and what tests and tools need to run the
+//! stages on YAML given as text ([`load_and_validate`], [`generate_from_sources`]).
 
-pub mod diag;
-pub mod generate;
-pub mod load;
-pub mod model;
-pub mod types;
-pub mod validate;
+mod diag;
+mod generate;
+mod load;
+mod model;
+mod types;
+mod validate;
 
 use std::path::{Path, PathBuf};
 
 pub use diag::{Diagnostic, Diagnostics, Loc};
 pub use generate::{GeneratedFile, TOP_FILE, generate};
-pub use load::{Loaded, SourceFile, load};
-pub use model::EntityDef;
+pub use load::{SourceFile, read_dir};
 pub use types::FieldType;
-pub use validate::{Schema, validate};
+pub use validate::Schema;
 
 /// Why code generation failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +44,7 @@ pub enum CodegenError {
 
 /// Loads and validates YAML sources: all problems of all files at once.
 pub fn load_and_validate(files: &[SourceFile]) -> Result<Schema, Diagnostics> {
-    let loaded = load(files);
+    let loaded = load::load(files);
     let mut diags = loaded.diagnostics;
     if files.is_empty() {
         diags.error(

@@ -46,7 +46,7 @@ const DATABASE_KEYS: &[&str] = &[
 ];
 const PRIMARY_KEY_KEYS: &[&str] = &["name", "type", "autogenerate"];
 /// Every transform spelling the spec accepts.
-pub const TRANSFORMS: &[&str] = &[
+pub(crate) const TRANSFORMS: &[&str] = &[
     "copy_from_parent",
     "copy_field",
     "extract_field",
@@ -94,7 +94,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, std::io::Error> {
 
 /// What [`load`] produced.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// Entities that loaded (possibly incomplete, see [`EntityDef::complete`]).
     pub entities: Vec<EntityDef>,
     /// Every problem found while loading.
@@ -104,7 +104,7 @@ pub struct Loaded {
 }
 
 /// Parses every file; returns the entities that loaded and all problems found.
-pub fn load(files: &[SourceFile]) -> Loaded {
+pub(crate) fn load(files: &[SourceFile]) -> Loaded {
     let mut diags = Diagnostics::default();
     let mut entities = Vec::new();
     let mut all_files_loaded = true;

@@ -8,7 +8,7 @@ use crate::types::FieldType;
 use nomnom_runtime::Constant;
 
 /// diesel's `table!` supports this many columns with the `32-column-tables` feature.
-pub const MAX_COLUMNS: usize = 32;
+pub(crate) const MAX_COLUMNS: usize = 32;
 
 /// A validated schema, ready for generation. Entities keep file order.
 #[derive(Debug, Clone)]
@@ -67,15 +67,10 @@ impl EntityDef {
     }
 }
 
-/// Checks everything that needs more than one file or one field to see.
-pub fn validate(entities: Vec<EntityDef>) -> Result<Schema, Diagnostics> {
-    validate_loaded(entities, true)
-}
-
-/// Like [`validate`], after a load that had problems: checks that would only echo them (an
-/// unknown parent when some file did not load, a field dropped from an incomplete entity) are
-/// skipped.
-pub fn validate_loaded(
+/// Checks everything that needs more than one file or one field to see. After a load that had
+/// problems (`all_files_loaded` false), checks that would only echo them (an unknown parent
+/// when some file did not load, a field dropped from an incomplete entity) are skipped.
+pub(crate) fn validate_loaded(
     entities: Vec<EntityDef>,
     all_files_loaded: bool,
 ) -> Result<Schema, Diagnostics> {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nomnom_codegen::{generate_from_sources, load};
+use nomnom_codegen::{generate_from_sources, read_dir};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
@@ -20,7 +20,7 @@ fn fixtures() -> Vec<String> {
 }
 
 fn generate(name: &str) -> Vec<nomnom_codegen::GeneratedFile> {
-    let files = load::read_dir(&root().join("fixtures").join(name)).expect("read fixture");
+    let files = read_dir(&root().join("fixtures").join(name)).expect("read fixture");
     generate_from_sources(&files).unwrap_or_else(|d| panic!("fixture {name} is invalid:\n{d}"))
 }
 
@@ -89,7 +89,7 @@ fn generated_files_parse_as_rust() {
 fn files_are_only_rewritten_when_they_change() {
     let src = tempfile::tempdir().expect("tempdir");
     let out = tempfile::tempdir().expect("tempdir");
-    for f in load::read_dir(&root().join("fixtures/tpch")).expect("fixture") {
+    for f in read_dir(&root().join("fixtures/tpch")).expect("fixture") {
         let name = Path::new(&f.path).file_name().expect("name").to_owned();
         std::fs::write(src.path().join(name), f.text).expect("copy");
     }

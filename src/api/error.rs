@@ -23,11 +23,17 @@ pub enum ApiError {
         /// 1-based column.
         column: usize,
     },
+    /// The body is JSON but not an object.
+    #[error("the message body must be a JSON object, not {0}")]
+    NotAnObject(&'static str),
     /// The body is JSON but does not match the entity.
-    #[error("the message does not match entity `{entity}`")]
+    #[error("the message does not match {}", match .entity {
+        Some(e) => format!("entity `{e}`"),
+        None => "its entity".into(),
+    })]
     Invalid {
-        /// Entity name.
-        entity: String,
+        /// Entity name, when known.
+        entity: Option<&'static str>,
         /// Every problem, per field.
         errors: Vec<FieldError>,
     },
@@ -79,9 +85,8 @@ pub enum ApiError {
     MethodNotAllowed,
 }
 
-impl ApiError {
-    /// Maps a parse failure for `entity`.
-    pub fn from_parse(entity: &str, e: ParseError) -> Self {
+impl From<ParseError> for ApiError {
+    fn from(e: ParseError) -> Self {
         match e {
             ParseError::UnknownEntity(name) => ApiError::UnknownEntity(name),
             ParseError::InvalidJson {
@@ -93,17 +98,25 @@ impl ApiError {
                 line,
                 column,
             },
-            ParseError::NotAnObject(found) => ApiError::Invalid {
-                entity: entity.to_string(),
-                errors: vec![FieldError {
-                    field: "$".into(),
-                    error: format!("the message body must be a JSON object, not {found}"),
-                }],
-            },
+            ParseError::NotAnObject(found) => ApiError::NotAnObject(found),
             ParseError::Invalid(errors) => ApiError::Invalid {
-                entity: entity.to_string(),
+                entity: None,
                 errors,
             },
+        }
+    }
+}
+
+impl ApiError {
+    /// The per-field problems of a 422 (`details`); empty for other errors.
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            ApiError::Invalid { errors, .. } => errors.clone(),
+            ApiError::NotAnObject(_) => vec![FieldError {
+                field: "$".into(),
+                error: self.to_string(),
+            }],
+            _ => Vec::new(),
         }
     }
 
@@ -116,7 +129,7 @@ impl ApiError {
             ApiError::TooLarge { .. } | ApiError::TooManyLines { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid { .. } | ApiError::NotAnObject(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Body { status, .. } => *status,
             ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -130,7 +143,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut body = json!({ "error": self.to_string(), "status": status.as_u16() });
         match &self {
-            ApiError::Invalid { errors, .. } => body["details"] = json!(errors),
+            ApiError::Invalid { .. } | ApiError::NotAnObject(_) => {
+                body["details"] = json!(self.field_errors());
+            }
             ApiError::UnknownEntity(_) => {
                 let known: Vec<&str> = crate::generated::RootEntity::ALL
                     .iter()
@@ -157,7 +172,7 @@ impl IntoResponse for ApiError {
 }
 
 /// Sets `Retry-After` (seconds) on an answer: every 503 of the api carries one.
-pub fn retry_after(response: &mut Response, seconds: u32) {
+pub(super) fn retry_after(response: &mut Response, seconds: u32) {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

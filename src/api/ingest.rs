@@ -21,7 +21,7 @@ use super::{ApiError, AppState};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
-use crate::runtime::{FieldError, ParseError};
+use crate::runtime::FieldError;
 
 /// Namespace of message ids derived from an `Idempotency-Key` (UUIDv5).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_6d6e_6f6d_4b65_9f1d_7a1c_0de5_1d01);
@@ -54,8 +54,7 @@ pub struct Validated {
 
 /// Parses `body` as `entity` and encodes its envelope (the body is carried byte for byte).
 pub fn validate(entity: RootEntity, body: &[u8], message_id: Uuid) -> Result<Validated, ApiError> {
-    let value = crate::runtime::parse_json_object(body)
-        .map_err(|e| ApiError::from_parse(entity.name(), e))?;
+    let value = crate::runtime::parse_json_object(body)?;
     validate_value(entity, &value, body, message_id)
 }
 
@@ -68,7 +67,7 @@ fn validate_value(
     entity
         .parse_value(value)
         .map_err(|errors| ApiError::Invalid {
-            entity: entity.name().to_string(),
+            entity: Some(entity.name()),
             errors,
         })?;
     let received_at = Utc::now();
@@ -221,7 +220,7 @@ async fn await_ack(
 fn rejection_reason(e: &ApiError) -> &'static str {
     match e {
         ApiError::InvalidJson { .. } => "invalid_json",
-        ApiError::Invalid { .. } => "invalid",
+        ApiError::Invalid { .. } | ApiError::NotAnObject(_) => "invalid",
         ApiError::UnknownEntity(_) => "unknown_entity",
         ApiError::TooLarge { .. } | ApiError::TooManyLines { .. } => "too_large",
         ApiError::UnsupportedMediaType { .. } => "content_type",
@@ -277,7 +276,7 @@ async fn accept_one(
 }
 
 /// `POST /ingest/message/{entity}`.
-pub async fn ingest_entity(
+pub(super) async fn ingest_entity(
     State(state): State<Arc<AppState>>,
     Path(entity_name): Path<String>,
     headers: HeaderMap,
@@ -287,20 +286,25 @@ pub async fn ingest_entity(
         let entity = entity_by_name(&entity_name)?;
         check_content_type(&headers, false)?;
         let body = body_bytes(body, state.max_body_bytes)?;
-        let value = crate::runtime::parse_json_object(&body)
-            .map_err(|e| ApiError::from_parse(entity.name(), e))?;
+        let value = crate::runtime::parse_json_object(&body)?;
         accept_one(&state, entity, &value, &body, &headers).await
     }
     .await;
+    answer(&state, &entity_name, result)
+}
+
+/// The answer of an ingest route: the response, or the error counted under the entity name
+/// the request gave and mapped to its response.
+fn answer(state: &AppState, entity_name: &str, result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|e| {
-        count_rejected(&state, &entity_name, &e);
+        count_rejected(state, entity_name, &e);
         e.into_response()
     })
 }
 
 /// `POST /ingest/message`: the entity comes from `?entity_type=`, the `X-Entity-Type` header,
 /// or a top-level `entity_type` member of the body (compatibility with the earlier generator).
-pub async fn ingest_untyped(
+pub(super) async fn ingest_untyped(
     State(state): State<Arc<AppState>>,
     query: Result<Query<UntypedQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -318,13 +322,7 @@ pub async fn ingest_untyped(
             .map(str::to_string);
         let body = body_bytes(body, state.max_body_bytes)?;
         let preset = from_query.or(from_header);
-        let value = match crate::runtime::parse_json_object(&body) {
-            Ok(v) => v,
-            Err(ParseError::InvalidJson { message, line, column }) => {
-                return Err(ApiError::InvalidJson { message, line, column });
-            }
-            Err(e) => return Err(ApiError::from_parse(preset.as_deref().unwrap_or("?"), e)),
-        };
+        let value = crate::runtime::parse_json_object(&body)?;
         let name = preset
             .or_else(|| value.get("entity_type").and_then(Value::as_str).map(str::to_string))
             .ok_or_else(|| {
@@ -337,15 +335,12 @@ pub async fn ingest_untyped(
         accept_one(&state, entity, &value, &body, &headers).await
     }
     .await;
-    result.unwrap_or_else(|e| {
-        count_rejected(&state, &named, &e);
-        e.into_response()
-    })
+    answer(&state, &named, result)
 }
 
 /// The query string of `POST /ingest/message` (other parameters are ignored).
 #[derive(Debug, serde::Deserialize)]
-pub struct UntypedQuery {
+pub(super) struct UntypedQuery {
     /// The entity, when the path does not name it.
     entity_type: Option<String>,
 }
@@ -353,7 +348,7 @@ pub struct UntypedQuery {
 /// One line's outcome in a batch answer.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum LineResult {
+pub(super) enum LineResult {
     /// Stored by JetStream.
     Accepted {
         /// 1-based line number.
@@ -484,17 +479,14 @@ impl LineSplitter {
 /// whole at most `MAX_BATCH_BYTES`). Nothing is published unless the whole body is within the
 /// limits; then valid lines are all published before any ack is awaited (pipelined), and every
 /// accepted line is acked before the answer.
-pub async fn ingest_batch(
+pub(super) async fn ingest_batch(
     State(state): State<Arc<AppState>>,
     Path(entity_name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
     let result = batch(&state, &entity_name, &headers, body).await;
-    result.unwrap_or_else(|e| {
-        count_rejected(&state, &entity_name, &e);
-        e.into_response()
-    })
+    answer(&state, &entity_name, result)
 }
 
 async fn batch(
@@ -652,7 +644,7 @@ async fn batch(
 
 impl LineResult {
     /// The 1-based line number.
-    pub fn line(&self) -> usize {
+    pub(super) fn line(&self) -> usize {
         match self {
             LineResult::Accepted { line, .. } | LineResult::Rejected { line, .. } => *line,
         }
@@ -662,10 +654,7 @@ impl LineResult {
 fn rejected(line: usize, e: ApiError) -> LineResult {
     let retryable = e.status() == StatusCode::SERVICE_UNAVAILABLE;
     let error = e.to_string();
-    let details = match e {
-        ApiError::Invalid { errors, .. } => errors,
-        _ => Vec::new(),
-    };
+    let details = e.field_errors();
     LineResult::Rejected {
         line,
         error,

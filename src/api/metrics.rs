@@ -74,7 +74,7 @@ impl ApiMetrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        crate::prometheus_text(&self.registry)
+        crate::metrics::prometheus_text(&self.registry)
     }
 }
 

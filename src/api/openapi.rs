@@ -164,12 +164,12 @@ pub fn openapi_document() -> Value {
 }
 
 /// `GET /api-docs/openapi.json`.
-pub async fn openapi_json() -> Json<Value> {
+pub(super) async fn openapi_json() -> Json<Value> {
     Json(openapi_document())
 }
 
 /// `GET /swagger-ui`: the Swagger UI page (assets served from the binary, no CDN).
-pub async fn swagger_ui() -> Html<&'static str> {
+pub(super) async fn swagger_ui() -> Html<&'static str> {
     Html(
         r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nomnom api</title>
@@ -182,7 +182,7 @@ pub async fn swagger_ui() -> Html<&'static str> {
 }
 
 /// `GET /swagger-ui/{asset}`.
-pub async fn swagger_asset(Path(asset): Path<String>) -> Response {
+pub(super) async fn swagger_asset(Path(asset): Path<String>) -> Response {
     let (body, mime) = match asset.as_str() {
         "swagger-ui-bundle.js" => (SWAGGER_JS, "application/javascript"),
         "swagger-ui.css" => (SWAGGER_CSS, "text/css"),

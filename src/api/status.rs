@@ -19,7 +19,7 @@ use crate::generated::RootEntity;
 use crate::nats::message_subject;
 
 /// `GET /health`: the process is alive.
-pub async fn health() -> Json<serde_json::Value> {
+pub(super) async fn health() -> Json<serde_json::Value> {
     let entities: Vec<&str> = RootEntity::ALL.iter().map(|e| e.snake_name()).collect();
     Json(json!({
         "status": "ok",
@@ -31,7 +31,7 @@ pub async fn health() -> Json<serde_json::Value> {
 /// `GET /ready`: what accepting needs — NATS connected and the stream there; 503 names what
 /// failed. PostgreSQL is reported (`postgres`) but does not decide: the api accepts messages
 /// during a database outage, and only `/ingest/status` needs it.
-pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let timeout = Duration::from_secs(2);
     let mut failed = serde_json::Map::new();
     let nats_state = state.jetstream.client().connection_state();
@@ -82,7 +82,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -143,7 +143,7 @@ async fn in_stream(state: &AppState, id: Uuid) -> Result<Option<RootEntity>, Api
 
 /// `GET /ingest/status/{message_id}`: `processed` (time, row count), `dead_lettered` (reason,
 /// attempts), `pending` (in the stream), 404 unknown, 400 malformed id.
-pub async fn message_status(
+pub(super) async fn message_status(
     State(state): State<Arc<AppState>>,
     Path(raw_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {

@@ -1,11 +1,29 @@
 //! `api`: HTTP ingestion server. Reads its configuration from the environment (see README).
+use clap::{Parser, Subcommand};
 use nomnom::api::{AppState, router};
-use nomnom::config::{ApiConfig, init_logging};
+use nomnom::config::ApiConfig;
+use nomnom::process::{healthcheck, init_logging, shutdown_signal};
+
+/// Accepts messages over HTTP, validates them against entities/*.yaml and publishes them to
+/// NATS JetStream. Configuration comes from the environment (PORT, NATS_URL, … see README).
+#[derive(Parser)]
+#[command(name = "api", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Exit 0 if the api on PORT answers /health (container HEALTHCHECK).
+    Healthcheck,
+}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
     init_logging();
-    match run().await {
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -15,16 +33,14 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = ApiConfig::from_env()?;
-    match std::env::args().nth(1).as_deref() {
-        None => {}
-        // For container HEALTHCHECKs: exit 0 when this api answers /health.
-        Some("healthcheck") if nomnom::healthcheck(config.port) => return Ok(()),
-        Some("healthcheck") => return Err(format!("no healthy api on port {}", config.port).into()),
-        Some(other) => {
-            return Err(format!("unknown command `{other}` (usage: api [healthcheck])").into());
-        }
+    if let Some(Command::Healthcheck) = cli.command {
+        return if healthcheck(config.port) {
+            Ok(())
+        } else {
+            Err(format!("no healthy api on port {}", config.port).into())
+        };
     }
     let jetstream = nomnom::nats::connect(&config.nats).await?;
     nomnom::nats::ensure_stream(&jetstream, &config.nats).await?;
@@ -37,6 +53,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
     tracing::info!(port = config.port, stream = %config.nats.stream, "api listening");
-    nomnom::api::serve(listener, app, &config.limits, nomnom::shutdown_signal()).await;
+    nomnom::api::serve(listener, app, &config.limits, shutdown_signal()).await;
     Ok(())
 }

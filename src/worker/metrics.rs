@@ -154,7 +154,7 @@ impl WorkerMetrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        crate::prometheus_text(&self.registry)
+        crate::metrics::prometheus_text(&self.registry)
     }
 }
 

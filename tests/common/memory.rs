@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What one drain measured.
-pub struct DrainMemory {
+pub(crate) struct DrainMemory {
     /// Messages committed.
     pub messages: u64,
     /// Payload bytes published.
@@ -19,7 +19,7 @@ pub struct DrainMemory {
 }
 
 /// Peak resident memory of a process in bytes (`VmHWM`).
-pub fn peak_rss(pid: u32) -> u64 {
+pub(crate) fn peak_rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -31,7 +31,7 @@ pub fn peak_rss(pid: u32) -> u64 {
 
 /// Drains `messages` orders of about `kib` KiB each through `worker_bin`, with `env` added to
 /// its (otherwise default) settings.
-pub async fn drain(
+pub(crate) async fn drain(
     worker_bin: &str,
     nats_url: &str,
     pg_admin_url: &str,
@@ -62,7 +62,7 @@ pub async fn drain(
     let mut payload_bytes = 0u64;
     let mut acks = Vec::new();
     for n in 0..messages {
-        let mut order = nomnom::sample::tpch_order(n, 4);
+        let mut order = super::sample::tpch_order(n, 4);
         order["comment"] = serde_json::Value::String(comment.clone());
         let message_id = uuid::Uuid::new_v4();
         let payload = nomnom::envelope::MessageEnvelope::encode_with_body(

@@ -9,23 +9,25 @@ use nomnom::config::{NatsConfig, WorkerConfig};
 use nomnom::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) mod sample;
+
 /// NATS used by tests (`TEST_NATS_URL`, default the local server).
-pub fn nats_url() -> String {
+pub(crate) fn nats_url() -> String {
     std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 /// Server URL used to create per-test databases (`TEST_PG_URL`, default local trust auth).
-pub fn pg_admin_url() -> String {
+pub(crate) fn pg_admin_url() -> String {
     std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A fresh, unique name suffix.
-pub fn unique() -> String {
+pub(crate) fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
 /// Opens a tokio-postgres client to `url`.
-pub async fn pg(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn pg(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {url} is not reachable: {e}"));
@@ -34,7 +36,7 @@ pub async fn pg(url: &str) -> tokio_postgres::Client {
 }
 
 /// A per-test database, dropped by [`TestDb::drop_db`].
-pub struct TestDb {
+pub(crate) struct TestDb {
     /// Database name.
     pub name: String,
     /// Connection URL.
@@ -43,13 +45,13 @@ pub struct TestDb {
 
 impl TestDb {
     /// Creates an empty database.
-    pub async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         Self::create_on(&pg_admin_url(), "test").await
     }
 
     /// Creates an empty database on the server at `admin_url` (connecting to its database
     /// `maintenance_db` to do so).
-    pub async fn create_on(admin_url: &str, maintenance_db: &str) -> Self {
+    pub(crate) async fn create_on(admin_url: &str, maintenance_db: &str) -> Self {
         let name = format!("nomnom_test_{}", unique());
         let admin = pg(&format!("{admin_url}/{maintenance_db}")).await;
         admin
@@ -63,12 +65,12 @@ impl TestDb {
     }
 
     /// A client to this database.
-    pub async fn client(&self) -> tokio_postgres::Client {
+    pub(crate) async fn client(&self) -> tokio_postgres::Client {
         pg(&self.url).await
     }
 
     /// Drops the database (closing other sessions first).
-    pub async fn drop_db(&self) {
+    pub(crate) async fn drop_db(&self) {
         let admin = pg(&format!("{}/test", pg_admin_url())).await;
         let _ = admin
             .batch_execute(&format!(
@@ -79,7 +81,7 @@ impl TestDb {
     }
 
     /// Rows of a query as text (NULL as `None`), for exact comparisons.
-    pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+    pub(crate) async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         let client = self.client().await;
         let messages = client.simple_query(sql).await.expect("query");
         messages
@@ -95,7 +97,7 @@ impl TestDb {
 
     /// The pid of a backend of this database that is inside `pg_sleep` (e.g. a slow trigger the
     /// test installed), waiting up to 30 s for one.
-    pub async fn sleeping_backend(&self) -> i32 {
+    pub(crate) async fn sleeping_backend(&self) -> i32 {
         let admin = pg(&format!("{}/test", pg_admin_url())).await;
         let start = Instant::now();
         loop {
@@ -119,7 +121,7 @@ impl TestDb {
     }
 
     /// Terminates a backend (as an operator's `pg_terminate_backend` would).
-    pub async fn terminate_backend(&self, pid: i32) {
+    pub(crate) async fn terminate_backend(&self, pid: i32) {
         let admin = pg(&format!("{}/test", pg_admin_url())).await;
         let _ = admin
             .execute("SELECT pg_terminate_backend($1)", &[&pid])
@@ -127,14 +129,14 @@ impl TestDb {
     }
 
     /// `SELECT count(*)` of a query.
-    pub async fn count(&self, sql: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
         let rows = self.rows(&format!("SELECT count(*) FROM ({sql}) q")).await;
         rows[0][0].as_deref().unwrap_or("0").parse().unwrap_or(0)
     }
 
     /// Waits until `sql` counts at least `n` rows; fails after `timeout` with `what` and the
     /// count reached.
-    pub async fn wait_at_least(&self, sql: &str, n: i64, timeout: Duration, what: &str) {
+    pub(crate) async fn wait_at_least(&self, sql: &str, n: i64, timeout: Duration, what: &str) {
         let start = Instant::now();
         loop {
             let c = self.count(sql).await;
@@ -147,7 +149,7 @@ impl TestDb {
     }
 
     /// Waits until `sql` counts `n` rows (or fails after 20 s).
-    pub async fn wait_count(&self, sql: &str, n: i64) {
+    pub(crate) async fn wait_count(&self, sql: &str, n: i64) {
         let start = Instant::now();
         loop {
             let c = self.count(sql).await;
@@ -164,7 +166,7 @@ impl TestDb {
 }
 
 /// api + worker + stream + database of one test.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     /// Base URL of the api (`http://127.0.0.1:<port>`).
     pub base: String,
     /// The test database.
@@ -181,24 +183,24 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts an api and a worker on fresh names.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
     /// Starts with a tweak to the worker configuration.
-    pub async fn start_with(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
         let mut p = Self::paused_with(tweak).await;
         p.start_worker().await;
         p
     }
 
     /// Starts the api only (the worker's tables exist); call [`Pipeline::start_worker`] later.
-    pub async fn paused_with(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
+    pub(crate) async fn paused_with(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
         Self::paused_on(TestDb::create().await, tweak).await
     }
 
     /// Like [`Pipeline::paused_with`], on a given (e.g. a test's own server's) database.
-    pub async fn paused_on(db: TestDb, tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
+    pub(crate) async fn paused_on(db: TestDb, tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
         let id = unique();
         let stream = format!("T_{id}");
         nomnom::db::prepare_schema(&db.url).await.expect("schema");
@@ -259,12 +261,12 @@ impl Pipeline {
     }
 
     /// Starts a worker (call again to run several worker instances on the same consumer).
-    pub async fn start_worker(&mut self) -> std::sync::Arc<nomnom::worker::WorkerMetrics> {
+    pub(crate) async fn start_worker(&mut self) -> std::sync::Arc<nomnom::worker::WorkerMetrics> {
         self.start_worker_with(|_| {}).await
     }
 
     /// Starts a worker after `prepare` (e.g. a fault hook); returns its metrics.
-    pub async fn start_worker_with(
+    pub(crate) async fn start_worker_with(
         &mut self,
         prepare: impl FnOnce(&mut Worker),
     ) -> std::sync::Arc<nomnom::worker::WorkerMetrics> {
@@ -281,7 +283,7 @@ impl Pipeline {
     }
 
     /// Publishes raw bytes straight to the stream (bypassing the api), subject `<stream>.order.<n>`.
-    pub async fn publish_raw(&self, payload: Vec<u8>) {
+    pub(crate) async fn publish_raw(&self, payload: Vec<u8>) {
         self.jetstream
             .publish(format!("{}.order.raw", self.stream), payload.into())
             .await
@@ -291,7 +293,7 @@ impl Pipeline {
     }
 
     /// GETs a path; returns status and JSON answer.
-    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let resp = reqwest::get(format!("{}{path}", self.base))
             .await
             .expect("request");
@@ -304,7 +306,7 @@ impl Pipeline {
     }
 
     /// POSTs a JSON body; returns status and parsed JSON answer.
-    pub async fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+    pub(crate) async fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
         let resp = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
@@ -320,7 +322,7 @@ impl Pipeline {
     }
 
     /// Stops api and worker, deletes the stream and drops the database.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -335,7 +337,7 @@ impl Pipeline {
 }
 
 /// Deletes a stream and its dead-letter stream from the test NATS.
-pub async fn delete_streams(stream: &str) {
+pub(crate) async fn delete_streams(stream: &str) {
     let js = nomnom::nats::connect(&NatsConfig {
         url: nats_url(),
         stream: stream.to_string(),
@@ -351,6 +353,6 @@ pub async fn delete_streams(stream: &str) {
 }
 
 /// A TPC-H order with `lines` line items (1–7), deterministic from `n`.
-pub fn tpch_order(n: u32, lines: u32) -> serde_json::Value {
-    nomnom::sample::tpch_order(u64::from(n), lines)
+pub(crate) fn tpch_order(n: u32, lines: u32) -> serde_json::Value {
+    sample::tpch_order(u64::from(n), lines)
 }

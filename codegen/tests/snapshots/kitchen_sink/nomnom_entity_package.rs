@@ -2,13 +2,24 @@
 /// A `Package` row.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct Package {
+    /// `shipment_code`: `Uuid`.
     pub shipment_code: ::nomnom_runtime::Uuid,
+    /// `label`: `String`.
     pub label: ::std::string::String,
+    /// `carrier`: `String`.
     pub carrier: ::std::string::String,
+    /// `source`: `String`.
     pub source: ::std::string::String,
+    /// `priority`: `Integer`.
     pub priority: i32,
+    /// `cutoff`: `Time`.
+    pub cutoff: ::nomnom_runtime::NaiveTime,
+    /// `handled_at`: `Time`, nullable.
+    pub handled_at: ::std::option::Option<::nomnom_runtime::NaiveTime>,
+    /// `items`: `List[Object]`, nullable.
     #[serde(skip)]
     pub items: ::std::option::Option<::std::vec::Vec<::nomnom_runtime::JsonValue>>,
+    /// `dims`: `Decimal`, nullable.
     pub dims: ::std::option::Option<::nomnom_runtime::Decimal>,
 }
 impl Package {
@@ -42,6 +53,12 @@ impl Package {
         };
         let source = ::std::option::Option::Some(::std::string::String::from("api"));
         let priority = ::std::option::Option::Some(3i32);
+        let cutoff = ::nomnom_runtime::constant::<
+            ::nomnom_runtime::NaiveTime,
+        >("17:30:00.25", path, "cutoff", errors);
+        let handled_at = ::nomnom_runtime::extract_opt::<
+            ::nomnom_runtime::NaiveTime,
+        >(element, path, &["handled_at"], errors);
         let items = ::nomnom_runtime::extract_opt::<
             ::std::vec::Vec<::nomnom_runtime::JsonValue>,
         >(element, path, &["contents", "items"], errors);
@@ -54,22 +71,28 @@ impl Package {
             carrier: carrier?,
             source: source?,
             priority: priority?,
+            cutoff: cutoff?,
+            handled_at: handled_at?,
             items: items?,
             dims: dims?,
         })
     }
 }
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "dims",
+pub const UPSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
+    "handled_at", "dims", "_nomnom_seq")
+SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
+    "_nomnom_seq"
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::time[], $7::time[],
+    $8::numeric[], $9::bigint[])
+  AS u("shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
     "_nomnom_seq")
-SELECT "shipment_code", "label", "carrier", "source", "priority", "dims", "_nomnom_seq"
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::numeric[],
-    $7::bigint[])
-  AS u("shipment_code", "label", "carrier", "source", "priority", "dims", "_nomnom_seq")
 ON CONFLICT ("shipment_code", "label") DO UPDATE SET
   "carrier" = EXCLUDED."carrier",
   "source" = EXCLUDED."source",
   "priority" = EXCLUDED."priority",
+  "cutoff" = EXCLUDED."cutoff",
+  "handled_at" = EXCLUDED."handled_at",
   "dims" = EXCLUDED."dims",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq"
 WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
@@ -129,6 +152,21 @@ pub async fn upsert(
                     ::diesel::sql_types::Array<::diesel::sql_types::Integer>,
                     _,
                 >(chunk.iter().map(|(r, _)| r.priority).collect::<::std::vec::Vec<_>>())
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Time>,
+                    _,
+                >(chunk.iter().map(|(r, _)| r.cutoff).collect::<::std::vec::Vec<_>>())
+                .bind::<
+                    ::diesel::sql_types::Array<
+                        ::diesel::sql_types::Nullable<::diesel::sql_types::Time>,
+                    >,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.handled_at)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     ::diesel::sql_types::Array<
                         ::diesel::sql_types::Nullable<::diesel::sql_types::Numeric>,

@@ -2,8 +2,11 @@
 /// A `PackageItem` row.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct PackageItem {
+    /// `label`: `String`.
     pub label: ::std::string::String,
+    /// `sku`: `String`.
     pub sku: ::std::string::String,
+    /// `qty`: `Integer`.
     pub qty: i32,
 }
 impl PackageItem {

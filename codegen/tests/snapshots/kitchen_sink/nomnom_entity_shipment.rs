@@ -2,19 +2,38 @@
 /// A shipment with packages, each holding items
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct Shipment {
+    /// `id_code`: `Uuid`.
     pub id_code: ::nomnom_runtime::Uuid,
+    /// `shipped_at`: `DateTime`.
     pub shipped_at: ::nomnom_runtime::DateTimeUtc,
+    /// `weight`: `Float`.
     pub weight: f64,
+    /// `pieces`: `BigInt`.
     pub pieces: i64,
+    /// `fragile`: `Boolean`.
     pub fragile: bool,
+    /// `meta`: `Json`, nullable.
     pub meta: ::std::option::Option<::nomnom_runtime::JsonValue>,
+    /// `tags`: `List[String]`.
     pub tags: ::std::vec::Vec<::std::string::String>,
+    /// `carrier`: `String`.
     pub carrier: ::std::string::String,
+    /// `fallback_carrier`: `String`, nullable.
     pub fallback_carrier: ::std::option::Option<::std::string::String>,
+    /// Local time of day the carrier collects
+    pub pickup_time: ::nomnom_runtime::NaiveTime,
+    /// `label_png`: `Bytes`.
+    #[serde(serialize_with = "::nomnom_runtime::serialize_base64")]
+    pub label_png: ::std::vec::Vec<u8>,
+    /// `signature`: `Bytes`, nullable.
+    #[serde(serialize_with = "::nomnom_runtime::serialize_base64")]
+    pub signature: ::std::option::Option<::std::vec::Vec<u8>>,
+    /// `packages`: `List[Object]`.
     #[serde(skip)]
     pub packages: ::std::vec::Vec<::nomnom_runtime::JsonValue>,
     /// A Rust keyword as a field name
     pub r#match: ::std::string::String,
+    /// `origin_city`: `String`, nullable.
     pub origin_city: ::std::option::Option<::std::string::String>,
 }
 impl Shipment {
@@ -63,6 +82,15 @@ impl Shipment {
         let fallback_carrier = ::nomnom_runtime::extract_opt::<
             ::std::string::String,
         >(element, path, &["fallback_carrier"], errors);
+        let pickup_time = ::nomnom_runtime::extract::<
+            ::nomnom_runtime::NaiveTime,
+        >(element, path, &["pickup_time"], errors);
+        let label_png = ::nomnom_runtime::extract::<
+            ::std::vec::Vec<u8>,
+        >(element, path, &["label_png"], errors);
+        let signature = ::nomnom_runtime::extract_opt::<
+            ::std::vec::Vec<u8>,
+        >(element, path, &["signature"], errors);
         let packages = ::nomnom_runtime::extract::<
             ::std::vec::Vec<::nomnom_runtime::JsonValue>,
         >(element, path, &["packages"], errors);
@@ -82,6 +110,9 @@ impl Shipment {
             tags: tags?,
             carrier: carrier?,
             fallback_carrier: fallback_carrier?,
+            pickup_time: pickup_time?,
+            label_png: label_png?,
+            signature: signature?,
             packages: packages?,
             r#match: r#match?,
             origin_city: origin_city?,
@@ -182,13 +213,17 @@ impl ShipmentMessage {
 }
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "shipments" AS t ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
-    "tags", "carrier", "fallback_carrier", "match", "origin_city", "_nomnom_seq")
+    "tags", "carrier", "fallback_carrier", "pickup_time", "label_png", "signature", "match",
+    "origin_city", "_nomnom_seq")
 SELECT "id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags"::text[], "carrier",
-    "fallback_carrier", "match", "origin_city", "_nomnom_seq"
+    "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
+    "_nomnom_seq"
 FROM unnest($1::uuid[], $2::timestamptz[], $3::double precision[], $4::bigint[], $5::boolean[],
-    $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])
+    $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::time[], $11::bytea[], $12::bytea[],
+    $13::text[], $14::text[], $15::bigint[])
   AS u("id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags", "carrier",
-    "fallback_carrier", "match", "origin_city", "_nomnom_seq")
+    "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
+    "_nomnom_seq")
 ON CONFLICT ("id_code") DO UPDATE SET
   "shipped_at" = EXCLUDED."shipped_at",
   "weight" = EXCLUDED."weight",
@@ -198,6 +233,9 @@ ON CONFLICT ("id_code") DO UPDATE SET
   "tags" = EXCLUDED."tags",
   "carrier" = EXCLUDED."carrier",
   "fallback_carrier" = EXCLUDED."fallback_carrier",
+  "pickup_time" = EXCLUDED."pickup_time",
+  "label_png" = EXCLUDED."label_png",
+  "signature" = EXCLUDED."signature",
   "match" = EXCLUDED."match",
   "origin_city" = EXCLUDED."origin_city",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq"
@@ -277,6 +315,35 @@ pub async fn upsert(
                     chunk
                         .iter()
                         .map(|(r, _)| r.fallback_carrier.as_deref())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Time>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.pickup_time)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Bytea>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| &r.label_png)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    ::diesel::sql_types::Array<
+                        ::diesel::sql_types::Nullable<::diesel::sql_types::Bytea>,
+                    >,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.signature.as_ref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<

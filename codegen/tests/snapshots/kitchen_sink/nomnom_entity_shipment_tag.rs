@@ -2,7 +2,9 @@
 /// A `ShipmentTag` row.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct ShipmentTag {
+    /// `shipment_code`: `Uuid`.
     pub shipment_code: ::nomnom_runtime::Uuid,
+    /// `tag`: `String`.
     pub tag: ::std::string::String,
 }
 impl ShipmentTag {

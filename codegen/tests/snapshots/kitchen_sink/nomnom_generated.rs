@@ -51,7 +51,7 @@ impl RootEntity {
     pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {
             RootEntity::Shipment => {
-                r#"{"properties":{"carrier":{"maxLength":20,"type":"string"},"fallback_carrier":{"anyOf":[{"type":"string"},{"type":"null"}]},"fragile":{"type":"boolean"},"id_code":{"format":"uuid","type":"string"},"match":{"description":"A Rust keyword as a field name","type":"string"},"meta":{"anyOf":[{},{"type":"null"}]},"packages":{"items":{"properties":{"label":{"type":"string"},"size":{"anyOf":[{"format":"decimal","type":["number","string"]},{"type":"null"}]}},"required":["label"],"type":"object"},"type":"array"},"pieces":{"format":"int64","type":"integer"},"shipped_at":{"format":"date-time","type":"string"},"tags":{"items":{"type":"string"},"type":"array"},"weight":{"format":"double","type":"number"}},"required":["id_code","shipped_at","weight","pieces","fragile","tags","carrier","packages","match"],"type":"object"}"#
+                r#"{"properties":{"carrier":{"maxLength":20,"type":"string"},"fallback_carrier":{"anyOf":[{"type":"string"},{"type":"null"}]},"fragile":{"type":"boolean"},"id_code":{"format":"uuid","type":"string"},"label_png":{"contentEncoding":"base64","pattern":"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$","type":"string"},"match":{"description":"A Rust keyword as a field name","type":"string"},"meta":{"anyOf":[{},{"type":"null"}]},"packages":{"items":{"properties":{"handled_at":{"anyOf":[{"description":"time of day HH:MM:SS with up to 6 fractional digits","pattern":"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?$","type":"string"},{"type":"null"}]},"label":{"type":"string"},"size":{"anyOf":[{"format":"decimal","type":["number","string"]},{"type":"null"}]}},"required":["label"],"type":"object"},"type":"array"},"pickup_time":{"description":"Local time of day the carrier collects","pattern":"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?$","type":"string"},"pieces":{"format":"int64","type":"integer"},"shipped_at":{"format":"date-time","type":"string"},"signature":{"anyOf":[{"contentEncoding":"base64","pattern":"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$","type":"string"},{"type":"null"}]},"tags":{"items":{"type":"string"},"type":"array"},"weight":{"format":"double","type":"number"}},"required":["id_code","shipped_at","weight","pieces","fragile","tags","carrier","pickup_time","label_png","packages","match"],"type":"object"}"#
             }
         };
         ::nomnom_runtime::json_schema_value(text)
@@ -179,6 +179,27 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "pickup_time",
+                ty: ::nomnom_runtime::FieldType::Time,
+                max_length: ::std::option::Option::None,
+                sql_type: "TIME",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "label_png",
+                ty: ::nomnom_runtime::FieldType::Bytes,
+                max_length: ::std::option::Option::None,
+                sql_type: "BYTEA",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "signature",
+                ty: ::nomnom_runtime::FieldType::Bytes,
+                max_length: ::std::option::Option::None,
+                sql_type: "BYTEA",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "match",
                 ty: ::nomnom_runtime::FieldType::String,
                 max_length: ::std::option::Option::None,
@@ -212,6 +233,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "tags" TEXT[] NOT NULL,
     "carrier" VARCHAR(20) NOT NULL,
     "fallback_carrier" TEXT,
+    "pickup_time" TIME NOT NULL,
+    "label_png" BYTEA NOT NULL,
+    "signature" BYTEA,
     "match" TEXT NOT NULL,
     "origin_city" TEXT,
     "_nomnom_seq" BIGINT,
@@ -259,6 +283,20 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "cutoff",
+                ty: ::nomnom_runtime::FieldType::Time,
+                max_length: ::std::option::Option::None,
+                sql_type: "TIME",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "handled_at",
+                ty: ::nomnom_runtime::FieldType::Time,
+                max_length: ::std::option::Option::None,
+                sql_type: "TIME",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "dims",
                 ty: ::nomnom_runtime::FieldType::Decimal,
                 max_length: ::std::option::Option::None,
@@ -281,6 +319,8 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "carrier" TEXT NOT NULL,
     "source" TEXT NOT NULL,
     "priority" INTEGER NOT NULL,
+    "cutoff" TIME NOT NULL,
+    "handled_at" TIME,
     "dims" NUMERIC,
     "_nomnom_seq" BIGINT,
     CONSTRAINT "packages_unicity" UNIQUE ("shipment_code", "label")
@@ -372,38 +412,74 @@ impl<'a> RowBatch<'a> {
 #[cfg(feature = "diesel-schema")]
 pub mod schema {
     ::diesel::table! {
+        /// The rows of entity `Shipment`.
         shipments (id) {
+            /// The generated surrogate key.
             id -> Integer,
+            /// `id_code`: `Uuid`.
             id_code -> Uuid,
+            /// `shipped_at`: `DateTime`.
             shipped_at -> Timestamptz,
+            /// `weight`: `Float`.
             weight -> Double,
+            /// `pieces`: `BigInt`.
             pieces -> BigInt,
+            /// `fragile`: `Boolean`.
             fragile -> Bool,
+            /// `meta`: `Json`, nullable.
             meta -> Nullable<Jsonb>,
+            /// `tags`: `List[String]`.
             tags -> Array<Text>,
+            /// `carrier`: `String`.
             carrier -> Text,
+            /// `fallback_carrier`: `String`, nullable.
             fallback_carrier -> Nullable<Text>,
+            /// Local time of day the carrier collects
+            pickup_time -> Time,
+            /// `label_png`: `Bytes`.
+            label_png -> Bytea,
+            /// `signature`: `Bytes`, nullable.
+            signature -> Nullable<Bytea>,
+            /// A Rust keyword as a field name
             #[sql_name = "match"]
             match_ -> Text,
+            /// `origin_city`: `String`, nullable.
             origin_city -> Nullable<Text>,
         }
     }
     ::diesel::table! {
+        /// The rows of entity `Package`.
         packages (id) {
+            /// The generated surrogate key.
             id -> BigInt,
+            /// `shipment_code`: `Uuid`.
             shipment_code -> Uuid,
+            /// `label`: `String`.
             label -> Text,
+            /// `carrier`: `String`.
             carrier -> Text,
+            /// `source`: `String`.
             source -> Text,
+            /// `priority`: `Integer`.
             priority -> Integer,
+            /// `cutoff`: `Time`.
+            cutoff -> Time,
+            /// `handled_at`: `Time`, nullable.
+            handled_at -> Nullable<Time>,
+            /// `dims`: `Decimal`, nullable.
             dims -> Nullable<Numeric>,
         }
     }
     ::diesel::table! {
+        /// The rows of entity `PackageItem`.
         package_items (id) {
+            /// The generated surrogate key.
             id -> BigInt,
+            /// `label`: `String`.
             label -> Text,
+            /// `sku`: `String`.
             sku -> Text,
+            /// `qty`: `Integer`.
             qty -> Integer,
         }
     }

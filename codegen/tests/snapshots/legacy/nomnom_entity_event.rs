@@ -2,9 +2,13 @@
 /// A `Event` row.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct Event {
+    /// `event_id`: `String`.
     pub event_id: ::std::string::String,
+    /// `count`: `Integer`.
     pub count: i32,
+    /// `ratio`: `Decimal`, nullable.
     pub ratio: ::std::option::Option<::nomnom_runtime::Decimal>,
+    /// `entries`: `List[Object]`.
     #[serde(skip)]
     pub entries: ::std::vec::Vec<::nomnom_runtime::JsonValue>,
 }

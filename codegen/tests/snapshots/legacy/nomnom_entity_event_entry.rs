@@ -2,11 +2,17 @@
 /// A `EventEntry` row.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct EventEntry {
+    /// `event_id`: `String`.
     pub event_id: ::std::string::String,
+    /// `label`: `String`.
     pub label: ::std::string::String,
+    /// `amount`: `BigInt`.
     pub amount: i64,
+    /// `score`: `Float`, nullable.
     pub score: ::std::option::Option<f64>,
+    /// `flag`: `Boolean`.
     pub flag: bool,
+    /// `note`: `String`, nullable.
     pub note: ::std::option::Option<::std::string::String>,
 }
 impl EventEntry {

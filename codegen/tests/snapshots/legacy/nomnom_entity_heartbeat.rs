@@ -2,9 +2,13 @@
 /// A `Heartbeat` row.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct Heartbeat {
+    /// `source`: `String`.
     pub source: ::std::string::String,
+    /// `at`: `DateTime`.
     pub at: ::nomnom_runtime::DateTimeUtc,
+    /// `day`: `Date`.
     pub day: ::nomnom_runtime::NaiveDate,
+    /// `labels`: `List[String]`.
     pub labels: ::std::vec::Vec<::std::string::String>,
 }
 impl Heartbeat {

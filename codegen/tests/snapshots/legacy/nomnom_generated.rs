@@ -201,10 +201,15 @@ impl<'a> RowBatch<'a> {
 #[cfg(feature = "diesel-schema")]
 pub mod schema {
     ::diesel::table! {
+        /// The rows of entity `Event`.
         events (event_pk) {
+            /// The generated surrogate key.
             event_pk -> Integer,
+            /// `event_id`: `String`.
             event_id -> Text,
+            /// `count`: `Integer`.
             count -> Integer,
+            /// `ratio`: `Decimal`, nullable.
             ratio -> Nullable<Numeric>,
         }
     }

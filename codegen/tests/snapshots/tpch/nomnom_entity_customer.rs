@@ -2,13 +2,21 @@
 /// A TPC-H customer
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct Customer {
+    /// `customer_key`: `String`.
     pub customer_key: ::std::string::String,
+    /// `name`: `String`.
     pub name: ::std::string::String,
+    /// `address`: `String`.
     pub address: ::std::string::String,
+    /// `nation_key`: `Integer`.
     pub nation_key: i32,
+    /// `phone`: `String`.
     pub phone: ::std::string::String,
+    /// `account_balance`: `Decimal`.
     pub account_balance: ::nomnom_runtime::Decimal,
+    /// `market_segment`: `String`.
     pub market_segment: ::std::string::String,
+    /// `comment`: `String`, nullable.
     pub comment: ::std::option::Option<::std::string::String>,
 }
 impl Customer {

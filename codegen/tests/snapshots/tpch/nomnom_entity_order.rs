@@ -10,10 +10,15 @@ pub struct Order {
     pub order_status: ::std::string::String,
     /// Sum of the line items' prices
     pub total_price: ::nomnom_runtime::Decimal,
+    /// `order_date`: `Date`.
     pub order_date: ::nomnom_runtime::NaiveDate,
+    /// `order_priority`: `String`.
     pub order_priority: ::std::string::String,
+    /// `clerk`: `String`.
     pub clerk: ::std::string::String,
+    /// `ship_priority`: `Integer`.
     pub ship_priority: i32,
+    /// `comment`: `String`, nullable.
     pub comment: ::std::option::Option<::std::string::String>,
     /// The order's lines; each becomes an OrderLineItem row
     #[serde(skip)]

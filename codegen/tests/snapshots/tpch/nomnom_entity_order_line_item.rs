@@ -2,19 +2,33 @@
 /// One line of an order
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct OrderLineItem {
+    /// `order_key`: `String`.
     pub order_key: ::std::string::String,
+    /// `line_number`: `Integer`.
     pub line_number: i32,
+    /// `part_key`: `String`.
     pub part_key: ::std::string::String,
+    /// `supplier_key`: `String`, nullable.
     pub supplier_key: ::std::option::Option<::std::string::String>,
+    /// `quantity`: `Decimal`.
     pub quantity: ::nomnom_runtime::Decimal,
+    /// `extended_price`: `Decimal`.
     pub extended_price: ::nomnom_runtime::Decimal,
+    /// `discount`: `Decimal`.
     pub discount: ::nomnom_runtime::Decimal,
+    /// `tax`: `Decimal`.
     pub tax: ::nomnom_runtime::Decimal,
+    /// `return_flag`: `String`.
     pub return_flag: ::std::string::String,
+    /// `line_status`: `String`.
     pub line_status: ::std::string::String,
+    /// `ship_date`: `Date`.
     pub ship_date: ::nomnom_runtime::NaiveDate,
+    /// `commit_date`: `Date`, nullable.
     pub commit_date: ::std::option::Option<::nomnom_runtime::NaiveDate>,
+    /// `receipt_date`: `Date`, nullable.
     pub receipt_date: ::std::option::Option<::nomnom_runtime::NaiveDate>,
+    /// `ship_mode`: `String`, nullable.
     pub ship_mode: ::std::option::Option<::std::string::String>,
 }
 impl OrderLineItem {

@@ -2,14 +2,23 @@
 /// A TPC-H part offered for sale
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct Product {
+    /// `part_key`: `String`.
     pub part_key: ::std::string::String,
+    /// `name`: `String`.
     pub name: ::std::string::String,
+    /// `manufacturer`: `String`.
     pub manufacturer: ::std::string::String,
+    /// `brand`: `String`.
     pub brand: ::std::string::String,
+    /// `type`: `String`.
     pub r#type: ::std::string::String,
+    /// `size`: `Integer`.
     pub size: i32,
+    /// `container`: `String`.
     pub container: ::std::string::String,
+    /// `retail_price`: `Decimal`.
     pub retail_price: ::nomnom_runtime::Decimal,
+    /// `comment`: `String`, nullable.
     pub comment: ::std::option::Option<::std::string::String>,
 }
 impl Product {

@@ -599,63 +599,111 @@ impl<'a> RowBatch<'a> {
 #[cfg(feature = "diesel-schema")]
 pub mod schema {
     ::diesel::table! {
+        /// The rows of entity `Customer`.
         customers (id) {
+            /// The generated surrogate key.
             id -> BigInt,
+            /// `customer_key`: `String`.
             customer_key -> Text,
+            /// `name`: `String`.
             name -> Text,
+            /// `address`: `String`.
             address -> Text,
+            /// `nation_key`: `Integer`.
             nation_key -> Integer,
+            /// `phone`: `String`.
             phone -> Text,
+            /// `account_balance`: `Decimal`.
             account_balance -> Numeric,
+            /// `market_segment`: `String`.
             market_segment -> Text,
+            /// `comment`: `String`, nullable.
             comment -> Nullable<Text>,
         }
     }
     ::diesel::table! {
+        /// The rows of entity `Order`.
         orders (id) {
+            /// The generated surrogate key.
             id -> BigInt,
+            /// Unique order id
             order_key -> Text,
+            /// The customer who placed the order
             customer_key -> Text,
+            /// O (open), F (fulfilled) or P (partial)
             order_status -> Text,
+            /// Sum of the line items' prices
             total_price -> Numeric,
+            /// `order_date`: `Date`.
             order_date -> Date,
+            /// `order_priority`: `String`.
             order_priority -> Text,
+            /// `clerk`: `String`.
             clerk -> Text,
+            /// `ship_priority`: `Integer`.
             ship_priority -> Integer,
+            /// `comment`: `String`, nullable.
             comment -> Nullable<Text>,
         }
     }
     ::diesel::table! {
+        /// The rows of entity `OrderLineItem`.
         order_line_items (id) {
+            /// The generated surrogate key.
             id -> BigInt,
+            /// `order_key`: `String`.
             order_key -> Text,
+            /// `line_number`: `Integer`.
             line_number -> Integer,
+            /// `part_key`: `String`.
             part_key -> Text,
+            /// `supplier_key`: `String`, nullable.
             supplier_key -> Nullable<Text>,
+            /// `quantity`: `Decimal`.
             quantity -> Numeric,
+            /// `extended_price`: `Decimal`.
             extended_price -> Numeric,
+            /// `discount`: `Decimal`.
             discount -> Numeric,
+            /// `tax`: `Decimal`.
             tax -> Numeric,
+            /// `return_flag`: `String`.
             return_flag -> Text,
+            /// `line_status`: `String`.
             line_status -> Text,
+            /// `ship_date`: `Date`.
             ship_date -> Date,
+            /// `commit_date`: `Date`, nullable.
             commit_date -> Nullable<Date>,
+            /// `receipt_date`: `Date`, nullable.
             receipt_date -> Nullable<Date>,
+            /// `ship_mode`: `String`, nullable.
             ship_mode -> Nullable<Text>,
         }
     }
     ::diesel::table! {
+        /// The rows of entity `Product`.
         products (id) {
+            /// The generated surrogate key.
             id -> BigInt,
+            /// `part_key`: `String`.
             part_key -> Text,
+            /// `name`: `String`.
             name -> Text,
+            /// `manufacturer`: `String`.
             manufacturer -> Text,
+            /// `brand`: `String`.
             brand -> Text,
+            /// `type`: `String`.
             #[sql_name = "type"]
             type_ -> Text,
+            /// `size`: `Integer`.
             size -> Integer,
+            /// `container`: `String`.
             container -> Text,
+            /// `retail_price`: `Decimal`.
             retail_price -> Numeric,
+            /// `comment`: `String`, nullable.
             comment -> Nullable<Text>,
         }
     }

@@ -1,10 +1,10 @@
-//! Sample TPC-H messages for the example schema: used by tests, benchmarks and the docs.
+//! Sample TPC-H messages for the example schema, shared by the tests and the benchmarks.
 //! (When you change `entities/`, give the benchmarks your own bodies with `--body`.)
 
 use serde_json::{Value, json};
 
 /// A TPC-H order with `lines` line items (1–7), deterministic from `n`.
-pub fn tpch_order(n: u64, lines: u32) -> Value {
+pub(crate) fn tpch_order(n: u64, lines: u32) -> Value {
     let items: Vec<Value> = (1..=u64::from(lines))
         .map(|l| {
             json!({
