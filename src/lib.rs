@@ -14,6 +14,7 @@ pub mod labels;
 pub mod metrics;
 pub mod nats;
 pub mod process;
+pub mod sink;
 pub mod throttle;
 pub mod worker;
 

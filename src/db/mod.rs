@@ -5,6 +5,8 @@ pub mod evolve;
 pub mod pg;
 pub mod schema;
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
@@ -13,8 +15,9 @@ use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, Ru
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use uuid::Uuid;
 
-use crate::generated::{ParsedMessage, RowBatch, TABLES};
-use crate::runtime::RowCounts;
+use crate::generated::{RowBatch, TABLES};
+pub use crate::sink::{DeadLetter, FaultKind, PendingWrite, WriteOutcome};
+use crate::sink::{Sink, SinkError};
 pub use pg::{PgConnection, PgManager, SqlState};
 
 /// Infrastructure migrations (`migrations/`), embedded in the binary.
@@ -77,15 +80,6 @@ impl From<pg::ConnectError> for DbError {
             }
         }
     }
-}
-
-/// What a failed database operation means for the messages it carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultKind {
-    /// The database or the connection is at fault; the same write later may succeed.
-    Transient,
-    /// The data is at fault (a value out of range, a constraint); retrying cannot help.
-    Data,
 }
 
 /// Classifies a SQLSTATE by its class. `22` (data exception), `23` (integrity constraint) and
@@ -271,32 +265,6 @@ pub async fn prepare_schema(database_url: &str) -> Result<evolve::SchemaChanges,
     result
 }
 
-/// One parsed message to be written.
-#[derive(Debug, Clone, Copy)]
-pub struct PendingWrite<'a> {
-    /// The envelope's id.
-    pub message_id: Uuid,
-    /// When the api accepted it.
-    pub received_at: DateTime<Utc>,
-    /// JetStream delivery count.
-    pub attempts: i32,
-    /// JetStream stream sequence: orders messages for unique-key conflicts.
-    pub sequence: i64,
-    /// The parsed message.
-    pub message: &'a ParsedMessage,
-}
-
-/// What a committed batch wrote.
-#[derive(Debug, Clone, Default)]
-pub struct WriteOutcome {
-    /// Messages whose rows were written now.
-    pub written: Vec<Uuid>,
-    /// Messages already committed earlier (a redelivery): nothing was written for them.
-    pub already_processed: Vec<Uuid>,
-    /// Rows written per table.
-    pub rows: RowCounts,
-}
-
 /// `processed` status rows of a batch; the ids it returns are the messages not seen before.
 const INSERT_STATUS_SQL: &str = "INSERT INTO message_status \
      (message_id, entity, status, received_at, row_count, attempts) \
@@ -387,24 +355,6 @@ pub async fn committed_among(
     found
         .map(|ids| ids.into_iter().collect())
         .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
-}
-
-/// A message that will not be processed, and why (also the JSON carried by the dead-letter
-/// stream).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DeadLetter {
-    /// The envelope's id (or a fresh id when the envelope itself was unreadable).
-    pub message_id: Uuid,
-    /// Entity name as given.
-    pub entity: String,
-    /// The body as received (the whole payload if the envelope was unreadable).
-    pub body: String,
-    /// Why it was rejected.
-    pub reason: String,
-    /// Deliveries so far.
-    pub attempts: i32,
-    /// When the api accepted it.
-    pub received_at: DateTime<Utc>,
 }
 
 /// Records a dead letter and its `dead_lettered` status in one transaction (idempotent).
@@ -536,5 +486,60 @@ mod tests {
         );
         assert!(e.to_string().contains("SQLSTATE 23505"), "{e}");
         assert_eq!(e.metric_class(), "23");
+    }
+}
+
+/// The PostgreSQL [`Sink`]: rows and `message_status` rows in one transaction per batch,
+/// dead letters in `dead_letters`, errors classified by SQLSTATE.
+#[derive(Clone)]
+pub struct PgSink {
+    pool: DbPool,
+}
+
+impl PgSink {
+    /// A sink writing through `pool`.
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+}
+
+impl SinkError for DbError {
+    fn kind(&self) -> FaultKind {
+        DbError::kind(self)
+    }
+
+    fn metric_class(&self) -> &'static str {
+        DbError::metric_class(self)
+    }
+}
+
+impl Sink for PgSink {
+    type Error = DbError;
+
+    async fn write_batch(&self, messages: &[PendingWrite<'_>]) -> Result<WriteOutcome, DbError> {
+        write_messages(&mut *connection(&self.pool).await?, messages).await
+    }
+
+    async fn committed_among(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, DbError> {
+        committed_among(&mut *connection(&self.pool).await?, ids).await
+    }
+
+    async fn record_dead_letter(&self, dead: &DeadLetter) -> Result<(), DbError> {
+        record_dead_letter(&mut *connection(&self.pool).await?, dead).await
+    }
+
+    async fn probe(&self) -> Result<(), DbError> {
+        let mut conn = connection(&self.pool).await?;
+        conn.clear_sqlstate();
+        diesel::sql_query("SELECT 1")
+            .execute(&mut **conn)
+            .await
+            .map(drop)
+            .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
     }
 }

@@ -15,6 +15,7 @@ use crate::db::{self, DbError, DbPool, DeadLetter, schema};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::{NatsError, message_subject};
+use crate::sink::Sink;
 
 /// The dead-letter stream of a stream: `<stream>_DLQ`.
 pub fn dlq_stream_name(stream: &str) -> String {
@@ -85,11 +86,11 @@ pub async fn publish(
 
 /// Copies dead letters from the dead-letter stream into the `dead_letters` table (and a
 /// `dead_lettered` status row) until `shutdown`. Acks each one after it is committed.
-pub async fn run_recorder(
+pub async fn run_recorder<S: Sink>(
     js: jetstream::Context,
     stream: String,
     consumer_name: String,
-    pool: DbPool,
+    sink: S,
     outage: std::sync::Arc<crate::worker::DbOutage>,
     shutdown: CancellationToken,
 ) -> Result<(), NatsError> {
@@ -141,10 +142,7 @@ pub async fn run_recorder(
             let started = std::time::Instant::now();
             let record: Result<DeadLetter, _> = serde_json::from_slice(&message.payload);
             let outcome = match record {
-                Ok(dead) => match db::connection(&pool).await {
-                    Ok(mut conn) => db::record_dead_letter(&mut conn, &dead).await,
-                    Err(e) => Err(e),
-                },
+                Ok(dead) => sink.record_dead_letter(&dead).await,
                 Err(e) => {
                     tracing::error!(error = %e, "unreadable dead-letter record; dropping it");
                     Ok(())

@@ -1,7 +1,7 @@
 //! The worker: a durable JetStream pull consumer that parses each message with the generated
 //! code, writes its rows to PostgreSQL in one transaction per batch, and acks only after commit.
 //!
-//! Outcomes per message (mapped once, in [`Disposition`]):
+//! Outcomes per message (mapped once, in `batch::Outcome::disposition`):
 //! - parsed and committed (or already committed by an earlier delivery) → ack;
 //! - unreadable envelope, unknown entity, invalid body, or a data error (SQLSTATE class 22, 23,
 //!   54) isolated to this one message → dead letter (published to the dead-letter stream and
@@ -13,6 +13,7 @@
 //! - delivered more than `MAX_DELIVER` times without an outcome (the worker died or the batch
 //!   panicked while holding it each time) → dead letter, unless an earlier delivery committed it.
 
+mod batch;
 pub mod dead_letter;
 pub mod metrics;
 pub mod outage;
@@ -20,19 +21,16 @@ pub mod outage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind, consumer::pull};
+use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::WorkerConfig;
-use crate::db::{self, DbError, DbPool, DeadLetter, PendingWrite};
-use crate::envelope::MessageEnvelope;
-use crate::generated::{ParsedMessage, RootEntity};
-use crate::labels::entity_label;
+use crate::db::{self, DbError, PgSink};
 use crate::nats::{self as nats_setup, NatsError};
-use crate::throttle::Throttle;
+use crate::sink::Sink;
 pub use metrics::WorkerMetrics;
 pub use outage::DbOutage;
 
@@ -99,9 +97,9 @@ pub type FaultHook = Arc<dyn Fn(&[(Uuid, i64)]) + Send + Sync>;
 
 /// What a batch needs besides its messages.
 #[derive(Clone)]
-pub struct BatchContext {
-    /// Connection pool.
-    pub pool: DbPool,
+pub struct BatchContext<S: Sink = PgSink> {
+    /// Where rows, status rows and dead letters are stored.
+    pub sink: S,
     /// JetStream, for dead letters.
     pub jetstream: jetstream::Context,
     /// Main stream name (the dead-letter stream is `<stream>_DLQ`).
@@ -120,133 +118,13 @@ pub struct BatchContext {
     pub fault_hook: Option<FaultHook>,
 }
 
-/// A message read from JetStream, before writing. Its payload is released once decoded.
-struct Incoming {
-    message: jetstream::Message,
-    delivered: i64,
-    sequence: i64,
-    outcome: Result<Parsed, DeadLetter>,
-}
-
-/// A parsed message without its body text: the rows are all the write needs, and a body that
-/// must be dead-lettered after all is read again from the stream (it stays there until acked).
-struct Parsed {
-    message_id: Uuid,
-    entity: String,
-    received_at: chrono::DateTime<chrono::Utc>,
-    message: ParsedMessage,
-}
-
-impl Parsed {
-    /// A dead letter whose body is filled in from the stream before it is published.
-    fn dead_letter(&self, delivered: i64, reason: String) -> DeadLetter {
-        DeadLetter {
-            message_id: self.message_id,
-            entity: self.entity.clone(),
-            body: String::new(),
-            reason,
-            attempts: attempts(delivered),
-            received_at: self.received_at,
-        }
-    }
-}
-
-fn attempts(delivered: i64) -> i32 {
-    i32::try_from(delivered).unwrap_or(i32::MAX)
-}
-
-/// Decodes and parses one JetStream message; anything wrong becomes a dead letter.
-fn decode(message: &jetstream::Message, delivered: i64) -> Result<Parsed, DeadLetter> {
-    let envelope = match MessageEnvelope::from_bytes(&message.payload) {
-        Ok(e) => e,
-        Err(e) => {
-            // Keep a stable id across redeliveries of the same stream message.
-            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-            let id = Uuid::new_v5(
-                &Uuid::NAMESPACE_OID,
-                format!("{}:{seq}", message.subject).as_bytes(),
-            );
-            return Err(DeadLetter {
-                message_id: id,
-                entity: crate::nats::entity_of_subject(&message.subject).to_string(),
-                body: String::from_utf8_lossy(&message.payload).into_owned(),
-                reason: format!("unreadable envelope: {e}"),
-                attempts: attempts(delivered),
-                received_at: chrono::Utc::now(),
-            });
-        }
-    };
-    let Some(entity) = RootEntity::from_name(&envelope.entity) else {
-        let reason = format!("unknown entity `{}`", envelope.entity);
-        return Err(dead_letter(&envelope, delivered, reason));
-    };
-    let parsed = crate::runtime::parse_json_object(envelope.body.get().as_bytes()).and_then(|v| {
-        entity
-            .parse_value(&v)
-            .map_err(crate::runtime::ParseError::Invalid)
-    });
-    match parsed {
-        Ok(message) => Ok(Parsed {
-            message_id: envelope.message_id,
-            entity: envelope.entity,
-            received_at: envelope.received_at,
-            message,
-        }),
-        Err(e) => Err(dead_letter(&envelope, delivered, e.to_string())),
-    }
-}
-
-fn dead_letter(envelope: &MessageEnvelope, delivered: i64, reason: String) -> DeadLetter {
-    DeadLetter {
-        message_id: envelope.message_id,
-        entity: envelope.entity.clone(),
-        body: envelope.body.get().to_string(),
-        reason,
-        attempts: attempts(delivered),
-        received_at: envelope.received_at,
-    }
-}
-
-/// Sends progress acks for a batch's messages until dropped, so JetStream does not redeliver
-/// them while the batch is written or held; dropping it (also by a panic) stops the task.
-struct ProgressGuard {
-    task: tokio::task::JoinHandle<()>,
-    metrics: Arc<WorkerMetrics>,
-}
-
-impl ProgressGuard {
-    fn start(cx: &BatchContext, incoming: Arc<Vec<Incoming>>) -> Self {
-        let every = (cx.ack_wait / 3).max(Duration::from_millis(500));
-        cx.metrics.progress_tasks.inc();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                for m in incoming.iter() {
-                    let _ = m.message.ack_with(AckKind::Progress).await;
-                }
-            }
-        });
-        Self {
-            task,
-            metrics: cx.metrics.clone(),
-        }
-    }
-}
-
-impl Drop for ProgressGuard {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.metrics.progress_tasks.dec();
-    }
-}
-
 /// Why a held batch stopped waiting for the database.
 struct ShuttingDown;
 
-impl BatchContext {
+impl<S: Sink> BatchContext<S> {
     /// Records a transient fault and waits before the next attempt; `Err` when the worker is
     /// stopping (the caller hands its messages back).
-    async fn hold(&self, error: &DbError, held: usize, attempt: u32) -> Result<(), ShuttingDown> {
+    async fn hold(&self, error: &S::Error, held: usize, attempt: u32) -> Result<(), ShuttingDown> {
         self.outage.fault(error, held);
         tokio::select! {
             _ = self.shutdown.cancelled() => Err(ShuttingDown),
@@ -256,295 +134,12 @@ impl BatchContext {
 }
 
 /// Processes one batch end to end: decode, write (one transaction), dead-letter, then
-/// ack/nak/term each message. Progress acks keep the batch's messages while it works or waits
-/// for the database.
-pub async fn process_batch(cx: &BatchContext, batch: Vec<jetstream::Message>) -> BatchReport {
-    let incoming: Vec<Incoming> = batch
-        .into_iter()
-        .map(|mut message| {
-            let (delivered, sequence) = message
-                .info()
-                .map(|i| {
-                    (
-                        i.delivered,
-                        i64::try_from(i.stream_sequence).unwrap_or(i64::MAX),
-                    )
-                })
-                .unwrap_or((1, 0));
-            let outcome = decode(&message, delivered);
-            // The parsed rows are all that is needed; the payload (and the body) can go.
-            message.message.payload = bytes::Bytes::new();
-            Incoming {
-                message,
-                delivered,
-                sequence,
-                outcome,
-            }
-        })
-        .collect();
-    let incoming = Arc::new(incoming);
-    cx.metrics.batch_size.observe(incoming.len() as f64);
-    let progress = ProgressGuard::start(cx, incoming.clone());
-    if let Some(hook) = &cx.fault_hook {
-        let ids: Vec<(Uuid, i64)> = incoming
-            .iter()
-            .filter_map(|m| {
-                let p = m.outcome.as_ref().ok()?;
-                Some((p.message_id, m.delivered))
-            })
-            .collect();
-        hook(&ids);
-    }
-    let mut report = BatchReport::default();
-    let mut dispositions = vec![Disposition::Ack; incoming.len()];
-    let mut dead: Vec<(usize, DeadLetter)> = Vec::new();
-    let (mut good, mut over_budget) = (Vec::new(), Vec::new());
-    for (i, m) in incoming.iter().enumerate() {
-        match &m.outcome {
-            Ok(_) if m.delivered > cx.max_deliver => over_budget.push(i),
-            Ok(_) => good.push(i),
-            Err(dl) => dead.push((i, dl.clone())),
-        }
-    }
-    give_up_unfinished(cx, &incoming, over_budget, &mut dispositions, &mut dead).await;
-    write_isolating(
-        cx,
-        &incoming,
-        good,
-        &mut dispositions,
-        &mut dead,
-        &mut report,
-    )
-    .await;
-    let published = futures::future::join_all(dead.iter_mut().map(|(i, dl)| {
-        let sequence = incoming[*i].outcome.is_ok().then_some(incoming[*i].sequence);
-        async move {
-            if let Some(sequence) = sequence {
-                dl.body = body_from_stream(cx, sequence).await?;
-            }
-            tracing::warn!(message_id = %dl.message_id, entity = %dl.entity, reason = %dl.reason, "dead-lettering message");
-            dead_letter::publish(&cx.jetstream, &cx.stream, dl).await
-        }
-    }))
-    .await;
-    for ((i, dl), result) in dead.iter().zip(published) {
-        match result {
-            Ok(()) => {
-                dispositions[*i] = Disposition::Term;
-                report.dead_lettered += 1;
-                cx.metrics
-                    .dead_lettered
-                    .with_label_values(&[entity_label(&dl.entity)])
-                    .inc();
-            }
-            Err(e) => {
-                static PUBLISH_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
-                if let Some(held_back) = PUBLISH_FAILED.allow() {
-                    tracing::warn!(error = %e, similar_since_last = held_back, "cannot publish dead letter; will retry");
-                }
-                dispositions[*i] = Disposition::Retry(Duration::from_secs(1));
-            }
-        }
-    }
-    drop(progress);
-    for (m, d) in incoming.iter().zip(&dispositions) {
-        if let Disposition::Retry(_) = d {
-            report.retried += 1;
-            let entity = match &m.outcome {
-                Ok(p) => p.entity.as_str(),
-                Err(dl) => dl.entity.as_str(),
-            };
-            cx.metrics
-                .retried
-                .with_label_values(&[entity_label(entity)])
-                .inc();
-        }
-    }
-    let acks = incoming.iter().zip(&dispositions).map(|(m, d)| {
-        let kind = match d {
-            Disposition::Ack => AckKind::Ack,
-            Disposition::Retry(delay) => AckKind::Nak(Some(*delay)),
-            Disposition::Term => AckKind::Term,
-        };
-        async move {
-            if let Err(e) = m.message.ack_with(kind).await {
-                // The message will be redelivered; the status row makes that harmless.
-                static ACK_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
-                if let Some(held_back) = ACK_FAILED.allow() {
-                    tracing::warn!(error = %e, similar_since_last = held_back, "ack failed");
-                }
-            }
-        }
-    });
-    futures::future::join_all(acks).await;
-    report
-}
-
-/// The body of the message at `sequence` of the stream, read again for its dead letter.
-async fn body_from_stream(cx: &BatchContext, sequence: i64) -> Result<String, String> {
-    let stream = cx
-        .jetstream
-        .get_stream_no_info(&cx.stream)
-        .await
-        .map_err(|e| e.to_string())?;
-    let raw = stream
-        .direct_get(u64::try_from(sequence).unwrap_or(0))
-        .await
-        .map_err(|e| format!("cannot read message {sequence} again: {e}"))?;
-    let envelope = MessageEnvelope::from_bytes(&raw.payload).map_err(|e| e.to_string())?;
-    Ok(envelope.body.get().to_string())
-}
-
-/// Messages delivered more than `MAX_DELIVER` times without an outcome: acked if an earlier
-/// delivery committed them after all, else dead-lettered.
-async fn give_up_unfinished(
-    cx: &BatchContext,
-    incoming: &[Incoming],
-    idx: Vec<usize>,
-    dispositions: &mut [Disposition],
-    dead: &mut Vec<(usize, DeadLetter)>,
-) {
-    if idx.is_empty() {
-        return;
-    }
-    let ids: Vec<Uuid> = idx
-        .iter()
-        .filter_map(|&i| Some(incoming[i].outcome.as_ref().ok()?.message_id))
-        .collect();
-    let mut attempt = 0;
-    let committed = loop {
-        let started = Instant::now();
-        let result = match db::connection(&cx.pool).await {
-            Ok(mut conn) => db::committed_among(&mut conn, &ids).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(set) => {
-                cx.outage.recovered(started);
-                break set;
-            }
-            Err(e) => {
-                if cx.hold(&e, idx.len(), attempt).await.is_err() {
-                    for &i in &idx {
-                        dispositions[i] = Disposition::Retry(Duration::ZERO);
-                    }
-                    return;
-                }
-                attempt += 1;
-            }
-        }
-    };
-    for &i in &idx {
-        let Ok(p) = &incoming[i].outcome else {
-            continue;
-        };
-        if committed.contains(&p.message_id) {
-            continue;
-        }
-        let reason = format!(
-            "delivered {} times without an outcome (MAX_DELIVER={}): the worker stopped or crashed while processing it each time",
-            incoming[i].delivered, cx.max_deliver
-        );
-        dead.push((i, p.dead_letter(incoming[i].delivered, reason)));
-    }
-}
-
-/// Writes the parsed messages `idx` in one transaction. A data error splits the set in halves
-/// until the offending message is alone; it is then dead-lettered and the rest commit. A
-/// transient fault holds the set and retries it until the database is back (or the worker stops,
-/// when the set is handed back for redelivery).
-async fn write_isolating(
-    cx: &BatchContext,
-    incoming: &[Incoming],
-    idx: Vec<usize>,
-    dispositions: &mut [Disposition],
-    dead: &mut Vec<(usize, DeadLetter)>,
-    report: &mut BatchReport,
-) {
-    let mut stack = vec![idx];
-    let mut attempt = 0u32;
-    while let Some(set) = stack.pop() {
-        if set.is_empty() {
-            continue;
-        }
-        let writes: Vec<PendingWrite<'_>> = set
-            .iter()
-            .filter_map(|&i| {
-                let p = incoming[i].outcome.as_ref().ok()?;
-                Some(PendingWrite {
-                    message_id: p.message_id,
-                    received_at: p.received_at,
-                    attempts: attempts(incoming[i].delivered),
-                    sequence: incoming[i].sequence,
-                    message: &p.message,
-                })
-            })
-            .collect();
-        let started = Instant::now();
-        let result = match db::connection(&cx.pool).await {
-            Ok(mut conn) => db::write_messages(&mut conn, &writes).await,
-            Err(e) => Err(e),
-        };
-        cx.metrics
-            .db_write_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let parsed = |i: usize| incoming[i].outcome.as_ref().ok();
-        match result {
-            Ok(outcome) => {
-                attempt = 0;
-                cx.outage.recovered(started);
-                report.processed += outcome.written.len();
-                report.duplicates += outcome.already_processed.len();
-                report.rows += outcome.rows.total();
-                for w in &writes {
-                    if outcome.written.contains(&w.message_id) {
-                        cx.metrics
-                            .processed
-                            .with_label_values(&[w.message.entity().snake_name()])
-                            .inc();
-                    }
-                }
-            }
-            Err(e) if e.is_transient() => {
-                if cx.hold(&e, set.len(), attempt).await.is_err() {
-                    for &i in &set {
-                        dispositions[i] = Disposition::Retry(Duration::ZERO);
-                    }
-                    for rest in stack.drain(..) {
-                        for i in rest {
-                            dispositions[i] = Disposition::Retry(Duration::ZERO);
-                        }
-                    }
-                    return;
-                }
-                attempt += 1;
-                stack.push(set);
-            }
-            Err(e) if set.len() == 1 => {
-                cx.outage.recovered(started);
-                cx.metrics
-                    .db_errors
-                    .with_label_values(&[e.metric_class()])
-                    .inc();
-                let i = set[0];
-                if let Some(p) = parsed(i) {
-                    dead.push((i, p.dead_letter(incoming[i].delivered, e.to_string())));
-                }
-            }
-            Err(e) => {
-                cx.outage.recovered(started);
-                cx.metrics
-                    .db_errors
-                    .with_label_values(&[e.metric_class()])
-                    .inc();
-                tracing::info!(error = %e, messages = set.len(), "data error in batch; splitting to isolate it");
-                let mut left = set;
-                let right = left.split_off(left.len() / 2);
-                stack.push(right);
-                stack.push(left);
-            }
-        }
-    }
+/// ack/nak/term each message (see [`batch::Batch`]).
+pub async fn process_batch<S: Sink>(
+    cx: &BatchContext<S>,
+    messages: Vec<jetstream::Message>,
+) -> BatchReport {
+    batch::Batch::decode(messages).process(cx).await
 }
 
 /// How long an idle slot's pull request waits for the first message.
@@ -553,14 +148,14 @@ const LONG_POLL: Duration = Duration::from_secs(5);
 /// it (a NATS restart loses pending requests).
 const PULL_GRACE: Duration = Duration::from_secs(5);
 
-/// A connected worker.
-pub struct Worker {
+/// A connected worker, writing to the sink `S`.
+pub struct Worker<S: Sink = PgSink> {
     config: WorkerConfig,
     consumer: jetstream::consumer::Consumer<pull::Config>,
-    context: BatchContext,
+    context: BatchContext<S>,
 }
 
-impl Worker {
+impl Worker<PgSink> {
     /// Connects to NATS and PostgreSQL; creates the streams, the consumer, the database if
     /// missing, and brings the tables to the YAML's shape.
     pub async fn connect(config: WorkerConfig) -> Result<Self, WorkerError> {
@@ -604,7 +199,7 @@ impl Worker {
         let pool = db::pool(&config.database_url, config.concurrency + 2)?;
         let metrics = Arc::new(WorkerMetrics::new());
         let context = BatchContext {
-            pool,
+            sink: PgSink::new(pool),
             jetstream: js,
             stream: config.nats.stream.clone(),
             max_deliver: config.max_deliver,
@@ -620,10 +215,12 @@ impl Worker {
             context,
         })
     }
+}
 
-    /// The connection pool.
-    pub fn pool(&self) -> &DbPool {
-        &self.context.pool
+impl<S: Sink> Worker<S> {
+    /// Where this worker writes.
+    pub fn sink(&self) -> &S {
+        &self.context.sink
     }
 
     /// The metrics.
@@ -720,18 +317,10 @@ impl Worker {
         }
     }
 
-    /// During an outage: a cheap query, ending the outage when it answers.
+    /// During an outage: a cheap round trip, ending the outage when it answers.
     async fn probe_database(&self) {
         let started = Instant::now();
-        let ok = match db::connection(&self.context.pool).await {
-            Ok(mut conn) => {
-                diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut **conn)
-                    .await
-                    .is_ok()
-            }
-            Err(_) => false,
-        };
-        if ok {
+        if self.context.sink.probe().await.is_ok() {
             self.context.outage.recovered(started);
         }
     }
@@ -842,12 +431,16 @@ async fn collect(
     out
 }
 
-async fn dead_letter_recorder(cx: BatchContext, consumer: String, shutdown: CancellationToken) {
+async fn dead_letter_recorder<S: Sink>(
+    cx: BatchContext<S>,
+    consumer: String,
+    shutdown: CancellationToken,
+) {
     if let Err(e) = dead_letter::run_recorder(
         cx.jetstream,
         cx.stream,
         consumer,
-        cx.pool,
+        cx.sink,
         cx.outage,
         shutdown,
     )

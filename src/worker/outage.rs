@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::db::DbError;
+use crate::sink::SinkError;
 use crate::worker::WorkerMetrics;
 
 /// How often a continuing outage is summarised in the log.
@@ -57,7 +57,7 @@ impl DbOutage {
     }
 
     /// A transient fault: starts an outage (logged once) or counts toward the next summary.
-    pub fn fault(&self, error: &DbError, held_messages: usize) {
+    pub fn fault(&self, error: &impl SinkError, held_messages: usize) {
         self.metrics
             .db_errors
             .with_label_values(&[error.metric_class()])
@@ -138,7 +138,7 @@ mod tests {
         let metrics = Arc::new(WorkerMetrics::new());
         let mut outage = DbOutage::new(metrics.clone());
         outage.quiet = Duration::from_millis(20);
-        let e = DbError::Connection {
+        let e = crate::db::DbError::Connection {
             message: "refused".into(),
             sqlstate: None,
         };

@@ -1,0 +1,524 @@
+//! One pulled batch, from JetStream messages to acks: [`Batch`] owns the messages and what
+//! happened to each ([`Outcome`]); the JetStream answer ([`Disposition`]) follows from the
+//! outcome in one place, [`Outcome::disposition`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use uuid::Uuid;
+
+use super::{BatchContext, BatchReport, Disposition, ShuttingDown};
+use crate::envelope::MessageEnvelope;
+use crate::generated::{ParsedMessage, RootEntity};
+use crate::labels::entity_label;
+use crate::sink::{DeadLetter, PendingWrite, Sink, SinkError as _};
+use crate::throttle::Throttle;
+
+/// A message read from JetStream, before writing. Its payload is released once decoded.
+pub(super) struct Incoming {
+    pub(super) message: jetstream::Message,
+    delivered: i64,
+    sequence: i64,
+    decoded: Result<Parsed, DeadLetter>,
+}
+
+impl Incoming {
+    fn entity(&self) -> &str {
+        match &self.decoded {
+            Ok(p) => &p.entity,
+            Err(dl) => &dl.entity,
+        }
+    }
+}
+
+/// A parsed message without its body text: the rows are all the write needs, and a body that
+/// must be dead-lettered after all is read again from the stream (it stays there until acked).
+struct Parsed {
+    message_id: Uuid,
+    entity: String,
+    received_at: chrono::DateTime<chrono::Utc>,
+    message: ParsedMessage,
+}
+
+impl Parsed {
+    /// A dead letter whose body is filled in from the stream before it is published.
+    fn dead_letter(&self, delivered: i64, reason: String) -> DeadLetter {
+        DeadLetter {
+            message_id: self.message_id,
+            entity: self.entity.clone(),
+            body: String::new(),
+            reason,
+            attempts: attempts(delivered),
+            received_at: self.received_at,
+        }
+    }
+}
+
+fn attempts(delivered: i64) -> i32 {
+    i32::try_from(delivered).unwrap_or(i32::MAX)
+}
+
+/// Decodes and parses one JetStream message; anything wrong becomes a dead letter.
+fn decode(message: &jetstream::Message, delivered: i64) -> Result<Parsed, DeadLetter> {
+    let envelope = match MessageEnvelope::from_bytes(&message.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            // Keep a stable id across redeliveries of the same stream message.
+            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let id = Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("{}:{seq}", message.subject).as_bytes(),
+            );
+            return Err(DeadLetter {
+                message_id: id,
+                entity: crate::nats::entity_of_subject(&message.subject).to_string(),
+                body: String::from_utf8_lossy(&message.payload).into_owned(),
+                reason: format!("unreadable envelope: {e}"),
+                attempts: attempts(delivered),
+                received_at: chrono::Utc::now(),
+            });
+        }
+    };
+    let dead_letter = |reason: String| DeadLetter {
+        message_id: envelope.message_id,
+        entity: envelope.entity.clone(),
+        body: envelope.body.get().to_string(),
+        reason,
+        attempts: attempts(delivered),
+        received_at: envelope.received_at,
+    };
+    let Some(entity) = RootEntity::from_name(&envelope.entity) else {
+        return Err(dead_letter(format!("unknown entity `{}`", envelope.entity)));
+    };
+    let parsed = crate::runtime::parse_json_object(envelope.body.get().as_bytes()).and_then(|v| {
+        entity
+            .parse_value(&v)
+            .map_err(crate::runtime::ParseError::Invalid)
+    });
+    match parsed {
+        Ok(message) => Ok(Parsed {
+            message_id: envelope.message_id,
+            entity: envelope.entity.clone(),
+            received_at: envelope.received_at,
+            message,
+        }),
+        Err(e) => Err(dead_letter(e.to_string())),
+    }
+}
+
+/// What became of one message of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Its rows and status row were committed by this batch.
+    Committed,
+    /// An earlier delivery committed it.
+    AlreadyCommitted,
+    /// It is to be dead-lettered (decided; not yet published).
+    DeadLetterDue,
+    /// Its dead letter is on the dead-letter stream.
+    DeadLettered,
+    /// Its dead letter could not be published; it comes back to try again.
+    DeadLetterFailed,
+    /// The worker is stopping (or the database never answered before it did): handed back.
+    HandedBack,
+}
+
+impl Outcome {
+    /// The one mapping from what happened to what JetStream is told.
+    pub(super) fn disposition(outcome: Option<Outcome>) -> Disposition {
+        match outcome {
+            Some(Outcome::Committed | Outcome::AlreadyCommitted) => Disposition::Ack,
+            Some(Outcome::DeadLettered) => Disposition::Term,
+            Some(Outcome::DeadLetterFailed) => Disposition::Retry(Duration::from_secs(1)),
+            // No outcome means the batch ended early; a dead letter still due was not sent.
+            Some(Outcome::HandedBack | Outcome::DeadLetterDue) | None => {
+                Disposition::Retry(Duration::ZERO)
+            }
+        }
+    }
+}
+
+/// Sends progress acks for a batch's messages until dropped, so JetStream does not redeliver
+/// them while the batch is written or held; dropping it (also by a panic) stops the task.
+struct ProgressGuard {
+    task: tokio::task::JoinHandle<()>,
+    metrics: Arc<super::WorkerMetrics>,
+}
+
+impl ProgressGuard {
+    fn start<S: Sink>(cx: &BatchContext<S>, incoming: Arc<Vec<Incoming>>) -> Self {
+        let every = (cx.ack_wait / 3).max(Duration::from_millis(500));
+        cx.metrics.progress_tasks.inc();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                for m in incoming.iter() {
+                    let _ = m.message.ack_with(AckKind::Progress).await;
+                }
+            }
+        });
+        Self {
+            task,
+            metrics: cx.metrics.clone(),
+        }
+    }
+}
+
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.metrics.progress_tasks.dec();
+    }
+}
+
+/// A pulled batch: its messages, what became of each, and the dead letters it owes.
+pub(super) struct Batch {
+    incoming: Arc<Vec<Incoming>>,
+    outcomes: Vec<Option<Outcome>>,
+    dead: Vec<(usize, DeadLetter)>,
+    report: BatchReport,
+}
+
+impl Batch {
+    /// Decodes every message (an undecodable one is a dead letter from the start) and drops the
+    /// payloads: the parsed rows are all that is kept.
+    pub(super) fn decode(messages: Vec<jetstream::Message>) -> Self {
+        let incoming: Vec<Incoming> = messages
+            .into_iter()
+            .map(|mut message| {
+                let (delivered, sequence) = message
+                    .info()
+                    .map(|i| {
+                        (
+                            i.delivered,
+                            i64::try_from(i.stream_sequence).unwrap_or(i64::MAX),
+                        )
+                    })
+                    .unwrap_or((1, 0));
+                let decoded = decode(&message, delivered);
+                message.message.payload = bytes::Bytes::new();
+                Incoming {
+                    message,
+                    delivered,
+                    sequence,
+                    decoded,
+                }
+            })
+            .collect();
+        let mut batch = Self {
+            outcomes: vec![None; incoming.len()],
+            incoming: Arc::new(incoming),
+            dead: Vec::new(),
+            report: BatchReport::default(),
+        };
+        for i in 0..batch.incoming.len() {
+            if let Err(dl) = &batch.incoming[i].decoded {
+                let dl = dl.clone();
+                batch.dead_letter(i, dl);
+            }
+        }
+        batch
+    }
+
+    /// Processes the batch end to end: give up on messages over their delivery budget, write
+    /// the rest (one transaction, isolating data errors), publish dead letters, then answer
+    /// JetStream for each message. Progress acks keep the messages meanwhile.
+    pub(super) async fn process<S: Sink>(mut self, cx: &BatchContext<S>) -> BatchReport {
+        cx.metrics.batch_size.observe(self.incoming.len() as f64);
+        let progress = ProgressGuard::start(cx, self.incoming.clone());
+        if let Some(hook) = &cx.fault_hook {
+            let ids: Vec<(Uuid, i64)> = self
+                .parsed()
+                .map(|(i, p)| (p.message_id, self.incoming[i].delivered))
+                .collect();
+            hook(&ids);
+        }
+        let (over_budget, within): (Vec<usize>, Vec<usize>) = self
+            .parsed()
+            .map(|(i, _)| i)
+            .partition(|&i| self.incoming[i].delivered > cx.max_deliver);
+        if self.give_up_unfinished(cx, over_budget).await.is_ok() {
+            self.write(cx, within).await;
+        }
+        self.publish_dead_letters(cx).await;
+        drop(progress);
+        self.answer(cx).await
+    }
+
+    /// The messages that parsed, with their index.
+    fn parsed(&self) -> impl Iterator<Item = (usize, &Parsed)> {
+        self.incoming
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| Some((i, m.decoded.as_ref().ok()?)))
+    }
+
+    fn settle(&mut self, i: usize, outcome: Outcome) {
+        self.outcomes[i] = Some(outcome);
+    }
+
+    fn dead_letter(&mut self, i: usize, dl: DeadLetter) {
+        self.settle(i, Outcome::DeadLetterDue);
+        self.dead.push((i, dl));
+    }
+
+    /// Every message not settled yet goes back to JetStream.
+    fn hand_back_the_rest(&mut self) {
+        for o in &mut self.outcomes {
+            o.get_or_insert(Outcome::HandedBack);
+        }
+    }
+
+    /// Messages delivered more than `MAX_DELIVER` times without an outcome: acked if an earlier
+    /// delivery committed them after all, else dead-lettered.
+    async fn give_up_unfinished<S: Sink>(
+        &mut self,
+        cx: &BatchContext<S>,
+        idx: Vec<usize>,
+    ) -> Result<(), ShuttingDown> {
+        if idx.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = idx.iter().filter_map(|&i| self.message_id(i)).collect();
+        let mut attempt = 0;
+        let committed = loop {
+            let started = Instant::now();
+            match cx.sink.committed_among(&ids).await {
+                Ok(set) => {
+                    cx.outage.recovered(started);
+                    break set;
+                }
+                Err(e) => {
+                    if cx.hold(&e, idx.len(), attempt).await.is_err() {
+                        self.hand_back_the_rest();
+                        return Err(ShuttingDown);
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        for i in idx {
+            let Ok(p) = &self.incoming[i].decoded else {
+                continue;
+            };
+            if committed.contains(&p.message_id) {
+                self.settle(i, Outcome::AlreadyCommitted);
+                continue;
+            }
+            let delivered = self.incoming[i].delivered;
+            let reason = format!(
+                "delivered {delivered} times without an outcome (MAX_DELIVER={}): the worker stopped or crashed while processing it each time",
+                cx.max_deliver
+            );
+            let dl = p.dead_letter(delivered, reason);
+            self.dead_letter(i, dl);
+        }
+        Ok(())
+    }
+
+    fn message_id(&self, i: usize) -> Option<Uuid> {
+        self.incoming[i].decoded.as_ref().ok().map(|p| p.message_id)
+    }
+
+    /// Writes the parsed messages `idx` in one transaction. A data error splits the set in
+    /// halves until the offending message is alone; it is then dead-lettered and the rest
+    /// commit. A transient fault holds the set and retries it until the store is back (or the
+    /// worker stops, when the set is handed back for redelivery).
+    async fn write<S: Sink>(&mut self, cx: &BatchContext<S>, idx: Vec<usize>) {
+        let mut stack = vec![idx];
+        let mut attempt = 0u32;
+        while let Some(set) = stack.pop() {
+            if set.is_empty() {
+                continue;
+            }
+            let incoming = self.incoming.clone();
+            let writes: Vec<PendingWrite<'_>> = set
+                .iter()
+                .filter_map(|&i| {
+                    let p = incoming[i].decoded.as_ref().ok()?;
+                    Some(PendingWrite {
+                        message_id: p.message_id,
+                        received_at: p.received_at,
+                        attempts: attempts(incoming[i].delivered),
+                        sequence: incoming[i].sequence,
+                        message: &p.message,
+                    })
+                })
+                .collect();
+            let started = Instant::now();
+            let result = cx.sink.write_batch(&writes).await;
+            cx.metrics
+                .db_write_seconds
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(outcome) => {
+                    attempt = 0;
+                    cx.outage.recovered(started);
+                    self.report.rows += outcome.rows.total();
+                    for (&i, w) in set.iter().zip(&writes) {
+                        if outcome.written.contains(&w.message_id) {
+                            self.report.processed += 1;
+                            self.settle(i, Outcome::Committed);
+                            cx.metrics
+                                .processed
+                                .with_label_values(&[w.message.entity().snake_name()])
+                                .inc();
+                        } else {
+                            self.report.duplicates += 1;
+                            self.settle(i, Outcome::AlreadyCommitted);
+                        }
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    if cx.hold(&e, set.len(), attempt).await.is_err() {
+                        self.hand_back_the_rest();
+                        return;
+                    }
+                    attempt += 1;
+                    stack.push(set);
+                }
+                Err(e) => {
+                    cx.outage.recovered(started);
+                    cx.metrics
+                        .db_errors
+                        .with_label_values(&[e.metric_class()])
+                        .inc();
+                    if let [i] = set[..] {
+                        if let Ok(p) = &incoming[i].decoded {
+                            let dl = p.dead_letter(incoming[i].delivered, e.to_string());
+                            self.dead_letter(i, dl);
+                        }
+                    } else {
+                        tracing::info!(error = %e, messages = set.len(), "data error in batch; splitting to isolate it");
+                        let mut left = set;
+                        let right = left.split_off(left.len() / 2);
+                        stack.push(right);
+                        stack.push(left);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes the dead letters due (bodies of parsed messages are read again from the
+    /// stream) and settles each message by whether that worked.
+    async fn publish_dead_letters<S: Sink>(&mut self, cx: &BatchContext<S>) {
+        let mut dead = std::mem::take(&mut self.dead);
+        let incoming = &self.incoming;
+        let published = futures::future::join_all(dead.iter_mut().map(|(i, dl)| {
+            let reread = incoming[*i].decoded.is_ok().then_some(incoming[*i].sequence);
+            async move {
+                if let Some(sequence) = reread {
+                    dl.body = body_from_stream(cx, sequence).await?;
+                }
+                tracing::warn!(message_id = %dl.message_id, entity = %dl.entity, reason = %dl.reason, "dead-lettering message");
+                super::dead_letter::publish(&cx.jetstream, &cx.stream, dl).await
+            }
+        }))
+        .await;
+        for ((i, dl), result) in dead.iter().zip(published) {
+            if self.outcomes[*i] == Some(Outcome::HandedBack) {
+                continue;
+            }
+            match result {
+                Ok(()) => {
+                    self.settle(*i, Outcome::DeadLettered);
+                    self.report.dead_lettered += 1;
+                    cx.metrics
+                        .dead_lettered
+                        .with_label_values(&[entity_label(&dl.entity)])
+                        .inc();
+                }
+                Err(e) => {
+                    static PUBLISH_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
+                    if let Some(held_back) = PUBLISH_FAILED.allow() {
+                        tracing::warn!(error = %e, similar_since_last = held_back, "cannot publish dead letter; will retry");
+                    }
+                    self.settle(*i, Outcome::DeadLetterFailed);
+                }
+            }
+        }
+    }
+
+    /// Tells JetStream what became of each message.
+    async fn answer<S: Sink>(mut self, cx: &BatchContext<S>) -> BatchReport {
+        let dispositions: Vec<Disposition> = self
+            .outcomes
+            .iter()
+            .map(|o| Outcome::disposition(*o))
+            .collect();
+        for (m, d) in self.incoming.iter().zip(&dispositions) {
+            if let Disposition::Retry(_) = d {
+                self.report.retried += 1;
+                cx.metrics
+                    .retried
+                    .with_label_values(&[entity_label(m.entity())])
+                    .inc();
+            }
+        }
+        let acks = self.incoming.iter().zip(&dispositions).map(|(m, d)| {
+            let kind = match d {
+                Disposition::Ack => AckKind::Ack,
+                Disposition::Retry(delay) => AckKind::Nak(Some(*delay)),
+                Disposition::Term => AckKind::Term,
+            };
+            async move {
+                if let Err(e) = m.message.ack_with(kind).await {
+                    // The message will be redelivered; the status row makes that harmless.
+                    static ACK_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
+                    if let Some(held_back) = ACK_FAILED.allow() {
+                        tracing::warn!(error = %e, similar_since_last = held_back, "ack failed");
+                    }
+                }
+            }
+        });
+        futures::future::join_all(acks).await;
+        self.report
+    }
+}
+
+/// The body of the message at `sequence` of the stream, read again for its dead letter.
+async fn body_from_stream<S: Sink>(cx: &BatchContext<S>, sequence: i64) -> Result<String, String> {
+    let stream = cx
+        .jetstream
+        .get_stream_no_info(&cx.stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let raw = stream
+        .direct_get(u64::try_from(sequence).unwrap_or(0))
+        .await
+        .map_err(|e| format!("cannot read message {sequence} again: {e}"))?;
+    let envelope = MessageEnvelope::from_bytes(&raw.payload).map_err(|e| e.to_string())?;
+    Ok(envelope.body.get().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_has_one_answer() {
+        let cases = [
+            (Some(Outcome::Committed), Disposition::Ack),
+            (Some(Outcome::AlreadyCommitted), Disposition::Ack),
+            (Some(Outcome::DeadLettered), Disposition::Term),
+            (
+                Some(Outcome::DeadLetterFailed),
+                Disposition::Retry(Duration::from_secs(1)),
+            ),
+            (
+                Some(Outcome::DeadLetterDue),
+                Disposition::Retry(Duration::ZERO),
+            ),
+            (
+                Some(Outcome::HandedBack),
+                Disposition::Retry(Duration::ZERO),
+            ),
+            (None, Disposition::Retry(Duration::ZERO)),
+        ];
+        for (outcome, want) in cases {
+            assert_eq!(Outcome::disposition(outcome), want, "{outcome:?}");
+        }
+    }
+}
