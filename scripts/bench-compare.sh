@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole pipeline against the hand-written reference in one run on this machine: builds the
+# release api and worker, then runs ../shared/reference-pipeline/compare.sh (same wrk load for
+# both) and prints each rep's figures and the project/reference ratios.
+#
+# usage: scripts/bench-compare.sh [reps=3] [connections=30] [seconds=15]
+# needs: wrk, psql, NATS on 127.0.0.1:4222, PostgreSQL on 127.0.0.1:5432, ../shared beside the repo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${1:-3}; CONNS=${2:-30}; SECS=${3:-15}
+COMPARE=../shared/reference-pipeline/compare.sh
+[ -x "$COMPARE" ] || { echo "bench-compare: $COMPARE not found (../shared must be beside the repository)" >&2; exit 1; }
+cargo build -q --release --bin api --bin worker
+"$COMPARE" target/release "$REPS" "$CONNS" "$SECS" | tee /tmp/bench-compare.txt
+# Ratios per rep: committed orders/s (project/reference) and CPU per committed order, total and
+# per process (project/reference).
+awk '
+  function field(line, key,   re, m) { re = key "=[0-9.]+"; if (match(line, re)) { m = substr(line, RSTART, RLENGTH); sub(key "=", "", m); return m + 0 } return 0 }
+  / reference:/ { rep = $2; for (k in K) R[rep, k] = field($0, k) }
+  / project:/   { rep = $2; for (k in K) P[rep, k] = field($0, k); reps[rep] = 1 }
+  BEGIN { split("committed_during_load total api worker nats pg", ks, " "); for (i in ks) K[ks[i]] = 1 }
+  END {
+    for (rep in reps) {
+      printf "rep %s ratios: committed/s %.2f  cpu/order total %.2fx  api %.2fx  worker %.2fx  nats %.2fx  pg %.2fx\n", rep,
+        P[rep, "committed_during_load"] / (R[rep, "committed_during_load"] ? R[rep, "committed_during_load"] : 1),
+        P[rep, "total"] / (R[rep, "total"] ? R[rep, "total"] : 1), P[rep, "api"] / (R[rep, "api"] ? R[rep, "api"] : 1),
+        P[rep, "worker"] / (R[rep, "worker"] ? R[rep, "worker"] : 1), P[rep, "nats"] / (R[rep, "nats"] ? R[rep, "nats"] : 1),
+        P[rep, "pg"] / (R[rep, "pg"] ? R[rep, "pg"] : 1)
+    }
+  }' /tmp/bench-compare.txt
