@@ -212,6 +212,18 @@ async fn numeric_literals_accepted_at_the_edge_are_stored_by_postgresql() {
             continue;
         }
         assert!(stored.is_ok(), "{short} as NUMERIC: {:?}", stored.err());
+        // The worker binds decimals as text that PostgreSQL casts (`unnest($n::text[])` then
+        // `::numeric`): that path stores every accepted value too.
+        let stored: Result<Stored, _> =
+            diesel::sql_query("SELECT (($1::text[])[1]::numeric)::text AS text")
+                .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(vec![literal.clone()])
+                .get_result(&mut *conn)
+                .await;
+        assert!(
+            stored.is_ok(),
+            "{short} as text cast to NUMERIC: {:?}",
+            stored.err()
+        );
         let json: serde_json::Value =
             serde_json::from_str(&format!("{{\"n\":{literal}}}")).expect("json");
         let stored: Result<Stored, _> = diesel::sql_query("SELECT ($1::jsonb)::text AS text")

@@ -255,18 +255,109 @@ fn out_of_numeric_range(text: &str, why: &str) -> String {
     format!("`{}` is out of range for NUMERIC ({why})", truncated(text))
 }
 
-impl FromJson for Decimal {
+/// A `Decimal` field: the decimal text as received (`12.50`, `1e-3`), checked against what
+/// PostgreSQL `NUMERIC` stores. It stays text so that neither the api nor the worker does
+/// big-integer arithmetic on the hot path: PostgreSQL parses it once, when it is stored. Every
+/// digit is kept; [`Numeric::to_decimal`] gives a `BigDecimal` for arithmetic. Equality and
+/// hashing are numeric (`1.50` = `1.5` = `15e-1`), as PostgreSQL compares them.
+#[derive(Debug, Clone)]
+pub struct Numeric(Box<str>);
+
+impl Numeric {
+    /// Checks decimal text (see [`check_numeric`]).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        check_numeric(text)?;
+        Ok(Self(text.into()))
+    }
+
+    /// The text as received.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value as a `BigDecimal`.
+    pub fn to_decimal(&self) -> Decimal {
+        // `check_numeric` accepts only what BigDecimal reads (`5.`/`.5` included).
+        Decimal::from_str(&self.0).unwrap_or_default()
+    }
+
+    /// (negative, significant digits, exponent): equal for numerically equal values.
+    fn canonical(&self) -> (bool, String, i128) {
+        let text = self.0.trim();
+        let negative = text.starts_with('-');
+        let unsigned = text.trim_start_matches(['-', '+']);
+        let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+            Some(i) => (
+                &unsigned[..i],
+                unsigned[i + 1..].parse::<i128>().unwrap_or(0),
+            ),
+            None => (unsigned, 0),
+        };
+        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let digits: String = int_part.chars().chain(frac_part.chars()).collect();
+        let significant = digits.trim_start_matches('0');
+        let trimmed = significant.trim_end_matches('0');
+        if trimmed.is_empty() {
+            return (false, String::new(), 0);
+        }
+        let zeros = (significant.len() - trimmed.len()) as i128;
+        (
+            negative,
+            trimmed.to_string(),
+            exponent - frac_part.len() as i128 + zeros,
+        )
+    }
+}
+
+impl std::ops::Deref for Numeric {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Numeric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Numeric {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
+impl PartialEq for Numeric {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 || self.canonical() == other.canonical()
+    }
+}
+
+impl Eq for Numeric {}
+
+impl Hash for Numeric {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.canonical().hash(state);
+    }
+}
+
+impl Serialize for Numeric {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl FromJson for Numeric {
     const EXPECTED: &'static str = "a number or numeric string";
     fn from_json(v: &JsonValue) -> Result<Self, String> {
         // serde_json's `arbitrary_precision` keeps the number's text, so no digit is lost.
-        let text = match v {
-            JsonValue::Number(n) => n.to_string(),
-            JsonValue::String(s) => s.trim().to_string(),
-            _ => return Err(wrong::<Self>(v)),
-        };
-        check_numeric(&text)?;
-        Decimal::from_str(&text)
-            .map_err(|_| format!("`{}` is not a decimal number", truncated(&text)))
+        match v {
+            JsonValue::Number(n) => Numeric::parse(n.as_str()),
+            JsonValue::String(s) => Numeric::parse(s.trim()),
+            _ => Err(wrong::<Self>(v)),
+        }
     }
 }
 
@@ -804,6 +895,7 @@ mod tests {
 
     #[test]
     fn decimal_keeps_every_digit() {
+        type Decimal = Numeric;
         let v: JsonValue =
             serde_json::from_str("123456789012345678901234567890.123456789").unwrap();
         let d = Decimal::from_json(&v).unwrap();
@@ -821,6 +913,29 @@ mod tests {
         assert!(Decimal::from_json(&json!("1e-20000")).is_err());
         assert!(Decimal::from_json(&json!("1e100")).is_ok());
         assert!(Decimal::from_json(&json!(true)).is_err());
+    }
+
+    #[test]
+    fn numerics_compare_and_hash_by_value_and_keep_their_text() {
+        use std::collections::HashSet;
+        let n = |s: &str| Numeric::parse(s).unwrap();
+        assert_eq!(n("1.50"), n("1.5"));
+        assert_eq!(n("15e-1"), n("+1.5"));
+        assert_eq!(n("0.000"), n("-0"));
+        assert_eq!(n("100"), n("1e2"));
+        assert_ne!(n("1.5"), n("-1.5"));
+        assert_ne!(n("1.5"), n("1.05"));
+        let set: HashSet<Numeric> = ["1.50", "1.5", "15e-1", "2"].iter().map(|s| n(s)).collect();
+        assert_eq!(set.len(), 2);
+        assert_eq!(n("1.50").to_string(), "1.50");
+        assert_eq!(n("1.50").to_decimal(), "1.5".parse::<Decimal>().unwrap());
+        assert_eq!(n(".5").to_decimal(), "0.5".parse::<Decimal>().unwrap());
+        assert_eq!(serde_json::to_value(n("1.50")).unwrap(), json!("1.50"));
+        for bad in [
+            "", "-", "1.2.3", "1e", "0x10", "1_000", "NaN", "Infinity", " 1",
+        ] {
+            assert!(Numeric::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub enum Bind {
     Value,
     /// A reference to the value.
     Ref,
-    /// `&str` of a `String`.
+    /// The value as `&str` (`as_str()`, `as_deref()` when nullable): `String`, `Numeric`.
     Str,
     /// The list as one PostgreSQL array literal (`{"a","b"}`): PostgreSQL has no arrays of
     /// arrays of different lengths, so the column binds text and the statement casts it back.
@@ -233,20 +233,23 @@ pub const TYPES: &[TypeInfo] = &[
         ty: FieldType::Decimal,
         name: "Decimal",
         aliases: &["Numeric"],
-        rust: "::nomnom_runtime::Decimal",
+        rust: "::nomnom_runtime::Numeric",
         copy: false,
         serialize_with: None,
-        column: column(
-            "NUMERIC",
-            "numeric",
-            "numeric",
-            "::diesel::sql_types::Numeric",
-            "numeric",
-            Bind::Ref,
-        ),
-        expected: <crate::Decimal as FromJson>::EXPECTED,
+        // Bound as text and cast by PostgreSQL: no big-integer conversion in the worker.
+        column: Some(ColumnType {
+            sql: "NUMERIC",
+            data_type: "numeric",
+            udt_name: "numeric",
+            diesel: "::diesel::sql_types::Numeric",
+            bind_diesel: "::diesel::sql_types::Text",
+            unnest_element: "text",
+            unnest_cast: Some("numeric"),
+            bind: Bind::Str,
+        }),
+        expected: <crate::Numeric as FromJson>::EXPECTED,
         json_schema: || json!({"type": ["number", "string"], "format": "decimal"}),
-        constant: Constant::Converted(converts::<crate::Decimal>),
+        constant: Constant::Converted(converts::<crate::Numeric>),
     },
     TypeInfo {
         ty: FieldType::Boolean,

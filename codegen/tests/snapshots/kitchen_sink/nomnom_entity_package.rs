@@ -20,7 +20,7 @@ pub struct Package {
     #[serde(skip)]
     pub items: ::std::option::Option<::std::vec::Vec<::nomnom_runtime::JsonValue>>,
     /// `dims`: `Decimal`, nullable.
-    pub dims: ::std::option::Option<::nomnom_runtime::Decimal>,
+    pub dims: ::std::option::Option<::nomnom_runtime::Numeric>,
 }
 impl Package {
     /// The entity name as written in YAML.
@@ -63,7 +63,7 @@ impl Package {
             ::std::vec::Vec<::nomnom_runtime::JsonValue>,
         >(element, path, &["contents", "items"], errors);
         let dims = ::nomnom_runtime::extract_opt::<
-            ::nomnom_runtime::Decimal,
+            ::nomnom_runtime::Numeric,
         >(element, path, &["size"], errors);
         ::std::option::Option::Some(Self {
             shipment_code: shipment_code?,
@@ -81,10 +81,10 @@ impl Package {
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
     "handled_at", "dims", "_nomnom_seq")
-SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
-    "_nomnom_seq"
+SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at",
+    "dims"::numeric, "_nomnom_seq"
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::time[], $7::time[],
-    $8::numeric[], $9::bigint[])
+    $8::text[], $9::bigint[])
   AS u("shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
     "_nomnom_seq")
 ON CONFLICT ("shipment_code", "label") DO UPDATE SET
@@ -169,13 +169,13 @@ pub async fn upsert(
                 )
                 .bind::<
                     ::diesel::sql_types::Array<
-                        ::diesel::sql_types::Nullable<::diesel::sql_types::Numeric>,
+                        ::diesel::sql_types::Nullable<::diesel::sql_types::Text>,
                     >,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(r, _)| r.dims.as_ref())
+                        .map(|(r, _)| r.dims.as_deref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<

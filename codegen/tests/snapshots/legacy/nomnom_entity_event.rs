@@ -7,7 +7,7 @@ pub struct Event {
     /// `count`: `Integer`.
     pub count: i32,
     /// `ratio`: `Decimal`, nullable.
-    pub ratio: ::std::option::Option<::nomnom_runtime::Decimal>,
+    pub ratio: ::std::option::Option<::nomnom_runtime::Numeric>,
     /// `entries`: `List[Object]`.
     #[serde(skip)]
     pub entries: ::std::vec::Vec<::nomnom_runtime::JsonValue>,
@@ -36,7 +36,7 @@ impl Event {
             ));
         let count = ::nomnom_runtime::extract::<i32>(element, path, &["count"], errors);
         let ratio = ::nomnom_runtime::extract_opt::<
-            ::nomnom_runtime::Decimal,
+            ::nomnom_runtime::Numeric,
         >(element, path, &["ratio"], errors);
         let entries = ::nomnom_runtime::extract::<
             ::std::vec::Vec<::nomnom_runtime::JsonValue>,
@@ -99,8 +99,8 @@ impl EventMessage {
 }
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "events" AS t ("event_id", "count", "ratio", "_nomnom_seq")
-SELECT "event_id", "count", "ratio", "_nomnom_seq"
-FROM unnest($1::text[], $2::integer[], $3::numeric[], $4::bigint[])
+SELECT "event_id", "count", "ratio"::numeric, "_nomnom_seq"
+FROM unnest($1::text[], $2::integer[], $3::text[], $4::bigint[])
   AS u("event_id", "count", "ratio", "_nomnom_seq")
 ON CONFLICT ("event_id") DO UPDATE SET
   "count" = EXCLUDED."count",
@@ -134,13 +134,13 @@ pub async fn upsert(
                 >(chunk.iter().map(|(r, _)| r.count).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     ::diesel::sql_types::Array<
-                        ::diesel::sql_types::Nullable<::diesel::sql_types::Numeric>,
+                        ::diesel::sql_types::Nullable<::diesel::sql_types::Text>,
                     >,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(r, _)| r.ratio.as_ref())
+                        .map(|(r, _)| r.ratio.as_deref())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<

@@ -13,7 +13,7 @@ pub struct Customer {
     /// `phone`: `String`.
     pub phone: ::std::string::String,
     /// `account_balance`: `Decimal`.
-    pub account_balance: ::nomnom_runtime::Decimal,
+    pub account_balance: ::nomnom_runtime::Numeric,
     /// `market_segment`: `String`.
     pub market_segment: ::std::string::String,
     /// `comment`: `String`, nullable.
@@ -63,7 +63,7 @@ impl Customer {
         >(element, path, &["phone"], errors)
             .and_then(|v| ::nomnom_runtime::max_len(v, 15usize, path, "phone", errors));
         let account_balance = ::nomnom_runtime::extract::<
-            ::nomnom_runtime::Decimal,
+            ::nomnom_runtime::Numeric,
         >(element, path, &["account_balance"], errors);
         let market_segment = ::nomnom_runtime::extract::<
             ::std::string::String,
@@ -119,10 +119,10 @@ impl CustomerMessage {
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "address", "nation_key", "phone",
     "account_balance", "market_segment", "comment", "_nomnom_seq")
-SELECT "customer_key", "name", "address", "nation_key", "phone", "account_balance",
+SELECT "customer_key", "name", "address", "nation_key", "phone", "account_balance"::numeric,
     "market_segment", "comment", "_nomnom_seq"
-FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::numeric[],
-    $7::text[], $8::text[], $9::bigint[])
+FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::bigint[])
   AS u("customer_key", "name", "address", "nation_key", "phone", "account_balance",
     "market_segment", "comment", "_nomnom_seq")
 ON CONFLICT ("customer_key") DO UPDATE SET
@@ -193,12 +193,12 @@ pub async fn upsert(
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(r, _)| &r.account_balance)
+                        .map(|(r, _)| r.account_balance.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<

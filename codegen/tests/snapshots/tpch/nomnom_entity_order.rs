@@ -9,7 +9,7 @@ pub struct Order {
     /// O (open), F (fulfilled) or P (partial)
     pub order_status: ::std::string::String,
     /// Sum of the line items' prices
-    pub total_price: ::nomnom_runtime::Decimal,
+    pub total_price: ::nomnom_runtime::Numeric,
     /// `order_date`: `Date`.
     pub order_date: ::nomnom_runtime::NaiveDate,
     /// `order_priority`: `String`.
@@ -67,7 +67,7 @@ impl Order {
                 errors,
             ));
         let total_price = ::nomnom_runtime::extract::<
-            ::nomnom_runtime::Decimal,
+            ::nomnom_runtime::Numeric,
         >(element, path, &["total_price"], errors);
         let order_date = ::nomnom_runtime::extract::<
             ::nomnom_runtime::NaiveDate,
@@ -163,9 +163,9 @@ impl OrderMessage {
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "orders" AS t ("order_key", "customer_key", "order_status", "total_price", "order_date",
     "order_priority", "clerk", "ship_priority", "comment", "_nomnom_seq")
-SELECT "order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
-    "clerk", "ship_priority", "comment", "_nomnom_seq"
-FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::date[], $6::text[], $7::text[],
+SELECT "order_key", "customer_key", "order_status", "total_price"::numeric, "order_date",
+    "order_priority", "clerk", "ship_priority", "comment", "_nomnom_seq"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[], $6::text[], $7::text[],
     $8::integer[], $9::text[], $10::bigint[])
   AS u("order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
     "clerk", "ship_priority", "comment", "_nomnom_seq")
@@ -220,12 +220,12 @@ pub async fn upsert(
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(r, _)| &r.total_price)
+                        .map(|(r, _)| r.total_price.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<

@@ -11,13 +11,13 @@ pub struct OrderLineItem {
     /// `supplier_key`: `String`, nullable.
     pub supplier_key: ::std::option::Option<::std::string::String>,
     /// `quantity`: `Decimal`.
-    pub quantity: ::nomnom_runtime::Decimal,
+    pub quantity: ::nomnom_runtime::Numeric,
     /// `extended_price`: `Decimal`.
-    pub extended_price: ::nomnom_runtime::Decimal,
+    pub extended_price: ::nomnom_runtime::Numeric,
     /// `discount`: `Decimal`.
-    pub discount: ::nomnom_runtime::Decimal,
+    pub discount: ::nomnom_runtime::Numeric,
     /// `tax`: `Decimal`.
-    pub tax: ::nomnom_runtime::Decimal,
+    pub tax: ::nomnom_runtime::Numeric,
     /// `return_flag`: `String`.
     pub return_flag: ::std::string::String,
     /// `line_status`: `String`.
@@ -76,16 +76,16 @@ impl OrderLineItem {
                 errors,
             ));
         let quantity = ::nomnom_runtime::extract::<
-            ::nomnom_runtime::Decimal,
+            ::nomnom_runtime::Numeric,
         >(element, path, &["quantity"], errors);
         let extended_price = ::nomnom_runtime::extract::<
-            ::nomnom_runtime::Decimal,
+            ::nomnom_runtime::Numeric,
         >(element, path, &["extended_price"], errors);
         let discount = ::nomnom_runtime::extract::<
-            ::nomnom_runtime::Decimal,
+            ::nomnom_runtime::Numeric,
         >(element, path, &["discount"], errors);
         let tax = ::nomnom_runtime::extract::<
-            ::nomnom_runtime::Decimal,
+            ::nomnom_runtime::Numeric,
         >(element, path, &["tax"], errors);
         let return_flag = ::nomnom_runtime::extract::<
             ::std::string::String,
@@ -148,12 +148,12 @@ impl OrderLineItem {
 pub const UPSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
     "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
     "commit_date", "receipt_date", "ship_mode", "_nomnom_seq")
-SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
-    "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
-    "ship_mode", "_nomnom_seq"
-FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
-    $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[],
-    $14::text[], $15::bigint[])
+SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity"::numeric,
+    "extended_price"::numeric, "discount"::numeric, "tax"::numeric, "return_flag", "line_status",
+    "ship_date", "commit_date", "receipt_date", "ship_mode", "_nomnom_seq"
+FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[], $14::text[],
+    $15::bigint[])
   AS u("order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
     "ship_mode", "_nomnom_seq")
@@ -227,26 +227,41 @@ pub async fn upsert(
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
-                    _,
-                >(chunk.iter().map(|(r, _)| &r.quantity).collect::<::std::vec::Vec<_>>())
-                .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(r, _)| &r.extended_price)
+                        .map(|(r, _)| r.quantity.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
-                >(chunk.iter().map(|(r, _)| &r.discount).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.extended_price.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
-                >(chunk.iter().map(|(r, _)| &r.tax).collect::<::std::vec::Vec<_>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.discount.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(r, _)| r.tax.as_str())
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,

@@ -17,7 +17,7 @@ pub struct Product {
     /// `container`: `String`.
     pub container: ::std::string::String,
     /// `retail_price`: `Decimal`.
-    pub retail_price: ::nomnom_runtime::Decimal,
+    pub retail_price: ::nomnom_runtime::Numeric,
     /// `comment`: `String`, nullable.
     pub comment: ::std::option::Option<::std::string::String>,
 }
@@ -77,7 +77,7 @@ impl Product {
                 errors,
             ));
         let retail_price = ::nomnom_runtime::extract::<
-            ::nomnom_runtime::Decimal,
+            ::nomnom_runtime::Numeric,
         >(element, path, &["retail_price"], errors);
         let comment = ::nomnom_runtime::extract_opt::<
             ::std::string::String,
@@ -124,10 +124,10 @@ impl ProductMessage {
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
     "container", "retail_price", "comment", "_nomnom_seq")
-SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
-    "comment", "_nomnom_seq"
+SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container",
+    "retail_price"::numeric, "comment", "_nomnom_seq"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
-    $8::numeric[], $9::text[], $10::bigint[])
+    $8::text[], $9::text[], $10::bigint[])
   AS u("part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
     "comment", "_nomnom_seq")
 ON CONFLICT ("part_key") DO UPDATE SET
@@ -212,12 +212,12 @@ pub async fn upsert(
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(r, _)| &r.retail_price)
+                        .map(|(r, _)| r.retail_price.as_str())
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<
