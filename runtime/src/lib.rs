@@ -531,7 +531,26 @@ impl FromJson for JsonValue {
     }
 }
 
-impl FromJson for Vec<JsonValue> {
+/// A `List[Object]` field: checked to be an array of objects. Its elements become the rows of
+/// the entities `repeated_for` it, which read them from the message; nothing is copied here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ObjectList {
+    len: usize,
+}
+
+impl ObjectList {
+    /// How many objects the list has.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl FromJson for ObjectList {
     const EXPECTED: &'static str = "an array of objects";
     fn from_json(v: &JsonValue) -> Result<Self, String> {
         let items = v.as_array().ok_or_else(|| wrong::<Self>(v))?;
@@ -541,7 +560,7 @@ impl FromJson for Vec<JsonValue> {
                 kind(&items[i])
             ));
         }
-        Ok(items.clone())
+        Ok(Self { len: items.len() })
     }
 }
 

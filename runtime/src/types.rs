@@ -36,7 +36,7 @@ pub enum FieldType {
     Bytes,
     /// `Json` → `serde_json::Value` / JSONB.
     Json,
-    /// `List[Object]` → `Vec<serde_json::Value>`, not stored (feeds derived entities).
+    /// `List[Object]` → `ObjectList` (its length), not stored (feeds derived entities).
     ListObject,
     /// `List[String]` → `Vec<String>` / TEXT[].
     ListString,
@@ -401,11 +401,11 @@ pub const TYPES: &[TypeInfo] = &[
         ty: FieldType::ListObject,
         name: "List[Object]",
         aliases: &["List[Json]"],
-        rust: "::std::vec::Vec<::nomnom_runtime::JsonValue>",
+        rust: "::nomnom_runtime::ObjectList",
         copy: false,
         serialize_with: None,
         column: None,
-        expected: <Vec<JsonValue> as FromJson>::EXPECTED,
+        expected: <crate::ObjectList as FromJson>::EXPECTED,
         json_schema: || json!({"type": "array", "items": {"type": "object"}}),
         constant: Constant::Unsupported,
     },

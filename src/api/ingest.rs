@@ -50,12 +50,21 @@ pub struct Validated {
     pub received_at: DateTime<Utc>,
     /// The encoded envelope.
     pub payload: Vec<u8>,
+    /// Whether JetStream deduplicates on the id (`Nats-Msg-Id`): only for ids derived from an
+    /// `Idempotency-Key`. A fresh random id cannot be a retry, and the dedup table costs the
+    /// server time per message.
+    pub dedup: bool,
 }
 
 /// Parses `body` as `entity` and encodes its envelope (the body is carried byte for byte).
-pub fn validate(entity: RootEntity, body: &[u8], message_id: Uuid) -> Result<Validated, ApiError> {
+pub fn validate(
+    entity: RootEntity,
+    body: &[u8],
+    message_id: Uuid,
+    dedup: bool,
+) -> Result<Validated, ApiError> {
     let value = crate::runtime::parse_json_object(body)?;
-    validate_value(entity, &value, body, message_id)
+    validate_value(entity, &value, body, message_id, dedup)
 }
 
 fn validate_value(
@@ -63,6 +72,7 @@ fn validate_value(
     value: &Value,
     body: &[u8],
     message_id: Uuid,
+    dedup: bool,
 ) -> Result<Validated, ApiError> {
     entity
         .parse_value(value)
@@ -76,6 +86,7 @@ fn validate_value(
         entity,
         received_at,
         payload: MessageEnvelope::encode_with_body(message_id, entity.name(), received_at, body),
+        dedup,
     })
 }
 
@@ -189,9 +200,10 @@ fn publish_error(kind: PublishErrorKind, detail: String) -> ApiError {
 
 /// Sends a message to JetStream; the returned future resolves with its ack.
 async fn send(state: &AppState, v: &Validated) -> Result<PublishAckFuture, ApiError> {
-    let publish = PublishMessage::build()
-        .payload(v.payload.clone().into())
-        .message_id(v.message_id.to_string());
+    let mut publish = PublishMessage::build().payload(v.payload.clone().into());
+    if v.dedup {
+        publish = publish.message_id(v.message_id.to_string());
+    }
     let subject = message_subject(&state.stream, v.entity.snake_name(), &v.message_id);
     state
         .jetstream
@@ -255,6 +267,7 @@ async fn accept_one(
         value,
         body,
         message_id(entity, key.as_deref(), None),
+        key.is_some(),
     )?;
     let started = Instant::now();
     let ack = send(state, &v).await?;
@@ -544,7 +557,7 @@ async fn batch(
             });
         }
         let id = message_id(entity, key.as_deref(), Some(number));
-        match validate(entity, text, id) {
+        match validate(entity, text, id, key.is_some()) {
             Ok(v) => valid.push((number, v)),
             Err(e) => rejections.add(state, entity, number, e),
         }

@@ -18,7 +18,7 @@ pub struct Package {
     pub handled_at: ::std::option::Option<::nomnom_runtime::NaiveTime>,
     /// `items`: `List[Object]`, nullable.
     #[serde(skip)]
-    pub items: ::std::option::Option<::std::vec::Vec<::nomnom_runtime::JsonValue>>,
+    pub items: ::std::option::Option<::nomnom_runtime::ObjectList>,
     /// `dims`: `Decimal`, nullable.
     pub dims: ::std::option::Option<::nomnom_runtime::Numeric>,
 }
@@ -60,7 +60,7 @@ impl Package {
             ::nomnom_runtime::NaiveTime,
         >(element, path, &["handled_at"], errors);
         let items = ::nomnom_runtime::extract_opt::<
-            ::std::vec::Vec<::nomnom_runtime::JsonValue>,
+            ::nomnom_runtime::ObjectList,
         >(element, path, &["contents", "items"], errors);
         let dims = ::nomnom_runtime::extract_opt::<
             ::nomnom_runtime::Numeric,

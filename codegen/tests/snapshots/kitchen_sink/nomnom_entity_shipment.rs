@@ -30,7 +30,7 @@ pub struct Shipment {
     pub signature: ::std::option::Option<::std::vec::Vec<u8>>,
     /// `packages`: `List[Object]`.
     #[serde(skip)]
-    pub packages: ::std::vec::Vec<::nomnom_runtime::JsonValue>,
+    pub packages: ::nomnom_runtime::ObjectList,
     /// A Rust keyword as a field name
     pub r#match: ::std::string::String,
     /// `origin_city`: `String`, nullable.
@@ -92,7 +92,7 @@ impl Shipment {
             ::std::vec::Vec<u8>,
         >(element, path, &["signature"], errors);
         let packages = ::nomnom_runtime::extract::<
-            ::std::vec::Vec<::nomnom_runtime::JsonValue>,
+            ::nomnom_runtime::ObjectList,
         >(element, path, &["packages"], errors);
         let r#match = ::nomnom_runtime::extract::<
             ::std::string::String,

@@ -10,7 +10,7 @@ pub struct Event {
     pub ratio: ::std::option::Option<::nomnom_runtime::Numeric>,
     /// `entries`: `List[Object]`.
     #[serde(skip)]
-    pub entries: ::std::vec::Vec<::nomnom_runtime::JsonValue>,
+    pub entries: ::nomnom_runtime::ObjectList,
 }
 impl Event {
     /// The entity name as written in YAML.
@@ -39,7 +39,7 @@ impl Event {
             ::nomnom_runtime::Numeric,
         >(element, path, &["ratio"], errors);
         let entries = ::nomnom_runtime::extract::<
-            ::std::vec::Vec<::nomnom_runtime::JsonValue>,
+            ::nomnom_runtime::ObjectList,
         >(element, path, &["entries"], errors);
         ::std::option::Option::Some(Self {
             event_id: event_id?,

@@ -22,7 +22,7 @@ pub struct Order {
     pub comment: ::std::option::Option<::std::string::String>,
     /// The order's lines; each becomes an OrderLineItem row
     #[serde(skip)]
-    pub line_items: ::std::vec::Vec<::nomnom_runtime::JsonValue>,
+    pub line_items: ::nomnom_runtime::ObjectList,
 }
 impl Order {
     /// The entity name as written in YAML.
@@ -93,7 +93,7 @@ impl Order {
             ::std::string::String,
         >(element, path, &["comment"], errors);
         let line_items = ::nomnom_runtime::extract::<
-            ::std::vec::Vec<::nomnom_runtime::JsonValue>,
+            ::nomnom_runtime::ObjectList,
         >(element, path, &["line_items"], errors);
         ::std::option::Option::Some(Self {
             order_key: order_key?,
