@@ -36,6 +36,10 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// The binaries' allocator, so the figures are those of the binaries.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = BenchArgs::parse(15)?;
