@@ -123,10 +123,6 @@ async fn raw_insert(
     Ok(started.elapsed())
 }
 
-/// The binaries' allocator, so the figures are those of the binaries.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = BenchArgs::parse(10)?;

@@ -31,19 +31,12 @@ enum Command {
     Healthcheck,
 }
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `mi_option_purge_delay` (the same index in its v2 and v3 headers).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
+// The worker stays on the system allocator: with mimalloc its peak memory under 100 KiB
+// messages no longer followed WORKER_MAX_BATCH_BYTES (152 MB against a 130 MB bound in
+// tests/binaries.rs), and the purge settings that fixed that cost more CPU than mimalloc saved
+// (docs/BENCHMARKS.md).
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // Freed pages go back to the OS at once instead of after a delay: the worker frees whole
-    // batches at a time, and its memory must follow WORKER_MAX_BATCH_BYTES (tests/binaries.rs),
-    // not mimalloc's caching.
-    // SAFETY: sets a global option of the allocator; any value is valid at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     let cli = Cli::parse();
     init_logging();
     match run(cli).await {
