@@ -275,10 +275,10 @@ impl Numeric {
         &self.0
     }
 
-    /// The value as a `BigDecimal`.
-    pub fn to_decimal(&self) -> Decimal {
-        // `check_numeric` accepts only what BigDecimal reads (`5.`/`.5` included).
-        Decimal::from_str(&self.0).unwrap_or_default()
+    /// The value as a `BigDecimal` (every form `check_numeric` accepts parses: `5.`, `.5`, `+5`,
+    /// `1E+5`; the tests hold it to that).
+    pub fn to_decimal(&self) -> Result<Decimal, bigdecimal::ParseBigDecimalError> {
+        Decimal::from_str(&self.0)
     }
 
     /// (negative, significant digits, exponent): equal for numerically equal values.
@@ -947,8 +947,20 @@ mod tests {
         let set: HashSet<Numeric> = ["1.50", "1.5", "15e-1", "2"].iter().map(|s| n(s)).collect();
         assert_eq!(set.len(), 2);
         assert_eq!(n("1.50").to_string(), "1.50");
-        assert_eq!(n("1.50").to_decimal(), "1.5".parse::<Decimal>().unwrap());
-        assert_eq!(n(".5").to_decimal(), "0.5".parse::<Decimal>().unwrap());
+        for (text, value) in [
+            ("1.50", "1.5"),
+            (".5", "0.5"),
+            ("5.", "5"),
+            ("+5", "5"),
+            ("1E+5", "100000"),
+            ("-1.5e-3", "-0.0015"),
+        ] {
+            assert_eq!(
+                n(text).to_decimal().ok(),
+                value.parse::<Decimal>().ok(),
+                "{text}"
+            );
+        }
         assert_eq!(serde_json::to_value(n("1.50")).unwrap(), json!("1.50"));
         for bad in [
             "", "-", "1.2.3", "1e", "0x10", "1_000", "NaN", "Infinity", " 1",
