@@ -2,7 +2,7 @@
 //!
 //! Starts the real router on a loopback port against the real NATS, drives it with N keep-alive
 //! HTTP/1.1 connections for a fixed time, then — in the same run, on the same stream and with
-//! the same envelope bytes — measures raw pipelined JetStream publishing. Prints accepted msg/s,
+//! the same payload bytes — measures raw pipelined JetStream publishing. Prints accepted msg/s,
 //! p50/p99/p999 latency, the raw publish rate and the ratio of the two.
 //!
 //! ```sh
@@ -93,21 +93,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let entity = nomnom::generated::RootEntity::from_name(&args.entity)
         .ok_or_else(|| format!("unknown entity {}", args.entity))?;
-    let envelope = nomnom::envelope::MessageEnvelope::encode_with_body(
-        uuid::Uuid::new_v4(),
-        entity.name(),
-        chrono::Utc::now(),
-        &body,
-    );
     println!(
-        "body {} bytes, envelope {} bytes, {} connections, {} s per phase, raw window {}",
+        "body {} bytes (the JetStream payload; the envelope is in headers), {} connections, {} s per phase, raw window {}",
         body.len(),
-        envelope.len(),
         args.connections,
         args.seconds,
         args.window
     );
     let body = bytes::Bytes::from(body);
+    let body_bytes = body.clone();
     let api = drive(
         addr,
         &format!("/ingest/message/{}", args.entity),
@@ -118,7 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await;
     let api_rate = report("api (HTTP → validate → JetStream ack)", &api);
     let subject = format!("{stream}.{}.raw", entity.snake_name());
-    let raw = raw_publish(&js, &subject, envelope.into(), &args).await;
+    let raw = raw_publish(&js, &subject, body_bytes, &args).await;
     let raw_rate = report("raw pipelined JetStream publish", &raw);
     println!(
         "ratio api / raw publish: {:.2}",

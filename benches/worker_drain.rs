@@ -158,14 +158,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut inflight = FuturesUnordered::new();
     for o in &orders {
         let message_id = uuid::Uuid::new_v4();
-        let payload = nomnom::envelope::MessageEnvelope::encode_with_body(
-            message_id,
-            "Order",
-            chrono::Utc::now(),
-            o.to_string().as_bytes(),
-        );
+        let envelope = nomnom::envelope::MessageEnvelope::new(message_id, "Order", o.to_string());
         let subject = nomnom::nats::message_subject(&stream, "order", &message_id);
-        inflight.push(js.publish(subject, payload.into()).await?.into_future());
+        inflight.push(
+            js.send_publish(subject, envelope.to_publish(false))
+                .await?
+                .into_future(),
+        );
         if inflight.len() >= 512
             && let Some(r) = inflight.next().await
         {

@@ -117,11 +117,13 @@ async fn accepted_message_is_in_the_stream_byte_for_byte() {
     );
     // Without an Idempotency-Key the id is fresh, so JetStream is not asked to dedup on it.
     assert_eq!(stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()), None);
+    // The envelope is in the headers; the payload is the body exactly as sent.
     let envelope =
-        nomnom::envelope::MessageEnvelope::from_bytes(&stored.payload).expect("envelope");
+        nomnom::envelope::MessageEnvelope::decode(Some(&stored.headers), &stored.payload)
+            .expect("envelope");
     assert_eq!(envelope.message_id.to_string(), id);
     assert_eq!(envelope.entity, "Order");
-    assert_eq!(envelope.body.get(), body);
+    assert_eq!(&envelope.body[..], body.as_bytes());
     api.cleanup().await;
 }
 

@@ -9,8 +9,8 @@ use common::{Pipeline, tpch_order};
 use nomnom::envelope::MessageEnvelope;
 use serde_json::json;
 
-fn envelope(id: uuid::Uuid, body: &serde_json::Value) -> Vec<u8> {
-    MessageEnvelope::encode_with_body(id, "Order", chrono::Utc::now(), body.to_string().as_bytes())
+fn envelope(id: uuid::Uuid, body: &serde_json::Value) -> MessageEnvelope {
+    MessageEnvelope::new(id, "Order", body.to_string())
 }
 
 /// Makes the test database refuse connections and drops the open ones: a database outage
@@ -67,7 +67,7 @@ async fn a_data_error_dead_letters_only_the_offending_message() {
         if n == 4 {
             order["clerk"] = json!("Clerk#poison");
         }
-        p.publish_raw(envelope(uuid::Uuid::new_v4(), &order)).await;
+        p.publish(&envelope(uuid::Uuid::new_v4(), &order)).await;
     }
     p.start_worker().await;
     p.db.wait_count("SELECT 1 FROM message_status", 6).await;
@@ -175,14 +175,14 @@ async fn redelivery_has_exactly_once_effect() {
     let same = uuid::Uuid::new_v4();
     let body = tpch_order(3, 4);
     // The same message twice in one batch (a redelivery racing the first delivery)...
-    p.publish_raw(envelope(same, &body)).await;
-    p.publish_raw(envelope(same, &body)).await;
+    p.publish(&envelope(same, &body)).await;
+    p.publish(&envelope(same, &body)).await;
     p.start_worker().await;
     p.db.wait_count("SELECT 1 FROM message_status", 1).await;
     // ...and again after it was committed (a worker killed between commit and ack).
-    p.publish_raw(envelope(same, &body)).await;
+    p.publish(&envelope(same, &body)).await;
     let other = uuid::Uuid::new_v4();
-    p.publish_raw(envelope(other, &tpch_order(4, 1))).await;
+    p.publish(&envelope(other, &tpch_order(4, 1))).await;
     p.db.wait_count("SELECT 1 FROM message_status", 2).await;
     assert_stream_drains(&p).await;
     assert_eq!(p.db.count("SELECT 1 FROM orders").await, 2);
@@ -205,26 +205,16 @@ async fn redelivery_of_an_entity_without_unicity_fields_adds_no_rows() {
         "occurred_at": "2026-01-02T03:04:05Z", "note": null
     });
     let same = uuid::Uuid::new_v4();
-    let payload = MessageEnvelope::encode_with_body(
-        same,
-        "OrderEvent",
-        chrono::Utc::now(),
-        event.to_string().as_bytes(),
-    );
+    let payload = MessageEnvelope::new(same, "OrderEvent", event.to_string());
     // Twice in one batch, then once more after the commit: one row.
-    p.publish_raw(payload.clone()).await;
-    p.publish_raw(payload.clone()).await;
+    p.publish(&payload).await;
+    p.publish(&payload).await;
     p.start_worker().await;
     p.db.wait_count("SELECT 1 FROM message_status", 1).await;
-    p.publish_raw(payload).await;
+    p.publish(&payload).await;
     // A different message with the same content is a new event: a second row.
-    let other = MessageEnvelope::encode_with_body(
-        uuid::Uuid::new_v4(),
-        "OrderEvent",
-        chrono::Utc::now(),
-        event.to_string().as_bytes(),
-    );
-    p.publish_raw(other).await;
+    let other = MessageEnvelope::new(uuid::Uuid::new_v4(), "OrderEvent", event.to_string());
+    p.publish(&other).await;
     p.db.wait_count("SELECT 1 FROM message_status", 2).await;
     assert_stream_drains(&p).await;
     assert_eq!(
@@ -282,7 +272,7 @@ async fn status_is_pending_then_processed_and_errors_are_clear() {
 async fn two_workers_share_the_consumer_without_duplicates() {
     let mut p = Pipeline::paused_with(|c| c.batch_size = 10).await;
     for n in 1..=200u32 {
-        p.publish_raw(envelope(uuid::Uuid::new_v4(), &tpch_order(n, 1 + n % 7)))
+        p.publish(&envelope(uuid::Uuid::new_v4(), &tpch_order(n, 1 + n % 7)))
             .await;
     }
     p.start_worker().await;
@@ -313,7 +303,7 @@ async fn a_terminated_backend_is_transient_and_the_batch_commits_on_retry() {
         .await
         .expect("trigger");
     for n in 1..=3u32 {
-        p.publish_raw(envelope(uuid::Uuid::new_v4(), &tpch_order(n, 2)))
+        p.publish(&envelope(uuid::Uuid::new_v4(), &tpch_order(n, 2)))
             .await;
     }
     let metrics = p.start_worker().await;
@@ -340,8 +330,8 @@ async fn a_terminated_backend_is_transient_and_the_batch_commits_on_retry() {
 async fn a_panicking_batch_is_contained_and_its_messages_redelivered() {
     let mut p = Pipeline::paused_with(|_| {}).await;
     let marked = uuid::Uuid::new_v4();
-    p.publish_raw(envelope(marked, &tpch_order(1, 2))).await;
-    p.publish_raw(envelope(uuid::Uuid::new_v4(), &tpch_order(2, 2)))
+    p.publish(&envelope(marked, &tpch_order(1, 2))).await;
+    p.publish(&envelope(uuid::Uuid::new_v4(), &tpch_order(2, 2)))
         .await;
     let metrics = p
         .start_worker_with(|w| {

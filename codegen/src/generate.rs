@@ -277,14 +277,32 @@ fn top_file(schema: &Schema) -> TokenStream {
                 ::nomnom_runtime::json_schema_value(text)
             }
 
-            /// Parses a JSON value as a message of this entity.
-            pub fn parse_value(
+            /// Parses a message body (JSON bytes) as a message of this entity.
+            pub fn parse_bytes(
                 self,
-                value: &::nomnom_runtime::JsonValue,
+                body: &[u8],
+            ) -> ::std::result::Result<ParsedMessage, ::nomnom_runtime::ParseError> {
+                let doc = ::nomnom_runtime::parse_json_object(body)?;
+                self.parse_json(doc.root()).map_err(::nomnom_runtime::ParseError::Invalid)
+            }
+
+            /// Parses a parsed JSON document as a message of this entity.
+            pub fn parse_json(
+                self,
+                value: ::nomnom_runtime::JsonRef<'_>,
             ) -> ::std::result::Result<ParsedMessage, ::std::vec::Vec<::nomnom_runtime::FieldError>> {
                 match self {
                     #(RootEntity::#root_variants => #root_msgs::parse(value).map(ParsedMessage::#root_variants),)*
                 }
+            }
+
+            /// Parses a `serde_json::Value` as a message of this entity (for callers that hold
+            /// one; bodies are parsed from bytes with [`RootEntity::parse_bytes`]).
+            pub fn parse_value(
+                self,
+                value: &::nomnom_runtime::JsonValue,
+            ) -> ::std::result::Result<ParsedMessage, ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+                self.parse_json(::nomnom_runtime::doc_from_value(value).root())
             }
         }
 
@@ -321,8 +339,7 @@ fn top_file(schema: &Schema) -> TokenStream {
         ) -> ::std::result::Result<ParsedMessage, ::nomnom_runtime::ParseError> {
             let root = RootEntity::from_name(entity)
                 .ok_or_else(|| ::nomnom_runtime::ParseError::UnknownEntity(entity.to_string()))?;
-            let value = ::nomnom_runtime::parse_json_object(body)?;
-            root.parse_value(&value).map_err(::nomnom_runtime::ParseError::Invalid)
+            root.parse_bytes(body)
         }
 
         #tables
@@ -686,7 +703,7 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
         None => quote! {
             /// Reads a row from a message body; problems are added to `errors`.
             pub fn from_json(
-                element: &::nomnom_runtime::JsonValue,
+                element: ::nomnom_runtime::JsonRef<'_>,
                 path: &str,
                 errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
             ) -> ::std::option::Option<Self> {
@@ -706,7 +723,7 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
                 /// element is still checked, but no row is returned.
                 pub fn from_element(
                     parent: ::std::option::Option<&super::#pm::#pt>,
-                    element: &::nomnom_runtime::JsonValue,
+                    element: ::nomnom_runtime::JsonRef<'_>,
                     path: &str,
                     errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
                 ) -> ::std::option::Option<Self> {
@@ -911,7 +928,7 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
         impl #msg {
             /// Parses and validates a message body, collecting every field error.
             pub fn parse(
-                value: &::nomnom_runtime::JsonValue,
+                value: ::nomnom_runtime::JsonRef<'_>,
             ) -> ::std::result::Result<Self, ::std::vec::Vec<::nomnom_runtime::FieldError>> {
                 let mut errors = ::std::vec::Vec::new();
                 let path = "";
@@ -967,7 +984,7 @@ fn children_loops(
             quote!(&#child_path),
         );
         quote! {
-            for (index, #child_json) in ::nomnom_runtime::list_at(#json_var, &[#(#segs),*]).iter().enumerate() {
+            for (index, #child_json) in ::nomnom_runtime::list_at(#json_var, &[#(#segs),*]).enumerate() {
                 let #child_path = ::nomnom_runtime::element_path(#path_var, #list_path, index);
                 let #child_row =
                     super::#cm::#ct::from_element(#row_var, #child_json, &#child_path, &mut errors);

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
-use async_nats::jetstream::message::PublishMessage;
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
@@ -14,14 +13,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
-use crate::runtime::FieldError;
+use crate::runtime::{FieldError, JsonRef};
 
 /// Namespace of message ids derived from an `Idempotency-Key` (UUIDv5).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_6d6e_6f6d_4b65_9f1d_7a1c_0de5_1d01);
@@ -42,52 +41,47 @@ pub struct IngestResponse {
 
 /// A message that passed validation and is ready to publish.
 pub struct Validated {
-    /// Its id.
-    pub message_id: Uuid,
     /// Its entity.
     pub entity: RootEntity,
-    /// When it was accepted.
-    pub received_at: DateTime<Utc>,
-    /// The encoded envelope.
-    pub payload: Vec<u8>,
+    /// Its envelope, carrying the body byte for byte.
+    pub envelope: MessageEnvelope,
     /// Whether JetStream deduplicates on the id (`Nats-Msg-Id`): only for ids derived from an
     /// `Idempotency-Key`. A fresh random id cannot be a retry, and the dedup table costs the
     /// server time per message.
     pub dedup: bool,
 }
 
-/// Parses `body` as `entity` and encodes its envelope (the body is carried byte for byte).
-pub fn validate(
-    entity: RootEntity,
-    body: &[u8],
-    message_id: Uuid,
-    dedup: bool,
-) -> Result<Validated, ApiError> {
-    let value = crate::runtime::parse_json_object(body)?;
-    validate_value(entity, &value, body, message_id, dedup)
+impl Validated {
+    /// A checked body in its envelope, accepted now.
+    fn new(entity: RootEntity, message_id: Uuid, body: Bytes, dedup: bool) -> Self {
+        Self {
+            entity,
+            envelope: MessageEnvelope::new(message_id, entity.name(), body),
+            dedup,
+        }
+    }
 }
 
-fn validate_value(
+/// Parses `body` as `entity` and wraps it in its envelope (the body is carried as received).
+pub fn validate(
     entity: RootEntity,
-    value: &Value,
-    body: &[u8],
+    body: Bytes,
     message_id: Uuid,
     dedup: bool,
 ) -> Result<Validated, ApiError> {
+    check(entity, crate::runtime::parse_json_object(&body)?.root())?;
+    Ok(Validated::new(entity, message_id, body, dedup))
+}
+
+/// Checks a parsed body against `entity`: every field error, or nothing.
+fn check(entity: RootEntity, value: JsonRef<'_>) -> Result<(), ApiError> {
     entity
-        .parse_value(value)
+        .parse_json(value)
+        .map(drop)
         .map_err(|errors| ApiError::Invalid {
             entity: Some(entity.name()),
             errors,
-        })?;
-    let received_at = Utc::now();
-    Ok(Validated {
-        message_id,
-        entity,
-        received_at,
-        payload: MessageEnvelope::encode_with_body(message_id, entity.name(), received_at, body),
-        dedup,
-    })
+        })
 }
 
 /// Checks the Content-Type. Missing, JSON types, `text/plain`, and curl's default for `-d`
@@ -200,14 +194,11 @@ fn publish_error(kind: PublishErrorKind, detail: String) -> ApiError {
 
 /// Sends a message to JetStream; the returned future resolves with its ack.
 async fn send(state: &AppState, v: &Validated) -> Result<PublishAckFuture, ApiError> {
-    let mut publish = PublishMessage::build().payload(v.payload.clone().into());
-    if v.dedup {
-        publish = publish.message_id(v.message_id.to_string());
-    }
-    let subject = message_subject(&state.stream, v.entity.snake_name(), &v.message_id);
+    let id = &v.envelope.message_id;
+    let subject = message_subject(&state.stream, v.entity.snake_name(), id);
     state
         .jetstream
-        .send_publish(subject, publish)
+        .send_publish(subject, v.envelope.to_publish(v.dedup))
         .await
         .map_err(|e| publish_error(e.kind(), e.to_string()))
 }
@@ -257,18 +248,14 @@ fn count_rejected(state: &AppState, entity: &str, e: &ApiError) {
 async fn accept_one(
     state: &AppState,
     entity: RootEntity,
-    value: &Value,
-    body: &[u8],
+    value: JsonRef<'_>,
+    body: &Bytes,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
-    let v = validate_value(
-        entity,
-        value,
-        body,
-        message_id(entity, key.as_deref(), None),
-        key.is_some(),
-    )?;
+    check(entity, value)?;
+    let id = message_id(entity, key.as_deref(), None);
+    let v = Validated::new(entity, id, body.clone(), key.is_some());
     let started = Instant::now();
     let ack = send(state, &v).await?;
     let duplicate = await_ack(state, entity, started, ack).await?;
@@ -277,13 +264,14 @@ async fn accept_one(
         .accepted
         .with_label_values(&[entity.snake_name()])
         .inc();
-    tracing::debug!(message_id = %v.message_id, entity = entity.name(), duplicate, "accepted");
+    let envelope = &v.envelope;
+    tracing::debug!(message_id = %envelope.message_id, entity = entity.name(), duplicate, "accepted");
     Ok((
         StatusCode::ACCEPTED,
         Json(IngestResponse {
-            message_id: v.message_id,
+            message_id: envelope.message_id,
             status: "accepted",
-            timestamp: v.received_at,
+            timestamp: envelope.received_at,
             duplicate,
         }),
     )
@@ -301,8 +289,8 @@ pub(super) async fn ingest_entity(
         let entity = entity_by_name(&entity_name)?;
         check_content_type(&headers, false)?;
         let body = body_bytes(body, state.max_body_bytes)?;
-        let value = crate::runtime::parse_json_object(&body)?;
-        accept_one(&state, entity, &value, &body, &headers).await
+        let doc = crate::runtime::parse_json_object(&body)?;
+        accept_one(&state, entity, doc.root(), &body, &headers).await
     }
     .await;
     answer(&state, &entity_name, result)
@@ -337,9 +325,9 @@ pub(super) async fn ingest_untyped(
             .map(str::to_string);
         let body = body_bytes(body, state.max_body_bytes)?;
         let preset = from_query.or(from_header);
-        let value = crate::runtime::parse_json_object(&body)?;
+        let doc = crate::runtime::parse_json_object(&body)?;
         let name = preset
-            .or_else(|| value.get("entity_type").and_then(Value::as_str).map(str::to_string))
+            .or_else(|| doc.root().get("entity_type").and_then(JsonRef::as_str).map(str::to_string))
             .ok_or_else(|| {
                 ApiError::BadRequest(
                     "no entity type: post to /ingest/message/{entity}, or give ?entity_type=, an X-Entity-Type header or a top-level \"entity_type\" member".into(),
@@ -347,7 +335,7 @@ pub(super) async fn ingest_untyped(
             })?;
         named = name.clone();
         let entity = entity_by_name(&name)?;
-        accept_one(&state, entity, &value, &body, &headers).await
+        accept_one(&state, entity, doc.root(), &body, &headers).await
     }
     .await;
     answer(&state, &named, result)
@@ -557,8 +545,15 @@ async fn batch(
             });
         }
         let id = message_id(entity, key.as_deref(), Some(number));
-        match validate(entity, text, id, key.is_some()) {
-            Ok(v) => valid.push((number, v)),
+        let checked = crate::runtime::parse_json_object(text)
+            .map_err(ApiError::from)
+            .and_then(|doc| check(entity, doc.root()));
+        match checked {
+            // Only accepted lines are copied out of the streamed chunk.
+            Ok(()) => valid.push((
+                number,
+                Validated::new(entity, id, Bytes::copy_from_slice(text), key.is_some()),
+            )),
             Err(e) => rejections.add(state, entity, number, e),
         }
         Ok(())
@@ -608,7 +603,7 @@ async fn batch(
     let mut pending = Vec::with_capacity(valid.len());
     for (number, v) in valid {
         match send(state, &v).await {
-            Ok(ack) => pending.push((number, v.message_id, ack)),
+            Ok(ack) => pending.push((number, v.envelope.message_id, ack)),
             Err(e) => rejections.add(state, entity, number, e),
         }
     }

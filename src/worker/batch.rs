@@ -61,7 +61,7 @@ fn attempts(delivered: i64) -> i32 {
 
 /// Decodes and parses one JetStream message; anything wrong becomes a dead letter.
 fn decode(message: &jetstream::Message, delivered: i64) -> Result<Parsed, DeadLetter> {
-    let envelope = match MessageEnvelope::from_bytes(&message.payload) {
+    let envelope = match MessageEnvelope::decode(message.headers.as_ref(), &message.payload) {
         Ok(e) => e,
         Err(e) => {
             // Keep a stable id across redeliveries of the same stream message.
@@ -74,7 +74,7 @@ fn decode(message: &jetstream::Message, delivered: i64) -> Result<Parsed, DeadLe
                 message_id: id,
                 entity: crate::nats::entity_of_subject(&message.subject).to_string(),
                 body: String::from_utf8_lossy(&message.payload).into_owned(),
-                reason: format!("unreadable envelope: {e}"),
+                reason: e.to_string(),
                 attempts: attempts(delivered),
                 received_at: chrono::Utc::now(),
             });
@@ -83,7 +83,7 @@ fn decode(message: &jetstream::Message, delivered: i64) -> Result<Parsed, DeadLe
     let dead_letter = |reason: String| DeadLetter {
         message_id: envelope.message_id,
         entity: envelope.entity.clone(),
-        body: envelope.body.get().to_string(),
+        body: envelope.body_text(),
         reason,
         attempts: attempts(delivered),
         received_at: envelope.received_at,
@@ -91,12 +91,7 @@ fn decode(message: &jetstream::Message, delivered: i64) -> Result<Parsed, DeadLe
     let Some(entity) = RootEntity::from_name(&envelope.entity) else {
         return Err(dead_letter(format!("unknown entity `{}`", envelope.entity)));
     };
-    let parsed = crate::runtime::parse_json_object(envelope.body.get().as_bytes()).and_then(|v| {
-        entity
-            .parse_value(&v)
-            .map_err(crate::runtime::ParseError::Invalid)
-    });
-    match parsed {
+    match entity.parse_bytes(&envelope.body) {
         Ok(message) => Ok(Parsed {
             message_id: envelope.message_id,
             entity: envelope.entity.clone(),
@@ -492,8 +487,9 @@ async fn body_from_stream<S: Sink>(cx: &BatchContext<S>, sequence: i64) -> Resul
         .direct_get(u64::try_from(sequence).unwrap_or(0))
         .await
         .map_err(|e| format!("cannot read message {sequence} again: {e}"))?;
-    let envelope = MessageEnvelope::from_bytes(&raw.payload).map_err(|e| e.to_string())?;
-    Ok(envelope.body.get().to_string())
+    let envelope =
+        MessageEnvelope::decode(Some(&raw.headers), &raw.payload).map_err(|e| e.to_string())?;
+    Ok(envelope.body_text())
 }
 
 #[cfg(test)]

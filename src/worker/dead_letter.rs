@@ -252,10 +252,8 @@ pub async fn replay(
         .execute(&mut conn)
         .await
         .map_err(DbError::from)?;
-        let payload =
-            MessageEnvelope::encode_with_body(id, entity.name(), Utc::now(), row.body.as_bytes());
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(payload.into())
+        let publish = MessageEnvelope::new(id, entity.name(), row.body)
+            .to_publish(false)
             .message_id(format!("{id}:replay:{}", Utc::now().timestamp_millis()));
         js.send_publish(message_subject(stream, entity.snake_name(), &id), publish)
             .await

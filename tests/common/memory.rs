@@ -65,16 +65,11 @@ pub(crate) async fn drain(
         let mut order = super::sample::tpch_order(n, 4);
         order["comment"] = serde_json::Value::String(comment.clone());
         let message_id = uuid::Uuid::new_v4();
-        let payload = nomnom::envelope::MessageEnvelope::encode_with_body(
-            message_id,
-            "Order",
-            chrono::Utc::now(),
-            order.to_string().as_bytes(),
-        );
-        payload_bytes += payload.len() as u64;
+        let envelope = nomnom::envelope::MessageEnvelope::new(message_id, "Order", order.to_string());
+        payload_bytes += envelope.body.len() as u64;
         let subject = nomnom::nats::message_subject(&stream, "order", &message_id);
         acks.push(
-            js.publish(subject, payload.into())
+            js.send_publish(subject, envelope.to_publish(false))
                 .await
                 .map_err(|e| e.to_string())?,
         );

@@ -283,6 +283,18 @@ impl Pipeline {
     }
 
     /// Publishes raw bytes straight to the stream (bypassing the api), subject `<stream>.order.<n>`.
+    /// Publishes an envelope as the api does (headers and body).
+    pub(crate) async fn publish(&self, envelope: &nomnom::envelope::MessageEnvelope) {
+        let subject = nomnom::nats::message_subject(&self.stream, "order", &envelope.message_id);
+        self.jetstream
+            .send_publish(subject, envelope.to_publish(false))
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+
+    /// Publishes bytes without envelope headers (an older api's JSON envelope, or garbage).
     pub(crate) async fn publish_raw(&self, payload: Vec<u8>) {
         self.jetstream
             .publish(format!("{}.order.raw", self.stream), payload.into())

@@ -30,7 +30,7 @@ impl Package {
     /// element is still checked, but no row is returned.
     pub fn from_element(
         parent: ::std::option::Option<&super::shipment::Shipment>,
-        element: &::nomnom_runtime::JsonValue,
+        element: ::nomnom_runtime::JsonRef<'_>,
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {

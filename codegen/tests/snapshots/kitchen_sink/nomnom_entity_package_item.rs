@@ -17,7 +17,7 @@ impl PackageItem {
     /// element is still checked, but no row is returned.
     pub fn from_element(
         parent: ::std::option::Option<&super::package::Package>,
-        element: &::nomnom_runtime::JsonValue,
+        element: ::nomnom_runtime::JsonRef<'_>,
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {

@@ -41,7 +41,7 @@ impl Shipment {
     pub const ENTITY_NAME: &'static str = "Shipment";
     /// Reads a row from a message body; problems are added to `errors`.
     pub fn from_json(
-        element: &::nomnom_runtime::JsonValue,
+        element: ::nomnom_runtime::JsonRef<'_>,
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
@@ -134,7 +134,7 @@ pub struct ShipmentMessage {
 impl ShipmentMessage {
     /// Parses and validates a message body, collecting every field error.
     pub fn parse(
-        value: &::nomnom_runtime::JsonValue,
+        value: ::nomnom_runtime::JsonRef<'_>,
     ) -> ::std::result::Result<Self, ::std::vec::Vec<::nomnom_runtime::FieldError>> {
         let mut errors = ::std::vec::Vec::new();
         let path = "";
@@ -143,7 +143,6 @@ impl ShipmentMessage {
         let mut shipment_tag = ::std::vec::Vec::new();
         let root = Shipment::from_json(value, path, &mut errors);
         for (index, package_json) in ::nomnom_runtime::list_at(value, &["packages"])
-            .iter()
             .enumerate()
         {
             let package_path = ::nomnom_runtime::element_path(path, "packages", index);
@@ -157,7 +156,6 @@ impl ShipmentMessage {
                     package_json,
                     &["contents", "items"],
                 )
-                .iter()
                 .enumerate()
             {
                 let package_item_path = ::nomnom_runtime::element_path(
@@ -180,7 +178,6 @@ impl ShipmentMessage {
             }
         }
         for (index, shipment_tag_json) in ::nomnom_runtime::list_at(value, &["tags"])
-            .iter()
             .enumerate()
         {
             let shipment_tag_path = ::nomnom_runtime::element_path(path, "tags", index);

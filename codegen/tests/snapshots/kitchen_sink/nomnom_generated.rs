@@ -56,10 +56,18 @@ impl RootEntity {
         };
         ::nomnom_runtime::json_schema_value(text)
     }
-    /// Parses a JSON value as a message of this entity.
-    pub fn parse_value(
+    /// Parses a message body (JSON bytes) as a message of this entity.
+    pub fn parse_bytes(
         self,
-        value: &::nomnom_runtime::JsonValue,
+        body: &[u8],
+    ) -> ::std::result::Result<ParsedMessage, ::nomnom_runtime::ParseError> {
+        let doc = ::nomnom_runtime::parse_json_object(body)?;
+        self.parse_json(doc.root()).map_err(::nomnom_runtime::ParseError::Invalid)
+    }
+    /// Parses a parsed JSON document as a message of this entity.
+    pub fn parse_json(
+        self,
+        value: ::nomnom_runtime::JsonRef<'_>,
     ) -> ::std::result::Result<
         ParsedMessage,
         ::std::vec::Vec<::nomnom_runtime::FieldError>,
@@ -69,6 +77,17 @@ impl RootEntity {
                 ShipmentMessage::parse(value).map(ParsedMessage::Shipment)
             }
         }
+    }
+    /// Parses a `serde_json::Value` as a message of this entity (for callers that hold
+    /// one; bodies are parsed from bytes with [`RootEntity::parse_bytes`]).
+    pub fn parse_value(
+        self,
+        value: &::nomnom_runtime::JsonValue,
+    ) -> ::std::result::Result<
+        ParsedMessage,
+        ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    > {
+        self.parse_json(::nomnom_runtime::doc_from_value(value).root())
     }
 }
 impl ::std::fmt::Display for RootEntity {
@@ -105,8 +124,7 @@ pub fn parse_message(
 ) -> ::std::result::Result<ParsedMessage, ::nomnom_runtime::ParseError> {
     let root = RootEntity::from_name(entity)
         .ok_or_else(|| ::nomnom_runtime::ParseError::UnknownEntity(entity.to_string()))?;
-    let value = ::nomnom_runtime::parse_json_object(body)?;
-    root.parse_value(&value).map_err(::nomnom_runtime::ParseError::Invalid)
+    root.parse_bytes(body)
 }
 /// Every stored entity's table, parents before children.
 pub const TABLES: &[::nomnom_runtime::TableDef] = &[

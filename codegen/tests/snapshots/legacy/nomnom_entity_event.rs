@@ -17,7 +17,7 @@ impl Event {
     pub const ENTITY_NAME: &'static str = "Event";
     /// Reads a row from a message body; problems are added to `errors`.
     pub fn from_json(
-        element: &::nomnom_runtime::JsonValue,
+        element: ::nomnom_runtime::JsonRef<'_>,
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
@@ -60,14 +60,13 @@ pub struct EventMessage {
 impl EventMessage {
     /// Parses and validates a message body, collecting every field error.
     pub fn parse(
-        value: &::nomnom_runtime::JsonValue,
+        value: ::nomnom_runtime::JsonRef<'_>,
     ) -> ::std::result::Result<Self, ::std::vec::Vec<::nomnom_runtime::FieldError>> {
         let mut errors = ::std::vec::Vec::new();
         let path = "";
         let mut event_entry = ::std::vec::Vec::new();
         let root = Event::from_json(value, path, &mut errors);
         for (index, event_entry_json) in ::nomnom_runtime::list_at(value, &["entries"])
-            .iter()
             .enumerate()
         {
             let event_entry_path = ::nomnom_runtime::element_path(

@@ -29,7 +29,7 @@ impl Order {
     pub const ENTITY_NAME: &'static str = "Order";
     /// Reads a row from a message body; problems are added to `errors`.
     pub fn from_json(
-        element: &::nomnom_runtime::JsonValue,
+        element: ::nomnom_runtime::JsonRef<'_>,
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
@@ -120,7 +120,7 @@ pub struct OrderMessage {
 impl OrderMessage {
     /// Parses and validates a message body, collecting every field error.
     pub fn parse(
-        value: &::nomnom_runtime::JsonValue,
+        value: ::nomnom_runtime::JsonRef<'_>,
     ) -> ::std::result::Result<Self, ::std::vec::Vec<::nomnom_runtime::FieldError>> {
         let mut errors = ::std::vec::Vec::new();
         let path = "";
@@ -130,7 +130,6 @@ impl OrderMessage {
                 value,
                 &["line_items"],
             )
-            .iter()
             .enumerate()
         {
             let order_line_item_path = ::nomnom_runtime::element_path(

@@ -26,7 +26,7 @@ impl Product {
     pub const ENTITY_NAME: &'static str = "Product";
     /// Reads a row from a message body; problems are added to `errors`.
     pub fn from_json(
-        element: &::nomnom_runtime::JsonValue,
+        element: ::nomnom_runtime::JsonRef<'_>,
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
@@ -104,7 +104,7 @@ pub struct ProductMessage {
 impl ProductMessage {
     /// Parses and validates a message body, collecting every field error.
     pub fn parse(
-        value: &::nomnom_runtime::JsonValue,
+        value: ::nomnom_runtime::JsonRef<'_>,
     ) -> ::std::result::Result<Self, ::std::vec::Vec<::nomnom_runtime::FieldError>> {
         let mut errors = ::std::vec::Vec::new();
         let path = "";
