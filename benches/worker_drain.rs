@@ -193,6 +193,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         concurrency: args.concurrency,
         metrics_port: None,
         max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
+        batch_wait: nomnom::config::DEFAULT_WORKER_BATCH_WAIT,
     };
     let worker = Worker::connect(config).await?;
     let check = pg(&worker_url).await?;

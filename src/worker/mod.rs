@@ -153,6 +153,10 @@ pub struct Worker<S: Sink = PgSink> {
     config: WorkerConfig,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     context: BatchContext<S>,
+    /// Held by the one slot that is pulling. Slots write concurrently but pull in turn, so a
+    /// batch collects everything that arrived while the others were writing instead of the
+    /// arriving messages being split between several waiting pull requests.
+    pull_turn: tokio::sync::Mutex<()>,
 }
 
 impl Worker<PgSink> {
@@ -213,6 +217,7 @@ impl Worker<PgSink> {
             config,
             consumer,
             context,
+            pull_turn: tokio::sync::Mutex::new(()),
         })
     }
 }
@@ -294,7 +299,14 @@ impl<S: Sink> Worker<S> {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
-            let batch = match self.pull().await {
+            let pulled = {
+                let _turn = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    turn = self.pull_turn.lock() => turn,
+                };
+                self.pull().await
+            };
+            let batch = match pulled {
                 Ok(batch) => {
                     pull_failures = 0;
                     batch
@@ -325,9 +337,10 @@ impl<S: Sink> Worker<S> {
         }
     }
 
-    /// Up to a batch of what is waiting now (at most `BATCH_SIZE` messages and
-    /// `WORKER_MAX_BATCH_BYTES`); when nothing is, waits for the first message and takes what
-    /// arrived with it. Nothing is pulled ahead, so nothing waits unprocessed in a buffer.
+    /// Up to a batch (at most `BATCH_SIZE` messages and `WORKER_MAX_BATCH_BYTES`): what is
+    /// waiting now, or else the first message to arrive; then, if the batch is not full, what
+    /// arrives within `WORKER_BATCH_WAIT_MS`. Nothing is pulled ahead, so nothing waits
+    /// unprocessed in a buffer.
     async fn pull(&self) -> Result<Vec<jetstream::Message>, String> {
         let (count, bytes) = (self.config.batch_size, self.config.max_batch_bytes);
         let mut batch = self.fetch(count, bytes).await?;
@@ -349,17 +362,48 @@ impl<S: Sink> Worker<S> {
                     got.map_err(|_| "no answer to a pull request".to_string())?
                 }
             };
-            if !batch.is_empty() && count > 1 {
-                let used: usize = batch.iter().map(|m| m.payload.len()).sum();
-                if let Ok(more) = self
-                    .fetch(count - 1, bytes.saturating_sub(used).max(1))
+        }
+        let wait = self.config.batch_wait;
+        if !batch.is_empty() && batch.len() < count {
+            let used: usize = batch.iter().map(|m| m.payload.len()).sum();
+            let more = if wait.is_zero() {
+                self.fetch(count - batch.len(), bytes.saturating_sub(used).max(1))
                     .await
-                {
-                    batch.extend(more);
-                }
+            } else {
+                self.fill(count - batch.len(), bytes.saturating_sub(used).max(1), wait)
+                    .await
+            };
+            // The batch in hand is processed even if topping it up failed.
+            if let Ok(more) = more {
+                batch.extend(more);
             }
         }
         Ok(batch)
+    }
+
+    /// What arrives within `wait`, up to `count` messages and `bytes` payload bytes (the
+    /// request ends early when it is full).
+    async fn fill(
+        &self,
+        count: usize,
+        bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<jetstream::Message>, String> {
+        let request = async {
+            let messages = self
+                .consumer
+                .batch()
+                .max_messages(count)
+                .max_bytes(bytes)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(collect(messages).await)
+        };
+        tokio::time::timeout(wait + PULL_GRACE, request)
+            .await
+            .map_err(|_| "no answer to a pull request".to_string())?
     }
 
     /// What is waiting now, up to `count` messages and `bytes` payload bytes.
