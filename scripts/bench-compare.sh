@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole pipeline against the hand-written reference in one run on this machine: builds the
 # release api and worker, then runs ../shared/reference-pipeline/compare.sh (same wrk load for
-# both) and prints each rep's figures and the project/reference ratios.
+# both) and prints each rep's figures and the project/reference ratios, and the peak RSS of the
+# project's api and worker (sampled every 0.2 s while compare.sh runs).
 #
 # usage: scripts/bench-compare.sh [reps=3] [connections=30] [seconds=15]
 # needs: wrk, psql, NATS on 127.0.0.1:4222, PostgreSQL on 127.0.0.1:5432, ../shared beside the repo.
@@ -11,7 +12,28 @@ REPS=${1:-3}; CONNS=${2:-30}; SECS=${3:-15}
 COMPARE=../shared/reference-pipeline/compare.sh
 [ -x "$COMPARE" ] || { echo "bench-compare: $COMPARE not found (../shared must be beside the repository)" >&2; exit 1; }
 cargo build -q --release --bin api --bin worker
+BIN=$(cd target/release && pwd)
+# Peak resident memory (VmHWM) of the project's processes, in kB, checked once a second.
+sample_rss() {
+  local api=0 worker=0 pid name hwm
+  while :; do
+    for name in api worker; do
+      for pid in $(pgrep -x "$name"); do
+        [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$BIN/$name" ] || continue
+        hwm=$(awk '/VmHWM/{print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        if [ "$name" = api ]; then [ "${hwm:-0}" -gt $api ] && api=$hwm; else [ "${hwm:-0}" -gt $worker ] && worker=$hwm; fi
+      done
+    done
+    echo "$api $worker" > /tmp/bench-compare-rss.txt
+    sleep 1
+  done
+}
+sample_rss & SAMPLER=$!
+trap 'kill $SAMPLER 2>/dev/null' EXIT
 "$COMPARE" target/release "$REPS" "$CONNS" "$SECS" | tee /tmp/bench-compare.txt
+kill $SAMPLER 2>/dev/null || true
+read -r API_KB WORKER_KB < /tmp/bench-compare-rss.txt
+printf 'peak RSS over all reps: api %d MB, worker %d MB\n' $((API_KB / 1024)) $((WORKER_KB / 1024))
 # Ratios per rep: committed orders/s (project/reference) and CPU per committed order, total and
 # per process (project/reference).
 awk '
