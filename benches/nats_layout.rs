@@ -124,7 +124,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let per = |ticks: u64| ticks as f64 * TICK_US / args.orders as f64;
         println!(
             "| {} | {} | {:.1} ({:.0} msg/s) | {:.1} | {:.1} |",
-            if per_message { "per message" } else { "per entity" },
+            if per_message {
+                "per message"
+            } else {
+                "per entity"
+            },
             if headers { "yes" } else { "no" },
             per(t1 - t0),
             args.orders as f64 / publish_s,

@@ -23,7 +23,10 @@ fn time(label: &str, n: u64, baseline: Option<f64>, mut f: impl FnMut()) -> f64 
     }
     let ns = started.elapsed().as_nanos() as f64 / n as f64;
     match baseline {
-        Some(b) => println!("{label:<58} {ns:>8.0} ns/message  ({:.2} of the Value tree)", ns / b),
+        Some(b) => println!(
+            "{label:<58} {ns:>8.0} ns/message  ({:.2} of the Value tree)",
+            ns / b
+        ),
         None => println!("{label:<58} {ns:>8.0} ns/message"),
     }
     ns
@@ -33,7 +36,10 @@ fn main() -> Result<(), String> {
     let args = common::BenchArgs::parse(0)?;
     let body = common::sample::tpch_order(1, 4).to_string().into_bytes();
     let n = args.orders;
-    println!("TPC-H order, 4 line items, {} bytes, {n} iterations", body.len());
+    println!(
+        "TPC-H order, 4 line items, {} bytes, {n} iterations",
+        body.len()
+    );
     let tree = time("serde_json::Value tree (baseline)", n, None, || {
         black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).ok());
     });

@@ -151,6 +151,16 @@ async fn errors_are_json_with_the_right_status() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["details"][0]["field"], "$");
 
+    // A member named twice is ambiguous: refused, not resolved by a reader's convention.
+    let twice = r#"{"customer_key": "C1", "customer_key": "C2"}"#;
+    let (status, body) = api.post("/ingest/message/customer", twice).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error = body["error"].as_str().expect("error");
+    assert!(
+        error.contains("the member name `customer_key` appears twice"),
+        "{error}"
+    );
+
     let customer = r#"{"customer_key": "C1", "name": "n", "address": "a", "nation_key": 1.5,
         "phone": "p", "account_balance": "12x", "market_segment": "BUILDING"}"#;
     let (status, body) = api.post("/ingest/message/customer", customer).await;

@@ -8,6 +8,8 @@
 //! (the crate builds serde_json with `arbitrary_precision`), so no digit is lost.
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -30,14 +32,26 @@ enum Node<'a> {
     Number(Box<str>),
     Str(Cow<'a, str>),
     Key(Cow<'a, str>),
-    Array { len: u32, end: u32 },
-    Object { len: u32, end: u32 },
+    Array {
+        len: u32,
+        end: u32,
+    },
+    Object {
+        len: u32,
+        end: u32,
+    },
 }
 
-/// A parsed JSON document borrowing from the bytes it was parsed from.
+/// A parsed JSON document borrowing from the bytes it was parsed from. Member names are
+/// unique within each object (a repeated name is refused at parse time: which value was meant
+/// is ambiguous, and RFC 8259 leaves it to each reader).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonDoc<'a> {
     nodes: Vec<Node<'a>>,
+    /// Where the last member lookup ended: (object index, next member index). Generated
+    /// parsers read fields in schema order and bodies usually list them in that order, so a
+    /// lookup that starts here finds its member at the first comparison.
+    hint: Cell<(usize, usize)>,
 }
 
 impl<'a> JsonDoc<'a> {
@@ -54,13 +68,21 @@ impl<'a> JsonDoc<'a> {
                 line: e.line(),
                 column: e.column(),
             })?;
-        Ok(Self { nodes })
+        Ok(Self::new(nodes))
+    }
+
+    fn new(nodes: Vec<Node<'a>>) -> Self {
+        Self {
+            nodes,
+            hint: Cell::new((usize::MAX, 0)),
+        }
     }
 
     /// The top-level value.
     pub fn root(&self) -> JsonRef<'_> {
         JsonRef {
             nodes: &self.nodes,
+            hint: &self.hint,
             at: 0,
         }
     }
@@ -102,7 +124,7 @@ pub fn doc_from_value(value: &JsonValue) -> JsonDoc<'static> {
     }
     let mut nodes = Vec::new();
     push(&mut nodes, value);
-    JsonDoc { nodes }
+    JsonDoc::new(nodes)
 }
 
 /// Node counts fit `u32`: a body would need more than 4 GiB to overflow it, far beyond any
@@ -241,11 +263,15 @@ impl<'de> Visitor<'de> for Tape<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let at = self.0.len();
         let Some(first) = map.next_key_seed(KeySeed)? else {
-            self.0.push(Node::Object { len: 0, end: count(at + 1) });
+            self.0.push(Node::Object {
+                len: 0,
+                end: count(at + 1),
+            });
             return Ok(());
         };
         self.0.push(Node::Null);
         let mut len = 1usize;
+        let mut names = MemberNames::default();
         if first == NUMBER_TOKEN {
             // A number serde_json could not give as u64/i64 arrives as an owned string; an
             // object that merely has this key gives its value as a borrowed or copied one.
@@ -263,6 +289,12 @@ impl<'de> Visitor<'de> for Tape<'_, 'de> {
             map.next_value_seed(Tape(self.0))?;
         }
         while let Some(key) = map.next_key_seed(KeySeed)? {
+            if names.repeated(self.0, at, &key) {
+                return Err(de::Error::custom(format_args!(
+                    "the member name `{}` appears twice in one object",
+                    key.chars().take(64).collect::<String>()
+                )));
+            }
             self.0.push(Node::Key(key));
             map.next_value_seed(Tape(self.0))?;
             len += 1;
@@ -272,6 +304,58 @@ impl<'de> Visitor<'de> for Tape<'_, 'de> {
             end: count(self.0.len()),
         };
         Ok(())
+    }
+}
+
+/// Finds a repeated member name while an object is being read: small objects compare with
+/// the names already on the tape, larger ones keep a set, so the check stays linear.
+#[derive(Default)]
+struct MemberNames {
+    seen: Option<HashSet<String>>,
+    count: usize,
+}
+
+/// Up to this many members, a new name is compared with each earlier one.
+const SCAN_MEMBERS: usize = 16;
+
+impl MemberNames {
+    /// Whether `key` was already a member of the object whose node is at `at`.
+    fn repeated(&mut self, nodes: &[Node<'_>], at: usize, key: &str) -> bool {
+        self.count += 1;
+        if self.count <= SCAN_MEMBERS {
+            let mut pos = at + 1;
+            while pos < nodes.len() {
+                let Node::Key(k) = &nodes[pos] else {
+                    break;
+                };
+                if k == key {
+                    return true;
+                }
+                pos = end_of(nodes, pos + 1);
+            }
+            return false;
+        }
+        let seen = self.seen.get_or_insert_with(|| {
+            let mut set = HashSet::new();
+            let mut pos = at + 1;
+            while pos < nodes.len() {
+                let Node::Key(k) = &nodes[pos] else {
+                    break;
+                };
+                set.insert(k.to_string());
+                pos = end_of(nodes, pos + 1);
+            }
+            set
+        });
+        !seen.insert(key.to_string())
+    }
+}
+
+/// Index just past the value at `at` and everything inside it.
+fn end_of(nodes: &[Node<'_>], at: usize) -> usize {
+    match nodes.get(at) {
+        Some(Node::Array { end, .. } | Node::Object { end, .. }) => *end as usize,
+        _ => at + 1,
     }
 }
 
@@ -402,6 +486,7 @@ impl fmt::Display for JsonNumber<'_> {
 #[derive(Clone, Copy)]
 pub struct JsonRef<'d> {
     nodes: &'d [Node<'d>],
+    hint: &'d Cell<(usize, usize)>,
     at: usize,
 }
 
@@ -418,10 +503,11 @@ impl<'d> JsonRef<'d> {
 
     /// Index just past this value and everything inside it.
     fn end(self) -> usize {
-        match self.node() {
-            Node::Array { end, .. } | Node::Object { end, .. } => *end as usize,
-            _ => self.at + 1,
-        }
+        end_of(self.nodes, self.at)
+    }
+
+    fn at(self, at: usize) -> Self {
+        JsonRef { at, ..self }
     }
 
     /// The value's kind for messages: `null`, `a boolean`, `a number`, `a string`, `an
@@ -477,7 +563,7 @@ impl<'d> JsonRef<'d> {
     pub fn members(self) -> Option<Members<'d>> {
         match self.node() {
             Node::Object { end, .. } => Some(Members {
-                nodes: self.nodes,
+                doc: self,
                 next: self.at + 1,
                 end: *end as usize,
             }),
@@ -489,7 +575,7 @@ impl<'d> JsonRef<'d> {
     pub fn elements(self) -> Option<Elements<'d>> {
         match self.node() {
             Node::Array { len, end } => Some(Elements {
-                nodes: self.nodes,
+                doc: Some(self),
                 next: self.at + 1,
                 end: *end as usize,
                 left: *len as usize,
@@ -498,10 +584,34 @@ impl<'d> JsonRef<'d> {
         }
     }
 
-    /// The member `key` of an object (the last one, if the key repeats, as serde_json's
-    /// `Value` keeps it); `None` for a missing member or a non-object.
+    /// The member `key` of an object; `None` for a missing member or a non-object. Names are
+    /// unique (see [`JsonDoc`]), so the search may start where the last lookup in this object
+    /// ended and wrap around.
     pub fn get(self, key: &str) -> Option<JsonRef<'d>> {
-        self.members()?.filter(|(k, _)| *k == key).last().map(|(_, v)| v)
+        let Node::Object { end, .. } = self.node() else {
+            return None;
+        };
+        let (first, end) = (self.at + 1, *end as usize);
+        let (object, next) = self.hint.get();
+        let start = if object == self.at && (first..end).contains(&next) {
+            next
+        } else {
+            first
+        };
+        let find = |from: usize, to: usize| {
+            let mut pos = from;
+            while pos < to {
+                let value = pos + 1;
+                let after = end_of(self.nodes, value);
+                if matches!(&self.nodes[pos], Node::Key(k) if k == key) {
+                    self.hint.set((self.at, after));
+                    return Some(self.at(value));
+                }
+                pos = after;
+            }
+            None
+        };
+        find(start, end).or_else(|| find(first, start))
     }
 
     /// A `serde_json::Value` copy (for `Json` fields and debugging).
@@ -516,9 +626,13 @@ impl<'d> JsonRef<'d> {
                 .map(JsonValue::Number)
                 .unwrap_or(JsonValue::Null),
             Node::Str(s) | Node::Key(s) => JsonValue::String(s.to_string()),
-            Node::Array { .. } => {
-                JsonValue::Array(self.elements().into_iter().flatten().map(Self::to_value).collect())
-            }
+            Node::Array { .. } => JsonValue::Array(
+                self.elements()
+                    .into_iter()
+                    .flatten()
+                    .map(Self::to_value)
+                    .collect(),
+            ),
             Node::Object { .. } => JsonValue::Object(
                 self.members()
                     .into_iter()
@@ -533,7 +647,7 @@ impl<'d> JsonRef<'d> {
 /// The members of an object: `(key, value)`.
 #[derive(Clone)]
 pub struct Members<'d> {
-    nodes: &'d [Node<'d>],
+    doc: JsonRef<'d>,
     next: usize,
     end: usize,
 }
@@ -544,14 +658,11 @@ impl<'d> Iterator for Members<'d> {
         if self.next >= self.end {
             return None;
         }
-        let Node::Key(key) = &self.nodes[self.next] else {
+        let Node::Key(key) = &self.doc.nodes[self.next] else {
             self.next = self.end;
             return None;
         };
-        let value = JsonRef {
-            nodes: self.nodes,
-            at: self.next + 1,
-        };
+        let value = self.doc.at(self.next + 1);
         self.next = value.end();
         Some((key, value))
     }
@@ -560,7 +671,7 @@ impl<'d> Iterator for Members<'d> {
 /// The elements of an array.
 #[derive(Clone)]
 pub struct Elements<'d> {
-    nodes: &'d [Node<'d>],
+    doc: Option<JsonRef<'d>>,
     next: usize,
     end: usize,
     left: usize,
@@ -570,7 +681,7 @@ impl<'d> Elements<'d> {
     /// No elements (a missing list).
     pub fn empty() -> Self {
         Elements {
-            nodes: &[],
+            doc: None,
             next: 0,
             end: 0,
             left: 0,
@@ -581,13 +692,11 @@ impl<'d> Elements<'d> {
 impl<'d> Iterator for Elements<'d> {
     type Item = JsonRef<'d>;
     fn next(&mut self) -> Option<Self::Item> {
+        let doc = self.doc?;
         if self.next >= self.end {
             return None;
         }
-        let value = JsonRef {
-            nodes: self.nodes,
-            at: self.next,
-        };
+        let value = doc.at(self.next);
         self.next = value.end();
         self.left = self.left.saturating_sub(1);
         Some(value)
@@ -606,7 +715,10 @@ mod tests {
     use serde_json::json;
 
     fn roundtrip(text: &str) -> JsonValue {
-        JsonDoc::parse(text.as_bytes()).expect("valid").root().to_value()
+        JsonDoc::parse(text.as_bytes())
+            .expect("valid")
+            .root()
+            .to_value()
     }
 
     #[test]
@@ -627,7 +739,6 @@ mod tests {
             r#"{"$serde_json::private::Number":"12"}"#,
             r#"{"$serde_json::private::Number":12,"other":true}"#,
             r#"{"$serde_json::private::Number":"1.5x"}"#,
-            r#"{"k":1,"k":2}"#,
         ] {
             let expected: JsonValue = serde_json::from_str(text).unwrap_or(JsonValue::Null);
             match JsonDoc::parse(text.as_bytes()) {
@@ -644,12 +755,59 @@ mod tests {
                 Err(e) => panic!("{text}: {e}"),
             }
         }
-        assert_eq!(roundtrip(r#"{"k":1,"k":2}"#)["k"], json!(2));
+        assert_eq!(roundtrip(r#"{"k":[{"k":1}]}"#)["k"][0]["k"], json!(1));
+    }
+
+    #[test]
+    fn repeated_member_names_are_refused_in_small_and_large_objects() {
+        let err = JsonDoc::parse(br#"{"a":1,"b":{"a":2},"a":3}"#).expect_err("repeated");
+        assert!(err.to_string().contains("`a` appears twice"), "{err}");
+        let large: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
+        let ok = format!("{{{}}}", large.join(","));
+        assert!(JsonDoc::parse(ok.as_bytes()).is_ok());
+        let repeated = format!("{{{},\"k7\":0}}", large.join(","));
+        assert!(JsonDoc::parse(repeated.as_bytes()).is_err());
+        // The same name in sibling objects is fine.
+        assert!(JsonDoc::parse(br#"[{"a":1},{"a":2}]"#).is_ok());
+    }
+
+    #[test]
+    fn lookups_find_members_in_any_order() {
+        let doc =
+            JsonDoc::parse(br#"{"a":1,"b":{"x":1,"y":2},"c":3,"d":[{"e":1,"f":2}]}"#).unwrap();
+        let root = doc.root();
+        for key in ["a", "b", "c", "d", "c", "a", "d", "b", "zz", "a"] {
+            let found = root.get(key).map(|v| v.to_value());
+            let expected = root.to_value().get(key).cloned();
+            assert_eq!(found, expected, "{key}");
+            // A lookup in a nested object between them does not mislead the next one.
+            assert_eq!(
+                root.get("b").and_then(|b| b.get("y")).map(|v| v.to_value()),
+                Some(json!(2))
+            );
+        }
+        let item = root
+            .get("d")
+            .and_then(|d| d.elements())
+            .and_then(|mut e| e.next())
+            .unwrap();
+        assert_eq!(item.get("f").map(|v| v.to_value()), Some(json!(2)));
+        assert_eq!(item.get("e").map(|v| v.to_value()), Some(json!(1)));
     }
 
     #[test]
     fn invalid_json_is_reported_where_serde_json_reports_it() {
-        for text in ["", "{", "[1,]", "{\"a\" 1}", "01", "1.", "\"\\x\"", "[1] x", "nul"] {
+        for text in [
+            "",
+            "{",
+            "[1,]",
+            "{\"a\" 1}",
+            "01",
+            "1.",
+            "\"\\x\"",
+            "[1] x",
+            "nul",
+        ] {
             let mine = JsonDoc::parse(text.as_bytes()).expect_err(text);
             let theirs = serde_json::from_str::<JsonValue>(text).expect_err(text);
             assert_eq!(
@@ -663,7 +821,10 @@ mod tests {
             );
         }
         let deep = "[".repeat(1000) + &"]".repeat(1000);
-        assert!(JsonDoc::parse(deep.as_bytes()).is_err(), "recursion is limited");
+        assert!(
+            JsonDoc::parse(deep.as_bytes()).is_err(),
+            "recursion is limited"
+        );
     }
 
     #[test]
@@ -672,7 +833,11 @@ mod tests {
         let root = doc.root();
         assert!(root.is_object());
         let list = root.get("a").and_then(|a| a.get("b")).unwrap();
-        let items: Vec<String> = list.elements().unwrap().map(|v| v.to_value().to_string()).collect();
+        let items: Vec<String> = list
+            .elements()
+            .unwrap()
+            .map(|v| v.to_value().to_string())
+            .collect();
         assert_eq!(items, ["1", r#"{"c":2}"#, "3"]);
         assert_eq!(list.elements().unwrap().len(), 3);
         assert_eq!(root.get("s").and_then(JsonRef::as_str), Some("x"));

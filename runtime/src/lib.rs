@@ -553,10 +553,7 @@ impl FromJson for ObjectList {
         let items = v.elements().ok_or_else(|| wrong::<Self>(v))?;
         let len = items.len();
         if let Some((i, x)) = items.enumerate().find(|(_, x)| !x.is_object()) {
-            return Err(format!(
-                "element {i} must be an object, found {}",
-                x.kind()
-            ));
+            return Err(format!("element {i} must be an object, found {}", x.kind()));
         }
         Ok(Self { len })
     }
@@ -921,10 +918,7 @@ mod tests {
             serde_json::from_str("123456789012345678901234567890.123456789").unwrap();
         let d = conv::<Decimal>(&v).unwrap();
         assert_eq!(d.to_string(), "123456789012345678901234567890.123456789");
-        assert_eq!(
-            conv::<Decimal>(&json!("0.10")).unwrap().to_string(),
-            "0.10"
-        );
+        assert_eq!(conv::<Decimal>(&json!("0.10")).unwrap().to_string(), "0.10");
         assert!(conv::<Decimal>(&json!("NaN")).is_err());
         assert!(
             conv::<Decimal>(&json!("1e200000"))

@@ -244,16 +244,17 @@ fn count_rejected(state: &AppState, entity: &str, e: &ApiError) {
         .inc();
 }
 
-/// Validates, publishes and awaits the ack of one message.
+/// Publishes a message and awaits its ack; `checked` is the outcome of its validation (a bad
+/// `Idempotency-Key` is reported before field errors).
 async fn accept_one(
     state: &AppState,
     entity: RootEntity,
-    value: JsonRef<'_>,
+    checked: Result<(), ApiError>,
     body: &Bytes,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
-    check(entity, value)?;
+    checked?;
     let id = message_id(entity, key.as_deref(), None);
     let v = Validated::new(entity, id, body.clone(), key.is_some());
     let started = Instant::now();
@@ -289,8 +290,9 @@ pub(super) async fn ingest_entity(
         let entity = entity_by_name(&entity_name)?;
         check_content_type(&headers, false)?;
         let body = body_bytes(body, state.max_body_bytes)?;
-        let doc = crate::runtime::parse_json_object(&body)?;
-        accept_one(&state, entity, doc.root(), &body, &headers).await
+        // The parsed document is dropped before the publish is awaited (it is not `Send`).
+        let checked = check(entity, crate::runtime::parse_json_object(&body)?.root());
+        accept_one(&state, entity, checked, &body, &headers).await
     }
     .await;
     answer(&state, &entity_name, result)
@@ -325,17 +327,20 @@ pub(super) async fn ingest_untyped(
             .map(str::to_string);
         let body = body_bytes(body, state.max_body_bytes)?;
         let preset = from_query.or(from_header);
-        let doc = crate::runtime::parse_json_object(&body)?;
-        let name = preset
-            .or_else(|| doc.root().get("entity_type").and_then(JsonRef::as_str).map(str::to_string))
-            .ok_or_else(|| {
-                ApiError::BadRequest(
-                    "no entity type: post to /ingest/message/{entity}, or give ?entity_type=, an X-Entity-Type header or a top-level \"entity_type\" member".into(),
-                )
-            })?;
-        named = name.clone();
-        let entity = entity_by_name(&name)?;
-        accept_one(&state, entity, doc.root(), &body, &headers).await
+        let (entity, checked) = {
+            let doc = crate::runtime::parse_json_object(&body)?;
+            let name = preset
+                .or_else(|| doc.root().get("entity_type").and_then(JsonRef::as_str).map(str::to_string))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "no entity type: post to /ingest/message/{entity}, or give ?entity_type=, an X-Entity-Type header or a top-level \"entity_type\" member".into(),
+                    )
+                })?;
+            named = name.clone();
+            let entity = entity_by_name(&name)?;
+            (entity, check(entity, doc.root()))
+        };
+        accept_one(&state, entity, checked, &body, &headers).await
     }
     .await;
     answer(&state, &named, result)

@@ -65,7 +65,8 @@ pub(crate) async fn drain(
         let mut order = super::sample::tpch_order(n, 4);
         order["comment"] = serde_json::Value::String(comment.clone());
         let message_id = uuid::Uuid::new_v4();
-        let envelope = nomnom::envelope::MessageEnvelope::new(message_id, "Order", order.to_string());
+        let envelope =
+            nomnom::envelope::MessageEnvelope::new(message_id, "Order", order.to_string());
         payload_bytes += envelope.body.len() as u64;
         let subject = nomnom::nats::message_subject(&stream, "order", &message_id);
         acks.push(

@@ -219,7 +219,7 @@ impl Pipeline {
             concurrency: 2,
             metrics_port: None,
             max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
-        batch_wait: nomnom::config::DEFAULT_WORKER_BATCH_WAIT,
+            batch_wait: nomnom::config::DEFAULT_WORKER_BATCH_WAIT,
         };
         // The tweak may point at another NATS (a cluster, a server the test restarts).
         tweak(&mut worker_config);
