@@ -213,8 +213,8 @@ async fn await_ack(
     let result = ack.await;
     state
         .metrics
-        .publish_seconds
-        .with_label_values(&[entity.snake_name()])
+        .of(entity)
+        .0
         .observe(started.elapsed().as_secs_f64());
     result
         .map(|a| a.duplicate)
@@ -260,11 +260,7 @@ async fn accept_one(
     let started = Instant::now();
     let ack = send(state, &v).await?;
     let duplicate = await_ack(state, entity, started, ack).await?;
-    state
-        .metrics
-        .accepted
-        .with_label_values(&[entity.snake_name()])
-        .inc();
+    state.metrics.of(entity).1.inc();
     let envelope = &v.envelope;
     tracing::debug!(message_id = %envelope.message_id, entity = entity.name(), duplicate, "accepted");
     Ok((
@@ -627,11 +623,7 @@ async fn batch(
             Err(e) => rejections.add(state, entity, line, e),
         }
     }
-    state
-        .metrics
-        .accepted
-        .with_label_values(&[entity.snake_name()])
-        .inc_by(accepted as u64);
+    state.metrics.of(entity).1.inc_by(accepted as u64);
     results.extend(std::mem::take(&mut rejections.shown));
     results.sort_by_key(LineResult::line);
     let status = if accepted > 0 {

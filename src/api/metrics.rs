@@ -1,6 +1,10 @@
 //! Prometheus metrics of the api (`GET /metrics`).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
+
+use crate::generated::RootEntity;
 
 /// The api's metrics, in their own registry (several routers can live in one process).
 #[derive(Clone)]
@@ -14,6 +18,20 @@ pub struct ApiMetrics {
     pub accepted: IntCounterVec,
     /// Messages rejected, by entity and reason.
     pub rejected: IntCounterVec,
+    /// The per-entity series of `publish_seconds` and `accepted`, resolved once (a label
+    /// lookup hashes and locks on every call), in `RootEntity::ALL` order.
+    per_entity: Vec<(Histogram, IntCounter)>,
+}
+
+impl ApiMetrics {
+    /// `(publish_seconds, accepted)` of one entity.
+    pub fn of(&self, entity: RootEntity) -> &(Histogram, IntCounter) {
+        let i = RootEntity::ALL
+            .iter()
+            .position(|e| *e == entity)
+            .unwrap_or(0);
+        &self.per_entity[i]
+    }
 }
 
 impl ApiMetrics {
@@ -63,12 +81,22 @@ impl ApiMetrics {
         registry
             .register(Box::new(publish_seconds.clone()))
             .expect("unique metric");
+        let per_entity = RootEntity::ALL
+            .iter()
+            .map(|e| {
+                (
+                    publish_seconds.with_label_values(&[e.snake_name()]),
+                    accepted.with_label_values(&[e.snake_name()]),
+                )
+            })
+            .collect();
         Self {
             registry,
             requests,
             publish_seconds,
             accepted,
             rejected,
+            per_entity,
         }
     }
 

@@ -123,18 +123,16 @@ async fn count_requests(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    // MatchedPath is a shared string: cloning it does not copy the route.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = crate::labels::method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     state
         .metrics
         .requests
-        .with_label_values(&[route.as_str(), method, response.status().as_str()])
+        .with_label_values(&[route, method, response.status().as_str()])
         .inc();
     tracing::trace!(
         route,

@@ -354,18 +354,24 @@ impl Batch {
                     // A set: one lookup per message instead of a scan of the batch.
                     let written: std::collections::HashSet<Uuid> =
                         outcome.written.iter().copied().collect();
+                    // Counted per entity, then added to the metric once per batch.
+                    let mut processed: Vec<(&'static str, u64)> = Vec::new();
                     for (&i, w) in set.iter().zip(&writes) {
                         if written.contains(&w.message_id) {
                             self.report.processed += 1;
                             self.settle(i, Outcome::Committed);
-                            cx.metrics
-                                .processed
-                                .with_label_values(&[w.message.entity().snake_name()])
-                                .inc();
+                            let entity = w.message.entity().snake_name();
+                            match processed.iter_mut().find(|(e, _)| *e == entity) {
+                                Some((_, n)) => *n += 1,
+                                None => processed.push((entity, 1)),
+                            }
                         } else {
                             self.report.duplicates += 1;
                             self.settle(i, Outcome::AlreadyCommitted);
                         }
+                    }
+                    for (entity, n) in processed {
+                        cx.metrics.processed.with_label_values(&[entity]).inc_by(n);
                     }
                 }
                 Err(e) if e.is_transient() => {
