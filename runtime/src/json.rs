@@ -272,6 +272,7 @@ impl<'de> Visitor<'de> for Tape<'_, 'de> {
         self.0.push(Node::Null);
         let mut len = 1usize;
         let mut names = MemberNames::default();
+        names.first(&first);
         if first == NUMBER_TOKEN {
             // A number serde_json could not give as u64/i64 arrives as an owned string; an
             // object that merely has this key gives its value as a borrowed or copied one.
@@ -313,16 +314,43 @@ impl<'de> Visitor<'de> for Tape<'_, 'de> {
 struct MemberNames {
     seen: Option<HashSet<String>>,
     count: usize,
+    /// One bit per (length, first byte, last byte) class of the names so far: a new name whose
+    /// bit is clear cannot be a repeat, so most names skip the comparison scan.
+    classes: u64,
+}
+
+/// The bit of a name's class in [`MemberNames::classes`].
+fn name_class(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let mix = b
+        .len()
+        .wrapping_mul(31)
+        .wrapping_add(usize::from(b.first().copied().unwrap_or(0)))
+        .wrapping_mul(31)
+        .wrapping_add(usize::from(b.last().copied().unwrap_or(0)));
+    1u64 << (mix % 64)
 }
 
 /// Up to this many members, a new name is compared with each earlier one.
 const SCAN_MEMBERS: usize = 16;
 
 impl MemberNames {
+    /// Notes the object's first member name (it has nothing to be compared with).
+    fn first(&mut self, key: &str) {
+        self.count = 1;
+        self.classes = name_class(key);
+    }
+
     /// Whether `key` was already a member of the object whose node is at `at`.
     fn repeated(&mut self, nodes: &[Node<'_>], at: usize, key: &str) -> bool {
         self.count += 1;
         if self.count <= SCAN_MEMBERS {
+            let class = name_class(key);
+            let maybe = self.classes & class != 0;
+            self.classes |= class;
+            if !maybe {
+                return false;
+            }
             let mut pos = at + 1;
             while pos < nodes.len() {
                 let Node::Key(k) = &nodes[pos] else {
@@ -762,6 +790,20 @@ mod tests {
     fn repeated_member_names_are_refused_in_small_and_large_objects() {
         let err = JsonDoc::parse(br#"{"a":1,"b":{"a":2},"a":3}"#).expect_err("repeated");
         assert!(err.to_string().contains("`a` appears twice"), "{err}");
+        assert!(
+            JsonDoc::parse(br#"{"b":1,"a":2,"b":3}"#).is_err(),
+            "first name repeated"
+        );
+        // Every position of the repeat, in objects below and above the scan limit.
+        for members in [3usize, 16, 17, 40] {
+            for repeat in 0..members {
+                let mut names: Vec<String> =
+                    (0..members).map(|i| format!("\"n{i}\":{i}")).collect();
+                names.push(format!("\"n{repeat}\":0"));
+                let text = format!("{{{}}}", names.join(","));
+                assert!(JsonDoc::parse(text.as_bytes()).is_err(), "{text}");
+            }
+        }
         let large: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
         let ok = format!("{{{}}}", large.join(","));
         assert!(JsonDoc::parse(ok.as_bytes()).is_ok());

@@ -588,7 +588,16 @@ pub fn join_path(base: &str, segments: &[&str]) -> String {
 
 /// Path of one element of a list (`line_items[3]`).
 pub fn element_path(base: &str, list: &str, index: usize) -> String {
-    format!("{}[{index}]", join_path(base, &[list]))
+    use std::fmt::Write as _;
+    // One allocation: every element of every list gets a path, error or not.
+    let mut out = String::with_capacity(base.len() + list.len() + 8);
+    out.push_str(base);
+    if !base.is_empty() {
+        out.push('.');
+    }
+    out.push_str(list);
+    let _ = write!(out, "[{index}]");
+    out
 }
 
 /// The elements of the array at `segments` under `v` (none when missing or not an array; the
@@ -1080,6 +1089,8 @@ mod tests {
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[0].field, "items[1].a.b");
         assert_eq!(errors[1].field, "missing");
+        assert_eq!(element_path("", "line_items", 3), "line_items[3]");
+        assert_eq!(element_path("a[1]", "b", 0), "a[1].b[0]");
     }
 
     #[test]
