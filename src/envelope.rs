@@ -89,17 +89,17 @@ impl MessageEnvelope {
     /// Reads a message from the stream: the envelope headers, or the JSON envelope of an
     /// older api when the headers are absent.
     pub fn decode(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Self, EnvelopeError> {
-        let id_header = headers.and_then(|h| h.get(MESSAGE_ID_HEADER));
-        let Some(id) = id_header else {
+        let Some(headers) = headers.filter(|h| h.get(MESSAGE_ID_HEADER).is_some()) else {
             return Self::decode_json(payload);
         };
         let header = |name: HeaderName| {
             headers
-                .and_then(|h| h.get(name.clone()))
+                .get(name.clone())
                 .map(|v| v.as_str())
                 .ok_or_else(|| EnvelopeError(format!("header {name} is missing")))
         };
-        let message_id = Uuid::parse_str(id.as_str())
+        let id = header(MESSAGE_ID_HEADER)?;
+        let message_id = Uuid::parse_str(id)
             .map_err(|_| EnvelopeError(format!("`{id}` is not a message id")))?;
         let entity = header(ENTITY_HEADER)?.to_string();
         let at = header(RECEIVED_AT_HEADER)?;

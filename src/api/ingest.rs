@@ -40,15 +40,15 @@ pub struct IngestResponse {
 }
 
 /// A message that passed validation and is ready to publish.
-pub struct Validated {
+struct Validated {
     /// Its entity.
-    pub entity: RootEntity,
+    entity: RootEntity,
     /// Its envelope, carrying the body byte for byte.
-    pub envelope: MessageEnvelope,
+    envelope: MessageEnvelope,
     /// Whether JetStream deduplicates on the id (`Nats-Msg-Id`): only for ids derived from an
     /// `Idempotency-Key`. A fresh random id cannot be a retry, and the dedup table costs the
     /// server time per message.
-    pub dedup: bool,
+    dedup: bool,
 }
 
 impl Validated {
@@ -60,17 +60,6 @@ impl Validated {
             dedup,
         }
     }
-}
-
-/// Parses `body` as `entity` and wraps it in its envelope (the body is carried as received).
-pub fn validate(
-    entity: RootEntity,
-    body: Bytes,
-    message_id: Uuid,
-    dedup: bool,
-) -> Result<Validated, ApiError> {
-    check(entity, crate::runtime::parse_json_object(&body)?.root())?;
-    Ok(Validated::new(entity, message_id, body, dedup))
 }
 
 /// Checks a parsed body against `entity`: every field error, or nothing.

@@ -26,7 +26,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
-pub use ingest::{IngestResponse, MAX_ERRORS_SHOWN, validate};
+pub use ingest::{IngestResponse, MAX_ERRORS_SHOWN};
 pub use metrics::ApiMetrics;
 pub use openapi::openapi_document;
 pub use server::{HttpLimits, serve};
