@@ -49,6 +49,48 @@ where
     }
 }
 
+/// A yes/no switch: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+fn flag(name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    let v = var(name, if default { "true" } else { "false" });
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError {
+            name,
+            value: v,
+            reason: "use true or false".into(),
+        }),
+    }
+}
+
+/// `API_KEYS` and `API_KEYS_FILE`, merged (see [`crate::api::auth`] for the format).
+fn api_keys() -> Result<crate::api::ApiKeys, ConfigError> {
+    let mut keys = crate::api::ApiKeys::none();
+    let inline = var("API_KEYS", "");
+    if !inline.is_empty() {
+        keys.add(&inline, "API_KEYS", true)
+            .map_err(|e| ConfigError {
+                name: "API_KEYS",
+                value: "(secret, not shown)".into(),
+                reason: e.to_string(),
+            })?;
+    }
+    let path = var("API_KEYS_FILE", "");
+    if !path.is_empty() {
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            name: "API_KEYS_FILE",
+            value: path.clone(),
+            reason: format!("cannot read it: {e}"),
+        })?;
+        keys.add(&text, &path, false).map_err(|e| ConfigError {
+            name: "API_KEYS_FILE",
+            value: path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(keys)
+}
+
 /// A whole number of seconds, at least 1.
 fn seconds(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(parsed(name, default.as_secs())?.max(1)))
@@ -114,14 +156,41 @@ pub struct ApiConfig {
     /// `HEADER_READ_TIMEOUT_SECS` (10), `REQUEST_TIMEOUT_SECS` (30), `BODY_READ_TIMEOUT_SECS`
     /// (10), `MAX_IN_FLIGHT_REQUESTS` (512).
     pub limits: crate::api::HttpLimits,
+    /// `API_KEYS` and `API_KEYS_FILE`: the clients allowed in; none: authentication off.
+    pub keys: crate::api::ApiKeys,
+    /// `REQUIRE_AUTH` (default false): refuse to start without API keys.
+    pub require_auth: bool,
+    /// `METRICS_PORT` (default unset): serve `/metrics` there, without a key, and not on `PORT`.
+    pub metrics_port: Option<u16>,
 }
 
 impl ApiConfig {
     /// Reads the api's variables.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let keys = api_keys()?;
+        let require_auth = flag("REQUIRE_AUTH", false)?;
+        if require_auth && !keys.enabled() {
+            return Err(ConfigError {
+                name: "REQUIRE_AUTH",
+                value: "true".into(),
+                reason: "no API keys are configured: set API_KEYS or API_KEYS_FILE".into(),
+            });
+        }
+        let port = parsed("PORT", 8080u16)?;
+        let metrics_port = Some(parsed("METRICS_PORT", 0u16)?).filter(|p| *p != 0);
+        if metrics_port == Some(port) {
+            return Err(ConfigError {
+                name: "METRICS_PORT",
+                value: port.to_string(),
+                reason: "must differ from PORT".into(),
+            });
+        }
         Ok(Self {
+            keys,
+            require_auth,
+            metrics_port,
             nats: NatsConfig::from_env()?,
-            port: parsed("PORT", 8080u16)?,
+            port,
             database_url: var("DATABASE_URL", &default_database_url()),
             max_body_bytes: parsed("MAX_BODY_BYTES", crate::api::DEFAULT_MAX_BODY_BYTES)?,
             max_batch_bytes: parsed("MAX_BATCH_BYTES", crate::api::DEFAULT_MAX_BATCH_BYTES)?,
@@ -236,6 +305,10 @@ pub const API_ENV_VARS: &[&str] = &[
     "REQUEST_TIMEOUT_SECS",
     "BODY_READ_TIMEOUT_SECS",
     "MAX_IN_FLIGHT_REQUESTS",
+    "API_KEYS",
+    "API_KEYS_FILE",
+    "REQUIRE_AUTH",
+    "METRICS_PORT",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
@@ -270,7 +343,13 @@ mod tests {
         let code = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
         let lists_start = code.find("pub const API_ENV_VARS").unwrap_or(code.len());
         let mut read: Vec<&str> = Vec::new();
-        for call in ["var(\"", "parsed(\"", "stream_name(\"", "seconds(\""] {
+        for call in [
+            "var(\"",
+            "parsed(\"",
+            "stream_name(\"",
+            "seconds(\"",
+            "flag(\"",
+        ] {
             let call = call.trim_end_matches('"');
             for (i, _) in code[..lists_start].match_indices(call) {
                 // rustfmt may put the name on the next line.

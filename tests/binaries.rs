@@ -187,6 +187,99 @@ fn bad_configuration_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-a-uuid"));
 }
 
+/// Authentication settings: missing keys under `REQUIRE_AUTH`, bad keys and unreadable key
+/// files stop the api with a message that names the variable and never the secret.
+#[test]
+fn auth_configuration_errors_are_clear_and_keep_secrets() {
+    let run = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_api"));
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run api");
+        assert_eq!(out.status.code(), Some(1), "{vars:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run(&[("REQUIRE_AUTH", "true")]);
+    assert!(
+        stderr.contains("REQUIRE_AUTH") && stderr.contains("no API keys are configured"),
+        "{stderr}"
+    );
+    let stderr = run(&[("API_KEYS", "good:a-long-enough-secret-1,bad:tooshort")]);
+    assert!(
+        stderr.contains("API_KEYS") && stderr.contains("key `bad` is shorter than 16"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("a-long-enough-secret-1") && !stderr.contains("tooshort"));
+    let stderr = run(&[("API_KEYS_FILE", "/nonexistent/keys")]);
+    assert!(
+        stderr.contains("API_KEYS_FILE") && stderr.contains("cannot read it"),
+        "{stderr}"
+    );
+}
+
+/// `REQUIRE_AUTH=true` with keys from a file: the main port wants a key, `/metrics` lives on
+/// `METRICS_PORT` without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_with_keys_from_a_file_and_metrics_on_their_own_port() {
+    let stream = format!("B_{}", common::unique());
+    let dir = std::env::temp_dir().join(format!("nomnom-keys-{}", common::unique()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("api-keys");
+    std::fs::write(&file, "# clients\ningest:file-key-0123456789abcdef:order\n").expect("write");
+    let (api_port, metrics_port) = (free_port(), free_port());
+    let mut api = Command::new(env!("CARGO_BIN_EXE_api"))
+        .env("NATS_URL", common::nats_url())
+        .env("NATS_STREAM", &stream)
+        .env("PORT", api_port.to_string())
+        .env("METRICS_PORT", metrics_port.to_string())
+        .env("REQUIRE_AUTH", "true")
+        .env("API_KEYS_FILE", &file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("api starts");
+    wait_http_ok(&format!("http://127.0.0.1:{api_port}/health")).await;
+    let client = reqwest::Client::new();
+    let post = |key: Option<&'static str>| {
+        let mut req = client
+            .post(format!("http://127.0.0.1:{api_port}/ingest/message/order"))
+            .header("content-type", "application/json")
+            .body(common::tpch_order(1, 1).to_string());
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        req.send()
+    };
+    assert_eq!(post(None).await.expect("post").status().as_u16(), 401);
+    assert_eq!(
+        post(Some("file-key-0123456789abcdef"))
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        202
+    );
+    let main_metrics = reqwest::get(format!("http://127.0.0.1:{api_port}/metrics"))
+        .await
+        .expect("get");
+    assert_eq!(main_metrics.status().as_u16(), 404);
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .expect("metrics port")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(r#"nomnom_auth_failures_total{reason="missing"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"nomnom_messages_accepted_total{entity="order"} 1"#));
+    assert!(terminate(&mut api).success(), "api exits 0 on SIGTERM");
+    common::delete_streams(&stream).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--help` works without any configuration and lists the subcommands.
 #[test]
 fn help_lists_the_subcommands() {

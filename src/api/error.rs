@@ -83,6 +83,19 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// No API key, or one that is not configured.
+    #[error("{}", if *.invalid {
+        "the API key is not valid"
+    } else {
+        "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+    })]
+    Unauthorized {
+        /// A key was presented but matches none.
+        invalid: bool,
+    },
+    /// The key is valid but may not do this.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<ParseError> for ApiError {
@@ -134,6 +147,8 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -166,6 +181,18 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             retry_after(&mut response, 1);
+        }
+        if let ApiError::Unauthorized { invalid } = self {
+            // RFC 6750: the scheme, and why the token was refused when one was sent.
+            let challenge = if invalid {
+                r#"Bearer realm="nomnom", error="invalid_token""#
+            } else {
+                r#"Bearer realm="nomnom""#
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

@@ -4,26 +4,31 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
-use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::auth::{self, Client};
 use super::{ApiError, AppState};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
 use crate::runtime::{FieldError, JsonRef};
 
-/// Namespace of message ids derived from an `Idempotency-Key` (UUIDv5).
+/// Namespace of message ids derived from an `Idempotency-Key` (UUIDv5) without API keys.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_6d6e_6f6d_4b65_9f1d_7a1c_0de5_1d01);
+/// Namespace of ids derived from an `Idempotency-Key` sent with an API key: the key's name is
+/// part of the id, so one client's keys cannot claim another client's ids.
+const CLIENT_IDEMPOTENCY_NAMESPACE: Uuid =
+    Uuid::from_u128(0x6e6f_6d6e_6f6d_4b65_9f1d_7a1c_0de5_1d02);
 
 /// Body of a `202 Accepted` answer.
 #[derive(Debug, Serialize)]
@@ -154,21 +159,35 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_string()))
 }
 
-/// The message id: derived from the idempotency key (same key → same id), else random.
-fn message_id(entity: RootEntity, key: Option<&str>, line: Option<usize>) -> Uuid {
-    match (key, line) {
-        (Some(k), None) => Uuid::new_v5(
-            &IDEMPOTENCY_NAMESPACE,
-            format!("{}\n{k}", entity.name()).as_bytes(),
-        ),
-        (Some(k), Some(l)) => Uuid::new_v5(
-            &IDEMPOTENCY_NAMESPACE,
-            format!("{}\n{k}\n{l}", entity.name()).as_bytes(),
-        ),
+/// The message id: derived from the client, the entity and the idempotency key (same key from
+/// the same client → same id), else random.
+fn message_id(client: &Client, entity: RootEntity, key: Option<&str>, line: Option<usize>) -> Uuid {
+    let Some(key) = key else {
         // Time-ordered: consecutive messages land next to each other in the status table's
         // primary-key index instead of at random pages.
-        (None, _) => Uuid::now_v7(),
+        return Uuid::now_v7();
+    };
+    let entity = entity.name();
+    let name = match line {
+        None => format!("{entity}\n{key}"),
+        Some(l) => format!("{entity}\n{key}\n{l}"),
+    };
+    if client.is_anonymous() {
+        Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes())
+    } else {
+        // Key names cannot contain `\n`, so (client, rest) pairs cannot collide.
+        let scoped = format!("{}\n{name}", client.name);
+        Uuid::new_v5(&CLIENT_IDEMPOTENCY_NAMESPACE, scoped.as_bytes())
     }
+}
+
+/// The entity named in a request, if this client may post it.
+fn allowed_entity(state: &AppState, client: &Client, name: &str) -> Result<RootEntity, ApiError> {
+    let entity = entity_by_name(name)?;
+    client
+        .check_entity(entity)
+        .inspect_err(|_| auth::count_forbidden(state))?;
+    Ok(entity)
 }
 
 fn publish_error(kind: PublishErrorKind, detail: String) -> ApiError {
@@ -219,6 +238,7 @@ fn rejection_reason(e: &ApiError) -> &'static str {
         ApiError::TooLarge { .. } | ApiError::TooManyLines { .. } => "too_large",
         ApiError::UnsupportedMediaType { .. } => "content_type",
         ApiError::Unavailable(_) => "unavailable",
+        ApiError::Forbidden(_) => "forbidden",
         _ => "other",
     }
 }
@@ -237,6 +257,7 @@ fn count_rejected(state: &AppState, entity: &str, e: &ApiError) {
 /// `Idempotency-Key` is reported before field errors).
 async fn accept_one(
     state: &AppState,
+    client: &Client,
     entity: RootEntity,
     checked: Result<(), ApiError>,
     body: &Bytes,
@@ -244,7 +265,7 @@ async fn accept_one(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
     checked?;
-    let id = message_id(entity, key.as_deref(), None);
+    let id = message_id(client, entity, key.as_deref(), None);
     let v = Validated::new(entity, id, body.clone(), key.is_some());
     let started = Instant::now();
     let ack = send(state, &v).await?;
@@ -267,17 +288,18 @@ async fn accept_one(
 /// `POST /ingest/message/{entity}`.
 pub(super) async fn ingest_entity(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
     Path(entity_name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let entity = entity_by_name(&entity_name)?;
+        let entity = allowed_entity(&state, &client, &entity_name)?;
         check_content_type(&headers, false)?;
         let body = body_bytes(body, state.max_body_bytes)?;
         // The parsed document is dropped before the publish is awaited (it is not `Send`).
         let checked = check(entity, crate::runtime::parse_json_object(&body)?.root());
-        accept_one(&state, entity, checked, &body, &headers).await
+        accept_one(&state, &client, entity, checked, &body, &headers).await
     }
     .await;
     answer(&state, &entity_name, result)
@@ -296,6 +318,7 @@ fn answer(state: &AppState, entity_name: &str, result: Result<Response, ApiError
 /// or a top-level `entity_type` member of the body (compatibility with the earlier generator).
 pub(super) async fn ingest_untyped(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
     query: Result<Query<UntypedQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -322,10 +345,10 @@ pub(super) async fn ingest_untyped(
                     )
                 })?;
             named = name.clone();
-            let entity = entity_by_name(&name)?;
+            let entity = allowed_entity(&state, &client, &name)?;
             (entity, check(entity, doc.root()))
         };
-        accept_one(&state, entity, checked, &body, &headers).await
+        accept_one(&state, &client, entity, checked, &body, &headers).await
     }
     .await;
     answer(&state, &named, result)
@@ -474,21 +497,23 @@ impl LineSplitter {
 /// accepted line is acked before the answer.
 pub(super) async fn ingest_batch(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
     Path(entity_name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let result = batch(&state, &entity_name, &headers, body).await;
+    let result = batch(&state, &client, &entity_name, &headers, body).await;
     answer(&state, &entity_name, result)
 }
 
 async fn batch(
     state: &AppState,
+    client: &Client,
     entity_name: &str,
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let entity = entity_by_name(entity_name)?;
+    let entity = allowed_entity(state, client, entity_name)?;
     check_content_type(headers, true)?;
     let key = idempotency_key(headers)?;
     let declared = headers
@@ -534,7 +559,7 @@ async fn batch(
                 limit: state.max_batch_lines,
             });
         }
-        let id = message_id(entity, key.as_deref(), Some(number));
+        let id = message_id(client, entity, key.as_deref(), Some(number));
         let checked = crate::runtime::parse_json_object(text)
             .map_err(ApiError::from)
             .and_then(|doc| check(entity, doc.root()));

@@ -18,6 +18,8 @@ pub struct ApiMetrics {
     pub accepted: IntCounterVec,
     /// Messages rejected, by entity and reason.
     pub rejected: IntCounterVec,
+    /// Requests refused for want of a valid key (`missing`, `invalid`) or scope (`forbidden`).
+    pub auth_failures: IntCounterVec,
     /// The per-entity series of `publish_seconds` and `accepted`, resolved once (a label
     /// lookup hashes and locks on every call), in `RootEntity::ALL` order.
     per_entity: Vec<(Histogram, IntCounter)>,
@@ -73,7 +75,19 @@ impl ApiMetrics {
             &["entity", "reason"],
         )
         .expect("valid metric");
-        for m in [&requests, &accepted, &rejected] {
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "nomnom_auth_failures_total",
+                "Requests refused: no key, an unknown key, or a key without the scope",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in ["missing", "invalid", "forbidden"] {
+            // Present from the start, so a rate over it is defined before the first failure.
+            auth_failures.with_label_values(&[reason]);
+        }
+        for m in [&requests, &accepted, &rejected, &auth_failures] {
             registry
                 .register(Box::new(m.clone()))
                 .expect("unique metric");
@@ -96,6 +110,7 @@ impl ApiMetrics {
             publish_seconds,
             accepted,
             rejected,
+            auth_failures,
             per_entity,
         }
     }

@@ -6,7 +6,12 @@
 //! `X-Entity-Type` or a top-level `entity_type` member), `POST /ingest/batch/{entity}` (NDJSON),
 //! `GET /ingest/status/{message_id}`, `GET /health`, `GET /ready`, `GET /metrics`,
 //! `GET /api-docs/openapi.json`, `GET /swagger-ui`.
+//!
+//! With API keys configured ([`ApiKeys`]) every route but `/health`, `/ready` and the static
+//! Swagger UI page needs a key;
+//! `/metrics` needs one scoped `metrics`, or moves to its own port ([`metrics_router`]).
 
+pub mod auth;
 mod error;
 mod ingest;
 mod metrics;
@@ -25,6 +30,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 
+pub use auth::{ApiKeys, Client};
 pub use error::ApiError;
 pub use ingest::{IngestResponse, MAX_ERRORS_SHOWN};
 pub use metrics::ApiMetrics;
@@ -57,6 +63,10 @@ pub struct AppState {
     pub max_batch_bytes: usize,
     /// Most lines in one batch.
     pub max_batch_lines: usize,
+    /// API keys; none: authentication off.
+    pub keys: ApiKeys,
+    /// Whether `/metrics` is served by [`router`] (false when it has a port of its own).
+    pub metrics_on_main_port: bool,
 }
 
 impl AppState {
@@ -70,6 +80,8 @@ impl AppState {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_lines: DEFAULT_MAX_BATCH_LINES,
+            keys: ApiKeys::none(),
+            metrics_on_main_port: true,
         }
     }
 }
@@ -77,8 +89,9 @@ impl AppState {
 /// Builds the router with all routes.
 pub fn router(state: AppState) -> Router {
     let single = DefaultBodyLimit::max(state.max_body_bytes);
+    let metrics_here = state.metrics_on_main_port;
     let state = Arc::new(state);
-    Router::new()
+    let mut keyed = Router::new()
         .route(
             "/ingest/message/{entity}",
             post(ingest::ingest_entity).layer(single),
@@ -93,13 +106,29 @@ pub fn router(state: AppState) -> Router {
             post(ingest::ingest_batch),
         )
         .route("/ingest/status/{message_id}", get(status::message_status))
+        .route("/api-docs/openapi.json", get(openapi::openapi_json));
+    if metrics_here {
+        keyed = keyed.route(
+            "/metrics",
+            get(status::metrics).layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_metrics_scope,
+            )),
+        );
+    }
+    // `route_layer`: an unknown path is a 404, not a 401.
+    let keyed = keyed.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_key,
+    ));
+    Router::new()
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
-        .route("/metrics", get(status::metrics))
-        .route("/api-docs/openapi.json", get(openapi::openapi_json))
+        // The UI page and its assets are static; the page asks for a key to load the document.
         .route("/swagger-ui", get(openapi::swagger_ui))
         .route("/swagger-ui/", get(openapi::swagger_ui))
         .route("/swagger-ui/{asset}", get(openapi::swagger_asset))
+        .merge(keyed)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -107,6 +136,16 @@ pub fn router(state: AppState) -> Router {
             count_requests,
         ))
         .with_state(state)
+}
+
+/// `/metrics` (and `/health`) without a key, for `METRICS_PORT`: a port that only the
+/// monitoring network reaches, so the main port need not expose metrics at all.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(status::metrics))
+        .route("/health", get(status::health))
+        .fallback(not_found)
+        .with_state(Arc::new(state))
 }
 
 async fn not_found(uri: Uri) -> ApiError {

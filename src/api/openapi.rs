@@ -6,7 +6,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::ApiError;
+use std::sync::Arc;
+
+use axum::extract::State;
+
+use super::{ApiError, AppState};
 use crate::generated::RootEntity;
 
 const SWAGGER_JS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js");
@@ -19,8 +23,10 @@ fn error_response(description: &str) -> Value {
     })
 }
 
-/// The OpenAPI 3.1 document: every route, and each entity's body schema from the YAML.
-pub fn openapi_document() -> Value {
+/// The OpenAPI 3.1 document: every route, and each entity's body schema from the YAML. With
+/// `auth` (API keys configured) the keyed operations declare both key headers and their 401
+/// and 403 answers.
+pub fn openapi_document(auth: bool) -> Value {
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
     let standard_errors = |extra: &[(&str, &str)]| {
@@ -151,6 +157,40 @@ pub fn openapi_document() -> Value {
         "processed_at": {"type": "string", "format": "date-time"}, "row_count": {"type": "integer"},
         "attempts": {"type": "integer"}, "reason": {"type": "string"}
     }}));
+    let mut components = json!({"schemas": schemas});
+    if auth {
+        components["securitySchemes"] = json!({
+            "bearerKey": {"type": "http", "scheme": "bearer", "description": "An API key as a bearer token"},
+            "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        });
+        for (path, item) in paths.iter_mut() {
+            if matches!(path.as_str(), "/health" | "/ready") {
+                continue;
+            }
+            for operation in item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|o| o.values_mut())
+            {
+                operation["security"] = json!([{"bearerKey": []}, {"apiKeyHeader": []}]);
+                let responses = &mut operation["responses"];
+                responses["401"] =
+                    error_response("No API key, or not a valid one (WWW-Authenticate says which)");
+                responses["403"] = error_response(
+                    if path.starts_with("/ingest/message") || path.starts_with("/ingest/batch") {
+                        "The key may not post this entity"
+                    } else {
+                        "The key lacks the scope (metrics)"
+                    },
+                );
+            }
+        }
+        if let Some(metrics) = paths.get_mut("/metrics") {
+            // /metrics needs a key scoped `metrics`; other keys get 403.
+            metrics["get"]["description"] =
+                json!("Needs a key with the `metrics` scope, unless served on METRICS_PORT");
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -159,13 +199,13 @@ pub fn openapi_document() -> Value {
             "description": "Messages are validated against entities/*.yaml, stored in NATS JetStream and written to PostgreSQL by the worker."
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": components,
     })
 }
 
 /// `GET /api-docs/openapi.json`.
-pub(super) async fn openapi_json() -> Json<Value> {
-    Json(openapi_document())
+pub(super) async fn openapi_json(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(openapi_document(state.keys.enabled()))
 }
 
 /// `GET /swagger-ui`: the Swagger UI page (assets served from the binary, no CDN).
@@ -176,7 +216,13 @@ pub(super) async fn swagger_ui() -> Html<&'static str> {
 <link rel="stylesheet" href="/swagger-ui/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/swagger-ui/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/api-docs/openapi.json", dom_id: "#swagger-ui"});</script>
+<script>
+// With API keys on, the document itself needs a key: ask for one, then send it with every
+// request the UI makes (it stays in this page only).
+const open = (key) => { window.ui = SwaggerUIBundle({url: "/api-docs/openapi.json", dom_id: "#swagger-ui",
+  requestInterceptor: (r) => { if (key) { r.headers["X-API-Key"] = key; } return r; }}); };
+fetch("/api-docs/openapi.json").then((r) => open(r.status === 401 ? window.prompt("API key") : null));
+</script>
 </body></html>"##,
     )
 }

@@ -1,6 +1,6 @@
 //! `api`: HTTP ingestion server. Reads its configuration from the environment (see README).
 use clap::{Parser, Subcommand};
-use nomnom::api::{AppState, router};
+use nomnom::api::{AppState, metrics_router, router};
 use nomnom::config::ApiConfig;
 use nomnom::process::{healthcheck, init_logging, shutdown_signal};
 
@@ -53,9 +53,34 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     state.max_body_bytes = config.max_body_bytes;
     state.max_batch_bytes = config.max_batch_bytes;
     state.max_batch_lines = config.max_batch_lines;
+    if config.keys.enabled() {
+        tracing::info!(keys = config.keys.len(), "API keys required");
+    } else {
+        tracing::warn!(
+            "no API keys configured: anyone who reaches port {} can post messages, read their status and metrics; set API_KEYS or API_KEYS_FILE (and REQUIRE_AUTH=true in production)",
+            config.port
+        );
+    }
+    state.keys = config.keys.clone();
+    state.metrics_on_main_port = config.metrics_port.is_none();
+    let metrics_server = match config.metrics_port {
+        Some(port) => {
+            let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+            tracing::info!(port, "metrics listening");
+            let app = metrics_router(state.clone());
+            let limits = config.limits.clone();
+            Some(tokio::spawn(async move {
+                nomnom::api::serve(listener, app, &limits, std::future::pending()).await;
+            }))
+        }
+        None => None,
+    };
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
     tracing::info!(port = config.port, stream = %config.nats.stream, "api listening");
     nomnom::api::serve(listener, app, &config.limits, shutdown_signal()).await;
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     Ok(())
 }

@@ -201,6 +201,22 @@ impl Pipeline {
 
     /// Like [`Pipeline::paused_with`], on a given (e.g. a test's own server's) database.
     pub(crate) async fn paused_on(db: TestDb, tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
+        Self::paused_full(db, tweak, |_| {}).await
+    }
+
+    /// Starts api and worker with a tweak to the api's state (e.g. API keys).
+    pub(crate) async fn start_with_api(api_tweak: impl FnOnce(&mut AppState)) -> Self {
+        let mut p = Self::paused_full(TestDb::create().await, |_| {}, api_tweak).await;
+        p.start_worker().await;
+        p
+    }
+
+    /// Like [`Pipeline::paused_on`], with a tweak to the api's state.
+    pub(crate) async fn paused_full(
+        db: TestDb,
+        tweak: impl FnOnce(&mut WorkerConfig),
+        api_tweak: impl FnOnce(&mut AppState),
+    ) -> Self {
         let id = unique();
         let stream = format!("T_{id}");
         nomnom::db::prepare_schema(&db.url).await.expect("schema");
@@ -230,11 +246,13 @@ impl Pipeline {
             .await
             .expect("stream");
         let shutdown = CancellationToken::new();
-        let app = router(AppState::new(
+        let mut state = AppState::new(
             jetstream.clone(),
             stream.clone(),
             nomnom::db::pool(&db.url, 2).expect("pool"),
-        ));
+        );
+        api_tweak(&mut state);
+        let app = router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -320,9 +338,23 @@ impl Pipeline {
 
     /// POSTs a JSON body; returns status and parsed JSON answer.
     pub(crate) async fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let resp = reqwest::Client::new()
+        self.post_with(path, body, &[]).await
+    }
+
+    /// POSTs a JSON body with extra headers; returns status and parsed JSON answer.
+    pub(crate) async fn post_with(
+        &self,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let resp = request
             .body(body.to_string())
             .send()
             .await
