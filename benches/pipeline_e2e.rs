@@ -58,6 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stream: stream.clone(),
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
+        auth: Default::default(),
     };
     let config = WorkerConfig {
         nats: nats.clone(),

@@ -143,6 +143,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stream: stream.clone(),
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
+        auth: Default::default(),
     };
     let js = nomnom::nats::connect(&nats).await?;
     nomnom::nats::ensure_stream(&js, &nats).await?;

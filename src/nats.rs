@@ -12,9 +12,19 @@ pub enum NatsError {
     /// The server could not be reached.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect {
-        /// The URL tried.
+        /// The URL tried, with any password or token in it replaced by `***`.
         url: String,
         /// Why.
+        reason: String,
+    },
+    /// A credentials or certificate file named in the configuration cannot be used.
+    #[error("{variable}={path}: {reason}")]
+    Credentials {
+        /// The variable naming the file.
+        variable: &'static str,
+        /// The file.
+        path: String,
+        /// Why (never its contents).
         reason: String,
     },
     /// The stream could not be created or read.
@@ -48,18 +58,156 @@ fn servers(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// A NATS URL list with the secret part of any `user:password@` or `token@` replaced by `***`,
+/// for errors and logs.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|server| {
+            let server = server.trim();
+            let (scheme, rest) = match server.split_once("://") {
+                Some((scheme, rest)) => (format!("{scheme}://"), rest),
+                None => (String::new(), server),
+            };
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..host_end].rfind('@') {
+                Some(at) => {
+                    let info = &rest[..at];
+                    let shown = match info.split_once(':') {
+                        Some((user, _)) => format!("{user}:***"),
+                        None => "***".to_string(),
+                    };
+                    format!("{scheme}{shown}{}", &rest[at..])
+                }
+                None => server.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The credentials in a `NATS_CREDS` file: a `.creds` file (user JWT and seed), or a bare
+/// nkey user seed (`SU…`, e.g. from `nk -gen user`).
+fn with_creds_file(
+    options: async_nats::ConnectOptions,
+    path: &std::path::Path,
+) -> Result<async_nats::ConnectOptions, NatsError> {
+    let fail = |reason: String| NatsError::Credentials {
+        variable: "NATS_CREDS",
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    if text.contains("BEGIN NATS USER JWT") {
+        return options
+            .credentials(&text)
+            .map_err(|e| fail(format!("not a valid .creds file: {e}")));
+    }
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("SU") && l.len() > 50 && !l.contains(' '));
+    match seed {
+        Some(seed) => Ok(options.nkey(seed.to_string())),
+        None => Err(fail(
+            "neither a .creds file (user JWT and seed) nor an nkey user seed (SU…)".into(),
+        )),
+    }
+}
+
+fn check_file(variable: &'static str, path: &std::path::Path) -> Result<(), NatsError> {
+    std::fs::metadata(path)
+        .map(drop)
+        .map_err(|e| NatsError::Credentials {
+            variable,
+            path: path.display().to_string(),
+            reason: format!("cannot read it: {e}"),
+        })
+}
+
+/// Connect options with the configured credentials and TLS settings.
+pub fn connect_options(config: &NatsConfig) -> Result<async_nats::ConnectOptions, NatsError> {
+    let auth = &config.auth;
+    let mut options = async_nats::ConnectOptions::new()
+        .name("nomnom")
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(path) = &auth.creds {
+        options = with_creds_file(options, path)?;
+    }
+    if let Some((user, password)) = &auth.user {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &auth.token {
+        options = options.token(token.clone());
+    }
+    if let Some(ca) = &auth.tls_ca {
+        check_file("NATS_TLS_CA", ca)?;
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &auth.tls_client {
+        check_file("NATS_TLS_CERT", cert)?;
+        check_file("NATS_TLS_KEY", key)?;
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    Ok(options)
+}
+
 /// Connects and returns a JetStream context.
 pub async fn connect(config: &NatsConfig) -> Result<jetstream::Context, NatsError> {
-    let client = async_nats::ConnectOptions::new()
-        .name("nomnom")
-        .connection_timeout(Duration::from_secs(5))
+    let client = connect_options(config)?
         .connect(servers(&config.url))
         .await
         .map_err(|e| NatsError::Connect {
-            url: config.url.clone(),
-            reason: e.to_string(),
+            url: redact_url(&config.url),
+            reason: connect_reason(&e),
         })?;
     Ok(jetstream::new(client))
+}
+
+/// Whether a TLS error (certificate or handshake) is somewhere in the error's chain.
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// What a failed connect means, with a hint for the settings that fix it.
+fn connect_reason(e: &async_nats::ConnectError) -> String {
+    use async_nats::ConnectErrorKind as Kind;
+    const TLS_HINT: &str = " (check NATS_TLS_CA, NATS_TLS_CERT and NATS_TLS_KEY)";
+    let hint = match e.kind() {
+        Kind::AuthorizationViolation | Kind::Authentication => {
+            " (check NATS_CREDS, NATS_USER/NATS_PASSWORD or NATS_TOKEN)"
+        }
+        Kind::Tls => TLS_HINT,
+        // A failed handshake arrives as an I/O error wrapping the TLS library's error.
+        _ if is_tls_failure(e) => TLS_HINT,
+        _ => "",
+    };
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        source = s.source();
+    }
+    format!("{reason}{hint}")
 }
 
 /// Creates the stream if absent (file storage, work-queue retention: acked messages are removed).
@@ -97,4 +245,19 @@ pub async fn ensure_stream(
         stream = js.get_stream(&config.stream).await.map_err(|e| err(&e))?;
     }
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords_and_tokens() {
+        assert_eq!(
+            redact_url("nats://api:s3cret@nats-0:4222, tls://tok3n@nats-1:4222,nats://nats-2"),
+            "nats://api:***@nats-0:4222,tls://***@nats-1:4222,nats://nats-2"
+        );
+        assert_eq!(redact_url("127.0.0.1:4222"), "127.0.0.1:4222");
+        assert_eq!(redact_url("u:p@host"), "u:***@host");
+    }
 }

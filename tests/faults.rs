@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::servers::{NatsNode, OwnPostgres, free_port, signal};
 use common::{Pipeline, tpch_order};
 
 fn messages() -> u64 {
@@ -19,74 +20,6 @@ fn messages() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(600)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status();
-}
-
-/// A nats-server process of this test.
-struct NatsNode {
-    args: Vec<String>,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl NatsNode {
-    fn start(args: Vec<String>, port: u16) -> Self {
-        let mut node = Self {
-            args,
-            port,
-            child: None,
-        };
-        node.spawn();
-        node
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("nats-server")
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH");
-        self.child = Some(child);
-        let start = Instant::now();
-        while !port_open(self.port) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "nats-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops the server: SIGTERM (graceful) or SIGKILL.
-    fn stop(&mut self, sig: &str) {
-        if let Some(mut c) = self.child.take() {
-            signal(&c, sig);
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for NatsNode {
-    fn drop(&mut self) {
-        self.stop("-KILL");
-    }
 }
 
 fn scratch_dir(name: &str) -> PathBuf {
@@ -347,6 +280,7 @@ async fn three_node_cluster_survives_losing_a_node() {
         stream: format!("R3_{}", common::unique()),
         duplicate_window: Duration::from_secs(120),
         replicas: 3,
+        auth: Default::default(),
     };
     let js = nomnom::nats::connect(&nats)
         .await
@@ -443,102 +377,6 @@ async fn a_thousand_malformed_messages_are_dead_lettered_with_reasons() {
     );
     assert_eq!(p.db.count("SELECT 1 FROM orders").await, 1);
     p.stop().await;
-}
-
-/// A PostgreSQL server of this test (`initdb` into a scratch directory, `pg_ctl` on a free
-/// port), so stopping it disturbs no other test. Removed when dropped.
-struct OwnPostgres {
-    dir: PathBuf,
-    port: u16,
-}
-
-/// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
-fn as_postgres(tool: &str) -> Command {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", tool]);
-        c
-    } else {
-        Command::new(tool)
-    }
-}
-
-impl OwnPostgres {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("nomnom-pg-{}", common::unique()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let _ = Command::new("chown")
-            .args(["postgres:postgres", &dir.to_string_lossy()])
-            .status();
-        let data = dir.join("data");
-        let ok = as_postgres("initdb")
-            .args([
-                "-D",
-                &data.to_string_lossy(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .expect("initdb on PATH")
-            .success();
-        assert!(ok, "initdb failed");
-        let pg = Self {
-            dir,
-            port: free_port(),
-        };
-        pg.pg_ctl_start();
-        pg
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}", self.port)
-    }
-
-    fn pg_ctl_start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.display()
-        );
-        let ok = as_postgres("pg_ctl")
-            .args(["-D", &self.dir.join("data").to_string_lossy()])
-            .args([
-                "-o",
-                &options,
-                "-l",
-                &self.dir.join("log").to_string_lossy(),
-            ])
-            .args(["-w", "start"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("pg_ctl on PATH")
-            .success();
-        assert!(ok, "pg_ctl start failed");
-    }
-
-    fn pg_ctl_stop(&self, mode: &str) {
-        let _ = as_postgres("pg_ctl")
-            .args(["-D", &self.dir.join("data").to_string_lossy()])
-            .args(["-m", mode, "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        self.pg_ctl_stop("immediate");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A Prometheus sample's value from a text exposition.

@@ -51,6 +51,7 @@ pub(crate) async fn drain(
         stream: stream.clone(),
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
+        auth: Default::default(),
     };
     let js = nomnom::nats::connect(&nats)
         .await

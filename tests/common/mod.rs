@@ -10,6 +10,7 @@ use nomnom::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) mod sample;
+pub(crate) mod servers;
 
 /// NATS used by tests (`TEST_NATS_URL`, default the local server).
 pub(crate) fn nats_url() -> String {
@@ -226,6 +227,7 @@ impl Pipeline {
                 stream: stream.clone(),
                 duplicate_window: Duration::from_secs(120),
                 replicas: 1,
+                auth: Default::default(),
             },
             consumer: format!("c_{id}"),
             database_url: db.url.clone(),
@@ -388,6 +390,7 @@ pub(crate) async fn delete_streams(stream: &str) {
         stream: stream.to_string(),
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
+        auth: Default::default(),
     })
     .await
     .expect("NATS reachable");

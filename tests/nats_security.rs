@@ -1,0 +1,245 @@
+//! NATS with users, nkeys, tokens and TLS: a nats-server of the test's own that requires them
+//! (certificates generated here), the api and the worker working through it with the right
+//! settings, and clear errors — without secrets — with wrong ones.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::servers::{NatsNode, TestPki, free_port, nats_with_config};
+use nomnom::config::{NatsAuth, NatsConfig};
+
+const API_PASSWORD: &str = "api-password-for-this-test-7";
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nomnom-{name}-{}", common::unique()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A server requiring mutual TLS and a user: `api` with a password, and an nkey user.
+struct SecureNats {
+    node: NatsNode,
+    dir: PathBuf,
+    pki: TestPki,
+    nkey_seed_file: PathBuf,
+}
+
+impl SecureNats {
+    fn start() -> Self {
+        let dir = scratch("nats-tls");
+        let pki = TestPki::generate(&dir.join("pki"), &["localhost", "127.0.0.1"]);
+        let worker_key = nkeys::KeyPair::new_user();
+        let nkey_seed_file = dir.join("worker.nk");
+        std::fs::write(&nkey_seed_file, worker_key.seed().expect("seed")).expect("write seed");
+        let port = free_port();
+        let config = format!(
+            r#"
+listen: 127.0.0.1:{port}
+jetstream {{ store_dir: "{store}" }}
+tls {{
+  cert_file: "{cert}"
+  key_file: "{key}"
+  ca_file: "{ca}"
+  verify: true
+  timeout: 2
+}}
+authorization {{
+  users = [
+    {{ user: "api", password: "{API_PASSWORD}" }}
+    {{ nkey: "{nkey}" }}
+  ]
+}}
+"#,
+            store = dir.join("js").display(),
+            cert = pki.server_cert.display(),
+            key = pki.server_key.display(),
+            ca = pki.ca.display(),
+            nkey = worker_key.public_key(),
+        );
+        let node = nats_with_config(&dir, port, &config);
+        Self {
+            node,
+            dir,
+            pki,
+            nkey_seed_file,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.node.port)
+    }
+
+    /// TLS settings that the server accepts.
+    fn tls(&self, auth: NatsAuth) -> NatsAuth {
+        NatsAuth {
+            tls_ca: Some(self.pki.ca.clone()),
+            tls_client: Some((self.pki.client_cert.clone(), self.pki.client_key.clone())),
+            ..auth
+        }
+    }
+
+    fn config(&self, stream: &str, auth: NatsAuth) -> NatsConfig {
+        NatsConfig {
+            url: self.url(),
+            stream: stream.to_string(),
+            duplicate_window: Duration::from_secs(120),
+            replicas: 1,
+            auth,
+        }
+    }
+}
+
+impl Drop for SecureNats {
+    fn drop(&mut self) {
+        self.node.stop("-KILL");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn password_auth(password: &str) -> NatsAuth {
+    NatsAuth {
+        user: Some(("api".into(), password.into())),
+        ..NatsAuth::default()
+    }
+}
+
+fn nkey_auth(seed_file: &Path) -> NatsAuth {
+    NatsAuth {
+        creds: Some(seed_file.to_path_buf()),
+        ..NatsAuth::default()
+    }
+}
+
+async fn connect_error(config: &NatsConfig) -> String {
+    match nomnom::nats::connect(config).await {
+        Ok(_) => panic!("connected with {:?}", config.auth),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_worker_work_through_tls_with_a_password_and_an_nkey() {
+    let nats = SecureNats::start();
+    let stream = format!("SEC_{}", common::unique());
+    let api_nats = nats.config(&stream, nats.tls(password_auth(API_PASSWORD)));
+    let worker_nats = nats.config(&stream, nats.tls(nkey_auth(&nats.nkey_seed_file)));
+    // The api connects as `api` with its password, the worker with its nkey seed.
+    let p = common::Pipeline::paused_full(
+        common::TestDb::create().await,
+        |w| w.nats = api_nats.clone(),
+        |_| {},
+    )
+    .await;
+    let mut p = p;
+    p.worker_config.nats = worker_nats;
+    p.start_worker().await;
+    let (status, answer) = p
+        .post(
+            "/ingest/message/order",
+            &common::tpch_order(1, 3).to_string(),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    p.db.wait_count("SELECT 1 FROM order_line_items", 3).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_or_certificates_fail_clearly_and_keep_secrets() {
+    let nats = SecureNats::start();
+    let stream = format!("SEC_{}", common::unique());
+    // A wrong password: an authorization error naming the settings, not the password.
+    let e =
+        connect_error(&nats.config(&stream, nats.tls(password_auth("wrong-password-123")))).await;
+    assert!(
+        e.contains("authorization") && e.contains("NATS_USER/NATS_PASSWORD"),
+        "{e}"
+    );
+    assert!(!e.contains("wrong-password-123"), "{e}");
+    // No credentials at all.
+    let e = connect_error(&nats.config(&stream, nats.tls(NatsAuth::default()))).await;
+    assert!(e.contains("authorization"), "{e}");
+    // The server's certificate does not chain to the CA the client trusts.
+    let untrusted = NatsAuth {
+        tls_ca: Some(nats.pki.other_ca.clone()),
+        ..nats.tls(password_auth(API_PASSWORD))
+    };
+    let e = connect_error(&nats.config(&stream, untrusted)).await;
+    assert!(e.contains("NATS_TLS_CA"), "{e}");
+    // No client certificate: the server (verify: true) refuses the handshake.
+    let no_client_cert = NatsAuth {
+        tls_client: None,
+        ..nats.tls(password_auth(API_PASSWORD))
+    };
+    let e = connect_error(&nats.config(&stream, no_client_cert)).await;
+    assert!(
+        e.starts_with("cannot connect to NATS at nats://127.0.0.1:") && e.contains("NATS_TLS_CERT"),
+        "{e}"
+    );
+    // Files that cannot be used are named with their variable.
+    let missing = NatsAuth {
+        tls_ca: Some("/nonexistent/ca.pem".into()),
+        ..NatsAuth::default()
+    };
+    let e = connect_error(&nats.config(&stream, missing)).await;
+    assert!(
+        e.starts_with("NATS_TLS_CA=/nonexistent/ca.pem: cannot read it"),
+        "{e}"
+    );
+    let not_a_seed = nats.dir.join("garbage.creds");
+    std::fs::write(&not_a_seed, "hello").expect("write");
+    let e = connect_error(&nats.config(&stream, nkey_auth(&not_a_seed))).await;
+    assert!(
+        e.contains("NATS_CREDS=") && e.contains("neither a .creds file"),
+        "{e}"
+    );
+    // A password in the URL is never echoed.
+    let mut in_url = nats.config(&stream, nats.tls(NatsAuth::default()));
+    in_url.url = format!(
+        "nats://api:url-secret-password@127.0.0.1:{}",
+        nats.node.port
+    );
+    let e = connect_error(&in_url).await;
+    assert!(
+        !e.contains("url-secret-password") && e.contains("api:***@"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_server_takes_the_token_and_refuses_others() {
+    let dir = scratch("nats-token");
+    let port = free_port();
+    let config = format!(
+        "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\nauthorization {{ token: \"the-test-token-0123\" }}\n",
+        dir.join("js").display()
+    );
+    let mut node = nats_with_config(&dir, port, &config);
+    let stream = format!("TOK_{}", common::unique());
+    let mut config = NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        stream,
+        duplicate_window: Duration::from_secs(120),
+        replicas: 1,
+        auth: NatsAuth {
+            token: Some("the-test-token-0123".into()),
+            ..NatsAuth::default()
+        },
+    };
+    let js = nomnom::nats::connect(&config)
+        .await
+        .expect("token accepted");
+    nomnom::nats::ensure_stream(&js, &config)
+        .await
+        .expect("stream with a token");
+    config.auth.token = Some("not-the-token".into());
+    let e = connect_error(&config).await;
+    assert!(
+        e.contains("NATS_TOKEN") && !e.contains("not-the-token"),
+        "{e}"
+    );
+    node.stop("-KILL");
+    let _ = std::fs::remove_dir_all(&dir);
+}
