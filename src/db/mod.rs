@@ -4,6 +4,7 @@
 pub mod evolve;
 pub mod pg;
 pub mod schema;
+pub mod tls;
 
 use std::collections::HashSet;
 
@@ -206,7 +207,7 @@ pub async fn ensure_database(database_url: &str) -> Result<(), DbError> {
         ) if code.as_str() == "3D000" => e.to_string(),
         Err(e) => return Err(e.into()),
     };
-    let name = config.get_dbname().unwrap_or_default().to_string();
+    let name = config.config.get_dbname().unwrap_or_default().to_string();
     let valid = !name.is_empty()
         && name
             .chars()
@@ -218,7 +219,7 @@ pub async fn ensure_database(database_url: &str) -> Result<(), DbError> {
         });
     }
     let mut admin_config = config.clone();
-    admin_config.dbname("postgres");
+    admin_config.config.dbname("postgres");
     let failed = |e: &dyn std::fmt::Display| DbError::Connection {
         message: format!("{missing}; creating it failed: {e}"),
         sqlstate: None,

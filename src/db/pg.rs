@@ -4,7 +4,8 @@
 //! the worker has to tell a full disk (`53100`, wait) from a bad value (`22003`, dead-letter). So
 //! each connection's socket is read through [`SqlStateTap`], which follows the backend's message
 //! framing and keeps the `C` (code) field of every `ErrorResponse`; [`PgConnection`] is a diesel
-//! connection plus that slot, and [`PgManager`] pools them.
+//! connection plus that slot, and [`PgManager`] pools them. TLS ([`super::tls`]) sits below the
+//! tap, so the tap always reads plaintext.
 
 use std::io;
 use std::pin::Pin;
@@ -15,6 +16,8 @@ use std::time::Duration;
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::PoolableConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::tls::{PgTls, SslParams};
 
 /// A five-character PostgreSQL error code (`23505`, `57P01`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -226,15 +229,29 @@ pub enum ConnectError {
     },
 }
 
-/// Parses a URL or key=value connection string, defaulting the connect timeout to 5 s.
-pub fn parse_config(database_url: &str) -> Result<tokio_postgres::Config, ConnectError> {
-    let mut config: tokio_postgres::Config = database_url
+/// Where and how to connect: tokio-postgres's settings and the TLS policy of `sslmode`.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    /// Host, port, user, database… (TLS is done before tokio-postgres sees the stream).
+    pub config: tokio_postgres::Config,
+    /// TLS as `sslmode`, `sslrootcert`, `sslcert` and `sslkey` ask.
+    pub tls: PgTls,
+}
+
+/// Parses a URL or key=value connection string, defaulting the connect timeout to 5 s; TLS
+/// files named in it are read now.
+pub fn parse_config(database_url: &str) -> Result<PgTarget, ConnectError> {
+    let (rest, ssl) = SslParams::split(database_url).map_err(ConnectError::Url)?;
+    let mut config: tokio_postgres::Config = rest
         .parse()
         .map_err(|e: tokio_postgres::Error| ConnectError::Url(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    Ok(config)
+    // The handshake is ours (below the SQLSTATE tap); tokio-postgres gets a ready stream.
+    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let tls = PgTls::new(&ssl).map_err(ConnectError::Url)?;
+    Ok(PgTarget { config, tls })
 }
 
 fn server_error(e: impl std::fmt::Display, sqlstate: Option<SqlState>) -> ConnectError {
@@ -247,8 +264,9 @@ fn server_error(e: impl std::fmt::Display, sqlstate: Option<SqlState>) -> Connec
 /// Opens a tokio-postgres client over a tapped socket (every host of the config in turn) and
 /// runs its connection task in the background.
 pub async fn connect_client(
-    config: &tokio_postgres::Config,
+    target: &PgTarget,
 ) -> Result<(tokio_postgres::Client, SqlStateSlot), ConnectError> {
+    let config = &target.config;
     let timeout = config
         .get_connect_timeout()
         .copied()
@@ -268,7 +286,14 @@ pub async fn connect_client(
                 {
                     Ok(Ok(tcp)) => {
                         let _ = tcp.set_nodelay(true);
-                        finish(config, tcp, slot.clone()).await
+                        match tokio::time::timeout(timeout, target.tls.negotiate(tcp, name)).await {
+                            Ok(Ok(stream)) => finish(config, stream, slot.clone()).await,
+                            Ok(Err(e)) => Err(server_error(format!("{name}:{port}: {e}"), None)),
+                            Err(_) => Err(server_error(
+                                format!("{name}:{port}: no TLS answer within {timeout:?}"),
+                                None,
+                            )),
+                        }
                     }
                     Ok(Err(e)) => Err(server_error(format!("{name}:{port}: {e}"), None)),
                     Err(_) => Err(server_error(
@@ -316,7 +341,11 @@ where
         .await
         .map_err(|e| {
             let code = e.code().and_then(|c| SqlState::new(c.code()));
-            server_error(e, code)
+            // tokio-postgres says only "db error"; the server's own message says why.
+            match e.as_db_error() {
+                Some(db) => server_error(format!("{} ({})", db.message(), db.code().code()), code),
+                None => server_error(e, code),
+            }
         })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -327,8 +356,8 @@ where
 }
 
 /// Opens one diesel connection with an SQLSTATE tap.
-pub async fn connect(config: &tokio_postgres::Config) -> Result<PgConnection, ConnectError> {
-    let (client, sqlstate) = connect_client(config).await?;
+pub async fn connect(target: &PgTarget) -> Result<PgConnection, ConnectError> {
+    let (client, sqlstate) = connect_client(target).await?;
     let conn = AsyncPgConnection::try_from(client)
         .await
         .map_err(|e| server_error(e, None))?;
@@ -337,14 +366,14 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<PgConnection, Co
 
 /// deadpool manager of [`PgConnection`]s; a closed or broken connection is not reused.
 pub struct PgManager {
-    config: tokio_postgres::Config,
+    target: PgTarget,
 }
 
 impl PgManager {
     /// A manager for `database_url`.
     pub fn new(database_url: &str) -> Result<Self, ConnectError> {
         Ok(Self {
-            config: parse_config(database_url)?,
+            target: parse_config(database_url)?,
         })
     }
 }
@@ -354,7 +383,7 @@ impl deadpool::managed::Manager for PgManager {
     type Error = ConnectError;
 
     async fn create(&self) -> Result<PgConnection, ConnectError> {
-        connect(&self.config).await
+        connect(&self.target).await
     }
 
     async fn recycle(

@@ -98,6 +98,12 @@ pub(crate) fn as_postgres(tool: &str) -> Command {
 
 impl OwnPostgres {
     pub(crate) fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Initialises a cluster, lets `configure` edit its data directory (it runs as the test
+    /// user; files it writes are handed to `postgres` afterwards), then starts it.
+    pub(crate) fn start_with(configure: impl FnOnce(&std::path::Path)) -> Self {
         let dir = std::env::temp_dir().join(format!("nomnom-pg-{}", super::unique()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
         let _ = Command::new("chown")
@@ -118,6 +124,10 @@ impl OwnPostgres {
             .expect("initdb on PATH")
             .success();
         assert!(ok, "initdb failed");
+        configure(&data);
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres", &data.to_string_lossy()])
+            .status();
         let pg = Self {
             dir,
             port: free_port(),
