@@ -195,6 +195,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics_port: None,
         max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
         batch_wait: nomnom::config::DEFAULT_WORKER_BATCH_WAIT,
+        dlq_limits: Default::default(),
     };
     let worker = Worker::connect(config).await?;
     let check = pg(&worker_url).await?;

@@ -340,6 +340,9 @@ pub struct WorkerConfig {
     /// waits for a batch to fill once its first message is there. Fuller batches mean fewer
     /// transactions and pull requests per message; the price is at most this much latency.
     pub batch_wait: Duration,
+    /// `NATS_DLQ_MAX_AGE_DAYS` (default 30) and `NATS_DLQ_MAX_BYTES` (default 1 GiB): what the
+    /// dead-letter stream keeps (oldest removed first; the `dead_letters` table keeps all).
+    pub dlq_limits: crate::worker::dead_letter::DlqLimits,
 }
 
 /// Default `WORKER_MAX_BATCH_BYTES`.
@@ -381,6 +384,16 @@ impl WorkerConfig {
                 "WORKER_BATCH_WAIT_MS",
                 DEFAULT_WORKER_BATCH_WAIT.as_millis() as u64,
             )?),
+            dlq_limits: {
+                let default = crate::worker::dead_letter::DlqLimits::default();
+                crate::worker::dead_letter::DlqLimits {
+                    max_age: Duration::from_secs(
+                        parsed("NATS_DLQ_MAX_AGE_DAYS", default.max_age.as_secs() / 86_400)?.max(1)
+                            * 86_400,
+                    ),
+                    max_bytes: parsed("NATS_DLQ_MAX_BYTES", default.max_bytes)?.max(1 << 20),
+                }
+            },
         })
     }
 }
@@ -437,6 +450,8 @@ pub const WORKER_ENV_VARS: &[&str] = &[
     "WORKER_METRICS_PORT",
     "WORKER_MAX_BATCH_BYTES",
     "WORKER_BATCH_WAIT_MS",
+    "NATS_DLQ_MAX_AGE_DAYS",
+    "NATS_DLQ_MAX_BYTES",
     "RUST_LOG",
     "LOG_FORMAT",
 ];

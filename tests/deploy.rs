@@ -96,6 +96,33 @@ fn compose_file_runs_the_pipeline_and_scales_workers() {
             .expect("ports")
             .contains("8080:8080")
     );
+    // NATS and PostgreSQL are reachable from this machine only, and their passwords come from
+    // .env (compose fails with a message when one is missing), never from the file.
+    for name in ["nats", "postgres"] {
+        for port in services[name]["ports"].as_sequence().expect("ports") {
+            let port = port.as_str().expect("port string");
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name} publishes {port} beyond 127.0.0.1"
+            );
+        }
+    }
+    assert!(
+        str_of(postgres, &["environment", "POSTGRES_PASSWORD"])
+            .starts_with("${POSTGRES_PASSWORD:?")
+    );
+    assert!(
+        command.contains("${NATS_PASSWORD:?"),
+        "NATS requires a password from .env"
+    );
+    for name in ["api", "worker"] {
+        let url = str_of(&services[name], &["environment", "DATABASE_URL"]);
+        assert!(url.contains("${POSTGRES_PASSWORD:?"), "{name}: {url}");
+        assert_eq!(
+            str_of(&services[name], &["environment", "NATS_PASSWORD"]),
+            "${NATS_PASSWORD:?set NATS_PASSWORD in .env}"
+        );
+    }
     let worker = &services["worker"];
     assert!(
         worker["container_name"].is_null(),
@@ -121,7 +148,22 @@ fn dockerfiles_are_multi_stage_cached_small_and_non_root() {
             cook < copy_all,
             "{bin}: dependencies are built before the sources are copied"
         );
-        assert!(text.contains(&format!("cargo build --release --bin {bin}")));
+        assert!(text.contains(&format!("cargo build --release --locked --bin {bin}")));
+        assert!(text.contains("cargo chef cook --release --locked"));
+        let stages: Vec<&str> = froms
+            .iter()
+            .filter_map(|f| f.split_whitespace().nth(3))
+            .collect();
+        for from in &froms {
+            let image = from.split_whitespace().nth(1).unwrap_or("");
+            if stages.contains(&image) {
+                continue;
+            }
+            assert!(
+                image.contains(':') && !image.contains(":latest"),
+                "{bin}: {image} is not pinned"
+            );
+        }
         let runtime = &text[text.rfind("FROM ").expect("runtime stage")..];
         assert!(
             runtime.contains("distroless") || runtime.contains("slim"),
@@ -131,7 +173,11 @@ fn dockerfiles_are_multi_stage_cached_small_and_non_root() {
             .lines()
             .find(|l| l.starts_with("USER "))
             .expect("USER in the runtime stage");
-        assert!(!user.contains("root:root") && !user.ends_with(" 0") && !user.ends_with(" root"));
+        let id = user.trim_start_matches("USER ").trim();
+        assert!(
+            id.split(':').all(|n| n.parse::<u32>().is_ok_and(|n| n > 0)),
+            "{bin}: USER {id} must be a numeric non-root uid:gid"
+        );
         assert!(
             runtime.contains("HEALTHCHECK")
                 && runtime.contains(&format!("\"/app/{bin}\", \"healthcheck\""))
@@ -154,6 +200,16 @@ fn env_example_documents_exactly_the_variables_read() {
         .chain(WORKER_ENV_VARS)
         .copied()
         .collect();
+    // Variables only docker compose reads (from .env), each used by the compose file.
+    let compose_only = ["POSTGRES_PASSWORD"];
+    let compose = read("docker-compose.nats.yml");
+    for var in compose_only {
+        assert!(compose.contains(&format!("${{{var}")), "compose uses {var}");
+    }
+    let documented: BTreeSet<&str> = documented
+        .into_iter()
+        .filter(|v| !compose_only.contains(v))
+        .collect();
     assert_eq!(documented, read_by_binaries);
     let readme = read("README.md");
     for var in &read_by_binaries {
@@ -162,6 +218,93 @@ fn env_example_documents_exactly_the_variables_read() {
             "README documents {var}"
         );
     }
+}
+
+/// Every workload runs non-root with a numeric user, a read-only root filesystem, no
+/// capabilities, RuntimeDefault seccomp and resources; images carry a version tag; each has a
+/// PodDisruptionBudget and a NetworkPolicy; credentials come from Secrets.
+fn hardened(docs: &[Value]) {
+    for (kind_name, name) in [
+        ("StatefulSet", "nats"),
+        ("Deployment", "api"),
+        ("Deployment", "worker"),
+    ] {
+        let w = kind(docs, kind_name, name);
+        let pod = &w["spec"]["template"]["spec"];
+        let sc = &pod["securityContext"];
+        assert_eq!(sc["runAsNonRoot"].as_bool(), Some(true), "{name}");
+        assert!(sc["runAsUser"].as_u64().is_some_and(|u| u > 0), "{name}");
+        assert_eq!(str_of(sc, &["seccompProfile", "type"]), "RuntimeDefault");
+        for c in pod["containers"].as_sequence().expect("containers") {
+            let csc = &c["securityContext"];
+            assert_eq!(
+                csc["readOnlyRootFilesystem"].as_bool(),
+                Some(true),
+                "{name}"
+            );
+            assert_eq!(
+                csc["allowPrivilegeEscalation"].as_bool(),
+                Some(false),
+                "{name}"
+            );
+            assert_eq!(
+                csc["capabilities"]["drop"][0].as_str(),
+                Some("ALL"),
+                "{name}"
+            );
+            let image = str_of(c, &["image"]);
+            assert!(
+                image.contains(':') && !image.ends_with(":latest"),
+                "{name}: image {image} has no version tag"
+            );
+            assert!(c["resources"]["requests"]["memory"].is_string(), "{name}");
+            assert!(c["resources"]["limits"]["memory"].is_string(), "{name}");
+            for e in c["env"].as_sequence().into_iter().flatten() {
+                let var = e["name"].as_str().unwrap_or("");
+                if var.contains("PASSWORD") || var == "DATABASE_URL" {
+                    assert!(
+                        e["valueFrom"]["secretKeyRef"]["name"].is_string(),
+                        "{name}: {var} must come from a Secret"
+                    );
+                }
+            }
+        }
+        let pdb = kind(docs, "PodDisruptionBudget", name);
+        assert_eq!(
+            str_of(pdb, &["spec", "selector", "matchLabels", "app"]),
+            name
+        );
+        let policy = kind(docs, "NetworkPolicy", name);
+        assert_eq!(
+            str_of(policy, &["spec", "podSelector", "matchLabels", "app"]),
+            name
+        );
+    }
+    let api = kind(docs, "Deployment", "api");
+    let env = &api["spec"]["template"]["spec"]["containers"][0]["env"];
+    let value = |var: &str| {
+        env.as_sequence()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"].as_str() == Some(var))
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        value("REQUIRE_AUTH"),
+        "true",
+        "production refuses to run open"
+    );
+    assert!(!value("API_KEYS_FILE").is_empty());
+    assert!(!value("METRICS_PORT").is_empty());
+    // The api takes HTTP from the ingress controller only.
+    let api_policy = kind(docs, "NetworkPolicy", "api");
+    let from = serde_yaml_ng::to_string(&api_policy["spec"]["ingress"][0]).expect("yaml");
+    assert!(
+        from.contains("ingress-nginx") && from.contains("8080"),
+        "{from}"
+    );
 }
 
 fn kind<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -201,7 +344,22 @@ fn kubernetes_manifests_deploy_nats_api_and_keda_scaled_workers() {
             "ConfigMap sets unknown {k:?}"
         );
     }
-    kind(&docs, "Secret", "database");
+    // No Secret is part of what the kustomization applies (no password is committed); the
+    // example lists the ones the manifests read, with placeholders only.
+    assert!(
+        docs.iter().all(|d| d["kind"].as_str() != Some("Secret")),
+        "Secrets belong outside the repository"
+    );
+    let secrets = yaml_docs("deploy/k8s/secrets.example.yaml");
+    for name in ["database", "nats-users", "api-keys"] {
+        let secret = kind(&secrets, "Secret", name);
+        let text = serde_yaml_ng::to_string(&secret["stringData"]).expect("yaml");
+        assert!(
+            text.contains("REPLACE_ME"),
+            "{name} holds placeholders only"
+        );
+    }
+    hardened(&docs);
 
     let api = kind(&docs, "Deployment", "api");
     let c = &api["spec"]["template"]["spec"]["containers"][0];

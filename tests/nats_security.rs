@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::servers::{NatsNode, TestPki, free_port, nats_with_config};
@@ -240,6 +241,203 @@ async fn a_token_server_takes_the_token_and_refuses_others() {
         e.contains("NATS_TOKEN") && !e.contains("not-the-token"),
         "{e}"
     );
+    node.stop("-KILL");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `authorization` block of deploy/k8s/nats.yaml, for `stream` and `consumer`, with
+/// passwords filled in.
+fn manifest_auth_conf(stream: &str, consumer: &str, api_pw: &str, worker_pw: &str) -> String {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/nats.yaml"),
+    )
+    .expect("deploy/k8s/nats.yaml");
+    let config_map = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d).expect("yaml"))
+        .find(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .expect("nats ConfigMap");
+    let auth = config_map["data"]["auth.conf"]
+        .as_str()
+        .expect("auth.conf in the ConfigMap");
+    assert!(
+        config_map["data"]["nats.conf"]
+            .as_str()
+            .is_some_and(|c| c.contains("include ./auth.conf")),
+        "nats.conf includes auth.conf"
+    );
+    // The manifest names the project's default stream and consumer.
+    auth.replace(nomnom::defaults::CONSUMER, consumer)
+        .replace(nomnom::defaults::STREAM, stream)
+        .replace("$NATS_API_PASSWORD", &format!("\"{api_pw}\""))
+        .replace("$NATS_WORKER_PASSWORD", &format!("\"{worker_pw}\""))
+        // The test's own cleanup user (the manifest has none that may delete streams).
+        .replacen(
+            "users = [",
+            "users = [\n    { user: \"cleanup\", password: \"cleanup-pw-0123456789\" }",
+            1,
+        )
+}
+
+/// A connection as `config`'s user that records the server's permission violations (the
+/// server answers a forbidden publish or request with `-ERR 'Permissions Violation …'`).
+async fn watched(config: &NatsConfig) -> (async_nats::jetstream::Context, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let client = nomnom::nats::connect_options(config)
+        .expect("options")
+        .request_timeout(Some(Duration::from_millis(1500)))
+        .event_callback(move |event| {
+            let sink = sink.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    sink.lock().expect("lock").push(e.to_string());
+                }
+            }
+        })
+        .connect(config.url.as_str())
+        .await
+        .expect("connects");
+    (async_nats::jetstream::new(client), seen)
+}
+
+/// Waits (up to 5 s) for a permission violation naming `subject`.
+async fn refused(seen: &Arc<Mutex<Vec<String>>>, subject: &str) -> bool {
+    for _ in 0..50 {
+        if seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|e| e.to_lowercase().contains("permissions violation") && e.contains(subject))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The api and the worker, logged in as the manifest's `api` and `worker` users, run the whole
+/// pipeline (publish, status of a pending message, consume, dead-letter, record, replay), and
+/// each is refused what it does not need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more() {
+    let id = common::unique();
+    let stream = format!("LP_{id}");
+    let consumer = format!("c_{id}");
+    let dir = scratch("nats-lp");
+    let port = free_port();
+    let config = format!(
+        "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n{}",
+        dir.join("js").display(),
+        manifest_auth_conf(
+            &stream,
+            &consumer,
+            "api-pw-0123456789",
+            "worker-pw-0123456789"
+        )
+    );
+    let mut node = nats_with_config(&dir, port, &config);
+    let user = |name: &str, password: &str| NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        stream: stream.clone(),
+        duplicate_window: Duration::from_secs(120),
+        replicas: 1,
+        auth: NatsAuth {
+            user: Some((name.into(), password.into())),
+            ..NatsAuth::default()
+        },
+    };
+    let api = user("api", "api-pw-0123456789");
+    let worker = user("worker", "worker-pw-0123456789");
+    let mut p = common::Pipeline::paused_full(
+        common::TestDb::create().await,
+        |w| {
+            w.nats = api.clone();
+            w.consumer = consumer.clone();
+        },
+        |_| {},
+    )
+    .await;
+    // Accepted while no worker runs: its status comes from the stream (direct get).
+    let (status, answer) = p
+        .post(
+            "/ingest/message/order",
+            &common::tpch_order(5, 2).to_string(),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let message_id = answer["message_id"].as_str().expect("id").to_string();
+    let (status, answer) = p.get(&format!("/ingest/status/{message_id}")).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("pending")),
+        "{answer}"
+    );
+    // A message the worker must dead-letter, published with the api's rights.
+    p.publish_raw(b"not json".to_vec()).await;
+    p.worker_config.nats = worker.clone();
+    p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM order_line_items", 2).await;
+    p.db.wait_count("SELECT 1 FROM dead_letters", 1).await;
+    let (status, answer) = p.get(&format!("/ingest/status/{message_id}")).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("processed")),
+        "{answer}"
+    );
+    // Replay (the worker's command) publishes the dead letter again with the worker's rights.
+    let js = nomnom::nats::connect(&worker)
+        .await
+        .expect("worker connects");
+    let pool = nomnom::db::pool(&p.db.url, 1).expect("pool");
+    let report = nomnom::worker::dead_letter::replay(
+        &js,
+        &stream,
+        &pool,
+        &nomnom::worker::dead_letter::ReplayFilter::default(),
+    )
+    .await;
+    assert!(report.is_ok(), "{:?}", report.err());
+    // What neither may do: delete the streams; the api: consume, or forge dead letters. The
+    // server refuses each with a permissions violation naming the subject.
+    let dlq = nomnom::worker::dead_letter::dlq_stream_name(&stream);
+    for (who, config) in [("api", &api), ("worker", &worker)] {
+        let (js, seen) = watched(config).await;
+        for name in [&stream, &dlq] {
+            assert!(
+                js.delete_stream(name).await.is_err(),
+                "{who} deleted {name}"
+            );
+            let subject = format!("$JS.API.STREAM.DELETE.{name}");
+            assert!(
+                refused(&seen, &subject).await,
+                "{who}: no violation for {subject}"
+            );
+        }
+    }
+    let (api_js, seen) = watched(&api).await;
+    let stream_handle = api_js.get_stream(&stream).await.expect("stream info");
+    let consumer_attempt = stream_handle
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("intruder".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(consumer_attempt.is_err(), "the api created a consumer");
+    assert!(refused(&seen, &format!("$JS.API.CONSUMER.CREATE.{stream}.intruder")).await);
+    let _ = api_js
+        .client()
+        .publish(format!("{dlq}.order.x"), "forged".into())
+        .await;
+    assert!(
+        refused(&seen, &format!("{dlq}.order.x")).await,
+        "the api forged a dead letter"
+    );
+    // Cleanup (deleting streams) is the test's own user's job.
+    p.jetstream = nomnom::nats::connect(&user("cleanup", "cleanup-pw-0123456789"))
+        .await
+        .expect("cleanup user");
+    p.stop().await;
     node.stop("-KILL");
     let _ = std::fs::remove_dir_all(&dir);
 }

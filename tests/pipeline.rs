@@ -270,5 +270,18 @@ async fn unreadable_message_is_dead_lettered_with_reason() {
         2
     );
     assert_eq!(p.db.count("SELECT 1 FROM orders").await, 0);
+    // The dead-letter stream is bounded (defaults: 30 days, 1 GiB, oldest removed first).
+    let mut dlq = p
+        .jetstream
+        .get_stream(nomnom::worker::dead_letter::dlq_stream_name(&p.stream))
+        .await
+        .expect("dead-letter stream");
+    let config = dlq.info().await.expect("info").config.clone();
+    assert_eq!(config.max_age, std::time::Duration::from_secs(30 * 86_400));
+    assert_eq!(config.max_bytes, 1 << 30);
+    assert_eq!(
+        config.discard,
+        async_nats::jetstream::stream::DiscardPolicy::Old
+    );
     p.stop().await;
 }

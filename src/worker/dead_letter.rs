@@ -22,26 +22,65 @@ pub fn dlq_stream_name(stream: &str) -> String {
     format!("{stream}_DLQ")
 }
 
-/// Creates the dead-letter stream if absent (file storage, kept until deleted by an operator,
-/// as many replicas as the main stream).
+/// How much the dead-letter stream keeps: dead letters older than `max_age`, or beyond
+/// `max_bytes`, are removed from the stream oldest first (the `dead_letters` table keeps its
+/// record of each; replay reads from that table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DlqLimits {
+    /// `NATS_DLQ_MAX_AGE_DAYS` (default 30).
+    pub max_age: Duration,
+    /// `NATS_DLQ_MAX_BYTES` (default 1 GiB).
+    pub max_bytes: i64,
+}
+
+impl Default for DlqLimits {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Creates the dead-letter stream if absent (file storage, as many replicas as the main
+/// stream, within `limits`), and brings an existing one to `limits`.
 pub async fn ensure_dlq_stream(
     js: &jetstream::Context,
     config: &crate::config::NatsConfig,
+    limits: DlqLimits,
 ) -> Result<stream::Stream, NatsError> {
     let name = dlq_stream_name(&config.stream);
-    js.get_or_create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("{name}.>")],
-        storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
-        num_replicas: config.replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| NatsError::Stream {
-        stream: name,
+    let err = |e: &dyn std::fmt::Display| NatsError::Stream {
+        stream: name.clone(),
         reason: e.to_string(),
-    })
+    };
+    let mut dlq = js
+        .get_or_create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{name}.>")],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            num_replicas: config.replicas,
+            max_age: limits.max_age,
+            max_bytes: limits.max_bytes,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))?;
+    let current = dlq.cached_info().config.clone();
+    if current.max_age != limits.max_age || current.max_bytes != limits.max_bytes {
+        js.update_stream(stream::Config {
+            max_age: limits.max_age,
+            max_bytes: limits.max_bytes,
+            discard: stream::DiscardPolicy::Old,
+            ..current
+        })
+        .await
+        .map_err(|e| err(&e))?;
+        dlq = js.get_stream(&name).await.map_err(|e| err(&e))?;
+    }
+    Ok(dlq)
 }
 
 /// Publishes a dead letter and waits for JetStream to store it.

@@ -173,7 +173,7 @@ impl Worker<PgSink> {
             )));
         }
         let stream = nats_setup::ensure_stream(&js, &config.nats).await?;
-        dead_letter::ensure_dlq_stream(&js, &config.nats).await?;
+        dead_letter::ensure_dlq_stream(&js, &config.nats, config.dlq_limits).await?;
         // Created or updated: the delivery budget is kept by the worker (`MAX_DELIVER` counts
         // deliveries without an outcome), so JetStream itself never gives a message up.
         let consumer = stream

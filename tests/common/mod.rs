@@ -238,6 +238,7 @@ impl Pipeline {
             metrics_port: None,
             max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
             batch_wait: nomnom::config::DEFAULT_WORKER_BATCH_WAIT,
+            dlq_limits: Default::default(),
         };
         // The tweak may point at another NATS (a cluster, a server the test restarts).
         tweak(&mut worker_config);
