@@ -441,3 +441,127 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
     node.stop("-KILL");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A NATS JWT signed by `issuer` (header, claims, ed25519 signature; base64url without padding).
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": common::unique().to_uppercase(),
+        "iat": chrono::Utc::now().timestamp(),
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let claims = b64.encode(claims.to_string());
+    let signed = format!("{header}.{claims}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+/// Decentralised auth (operator, account and user JWTs): the api and the worker log in with a
+/// `.creds` file, as with NGS or an `nsc`-managed server; a creds file of an unknown user fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_logs_in_to_an_operator_mode_server() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "test-operator",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+    });
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "test-account",
+        serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    // JetStream needs a system account in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &user.public_key(),
+        "test-user",
+        serde_json::json!({"type": "user", "version": 2, "subs": -1, "data": -1, "payload": -1}),
+    );
+    let dir = scratch("nats-jwt");
+    let port = free_port();
+    let config = format!(
+        "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\noperator: {operator_jwt}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload: {{\n  {acct}: {account_jwt}\n  {sys}: {system_jwt}\n}}\n",
+        dir.join("js").display(),
+        acct = account.public_key(),
+        sys = system.public_key(),
+    );
+    let mut node = nats_with_config(&dir, port, &config);
+    let creds = |jwt: &str, seed: &str| {
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        )
+    };
+    let creds_file = dir.join("user.creds");
+    std::fs::write(&creds_file, creds(&user_jwt, &user.seed().expect("seed"))).expect("write");
+    let stream = format!("JWT_{}", common::unique());
+    let config = NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        stream: stream.clone(),
+        duplicate_window: Duration::from_secs(120),
+        replicas: 1,
+        auth: nkey_auth(&creds_file),
+    };
+    let mut p = common::Pipeline::paused_full(
+        common::TestDb::create().await,
+        |w| w.nats = config.clone(),
+        |_| {},
+    )
+    .await;
+    p.start_worker().await;
+    let (status, answer) = p
+        .post(
+            "/ingest/message/order",
+            &common::tpch_order(8, 2).to_string(),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    p.db.wait_count("SELECT 1 FROM order_line_items", 2).await;
+    // A user the account never signed.
+    let stranger = nkeys::KeyPair::new_user();
+    let other_account = nkeys::KeyPair::new_account();
+    let forged_jwt = nats_jwt(
+        &other_account,
+        &stranger.public_key(),
+        "stranger",
+        serde_json::json!({"type": "user", "version": 2}),
+    );
+    let forged = dir.join("stranger.creds");
+    std::fs::write(&forged, creds(&forged_jwt, &stranger.seed().expect("seed"))).expect("write");
+    let e = connect_error(&NatsConfig {
+        auth: nkey_auth(&forged),
+        ..config.clone()
+    })
+    .await;
+    assert!(
+        e.contains("authorization") && e.contains("NATS_CREDS"),
+        "{e}"
+    );
+    p.stop().await;
+    node.stop("-KILL");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -255,5 +255,17 @@ pub(crate) fn nats_with_config(dir: &std::path::Path, port: u16, config: &str) -
     std::fs::create_dir_all(dir).expect("nats dir");
     let path = dir.join("nats.conf");
     std::fs::write(&path, config).expect("write nats.conf");
+    // `-t` checks the configuration and says what is wrong with it.
+    let check = Command::new("nats-server")
+        .args(["-c", &path.to_string_lossy(), "-t"])
+        .output()
+        .expect("nats-server on PATH");
+    assert!(
+        check.status.success(),
+        "nats-server refuses {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     NatsNode::start(vec!["-c".into(), path.to_string_lossy().into_owned()], port)
 }
