@@ -365,6 +365,117 @@ async fn batch_answers_per_line_and_publishes_valid_lines() {
     api.cleanup().await;
 }
 
+fn customer(n: u32) -> serde_json::Value {
+    json!({
+        "customer_key": format!("CUST-{n:04}"), "name": format!("Customer#{n}"), "address": "x",
+        "nation_key": 3, "phone": "25-989-741-2988", "account_balance": "711.56",
+        "market_segment": "BUILDING", "comment": null
+    })
+}
+
+#[tokio::test]
+async fn a_json_array_batch_is_checked_element_by_element_and_published_as_sent() {
+    let api = Api::plain().await;
+    // Leading white space, a reference entity (customer), odd spacing kept byte for byte.
+    let good = customer(1).to_string().replace(",", " ,");
+    let body = format!(
+        "\n  [{good}, {{\"customer_key\": \"X\"}}, 42,\n{}]  ",
+        customer(2)
+    );
+    let req = Request::post("/ingest/batch/customer")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "array-1")
+        .body(Body::from(body))
+        .expect("request");
+    let (status, answer, _) = api.call(req).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(
+        (answer["accepted"].clone(), answer["rejected"].clone()),
+        (json!(2), json!(2))
+    );
+    let results = answer["results"].as_array().expect("results");
+    let positions: Vec<u64> = results
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(positions, vec![1, 2, 3, 4]);
+    assert_eq!(results[1]["details"][0]["field"], "name");
+    assert!(
+        results[2]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("must be a JSON object"),
+        "{answer}"
+    );
+    // Each element is its own message, its payload the element's text as sent.
+    let stream = api
+        .state
+        .jetstream
+        .get_stream(&api.stream)
+        .await
+        .expect("stream");
+    let first = stream.get_raw_message(1).await.expect("first");
+    let envelope = nomnom::envelope::MessageEnvelope::decode(Some(&first.headers), &first.payload)
+        .expect("envelope");
+    assert_eq!(&envelope.body[..], good.as_bytes());
+    assert_eq!(envelope.entity, "Customer");
+    assert_eq!(
+        envelope.message_id.to_string(),
+        results[0]["message_id"].as_str().unwrap_or("")
+    );
+    assert_eq!(api.stream_messages().await, 2);
+    api.cleanup().await;
+}
+
+#[tokio::test]
+async fn json_array_batches_keep_the_batch_limits_and_report_bad_json() {
+    let mut api = Api::plain().await;
+    api.state.max_batch_lines = 3;
+    let four = format!("[{}]", vec![customer(1).to_string(); 4].join(","));
+    let (status, body) = api.post("/ingest/batch/customer", four).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(
+        api.stream_messages().await,
+        0,
+        "nothing published past the limit"
+    );
+    let (status, body) = api.post("/ingest/batch/customer", "[]").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("empty"),
+        "{body}"
+    );
+    let (status, body) = api
+        .post("/ingest/batch/customer", format!("[{},\n  ", customer(1)))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("invalid JSON at line 2"),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(
+            "/ingest/batch/customer",
+            format!("[{}] trailing", customer(1)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // An element larger than MAX_BODY_BYTES is refused on its own.
+    api.state.max_body_bytes = 300;
+    let mut big = customer(5);
+    big["comment"] = json!("x".repeat(400));
+    let (status, body) = api
+        .post("/ingest/batch/customer", format!("[{},{big}]", customer(4)))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["rejected_by_reason"]["too_large"], 1, "{body}");
+    assert_eq!(api.stream_messages().await, 1);
+    api.cleanup().await;
+}
+
 #[tokio::test]
 async fn readiness_follows_what_accepting_needs() {
     let test_db = common::TestDb::create().await;

@@ -285,3 +285,37 @@ async fn unreadable_message_is_dead_lettered_with_reason() {
     );
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_array_of_reference_rows_and_one_of_orders_are_stored() {
+    let p = Pipeline::start().await;
+    let customers: Vec<serde_json::Value> = (1..=3)
+        .map(|n| {
+            json!({
+                "customer_key": format!("CUST-{n}"), "name": format!("Customer#{n}"),
+                "address": "x", "nation_key": n, "phone": "25-989-741-2988",
+                "account_balance": format!("{n}.50"), "market_segment": "BUILDING", "comment": null
+            })
+        })
+        .collect();
+    let (status, answer) = p
+        .post("/ingest/batch/customer", &json!(customers).to_string())
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 3);
+    let orders = json!([tpch_order(1, 2), tpch_order(2, 3)]);
+    let (status, answer) = p.post("/ingest/batch/order", &orders.to_string()).await;
+    assert_eq!(status, 202, "{answer}");
+    p.db.wait_count("SELECT 1 FROM message_status", 5).await;
+    assert_eq!(
+        p.db.rows("SELECT customer_key, account_balance::text FROM customers ORDER BY 1")
+            .await,
+        vec![
+            vec![s("CUST-1"), s("1.50")],
+            vec![s("CUST-2"), s("2.50")],
+            vec![s("CUST-3"), s("3.50")]
+        ]
+    );
+    assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 5);
+    p.stop().await;
+}

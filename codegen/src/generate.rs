@@ -39,7 +39,7 @@ pub fn generate(schema: &Schema) -> Vec<GeneratedFile> {
         contents: format(top_file(schema)) + &schema_module(schema),
     }];
     for e in &schema.entities {
-        if e.source_type == SourceType::Reference {
+        if e.is_documentation_only() {
             continue;
         }
         files.push(GeneratedFile {
@@ -165,11 +165,7 @@ fn rows_ident(e: &EntityDef) -> Ident {
 }
 
 fn roots(schema: &Schema) -> Vec<&EntityDef> {
-    schema
-        .entities
-        .iter()
-        .filter(|e| e.source_type == SourceType::Root)
-        .collect()
+    schema.entities.iter().filter(|e| e.is_ingested()).collect()
 }
 
 fn stored(schema: &Schema) -> Vec<&EntityDef> {
@@ -201,7 +197,7 @@ fn top_file(schema: &Schema) -> TokenStream {
     let live: Vec<&EntityDef> = schema
         .entities
         .iter()
-        .filter(|e| e.source_type != SourceType::Reference)
+        .filter(|e| !e.is_documentation_only())
         .collect();
     let modules = live.iter().map(|e| {
         let m = module_ident(e);
@@ -216,7 +212,7 @@ fn top_file(schema: &Schema) -> TokenStream {
     let reexports = live.iter().map(|e| {
         let m = module_ident(e);
         let t = type_ident(e);
-        if e.source_type == SourceType::Root {
+        if e.is_ingested() {
             let msg = message_ident(e);
             quote!(pub use self::#m::{#t, #msg};)
         } else {
@@ -518,7 +514,7 @@ fn row_batch(schema: &Schema) -> TokenStream {
             .filter(|e| e.persistence.is_some())
             .map(|e| {
                 let r = rows_ident(e);
-                if e.source_type == SourceType::Root {
+                if e.is_ingested() {
                     quote!(self.#r.push((&m.#r, sequence));)
                 } else {
                     quote!(self.#r.extend(m.#r.iter().map(|row| (row, sequence)));)
@@ -656,7 +652,7 @@ fn entity_file(schema: &Schema, e: &EntityDef) -> TokenStream {
         quote!(#d #serde_rename pub #id: #ty,)
     });
     let parser = entity_parser(schema, e);
-    let message = if e.source_type == SourceType::Root {
+    let message = if e.is_ingested() {
         message_type(schema, e)
     } else {
         quote!()

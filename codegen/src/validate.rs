@@ -45,6 +45,22 @@ impl Schema {
 }
 
 impl EntityDef {
+    /// Whether messages of this entity are posted and parsed on their own: a root, or a
+    /// reference entity with `persistence` (stored reference data, loaded directly).
+    pub fn is_ingested(&self) -> bool {
+        match self.source_type {
+            SourceType::Root => true,
+            SourceType::Reference => self.persistence.is_some(),
+            SourceType::Derived => false,
+        }
+    }
+
+    /// Whether this is a reference entity without `persistence`: documentation only, nothing
+    /// is generated for it.
+    pub fn is_documentation_only(&self) -> bool {
+        self.source_type == SourceType::Reference && self.persistence.is_none()
+    }
+
     /// The parent entity's name (derived entities only).
     pub fn parent_name(&self) -> Option<&str> {
         if self.source_type != SourceType::Derived {
@@ -144,15 +160,6 @@ fn check_entity(
             if let Some(p) = &e.parent {
                 d.error(f, p.loc, "`parent` is only allowed on derived entities");
             }
-            if e.source_type == SourceType::Reference
-                && let Some(p) = &e.persistence
-            {
-                d.error(
-                    f,
-                    p.loc,
-                    "reference entities are not stored; remove `persistence`",
-                );
-            }
             None
         }
         SourceType::Derived if e.repeated_for.is_none() => {
@@ -169,7 +176,7 @@ fn check_entity(
         }
         SourceType::Derived => derived_parent(e, names, known_entities, all_files_loaded, d),
     };
-    if e.source_type != SourceType::Reference {
+    if !e.is_documentation_only() {
         for field in &e.fields {
             check_field(e, field, parent, d);
         }
@@ -213,12 +220,12 @@ fn derived_parent<'a>(
         );
         return None;
     };
-    if parent.source_type == SourceType::Reference {
+    if parent.is_documentation_only() {
         d.error(
             f,
             r.entity.loc,
             format!(
-                "parent `{}` is a reference entity, which is never parsed",
+                "parent `{}` is a reference entity without `persistence`, which is never parsed",
                 parent.name.value
             ),
         );
@@ -267,11 +274,11 @@ fn check_field(e: &EntityDef, field: &FieldDef, parent: Option<&EntityDef>, d: &
     match &c.transform {
         Transform::CopyFromParent => {
             let Some(parent) = parent else {
-                if e.source_type == SourceType::Root {
+                if e.is_ingested() {
                     d.error(
                         f,
                         c.loc,
-                        "`copy_from_parent` needs a parent; root entities have none",
+                        "`copy_from_parent` needs a parent; root and stored reference entities have none",
                     );
                 }
                 return;
@@ -339,7 +346,7 @@ fn check_field(e: &EntityDef, field: &FieldDef, parent: Option<&EntityDef>, d: &
                     "the path is given twice (in the source and in `field_path`)",
                 );
             }
-            if e.source_type == SourceType::Root && !has_path {
+            if e.is_ingested() && !has_path {
                 d.error(
                     f,
                     c.loc,
@@ -589,7 +596,7 @@ fn check_generated_names(entities: &[EntityDef], d: &mut Diagnostics) {
     const RESERVED: &[&str] = &["RootEntity", "ParsedMessage", "RowBatch", "Schema", "Self"];
     let roots: BTreeSet<&str> = entities
         .iter()
-        .filter(|e| e.source_type == SourceType::Root)
+        .filter(|e| e.is_ingested())
         .map(|e| e.name.value.as_str())
         .collect();
     for e in entities {

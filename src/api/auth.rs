@@ -74,10 +74,13 @@ pub struct Client {
 impl Client {
     /// The client of an api without keys: may do everything.
     pub fn anonymous() -> Self {
-        Self {
+        // Built once: every request of an api without keys carries it (two counter increments,
+        // no allocation).
+        static ANONYMOUS: std::sync::LazyLock<Client> = std::sync::LazyLock::new(|| Client {
             name: Arc::from(""),
             scope: Arc::new(Scope::EVERYTHING),
-        }
+        });
+        ANONYMOUS.clone()
     }
 
     /// Whether this is the anonymous client of an api without keys.

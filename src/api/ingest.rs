@@ -86,7 +86,7 @@ fn check_content_type(headers: &HeaderMap, batch: bool) -> Result<(), ApiError> 
         return Ok(());
     };
     let expected = if batch {
-        "application/x-ndjson (one JSON object per line)"
+        "application/x-ndjson (one JSON object per line) or application/json (an array of objects)"
     } else {
         "application/json"
     };
@@ -490,9 +490,77 @@ impl LineSplitter {
     }
 }
 
+/// How a batch body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchFormat {
+    /// One JSON object per line.
+    Ndjson,
+    /// One JSON array of objects.
+    JsonArray,
+}
+
+/// Calls `each` with every element of a JSON array body (1-based position, the element's text
+/// as sent), without building the elements first; stops at the first `Err` of `each`. A body
+/// that is not one JSON array is a 400 with the position of the problem.
+fn each_array_element(
+    body: &[u8],
+    max_element: usize,
+    each: &mut impl FnMut(Line<'_>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
+
+    struct Walk<'f, F> {
+        each: &'f mut F,
+        stopped: &'f mut Option<ApiError>,
+        max_element: usize,
+    }
+    impl<'de, F: FnMut(Line<'_>) -> Result<(), ApiError>> Visitor<'de> for Walk<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON array of objects")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut index = 0;
+            while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+                index += 1;
+                let text = raw.get().as_bytes();
+                let line = if text.len() > self.max_element {
+                    Line::TooLong(index)
+                } else {
+                    Line::Text(index, text)
+                };
+                if let Err(e) = (self.each)(line) {
+                    *self.stopped = Some(e);
+                    return Err(A::Error::custom("stopped"));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    let mut stopped = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let walked = (&mut de)
+        .deserialize_seq(Walk {
+            each,
+            stopped: &mut stopped,
+            max_element,
+        })
+        .and_then(|()| de.end());
+    if let Some(e) = stopped {
+        return Err(e);
+    }
+    walked.map_err(|e| ApiError::InvalidJson {
+        message: e.to_string(),
+        line: e.line(),
+        column: e.column(),
+    })
+}
+
 /// `POST /ingest/batch/{entity}`: NDJSON, one message per line, read and validated line by line
 /// as the body streams in (at most `MAX_BATCH_LINES` lines, each at most `MAX_BODY_BYTES`, the
-/// whole at most `MAX_BATCH_BYTES`). Nothing is published unless the whole body is within the
+/// whole at most `MAX_BATCH_BYTES`); or a JSON array of messages (same limits; `line` in the
+/// answer is the element's 1-based position). Nothing is published unless the whole body is within the
 /// limits; then valid lines are all published before any ack is awaited (pipelined), and every
 /// accepted line is acked before the answer.
 pub(super) async fn ingest_batch(
@@ -576,6 +644,12 @@ async fn batch(
     let mut stream = body.into_data_stream();
     let mut read = 0usize;
     let mut refused: Option<ApiError> = None;
+    // The first byte that is not white space decides: `[` is a JSON array (buffered whole,
+    // within MAX_BATCH_BYTES, then walked element by element), anything else NDJSON (split as
+    // it streams). Leading white space waits in `undecided` (it counts for NDJSON lines).
+    let mut format: Option<BatchFormat> = None;
+    let mut undecided: Vec<u8> = Vec::new();
+    let mut array: Vec<u8> = Vec::new();
     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
         let chunk = chunk.map_err(|e| {
             if super::server::is_body_timeout(&e) {
@@ -593,16 +667,44 @@ async fn batch(
                 limit: state.max_batch_bytes,
             });
         }
-        // Once refused, the rest is read and dropped (bounded by MAX_BATCH_BYTES) so that the
-        // client, still sending, reads the answer instead of a reset connection.
-        if refused.is_none()
-            && let Err(e) = splitter.feed(&chunk, &mut on_line)
-        {
-            refused = Some(e);
+        if format.is_none() {
+            format = match chunk.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'[') => Some(BatchFormat::JsonArray),
+                Some(_) => Some(BatchFormat::Ndjson),
+                None => None,
+            };
+            if format.is_none() {
+                undecided.extend_from_slice(&chunk);
+                continue;
+            }
+        }
+        match format {
+            Some(BatchFormat::JsonArray) => {
+                array.append(&mut undecided);
+                array.extend_from_slice(&chunk);
+            }
+            // Once refused, the rest is read and dropped (bounded by MAX_BATCH_BYTES) so that
+            // the client, still sending, reads the answer instead of a reset connection.
+            _ if refused.is_some() => {}
+            _ => {
+                let pending = std::mem::take(&mut undecided);
+                let fed = splitter
+                    .feed(&pending, &mut on_line)
+                    .and_then(|()| splitter.feed(&chunk, &mut on_line));
+                if let Err(e) = fed {
+                    refused = Some(e);
+                }
+            }
         }
     }
-    if refused.is_none()
-        && let Err(e) = splitter.finish(&mut on_line)
+    if format == Some(BatchFormat::JsonArray) {
+        if let Err(e) = each_array_element(&array, state.max_body_bytes, &mut on_line) {
+            refused = Some(e);
+        }
+    } else if refused.is_none()
+        && let Err(e) = splitter
+            .feed(&undecided, &mut on_line)
+            .and_then(|()| splitter.finish(&mut on_line))
     {
         refused = Some(e);
     }
@@ -611,7 +713,7 @@ async fn batch(
     }
     if lines == 0 {
         return Err(ApiError::BadRequest(
-            "the batch is empty: send one JSON object per line".into(),
+            "the batch is empty: send one JSON object per line, or a JSON array of objects".into(),
         ));
     }
     let started = Instant::now();

@@ -86,9 +86,12 @@ pub fn openapi_document(auth: bool) -> Value {
             format!("/ingest/batch/{}", entity.snake_name()),
             json!({"post": {
                 "operationId": format!("ingest_batch_{}", entity.snake_name()),
-                "summary": format!("Ingest {name} messages as NDJSON (one JSON object per line)"),
+                "summary": format!("Ingest {name} messages as NDJSON (one JSON object per line) or a JSON array"),
                 "parameters": [idempotency],
-                "requestBody": {"required": true, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+                "requestBody": {"required": true, "content": {
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "array", "items": schema_ref, "minItems": 1}}
+                }},
                 "responses": batch,
             }}),
         );

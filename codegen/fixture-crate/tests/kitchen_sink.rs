@@ -169,7 +169,7 @@ fn nulls_follow_nullability() {
 }
 
 #[test]
-fn reference_entities_generate_no_code() {
+fn reference_entities_without_persistence_generate_no_code() {
     assert_eq!(
         RootEntity::ALL.iter().map(|e| e.name()).collect::<Vec<_>>(),
         vec!["Shipment"]
