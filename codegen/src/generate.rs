@@ -235,6 +235,7 @@ fn top_file(schema: &Schema) -> TokenStream {
     let tables = table_defs(schema);
     let row_batch = row_batch(schema);
     let json_schemas = roots.iter().map(|e| raw_str(&json_schema(schema, e)));
+    let root_mods: Vec<Ident> = roots.iter().map(|e| module_ident(e)).collect();
     quote! {
         #(#modules)*
         #(#reexports)*
@@ -265,6 +266,11 @@ fn top_file(schema: &Schema) -> TokenStream {
                     .iter()
                     .copied()
                     .find(|e| ::nomnom_runtime::same_entity_name(e.name(), name))
+            }
+
+            /// How CSV files of this entity are read (its `csv:` block, or the defaults).
+            pub fn csv(self) -> &'static ::nomnom_runtime::CsvSpec {
+                match self { #(RootEntity::#root_variants => &self::#root_mods::CSV,)* }
             }
 
             /// JSON Schema of the message body.
@@ -653,7 +659,9 @@ fn entity_file(schema: &Schema, e: &EntityDef) -> TokenStream {
     });
     let parser = entity_parser(schema, e);
     let message = if e.is_ingested() {
-        message_type(schema, e)
+        let csv = csv_spec(e);
+        let m = message_type(schema, e);
+        quote!(#m #csv)
     } else {
         quote!()
     };
@@ -678,6 +686,61 @@ fn entity_file(schema: &Schema, e: &EntityDef) -> TokenStream {
 
         #message
         #upsert
+    }
+}
+
+/// The `CSV` constant of an ingested entity: its `csv:` block (validated) or the defaults, and
+/// the fields a column can feed with the JSON path the parser reads each from.
+fn csv_spec(e: &EntityDef) -> TokenStream {
+    let c = e.csv.clone().unwrap_or_default();
+    let byte = |v: &Option<Spanned<String>>, default: u8| {
+        v.as_ref()
+            .and_then(|s| s.value.bytes().next())
+            .unwrap_or(default)
+    };
+    let delimiter = byte(&c.delimiter, b',');
+    let quote_char = byte(&c.quote, b'"');
+    let header = c.header.as_ref().is_none_or(|h| h.value);
+    let columns = c.columns.iter().map(|s| s.value.as_str());
+    let header_map = c.header_map.iter().map(|(h, f)| {
+        let (h, f) = (&h.value, &f.value);
+        quote!((#h, #f))
+    });
+    let opt = |v: &Option<Spanned<String>>| match v {
+        Some(s) => {
+            let s = &s.value;
+            quote!(::std::option::Option::Some(#s))
+        }
+        None => quote!(::std::option::Option::None),
+    };
+    let null = opt(&c.null);
+    let date_format = opt(&c.date_format);
+    let fields = crate::validate::csv_fields(e).map(|f| {
+        let name = &f.name.value;
+        let path = json_path(f);
+        let ty = format_ident!("{}", format!("{:?}", f.ty.value));
+        let nullable = f.nullable;
+        quote! {
+            ::nomnom_runtime::CsvField {
+                name: #name,
+                path: &[#(#path),*],
+                ty: ::nomnom_runtime::FieldType::#ty,
+                nullable: #nullable,
+            }
+        }
+    });
+    quote! {
+        /// How CSV files of this entity are read (`csv:` in its YAML, or the defaults).
+        pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
+            delimiter: #delimiter,
+            quote: #quote_char,
+            header: #header,
+            columns: &[#(#columns),*],
+            header_map: &[#(#header_map),*],
+            null: #null,
+            date_format: #date_format,
+            fields: &[#(#fields),*],
+        };
     }
 }
 

@@ -23,6 +23,16 @@ const ENTITY_KEYS: &[&str] = &[
     "repeated_for",
     "parent",
     "persistence",
+    "csv",
+];
+const CSV_KEYS: &[&str] = &[
+    "delimiter",
+    "quote",
+    "header",
+    "columns",
+    "header_map",
+    "null",
+    "date_format",
 ];
 const FIELD_KEYS: &[&str] = &[
     "name",
@@ -392,6 +402,9 @@ impl Cx<'_> {
         let persistence = keys
             .get("persistence")
             .and_then(|n| self.persistence(n, &ctx, keys.key_loc("persistence")));
+        let csv = keys
+            .get("csv")
+            .and_then(|n| self.csv(n, keys.key_loc("csv").unwrap_or_default()));
         Some(EntityDef {
             file: self.file.to_string(),
             name: name?,
@@ -401,6 +414,7 @@ impl Cx<'_> {
             repeated_for,
             parent,
             persistence,
+            csv,
             complete: true,
         })
     }
@@ -634,6 +648,52 @@ impl Cx<'_> {
             did_you_mean(&source.value, &known),
         );
         None
+    }
+
+    fn csv(&mut self, node: &Node, key_loc: Loc) -> Option<CsvDef> {
+        let keys = self.mapping(node, CSV_KEYS, "`csv`")?;
+        let mut def = CsvDef {
+            loc: key_loc,
+            ..CsvDef::default()
+        };
+        def.delimiter = keys.get("delimiter").and_then(|n| self.string(n, "`csv.delimiter`"));
+        def.quote = keys.get("quote").and_then(|n| self.string(n, "`csv.quote`"));
+        def.header = keys.get("header").and_then(|n| {
+            let value = self.bool(n, "`csv.header`")?;
+            Some(Spanned {
+                value,
+                loc: loc(n),
+            })
+        });
+        if let Some(n) = keys.get("columns") {
+            def.columns = self.string_list(n, "`csv.columns`");
+        }
+        if let Some(n) = keys.get("header_map") {
+            match n.as_mapping() {
+                Some(map) => {
+                    for (k, v) in map.iter() {
+                        if let Some(field) = self.string(v, "a `csv.header_map` value") {
+                            def.header_map.push((
+                                Spanned {
+                                    value: k.as_str().to_string(),
+                                    loc: sloc(k),
+                                },
+                                field,
+                            ));
+                        }
+                    }
+                }
+                None => self.err(
+                    loc(n),
+                    "`csv.header_map` must be a mapping of header text to field name",
+                ),
+            }
+        }
+        def.null = keys.get("null").and_then(|n| self.string(n, "`csv.null`"));
+        def.date_format = keys
+            .get("date_format")
+            .and_then(|n| self.string(n, "`csv.date_format`"));
+        Some(def)
     }
 
     fn persistence(

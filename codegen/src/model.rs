@@ -42,6 +42,8 @@ pub struct EntityDef {
     pub parent: Option<Spanned<String>>,
     /// How rows are stored; `None` means parsed but not stored.
     pub persistence: Option<Persistence>,
+    /// How CSV files of this entity are read (`csv:`); `None`: the defaults.
+    pub csv: Option<CsvDef>,
     /// False when the file had problems and parts of it were dropped while loading; checks that
     /// would only repeat those problems (e.g. "no field x") are skipped for it.
     pub complete: bool,
@@ -161,4 +163,25 @@ pub struct Persistence {
     pub field_overrides: Vec<FieldDef>,
     /// Position of the `persistence` key.
     pub loc: Loc,
+}
+
+/// The `csv:` block of an entity.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CsvDef {
+    /// Position of the `csv` key.
+    pub loc: Loc,
+    /// `delimiter`: one character.
+    pub delimiter: Option<Spanned<String>>,
+    /// `quote`: one character.
+    pub quote: Option<Spanned<String>>,
+    /// `header`: whether the first row names the columns.
+    pub header: Option<Spanned<bool>>,
+    /// `columns`: field names in column order (`_` skips a column).
+    pub columns: Vec<Spanned<String>>,
+    /// `header_map`: header text → field name.
+    pub header_map: Vec<(Spanned<String>, Spanned<String>)>,
+    /// `null`: the text that means null besides an empty cell.
+    pub null: Option<Spanned<String>>,
+    /// `date_format`: chrono format of `Date` cells.
+    pub date_format: Option<Spanned<String>>,
 }

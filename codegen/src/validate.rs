@@ -184,6 +184,107 @@ fn check_entity(
     if let Some(p) = &e.persistence {
         check_persistence(e, p, d);
     }
+    if let Some(c) = &e.csv {
+        check_csv(e, c, d);
+    }
+}
+
+/// The fields a CSV column can feed: read from the body (not constants), in field order.
+pub(crate) fn csv_fields(e: &EntityDef) -> impl Iterator<Item = &FieldDef> {
+    e.fields.iter().filter(|f| {
+        !matches!(
+            f.computed_from.as_ref().map(|c| &c.transform),
+            Some(Transform::Constant)
+        )
+    })
+}
+
+fn one_char(value: &Spanned<String>, what: &str, d: &mut Diagnostics, file: &str) -> Option<u8> {
+    let v = value.value.as_bytes();
+    match v {
+        [b] if b.is_ascii() && !matches!(b, b'\n' | b'\r') => Some(*b),
+        _ => {
+            d.error(
+                file,
+                value.loc,
+                format!(
+                    "`csv.{what}` must be one ASCII character other than a line break, not `{}`",
+                    value.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Checks a `csv:` block against the entity.
+fn check_csv(e: &EntityDef, c: &CsvDef, d: &mut Diagnostics) {
+    let f = &e.file;
+    if !e.is_ingested() {
+        d.error(
+            f,
+            c.loc,
+            "`csv` applies to entities posted directly (root, or reference with `persistence`)",
+        );
+        return;
+    }
+    let delimiter = c.delimiter.as_ref().and_then(|v| one_char(v, "delimiter", d, f));
+    let quote = c.quote.as_ref().and_then(|v| one_char(v, "quote", d, f));
+    if let (Some(a), Some(b), Some(q)) = (delimiter, quote, &c.quote)
+        && a == b
+    {
+        d.error(f, q.loc, "`csv.quote` and `csv.delimiter` must differ");
+    }
+    let names: Vec<&str> = csv_fields(e).map(|x| x.name.value.as_str()).collect();
+    let mut fed = BTreeSet::new();
+    let mut check_name = |name: &Spanned<String>, d: &mut Diagnostics| {
+        if !e.complete || names.contains(&name.value.as_str()) {
+            if !fed.insert(name.value.clone()) {
+                d.error(f, name.loc, format!("field `{}` is given two columns", name.value));
+            }
+        } else {
+            d.push(
+                f,
+                name.loc,
+                format!("`{}` is not a field of `{}` that CSV can feed", name.value, e.name.value),
+                Some(did_you_mean(&name.value, &names)),
+            );
+        }
+    };
+    for col in &c.columns {
+        if col.value != "_" {
+            check_name(col, d);
+        }
+    }
+    for (_, field) in &c.header_map {
+        check_name(field, d);
+    }
+    if let Some(h) = &c.header
+        && !h.value
+        && c.columns.is_empty()
+    {
+        d.error(
+            f,
+            h.loc,
+            "`csv.header: false` needs `csv.columns` (the field of each column, in order)",
+        );
+    }
+    if !c.columns.is_empty() {
+        for field in csv_fields(e) {
+            if !field.nullable && !fed.contains(&field.name.value) && e.complete {
+                d.error(
+                    f,
+                    c.loc,
+                    format!("`csv.columns` does not list the required field `{}`", field.name.value),
+                );
+            }
+        }
+    }
+    if let Some(fmt) = &c.date_format {
+        if let Err(why) = nomnom_runtime::csv::check_date_format(&fmt.value) {
+            d.error(f, fmt.loc, format!("`csv.date_format`: {why}"));
+        }
+    }
 }
 
 /// Resolves and checks the parent of a derived entity.

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+pub mod csv;
 mod json;
 mod types;
 
@@ -14,7 +15,8 @@ pub use bigdecimal::BigDecimal as Decimal;
 pub use chrono::{NaiveDate, NaiveTime};
 pub use json::{Elements, JsonDoc, JsonNumber, JsonRef, Members, doc_from_value};
 pub use serde_json::Value as JsonValue;
-pub use types::{Bind, ColumnType, Constant, FieldType, ReportedColumn, TYPES, TypeInfo};
+pub use csv::{CsvField, CsvSpec};
+pub use types::{Bind, ColumnType, Constant, CsvCell, FieldType, ReportedColumn, TYPES, TypeInfo};
 pub use uuid::Uuid;
 
 /// `DateTime` fields: a UTC timestamp.

@@ -89,6 +89,22 @@ pub enum Constant {
     Unsupported,
 }
 
+/// How a CSV cell of this type becomes the JSON value the parser reads (then checked like any
+/// JSON value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsvCell {
+    /// The text as a JSON string.
+    Text,
+    /// A JSON number: the text must be one (the parser then checks range and kind).
+    Number,
+    /// `true`/`false` (also `t`/`f`, `1`/`0`, `yes`/`no`, any case).
+    Boolean,
+    /// A date: ISO text, or text in the entity's `csv.date_format`.
+    Date,
+    /// The cell holds JSON text (objects, arrays).
+    Json,
+}
+
 /// Everything about one YAML type.
 #[derive(Debug, Clone, Copy)]
 pub struct TypeInfo {
@@ -114,6 +130,8 @@ pub struct TypeInfo {
     pub json_schema: fn() -> JsonValue,
     /// How `constant` literals are checked and produced.
     pub constant: Constant,
+    /// How a CSV cell is read.
+    pub csv: CsvCell,
 }
 
 fn parses<T: std::str::FromStr>(text: &str) -> Result<(), String> {
@@ -171,6 +189,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <String as FromJson>::EXPECTED,
         json_schema: || json!({"type": "string"}),
         constant: Constant::RustLiteral(|_| Ok(())),
+        csv: CsvCell::Text,
     },
     TypeInfo {
         ty: FieldType::Integer,
@@ -190,6 +209,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <i32 as FromJson>::EXPECTED,
         json_schema: || json!({"type": "integer", "format": "int32"}),
         constant: Constant::RustLiteral(parses::<i32>),
+        csv: CsvCell::Number,
     },
     TypeInfo {
         ty: FieldType::BigInt,
@@ -209,6 +229,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <i64 as FromJson>::EXPECTED,
         json_schema: || json!({"type": "integer", "format": "int64"}),
         constant: Constant::RustLiteral(parses::<i64>),
+        csv: CsvCell::Number,
     },
     TypeInfo {
         ty: FieldType::Float,
@@ -228,6 +249,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <f64 as FromJson>::EXPECTED,
         json_schema: || json!({"type": "number", "format": "double"}),
         constant: Constant::RustLiteral(finite_float),
+        csv: CsvCell::Number,
     },
     TypeInfo {
         ty: FieldType::Decimal,
@@ -250,6 +272,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <crate::Numeric as FromJson>::EXPECTED,
         json_schema: || json!({"type": ["number", "string"], "format": "decimal"}),
         constant: Constant::Converted(converts::<crate::Numeric>),
+        csv: CsvCell::Number,
     },
     TypeInfo {
         ty: FieldType::Boolean,
@@ -269,6 +292,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <bool as FromJson>::EXPECTED,
         json_schema: || json!({"type": "boolean"}),
         constant: Constant::RustLiteral(parses::<bool>),
+        csv: CsvCell::Boolean,
     },
     TypeInfo {
         ty: FieldType::Date,
@@ -288,6 +312,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <crate::NaiveDate as FromJson>::EXPECTED,
         json_schema: || json!({"type": "string", "format": "date"}),
         constant: Constant::Converted(converts::<crate::NaiveDate>),
+        csv: CsvCell::Date,
     },
     TypeInfo {
         ty: FieldType::Time,
@@ -314,6 +339,7 @@ pub const TYPES: &[TypeInfo] = &[
             })
         },
         constant: Constant::Converted(converts::<crate::NaiveTime>),
+        csv: CsvCell::Text,
     },
     TypeInfo {
         ty: FieldType::DateTime,
@@ -333,6 +359,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <crate::DateTimeUtc as FromJson>::EXPECTED,
         json_schema: || json!({"type": "string", "format": "date-time"}),
         constant: Constant::Converted(converts::<crate::DateTimeUtc>),
+        csv: CsvCell::Text,
     },
     TypeInfo {
         ty: FieldType::Uuid,
@@ -352,6 +379,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <crate::Uuid as FromJson>::EXPECTED,
         json_schema: || json!({"type": "string", "format": "uuid"}),
         constant: Constant::Converted(converts::<crate::Uuid>),
+        csv: CsvCell::Text,
     },
     TypeInfo {
         ty: FieldType::Bytes,
@@ -377,6 +405,7 @@ pub const TYPES: &[TypeInfo] = &[
             })
         },
         constant: Constant::Converted(converts::<Vec<u8>>),
+        csv: CsvCell::Text,
     },
     TypeInfo {
         ty: FieldType::Json,
@@ -396,6 +425,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <JsonValue as FromJson>::EXPECTED,
         json_schema: || json!({}),
         constant: Constant::Converted(converts::<JsonValue>),
+        csv: CsvCell::Json,
     },
     TypeInfo {
         ty: FieldType::ListObject,
@@ -408,6 +438,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <crate::ObjectList as FromJson>::EXPECTED,
         json_schema: || json!({"type": "array", "items": {"type": "object"}}),
         constant: Constant::Unsupported,
+        csv: CsvCell::Json,
     },
     TypeInfo {
         ty: FieldType::ListString,
@@ -429,6 +460,7 @@ pub const TYPES: &[TypeInfo] = &[
         expected: <Vec<String> as FromJson>::EXPECTED,
         json_schema: || json!({"type": "array", "items": {"type": "string"}}),
         constant: Constant::Unsupported,
+        csv: CsvCell::Json,
     },
 ];
 

@@ -208,6 +208,108 @@ impl ShipmentMessage {
         1 + self.package.len() + self.package_item.len() + self.shipment_tag.len()
     }
 }
+/// How CSV files of this entity are read (`csv:` in its YAML, or the defaults).
+pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
+    delimiter: 44u8,
+    quote: 34u8,
+    header: true,
+    columns: &[],
+    header_map: &[],
+    null: ::std::option::Option::None,
+    date_format: ::std::option::Option::None,
+    fields: &[
+        ::nomnom_runtime::CsvField {
+            name: "id_code",
+            path: &["id_code"],
+            ty: ::nomnom_runtime::FieldType::Uuid,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "shipped_at",
+            path: &["shipped_at"],
+            ty: ::nomnom_runtime::FieldType::DateTime,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "weight",
+            path: &["weight"],
+            ty: ::nomnom_runtime::FieldType::Float,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "pieces",
+            path: &["pieces"],
+            ty: ::nomnom_runtime::FieldType::BigInt,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "fragile",
+            path: &["fragile"],
+            ty: ::nomnom_runtime::FieldType::Boolean,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "meta",
+            path: &["meta"],
+            ty: ::nomnom_runtime::FieldType::Json,
+            nullable: true,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "tags",
+            path: &["tags"],
+            ty: ::nomnom_runtime::FieldType::ListString,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "carrier",
+            path: &["carrier"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "fallback_carrier",
+            path: &["fallback_carrier"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: true,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "pickup_time",
+            path: &["pickup_time"],
+            ty: ::nomnom_runtime::FieldType::Time,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "label_png",
+            path: &["label_png"],
+            ty: ::nomnom_runtime::FieldType::Bytes,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "signature",
+            path: &["signature"],
+            ty: ::nomnom_runtime::FieldType::Bytes,
+            nullable: true,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "packages",
+            path: &["packages"],
+            ty: ::nomnom_runtime::FieldType::ListObject,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "match",
+            path: &["match"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "origin_city",
+            path: &["origin", "address", "city"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: true,
+        },
+    ],
+};
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "shipments" AS t ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
     "tags", "carrier", "fallback_carrier", "pickup_time", "label_png", "signature", "match",

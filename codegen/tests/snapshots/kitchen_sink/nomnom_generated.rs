@@ -47,6 +47,12 @@ impl RootEntity {
             .copied()
             .find(|e| ::nomnom_runtime::same_entity_name(e.name(), name))
     }
+    /// How CSV files of this entity are read (its `csv:` block, or the defaults).
+    pub fn csv(self) -> &'static ::nomnom_runtime::CsvSpec {
+        match self {
+            RootEntity::Shipment => &self::shipment::CSV,
+        }
+    }
     /// JSON Schema of the message body.
     pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {

@@ -96,6 +96,42 @@ impl EventMessage {
         1 + self.event_entry.len()
     }
 }
+/// How CSV files of this entity are read (`csv:` in its YAML, or the defaults).
+pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
+    delimiter: 44u8,
+    quote: 34u8,
+    header: true,
+    columns: &[],
+    header_map: &[],
+    null: ::std::option::Option::None,
+    date_format: ::std::option::Option::None,
+    fields: &[
+        ::nomnom_runtime::CsvField {
+            name: "event_id",
+            path: &["event_id"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "count",
+            path: &["count"],
+            ty: ::nomnom_runtime::FieldType::Integer,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "ratio",
+            path: &["ratio"],
+            ty: ::nomnom_runtime::FieldType::Decimal,
+            nullable: true,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "entries",
+            path: &["entries"],
+            ty: ::nomnom_runtime::FieldType::ListObject,
+            nullable: false,
+        },
+    ],
+};
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "events" AS t ("event_id", "count", "ratio", "_nomnom_seq")
 SELECT "event_id", "count", "ratio"::numeric, "_nomnom_seq"

@@ -69,3 +69,39 @@ impl HeartbeatMessage {
         1
     }
 }
+/// How CSV files of this entity are read (`csv:` in its YAML, or the defaults).
+pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
+    delimiter: 44u8,
+    quote: 34u8,
+    header: true,
+    columns: &[],
+    header_map: &[],
+    null: ::std::option::Option::None,
+    date_format: ::std::option::Option::None,
+    fields: &[
+        ::nomnom_runtime::CsvField {
+            name: "source",
+            path: &["source"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "at",
+            path: &["at"],
+            ty: ::nomnom_runtime::FieldType::DateTime,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "day",
+            path: &["day"],
+            ty: ::nomnom_runtime::FieldType::Date,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "labels",
+            path: &["labels"],
+            ty: ::nomnom_runtime::FieldType::ListString,
+            nullable: false,
+        },
+    ],
+};

@@ -159,6 +159,78 @@ impl OrderMessage {
         1 + self.order_line_item.len()
     }
 }
+/// How CSV files of this entity are read (`csv:` in its YAML, or the defaults).
+pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
+    delimiter: 44u8,
+    quote: 34u8,
+    header: true,
+    columns: &[],
+    header_map: &[],
+    null: ::std::option::Option::None,
+    date_format: ::std::option::Option::None,
+    fields: &[
+        ::nomnom_runtime::CsvField {
+            name: "order_key",
+            path: &["order_key"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "customer_key",
+            path: &["customer_key"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "order_status",
+            path: &["order_status"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "total_price",
+            path: &["total_price"],
+            ty: ::nomnom_runtime::FieldType::Decimal,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "order_date",
+            path: &["order_date"],
+            ty: ::nomnom_runtime::FieldType::Date,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "order_priority",
+            path: &["order_priority"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "clerk",
+            path: &["clerk"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "ship_priority",
+            path: &["ship_priority"],
+            ty: ::nomnom_runtime::FieldType::Integer,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "comment",
+            path: &["comment"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: true,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "line_items",
+            path: &["line_items"],
+            ty: ::nomnom_runtime::FieldType::ListObject,
+            nullable: false,
+        },
+    ],
+};
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "orders" AS t ("order_key", "customer_key", "order_status", "total_price", "order_date",
     "order_priority", "clerk", "ship_priority", "comment", "_nomnom_seq")

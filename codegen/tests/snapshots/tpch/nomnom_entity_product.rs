@@ -121,6 +121,72 @@ impl ProductMessage {
         1
     }
 }
+/// How CSV files of this entity are read (`csv:` in its YAML, or the defaults).
+pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
+    delimiter: 44u8,
+    quote: 34u8,
+    header: true,
+    columns: &[],
+    header_map: &[],
+    null: ::std::option::Option::None,
+    date_format: ::std::option::Option::None,
+    fields: &[
+        ::nomnom_runtime::CsvField {
+            name: "part_key",
+            path: &["part_key"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "name",
+            path: &["name"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "manufacturer",
+            path: &["manufacturer"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "brand",
+            path: &["brand"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "type",
+            path: &["type"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "size",
+            path: &["size"],
+            ty: ::nomnom_runtime::FieldType::Integer,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "container",
+            path: &["container"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "retail_price",
+            path: &["retail_price"],
+            ty: ::nomnom_runtime::FieldType::Decimal,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "comment",
+            path: &["comment"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: true,
+        },
+    ],
+};
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
     "container", "retail_price", "comment", "_nomnom_seq")

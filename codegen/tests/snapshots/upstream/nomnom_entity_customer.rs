@@ -75,6 +75,48 @@ impl CustomerMessage {
         1
     }
 }
+/// How CSV files of this entity are read (`csv:` in its YAML, or the defaults).
+pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
+    delimiter: 44u8,
+    quote: 34u8,
+    header: true,
+    columns: &[],
+    header_map: &[],
+    null: ::std::option::Option::None,
+    date_format: ::std::option::Option::None,
+    fields: &[
+        ::nomnom_runtime::CsvField {
+            name: "customer_key",
+            path: &["customer_key"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "name",
+            path: &["name"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "nation_key",
+            path: &["nation_key"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: true,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "account_balance",
+            path: &["account_balance"],
+            ty: ::nomnom_runtime::FieldType::Float,
+            nullable: false,
+        },
+        ::nomnom_runtime::CsvField {
+            name: "comment",
+            path: &["comment"],
+            ty: ::nomnom_runtime::FieldType::String,
+            nullable: true,
+        },
+    ],
+};
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "nation_key", "account_balance", "comment",
     "_nomnom_seq")
