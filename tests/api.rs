@@ -476,6 +476,117 @@ async fn json_array_batches_keep_the_batch_limits_and_report_bad_json() {
     api.cleanup().await;
 }
 
+async fn post_csv(api: &Api, entity: &str, body: &str) -> (StatusCode, Value) {
+    let req = Request::post(format!("/ingest/batch/{entity}"))
+        .header("content-type", "text/csv; charset=utf-8")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let (status, answer, _) = api.call(req).await;
+    (status, answer)
+}
+
+#[tokio::test]
+async fn csv_rows_convert_by_the_entity_spec_and_errors_name_line_and_column() {
+    let api = Api::plain().await;
+    // customer.yaml reads dbgen's customer.tbl: `|`, no header, a trailing `|`.
+    let body = "1|Customer#000000001|IVhzIApeRb ot,c,E|15|25-989-741-2988|711.56|BUILDING|regular platelets|\n\
+                2|Customer#000000002|XSTf4|x|23-768-687-3665|121.65|AUTOMOBILE||\n\
+                \n\
+                3|A name much longer than twenty-five|MG9kdTD2WBHm|1|11-719-748-3364|7498.12|AUTOMOBILE|c|\n\
+                4|Customer#000000004|XxVSJsL|4|14-128-190-5944|2866.83|MACHINERY|d|\n";
+    let (status, answer) = post_csv(&api, "customer", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(
+        (answer["accepted"].clone(), answer["rejected"].clone()),
+        (json!(2), json!(2))
+    );
+    let results = answer["results"].as_array().expect("results");
+    let lines: Vec<u64> = results
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![1, 2, 4, 5],
+        "CSV line numbers (the blank line 3 is skipped)"
+    );
+    // A cell that does not convert, and a value the parser refuses: both name the column.
+    assert_eq!(results[1]["details"][0]["field"], "nation_key (column 4)");
+    assert_eq!(results[1]["details"][0]["error"], "`x` is not a number");
+    assert_eq!(results[2]["details"][0]["field"], "name (column 2)");
+    assert!(
+        results[2]["details"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at most 25"),
+        "{answer}"
+    );
+    // The published message is the JSON object the row stands for, typed by the YAML.
+    let stream = api
+        .state
+        .jetstream
+        .get_stream(&api.stream)
+        .await
+        .expect("stream");
+    let first = stream.get_raw_message(1).await.expect("first");
+    let envelope = nomnom::envelope::MessageEnvelope::decode(Some(&first.headers), &first.payload)
+        .expect("envelope");
+    let published: Value = serde_json::from_slice(&envelope.body).expect("JSON");
+    assert_eq!(
+        published,
+        json!({"customer_key": "1", "name": "Customer#000000001", "address": "IVhzIApeRb ot,c,E",
+               "nation_key": 15, "phone": "25-989-741-2988", "account_balance": 711.56,
+               "market_segment": "BUILDING", "comment": "regular platelets"})
+    );
+    api.cleanup().await;
+}
+
+#[tokio::test]
+async fn csv_with_a_header_maps_columns_by_name_and_refuses_a_header_that_does_not_fit() {
+    let api = Api::plain().await;
+    // product.yaml has no csv block: a header row names the fields (any case, any order).
+    let body = "PART_KEY,name,manufacturer,brand,type,size,container,retail_price,comment\n\
+                P-1,\"bolt, zinc\",Manufacturer#1,Brand#13,PROMO,7,JUMBO PKG,901.00,\n\
+                P-2,nut,Manufacturer#1,Brand#13,PROMO,,JUMBO PKG,902.00,\"two\nlines\"\n\
+                P-3,washer,Manufacturer#2,Brand#2,SMALL,3,SM BOX,903.5,ok\n";
+    let (status, answer) = post_csv(&api, "product", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let results = answer["results"].as_array().expect("results");
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    assert_eq!(results[1]["line"], 3);
+    assert_eq!(results[1]["details"][0]["field"], "size (column 6)");
+    assert_eq!(
+        results[1]["details"][0]["error"],
+        "is empty; a value is required"
+    );
+    assert_eq!(
+        results[2]["line"], 5,
+        "a quoted line break moves the next row down"
+    );
+    let (status, answer) = post_csv(&api, "product", "part_key,nmae\nP-1,x\n").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("CSV header: column 2 `nmae`"),
+        "{answer}"
+    );
+    let (status, answer) = post_csv(&api, "product", "part_key,name\nP-1,x\n").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("required field `manufacturer`"),
+        "{answer}"
+    );
+    let (status, answer) = post_csv(&api, "product", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(api.stream_messages().await, 2);
+    api.cleanup().await;
+}
+
 #[tokio::test]
 async fn readiness_follows_what_accepting_needs() {
     let test_db = common::TestDb::create().await;

@@ -319,3 +319,41 @@ async fn a_json_array_of_reference_rows_and_one_of_orders_are_stored() {
     assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 5);
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_rows_of_reference_entities_are_stored_typed() {
+    let p = Pipeline::start().await;
+    let client = reqwest::Client::new();
+    let post_csv = |entity: &str, body: &'static str| {
+        client
+            .post(format!("{}/ingest/batch/{entity}", p.base))
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+    };
+    let tbl = "7|Customer#000000007|TcGe5gaZNgVePxU5kRrvXBfkasDTea|18|28-190-982-9759|9561.95|AUTOMOBILE|ainst the ironic|\n\
+               8|Customer#000000008|I0B10bB0AymmC, 0PrRYBCP1yGJ8xcBPmWhl5|17|27-147-574-9335|6819.74|BUILDING||\n";
+    let resp = post_csv("customer", tbl).await.expect("post");
+    assert_eq!(resp.status().as_u16(), 202);
+    let csv = "part_key,name,manufacturer,brand,type,size,container,retail_price,comment\n\
+               P-1,\"bolt, zinc\",Manufacturer#1,Brand#13,PROMO BURNISHED,7,JUMBO PKG,901.00,\n";
+    let resp = post_csv("product", csv).await.expect("post");
+    assert_eq!(resp.status().as_u16(), 202);
+    p.db.wait_count("SELECT 1 FROM message_status", 3).await;
+    assert_eq!(
+        p.db.rows("SELECT customer_key, nation_key::text, account_balance::text, coalesce(comment, 'NULL') FROM customers ORDER BY 1")
+            .await,
+        vec![
+            vec![s("7"), s("18"), s("9561.95"), s("ainst the ironic")],
+            vec![s("8"), s("17"), s("6819.74"), s("NULL")]
+        ]
+    );
+    assert_eq!(
+        p.db.rows(
+            "SELECT name, size::text, retail_price::text, coalesce(comment, 'NULL') FROM products"
+        )
+        .await,
+        vec![vec![s("bolt, zinc"), s("7"), s("901.00"), s("NULL")]]
+    );
+    p.stop().await;
+}

@@ -656,14 +656,15 @@ impl Cx<'_> {
             loc: key_loc,
             ..CsvDef::default()
         };
-        def.delimiter = keys.get("delimiter").and_then(|n| self.string(n, "`csv.delimiter`"));
-        def.quote = keys.get("quote").and_then(|n| self.string(n, "`csv.quote`"));
+        def.delimiter = keys
+            .get("delimiter")
+            .and_then(|n| self.string(n, "`csv.delimiter`"));
+        def.quote = keys
+            .get("quote")
+            .and_then(|n| self.string(n, "`csv.quote`"));
         def.header = keys.get("header").and_then(|n| {
             let value = self.bool(n, "`csv.header`")?;
-            Some(Spanned {
-                value,
-                loc: loc(n),
-            })
+            Some(Spanned { value, loc: loc(n) })
         });
         if let Some(n) = keys.get("columns") {
             def.columns = self.string_list(n, "`csv.columns`");

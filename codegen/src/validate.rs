@@ -228,7 +228,10 @@ fn check_csv(e: &EntityDef, c: &CsvDef, d: &mut Diagnostics) {
         );
         return;
     }
-    let delimiter = c.delimiter.as_ref().and_then(|v| one_char(v, "delimiter", d, f));
+    let delimiter = c
+        .delimiter
+        .as_ref()
+        .and_then(|v| one_char(v, "delimiter", d, f));
     let quote = c.quote.as_ref().and_then(|v| one_char(v, "quote", d, f));
     if let (Some(a), Some(b), Some(q)) = (delimiter, quote, &c.quote)
         && a == b
@@ -240,13 +243,20 @@ fn check_csv(e: &EntityDef, c: &CsvDef, d: &mut Diagnostics) {
     let mut check_name = |name: &Spanned<String>, d: &mut Diagnostics| {
         if !e.complete || names.contains(&name.value.as_str()) {
             if !fed.insert(name.value.clone()) {
-                d.error(f, name.loc, format!("field `{}` is given two columns", name.value));
+                d.error(
+                    f,
+                    name.loc,
+                    format!("field `{}` is given two columns", name.value),
+                );
             }
         } else {
             d.push(
                 f,
                 name.loc,
-                format!("`{}` is not a field of `{}` that CSV can feed", name.value, e.name.value),
+                format!(
+                    "`{}` is not a field of `{}` that CSV can feed",
+                    name.value, e.name.value
+                ),
                 Some(did_you_mean(&name.value, &names)),
             );
         }
@@ -275,15 +285,18 @@ fn check_csv(e: &EntityDef, c: &CsvDef, d: &mut Diagnostics) {
                 d.error(
                     f,
                     c.loc,
-                    format!("`csv.columns` does not list the required field `{}`", field.name.value),
+                    format!(
+                        "`csv.columns` does not list the required field `{}`",
+                        field.name.value
+                    ),
                 );
             }
         }
     }
-    if let Some(fmt) = &c.date_format {
-        if let Err(why) = nomnom_runtime::csv::check_date_format(&fmt.value) {
-            d.error(f, fmt.loc, format!("`csv.date_format`: {why}"));
-        }
+    if let Some(fmt) = &c.date_format
+        && let Err(why) = nomnom_runtime::csv::check_date_format(&fmt.value)
+    {
+        d.error(f, fmt.loc, format!("`csv.date_format`: {why}"));
     }
 }
 

@@ -59,14 +59,11 @@ fn boolean(text: &str) -> Option<bool> {
 
 impl CsvSpec {
     fn field_index(&self, name: &str) -> Option<usize> {
-        self.fields
-            .iter()
-            .position(|f| f.name == name)
-            .or_else(|| {
-                self.fields
-                    .iter()
-                    .position(|f| f.name.eq_ignore_ascii_case(name))
-            })
+        self.fields.iter().position(|f| f.name == name).or_else(|| {
+            self.fields
+                .iter()
+                .position(|f| f.name.eq_ignore_ascii_case(name))
+        })
     }
 
     /// The layout of a file: from its header row (`header`), else from `columns`. Fails on a
@@ -114,10 +111,7 @@ impl CsvSpec {
                 return Err(format!("field `{}` is fed by {fed} columns", f.name));
             }
             if fed == 0 && !f.nullable {
-                return Err(format!(
-                    "no column feeds the required field `{}`",
-                    f.name
-                ));
+                return Err(format!("no column feeds the required field `{}`", f.name));
             }
         }
         Ok(CsvLayout { columns, names })
@@ -148,14 +142,19 @@ impl CsvSpec {
                     .map_err(|e| format!("`{text}` is not a date in the format `{format}`: {e}"))?,
                 None => Value::String(text.to_string()),
             },
-            CsvCell::Json => serde_json::from_str(text)
-                .map_err(|e| format!("`{text}` is not JSON: {e}"))?,
+            CsvCell::Json => {
+                serde_json::from_str(text).map_err(|e| format!("`{text}` is not JSON: {e}"))?
+            }
         }))
     }
 
     /// A row's cells as the JSON object the entity's parser reads. Errors name the column
     /// (1-based, and its header) in `field` as `<field> (column N `header`)`.
-    pub fn row_to_json(&self, layout: &CsvLayout, cells: &[&str]) -> Result<Value, Vec<FieldError>> {
+    pub fn row_to_json(
+        &self,
+        layout: &CsvLayout,
+        cells: &[&str],
+    ) -> Result<Value, Vec<FieldError>> {
         let mut errors = Vec::new();
         if cells.len() != layout.columns.len() {
             errors.push(FieldError {
@@ -220,10 +219,7 @@ impl CsvLayout {
 
     /// The label of the column feeding the field whose JSON path is `path` (dotted), if any.
     pub fn label_of_path(&self, spec: &CsvSpec, path: &str) -> Option<String> {
-        let index = spec
-            .fields
-            .iter()
-            .position(|f| f.path.join(".") == path)?;
+        let index = spec.fields.iter().position(|f| f.path.join(".") == path)?;
         let column = self.columns.iter().position(|c| *c == Some(index))?;
         Some(self.column_label(column, spec.fields[index].name))
     }
@@ -233,7 +229,9 @@ impl CsvLayout {
 pub fn check_date_format(format: &str) -> Result<(), String> {
     use chrono::format::{Item, StrftimeItems};
     if StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) {
-        return Err(format!("`{format}` is not a chrono date format (e.g. `%d/%m/%Y`)"));
+        return Err(format!(
+            "`{format}` is not a chrono date format (e.g. `%d/%m/%Y`)"
+        ));
     }
     let sample = chrono::NaiveDate::from_ymd_opt(2024, 12, 31).unwrap_or_default();
     let text = sample.format(format).to_string();
@@ -250,10 +248,30 @@ mod tests {
     use super::*;
 
     const FIELDS: &[CsvField] = &[
-        CsvField { name: "key", path: &["key"], ty: FieldType::String, nullable: false },
-        CsvField { name: "qty", path: &["qty"], ty: FieldType::Integer, nullable: true },
-        CsvField { name: "on", path: &["when", "day"], ty: FieldType::Date, nullable: true },
-        CsvField { name: "ok", path: &["ok"], ty: FieldType::Boolean, nullable: true },
+        CsvField {
+            name: "key",
+            path: &["key"],
+            ty: FieldType::String,
+            nullable: false,
+        },
+        CsvField {
+            name: "qty",
+            path: &["qty"],
+            ty: FieldType::Integer,
+            nullable: true,
+        },
+        CsvField {
+            name: "on",
+            path: &["when", "day"],
+            ty: FieldType::Date,
+            nullable: true,
+        },
+        CsvField {
+            name: "ok",
+            path: &["ok"],
+            ty: FieldType::Boolean,
+            nullable: true,
+        },
     ];
     const SPEC: CsvSpec = CsvSpec {
         delimiter: b',',
@@ -268,7 +286,9 @@ mod tests {
 
     #[test]
     fn cells_convert_by_the_type_table_into_nested_json() {
-        let layout = SPEC.layout(Some(&["KEY", "quantity", "on", "ok"])).expect("layout");
+        let layout = SPEC
+            .layout(Some(&["KEY", "quantity", "on", "ok"]))
+            .expect("layout");
         let row = SPEC
             .row_to_json(&layout, &["a", "12", "31/12/2024", "Yes"])
             .expect("valid");
@@ -276,32 +296,61 @@ mod tests {
             row,
             serde_json::json!({"key": "a", "qty": 12, "when": {"day": "2024-12-31"}, "ok": true})
         );
-        let nulls = SPEC.row_to_json(&layout, &["a", "", "\\N", ""]).expect("nulls");
+        let nulls = SPEC
+            .row_to_json(&layout, &["a", "", "\\N", ""])
+            .expect("nulls");
         assert_eq!(nulls, serde_json::json!({"key": "a"}));
         let errors = SPEC
             .row_to_json(&layout, &["", "x", "2024-12-31", "maybe"])
             .expect_err("bad cells");
-        let shown: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.error)).collect();
-        assert_eq!(shown[0], "key (column 1 `KEY`): is empty; a value is required");
+        let shown: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.error))
+            .collect();
+        assert_eq!(
+            shown[0],
+            "key (column 1 `KEY`): is empty; a value is required"
+        );
         assert_eq!(shown[1], "qty (column 2 `quantity`): `x` is not a number");
-        assert!(shown[2].starts_with("on (column 3): `2024-12-31` is not a date in the format `%d/%m/%Y`"), "{}", shown[2]);
+        assert!(
+            shown[2]
+                .starts_with("on (column 3): `2024-12-31` is not a date in the format `%d/%m/%Y`"),
+            "{}",
+            shown[2]
+        );
         assert_eq!(shown[3], "ok (column 4): `maybe` is not true or false");
-        assert_eq!(layout.label_of_path(&SPEC, "when.day").as_deref(), Some("on (column 3)"));
+        assert_eq!(
+            layout.label_of_path(&SPEC, "when.day").as_deref(),
+            Some("on (column 3)")
+        );
     }
 
     #[test]
     fn layouts_refuse_unknown_missing_and_doubled_columns() {
         let e = SPEC.layout(Some(&["key", "qtty"])).expect_err("unknown");
-        assert!(e.contains("column 2 `qtty`") && e.contains("header_map"), "{e}");
+        assert!(
+            e.contains("column 2 `qtty`") && e.contains("header_map"),
+            "{e}"
+        );
         let e = SPEC.layout(Some(&["qty"])).expect_err("missing");
         assert_eq!(e, "no column feeds the required field `key`");
-        let e = SPEC.layout(Some(&["key", "qty", "QUANTITY"])).expect_err("twice");
+        let e = SPEC
+            .layout(Some(&["key", "qty", "QUANTITY"]))
+            .expect_err("twice");
         assert_eq!(e, "field `qty` is fed by 2 columns");
-        let by_order = CsvSpec { header: false, columns: &["key", "_", "qty"], ..SPEC };
+        let by_order = CsvSpec {
+            header: false,
+            columns: &["key", "_", "qty"],
+            ..SPEC
+        };
         let layout = by_order.layout(None).expect("columns");
-        let row = by_order.row_to_json(&layout, &["k", "skipped", "3"]).expect("row");
+        let row = by_order
+            .row_to_json(&layout, &["k", "skipped", "3"])
+            .expect("row");
         assert_eq!(row, serde_json::json!({"key": "k", "qty": 3}));
-        let e = by_order.row_to_json(&layout, &["k", "3"]).expect_err("short row");
+        let e = by_order
+            .row_to_json(&layout, &["k", "3"])
+            .expect_err("short row");
         assert_eq!(e[0].error, "the row has 2 columns; the header has 3");
     }
 
@@ -309,7 +358,11 @@ mod tests {
     fn date_formats_are_checked() {
         assert!(check_date_format("%d/%m/%Y").is_ok());
         assert!(check_date_format("%Y%m%d").is_ok());
-        assert!(check_date_format("%d/%m").expect_err("no year").contains("cannot be read back"));
+        assert!(
+            check_date_format("%d/%m")
+                .expect_err("no year")
+                .contains("cannot be read back")
+        );
         assert!(check_date_format("%Q").is_err());
     }
 }

@@ -13,9 +13,9 @@ mod types;
 
 pub use bigdecimal::BigDecimal as Decimal;
 pub use chrono::{NaiveDate, NaiveTime};
+pub use csv::{CsvField, CsvSpec};
 pub use json::{Elements, JsonDoc, JsonNumber, JsonRef, Members, doc_from_value};
 pub use serde_json::Value as JsonValue;
-pub use csv::{CsvField, CsvSpec};
 pub use types::{Bind, ColumnType, Constant, CsvCell, FieldType, ReportedColumn, TYPES, TypeInfo};
 pub use uuid::Uuid;
 

@@ -86,10 +86,13 @@ fn check_content_type(headers: &HeaderMap, batch: bool) -> Result<(), ApiError> 
         return Ok(());
     };
     let expected = if batch {
-        "application/x-ndjson (one JSON object per line) or application/json (an array of objects)"
+        "application/x-ndjson (one JSON object per line), application/json (an array of objects) or text/csv"
     } else {
         "application/json"
     };
+    if batch && is_csv(headers) {
+        return Ok(());
+    }
     let raw = value.to_str().map_err(|_| ApiError::UnsupportedMediaType {
         found: String::from_utf8_lossy(value.as_bytes()).into_owned(),
         expected,
@@ -425,10 +428,12 @@ struct LineSplitter {
     number: usize,
 }
 
-/// One line of a streamed batch.
+/// One line of a streamed batch (or element of an array, or row of a CSV body).
 enum Line<'a> {
     Text(usize, &'a [u8]),
     TooLong(usize),
+    /// Refused before its JSON existed (a CSV row whose cells do not convert).
+    Rejected(usize, ApiError),
 }
 
 impl LineSplitter {
@@ -497,6 +502,136 @@ enum BatchFormat {
     Ndjson,
     /// One JSON array of objects.
     JsonArray,
+    /// CSV (`text/csv`), read as the entity's `csv:` block says.
+    Csv,
+}
+
+/// Whether the body is CSV (`text/csv`, `application/csv`).
+fn is_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|m| m == "text/csv" || m == "application/csv")
+}
+
+/// Walks the rows of a CSV body as the entity's `csv:` spec says. The header row (or the
+/// spec's `columns`) gives the layout, handed to `layout_ready` before the first row; each row
+/// becomes the JSON object the parser reads and goes to `each` as `Line::Text(line, json)`,
+/// or as `Line::Rejected` when its cells do not convert. A header that does not fit the entity,
+/// or a body that is not CSV, is a 400.
+fn each_csv_row(
+    body: &[u8],
+    entity: RootEntity,
+    max_row: usize,
+    layout_ready: impl FnOnce(crate::runtime::csv::CsvLayout),
+    each: &mut impl FnMut(Line<'_>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let spec = entity.csv();
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(spec.delimiter)
+        .quote(spec.quote)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body);
+    let mut record = csv::StringRecord::new();
+    let unreadable = |e: csv::Error| {
+        let line = e.position().map_or(0, |p| p.line());
+        ApiError::BadRequest(format!("invalid CSV at line {line}: {e}"))
+    };
+    let header: Option<Vec<String>> = if spec.header && spec.columns.is_empty() {
+        if !reader.read_record(&mut record).map_err(unreadable)? {
+            return Ok(());
+        }
+        Some(record.iter().map(str::to_string).collect())
+    } else {
+        if spec.header {
+            // A header row is there but `columns` decides the layout.
+            reader.read_record(&mut record).map_err(unreadable)?;
+        }
+        None
+    };
+    let cells: Option<Vec<&str>> = header
+        .as_ref()
+        .map(|h| h.iter().map(String::as_str).collect());
+    let layout = spec
+        .layout(cells.as_deref())
+        .map_err(|e| ApiError::BadRequest(format!("CSV header: {e}")))?;
+    layout_ready(layout.clone());
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
+                let line = e.position().map_or(0, |p| p.line()) as usize;
+                each(Line::Rejected(
+                    line,
+                    ApiError::BadRequest(format!("line {line} is not UTF-8 text")),
+                ))?;
+                continue;
+            }
+            Err(e) => return Err(unreadable(e)),
+        }
+        let line = record.position().map_or(0, |p| first_line(body, p));
+        let cells: Vec<&str> = record.iter().collect();
+        match spec.row_to_json(&layout, &cells) {
+            Ok(value) => {
+                let json = value.to_string();
+                if json.len() > max_row {
+                    each(Line::TooLong(line))?;
+                } else {
+                    each(Line::Text(line, json.as_bytes()))?;
+                }
+            }
+            Err(errors) => each(Line::Rejected(
+                line,
+                ApiError::Invalid {
+                    entity: Some(entity.name()),
+                    errors,
+                },
+            ))?,
+        }
+    }
+}
+
+/// The line a CSV record starts on: csv reports where reading began, which is before any
+/// blank lines it skipped.
+fn first_line(body: &[u8], position: &csv::Position) -> usize {
+    let mut line = position.line() as usize;
+    let mut byte = position.byte() as usize;
+    while let Some(b) = body.get(byte) {
+        match b {
+            b'\n' => line += 1,
+            b'\r' => {}
+            _ => break,
+        }
+        byte += 1;
+    }
+    line
+}
+
+/// Field errors of a CSV row, with the column that fed each field.
+fn csv_columns(
+    entity: RootEntity,
+    layout: &crate::runtime::csv::CsvLayout,
+    errors: Vec<FieldError>,
+) -> Vec<FieldError> {
+    errors
+        .into_iter()
+        .map(|e| match layout.label_of_path(entity.csv(), &e.field) {
+            Some(label) => FieldError {
+                field: label,
+                error: e.error,
+            },
+            None => e,
+        })
+        .collect()
 }
 
 /// Calls `each` with every element of a JSON array body (1-based position, the element's text
@@ -597,8 +732,21 @@ async fn batch(
     let mut rejections = Rejections::default();
     let mut lines = 0usize;
     let mut splitter = LineSplitter::new(state.max_body_bytes);
+    // Set once a CSV body's header is read: field errors then name the CSV column.
+    let csv_layout: std::sync::OnceLock<crate::runtime::csv::CsvLayout> =
+        std::sync::OnceLock::new();
     let mut on_line = |line: Line<'_>| -> Result<(), ApiError> {
         let (number, text) = match line {
+            Line::Rejected(number, e) => {
+                lines += 1;
+                if lines > state.max_batch_lines {
+                    return Err(ApiError::TooManyLines {
+                        limit: state.max_batch_lines,
+                    });
+                }
+                rejections.add(state, entity, number, e);
+                return Ok(());
+            }
             Line::TooLong(number) => {
                 lines += 1;
                 if lines > state.max_batch_lines {
@@ -631,6 +779,15 @@ async fn batch(
         let checked = crate::runtime::parse_json_object(text)
             .map_err(ApiError::from)
             .and_then(|doc| check(entity, doc.root()));
+        let checked = match (checked, csv_layout.get()) {
+            (Err(ApiError::Invalid { entity: e, errors }), Some(layout)) => {
+                Err(ApiError::Invalid {
+                    entity: e,
+                    errors: csv_columns(entity, layout, errors),
+                })
+            }
+            (checked, _) => checked,
+        };
         match checked {
             // Only accepted lines are copied out of the streamed chunk.
             Ok(()) => valid.push((
@@ -647,7 +804,7 @@ async fn batch(
     // The first byte that is not white space decides: `[` is a JSON array (buffered whole,
     // within MAX_BATCH_BYTES, then walked element by element), anything else NDJSON (split as
     // it streams). Leading white space waits in `undecided` (it counts for NDJSON lines).
-    let mut format: Option<BatchFormat> = None;
+    let mut format: Option<BatchFormat> = is_csv(headers).then_some(BatchFormat::Csv);
     let mut undecided: Vec<u8> = Vec::new();
     let mut array: Vec<u8> = Vec::new();
     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
@@ -679,7 +836,7 @@ async fn batch(
             }
         }
         match format {
-            Some(BatchFormat::JsonArray) => {
+            Some(BatchFormat::JsonArray | BatchFormat::Csv) => {
                 array.append(&mut undecided);
                 array.extend_from_slice(&chunk);
             }
@@ -699,6 +856,13 @@ async fn batch(
     }
     if format == Some(BatchFormat::JsonArray) {
         if let Err(e) = each_array_element(&array, state.max_body_bytes, &mut on_line) {
+            refused = Some(e);
+        }
+    } else if format == Some(BatchFormat::Csv) {
+        let ready = |layout| {
+            let _ = csv_layout.set(layout);
+        };
+        if let Err(e) = each_csv_row(&array, entity, state.max_body_bytes, ready, &mut on_line) {
             refused = Some(e);
         }
     } else if refused.is_none()
@@ -796,6 +960,7 @@ mod tests {
             out.push(match line {
                 Line::Text(n, t) => format!("{n}:{}", String::from_utf8_lossy(t)),
                 Line::TooLong(n) => format!("{n}:too long"),
+                Line::Rejected(n, e) => format!("{n}:{e}"),
             });
             Ok(())
         };

@@ -86,11 +86,12 @@ pub fn openapi_document(auth: bool) -> Value {
             format!("/ingest/batch/{}", entity.snake_name()),
             json!({"post": {
                 "operationId": format!("ingest_batch_{}", entity.snake_name()),
-                "summary": format!("Ingest {name} messages as NDJSON (one JSON object per line) or a JSON array"),
+                "summary": format!("Ingest {name} messages as NDJSON (one JSON object per line), a JSON array or CSV"),
                 "parameters": [idempotency],
                 "requestBody": {"required": true, "content": {
                     "application/x-ndjson": {"schema": {"type": "string"}},
-                    "application/json": {"schema": {"type": "array", "items": schema_ref, "minItems": 1}}
+                    "application/json": {"schema": {"type": "array", "items": schema_ref, "minItems": 1}},
+                    "text/csv": {"schema": {"type": "string", "description": "Rows as the entity's `csv:` block says (default: a header row naming the fields, `,` separated)"}}
                 }},
                 "responses": batch,
             }}),
