@@ -5,6 +5,7 @@
 //! through [`db`].
 
 pub mod api;
+pub mod bulk;
 pub mod config;
 pub mod db;
 pub mod defaults;

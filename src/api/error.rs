@@ -120,6 +120,30 @@ impl From<ParseError> for ApiError {
     }
 }
 
+impl From<crate::bulk::BulkError> for ApiError {
+    fn from(e: crate::bulk::BulkError) -> Self {
+        use crate::bulk::BulkError;
+        match e {
+            BulkError::Json {
+                message,
+                line,
+                column,
+            } => ApiError::InvalidJson {
+                message,
+                line,
+                column,
+            },
+            BulkError::Io(io) => ApiError::Body {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("the request body could not be read: {io}"),
+            },
+            e @ (BulkError::Header(_) | BulkError::Malformed(_)) => {
+                ApiError::BadRequest(e.to_string())
+            }
+        }
+    }
+}
+
 impl ApiError {
     /// The per-field problems of a 422 (`details`); empty for other errors.
     pub fn field_errors(&self) -> Vec<FieldError> {

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::auth::{self, Client};
 use super::{ApiError, AppState};
+use crate::bulk::{LineSplitter, Row, RowProblem, csv_columns, each_array_element, each_csv_row};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
@@ -419,82 +420,6 @@ impl Rejections {
     }
 }
 
-/// Splits a streamed body into lines as it arrives, holding at most one line (up to
-/// `max_line` bytes; a longer line is reported, not buffered).
-struct LineSplitter {
-    partial: Vec<u8>,
-    overlong: bool,
-    max_line: usize,
-    number: usize,
-}
-
-/// One line of a streamed batch (or element of an array, or row of a CSV body).
-enum Line<'a> {
-    Text(usize, &'a [u8]),
-    TooLong(usize),
-    /// Refused before its JSON existed (a CSV row whose cells do not convert).
-    Rejected(usize, ApiError),
-}
-
-impl LineSplitter {
-    fn new(max_line: usize) -> Self {
-        Self {
-            partial: Vec::new(),
-            overlong: false,
-            max_line,
-            number: 0,
-        }
-    }
-
-    /// Feeds a chunk; calls `each` for every line it completes (stops early on `Err`).
-    fn feed<E>(
-        &mut self,
-        mut chunk: &[u8],
-        each: &mut impl FnMut(Line<'_>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        while let Some(pos) = chunk.iter().position(|b| *b == b'\n') {
-            let piece = &chunk[..pos];
-            chunk = &chunk[pos + 1..];
-            self.number += 1;
-            if self.overlong || self.partial.len() + piece.len() > self.max_line {
-                self.overlong = false;
-                self.partial.clear();
-                each(Line::TooLong(self.number))?;
-            } else if self.partial.is_empty() {
-                each(Line::Text(self.number, piece))?;
-            } else {
-                self.partial.extend_from_slice(piece);
-                let line = std::mem::take(&mut self.partial);
-                each(Line::Text(self.number, &line))?;
-            }
-        }
-        if !self.overlong {
-            if self.partial.len() + chunk.len() > self.max_line {
-                self.overlong = true;
-                self.partial = Vec::new();
-            } else {
-                self.partial.extend_from_slice(chunk);
-            }
-        }
-        Ok(())
-    }
-
-    /// The last line, when the body does not end with a newline.
-    fn finish<E>(&mut self, each: &mut impl FnMut(Line<'_>) -> Result<(), E>) -> Result<(), E> {
-        if self.overlong {
-            self.number += 1;
-            self.overlong = false;
-            return each(Line::TooLong(self.number));
-        }
-        if self.partial.is_empty() {
-            return Ok(());
-        }
-        self.number += 1;
-        let line = std::mem::take(&mut self.partial);
-        each(Line::Text(self.number, &line))
-    }
-}
-
 /// How a batch body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BatchFormat {
@@ -519,177 +444,6 @@ fn is_csv(headers: &HeaderMap) -> bool {
                 .to_ascii_lowercase()
         })
         .is_some_and(|m| m == "text/csv" || m == "application/csv")
-}
-
-/// Walks the rows of a CSV body as the entity's `csv:` spec says. The header row (or the
-/// spec's `columns`) gives the layout, handed to `layout_ready` before the first row; each row
-/// becomes the JSON object the parser reads and goes to `each` as `Line::Text(line, json)`,
-/// or as `Line::Rejected` when its cells do not convert. A header that does not fit the entity,
-/// or a body that is not CSV, is a 400.
-fn each_csv_row(
-    body: &[u8],
-    entity: RootEntity,
-    max_row: usize,
-    layout_ready: impl FnOnce(crate::runtime::csv::CsvLayout),
-    each: &mut impl FnMut(Line<'_>) -> Result<(), ApiError>,
-) -> Result<(), ApiError> {
-    let spec = entity.csv();
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(spec.delimiter)
-        .quote(spec.quote)
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(body);
-    let mut record = csv::StringRecord::new();
-    let unreadable = |e: csv::Error| {
-        let line = e.position().map_or(0, |p| p.line());
-        ApiError::BadRequest(format!("invalid CSV at line {line}: {e}"))
-    };
-    let header: Option<Vec<String>> = if spec.header && spec.columns.is_empty() {
-        if !reader.read_record(&mut record).map_err(unreadable)? {
-            return Ok(());
-        }
-        Some(record.iter().map(str::to_string).collect())
-    } else {
-        if spec.header {
-            // A header row is there but `columns` decides the layout.
-            reader.read_record(&mut record).map_err(unreadable)?;
-        }
-        None
-    };
-    let cells: Option<Vec<&str>> = header
-        .as_ref()
-        .map(|h| h.iter().map(String::as_str).collect());
-    let layout = spec
-        .layout(cells.as_deref())
-        .map_err(|e| ApiError::BadRequest(format!("CSV header: {e}")))?;
-    layout_ready(layout.clone());
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => return Ok(()),
-            Ok(true) => {}
-            Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
-                let line = e.position().map_or(0, |p| p.line()) as usize;
-                each(Line::Rejected(
-                    line,
-                    ApiError::BadRequest(format!("line {line} is not UTF-8 text")),
-                ))?;
-                continue;
-            }
-            Err(e) => return Err(unreadable(e)),
-        }
-        let line = record.position().map_or(0, |p| first_line(body, p));
-        let cells: Vec<&str> = record.iter().collect();
-        match spec.row_to_json(&layout, &cells) {
-            Ok(value) => {
-                let json = value.to_string();
-                if json.len() > max_row {
-                    each(Line::TooLong(line))?;
-                } else {
-                    each(Line::Text(line, json.as_bytes()))?;
-                }
-            }
-            Err(errors) => each(Line::Rejected(
-                line,
-                ApiError::Invalid {
-                    entity: Some(entity.name()),
-                    errors,
-                },
-            ))?,
-        }
-    }
-}
-
-/// The line a CSV record starts on: csv reports where reading began, which is before any
-/// blank lines it skipped.
-fn first_line(body: &[u8], position: &csv::Position) -> usize {
-    let mut line = position.line() as usize;
-    let mut byte = position.byte() as usize;
-    while let Some(b) = body.get(byte) {
-        match b {
-            b'\n' => line += 1,
-            b'\r' => {}
-            _ => break,
-        }
-        byte += 1;
-    }
-    line
-}
-
-/// Field errors of a CSV row, with the column that fed each field.
-fn csv_columns(
-    entity: RootEntity,
-    layout: &crate::runtime::csv::CsvLayout,
-    errors: Vec<FieldError>,
-) -> Vec<FieldError> {
-    errors
-        .into_iter()
-        .map(|e| match layout.label_of_path(entity.csv(), &e.field) {
-            Some(label) => FieldError {
-                field: label,
-                error: e.error,
-            },
-            None => e,
-        })
-        .collect()
-}
-
-/// Calls `each` with every element of a JSON array body (1-based position, the element's text
-/// as sent), without building the elements first; stops at the first `Err` of `each`. A body
-/// that is not one JSON array is a 400 with the position of the problem.
-fn each_array_element(
-    body: &[u8],
-    max_element: usize,
-    each: &mut impl FnMut(Line<'_>) -> Result<(), ApiError>,
-) -> Result<(), ApiError> {
-    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
-
-    struct Walk<'f, F> {
-        each: &'f mut F,
-        stopped: &'f mut Option<ApiError>,
-        max_element: usize,
-    }
-    impl<'de, F: FnMut(Line<'_>) -> Result<(), ApiError>> Visitor<'de> for Walk<'_, F> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON array of objects")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            let mut index = 0;
-            while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
-                index += 1;
-                let text = raw.get().as_bytes();
-                let line = if text.len() > self.max_element {
-                    Line::TooLong(index)
-                } else {
-                    Line::Text(index, text)
-                };
-                if let Err(e) = (self.each)(line) {
-                    *self.stopped = Some(e);
-                    return Err(A::Error::custom("stopped"));
-                }
-            }
-            Ok(())
-        }
-    }
-
-    let mut stopped = None;
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let walked = (&mut de)
-        .deserialize_seq(Walk {
-            each,
-            stopped: &mut stopped,
-            max_element,
-        })
-        .and_then(|()| de.end());
-    if let Some(e) = stopped {
-        return Err(e);
-    }
-    walked.map_err(|e| ApiError::InvalidJson {
-        message: e.to_string(),
-        line: e.line(),
-        column: e.column(),
-    })
 }
 
 /// `POST /ingest/batch/{entity}`: NDJSON, one message per line, read and validated line by line
@@ -735,19 +489,26 @@ async fn batch(
     // Set once a CSV body's header is read: field errors then name the CSV column.
     let csv_layout: std::sync::OnceLock<crate::runtime::csv::CsvLayout> =
         std::sync::OnceLock::new();
-    let mut on_line = |line: Line<'_>| -> Result<(), ApiError> {
+    let mut on_line = |line: Row<'_>| -> Result<(), ApiError> {
         let (number, text) = match line {
-            Line::Rejected(number, e) => {
+            Row::Invalid(number, problem) => {
                 lines += 1;
                 if lines > state.max_batch_lines {
                     return Err(ApiError::TooManyLines {
                         limit: state.max_batch_lines,
                     });
                 }
+                let e = match problem {
+                    RowProblem::NotUtf8 => ApiError::BadRequest(problem.to_string()),
+                    RowProblem::Cells(errors) => ApiError::Invalid {
+                        entity: Some(entity.name()),
+                        errors,
+                    },
+                };
                 rejections.add(state, entity, number, e);
                 return Ok(());
             }
-            Line::TooLong(number) => {
+            Row::TooLong(number) => {
                 lines += 1;
                 if lines > state.max_batch_lines {
                     return Err(ApiError::TooManyLines {
@@ -764,7 +525,7 @@ async fn batch(
                 );
                 return Ok(());
             }
-            Line::Text(number, text) => (number, text),
+            Row::Text(number, text) => (number, text),
         };
         if text.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
@@ -855,14 +616,20 @@ async fn batch(
         }
     }
     if format == Some(BatchFormat::JsonArray) {
-        if let Err(e) = each_array_element(&array, state.max_body_bytes, &mut on_line) {
+        if let Err(e) = each_array_element(&array[..], state.max_body_bytes, &mut on_line) {
             refused = Some(e);
         }
     } else if format == Some(BatchFormat::Csv) {
         let ready = |layout| {
             let _ = csv_layout.set(layout);
         };
-        if let Err(e) = each_csv_row(&array, entity, state.max_body_bytes, ready, &mut on_line) {
+        if let Err(e) = each_csv_row(
+            &array[..],
+            entity,
+            state.max_body_bytes,
+            ready,
+            &mut on_line,
+        ) {
             refused = Some(e);
         }
     } else if refused.is_none()
@@ -947,42 +714,5 @@ fn rejected(line: usize, e: ApiError) -> LineResult {
         error,
         details,
         retryable,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(body: &[u8], chunk: usize, max_line: usize) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut each = |line: Line<'_>| -> Result<(), ()> {
-            out.push(match line {
-                Line::Text(n, t) => format!("{n}:{}", String::from_utf8_lossy(t)),
-                Line::TooLong(n) => format!("{n}:too long"),
-                Line::Rejected(n, e) => format!("{n}:{e}"),
-            });
-            Ok(())
-        };
-        let mut splitter = LineSplitter::new(max_line);
-        for part in body.chunks(chunk) {
-            let _ = splitter.feed(part, &mut each);
-        }
-        let _ = splitter.finish(&mut each);
-        out
-    }
-
-    #[test]
-    fn lines_are_the_same_whatever_the_chunking() {
-        let body = b"{\"a\":1}\n\n0123456789abc\n{}\nlast";
-        for chunk in 1..body.len() {
-            assert_eq!(
-                split(body, chunk, 10),
-                ["1:{\"a\":1}", "2:", "3:too long", "4:{}", "5:last"],
-                "chunk {chunk}"
-            );
-        }
-        assert_eq!(split(b"x\n", 1, 10), ["1:x"]);
-        assert_eq!(split(b"0123456789abc", 3, 10), ["1:too long"]);
     }
 }

@@ -1,0 +1,453 @@
+//! Many messages in one body or file: NDJSON lines, JSON array elements and CSV rows, each
+//! handed on as one message's JSON text with its line (or position). The api's batch route
+//! reads request bodies with these, the loader (`worker load`) files; both then check and
+//! publish every row the same way. Memory stays bounded: NDJSON holds one line, arrays one
+//! element, CSV one record (plus a window of recent bytes for line numbers).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::Read;
+use std::rc::Rc;
+
+use crate::generated::RootEntity;
+use crate::runtime::FieldError;
+use crate::runtime::csv::CsvLayout;
+
+/// One row of a bulk body: a message's JSON text, or why there is none.
+pub enum Row<'a> {
+    /// The JSON text of one message, with its line (NDJSON, CSV) or position (array).
+    Text(usize, &'a [u8]),
+    /// Longer than the per-message limit; not read into memory.
+    TooLong(usize),
+    /// A CSV row whose cells do not convert (its JSON never existed).
+    Invalid(usize, RowProblem),
+}
+
+/// Why a CSV row has no JSON.
+#[derive(Debug, Clone)]
+pub enum RowProblem {
+    /// The row is not UTF-8 text.
+    NotUtf8,
+    /// Cells that do not convert, each naming its column.
+    Cells(Vec<FieldError>),
+}
+
+impl std::fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowProblem::NotUtf8 => f.write_str("the row is not UTF-8 text"),
+            RowProblem::Cells(errors) => {
+                let shown: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.error))
+                    .collect();
+                f.write_str(&shown.join("; "))
+            }
+        }
+    }
+}
+
+/// A body or file that cannot be read as a whole (as opposed to one bad row).
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    /// The CSV header (or `csv.columns`) does not fit the entity.
+    #[error("CSV header: {0}")]
+    Header(String),
+    /// Not CSV, or not one JSON array.
+    #[error("{0}")]
+    Malformed(String),
+    /// A JSON array body that is not JSON, with serde_json's position.
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    Json {
+        /// What is wrong.
+        message: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Splits a streamed body into lines as it arrives, holding at most one line (up to
+/// `max_line` bytes; a longer line is reported, not buffered).
+pub struct LineSplitter {
+    partial: Vec<u8>,
+    overlong: bool,
+    max_line: usize,
+    number: usize,
+}
+
+impl LineSplitter {
+    /// A splitter refusing lines longer than `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        Self {
+            partial: Vec::new(),
+            overlong: false,
+            max_line,
+            number: 0,
+        }
+    }
+
+    /// Feeds a chunk; calls `each` for every line it completes (stops early on `Err`).
+    pub fn feed<E>(
+        &mut self,
+        mut chunk: &[u8],
+        each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while let Some(pos) = chunk.iter().position(|b| *b == b'\n') {
+            let piece = &chunk[..pos];
+            chunk = &chunk[pos + 1..];
+            self.number += 1;
+            if self.overlong || self.partial.len() + piece.len() > self.max_line {
+                self.overlong = false;
+                self.partial.clear();
+                each(Row::TooLong(self.number))?;
+            } else if self.partial.is_empty() {
+                each(Row::Text(self.number, piece))?;
+            } else {
+                self.partial.extend_from_slice(piece);
+                let line = std::mem::take(&mut self.partial);
+                each(Row::Text(self.number, &line))?;
+            }
+        }
+        if !self.overlong {
+            if self.partial.len() + chunk.len() > self.max_line {
+                self.overlong = true;
+                self.partial = Vec::new();
+            } else {
+                self.partial.extend_from_slice(chunk);
+            }
+        }
+        Ok(())
+    }
+
+    /// The last line, when the body does not end with a newline.
+    pub fn finish<E>(&mut self, each: &mut impl FnMut(Row<'_>) -> Result<(), E>) -> Result<(), E> {
+        if self.overlong {
+            self.number += 1;
+            self.overlong = false;
+            return each(Row::TooLong(self.number));
+        }
+        if self.partial.is_empty() {
+            return Ok(());
+        }
+        self.number += 1;
+        let line = std::mem::take(&mut self.partial);
+        each(Row::Text(self.number, &line))
+    }
+}
+
+/// Every line of an NDJSON input (blank lines included: the caller skips them).
+pub fn each_ndjson_line<R: Read, E: From<BulkError>>(
+    mut input: R,
+    max_line: usize,
+    each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut splitter = LineSplitter::new(max_line);
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = input.read(&mut buffer).map_err(BulkError::from)?;
+        if n == 0 {
+            return splitter.finish(each);
+        }
+        splitter.feed(&buffer[..n], each)?;
+    }
+}
+
+/// Every element of a JSON array input (1-based position, the element's text as written),
+/// one at a time; stops at the first `Err` of `each`. Input that is not one JSON array is a
+/// [`BulkError::Json`] with the position of the problem.
+pub fn each_array_element<R: Read, E: From<BulkError>>(
+    input: R,
+    max_element: usize,
+    each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
+
+    struct Walk<'f, F, E> {
+        each: &'f mut F,
+        stopped: &'f mut Option<E>,
+        max_element: usize,
+    }
+    impl<'de, E, F: FnMut(Row<'_>) -> Result<(), E>> Visitor<'de> for Walk<'_, F, E> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON array of objects")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut index = 0;
+            while let Some(raw) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
+                index += 1;
+                let text = raw.get().as_bytes();
+                let row = if text.len() > self.max_element {
+                    Row::TooLong(index)
+                } else {
+                    Row::Text(index, text)
+                };
+                if let Err(e) = (self.each)(row) {
+                    *self.stopped = Some(e);
+                    return Err(A::Error::custom("stopped"));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    let mut stopped = None;
+    let mut de = serde_json::Deserializer::from_reader(input);
+    let walked = (&mut de)
+        .deserialize_seq(Walk {
+            each,
+            stopped: &mut stopped,
+            max_element,
+        })
+        .and_then(|()| de.end());
+    if let Some(e) = stopped {
+        return Err(e);
+    }
+    walked.map_err(|e| {
+        if e.is_io() {
+            BulkError::Io(std::io::Error::other(e.to_string()))
+        } else {
+            BulkError::Json {
+                message: e.to_string(),
+                line: e.line(),
+                column: e.column(),
+            }
+        }
+        .into()
+    })
+}
+
+/// The last bytes read from an input with the offset of the first of them, so that the line
+/// a CSV record starts on can be found past the blank lines csv skips (its reported position
+/// is where it began reading, before them).
+#[derive(Default)]
+struct Recent {
+    start: u64,
+    bytes: VecDeque<u8>,
+}
+
+/// Keeps a [`Recent`] window of what passes through.
+struct Tap<R> {
+    inner: R,
+    recent: Rc<RefCell<Recent>>,
+    keep: usize,
+}
+
+impl<R: Read> Read for Tap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut recent = self.recent.borrow_mut();
+        recent.bytes.extend(&buf[..n]);
+        let excess = recent.bytes.len().saturating_sub(self.keep);
+        recent.bytes.drain(..excess);
+        recent.start += excess as u64;
+        Ok(n)
+    }
+}
+
+impl Recent {
+    /// The line of the first content at or after `position`.
+    fn first_line(&self, position: &csv::Position) -> usize {
+        let mut line = position.line() as usize;
+        let Some(mut i) = position.byte().checked_sub(self.start) else {
+            return line;
+        };
+        while let Some(b) = self.bytes.get(i as usize) {
+            match b {
+                b'\n' => line += 1,
+                b'\r' => {}
+                _ => break,
+            }
+            i += 1;
+        }
+        line
+    }
+}
+
+/// Every row of a CSV input, read as the entity's `csv:` spec says. The header row (or the
+/// spec's `columns`) gives the layout, handed to `layout_ready` before the first row; each row
+/// becomes the JSON object the entity's parser reads and goes to `each` as
+/// `Row::Text(line, json)` (its line is where the record starts), or as `Row::Invalid` when its
+/// cells do not convert. A header that does not fit, or input that is not CSV, is an error.
+pub fn each_csv_row<R: Read, E: From<BulkError>>(
+    input: R,
+    entity: RootEntity,
+    max_row: usize,
+    layout_ready: impl FnOnce(CsvLayout),
+    each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let spec = entity.csv();
+    let recent = Rc::new(RefCell::new(Recent::default()));
+    let tap = Tap {
+        inner: input,
+        recent: recent.clone(),
+        // csv reads ahead by its buffer; a record is at most `max_row` bytes of interest.
+        keep: 2 * (64 * 1024 + max_row),
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(spec.delimiter)
+        .quote(spec.quote)
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(64 * 1024)
+        .from_reader(tap);
+    let mut record = csv::StringRecord::new();
+    let unreadable = |e: csv::Error| -> BulkError {
+        let line = e.position().map_or(0, |p| p.line());
+        match e.into_kind() {
+            csv::ErrorKind::Io(io) => BulkError::Io(io),
+            kind => BulkError::Malformed(format!("invalid CSV at line {line}: {kind:?}")),
+        }
+    };
+    let header: Option<Vec<String>> = if spec.header && spec.columns.is_empty() {
+        if !reader.read_record(&mut record).map_err(unreadable)? {
+            return Ok(());
+        }
+        Some(record.iter().map(str::to_string).collect())
+    } else {
+        if spec.header {
+            // A header row is there, but `columns` decides the layout.
+            reader.read_record(&mut record).map_err(unreadable)?;
+        }
+        None
+    };
+    let cells: Option<Vec<&str>> = header
+        .as_ref()
+        .map(|h| h.iter().map(String::as_str).collect());
+    let layout = spec.layout(cells.as_deref()).map_err(BulkError::Header)?;
+    layout_ready(layout.clone());
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
+                let line = e.position().map_or(0, |p| recent.borrow().first_line(p));
+                each(Row::Invalid(line, RowProblem::NotUtf8))?;
+                continue;
+            }
+            Err(e) => return Err(unreadable(e).into()),
+        }
+        let line = record
+            .position()
+            .map_or(0, |p| recent.borrow().first_line(p));
+        let cells: Vec<&str> = record.iter().collect();
+        match spec.row_to_json(&layout, &cells) {
+            Ok(value) => {
+                let json = value.to_string();
+                if json.len() > max_row {
+                    each(Row::TooLong(line))?;
+                } else {
+                    each(Row::Text(line, json.as_bytes()))?;
+                }
+            }
+            Err(errors) => each(Row::Invalid(line, RowProblem::Cells(errors)))?,
+        }
+    }
+}
+
+/// Field errors of a CSV row, with the column that fed each field.
+pub fn csv_columns(
+    entity: RootEntity,
+    layout: &CsvLayout,
+    errors: Vec<FieldError>,
+) -> Vec<FieldError> {
+    errors
+        .into_iter()
+        .map(|e| match layout.label_of_path(entity.csv(), &e.field) {
+            Some(label) => FieldError {
+                field: label,
+                error: e.error,
+            },
+            None => e,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(body: &[u8], chunk: usize, max_line: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut each = |row: Row<'_>| -> Result<(), ()> {
+            out.push(match row {
+                Row::Text(n, t) => format!("{n}:{}", String::from_utf8_lossy(t)),
+                Row::TooLong(n) => format!("{n}:too long"),
+                Row::Invalid(n, p) => format!("{n}:{p}"),
+            });
+            Ok(())
+        };
+        let mut splitter = LineSplitter::new(max_line);
+        for part in body.chunks(chunk) {
+            let _ = splitter.feed(part, &mut each);
+        }
+        let _ = splitter.finish(&mut each);
+        out
+    }
+
+    #[test]
+    fn lines_are_the_same_whatever_the_chunking() {
+        let body = b"{\"a\":1}\n\n0123456789abc\n{}\nlast";
+        for chunk in 1..body.len() {
+            assert_eq!(
+                split(body, chunk, 10),
+                ["1:{\"a\":1}", "2:", "3:too long", "4:{}", "5:last"],
+                "chunk {chunk}"
+            );
+        }
+        assert_eq!(split(b"x\n", 1, 10), ["1:x"]);
+        assert_eq!(split(b"0123456789abc", 3, 10), ["1:too long"]);
+    }
+
+    /// Reads one byte at a time, like a slow socket or a small buffer.
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.is_empty()) {
+                (Some((b, rest)), false) => {
+                    buf[0] = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn csv_rows_carry_the_line_they_start_on_past_blank_lines() {
+        let entity = RootEntity::from_name("product").expect("product entity");
+        let body = "part_key,name,manufacturer,brand,type,size,container,retail_price,comment\n\
+                    \n\r\n\
+                    P-1,a,M,B,T,1,C,1.5,\"two\nlines\"\n\
+                    \n\
+                    P-2,b,M,B,T,x,C,2,\n";
+        for trickle in [false, true] {
+            let mut seen = Vec::new();
+            let mut each = |row: Row<'_>| -> Result<(), BulkError> {
+                seen.push(match row {
+                    Row::Text(n, _) => format!("{n}:ok"),
+                    Row::TooLong(n) => format!("{n}:too long"),
+                    Row::Invalid(n, p) => format!("{n}:{p}"),
+                });
+                Ok(())
+            };
+            let walked = if trickle {
+                each_csv_row(Trickle(body.as_bytes()), entity, 4096, drop, &mut each)
+            } else {
+                each_csv_row(body.as_bytes(), entity, 4096, drop, &mut each)
+            };
+            assert!(walked.is_ok());
+            assert_eq!(
+                seen,
+                ["4:ok", "7:size (column 6): `x` is not a number"],
+                "trickle {trickle}"
+            );
+        }
+    }
+}
