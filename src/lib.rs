@@ -12,6 +12,7 @@ pub mod defaults;
 pub mod envelope;
 pub mod generated;
 pub mod labels;
+pub mod load;
 pub mod metrics;
 pub mod nats;
 pub mod process;

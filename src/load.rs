@@ -1,0 +1,506 @@
+//! `worker load`: a file of one entity's messages — CSV, NDJSON or a JSON array, `.gz` too —
+//! read row by row ([`crate::bulk`]), checked like the api checks a batch, and published to
+//! JetStream as the api publishes, for the worker to store. Each row's message id derives from
+//! the file's content hash and the row's line (or position), so loading the same file again
+//! stores nothing twice: JetStream drops the copies inside its de-duplication window, the
+//! worker's status rows after it. Memory stays bounded whatever the file size: the reader runs
+//! on its own thread, one row at a time, and at most `in_flight` publishes await their acks.
+
+use std::future::IntoFuture;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::bulk::{self, BulkError, Row, RowProblem};
+use crate::envelope::MessageEnvelope;
+use crate::generated::RootEntity;
+use crate::nats::message_subject;
+use crate::runtime::{FieldError, ParseError};
+
+/// Namespace of the message ids of loaded rows (UUIDv5 of the file's hash and the row).
+const LOAD_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_6d6e_6f6d_4c6f_9f1d_7a1c_0de5_1d03);
+
+/// How the rows of a file are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileFormat {
+    /// CSV, as the entity's `csv:` block says.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+    /// One JSON array of objects.
+    Json,
+}
+
+impl FileFormat {
+    /// The format a file name says (`.csv`, `.tbl`, `.tsv`; `.ndjson`, `.jsonl`; `.json`),
+    /// and whether it is gzip-compressed (`.gz`).
+    pub fn from_path(path: &Path) -> (Option<Self>, bool) {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let (name, gzip) = match name.strip_suffix(".gz") {
+            Some(inner) => (inner.to_string(), true),
+            None => (name, false),
+        };
+        let ext = name.rsplit('.').next().unwrap_or("");
+        let format = match ext {
+            "csv" | "tbl" | "tsv" | "txt" => Some(Self::Csv),
+            "ndjson" | "jsonl" => Some(Self::Ndjson),
+            "json" => Some(Self::Json),
+            _ => None,
+        };
+        (format, gzip)
+    }
+}
+
+/// What to load and how.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The entity every row is a message of.
+    pub entity: RootEntity,
+    /// The file.
+    pub path: PathBuf,
+    /// Its framing.
+    pub format: FileFormat,
+    /// Whether it is gzip-compressed.
+    pub gzip: bool,
+    /// Where rejected rows are written (NDJSON: line, error, details), created only if any.
+    pub rejects: PathBuf,
+    /// Largest row, as JSON (the NATS server's `max_payload` is the natural bound).
+    pub max_row_bytes: usize,
+    /// Publishes awaiting their acks at once.
+    pub in_flight: usize,
+}
+
+impl LoadOptions {
+    /// Options for `path`: its format `format`, else the one its name says; compression from
+    /// its name; rejects go to `<path>.rejected.ndjson`.
+    pub fn for_file(
+        entity: RootEntity,
+        path: &Path,
+        format: Option<FileFormat>,
+    ) -> Result<Self, LoadError> {
+        let (by_name, gzip) = FileFormat::from_path(path);
+        let format = format
+            .or(by_name)
+            .ok_or_else(|| LoadError::Format(path.display().to_string()))?;
+        let mut rejects = path.as_os_str().to_owned();
+        rejects.push(".rejected.ndjson");
+        Ok(Self {
+            entity,
+            path: path.to_path_buf(),
+            format,
+            gzip,
+            rejects: rejects.into(),
+            max_row_bytes: 1024 * 1024,
+            in_flight: 1024,
+        })
+    }
+}
+
+/// The outcome of a load.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadReport {
+    /// Rows read (blank lines not counted).
+    pub rows: u64,
+    /// Rows JetStream stored (including those it already had).
+    pub accepted: u64,
+    /// Of those, rows an earlier load of the same file had already published (JetStream
+    /// de-duplicated them).
+    pub already_loaded: u64,
+    /// Rows refused, each written to the rejects file with its reason.
+    pub rejected: u64,
+}
+
+/// A load that could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file's name says no known format.
+    #[error(
+        "cannot tell the format of {0}: name it .csv, .tbl, .ndjson, .jsonl or .json (optionally .gz), or pass --format"
+    )]
+    Format(String),
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file as a whole is not of its format (a bad CSV header, not one JSON array).
+    #[error("{path}: {source}")]
+    Bulk {
+        /// The file.
+        path: String,
+        /// Why.
+        source: BulkError,
+    },
+    /// JetStream refused or did not answer; nothing is lost (load again: stored rows are
+    /// not stored twice).
+    #[error(
+        "publishing failed after {accepted} rows were stored (loading the file again is safe): {reason}"
+    )]
+    Publish {
+        /// Rows stored before the failure.
+        accepted: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One checked row on its way from the reader thread to the publisher.
+enum Checked {
+    /// A valid message body.
+    Valid(usize, Bytes),
+    /// A refused row.
+    Rejected(RejectedRow),
+}
+
+/// A line of the rejects file.
+#[derive(Debug, Serialize)]
+struct RejectedRow {
+    /// CSV or NDJSON line, or array position.
+    line: usize,
+    /// Why it was refused.
+    error: String,
+    /// Field errors, when the row did not match the entity.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    details: Vec<FieldError>,
+}
+
+/// Counts the bytes read from the file (its compressed bytes for `.gz`), for progress.
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The SHA-256 of a file's bytes, as hex.
+fn content_hash(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Checks one row as the api checks a message.
+fn check(entity: RootEntity, line: usize, text: &[u8]) -> Result<(), RejectedRow> {
+    entity.parse_bytes(text).map(drop).map_err(|e| match e {
+        ParseError::Invalid(details) => RejectedRow {
+            line,
+            error: format!("the row does not match entity `{}`", entity.name()),
+            details,
+        },
+        other => RejectedRow {
+            line,
+            error: other.to_string(),
+            details: Vec::new(),
+        },
+    })
+}
+
+/// Reads, frames and checks every row of the file on the calling (blocking) thread, sending
+/// each to `tx`; returns when the file ends, the receiver is gone, or the file is unreadable.
+fn read_rows(
+    options: &LoadOptions,
+    read: Arc<AtomicU64>,
+    tx: tokio::sync::mpsc::Sender<Checked>,
+) -> Result<(), LoadError> {
+    let path = options.path.display().to_string();
+    let file = std::fs::File::open(&options.path).map_err(|source| LoadError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let counted = Counting {
+        inner: BufReader::with_capacity(256 * 1024, file),
+        read,
+    };
+    let input: Box<dyn Read> = if options.gzip {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(counted)))
+    } else {
+        Box::new(counted)
+    };
+    let entity = options.entity;
+    let layout: std::sync::OnceLock<crate::runtime::csv::CsvLayout> = std::sync::OnceLock::new();
+    // The receiver is gone: stop reading (the publisher already failed).
+    struct Stop;
+    impl From<BulkError> for Either {
+        fn from(e: BulkError) -> Self {
+            Either::Bulk(e)
+        }
+    }
+    enum Either {
+        Bulk(BulkError),
+        Stop(Stop),
+    }
+    let mut each = |row: Row<'_>| -> Result<(), Either> {
+        let checked = match row {
+            Row::Text(_, text) if text.iter().all(u8::is_ascii_whitespace) => return Ok(()),
+            Row::Text(line, text) => match check(entity, line, text) {
+                Ok(()) => Checked::Valid(line, Bytes::copy_from_slice(text)),
+                Err(mut rejected) => {
+                    if let Some(layout) = layout.get() {
+                        rejected.details = bulk::csv_columns(entity, layout, rejected.details);
+                    }
+                    Checked::Rejected(rejected)
+                }
+            },
+            Row::TooLong(line) => Checked::Rejected(RejectedRow {
+                line,
+                error: format!(
+                    "the row is larger than {} bytes (the largest message)",
+                    options.max_row_bytes
+                ),
+                details: Vec::new(),
+            }),
+            Row::Invalid(line, problem) => Checked::Rejected(RejectedRow {
+                line,
+                error: match &problem {
+                    RowProblem::NotUtf8 => problem.to_string(),
+                    RowProblem::Cells(_) => "cells that do not convert".to_string(),
+                },
+                details: match problem {
+                    RowProblem::Cells(errors) => errors,
+                    RowProblem::NotUtf8 => Vec::new(),
+                },
+            }),
+        };
+        tx.blocking_send(checked).map_err(|_| Either::Stop(Stop))
+    };
+    let walked = match options.format {
+        FileFormat::Csv => bulk::each_csv_row(
+            input,
+            entity,
+            options.max_row_bytes,
+            |l| {
+                let _ = layout.set(l);
+            },
+            &mut each,
+        ),
+        FileFormat::Ndjson => bulk::each_ndjson_line(input, options.max_row_bytes, &mut each),
+        FileFormat::Json => bulk::each_array_element(input, options.max_row_bytes, &mut each),
+    };
+    match walked {
+        Ok(()) | Err(Either::Stop(_)) => Ok(()),
+        Err(Either::Bulk(BulkError::Io(source))) => Err(LoadError::Io { path, source }),
+        Err(Either::Bulk(source)) => Err(LoadError::Bulk { path, source }),
+    }
+}
+
+/// Where progress is shown: a bar on a terminal, plain lines otherwise, or nowhere.
+pub enum Progress {
+    /// An indicatif bar over the file's bytes, with rows, rows/s and counts.
+    Bar,
+    /// A line on stderr every `every`.
+    Lines {
+        /// How often.
+        every: Duration,
+    },
+    /// Nothing (tests, libraries).
+    Silent,
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal, else a line every 10 s.
+    pub fn for_stderr() -> Self {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            Progress::Bar
+        } else {
+            Progress::Lines {
+                every: Duration::from_secs(10),
+            }
+        }
+    }
+}
+
+/// Loads the file: every valid row published to `stream` (awaiting JetStream's ack), every
+/// invalid one written to `options.rejects`.
+pub async fn load_file(
+    js: &jetstream::Context,
+    stream: &str,
+    options: &LoadOptions,
+    progress: Progress,
+) -> Result<LoadReport, LoadError> {
+    let started = Instant::now();
+    let path = options.path.display().to_string();
+    let total = std::fs::metadata(&options.path)
+        .map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?
+        .len();
+    let hash = {
+        let p = options.path.clone();
+        tokio::task::spawn_blocking(move || content_hash(&p))
+            .await
+            .map_err(|e| LoadError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| LoadError::Io {
+                path: path.clone(),
+                source,
+            })?
+    };
+    let read = Arc::new(AtomicU64::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Checked>(4096);
+    let reader = {
+        let options = options.clone();
+        let read = read.clone();
+        tokio::task::spawn_blocking(move || read_rows(&options, read, tx))
+    };
+    let bar = match progress {
+        Progress::Bar => {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {msg} (ETA {eta})",
+            ) {
+                bar.set_style(style);
+            }
+            Some(bar)
+        }
+        _ => None,
+    };
+    let every = match progress {
+        Progress::Lines { every } => Some(every),
+        _ => None,
+    };
+    let mut last_line = Instant::now();
+    let mut report = LoadReport::default();
+    let mut rejects: Option<BufWriter<std::fs::File>> = None;
+    let mut pending = FuturesUnordered::new();
+    let entity = options.entity;
+    let mut failure: Option<String> = None;
+    let show = |report: &LoadReport| {
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "{} rows, {:.0} rows/s, {} accepted, {} rejected",
+            report.rows,
+            report.rows as f64 / secs,
+            report.accepted,
+            report.rejected
+        )
+    };
+    let mut reading = true;
+    loop {
+        // At most `in_flight` acks outstanding; finished ones are taken first.
+        let row = tokio::select! {
+            biased;
+            Some(ack) = pending.next(), if !pending.is_empty() => {
+                let ack: Result<jetstream::publish::PublishAck, jetstream::context::PublishError> = ack;
+                match ack {
+                    Ok(a) => {
+                        report.accepted += 1;
+                        if a.duplicate {
+                            report.already_loaded += 1;
+                        }
+                    }
+                    Err(e) => failure = Some(e.to_string()),
+                }
+                continue;
+            }
+            row = rx.recv(), if reading && failure.is_none() && pending.len() < options.in_flight => row,
+            else => break,
+        };
+        let Some(row) = row else {
+            reading = false;
+            continue;
+        };
+        report.rows += 1;
+        match row {
+            Checked::Valid(line, body) => {
+                let id = Uuid::new_v5(&LOAD_NAMESPACE, format!("{hash}\n{line}").as_bytes());
+                let envelope = MessageEnvelope::new(id, entity.name(), body);
+                let subject = message_subject(stream, entity.snake_name(), &id);
+                match js.send_publish(subject, envelope.to_publish(true)).await {
+                    Ok(ack) => pending.push(ack.into_future()),
+                    Err(e) => failure = Some(e.to_string()),
+                }
+            }
+            Checked::Rejected(rejected) => {
+                report.rejected += 1;
+                let writer = match &mut rejects {
+                    Some(w) => w,
+                    None => {
+                        let file = std::fs::File::create(&options.rejects).map_err(|source| {
+                            LoadError::Io {
+                                path: options.rejects.display().to_string(),
+                                source,
+                            }
+                        })?;
+                        rejects.insert(BufWriter::new(file))
+                    }
+                };
+                let line = serde_json::to_string(&rejected).unwrap_or_default();
+                writeln!(writer, "{line}").map_err(|source| LoadError::Io {
+                    path: options.rejects.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.set_position(read.load(Ordering::Relaxed));
+            bar.set_message(show(&report));
+        }
+        if let Some(every) = every
+            && last_line.elapsed() >= every
+        {
+            last_line = Instant::now();
+            let done = read.load(Ordering::Relaxed) as f64 * 100.0 / total.max(1) as f64;
+            eprintln!("load: {}, {done:.0}% of the file", show(&report));
+        }
+    }
+    drop(rx);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if let Some(mut w) = rejects {
+        w.flush().map_err(|source| LoadError::Io {
+            path: options.rejects.display().to_string(),
+            source,
+        })?;
+    }
+    let read_result = reader.await.map_err(|e| LoadError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    if let Some(reason) = failure {
+        return Err(LoadError::Publish {
+            accepted: report.accepted,
+            reason,
+        });
+    }
+    read_result?;
+    Ok(report)
+}

@@ -1,0 +1,192 @@
+//! `worker load`: files of CSV, NDJSON (gzip too) and JSON arrays loaded into the stream and
+//! stored by the worker; exact accepted/rejected counts with the reasons in a file; loading
+//! the same file twice stores nothing twice; the binary's summary and exit code.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::Pipeline;
+use nomnom::generated::RootEntity;
+use nomnom::load::{LoadOptions, LoadReport, Progress, load_file};
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nomnom-load-{}", common::unique()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Six dbgen-style customer rows (`|`, no header, trailing `|`): rows 3 and 5 are bad.
+const CUSTOMERS: &str = "\
+1|Customer#000000001|IVhzIApeRb ot,c,E|15|25-989-741-2988|711.56|BUILDING|regular platelets|
+2|Customer#000000002|XSTf4,NCwDVaWNe6tEgvwfmRchLXak|13|23-768-687-3665|121.65|AUTOMOBILE||
+3|Customer#000000003|MG9kdTD2WBHm|one|11-719-748-3364|7498.12|AUTOMOBILE|x|
+4|Customer#000000004|XxVSJsLAGtn|4|14-128-190-5944|2866.83|MACHINERY|y|
+
+5|Customer#000000005 whose name is far too long|KvpyuHCplrB84WgAiGV6sYpZq7Tj|3|13-750-942-6364|794.47|HOUSEHOLD|z|
+6|Customer#000000006|sKZz0CsnMD7mp4Xd0YrBvx,LREYKUWAh yVn|20|30-114-968-4951|7638.57|AUTOMOBILE|w|
+";
+
+async fn load(p: &Pipeline, entity: &str, path: &std::path::Path) -> LoadReport {
+    let entity = RootEntity::from_name(entity).expect("entity");
+    let options = LoadOptions::for_file(entity, path, None).expect("options");
+    load_file(&p.jetstream, &p.stream, &options, Progress::Silent)
+        .await
+        .expect("load runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_bad_rows_ends_with_exact_counts_and_loading_it_again_stores_nothing_twice() {
+    let p = Pipeline::start().await;
+    let dir = scratch();
+    let file = dir.join("customer.tbl");
+    std::fs::write(&file, CUSTOMERS).expect("write");
+    let first = load(&p, "customer", &file).await;
+    assert_eq!(
+        first,
+        LoadReport {
+            rows: 6,
+            accepted: 4,
+            already_loaded: 0,
+            rejected: 2
+        }
+    );
+    // The reasons, with the CSV line (past the blank line) and the column.
+    let rejects =
+        std::fs::read_to_string(dir.join("customer.tbl.rejected.ndjson")).expect("rejects file");
+    let rejects: Vec<serde_json::Value> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(rejects.len(), 2);
+    assert_eq!(rejects[0]["line"], 3);
+    assert_eq!(rejects[0]["details"][0]["field"], "nation_key (column 4)");
+    assert_eq!(rejects[1]["line"], 6);
+    assert_eq!(rejects[1]["details"][0]["field"], "name (column 2)");
+    p.db.wait_count("SELECT 1 FROM message_status", 4).await;
+    assert_eq!(p.db.count("SELECT 1 FROM customers").await, 4);
+
+    // Again: the same ids, so nothing is stored twice.
+    let second = load(&p, "customer", &file).await;
+    assert_eq!(
+        (second.accepted, second.already_loaded, second.rejected),
+        (4, 4, 2)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(p.db.count("SELECT 1 FROM message_status").await, 4);
+    assert_eq!(p.db.count("SELECT 1 FROM customers").await, 4);
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzipped_ndjson_orders_and_a_json_array_of_products_are_stored() {
+    let p = Pipeline::start().await;
+    let dir = scratch();
+    let orders = dir.join("orders.ndjson.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&orders).expect("create"),
+        flate2::Compression::fast(),
+    );
+    for n in 1..=20 {
+        writeln!(gz, "{}", common::tpch_order(n, 1 + n % 4)).expect("write");
+        if n == 10 {
+            writeln!(gz).expect("blank line");
+            writeln!(gz, "{{\"order_key\": 1}}").expect("bad line");
+        }
+    }
+    gz.finish().expect("gzip");
+    let report = load(&p, "order", &orders).await;
+    assert_eq!((report.rows, report.accepted, report.rejected), (21, 20, 1));
+    let products = dir.join("products.json");
+    let rows: Vec<serde_json::Value> = (1..=3)
+        .map(|n| {
+            serde_json::json!({
+                "part_key": format!("P-{n}"), "name": "bolt", "manufacturer": "M", "brand": "B",
+                "type": "T", "size": n, "container": "C", "retail_price": "1.50", "comment": null
+            })
+        })
+        .collect();
+    std::fs::write(
+        &products,
+        serde_json::to_string_pretty(&rows).expect("json"),
+    )
+    .expect("write");
+    let report = load(&p, "product", &products).await;
+    assert_eq!((report.rows, report.accepted, report.rejected), (3, 3, 0));
+    p.db.wait_count("SELECT 1 FROM message_status", 23).await;
+    let lines: i64 = (1..=20).map(|n| 1 + i64::from(n % 4)).sum();
+    assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, lines);
+    assert_eq!(p.db.count("SELECT 1 FROM products").await, 3);
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_command_prints_a_summary_and_fails_when_rows_were_rejected() {
+    let p = Pipeline::start().await;
+    let dir = scratch();
+    let file = dir.join("customer.tbl");
+    std::fs::write(&file, CUSTOMERS).expect("write");
+    let rejects = dir.join("bad-rows.ndjson");
+    let run = |path: &std::path::Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_worker"))
+            .arg("load")
+            .args(extra)
+            .arg(path)
+            .env("NATS_URL", common::nats_url())
+            .env("NATS_STREAM", &p.stream)
+            .output()
+            .expect("worker load runs")
+    };
+    let out = run(
+        &file,
+        &[
+            "--entity",
+            "customer",
+            "--rejects",
+            &rejects.to_string_lossy(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("6 rows, 4 accepted (0 already loaded before), 2 rejected"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("2 rows rejected") && stderr.contains("bad-rows.ndjson"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&rejects)
+            .expect("rejects")
+            .lines()
+            .count(),
+        2
+    );
+    // A clean file exits 0; an unknown format or entity is a clear error.
+    let clean = dir.join("clean.tbl");
+    std::fs::write(
+        &clean,
+        CUSTOMERS.lines().take(2).collect::<Vec<_>>().join("\n"),
+    )
+    .expect("write");
+    let out = run(&clean, &["--entity", "customer"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&dir.join("data.xml"), &["--entity", "customer"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot tell the format"));
+    let out = run(&clean, &["--entity", "nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown entity `nope`"));
+    p.db.wait_count("SELECT 1 FROM customers", 4).await;
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
