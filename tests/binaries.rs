@@ -286,7 +286,7 @@ fn help_lists_the_subcommands() {
     for (bin, commands) in [
         (
             env!("CARGO_BIN_EXE_worker"),
-            &["replay-dead-letters", "healthcheck"][..],
+            &["replay-dead-letters", "healthcheck", "load"][..],
         ),
         (env!("CARGO_BIN_EXE_api"), &["healthcheck"][..]),
     ] {

@@ -190,3 +190,82 @@ async fn the_load_command_prints_a_summary_and_fails_when_rows_were_rejected() {
     p.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Peak resident memory (VmHWM) of a running process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The smaller version of `scripts/bench-load.sh`: a 120 MB file (60 000 rows of 2 KB) goes
+/// through `worker load` while its peak memory stays under the stated bound of 100 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_larger_than_the_memory_bound_streams_through_the_loader() {
+    const ROWS: usize = 60_000;
+    const BOUND: u64 = 100 * 1024 * 1024;
+    let dir = scratch();
+    let file = dir.join("customer.tbl");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).expect("create"));
+        let filler = "regular deposits haggle ".repeat(85);
+        for i in 1..=ROWS {
+            writeln!(
+                out,
+                "{i}|Customer#{i:09}|IVhzIApeRb ot,c,E|{}|25-989-741-2988|{}.56|BUILDING|{filler}{i}|",
+                i % 25,
+                i % 9999
+            )
+            .expect("write");
+        }
+    }
+    let size = std::fs::metadata(&file).expect("file").len();
+    assert!(
+        size > BOUND + BOUND / 5,
+        "the file ({size} bytes) must exceed the bound"
+    );
+    let stream = format!("LOADMEM_{}", common::unique());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["load", "--entity", "customer"])
+        .arg(&file)
+        .env("NATS_URL", common::nats_url())
+        .env("NATS_STREAM", &stream)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("worker load runs");
+    let mut peak = 0;
+    while child.try_wait().expect("wait").is_none() {
+        peak = peak.max(peak_rss(child.id()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("{ROWS} rows, {ROWS} accepted")),
+        "{stdout}"
+    );
+    eprintln!(
+        "loader peak RSS {} MB for a {} MB file",
+        peak / 1024 / 1024,
+        size / 1024 / 1024
+    );
+    assert!(
+        peak > 0 && peak < BOUND,
+        "loader peak RSS {} MB",
+        peak / 1024 / 1024
+    );
+    common::delete_streams(&stream).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
