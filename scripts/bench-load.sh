@@ -10,11 +10,16 @@
 # The stream BENCH_LOAD_<id> stays on the NATS server, empty (its messages are acked and
 # removed), as compare.sh's streams do; the database is dropped.
 #
-# usage: scripts/bench-load.sh [rows=1000000]
+# A second file is line-item-sized: ROWS line items, as NDJSON orders of 4 line items each
+# (ROWS/4 orders), loaded the same way and timed until every line item is committed, against
+# COPY of the same line items as CSV into a plain table.
+#
+# usage: scripts/bench-load.sh [rows=1000000] [line_items=ROWS]
 # needs: psql, NATS on 127.0.0.1:4222, PostgreSQL on 127.0.0.1:5432 (trust auth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
+ITEMS=${2:-$ROWS}
 ID=$(date +%s)$$
 DB=nomnom_bench_load_$ID
 STREAM=BENCH_LOAD_$ID
@@ -86,8 +91,58 @@ $PG -d "$DB" -c "\\copy copy_customers FROM '$FILE' WITH (FORMAT csv, DELIMITER 
 C1=$(date +%s.%N)
 COPY_S=$(echo "$C1 - $C0" | bc -l)
 
+# 3. Line items: NDJSON orders of 4 line items, and the same line items as CSV for COPY.
+ORDERS=$((ITEMS / 4))
+awk -v n="$ORDERS" -v csv="$DIR/items.csv" 'BEGIN {
+  for (o = 1; o <= n; o++) {
+    items = "";
+    for (l = 1; l <= 4; l++) {
+      price = sprintf("%d.%02d", 1000 + o % 9000 + l, (o + l) % 100);
+      items = items sprintf("%s{\"line_number\":%d,\"part_key\":\"P-%d\",\"supplier_key\":\"S-%d\",\"quantity\":%d,\"extended_price\":\"%s\",\"discount\":\"0.05\",\"tax\":\"0.10\",\"return_flag\":\"N\",\"line_status\":\"O\",\"ship_date\":\"1996-03-1%d\",\"commit_date\":\"1996-02-1%d\",\"receipt_date\":\"1996-04-1%d\",\"ship_mode\":\"TRUCK\"}",
+        (l > 1 ? "," : ""), l, o * 10 + l, l * 7, 5 + l, price, l, l, l);
+      printf "ORD-%d,%d,P-%d,S-%d,%d,%s,0.05,0.10,N,O,1996-03-1%d,1996-02-1%d,1996-04-1%d,TRUCK\n",
+        o, l, o * 10 + l, l * 7, 5 + l, price, l, l, l > csv;
+    }
+    printf "{\"order_key\":\"ORD-%d\",\"customer_key\":\"CUST-%d\",\"order_status\":\"O\",\"total_price\":\"%d.47\",\"order_date\":\"1996-01-02\",\"order_priority\":\"5-LOW\",\"clerk\":\"Clerk#000000951\",\"ship_priority\":0,\"comment\":\"order %d\",\"line_items\":[%s]}\n",
+      o, o % 97, 170000 + o, o, items;
+  }
+}' > "$DIR/orders.ndjson"
+ORDERS_MB=$(( $(stat -c %s "$DIR/orders.ndjson") / 1024 / 1024 ))
+echo "line-item file: $ORDERS orders, $((ORDERS * 4)) line items, $ORDERS_MB MB of NDJSON"
+$BIN > "$DIR/worker2.log" 2>&1 & WORKER=$!
+I0=$(date +%s.%N)
+$BIN load --entity order "$DIR/orders.ndjson" > "$DIR/load2.out" 2> "$DIR/load2.err" & LOADER=$!
+LOADER2_KB=0; WORKER2_KB=0
+while kill -0 $LOADER 2>/dev/null; do
+  k=$(peak_kb $LOADER); [ "${k:-0}" -gt $LOADER2_KB ] && LOADER2_KB=$k
+  k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER2_KB ] && WORKER2_KB=$k
+  sleep 0.1
+done
+wait $LOADER || { cat "$DIR/load2.err" >&2; exit 1; }
+cat "$DIR/load2.out"
+while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM order_line_items')" -lt "$((ORDERS * 4))" ]; do
+  k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER2_KB ] && WORKER2_KB=$k
+  sleep 0.2
+done
+I1=$(date +%s.%N)
+kill $WORKER; wait $WORKER 2>/dev/null || true; WORKER=
+ITEMS_S=$(echo "$I1 - $I0" | bc -l)
+$PG -d "$DB" -c "CREATE TABLE copy_items (order_key varchar(32), line_number integer,
+  part_key varchar(32), supplier_key varchar(32), quantity integer, extended_price numeric,
+  discount numeric, tax numeric, return_flag char(1), line_status char(1), ship_date date,
+  commit_date date, receipt_date date, ship_mode varchar(10))"
+C2=$(date +%s.%N)
+$PG -d "$DB" -c "\\copy copy_items FROM '$DIR/items.csv' WITH (FORMAT csv)"
+C3=$(date +%s.%N)
+COPY2_S=$(echo "$C3 - $C2" | bc -l)
+
 printf 'pipeline: %d rows published in %.1f s, all committed after %.1f s: %.0f rows/s\n' \
   "$ROWS" "$LOAD_S" "$PIPE_S" "$(echo "$ROWS / $PIPE_S" | bc -l)"
 printf 'COPY:     %d rows in %.1f s: %.0f rows/s\n' "$ROWS" "$COPY_S" "$(echo "$ROWS / $COPY_S" | bc -l)"
 printf 'ratio (pipeline rows/s / COPY rows/s): %.3f\n' "$(echo "$COPY_S / $PIPE_S" | bc -l)"
 printf 'peak RSS: loader %d MB, worker %d MB\n' $((LOADER_KB / 1024)) $((WORKER_KB / 1024))
+printf 'line items: %d in %d orders committed after %.1f s: %.0f line items/s (%.0f orders/s)\n' \
+  "$((ORDERS * 4))" "$ORDERS" "$ITEMS_S" "$(echo "$ORDERS * 4 / $ITEMS_S" | bc -l)" "$(echo "$ORDERS / $ITEMS_S" | bc -l)"
+printf 'COPY of the same line items: %.1f s: %.0f rows/s\n' "$COPY2_S" "$(echo "$ORDERS * 4 / $COPY2_S" | bc -l)"
+printf 'ratio (pipeline line items/s / COPY rows/s): %.3f\n' "$(echo "$COPY2_S / $ITEMS_S" | bc -l)"
+printf 'peak RSS: loader %d MB, worker %d MB\n' $((LOADER2_KB / 1024)) $((WORKER2_KB / 1024))

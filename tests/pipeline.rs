@@ -357,3 +357,40 @@ async fn csv_rows_of_reference_entities_are_stored_typed() {
     );
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_rows_of_a_root_entity_are_stored_and_bad_rows_named() {
+    let p = Pipeline::start().await;
+    let body = "order_key,event_type,occurred_at,note\n\
+                ORD-1,created,2024-05-01T12:30:00Z,\n\
+                ORD-1,shipped,not a time,fast\n\
+                ORD-2,\"created, again\",2024-05-02T08:00:00+02:00,\"said \"\"hi\"\"\"\n";
+    let resp = reqwest::Client::new()
+        .post(format!("{}/ingest/batch/order_event", p.base))
+        .header("content-type", "text/csv")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 202);
+    let answer: serde_json::Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        (answer["accepted"].clone(), answer["rejected"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(answer["results"][1]["line"], 3);
+    assert_eq!(
+        answer["results"][1]["details"][0]["field"],
+        "occurred_at (column 3)"
+    );
+    p.db.wait_count("SELECT 1 FROM order_events", 2).await;
+    assert_eq!(
+        p.db.rows("SELECT event_type, occurred_at::text, coalesce(note, 'NULL') FROM order_events ORDER BY occurred_at")
+            .await,
+        vec![
+            vec![s("created"), s("2024-05-01 12:30:00+00"), s("NULL")],
+            vec![s("created, again"), s("2024-05-02 06:00:00+00"), s("said \"hi\"")]
+        ]
+    );
+    p.stop().await;
+}
