@@ -10,6 +10,10 @@
 # The stream BENCH_LOAD_<id> stays on the NATS server, empty (its messages are acked and
 # removed), as compare.sh's streams do; the database is dropped.
 #
+# Then the same customer file goes through the api instead, as CSV batches of 10 000 rows
+# (`POST /ingest/batch/customer`, text/csv, two clients), timed until every row is committed,
+# with the api's peak RSS.
+#
 # A second file is line-item-sized: ROWS line items, as NDJSON orders of 4 line items each
 # (ROWS/4 orders), loaded the same way and timed until every line item is committed, against
 # COPY of the same line items as CSV into a plain table.
@@ -28,14 +32,16 @@ FILE=$DIR/customer.tbl
 PG="psql -q -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1"
 cleanup() {
   [ -n "${WORKER:-}" ] && kill "$WORKER" 2>/dev/null || true
+  [ -n "${API:-}" ] && kill "$API" 2>/dev/null || true
   wait 2>/dev/null || true
   $PG -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$DIR"
 }
 trap cleanup EXIT
 
-cargo build -q --release --bin worker
+cargo build -q --release --bin worker --bin api
 BIN=target/release/worker
+API_BIN=target/release/api
 
 # dbgen-shaped rows: key, name, address, nation, phone, balance, segment, comment, trailing |.
 awk -v n="$ROWS" 'BEGIN {
@@ -91,7 +97,34 @@ $PG -d "$DB" -c "\\copy copy_customers FROM '$FILE' WITH (FORMAT csv, DELIMITER 
 C1=$(date +%s.%N)
 COPY_S=$(echo "$C1 - $C0" | bc -l)
 
-# 3. Line items: NDJSON orders of 4 line items, and the same line items as CSV for COPY.
+# 3. The same file through the api, in CSV batches, into emptied tables.
+$PG -d "$DB" -c "TRUNCATE customers, message_status"
+API_PORT=$((20000 + RANDOM % 20000))
+PORT=$API_PORT METRICS_PORT=0 $API_BIN > "$DIR/api.log" 2>&1 & API=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$API_PORT/health" >/dev/null && break; sleep 0.1; done
+$BIN > "$DIR/worker3.log" 2>&1 & WORKER=$!
+split -l 10000 "$FILE" "$DIR/part."
+A0=$(date +%s.%N)
+ls "$DIR"/part.* | xargs -P 2 -I{} curl -s -o /dev/null -w '%{http_code}\n' \
+  -H 'content-type: text/csv' --data-binary @{} "http://127.0.0.1:$API_PORT/ingest/batch/customer" \
+  > "$DIR/codes.txt" & POSTERS=$!
+API_KB=0; WORKER3_KB=0
+while kill -0 $POSTERS 2>/dev/null; do
+  k=$(peak_kb $API); [ "${k:-0}" -gt $API_KB ] && API_KB=$k
+  k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER3_KB ] && WORKER3_KB=$k
+  sleep 0.1
+done
+echo "api answers: $(sort "$DIR/codes.txt" | uniq -c | tr '\n' ' ')"
+while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM customers')" -lt "$ROWS" ]; do
+  k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER3_KB ] && WORKER3_KB=$k
+  sleep 0.2
+done
+A1=$(date +%s.%N)
+k=$(peak_kb $API); [ "${k:-0}" -gt $API_KB ] && API_KB=$k
+kill $WORKER $API; wait $WORKER $API 2>/dev/null || true; WORKER=; API=
+API_S=$(echo "$A1 - $A0" | bc -l)
+
+# 4. Line items: NDJSON orders of 4 line items, and the same line items as CSV for COPY.
 ORDERS=$((ITEMS / 4))
 awk -v n="$ORDERS" -v csv="$DIR/items.csv" 'BEGIN {
   for (o = 1; o <= n; o++) {
@@ -141,6 +174,9 @@ printf 'pipeline: %d rows published in %.1f s, all committed after %.1f s: %.0f 
 printf 'COPY:     %d rows in %.1f s: %.0f rows/s\n' "$ROWS" "$COPY_S" "$(echo "$ROWS / $COPY_S" | bc -l)"
 printf 'ratio (pipeline rows/s / COPY rows/s): %.3f\n' "$(echo "$COPY_S / $PIPE_S" | bc -l)"
 printf 'peak RSS: loader %d MB, worker %d MB\n' $((LOADER_KB / 1024)) $((WORKER_KB / 1024))
+printf 'through the api (CSV batches of 10 000): all committed after %.1f s: %.0f rows/s, ratio to COPY %.3f\n' \
+  "$API_S" "$(echo "$ROWS / $API_S" | bc -l)" "$(echo "$COPY_S / $API_S" | bc -l)"
+printf 'peak RSS: api %d MB, worker %d MB\n' $((API_KB / 1024)) $((WORKER3_KB / 1024))
 printf 'line items: %d in %d orders committed after %.1f s: %.0f line items/s (%.0f orders/s)\n' \
   "$((ORDERS * 4))" "$ORDERS" "$ITEMS_S" "$(echo "$ORDERS * 4 / $ITEMS_S" | bc -l)" "$(echo "$ORDERS / $ITEMS_S" | bc -l)"
 printf 'COPY of the same line items: %.1f s: %.0f rows/s\n' "$COPY2_S" "$(echo "$ORDERS * 4 / $COPY2_S" | bc -l)"

@@ -587,6 +587,47 @@ async fn csv_with_a_header_maps_columns_by_name_and_refuses_a_header_that_does_n
     api.cleanup().await;
 }
 
+/// More lines than the JetStream context lets be unacknowledged at once (5 000, shared by all
+/// requests): two such batches at the same time are still accepted whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_larger_than_the_ack_window_are_accepted_whole() {
+    let api = Api::plain().await;
+    let body = |offset: u32| {
+        (0..6000)
+            .map(|n| customer(offset + n).to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let send = |body: String| {
+        let app = router(api.state.clone());
+        async move {
+            let req = Request::post("/ingest/batch/customer")
+                .header("content-type", "application/x-ndjson")
+                .body(Body::from(body))
+                .expect("request");
+            let response = app.oneshot(req).await.expect("router answers");
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (a, b) = tokio::join!(send(body(0)), send(body(10_000)));
+    for (status, answer) in [a, b] {
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["accepted"], 6000);
+    }
+    assert_eq!(api.stream_messages().await, 12_000);
+    api.cleanup().await;
+}
+
 #[tokio::test]
 async fn readiness_follows_what_accepting_needs() {
     let test_db = common::TestDb::create().await;

@@ -390,6 +390,10 @@ pub(super) enum LineResult {
     },
 }
 
+/// Publishes of one batch request awaiting their JetStream acks at once (the context allows
+/// 5 000 for all requests together).
+const MAX_BATCH_PENDING_ACKS: usize = 512;
+
 /// How many rejected lines a batch answer lists in full; the rest are only counted.
 pub const MAX_ERRORS_SHOWN: usize = 100;
 
@@ -648,17 +652,42 @@ async fn batch(
         ));
     }
     let started = Instant::now();
-    let mut pending = Vec::with_capacity(valid.len());
+    // Published pipelined, with acks taken as they arrive: the JetStream context allows a
+    // bounded number of unacknowledged publishes (shared by all requests), and a permit comes
+    // back only when its ack future completes, so a request must not hold more than its share
+    // unpolled while it waits for room to send.
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut acks = Vec::with_capacity(valid.len());
     for (number, v) in valid {
-        match send(state, &v).await {
-            Ok(ack) => pending.push((number, v.envelope.message_id, ack)),
+        while pending.len() >= MAX_BATCH_PENDING_ACKS {
+            if let Some(done) = futures::StreamExt::next(&mut pending).await {
+                acks.push(done);
+            }
+        }
+        let sending = send(state, &v);
+        tokio::pin!(sending);
+        let sent = loop {
+            tokio::select! {
+                biased;
+                sent = &mut sending => break sent,
+                Some(done) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
+                    acks.push(done);
+                }
+            }
+        };
+        match sent {
+            Ok(ack) => {
+                let id = v.envelope.message_id;
+                pending.push(
+                    async move { (number, id, await_ack(state, entity, started, ack).await) },
+                );
+            }
             Err(e) => rejections.add(state, entity, number, e),
         }
     }
-    let acks = futures::future::join_all(pending.into_iter().map(|(number, id, ack)| async move {
-        (number, id, await_ack(state, entity, started, ack).await)
-    }))
-    .await;
+    while let Some(done) = futures::StreamExt::next(&mut pending).await {
+        acks.push(done);
+    }
     let mut results = Vec::with_capacity(acks.len() + rejections.shown.len());
     let mut accepted = 0usize;
     for (line, message_id, ack) in acks {
