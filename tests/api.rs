@@ -463,6 +463,18 @@ async fn json_array_batches_keep_the_batch_limits_and_report_bad_json() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Leading blank lines are not kept, but still count for the error's line.
+    let (status, body) = api
+        .post("/ingest/batch/customer", format!("\n \n[{},", customer(1)))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("invalid JSON at line 3"),
+        "{body}"
+    );
     // An element larger than MAX_BODY_BYTES is refused on its own.
     api.state.max_body_bytes = 300;
     let mut big = customer(5);

@@ -570,7 +570,11 @@ async fn batch(
     // within MAX_BATCH_BYTES, then walked element by element), anything else NDJSON (split as
     // it streams). Leading white space waits in `undecided` (it counts for NDJSON lines).
     let mut format: Option<BatchFormat> = is_csv(headers).then_some(BatchFormat::Csv);
-    let mut undecided: Vec<u8> = Vec::new();
+    // Leading white space, before the format is known, is not kept: it goes through the line
+    // splitter (which holds at most one line), too-long lines are noted, and line breaks are
+    // counted so that an array's JSON errors keep their line numbers.
+    let mut leading_newlines = 0usize;
+    let mut leading_too_long: Vec<usize> = Vec::new();
     let mut array: Vec<u8> = Vec::new();
     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
         let chunk = chunk.map_err(|e| {
@@ -590,30 +594,44 @@ async fn batch(
             });
         }
         if format.is_none() {
-            format = match chunk.iter().find(|b| !b.is_ascii_whitespace()) {
-                Some(b'[') => Some(BatchFormat::JsonArray),
-                Some(_) => Some(BatchFormat::Ndjson),
-                None => None,
+            let first = chunk.iter().position(|b| !b.is_ascii_whitespace());
+            let blank = &chunk[..first.unwrap_or(chunk.len())];
+            leading_newlines += blank.iter().filter(|b| **b == b'\n').count();
+            let mut note = |row: Row<'_>| {
+                if let Row::TooLong(n) = row {
+                    leading_too_long.push(n);
+                }
+                Ok::<(), ApiError>(())
             };
-            if format.is_none() {
-                undecided.extend_from_slice(&chunk);
+            splitter.feed(blank, &mut note)?;
+            let Some(first) = first else { continue };
+            if chunk[first] == b'[' {
+                format = Some(BatchFormat::JsonArray);
+                array.resize(leading_newlines, b'\n');
+                array.extend_from_slice(&chunk[first..]);
                 continue;
             }
+            format = Some(BatchFormat::Ndjson);
+            for n in std::mem::take(&mut leading_too_long) {
+                if let Err(e) = on_line(Row::TooLong(n)) {
+                    refused = Some(e);
+                    break;
+                }
+            }
+            if refused.is_none()
+                && let Err(e) = splitter.feed(&chunk[first..], &mut on_line)
+            {
+                refused = Some(e);
+            }
+            continue;
         }
         match format {
-            Some(BatchFormat::JsonArray | BatchFormat::Csv) => {
-                array.append(&mut undecided);
-                array.extend_from_slice(&chunk);
-            }
+            Some(BatchFormat::JsonArray | BatchFormat::Csv) => array.extend_from_slice(&chunk),
             // Once refused, the rest is read and dropped (bounded by MAX_BATCH_BYTES) so that
             // the client, still sending, reads the answer instead of a reset connection.
             _ if refused.is_some() => {}
             _ => {
-                let pending = std::mem::take(&mut undecided);
-                let fed = splitter
-                    .feed(&pending, &mut on_line)
-                    .and_then(|()| splitter.feed(&chunk, &mut on_line));
-                if let Err(e) = fed {
+                if let Err(e) = splitter.feed(&chunk, &mut on_line) {
                     refused = Some(e);
                 }
             }
@@ -636,12 +654,14 @@ async fn batch(
         ) {
             refused = Some(e);
         }
-    } else if refused.is_none()
-        && let Err(e) = splitter
-            .feed(&undecided, &mut on_line)
-            .and_then(|()| splitter.finish(&mut on_line))
-    {
-        refused = Some(e);
+    } else if refused.is_none() {
+        // NDJSON, or nothing but white space.
+        let replayed = std::mem::take(&mut leading_too_long)
+            .into_iter()
+            .try_for_each(|n| on_line(Row::TooLong(n)));
+        if let Err(e) = replayed.and_then(|()| splitter.finish(&mut on_line)) {
+            refused = Some(e);
+        }
     }
     if let Some(e) = refused {
         return Err(e);
