@@ -57,7 +57,18 @@ awk -v n="$ROWS" 'BEGIN {
 SIZE_MB=$(( $(stat -c %s "$FILE") / 1024 / 1024 ))
 echo "file: $ROWS rows, $SIZE_MB MB"
 
+# Peak RSS of a process in kB. VmHWM is a high-water mark: one reading just before the process
+# ends (or is stopped) is its peak.
 peak_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Waits for a process that ends by itself, reading its peak RSS until then; prints it.
+wait_peak_kb() {
+  local kb=0 now
+  while kill -0 "$1" 2>/dev/null; do
+    now=$(peak_kb "$1"); [ "${now:-0}" -gt "$kb" ] && kb=$now
+    sleep 0.1
+  done
+  echo "$kb"
+}
 
 # 1. The pipeline: the worker creates the database and tables, the loader publishes.
 export NATS_URL=nats://127.0.0.1:4222 NATS_STREAM=$STREAM NATS_CONSUMER=c_$ID
@@ -69,21 +80,13 @@ for _ in $(seq 1 100); do
 done
 START=$(date +%s.%N)
 $BIN load --entity customer "$FILE" > "$DIR/load.out" 2> "$DIR/load.err" & LOADER=$!
-LOADER_KB=0; WORKER_KB=0
-while kill -0 $LOADER 2>/dev/null; do
-  k=$(peak_kb $LOADER); [ "${k:-0}" -gt $LOADER_KB ] && LOADER_KB=$k
-  k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER_KB ] && WORKER_KB=$k
-  sleep 0.1
-done
+LOADER_KB=$(wait_peak_kb $LOADER)
 wait $LOADER || { cat "$DIR/load.err" >&2; exit 1; }
 LOADED=$(date +%s.%N)
 cat "$DIR/load.out"
-while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM customers')" -lt "$ROWS" ]; do
-  k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER_KB ] && WORKER_KB=$k
-  sleep 0.2
-done
+while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM customers')" -lt "$ROWS" ]; do sleep 0.2; done
 STORED=$(date +%s.%N)
-k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER_KB ] && WORKER_KB=$k
+WORKER_KB=$(peak_kb $WORKER)
 kill $WORKER; wait $WORKER 2>/dev/null || true; WORKER=
 PIPE_S=$(echo "$STORED - $START" | bc -l)
 LOAD_S=$(echo "$LOADED - $START" | bc -l)
@@ -108,19 +111,11 @@ A0=$(date +%s.%N)
 ls "$DIR"/part.* | xargs -P 2 -I{} curl -s -o /dev/null -w '%{http_code}\n' \
   -H 'content-type: text/csv' --data-binary @{} "http://127.0.0.1:$API_PORT/ingest/batch/customer" \
   > "$DIR/codes.txt" & POSTERS=$!
-API_KB=0; WORKER3_KB=0
-while kill -0 $POSTERS 2>/dev/null; do
-  k=$(peak_kb $API); [ "${k:-0}" -gt $API_KB ] && API_KB=$k
-  k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER3_KB ] && WORKER3_KB=$k
-  sleep 0.1
-done
+wait $POSTERS
 echo "api answers: $(sort "$DIR/codes.txt" | uniq -c | tr '\n' ' ')"
-while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM customers')" -lt "$ROWS" ]; do
-  k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER3_KB ] && WORKER3_KB=$k
-  sleep 0.2
-done
+while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM customers')" -lt "$ROWS" ]; do sleep 0.2; done
 A1=$(date +%s.%N)
-k=$(peak_kb $API); [ "${k:-0}" -gt $API_KB ] && API_KB=$k
+API_KB=$(peak_kb $API); WORKER3_KB=$(peak_kb $WORKER)
 kill $WORKER $API; wait $WORKER $API 2>/dev/null || true; WORKER=; API=
 API_S=$(echo "$A1 - $A0" | bc -l)
 
@@ -145,19 +140,12 @@ echo "line-item file: $ORDERS orders, $((ORDERS * 4)) line items, $ORDERS_MB MB 
 $BIN > "$DIR/worker2.log" 2>&1 & WORKER=$!
 I0=$(date +%s.%N)
 $BIN load --entity order "$DIR/orders.ndjson" > "$DIR/load2.out" 2> "$DIR/load2.err" & LOADER=$!
-LOADER2_KB=0; WORKER2_KB=0
-while kill -0 $LOADER 2>/dev/null; do
-  k=$(peak_kb $LOADER); [ "${k:-0}" -gt $LOADER2_KB ] && LOADER2_KB=$k
-  k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER2_KB ] && WORKER2_KB=$k
-  sleep 0.1
-done
+LOADER2_KB=$(wait_peak_kb $LOADER)
 wait $LOADER || { cat "$DIR/load2.err" >&2; exit 1; }
 cat "$DIR/load2.out"
-while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM order_line_items')" -lt "$((ORDERS * 4))" ]; do
-  k=$(peak_kb $WORKER); [ "${k:-0}" -gt $WORKER2_KB ] && WORKER2_KB=$k
-  sleep 0.2
-done
+while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM order_line_items')" -lt "$((ORDERS * 4))" ]; do sleep 0.2; done
 I1=$(date +%s.%N)
+WORKER2_KB=$(peak_kb $WORKER)
 kill $WORKER; wait $WORKER 2>/dev/null || true; WORKER=
 ITEMS_S=$(echo "$I1 - $I0" | bc -l)
 $PG -d "$DB" -c "CREATE TABLE copy_items (order_key varchar(32), line_number integer,
