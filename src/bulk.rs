@@ -157,52 +157,65 @@ pub fn each_ndjson_line<R: Read, E: From<BulkError>>(
     }
 }
 
-/// Every element of a JSON array input (1-based position, the element's text as written),
-/// one at a time; stops at the first `Err` of `each`. Input that is not one JSON array is a
-/// [`BulkError::Json`] with the position of the problem.
-pub fn each_array_element<R: Read, E: From<BulkError>>(
-    input: R,
+/// Walks the elements of one JSON array, each as its raw text `T` (borrowed from a slice, or
+/// boxed when read from a stream), calling `each` until it fails.
+struct Walk<'f, F, E, T> {
+    each: &'f mut F,
+    stopped: &'f mut Option<E>,
     max_element: usize,
-    each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
-) -> Result<(), E> {
-    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
+    element: std::marker::PhantomData<T>,
+}
 
-    struct Walk<'f, F, E> {
-        each: &'f mut F,
-        stopped: &'f mut Option<E>,
-        max_element: usize,
+impl<'de, E, F, T> serde::de::Visitor<'de> for Walk<'_, F, E, T>
+where
+    F: FnMut(Row<'_>) -> Result<(), E>,
+    T: serde::Deserialize<'de> + std::ops::Deref<Target = serde_json::value::RawValue>,
+{
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array of objects")
     }
-    impl<'de, E, F: FnMut(Row<'_>) -> Result<(), E>> Visitor<'de> for Walk<'_, F, E> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON array of objects")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            let mut index = 0;
-            while let Some(raw) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
-                index += 1;
-                let text = raw.get().as_bytes();
-                let row = if text.len() > self.max_element {
-                    Row::TooLong(index)
-                } else {
-                    Row::Text(index, text)
-                };
-                if let Err(e) = (self.each)(row) {
-                    *self.stopped = Some(e);
-                    return Err(A::Error::custom("stopped"));
-                }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        let mut index = 0;
+        while let Some(raw) = seq.next_element::<T>()? {
+            index += 1;
+            let text = raw.get().as_bytes();
+            let row = if text.len() > self.max_element {
+                Row::TooLong(index)
+            } else {
+                Row::Text(index, text)
+            };
+            if let Err(e) = (self.each)(row) {
+                *self.stopped = Some(e);
+                return Err(A::Error::custom("stopped"));
             }
-            Ok(())
         }
+        Ok(())
     }
+}
 
+/// Runs a [`Walk`] over one deserializer; input that is not one JSON array is a
+/// [`BulkError::Json`] with the position of the problem.
+fn walk_array<'de, R, T, E, F>(
+    mut de: serde_json::Deserializer<R>,
+    max_element: usize,
+    each: &mut F,
+) -> Result<(), E>
+where
+    R: serde_json::de::Read<'de>,
+    T: serde::Deserialize<'de> + std::ops::Deref<Target = serde_json::value::RawValue>,
+    E: From<BulkError>,
+    F: FnMut(Row<'_>) -> Result<(), E>,
+{
+    use serde::de::Deserializer as _;
     let mut stopped = None;
-    let mut de = serde_json::Deserializer::from_reader(input);
     let walked = (&mut de)
-        .deserialize_seq(Walk {
+        .deserialize_seq(Walk::<F, E, T> {
             each,
             stopped: &mut stopped,
             max_element,
+            element: std::marker::PhantomData,
         })
         .and_then(|()| de.end());
     if let Some(e) = stopped {
@@ -220,6 +233,33 @@ pub fn each_array_element<R: Read, E: From<BulkError>>(
         }
         .into()
     })
+}
+
+/// Every element of a JSON array held in memory (1-based position, the element's text as
+/// written, borrowed), one at a time; stops at the first `Err` of `each`.
+pub fn each_array_element<E: From<BulkError>>(
+    body: &[u8],
+    max_element: usize,
+    each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    walk_array::<_, &serde_json::value::RawValue, _, _>(
+        serde_json::Deserializer::from_slice(body),
+        max_element,
+        each,
+    )
+}
+
+/// The same for a JSON array read from a stream (a file): one element in memory at a time.
+pub fn each_array_element_read<R: Read, E: From<BulkError>>(
+    input: R,
+    max_element: usize,
+    each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    walk_array::<_, Box<serde_json::value::RawValue>, _, _>(
+        serde_json::Deserializer::from_reader(input),
+        max_element,
+        each,
+    )
 }
 
 /// The last bytes read from an input with the offset of the first of them, so that the line

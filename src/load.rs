@@ -308,7 +308,7 @@ fn read_rows(
             &mut each,
         ),
         FileFormat::Ndjson => bulk::each_ndjson_line(input, options.max_row_bytes, &mut each),
-        FileFormat::Json => bulk::each_array_element(input, options.max_row_bytes, &mut each),
+        FileFormat::Json => bulk::each_array_element_read(input, options.max_row_bytes, &mut each),
     };
     match walked {
         Ok(()) | Err(Either::Stop(_)) => Ok(()),
