@@ -397,6 +397,7 @@ pub async fn load_file(
         _ => None,
     };
     let mut last_line = Instant::now();
+    let mut last_draw = Instant::now();
     let mut report = LoadReport::default();
     let mut rejects: Option<BufWriter<std::fs::File>> = None;
     let mut pending = FuturesUnordered::new();
@@ -469,7 +470,11 @@ pub async fn load_file(
                 })?;
             }
         }
-        if let Some(bar) = &bar {
+        // Redrawn ten times a second, not once per row (the message is formatted each time).
+        if let Some(bar) = &bar
+            && last_draw.elapsed() >= Duration::from_millis(100)
+        {
+            last_draw = Instant::now();
             bar.set_position(read.load(Ordering::Relaxed));
             bar.set_message(show(&report));
         }
