@@ -385,7 +385,10 @@ async fn made_up_entity_names_add_no_worker_metric_series() {
     p.db.wait_count("SELECT 1 FROM dead_letters", 1003).await;
     assert_eq!(samples(&metrics), before, "{}", metrics.render());
     assert_eq!(
-        metrics.dead_lettered.with_label_values(&["unknown"]).get(),
+        metrics
+            .dead_lettered
+            .with_label_values(&["unknown", "unknown_entity"])
+            .get(),
         1003
     );
     p.stop().await;

@@ -243,6 +243,111 @@ pub fn check_date_format(format: &str) -> Result<(), String> {
     }
 }
 
+/// `c` as a regular-expression literal outside a character class.
+fn regex_literal(c: u8) -> String {
+    let c = char::from(c);
+    if "\\^$.|?*+()[]{}/".contains(c) {
+        format!("\\{c}")
+    } else {
+        c.to_string()
+    }
+}
+
+/// `c` inside a character class.
+fn class_literal(c: u8) -> String {
+    let c = char::from(c);
+    if "\\]^-[".contains(c) {
+        format!("\\{c}")
+    } else {
+        c.to_string()
+    }
+}
+
+impl CsvSpec {
+    /// A JSON Schema `pattern` (ECMA-262) for a CSV body of this entity in its plainest form:
+    /// the header row if the entity has one, then rows of unquoted cells, each in a form the
+    /// cell rules and the parser accept (`max_length` gives a text field's limit). Every body
+    /// it matches is accepted row for row; quoted cells and other forms the reader takes are
+    /// accepted too but not described. `None` when a field has no such form (a custom
+    /// `date_format`).
+    pub fn body_pattern(&self, max_length: impl Fn(&CsvField) -> Option<u32>) -> Option<String> {
+        let d = self.delimiter;
+        let mut plain = format!(
+            "[^{}{}\\r\\n\\x00",
+            class_literal(d),
+            class_literal(self.quote)
+        );
+        if let Some(first) = self.null.and_then(|n| n.bytes().next()) {
+            // Keeps a cell from being the null marker.
+            plain.push_str(&class_literal(first));
+        }
+        plain.push(']');
+        let cell = |f: &CsvField| -> Option<String> {
+            let text = match f.ty {
+                FieldType::String => match max_length(f) {
+                    Some(n) => format!("{plain}{{1,{n}}}"),
+                    None => format!("{plain}+"),
+                },
+                FieldType::Integer => "-?([1-9][0-9]{0,8}|0)".into(),
+                FieldType::BigInt => "-?([1-9][0-9]{0,17}|0)".into(),
+                FieldType::Float | FieldType::Decimal => {
+                    "-?([1-9][0-9]{0,14}|0)(\\.[0-9]{1,6})?".into()
+                }
+                FieldType::Boolean => "(true|false)".into(),
+                FieldType::Date if self.date_format.is_none() => SAFE_DATE.into(),
+                FieldType::Date => return None,
+                FieldType::DateTime => {
+                    format!("{SAFE_DATE}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z")
+                }
+                FieldType::Time => inner(crate::TIME_PATTERN).into(),
+                FieldType::Uuid => inner(crate::UUID_PATTERN).into(),
+                FieldType::Bytes => "([A-Za-z0-9+/]{4}){1,8}".into(),
+                FieldType::ListObject | FieldType::ListString => "\\[\\]".into(),
+                FieldType::Json => "\\{\\}".into(),
+            };
+            Some(if f.nullable {
+                format!("({text})?")
+            } else {
+                format!("({text})")
+            })
+        };
+        let (header, cells): (Option<Vec<&str>>, Vec<String>) = if self.columns.is_empty() {
+            let cells = self.fields.iter().map(cell).collect::<Option<Vec<_>>>()?;
+            (Some(self.fields.iter().map(|f| f.name).collect()), cells)
+        } else {
+            let cells = self
+                .columns
+                .iter()
+                .map(|c| match self.fields.iter().find(|f| f.name == *c) {
+                    Some(f) => cell(f),
+                    None => Some(format!("{plain}*")),
+                })
+                .collect::<Option<Vec<_>>>()?;
+            (self.header.then(|| self.columns.to_vec()), cells)
+        };
+        let sep = regex_literal(d);
+        let row = cells.join(&sep);
+        let header = header
+            .map(|h| {
+                let names: Vec<String> = h
+                    .iter()
+                    .map(|n| n.bytes().map(regex_literal).collect())
+                    .collect();
+                format!("{}\\n", names.join(&sep))
+            })
+            .unwrap_or_default();
+        Some(format!("^{header}({row}\\n)*{row}\\n?$"))
+    }
+}
+
+/// Dates every month has (the CSV pattern describes a form that is always accepted).
+const SAFE_DATE: &str = "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])";
+
+/// An anchored pattern without its anchors.
+fn inner(pattern: &'static str) -> &'static str {
+    pattern.trim_start_matches('^').trim_end_matches('$')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

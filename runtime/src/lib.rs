@@ -121,11 +121,36 @@ fn integer<T: TryFrom<i64>>(v: JsonRef<'_>, what: &str) -> Result<T, String> {
     let Some(n) = v.as_number() else {
         return Err(format!("expected {what}, found {}", v.kind()));
     };
-    match n.as_i64() {
-        Some(i) => T::try_from(i).map_err(|_| format!("{n} is out of range for {what}")),
-        None if n.as_u64().is_some() => Err(format!("{n} is out of range for {what}")),
-        None => Err(format!("expected {what}, found {n}")),
+    let out_of_range = || format!("{n} is out of range for {what}");
+    match (n.as_i64(), n) {
+        (Some(i), _) => T::try_from(i).map_err(|_| out_of_range()),
+        (None, JsonNumber::Text(text)) => match integral(text) {
+            Some(Some(i)) => T::try_from(i).map_err(|_| out_of_range()),
+            Some(None) => Err(out_of_range()),
+            None => Err(format!("expected {what}, found {n}")),
+        },
+        (None, _) => Err(out_of_range()),
     }
+}
+
+/// The value of number text with no fractional part (`12.0`, `1.2e1`, `-0`): JSON Schema's
+/// `integer` admits these as well as `12`. `None` if the text has a fractional part (or is not
+/// a number); `Some(None)` if it is integral but beyond `i64`.
+fn integral(text: &str) -> Option<Option<i64>> {
+    check_numeric(text).ok()?;
+    let (negative, digits, exponent) = Numeric(text.into()).canonical();
+    if digits.is_empty() {
+        return Some(Some(0));
+    }
+    if exponent < 0 {
+        return None;
+    }
+    if digits.len() as i128 + exponent > 19 {
+        return Some(None);
+    }
+    let zeros = "0".repeat(exponent as usize);
+    let sign = if negative { "-" } else { "" };
+    Some(format!("{sign}{digits}{zeros}").parse::<i64>().ok())
 }
 
 impl FromJson for i32 {
@@ -347,7 +372,7 @@ impl FromJson for Numeric {
         match (v.as_number(), v.as_str()) {
             (Some(JsonNumber::Text(t)), _) => Numeric::parse(t),
             (Some(n), _) => Numeric::parse(&n.to_string()),
-            (None, Some(s)) => Numeric::parse(s.trim()),
+            (None, Some(s)) => Numeric::parse(s),
             (None, None) => Err(wrong::<Self>(v)),
         }
     }
@@ -376,8 +401,8 @@ impl FromJson for NaiveDate {
     const EXPECTED: &'static str = "a date string YYYY-MM-DD";
     fn from_json(v: JsonRef<'_>) -> Result<Self, String> {
         let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
-        // The common shape without chrono's format interpreter (a hot path: every order has
-        // several dates); anything else (other year widths, signs) goes through it.
+        // Read by hand rather than by chrono's format interpreter (a hot path: every order has
+        // several dates), which would also take one-digit months and five-digit years.
         let b = s.as_bytes();
         let digits = |r: &[u8]| -> Option<u32> {
             r.iter().try_fold(0u32, |n, c| {
@@ -392,12 +417,29 @@ impl FromJson for NaiveDate {
             return NaiveDate::from_ymd_opt(y, m, d)
                 .ok_or_else(|| format!("`{s}` is not a valid date YYYY-MM-DD (no such date)"));
         }
-        let date = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map_err(|e| format!("`{s}` is not a valid date YYYY-MM-DD ({e})"))?;
-        check_postgres_date(date, s)?;
-        Ok(date)
+        // Nothing else: RFC 3339's `full-date` (the OpenAPI `date` format) has a four-digit
+        // year and two-digit month and day, and that is what the schema promises.
+        Err(format!(
+            "`{}` is not a date YYYY-MM-DD (four-digit year, two-digit month and day)",
+            truncated(s)
+        ))
     }
 }
+
+/// What a `String` accepts: any text without U+0000 (PostgreSQL's `text` cannot hold it).
+pub const NO_NUL_PATTERN: &str = r"^[^\x00]*$";
+
+/// What a `Date` accepts (and then only real dates): `YYYY-MM-DD`.
+pub const DATE_PATTERN: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$";
+
+/// What a `Uuid` accepts: the hyphenated form, either case.
+pub const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Decimal text a `Decimal` accepts as a string: what [`check_numeric`] reads, with the
+/// exponent held to four digits so that every match fits `NUMERIC` (longer exponents are read
+/// when in range, but no schema promises them).
+pub const DECIMAL_TEXT_PATTERN: &str = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,4})?$";
 
 /// What a `Time` accepts: `HH:MM:SS` with up to 6 fractional digits (PostgreSQL `time` keeps
 /// microseconds; more digits would be rounded, so they are refused rather than changed).
@@ -498,6 +540,11 @@ impl FromJson for Uuid {
     const EXPECTED: &'static str = "a UUID string";
     fn from_json(v: JsonRef<'_>) -> Result<Self, String> {
         let s = v.as_str().ok_or_else(|| wrong::<Self>(v))?;
+        // Only the hyphenated form (what `format: uuid` means); `parse_str` would also take
+        // the braced, `urn:uuid:` and 32-digit forms.
+        if s.len() != 36 {
+            return Err(format!("`{}` is not a UUID", truncated(s)));
+        }
         Uuid::parse_str(s).map_err(|_| format!("`{s}` is not a UUID"))
     }
 }
@@ -920,6 +967,29 @@ mod tests {
         assert!(conv::<i64>(&json!(18446744073709551615u64)).is_err());
         assert!(conv::<i32>(&json!(1.5)).is_err());
         assert!(conv::<i32>(&json!("1")).is_err());
+        // JSON Schema's `integer` is any number without a fractional part.
+        let number = |text: &str| serde_json::from_str::<JsonValue>(text).unwrap();
+        for (text, value) in [
+            ("96667.0", 96667),
+            ("-4465.0", -4465),
+            ("1e3", 1000),
+            ("1.5e1", 15),
+            ("-0.0", 0),
+            ("2.147483647e9", i32::MAX),
+        ] {
+            assert_eq!(conv::<i32>(&number(text)), Ok(value), "{text}");
+        }
+        for text in ["1.25e1", "1e-1", "0.5"] {
+            assert!(conv::<i32>(&number(text)).is_err(), "{text}");
+        }
+        for text in ["2.147483648e9", "1e19", "1e400"] {
+            let e = conv::<i32>(&number(text)).unwrap_err();
+            assert!(e.contains("out of range"), "{text}: {e}");
+        }
+        assert_eq!(
+            conv::<i64>(&number("9.223372036854775807e18")),
+            Ok(i64::MAX)
+        );
     }
 
     #[test]
@@ -993,22 +1063,32 @@ mod tests {
         assert!(conv::<NaiveDate>(&json!("2024-02-29")).is_ok());
         assert!(conv::<NaiveDate>(&json!("2023-02-29")).is_err());
         assert!(conv::<NaiveDate>(&json!("29/02/2024")).is_err());
-        // The fast path and chrono agree on what is a date and what is not.
-        for text in [
-            "0001-01-01",
-            "9999-12-31",
-            "2023-13-01",
-            "2023-00-10",
-            "2023-04-31",
-            "12345-01-01",
-            "-0044-03-15",
-            "2024-2-29",
-            "２０２４-02-29",
+        // Exactly DATE_PATTERN (four, two and two ASCII digits), and then only real dates.
+        for (text, accepted) in [
+            ("0001-01-01", true),
+            ("9999-12-31", true),
+            ("0000-01-01", true),
+            ("2023-13-01", false),
+            ("2023-00-10", false),
+            ("2023-04-31", false),
+            ("12345-01-01", false),
+            ("-0044-03-15", false),
+            ("+2024-02-29", false),
+            ("2024-2-29", false),
+            ("2024-02-29 ", false),
+            ("２０２４-02-29", false),
         ] {
-            assert_eq!(
-                conv::<NaiveDate>(&json!(text)).ok(),
-                NaiveDate::parse_from_str(text, "%Y-%m-%d").ok(),
-                "{text}"
+            assert_eq!(conv::<NaiveDate>(&json!(text)).is_ok(), accepted, "{text}");
+        }
+        assert!(conv::<Uuid>(&json!("67e55044-10b1-426f-9247-bb680e5fe0c8")).is_ok());
+        for not_hyphenated in [
+            "67e5504410b1426f9247bb680e5fe0c8",
+            "{67e55044-10b1-426f-9247-bb680e5fe0c8}",
+            "urn:uuid:67e55044-10b1-426f-9247-bb680e5fe0c8",
+        ] {
+            assert!(
+                conv::<Uuid>(&json!(not_hyphenated)).is_err(),
+                "{not_hyphenated}"
             );
         }
         let t = conv::<DateTimeUtc>(&json!("2024-01-01T10:00:00+02:00")).unwrap();

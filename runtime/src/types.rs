@@ -187,7 +187,7 @@ pub const TYPES: &[TypeInfo] = &[
             Bind::Str,
         ),
         expected: <String as FromJson>::EXPECTED,
-        json_schema: || json!({"type": "string"}),
+        json_schema: || json!({"type": "string", "pattern": crate::NO_NUL_PATTERN}),
         constant: Constant::RustLiteral(|_| Ok(())),
         csv: CsvCell::Text,
     },
@@ -207,7 +207,7 @@ pub const TYPES: &[TypeInfo] = &[
             Bind::Value,
         ),
         expected: <i32 as FromJson>::EXPECTED,
-        json_schema: || json!({"type": "integer", "format": "int32"}),
+        json_schema: || json!({"type": "integer", "format": "int32", "minimum": i32::MIN, "maximum": i32::MAX}),
         constant: Constant::RustLiteral(parses::<i32>),
         csv: CsvCell::Number,
     },
@@ -227,7 +227,7 @@ pub const TYPES: &[TypeInfo] = &[
             Bind::Value,
         ),
         expected: <i64 as FromJson>::EXPECTED,
-        json_schema: || json!({"type": "integer", "format": "int64"}),
+        json_schema: || json!({"type": "integer", "format": "int64", "minimum": i64::MIN, "maximum": i64::MAX}),
         constant: Constant::RustLiteral(parses::<i64>),
         csv: CsvCell::Number,
     },
@@ -270,7 +270,14 @@ pub const TYPES: &[TypeInfo] = &[
             bind: Bind::Str,
         }),
         expected: <crate::Numeric as FromJson>::EXPECTED,
-        json_schema: || json!({"type": ["number", "string"], "format": "decimal"}),
+        // A JSON number, or decimal text (see `check_numeric`; the pattern bounds the exponent
+        // to what `NUMERIC` can hold whatever the digits).
+        json_schema: || {
+            json!({"anyOf": [
+                {"type": "number"},
+                {"type": "string", "pattern": crate::DECIMAL_TEXT_PATTERN}
+            ], "format": "decimal"})
+        },
         constant: Constant::Converted(converts::<crate::Numeric>),
         csv: CsvCell::Number,
     },
@@ -310,7 +317,7 @@ pub const TYPES: &[TypeInfo] = &[
             Bind::Value,
         ),
         expected: <crate::NaiveDate as FromJson>::EXPECTED,
-        json_schema: || json!({"type": "string", "format": "date"}),
+        json_schema: || json!({"type": "string", "format": "date", "pattern": crate::DATE_PATTERN}),
         constant: Constant::Converted(converts::<crate::NaiveDate>),
         csv: CsvCell::Date,
     },
@@ -377,7 +384,7 @@ pub const TYPES: &[TypeInfo] = &[
             Bind::Value,
         ),
         expected: <crate::Uuid as FromJson>::EXPECTED,
-        json_schema: || json!({"type": "string", "format": "uuid"}),
+        json_schema: || json!({"type": "string", "format": "uuid", "pattern": crate::UUID_PATTERN}),
         constant: Constant::Converted(converts::<crate::Uuid>),
         csv: CsvCell::Text,
     },

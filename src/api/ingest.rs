@@ -152,11 +152,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
+    // Exactly IDEMPOTENCY_KEY_PATTERN (HTTP has already dropped surrounding white space).
     let key = v
         .to_str()
         .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
         })?;

@@ -34,7 +34,7 @@ pub use auth::{ApiKeys, Client};
 pub use error::ApiError;
 pub use ingest::{IngestResponse, MAX_ERRORS_SHOWN};
 pub use metrics::ApiMetrics;
-pub use openapi::openapi_document;
+pub use openapi::{DocumentOptions, IDEMPOTENCY_KEY_PATTERN, openapi_document};
 pub use server::{HttpLimits, serve};
 
 use crate::db::DbPool;

@@ -16,6 +16,31 @@ use crate::generated::RootEntity;
 const SWAGGER_JS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js");
 const SWAGGER_CSS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui.css");
 
+/// What the document depends on besides the entities: the api's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentOptions {
+    /// API keys are configured: keyed operations declare the schemes and their 401/403.
+    pub auth: bool,
+    /// `/metrics` is served on the main port (not moved to `METRICS_PORT`).
+    pub metrics_on_main_port: bool,
+    /// `MAX_BATCH_LINES`: the most messages one batch may hold.
+    pub max_batch_lines: usize,
+}
+
+impl DocumentOptions {
+    /// The options of a running api.
+    pub fn of(state: &AppState) -> Self {
+        Self {
+            auth: state.keys.enabled(),
+            metrics_on_main_port: state.metrics_on_main_port,
+            max_batch_lines: state.max_batch_lines,
+        }
+    }
+}
+
+/// What `Idempotency-Key` accepts (checked by the ingest handlers).
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
 fn error_response(description: &str) -> Value {
     json!({
         "description": description,
@@ -23,94 +48,268 @@ fn error_response(description: &str) -> Value {
     })
 }
 
-/// The OpenAPI 3.1 document: every route, and each entity's body schema from the YAML. With
-/// `auth` (API keys configured) the keyed operations declare both key headers and their 401
-/// and 403 answers.
-pub fn openapi_document(auth: bool) -> Value {
+/// A response that carries `Retry-After` (seconds).
+fn retry_later(description: &str, schema: Value) -> Value {
+    json!({
+        "description": description,
+        "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
+        "content": {"application/json": {"schema": schema}}
+    })
+}
+
+/// The answers every ingest operation can give besides its 2xx.
+fn ingest_errors(batch: bool) -> serde_json::Map<String, Value> {
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    // A batch whose lines were all refused answers with the per-line result.
+    let refused = if batch {
+        json!({"anyOf": [{"$ref": "#/components/schemas/BatchResult"}, error]})
+    } else {
+        error.clone()
+    };
+    let mut r = serde_json::Map::new();
+    r.insert(
+        "400".into(),
+        error_response("Invalid JSON, a malformed header or a body the format cannot frame"),
+    );
+    r.insert(
+        "408".into(),
+        error_response("The request or its body took too long"),
+    );
+    r.insert(
+        "413".into(),
+        error_response(if batch {
+            "Body larger than MAX_BATCH_BYTES, a line larger than MAX_BODY_BYTES, or more than MAX_BATCH_LINES lines"
+        } else {
+            "Body larger than MAX_BODY_BYTES"
+        }),
+    );
+    r.insert("415".into(), error_response("Unsupported content type"));
+    r.insert(
+        "422".into(),
+        json!({
+            "description": "The body does not match the entity; `details` lists {field, error}",
+            "content": {"application/json": {"schema": refused}}
+        }),
+    );
+    r.insert(
+        "503".into(),
+        retry_later(
+            "NATS unavailable, or too many requests in flight; retry after Retry-After seconds",
+            if batch { refused } else { error },
+        ),
+    );
+    r
+}
+
+/// A link from an answer carrying `message_id` to the message's status.
+fn status_link() -> Value {
+    json!({"status": {
+        "operationId": "message_status",
+        "parameters": {"message_id": "$response.body#/message_id"},
+        "description": "Where the message is: pending, processed or dead_lettered"
+    }})
+}
+
+/// An example of a value of `schema` (as the type table writes schemas): what the examples of
+/// the document are built from.
+fn example_of(schema: &Value) -> Value {
+    if let Some(options) = schema.get("anyOf").and_then(Value::as_array) {
+        return options.first().map_or(Value::Null, example_of);
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        _ => "",
+    };
+    match (kind, schema.get("format").and_then(Value::as_str)) {
+        ("object", _) => {
+            let mut object = serde_json::Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (name, prop) in props {
+                    object.insert(name.clone(), example_of(prop));
+                }
+            }
+            Value::Object(object)
+        }
+        ("array", _) => match schema.get("items") {
+            Some(items) if items.get("properties").is_some() => json!([example_of(items)]),
+            _ => json!([]),
+        },
+        ("integer", _) => json!(1),
+        ("number", Some("decimal")) => json!(12.5),
+        ("number", _) => json!(1.5),
+        ("boolean", _) => json!(true),
+        ("string", Some("date")) => json!("2024-01-31"),
+        ("string", Some("date-time")) => json!("2024-01-31T12:00:00Z"),
+        ("string", Some("uuid")) => json!("0191f3a6-7c1e-7d2a-9b3c-4d5e6f708192"),
+        ("string", _) if schema.get("contentEncoding").is_some() => json!("bm9tbm9t"),
+        ("string", _)
+            if schema.get("pattern").and_then(Value::as_str)
+                == Some(crate::runtime::TIME_PATTERN) =>
+        {
+            json!("12:00:00")
+        }
+        ("string", _) => {
+            let max = schema.get("maxLength").and_then(Value::as_u64).unwrap_or(8);
+            json!("x".repeat(max.clamp(1, 8) as usize))
+        }
+        _ => json!({}),
+    }
+}
+
+/// An example CSV body: `example` laid out as the entity's CSV is read.
+fn csv_example(spec: &crate::runtime::CsvSpec, example: &Value) -> String {
+    let field_text = |name: &str| -> String {
+        let Some(field) = spec.fields.iter().find(|f| f.name == name) else {
+            return String::new();
+        };
+        let mut v = example;
+        for segment in field.path {
+            v = v.get(segment).unwrap_or(&Value::Null);
+        }
+        match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    };
+    let names: Vec<&str> = if spec.columns.is_empty() {
+        spec.fields.iter().map(|f| f.name).collect()
+    } else {
+        spec.columns.to_vec()
+    };
+    let delimiter = char::from(spec.delimiter).to_string();
+    let row: Vec<String> = names.iter().map(|n| field_text(n)).collect();
+    let mut text = String::new();
+    if spec.header {
+        text.push_str(&names.join(&delimiter));
+        text.push('\n');
+    }
+    text.push_str(&row.join(&delimiter));
+    text.push('\n');
+    text
+}
+
+/// The `maxLength` of the field a CSV column feeds, read from the entity's JSON Schema.
+fn max_length_in(schema: &Value, field: &crate::runtime::CsvField) -> Option<u32> {
+    let mut s = schema;
+    for segment in field.path {
+        s = s.get("properties")?.get(segment)?;
+    }
+    let s = s.get("anyOf").and_then(|o| o.get(0)).unwrap_or(s);
+    s.get("maxLength")?
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+/// The OpenAPI 3.1 document: every route, and each entity's body schema from the YAML; what a
+/// schema admits is what the handlers accept (`tests/contract.rs` holds them to it with
+/// schemathesis).
+pub fn openapi_document(options: DocumentOptions) -> Value {
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
-    let standard_errors = |extra: &[(&str, &str)]| {
-        let mut r = serde_json::Map::new();
-        for (code, text) in [
-            ("400", "Invalid JSON or malformed request"),
-            ("404", "Unknown entity"),
-            ("408", "The request or its body took too long"),
-            ("413", "Body larger than the limit (or, for a batch, more than MAX_BATCH_LINES lines)"),
-            ("415", "Unsupported content type"),
-            (
-                "422",
-                "The body does not match the entity; `details` lists {field, error}",
-            ),
-            (
-                "503",
-                "NATS unavailable, or too many requests in flight; retry after the Retry-After header",
-            ),
-        ]
-        .iter()
-        .chain(extra)
-        {
-            r.insert((*code).to_string(), error_response(text));
-        }
-        r
-    };
-    let idempotency = json!({
-        "name": "Idempotency-Key", "in": "header", "required": false,
-        "description": "Same key, same message_id; a retried request creates no duplicate",
-        "schema": {"type": "string", "maxLength": 255}
+    let idempotency = json!({"$ref": "#/components/parameters/IdempotencyKey"});
+    let accepted = json!({
+        "description": "Stored by JetStream",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+        "links": status_link(),
     });
+    let mut tagged = Vec::new();
+    let mut mapping = serde_json::Map::new();
     for entity in RootEntity::ALL {
         let name = entity.name();
-        schemas.insert(name.to_string(), entity.json_schema());
+        let snake = entity.snake_name();
+        let schema = entity.json_schema();
+        let example = example_of(&schema);
+        schemas.insert(name.to_string(), schema.clone());
         let schema_ref = json!({"$ref": format!("#/components/schemas/{name}")});
-        let mut ok = standard_errors(&[]);
-        ok.insert(
-            "202".into(),
-            json!({"description": "Stored by JetStream", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}),
+        // The untyped route's body: the entity's, naming it in `entity_type`.
+        let tagged_name = format!("{name}Message");
+        schemas.insert(
+            tagged_name.clone(),
+            json!({"allOf": [schema_ref, {
+                "type": "object",
+                "required": ["entity_type"],
+                "properties": {"entity_type": {"const": snake}}
+            }]}),
         );
+        let tagged_ref = format!("#/components/schemas/{tagged_name}");
+        tagged.push(json!({"$ref": tagged_ref}));
+        mapping.insert(snake.to_string(), json!(tagged_ref));
+
+        let mut single = ingest_errors(false);
+        single.insert("202".into(), accepted.clone());
         paths.insert(
-            format!("/ingest/message/{}", entity.snake_name()),
+            format!("/ingest/message/{snake}"),
             json!({"post": {
-                "operationId": format!("ingest_{}", entity.snake_name()),
+                "operationId": format!("ingest_{snake}"),
                 "summary": format!("Ingest one {name} message"),
                 "parameters": [idempotency],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref}}},
-                "responses": ok,
+                "requestBody": {"required": true, "content": {"application/json": {
+                    "schema": schema_ref, "example": example
+                }}},
+                "responses": single,
             }}),
         );
-        let mut batch = standard_errors(&[]);
+
+        let mut batch = ingest_errors(true);
         batch.insert(
             "202".into(),
-            json!({"description": "At least one line stored; per-line results", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResult"}}}}),
+            json!({"description": "At least one message stored; the result of every line", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResult"}}}}),
         );
+        let messages = json!({
+            "type": "array", "items": schema_ref,
+            "minItems": 1, "maxItems": options.max_batch_lines
+        });
+        let mut ndjson = messages.clone();
+        ndjson["description"] = json!(
+            "One message per line (each line a JSON object; blank lines are skipped). Shown as an array of the lines' objects."
+        );
+        let spec = entity.csv();
+        let mut csv = json!({
+            "type": "string",
+            "description": "CSV as the entity's `csv:` block says (by default a header row naming the fields, then `,`-separated rows; empty cells are null). The pattern describes the plain form; quoted cells (RFC 4180) are read too.",
+        });
+        if let Some(pattern) = spec.body_pattern(|f| max_length_in(&schema, f)) {
+            csv["pattern"] = json!(pattern);
+        }
+        let ndjson_example = format!("{example}\n{example}\n");
         paths.insert(
-            format!("/ingest/batch/{}", entity.snake_name()),
+            format!("/ingest/batch/{snake}"),
             json!({"post": {
-                "operationId": format!("ingest_batch_{}", entity.snake_name()),
-                "summary": format!("Ingest {name} messages as NDJSON (one JSON object per line), a JSON array or CSV"),
+                "operationId": format!("ingest_batch_{snake}"),
+                "summary": format!("Ingest {name} messages as NDJSON, a JSON array or CSV"),
+                "description": "Each line (array element, CSV row) becomes one message with its own message_id; invalid lines are refused one by one. Nothing is published unless the whole body is within the limits.",
                 "parameters": [idempotency],
                 "requestBody": {"required": true, "content": {
-                    "application/x-ndjson": {"schema": {"type": "string"}},
-                    "application/json": {"schema": {"type": "array", "items": schema_ref, "minItems": 1}},
-                    "text/csv": {"schema": {"type": "string", "description": "Rows as the entity's `csv:` block says (default: a header row naming the fields, `,` separated)"}}
+                    "application/x-ndjson": {"schema": ndjson, "example": ndjson_example},
+                    "application/json": {"schema": messages, "example": [example]},
+                    "text/csv": {"schema": csv, "example": csv_example(spec, &example)}
                 }},
                 "responses": batch,
             }}),
         );
     }
-    let names: Vec<&str> = RootEntity::ALL.iter().map(|e| e.snake_name()).collect();
-    let mut untyped = standard_errors(&[]);
-    untyped.insert("202".into(), json!({"description": "Stored by JetStream", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}));
+    schemas.insert(
+        "TaggedMessage".into(),
+        json!({
+            "oneOf": tagged,
+            "discriminator": {"propertyName": "entity_type", "mapping": mapping}
+        }),
+    );
+    let mut untyped = ingest_errors(false);
+    untyped.insert("202".into(), accepted);
+    untyped.insert(
+        "404".into(),
+        error_response("`entity_type` names no entity"),
+    );
     paths.insert(
         "/ingest/message".into(),
         json!({"post": {
             "operationId": "ingest_untyped",
-            "summary": "Ingest one message; the entity comes from ?entity_type=, X-Entity-Type or a top-level entity_type member",
-            "parameters": [
-                {"name": "entity_type", "in": "query", "required": false, "schema": {"type": "string", "enum": names}},
-                {"name": "X-Entity-Type", "in": "header", "required": false, "schema": {"type": "string", "enum": names}},
-                idempotency
-            ],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "summary": "Ingest one message naming its entity in a top-level `entity_type` member",
+            "description": "For clients of the earlier generator. The entity may also be given as `?entity_type=` or an `X-Entity-Type` header, which then take precedence over the member; those aliases are not described here because a body can only be checked against one entity.",
+            "parameters": [idempotency],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaggedMessage"}}}},
             "responses": untyped,
         }}),
     );
@@ -124,17 +323,38 @@ pub fn openapi_document(auth: bool) -> Value {
                 "200": {"description": "Known message", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageStatus"}}}},
                 "400": error_response("Malformed message id"),
                 "404": error_response("Unknown message id"),
-                "503": error_response("NATS or PostgreSQL unavailable"),
+                "503": retry_later("NATS or PostgreSQL unavailable", json!({"$ref": "#/components/schemas/Error"})),
             }
         }}),
     );
-    paths.insert("/health".into(), json!({"get": {"operationId": "health", "summary": "Liveness", "responses": {"200": {"description": "Alive"}}}}));
-    paths.insert("/ready".into(), json!({"get": {"operationId": "ready", "summary": "Readiness to accept: NATS and the stream (PostgreSQL is reported, not required)", "responses": {"200": {"description": "Ready"}, "503": {"description": "A dependency failed; `failed` names it"}}}}));
-    paths.insert("/metrics".into(), json!({"get": {"operationId": "metrics", "summary": "Prometheus metrics", "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}));
-    schemas.insert("Error".into(), json!({"type": "object", "required": ["error", "status"], "properties": {
-        "error": {"type": "string"}, "status": {"type": "integer"},
-        "details": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "error": {"type": "string"}}}}
+    paths.insert("/health".into(), json!({"get": {
+        "operationId": "health", "summary": "Liveness",
+        "responses": {"200": {"description": "Alive", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}
     }}));
+    paths.insert("/ready".into(), json!({"get": {
+        "operationId": "ready",
+        "summary": "Readiness to accept: NATS and the stream (PostgreSQL is reported, not required)",
+        "responses": {
+            "200": {"description": "Ready", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}}},
+            "503": retry_later("A dependency failed; `failed` names it", json!({"$ref": "#/components/schemas/Readiness"}))
+        }
+    }}));
+    if options.metrics_on_main_port {
+        paths.insert("/metrics".into(), json!({"get": {
+            "operationId": "metrics", "summary": "Prometheus metrics",
+            "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+        }}));
+    }
+    let field_errors = json!({"type": "array", "items": {
+        "type": "object", "required": ["field", "error"],
+        "properties": {"field": {"type": "string"}, "error": {"type": "string"}}
+    }});
+    schemas.insert(
+        "Error".into(),
+        json!({"type": "object", "required": ["error", "status"], "properties": {
+            "error": {"type": "string"}, "status": {"type": "integer"}, "details": field_errors
+        }}),
+    );
     schemas.insert(
         "Accepted".into(),
         json!({"type": "object", "required": ["message_id", "status", "timestamp"], "properties": {
@@ -142,18 +362,22 @@ pub fn openapi_document(auth: bool) -> Value {
             "timestamp": {"type": "string", "format": "date-time"}, "duplicate": {"type": "boolean"}
         }}),
     );
-    schemas.insert("BatchResult".into(), json!({"type": "object", "properties": {
-        "entity": {"type": "string"}, "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
-        "results": {
-            "description": "Every accepted line with its message_id, and the first 100 rejected lines in full",
-            "type": "array", "items": {"type": "object", "properties": {
-            "line": {"type": "integer"}, "message_id": {"type": "string", "format": "uuid"},
-            "error": {"type": "string"}, "retryable": {"type": "boolean"},
-            "details": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "error": {"type": "string"}}}}
-        }}},
-        "errors_omitted": {"type": "integer", "description": "Rejected lines not listed in results"},
-        "rejected_by_reason": {"type": "object", "additionalProperties": {"type": "integer"}}
-    }}));
+    schemas.insert("BatchResult".into(), json!({
+        "type": "object",
+        "required": ["entity", "accepted", "rejected", "results", "errors_omitted", "rejected_by_reason"],
+        "properties": {
+            "entity": {"type": "string"}, "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
+            "results": {
+                "description": "Every accepted line with its message_id, and the first 100 rejected lines in full",
+                "type": "array", "items": {"type": "object", "required": ["line"], "properties": {
+                    "line": {"type": "integer"}, "message_id": {"type": "string", "format": "uuid"},
+                    "error": {"type": "string"}, "retryable": {"type": "boolean"}, "details": field_errors
+                }}
+            },
+            "errors_omitted": {"type": "integer", "description": "Rejected lines not listed in results"},
+            "rejected_by_reason": {"type": "object", "additionalProperties": {"type": "integer"}}
+        }
+    }));
     schemas.insert("MessageStatus".into(), json!({"type": "object", "required": ["message_id", "status"], "properties": {
         "message_id": {"type": "string", "format": "uuid"},
         "status": {"enum": ["pending", "processed", "dead_lettered"]},
@@ -161,8 +385,29 @@ pub fn openapi_document(auth: bool) -> Value {
         "processed_at": {"type": "string", "format": "date-time"}, "row_count": {"type": "integer"},
         "attempts": {"type": "integer"}, "reason": {"type": "string"}
     }}));
-    let mut components = json!({"schemas": schemas});
-    if auth {
+    schemas.insert("Health".into(), json!({"type": "object", "required": ["status", "entities", "version"], "properties": {
+        "status": {"const": "ok"}, "entities": {"type": "array", "items": {"type": "string"}}, "version": {"type": "string"}
+    }}));
+    schemas.insert(
+        "Readiness".into(),
+        json!({"type": "object", "required": ["status", "postgres"], "properties": {
+            "status": {"enum": ["ready", "unavailable"]}, "postgres": {"type": "string"},
+            "failed": {"type": "object", "additionalProperties": {"type": "string"}}
+        }}),
+    );
+    let mut components = json!({
+        "schemas": schemas,
+        "parameters": {"IdempotencyKey": {
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "Same key (from the same client), same message_id: a retried request creates no duplicate",
+            "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}
+        }},
+        "headers": {
+            "RetryAfter": {"description": "Seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}},
+            "WwwAuthenticate": {"description": "`Bearer`, with `error=\"invalid_token\"` when a key was sent", "schema": {"type": "string"}}
+        }
+    });
+    if options.auth {
         components["securitySchemes"] = json!({
             "bearerKey": {"type": "http", "scheme": "bearer", "description": "An API key as a bearer token"},
             "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
@@ -178,21 +423,32 @@ pub fn openapi_document(auth: bool) -> Value {
             {
                 operation["security"] = json!([{"bearerKey": []}, {"apiKeyHeader": []}]);
                 let responses = &mut operation["responses"];
-                responses["401"] =
-                    error_response("No API key, or not a valid one (WWW-Authenticate says which)");
+                responses["401"] = json!({
+                    "description": "No API key, or not a valid one",
+                    "headers": {"WWW-Authenticate": {"$ref": "#/components/headers/WwwAuthenticate"}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                });
                 responses["403"] = error_response(
                     if path.starts_with("/ingest/message") || path.starts_with("/ingest/batch") {
                         "The key may not post this entity"
+                    } else if path == "/metrics" {
+                        "The key lacks the `metrics` scope"
                     } else {
-                        "The key lacks the scope (metrics)"
+                        "Not allowed"
                     },
                 );
             }
         }
         if let Some(metrics) = paths.get_mut("/metrics") {
-            // /metrics needs a key scoped `metrics`; other keys get 403.
             metrics["get"]["description"] =
                 json!("Needs a key with the `metrics` scope, unless served on METRICS_PORT");
+        }
+        // Only keyed operations can answer 403; status lookups are open to every key.
+        if let Some(r) = paths
+            .get_mut("/ingest/status/{message_id}")
+            .and_then(|status| status["get"]["responses"].as_object_mut())
+        {
+            r.remove("403");
         }
     }
     json!({
@@ -209,7 +465,7 @@ pub fn openapi_document(auth: bool) -> Value {
 
 /// `GET /api-docs/openapi.json`.
 pub(super) async fn openapi_json(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(openapi_document(state.keys.enabled()))
+    Json(openapi_document(DocumentOptions::of(&state)))
 }
 
 /// `GET /swagger-ui`: the Swagger UI page (assets served from the binary, no CDN).

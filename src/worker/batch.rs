@@ -20,14 +20,43 @@ pub(super) struct Incoming {
     pub(super) message: jetstream::Message,
     delivered: i64,
     sequence: i64,
-    decoded: Result<Parsed, DeadLetter>,
+    decoded: Result<Parsed, (DeadLetter, DeadLetterCause)>,
+}
+
+/// Why a message is dead-lettered: the `reason` label of `nomnom_worker_dead_lettered_total`
+/// (the dead letter itself carries the full text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DeadLetterCause {
+    /// Not a message envelope the worker can read.
+    Undecodable,
+    /// The envelope names no entity of this build.
+    UnknownEntity,
+    /// The body does not match its entity.
+    Invalid,
+    /// PostgreSQL refused its rows (a data error, SQLSTATE class 22 or 23).
+    RefusedByDatabase,
+    /// Delivered MAX_DELIVER times without an outcome.
+    MaxDeliveries,
+}
+
+impl DeadLetterCause {
+    /// The metric label.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            DeadLetterCause::Undecodable => "undecodable",
+            DeadLetterCause::UnknownEntity => "unknown_entity",
+            DeadLetterCause::Invalid => "invalid",
+            DeadLetterCause::RefusedByDatabase => "refused_by_database",
+            DeadLetterCause::MaxDeliveries => "max_deliveries",
+        }
+    }
 }
 
 impl Incoming {
     fn entity(&self) -> &str {
         match &self.decoded {
             Ok(p) => &p.entity,
-            Err(dl) => &dl.entity,
+            Err((dl, _)) => &dl.entity,
         }
     }
 }
@@ -60,7 +89,10 @@ fn attempts(delivered: i64) -> i32 {
 }
 
 /// Decodes and parses one JetStream message; anything wrong becomes a dead letter.
-fn decode(message: &jetstream::Message, delivered: i64) -> Result<Parsed, DeadLetter> {
+fn decode(
+    message: &jetstream::Message,
+    delivered: i64,
+) -> Result<Parsed, (DeadLetter, DeadLetterCause)> {
     let envelope = match MessageEnvelope::decode(message.headers.as_ref(), &message.payload) {
         Ok(e) => e,
         Err(e) => {
@@ -70,26 +102,33 @@ fn decode(message: &jetstream::Message, delivered: i64) -> Result<Parsed, DeadLe
                 &Uuid::NAMESPACE_OID,
                 format!("{}:{seq}", message.subject).as_bytes(),
             );
-            return Err(DeadLetter {
+            let dl = DeadLetter {
                 message_id: id,
                 entity: crate::nats::entity_of_subject(&message.subject).to_string(),
                 body: String::from_utf8_lossy(&message.payload).into_owned(),
                 reason: e.to_string(),
                 attempts: attempts(delivered),
                 received_at: chrono::Utc::now(),
-            });
+            };
+            return Err((dl, DeadLetterCause::Undecodable));
         }
     };
-    let dead_letter = |reason: String| DeadLetter {
-        message_id: envelope.message_id,
-        entity: envelope.entity.clone(),
-        body: envelope.body_text(),
-        reason,
-        attempts: attempts(delivered),
-        received_at: envelope.received_at,
+    let dead_letter = |reason: String, cause| {
+        let dl = DeadLetter {
+            message_id: envelope.message_id,
+            entity: envelope.entity.clone(),
+            body: envelope.body_text(),
+            reason,
+            attempts: attempts(delivered),
+            received_at: envelope.received_at,
+        };
+        (dl, cause)
     };
     let Some(entity) = RootEntity::from_name(&envelope.entity) else {
-        return Err(dead_letter(format!("unknown entity `{}`", envelope.entity)));
+        return Err(dead_letter(
+            format!("unknown entity `{}`", envelope.entity),
+            DeadLetterCause::UnknownEntity,
+        ));
     };
     match entity.parse_bytes(&envelope.body) {
         Ok(message) => Ok(Parsed {
@@ -98,7 +137,7 @@ fn decode(message: &jetstream::Message, delivered: i64) -> Result<Parsed, DeadLe
             received_at: envelope.received_at,
             message,
         }),
-        Err(e) => Err(dead_letter(e.to_string())),
+        Err(e) => Err(dead_letter(e.to_string(), DeadLetterCause::Invalid)),
     }
 }
 
@@ -171,7 +210,7 @@ impl Drop for ProgressGuard {
 pub(super) struct Batch {
     incoming: Arc<Vec<Incoming>>,
     outcomes: Vec<Option<Outcome>>,
-    dead: Vec<(usize, DeadLetter)>,
+    dead: Vec<(usize, DeadLetter, DeadLetterCause)>,
     report: BatchReport,
 }
 
@@ -208,9 +247,9 @@ impl Batch {
             report: BatchReport::default(),
         };
         for i in 0..batch.incoming.len() {
-            if let Err(dl) = &batch.incoming[i].decoded {
-                let dl = dl.clone();
-                batch.dead_letter(i, dl);
+            if let Err((dl, cause)) = &batch.incoming[i].decoded {
+                let (dl, cause) = (dl.clone(), *cause);
+                batch.dead_letter(i, dl, cause);
             }
         }
         batch
@@ -253,9 +292,9 @@ impl Batch {
         self.outcomes[i] = Some(outcome);
     }
 
-    fn dead_letter(&mut self, i: usize, dl: DeadLetter) {
+    fn dead_letter(&mut self, i: usize, dl: DeadLetter, cause: DeadLetterCause) {
         self.settle(i, Outcome::DeadLetterDue);
-        self.dead.push((i, dl));
+        self.dead.push((i, dl, cause));
     }
 
     /// Every message not settled yet goes back to JetStream.
@@ -307,7 +346,7 @@ impl Batch {
                 cx.max_deliver
             );
             let dl = p.dead_letter(delivered, reason);
-            self.dead_letter(i, dl);
+            self.dead_letter(i, dl, DeadLetterCause::MaxDeliveries);
         }
         Ok(())
     }
@@ -391,7 +430,7 @@ impl Batch {
                     if let [i] = set[..] {
                         if let Ok(p) = &incoming[i].decoded {
                             let dl = p.dead_letter(incoming[i].delivered, e.to_string());
-                            self.dead_letter(i, dl);
+                            self.dead_letter(i, dl, DeadLetterCause::RefusedByDatabase);
                         }
                     } else {
                         tracing::info!(error = %e, messages = set.len(), "data error in batch; splitting to isolate it");
@@ -410,7 +449,7 @@ impl Batch {
     async fn publish_dead_letters<S: Sink>(&mut self, cx: &BatchContext<S>) {
         let mut dead = std::mem::take(&mut self.dead);
         let incoming = &self.incoming;
-        let published = futures::future::join_all(dead.iter_mut().map(|(i, dl)| {
+        let published = futures::future::join_all(dead.iter_mut().map(|(i, dl, _)| {
             let reread = incoming[*i].decoded.is_ok().then_some(incoming[*i].sequence);
             async move {
                 if let Some(sequence) = reread {
@@ -421,7 +460,7 @@ impl Batch {
             }
         }))
         .await;
-        for ((i, dl), result) in dead.iter().zip(published) {
+        for ((i, dl, cause), result) in dead.iter().zip(published) {
             if self.outcomes[*i] == Some(Outcome::HandedBack) {
                 continue;
             }
@@ -431,7 +470,7 @@ impl Batch {
                     self.report.dead_lettered += 1;
                     cx.metrics
                         .dead_lettered
-                        .with_label_values(&[entity_label(&dl.entity)])
+                        .with_label_values(&[entity_label(&dl.entity), cause.label()])
                         .inc();
                 }
                 Err(e) => {

@@ -49,10 +49,14 @@ impl WorkerMetrics {
             IntCounterVec::new(Opts::new(name, help), &["entity"]).expect("valid metric")
         };
         let processed = counter("nomnom_worker_processed_total", "Messages committed");
-        let dead_lettered = counter(
-            "nomnom_worker_dead_lettered_total",
-            "Messages dead-lettered",
-        );
+        let dead_lettered = IntCounterVec::new(
+            Opts::new(
+                "nomnom_worker_dead_lettered_total",
+                "Messages dead-lettered, by entity and reason (undecodable, unknown_entity, invalid, refused_by_database, max_deliveries)",
+            ),
+            &["entity", "reason"],
+        )
+        .expect("valid metric");
         let retried = counter(
             "nomnom_worker_retried_total",
             "Messages NAKed for redelivery",

@@ -57,10 +57,10 @@ impl RootEntity {
     pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {
             RootEntity::Event => {
-                r#"{"properties":{"count":{"format":"int32","type":"integer"},"entries":{"items":{"properties":{"amount":{"format":"int64","type":"integer"},"flag":{"type":"boolean"},"label":{"type":"string"},"note":{"anyOf":[{"type":"string"},{"type":"null"}]},"score":{"anyOf":[{"format":"double","type":"number"},{"type":"null"}]}},"required":["label","amount","flag"],"type":"object"},"type":"array"},"event_id":{"maxLength":40,"type":"string"},"ratio":{"anyOf":[{"format":"decimal","type":["number","string"]},{"type":"null"}]}},"required":["event_id","count","entries"],"type":"object"}"#
+                r#"{"properties":{"count":{"format":"int32","maximum":2147483647,"minimum":-2147483648,"type":"integer"},"entries":{"items":{"properties":{"amount":{"format":"int64","maximum":9223372036854775807,"minimum":-9223372036854775808,"type":"integer"},"flag":{"type":"boolean"},"label":{"pattern":"^[^\\x00]*$","type":"string"},"note":{"anyOf":[{"pattern":"^[^\\x00]*$","type":"string"},{"type":"null"}]},"score":{"anyOf":[{"format":"double","type":"number"},{"type":"null"}]}},"required":["label","amount","flag"],"type":"object"},"type":"array"},"event_id":{"maxLength":40,"pattern":"^[^\\x00]*$","type":"string"},"ratio":{"anyOf":[{"anyOf":[{"type":"number"},{"pattern":"^[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]{1,4})?$","type":"string"}],"format":"decimal"},{"type":"null"}]}},"required":["event_id","count","entries"],"type":"object"}"#
             }
             RootEntity::Heartbeat => {
-                r#"{"properties":{"at":{"format":"date-time","type":"string"},"day":{"format":"date","type":"string"},"labels":{"items":{"type":"string"},"type":"array"},"source":{"type":"string"}},"required":["source","at","day","labels"],"type":"object"}"#
+                r#"{"properties":{"at":{"format":"date-time","type":"string"},"day":{"format":"date","pattern":"^[0-9]{4}-[0-9]{2}-[0-9]{2}$","type":"string"},"labels":{"items":{"type":"string"},"type":"array"},"source":{"pattern":"^[^\\x00]*$","type":"string"}},"required":["source","at","day","labels"],"type":"object"}"#
             }
         };
         ::nomnom_runtime::json_schema_value(text)

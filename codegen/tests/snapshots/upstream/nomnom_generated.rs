@@ -52,10 +52,10 @@ impl RootEntity {
     pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {
             RootEntity::Customer => {
-                r#"{"properties":{"account_balance":{"format":"double","type":"number"},"comment":{"anyOf":[{"type":"string"},{"type":"null"}]},"customer_key":{"description":"Unique customer identifier","type":"string"},"name":{"type":"string"},"nation_key":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["customer_key","name","account_balance"],"type":"object"}"#
+                r#"{"properties":{"account_balance":{"format":"double","type":"number"},"comment":{"anyOf":[{"pattern":"^[^\\x00]*$","type":"string"},{"type":"null"}]},"customer_key":{"description":"Unique customer identifier","pattern":"^[^\\x00]*$","type":"string"},"name":{"pattern":"^[^\\x00]*$","type":"string"},"nation_key":{"anyOf":[{"pattern":"^[^\\x00]*$","type":"string"},{"type":"null"}]}},"required":["customer_key","name","account_balance"],"type":"object"}"#
             }
             RootEntity::Product => {
-                r#"{"properties":{"name":{"type":"string"},"part_key":{"type":"string"},"retail_price":{"format":"double","type":"number"},"size":{"anyOf":[{"format":"int32","type":"integer"},{"type":"null"}]}},"required":["part_key","name","retail_price"],"type":"object"}"#
+                r#"{"properties":{"name":{"pattern":"^[^\\x00]*$","type":"string"},"part_key":{"pattern":"^[^\\x00]*$","type":"string"},"retail_price":{"format":"double","type":"number"},"size":{"anyOf":[{"format":"int32","maximum":2147483647,"minimum":-2147483648,"type":"integer"},{"type":"null"}]}},"required":["part_key","name","retail_price"],"type":"object"}"#
             }
         };
         ::nomnom_runtime::json_schema_value(text)

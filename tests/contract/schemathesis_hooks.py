@@ -1,0 +1,51 @@
+"""Schemathesis hooks for the nomnom api (loaded through SCHEMATHESIS_HOOKS by tests/contract.rs).
+
+The OpenAPI document describes an NDJSON body as an array of the lines' objects; this puts such
+a value on the wire as NDJSON: one JSON text per line. A value that is not an array (a negative
+case) goes as the one line it is.
+"""
+
+import json
+import os
+
+import schemathesis
+
+# Where the batch check tallies the batches it judged (tests/contract.rs asserts it judged some).
+TALLY = os.environ.get("NOMNOM_BATCH_TALLY")
+
+
+@schemathesis.serializer("application/x-ndjson")
+def ndjson(ctx, value):
+    if isinstance(value, list):
+        text = "".join(json.dumps(item) + "\n" for item in value)
+    else:
+        text = json.dumps(value) + "\n"
+    return text.encode("utf-8")
+
+
+@schemathesis.check
+def batch_refuses_violating_lines(ctx, response, case):
+    """A batch is judged line by line: valid lines are stored, invalid ones refused inside the
+    202 answer. So schemathesis' `negative_data_rejection` cannot judge a batch (tests/contract.rs
+    runs batches without it); this check takes its place: a schema-violating array of messages
+    is either rejected outright or answered with at least one refused line."""
+    if not case.operation.path.startswith("/ingest/batch/"):
+        return None
+    meta = case.meta
+    if meta is None or not isinstance(case.body, list):
+        return None
+    body = next((info for location, info in meta.components.items() if str(location.value) == "body"), None)
+    # Only a body generated to violate the schema (not a stray header or query parameter).
+    if body is None or not body.mode.is_negative:
+        return None
+    if TALLY:
+        with open(TALLY, "a", encoding="utf-8") as tally:
+            tally.write(f"{response.status_code}\n")
+    if response.status_code >= 300:
+        return None
+    answer = response.json()
+    if answer.get("rejected", 0) < 1:
+        raise AssertionError(
+            f"a schema-violating batch was answered {response.status_code} with no line refused"
+        )
+    return None
