@@ -215,7 +215,12 @@ fn content_hash(path: &Path) -> std::io::Result<String> {
 
 /// Checks one row as the api checks a message.
 fn check(entity: RootEntity, line: usize, text: &[u8]) -> Result<(), RejectedRow> {
-    entity.parse_bytes(text).map(drop).map_err(|e| match e {
+    let checked = crate::runtime::parse_json_object(text).and_then(|doc| {
+        entity
+            .validate_json(doc.root())
+            .map_err(ParseError::Invalid)
+    });
+    checked.map_err(|e| match e {
         ParseError::Invalid(details) => RejectedRow {
             line,
             error: format!("the row does not match entity `{}`", entity.name()),

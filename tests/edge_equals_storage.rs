@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Pipeline, tpch_order};
+use nomnom::generated::RootEntity;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -161,6 +162,15 @@ async fn every_accepted_body_is_stored_and_every_refused_one_gets_json_4xx() {
     for n in 0..cases() {
         let (mutations, corrupt) = strategy.new_tree(&mut runner).expect("strategy").current();
         let bytes = body(n as u32, &mutations, corrupt);
+        // The api validates without building rows; the worker parses: same verdict, same errors.
+        if let Ok(doc) = nomnom::runtime::parse_json_object(&bytes) {
+            assert_eq!(
+                RootEntity::Order.validate_json(doc.root()),
+                RootEntity::Order.parse_json(doc.root()).map(drop),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
         let response = client
             .post(format!("{}/ingest/message/order", p.base))
             .header("content-type", "application/json")

@@ -5,7 +5,21 @@ use nomnom::runtime::ParseError;
 
 const ORDER: &str = include_str!("../examples/order.json");
 
+/// The api's validate-only path gives exactly the parse's verdict and errors.
+fn same_as_validate(entity: &str, body: &str) {
+    let Ok(doc) = nomnom::runtime::parse_json_object(body.as_bytes()) else {
+        return;
+    };
+    let root = RootEntity::from_name(entity).expect("entity");
+    assert_eq!(
+        root.validate_json(doc.root()),
+        root.parse_json(doc.root()).map(drop),
+        "{body}"
+    );
+}
+
 fn field_errors(entity: &str, body: &str) -> Vec<(String, String)> {
+    same_as_validate(entity, body);
     match parse_message(entity, body.as_bytes()) {
         Err(ParseError::Invalid(errors)) => {
             errors.into_iter().map(|e| (e.field, e.error)).collect()
@@ -16,6 +30,7 @@ fn field_errors(entity: &str, body: &str) -> Vec<(String, String)> {
 
 #[test]
 fn example_order_round_trips_with_its_line_items() {
+    same_as_validate("order", ORDER);
     let ParsedMessage::Order(m) = parse_message("order", ORDER.as_bytes()).expect("valid order")
     else {
         panic!("not an order");

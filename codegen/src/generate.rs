@@ -298,6 +298,17 @@ fn top_file(schema: &Schema) -> TokenStream {
                 }
             }
 
+            /// Checks a parsed JSON document as a message of this entity without building its
+            /// rows: `Ok` exactly when [`RootEntity::parse_json`] is, with the same errors.
+            pub fn validate_json(
+                self,
+                value: ::nomnom_runtime::JsonRef<'_>,
+            ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+                match self {
+                    #(RootEntity::#root_variants => #root_msgs::validate(value),)*
+                }
+            }
+
             /// Parses a `serde_json::Value` as a message of this entity (for callers that hold
             /// one; bodies are parsed from bytes with [`RootEntity::parse_bytes`]).
             pub fn parse_value(
@@ -758,7 +769,37 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
     let build = quote! {
         ::std::option::Option::Some(Self { #(#names: #names?,)* })
     };
-    match parent_of(schema, e) {
+    let checks: Option<Vec<TokenStream>> =
+        e.fields.iter().map(|f| field_check(schema, e, f)).collect();
+    let checker = match (checks, parent_of(schema, e)) {
+        (None, _) => quote!(),
+        (Some(checks), None) => quote! {
+            /// Checks a message body as [`Self::from_json`] does, keeping nothing: the same
+            /// errors in the same order (the api's validate-only path).
+            pub fn check_json(
+                element: ::nomnom_runtime::JsonRef<'_>,
+                path: &str,
+                errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+            ) {
+                if !::nomnom_runtime::expect_object(element, path, errors) {
+                    return;
+                }
+                #(#checks)*
+            }
+        },
+        (Some(checks), Some(_)) => quote! {
+            /// Checks one element of the parent's list as [`Self::from_element`] does, keeping
+            /// nothing: the same errors in the same order.
+            pub fn check_element(
+                element: ::nomnom_runtime::JsonRef<'_>,
+                path: &str,
+                errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+            ) {
+                #(#checks)*
+            }
+        },
+    };
+    let parser = match parent_of(schema, e) {
         None => quote! {
             /// Reads a row from a message body; problems are added to `errors`.
             pub fn from_json(
@@ -791,12 +832,100 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
                 }
             }
         }
+    };
+    quote!(#parser #checker)
+}
+
+/// Whether every entity of a root's tree has a validate-only check (no `coalesce` over parent
+/// fields).
+fn checkable(schema: &Schema, root: &EntityDef) -> bool {
+    schema
+        .subtree(&root.name.value)
+        .into_iter()
+        .all(|e| e.fields.iter().all(|f| field_check(schema, e, f).is_some()))
+}
+
+/// The validate-only counterpart of [`children_loops`]: each element checked, no rows.
+fn children_checks(
+    schema: &Schema,
+    parent: &EntityDef,
+    json_var: TokenStream,
+    path_var: TokenStream,
+) -> TokenStream {
+    let loops = schema.children(&parent.name.value).into_iter().map(|c| {
+        let rf = c
+            .repeated_for
+            .as_ref()
+            .expect("derived entities have repeated_for");
+        let list_field = parent.field(&rf.field.value).expect("validated");
+        let list_segments = json_path(list_field);
+        let list_path = list_segments.join(".");
+        let segs = list_segments.iter().map(|s| s.as_str());
+        let ct = type_ident(c);
+        let cm = module_ident(c);
+        let child_json = format_ident!("{}_json", rows_ident(c));
+        let child_path = format_ident!("{}_path", rows_ident(c));
+        let nested = children_checks(schema, c, quote!(#child_json), quote!(&#child_path));
+        quote! {
+            for (index, #child_json) in ::nomnom_runtime::list_at(#json_var, &[#(#segs),*]).enumerate() {
+                let #child_path = ::nomnom_runtime::element_path(#path_var, #list_path, index);
+                super::#cm::#ct::check_element(#child_json, &#child_path, &mut errors);
+                #nested
+            }
+        }
+    });
+    quote!(#(#loops)*)
+}
+
+/// What the validate-only `check_json`/`check_element` does for one field: the same errors
+/// as [`field_value`], in the same order, keeping nothing. Fields copied from the parent
+/// record nothing; `None` when the field needs the parent's values (`coalesce` over parent
+/// fields), so the message falls back to the full parse.
+fn field_check(schema: &Schema, e: &EntityDef, f: &FieldDef) -> Option<TokenStream> {
+    let base = f.ty.value.rust_type();
+    let nullable = f.nullable;
+    let read = |path: &[String]| {
+        let segs = path.iter().map(|s| s.as_str());
+        let limit = match &f.max_length {
+            Some(m) => {
+                let n = m.value as usize;
+                let key = json_path(f).join(".");
+                quote!(::std::option::Option::Some((#n, #key)))
+            }
+            None => quote!(::std::option::Option::None),
+        };
+        quote!(::nomnom_runtime::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);)
+    };
+    match &f.computed_from {
+        None => Some(read(&json_path(f))),
+        Some(c) => match &c.transform {
+            Transform::ExtractField { .. } => Some(read(&json_path(f))),
+            Transform::CopyFromParent => Some(quote!()),
+            Transform::Coalesce
+                if c.sources
+                    .iter()
+                    .any(|s| matches!(s, SourceRef::ParentField(_))) =>
+            {
+                None
+            }
+            // Constants and element-only coalesces: the parse's own expression, dropped.
+            Transform::Constant | Transform::Coalesce => {
+                let value = field_expr(schema, e, f);
+                Some(quote!(let _ = #value;))
+            }
+        },
     }
 }
 
 /// `let <field> = <expr producing Option<FieldType>>;` (None means an error was recorded).
 fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
     let id = field_ident(&f.name.value);
+    let limited = field_expr(schema, e, f);
+    quote!(let #id = #limited;)
+}
+
+/// The expression of [`field_value`]: `Option<FieldType>`, `None` when an error was recorded.
+fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
     let base = f.ty.value.rust_type();
     let name = &f.name.value;
     let extract = |path: &[String]| -> TokenStream {
@@ -883,15 +1012,14 @@ fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
             }
         },
     };
-    let limited = match &f.max_length {
+    match &f.max_length {
         Some(m) => {
             let n = m.value as usize;
             let key = json_path(f).join(".");
             quote!(#value.and_then(|v| ::nomnom_runtime::max_len(v, #n, path, #key, errors)))
         }
         None => value,
-    };
-    quote!(let #id = #limited;)
+    }
 }
 
 /// `parent.<field>`, cloned unless the type is `Copy`.
@@ -971,6 +1099,36 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
         )
     };
     let names: Vec<Ident> = descendants.iter().map(|d| rows_ident(d)).collect();
+    let validate = if checkable(schema, root) {
+        let checks = children_checks(schema, root, quote!(value), quote!(path));
+        quote! {
+            /// Checks a message body as [`Self::parse`] does, building no rows: the same
+            /// errors in the same order (what the api runs; the worker parses).
+            pub fn validate(
+                value: ::nomnom_runtime::JsonRef<'_>,
+            ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+                let mut errors = ::std::vec::Vec::new();
+                let path = "";
+                #rt::check_json(value, path, &mut errors);
+                #checks
+                if errors.is_empty() {
+                    ::std::result::Result::Ok(())
+                } else {
+                    ::std::result::Result::Err(errors)
+                }
+            }
+        }
+    } else {
+        quote! {
+            /// Checks a message body by parsing it (an entity of this message computes a field
+            /// from its parent's values, which only the parse has).
+            pub fn validate(
+                value: ::nomnom_runtime::JsonRef<'_>,
+            ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+                Self::parse(value).map(drop)
+            }
+        }
+    };
     let doc = format!(
         " A `{}` message: the root row and the rows derived from it.",
         root.name.value
@@ -1001,6 +1159,8 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
                     _ => ::std::result::Result::Err(errors),
                 }
             }
+
+            #validate
 
             /// Number of rows (root and derived).
             pub fn row_count(&self) -> usize {

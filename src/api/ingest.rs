@@ -68,11 +68,11 @@ impl Validated {
     }
 }
 
-/// Checks a parsed body against `entity`: every field error, or nothing.
+/// Checks a parsed body against `entity`: every field error, or nothing. The generated
+/// validate-only path: the parse's errors without building the rows the worker builds.
 fn check(entity: RootEntity, value: JsonRef<'_>) -> Result<(), ApiError> {
     entity
-        .parse_json(value)
-        .map(drop)
+        .validate_json(value)
         .map_err(|errors| ApiError::Invalid {
             entity: Some(entity.name()),
             errors,

@@ -73,3 +73,23 @@ fn unstored_entities_parse_but_have_no_table() {
             .contains("\"event_id\" VARCHAR(40) NOT NULL")
     );
 }
+
+#[test]
+fn validate_gives_the_parse_verdict_and_errors() {
+    let bodies = [
+        json!({}),
+        json!({"id": "x", "ts": 5, "tags": [1, "a"]}),
+        json!({"name": "x".repeat(300), "count": 1.5}),
+        json!("not an object"),
+    ];
+    for entity in RootEntity::ALL {
+        for body in &bodies {
+            let doc = nomnom_runtime::doc_from_value(body);
+            assert_eq!(
+                entity.validate_json(doc.root()),
+                entity.parse_json(doc.root()).map(drop),
+                "{entity} {body}"
+            );
+        }
+    }
+}

@@ -107,3 +107,23 @@ async fn reference_rows_are_stored_with_their_surrogate_key_and_upserted_on_unic
         .await
         .expect("drop db");
 }
+
+#[test]
+fn validate_gives_the_parse_verdict_and_errors() {
+    let bodies = [
+        json!({"part_key": "P-1"}),
+        json!({"part_key": 5, "name": null}),
+        json!([]),
+        json!({"customer_key": "C-1", "name": "x".repeat(100)}),
+    ];
+    for entity in RootEntity::ALL {
+        for body in &bodies {
+            let doc = nomnom_runtime::doc_from_value(body);
+            assert_eq!(
+                entity.validate_json(doc.root()),
+                entity.parse_json(doc.root()).map(drop),
+                "{entity} {body}"
+            );
+        }
+    }
+}

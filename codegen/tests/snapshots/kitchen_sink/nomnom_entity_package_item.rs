@@ -32,6 +32,20 @@ impl PackageItem {
             qty: qty?,
         })
     }
+    /// Checks one element of the parent's list as [`Self::from_element`] does, keeping
+    /// nothing: the same errors in the same order.
+    pub fn check_element(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &["sku"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            i32,
+        >(element, path, &["qty"], false, ::std::option::Option::None, errors);
+    }
 }
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "package_items" AS t ("label", "sku", "qty")

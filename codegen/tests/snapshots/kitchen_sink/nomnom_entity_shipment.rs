@@ -118,6 +118,83 @@ impl Shipment {
             origin_city: origin_city?,
         })
     }
+    /// Checks a message body as [`Self::from_json`] does, keeping nothing: the same
+    /// errors in the same order (the api's validate-only path).
+    pub fn check_json(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        if !::nomnom_runtime::expect_object(element, path, errors) {
+            return;
+        }
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::Uuid,
+        >(element, path, &["id_code"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::DateTimeUtc,
+        >(element, path, &["shipped_at"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            f64,
+        >(element, path, &["weight"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            i64,
+        >(element, path, &["pieces"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            bool,
+        >(element, path, &["fragile"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::JsonValue,
+        >(element, path, &["meta"], true, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::vec::Vec<::std::string::String>,
+        >(element, path, &["tags"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["carrier"],
+            false,
+            ::std::option::Option::Some((20usize, "carrier")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["fallback_carrier"],
+            true,
+            ::std::option::Option::None,
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::NaiveTime,
+        >(element, path, &["pickup_time"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::vec::Vec<u8>,
+        >(element, path, &["label_png"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::vec::Vec<u8>,
+        >(element, path, &["signature"], true, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::ObjectList,
+        >(element, path, &["packages"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &["match"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["origin", "address", "city"],
+            true,
+            ::std::option::Option::None,
+            errors,
+        );
+    }
 }
 /// A `Shipment` message: the root row and the rows derived from it.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
@@ -202,6 +279,13 @@ impl ShipmentMessage {
             }
             _ => ::std::result::Result::Err(errors),
         }
+    }
+    /// Checks a message body by parsing it (an entity of this message computes a field
+    /// from its parent's values, which only the parse has).
+    pub fn validate(
+        value: ::nomnom_runtime::JsonRef<'_>,
+    ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+        Self::parse(value).map(drop)
     }
     /// Number of rows (root and derived).
     pub fn row_count(&self) -> usize {

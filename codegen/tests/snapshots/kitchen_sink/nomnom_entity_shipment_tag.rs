@@ -28,4 +28,15 @@ impl ShipmentTag {
             tag: tag?,
         })
     }
+    /// Checks one element of the parent's list as [`Self::from_element`] does, keeping
+    /// nothing: the same errors in the same order.
+    pub fn check_element(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &[], false, ::std::option::Option::None, errors);
+    }
 }

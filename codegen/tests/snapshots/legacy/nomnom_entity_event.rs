@@ -48,6 +48,36 @@ impl Event {
             entries: entries?,
         })
     }
+    /// Checks a message body as [`Self::from_json`] does, keeping nothing: the same
+    /// errors in the same order (the api's validate-only path).
+    pub fn check_json(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        if !::nomnom_runtime::expect_object(element, path, errors) {
+            return;
+        }
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["event_id"],
+            false,
+            ::std::option::Option::Some((40usize, "event_id")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            i32,
+        >(element, path, &["count"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::Numeric,
+        >(element, path, &["ratio"], true, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::ObjectList,
+        >(element, path, &["entries"], false, ::std::option::Option::None, errors);
+    }
 }
 /// A `Event` message: the root row and the rows derived from it.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
@@ -89,6 +119,34 @@ impl EventMessage {
                 ::std::result::Result::Ok(Self { event, event_entry })
             }
             _ => ::std::result::Result::Err(errors),
+        }
+    }
+    /// Checks a message body as [`Self::parse`] does, building no rows: the same
+    /// errors in the same order (what the api runs; the worker parses).
+    pub fn validate(
+        value: ::nomnom_runtime::JsonRef<'_>,
+    ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+        let mut errors = ::std::vec::Vec::new();
+        let path = "";
+        Event::check_json(value, path, &mut errors);
+        for (index, event_entry_json) in ::nomnom_runtime::list_at(value, &["entries"])
+            .enumerate()
+        {
+            let event_entry_path = ::nomnom_runtime::element_path(
+                path,
+                "entries",
+                index,
+            );
+            super::event_entry::EventEntry::check_element(
+                event_entry_json,
+                &event_entry_path,
+                &mut errors,
+            );
+        }
+        if errors.is_empty() {
+            ::std::result::Result::Ok(())
+        } else {
+            ::std::result::Result::Err(errors)
         }
     }
     /// Number of rows (root and derived).

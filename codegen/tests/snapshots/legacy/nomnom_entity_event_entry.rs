@@ -50,4 +50,27 @@ impl EventEntry {
             note: note?,
         })
     }
+    /// Checks one element of the parent's list as [`Self::from_element`] does, keeping
+    /// nothing: the same errors in the same order.
+    pub fn check_element(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &["label"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            i64,
+        >(element, path, &["amount"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            f64,
+        >(element, path, &["score"], true, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            bool,
+        >(element, path, &["flag"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &["note"], true, ::std::option::Option::None, errors);
+    }
 }

@@ -42,6 +42,29 @@ impl Heartbeat {
             labels: labels?,
         })
     }
+    /// Checks a message body as [`Self::from_json`] does, keeping nothing: the same
+    /// errors in the same order (the api's validate-only path).
+    pub fn check_json(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        if !::nomnom_runtime::expect_object(element, path, errors) {
+            return;
+        }
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &["source"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::DateTimeUtc,
+        >(element, path, &["at"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::NaiveDate,
+        >(element, path, &["day"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::vec::Vec<::std::string::String>,
+        >(element, path, &["labels"], false, ::std::option::Option::None, errors);
+    }
 }
 /// A `Heartbeat` message: the root row and the rows derived from it.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
@@ -62,6 +85,20 @@ impl HeartbeatMessage {
                 ::std::result::Result::Ok(Self { heartbeat })
             }
             _ => ::std::result::Result::Err(errors),
+        }
+    }
+    /// Checks a message body as [`Self::parse`] does, building no rows: the same
+    /// errors in the same order (what the api runs; the worker parses).
+    pub fn validate(
+        value: ::nomnom_runtime::JsonRef<'_>,
+    ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+        let mut errors = ::std::vec::Vec::new();
+        let path = "";
+        Heartbeat::check_json(value, path, &mut errors);
+        if errors.is_empty() {
+            ::std::result::Result::Ok(())
+        } else {
+            ::std::result::Result::Err(errors)
         }
     }
     /// Number of rows (root and derived).

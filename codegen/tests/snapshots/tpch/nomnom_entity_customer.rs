@@ -89,6 +89,83 @@ impl Customer {
             comment: comment?,
         })
     }
+    /// Checks a message body as [`Self::from_json`] does, keeping nothing: the same
+    /// errors in the same order (the api's validate-only path).
+    pub fn check_json(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        if !::nomnom_runtime::expect_object(element, path, errors) {
+            return;
+        }
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["customer_key"],
+            false,
+            ::std::option::Option::Some((32usize, "customer_key")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["name"],
+            false,
+            ::std::option::Option::Some((25usize, "name")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["address"],
+            false,
+            ::std::option::Option::Some((40usize, "address")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            i32,
+        >(element, path, &["nation_key"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["phone"],
+            false,
+            ::std::option::Option::Some((15usize, "phone")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::Numeric,
+        >(
+            element,
+            path,
+            &["account_balance"],
+            false,
+            ::std::option::Option::None,
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["market_segment"],
+            false,
+            ::std::option::Option::Some((10usize, "market_segment")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &["comment"], true, ::std::option::Option::None, errors);
+    }
 }
 /// A `Customer` message: the root row and the rows derived from it.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
@@ -109,6 +186,20 @@ impl CustomerMessage {
                 ::std::result::Result::Ok(Self { customer })
             }
             _ => ::std::result::Result::Err(errors),
+        }
+    }
+    /// Checks a message body as [`Self::parse`] does, building no rows: the same
+    /// errors in the same order (what the api runs; the worker parses).
+    pub fn validate(
+        value: ::nomnom_runtime::JsonRef<'_>,
+    ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+        let mut errors = ::std::vec::Vec::new();
+        let path = "";
+        Customer::check_json(value, path, &mut errors);
+        if errors.is_empty() {
+            ::std::result::Result::Ok(())
+        } else {
+            ::std::result::Result::Err(errors)
         }
     }
     /// Number of rows (root and derived).

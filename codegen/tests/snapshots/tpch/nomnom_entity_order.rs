@@ -108,6 +108,82 @@ impl Order {
             line_items: line_items?,
         })
     }
+    /// Checks a message body as [`Self::from_json`] does, keeping nothing: the same
+    /// errors in the same order (the api's validate-only path).
+    pub fn check_json(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        if !::nomnom_runtime::expect_object(element, path, errors) {
+            return;
+        }
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["order_key"],
+            false,
+            ::std::option::Option::Some((32usize, "order_key")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["customer_key"],
+            false,
+            ::std::option::Option::Some((32usize, "customer_key")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["order_status"],
+            false,
+            ::std::option::Option::Some((1usize, "order_status")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::Numeric,
+        >(element, path, &["total_price"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::NaiveDate,
+        >(element, path, &["order_date"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["order_priority"],
+            false,
+            ::std::option::Option::Some((15usize, "order_priority")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["clerk"],
+            false,
+            ::std::option::Option::Some((15usize, "clerk")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            i32,
+        >(element, path, &["ship_priority"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &["comment"], true, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::ObjectList,
+        >(element, path, &["line_items"], false, ::std::option::Option::None, errors);
+    }
 }
 /// A `Order` message: the root row and the rows derived from it.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
@@ -152,6 +228,37 @@ impl OrderMessage {
                 ::std::result::Result::Ok(Self { order, order_line_item })
             }
             _ => ::std::result::Result::Err(errors),
+        }
+    }
+    /// Checks a message body as [`Self::parse`] does, building no rows: the same
+    /// errors in the same order (what the api runs; the worker parses).
+    pub fn validate(
+        value: ::nomnom_runtime::JsonRef<'_>,
+    ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+        let mut errors = ::std::vec::Vec::new();
+        let path = "";
+        Order::check_json(value, path, &mut errors);
+        for (index, order_line_item_json) in ::nomnom_runtime::list_at(
+                value,
+                &["line_items"],
+            )
+            .enumerate()
+        {
+            let order_line_item_path = ::nomnom_runtime::element_path(
+                path,
+                "line_items",
+                index,
+            );
+            super::order_line_item::OrderLineItem::check_element(
+                order_line_item_json,
+                &order_line_item_path,
+                &mut errors,
+            );
+        }
+        if errors.is_empty() {
+            ::std::result::Result::Ok(())
+        } else {
+            ::std::result::Result::Err(errors)
         }
     }
     /// Number of rows (root and derived).

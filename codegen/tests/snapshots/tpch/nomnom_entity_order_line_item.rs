@@ -143,6 +143,95 @@ impl OrderLineItem {
             ship_mode: ship_mode?,
         })
     }
+    /// Checks one element of the parent's list as [`Self::from_element`] does, keeping
+    /// nothing: the same errors in the same order.
+    pub fn check_element(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        ::nomnom_runtime::check_field::<
+            i32,
+        >(element, path, &["line_number"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["part_key"],
+            false,
+            ::std::option::Option::Some((32usize, "part_key")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["supplier_key"],
+            true,
+            ::std::option::Option::Some((32usize, "supplier_key")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::Numeric,
+        >(element, path, &["quantity"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::Numeric,
+        >(
+            element,
+            path,
+            &["extended_price"],
+            false,
+            ::std::option::Option::None,
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::Numeric,
+        >(element, path, &["discount"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::Numeric,
+        >(element, path, &["tax"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["return_flag"],
+            false,
+            ::std::option::Option::Some((1usize, "return_flag")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["line_status"],
+            false,
+            ::std::option::Option::Some((1usize, "line_status")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::NaiveDate,
+        >(element, path, &["ship_date"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::NaiveDate,
+        >(element, path, &["commit_date"], true, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::NaiveDate,
+        >(element, path, &["receipt_date"], true, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["ship_mode"],
+            true,
+            ::std::option::Option::Some((10usize, "ship_mode")),
+            errors,
+        );
+    }
 }
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",

@@ -94,6 +94,86 @@ impl Product {
             comment: comment?,
         })
     }
+    /// Checks a message body as [`Self::from_json`] does, keeping nothing: the same
+    /// errors in the same order (the api's validate-only path).
+    pub fn check_json(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        if !::nomnom_runtime::expect_object(element, path, errors) {
+            return;
+        }
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["part_key"],
+            false,
+            ::std::option::Option::Some((32usize, "part_key")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["name"],
+            false,
+            ::std::option::Option::Some((55usize, "name")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["manufacturer"],
+            false,
+            ::std::option::Option::Some((25usize, "manufacturer")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["brand"],
+            false,
+            ::std::option::Option::Some((10usize, "brand")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["type"],
+            false,
+            ::std::option::Option::Some((25usize, "type")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            i32,
+        >(element, path, &["size"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(
+            element,
+            path,
+            &["container"],
+            false,
+            ::std::option::Option::Some((10usize, "container")),
+            errors,
+        );
+        ::nomnom_runtime::check_field::<
+            ::nomnom_runtime::Numeric,
+        >(element, path, &["retail_price"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &["comment"], true, ::std::option::Option::None, errors);
+    }
 }
 /// A `Product` message: the root row and the rows derived from it.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
@@ -114,6 +194,20 @@ impl ProductMessage {
                 ::std::result::Result::Ok(Self { product })
             }
             _ => ::std::result::Result::Err(errors),
+        }
+    }
+    /// Checks a message body as [`Self::parse`] does, building no rows: the same
+    /// errors in the same order (what the api runs; the worker parses).
+    pub fn validate(
+        value: ::nomnom_runtime::JsonRef<'_>,
+    ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+        let mut errors = ::std::vec::Vec::new();
+        let path = "";
+        Product::check_json(value, path, &mut errors);
+        if errors.is_empty() {
+            ::std::result::Result::Ok(())
+        } else {
+            ::std::result::Result::Err(errors)
         }
     }
     /// Number of rows (root and derived).

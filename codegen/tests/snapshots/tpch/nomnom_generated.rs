@@ -108,6 +108,18 @@ impl RootEntity {
             }
         }
     }
+    /// Checks a parsed JSON document as a message of this entity without building its
+    /// rows: `Ok` exactly when [`RootEntity::parse_json`] is, with the same errors.
+    pub fn validate_json(
+        self,
+        value: ::nomnom_runtime::JsonRef<'_>,
+    ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+        match self {
+            RootEntity::Customer => CustomerMessage::validate(value),
+            RootEntity::Order => OrderMessage::validate(value),
+            RootEntity::Product => ProductMessage::validate(value),
+        }
+    }
     /// Parses a `serde_json::Value` as a message of this entity (for callers that hold
     /// one; bodies are parsed from bytes with [`RootEntity::parse_bytes`]).
     pub fn parse_value(

@@ -42,6 +42,29 @@ impl Product {
             retail_price: retail_price?,
         })
     }
+    /// Checks a message body as [`Self::from_json`] does, keeping nothing: the same
+    /// errors in the same order (the api's validate-only path).
+    pub fn check_json(
+        element: ::nomnom_runtime::JsonRef<'_>,
+        path: &str,
+        errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+    ) {
+        if !::nomnom_runtime::expect_object(element, path, errors) {
+            return;
+        }
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &["part_key"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            ::std::string::String,
+        >(element, path, &["name"], false, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            i32,
+        >(element, path, &["size"], true, ::std::option::Option::None, errors);
+        ::nomnom_runtime::check_field::<
+            f64,
+        >(element, path, &["retail_price"], false, ::std::option::Option::None, errors);
+    }
 }
 /// A `Product` message: the root row and the rows derived from it.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
@@ -62,6 +85,20 @@ impl ProductMessage {
                 ::std::result::Result::Ok(Self { product })
             }
             _ => ::std::result::Result::Err(errors),
+        }
+    }
+    /// Checks a message body as [`Self::parse`] does, building no rows: the same
+    /// errors in the same order (what the api runs; the worker parses).
+    pub fn validate(
+        value: ::nomnom_runtime::JsonRef<'_>,
+    ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
+        let mut errors = ::std::vec::Vec::new();
+        let path = "";
+        Product::check_json(value, path, &mut errors);
+        if errors.is_empty() {
+            ::std::result::Result::Ok(())
+        } else {
+            ::std::result::Result::Err(errors)
         }
     }
     /// Number of rows (root and derived).
