@@ -29,7 +29,7 @@ sample_rss() {
   done
 }
 sample_rss & SAMPLER=$!
-trap 'kill $SAMPLER 2>/dev/null' EXIT
+trap 'kill $SAMPLER 2>/dev/null || true' EXIT
 "$COMPARE" target/release "$REPS" "$CONNS" "$SECS" | tee /tmp/bench-compare.txt
 kill $SAMPLER 2>/dev/null || true
 read -r API_KB WORKER_KB < /tmp/bench-compare-rss.txt
