@@ -845,6 +845,19 @@ fn checkable(schema: &Schema, root: &EntityDef) -> bool {
         .all(|e| e.fields.iter().all(|f| field_check(schema, e, f).is_some()))
 }
 
+/// The JSON path of the parent's list a derived entity is repeated for: its segments and the
+/// dotted text error paths use.
+fn list_of(parent: &EntityDef, child: &EntityDef) -> (Vec<String>, String) {
+    let rf = child
+        .repeated_for
+        .as_ref()
+        .expect("derived entities have repeated_for");
+    let list_field = parent.field(&rf.field.value).expect("validated");
+    let segments = json_path(list_field);
+    let path = segments.join(".");
+    (segments, path)
+}
+
 /// The validate-only counterpart of [`children_loops`]: each element checked, no rows.
 fn children_checks(
     schema: &Schema,
@@ -853,13 +866,7 @@ fn children_checks(
     path_var: TokenStream,
 ) -> TokenStream {
     let loops = schema.children(&parent.name.value).into_iter().map(|c| {
-        let rf = c
-            .repeated_for
-            .as_ref()
-            .expect("derived entities have repeated_for");
-        let list_field = parent.field(&rf.field.value).expect("validated");
-        let list_segments = json_path(list_field);
-        let list_path = list_segments.join(".");
+        let (list_segments, list_path) = list_of(parent, c);
         let segs = list_segments.iter().map(|s| s.as_str());
         let ct = type_ident(c);
         let cm = module_ident(c);
@@ -1181,13 +1188,7 @@ fn children_loops(
     path_var: TokenStream,
 ) -> TokenStream {
     let loops = schema.children(&parent.name.value).into_iter().map(|c| {
-        let rf = c
-            .repeated_for
-            .as_ref()
-            .expect("derived entities have repeated_for");
-        let list_field = parent.field(&rf.field.value).expect("validated");
-        let list_segments = json_path(list_field);
-        let list_path = list_segments.join(".");
+        let (list_segments, list_path) = list_of(parent, c);
         let segs = list_segments.iter().map(|s| s.as_str());
         let ct = type_ident(c);
         let cm = module_ident(c);
