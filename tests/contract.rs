@@ -361,12 +361,23 @@ impl Binaries {
     }
 
     async fn stop(mut self) {
+        self.kill();
+        common::delete_streams(&self.stream).await;
+        self.db.drop_db().await;
+    }
+
+    fn kill(&mut self) {
         for child in [&mut self.api, &mut self.worker] {
             let _ = child.kill();
             let _ = child.wait();
         }
-        common::delete_streams(&self.stream).await;
-        self.db.drop_db().await;
+    }
+}
+
+impl Drop for Binaries {
+    /// A failed assertion must not leave the binaries running.
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
