@@ -336,8 +336,8 @@ impl Binaries {
                 .state
                 .last_sequence as f64;
             let worker = self.metrics().await.1;
-            let done = self.sum("nomnom_worker_processed_total", &worker)
-                + self.sum("nomnom_worker_dead_lettered_total", &worker);
+            let done = sum("nomnom_worker_processed_total", &worker)
+                + sum("nomnom_worker_dead_lettered_total", &worker);
             if held > 0.0 && done >= held {
                 return;
             }
@@ -347,17 +347,6 @@ impl Binaries {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-    }
-
-    /// The sum of every sample of `metric` in exposition `text`.
-    fn sum(&self, metric: &str, text: &str) -> f64 {
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(metric)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
     }
 
     async fn stop(mut self) {
@@ -379,6 +368,17 @@ impl Drop for Binaries {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The sum of every sample of `metric` in exposition `text`.
+fn sum(metric: &str, text: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// schemathesis with `--checks all` against the running api (keys on), in two runs: every
@@ -439,13 +439,13 @@ async fn openapi_contract_holds_under_schemathesis() {
 
     api.drained().await;
     let (_, worker) = api.metrics().await;
-    let dead = api.sum("nomnom_worker_dead_lettered_total", &worker);
+    let dead = sum("nomnom_worker_dead_lettered_total", &worker);
     let reasons = api.db.rows("SELECT reason FROM dead_letters LIMIT 5").await;
     assert_eq!(
         dead, 0.0,
         "accepted by the api, dead-lettered by the worker: {reasons:?}"
     );
-    assert!(api.sum("nomnom_worker_processed_total", &worker) > 0.0);
+    assert!(sum("nomnom_worker_processed_total", &worker) > 0.0);
     api.stop().await;
 }
 
@@ -545,8 +545,8 @@ async fn dashboard_and_alert_rules_use_only_exported_metrics() {
     let start = Instant::now();
     let (api, worker) = loop {
         let (api, worker) = b.metrics().await;
-        if b.sum("nomnom_worker_dead_lettered_total", &worker) >= 1.0
-            && b.sum("nomnom_worker_processed_total", &worker) >= 1.0
+        if sum("nomnom_worker_dead_lettered_total", &worker) >= 1.0
+            && sum("nomnom_worker_processed_total", &worker) >= 1.0
         {
             break (api, worker);
         }

@@ -150,7 +150,7 @@ fn integer<T: TryFrom<i64>>(v: JsonRef<'_>, what: &str) -> Result<T, String> {
 /// a number); `Some(None)` if it is integral but beyond `i64`.
 fn integral(text: &str) -> Option<Option<i64>> {
     check_numeric(text).ok()?;
-    let (negative, digits, exponent) = Numeric(text.into()).canonical();
+    let (negative, digits, exponent) = canonical(text);
     if digits.is_empty() {
         return Some(Some(0));
     }
@@ -307,33 +307,34 @@ impl Numeric {
     pub fn to_decimal(&self) -> Result<Decimal, bigdecimal::ParseBigDecimalError> {
         Decimal::from_str(&self.0)
     }
+}
 
-    /// (negative, significant digits, exponent): equal for numerically equal values.
-    fn canonical(&self) -> (bool, String, i128) {
-        let text = self.0.trim();
-        let negative = text.starts_with('-');
-        let unsigned = text.trim_start_matches(['-', '+']);
-        let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
-            Some(i) => (
-                &unsigned[..i],
-                unsigned[i + 1..].parse::<i128>().unwrap_or(0),
-            ),
-            None => (unsigned, 0),
-        };
-        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        let digits: String = int_part.chars().chain(frac_part.chars()).collect();
-        let significant = digits.trim_start_matches('0');
-        let trimmed = significant.trim_end_matches('0');
-        if trimmed.is_empty() {
-            return (false, String::new(), 0);
-        }
-        let zeros = (significant.len() - trimmed.len()) as i128;
-        (
-            negative,
-            trimmed.to_string(),
-            exponent - frac_part.len() as i128 + zeros,
-        )
+/// (negative, significant digits, exponent) of decimal text: equal for numerically equal
+/// values.
+fn canonical(text: &str) -> (bool, String, i128) {
+    let text = text.trim();
+    let negative = text.starts_with('-');
+    let unsigned = text.trim_start_matches(['-', '+']);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (
+            &unsigned[..i],
+            unsigned[i + 1..].parse::<i128>().unwrap_or(0),
+        ),
+        None => (unsigned, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: String = int_part.chars().chain(frac_part.chars()).collect();
+    let significant = digits.trim_start_matches('0');
+    let trimmed = significant.trim_end_matches('0');
+    if trimmed.is_empty() {
+        return (false, String::new(), 0);
     }
+    let zeros = (significant.len() - trimmed.len()) as i128;
+    (
+        negative,
+        trimmed.to_string(),
+        exponent - frac_part.len() as i128 + zeros,
+    )
 }
 
 impl std::ops::Deref for Numeric {
@@ -358,7 +359,7 @@ impl FromStr for Numeric {
 
 impl PartialEq for Numeric {
     fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0 || self.canonical() == other.canonical()
+        self.0 == other.0 || canonical(&self.0) == canonical(&other.0)
     }
 }
 
@@ -366,7 +367,7 @@ impl Eq for Numeric {}
 
 impl Hash for Numeric {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.canonical().hash(state);
+        canonical(&self.0).hash(state);
     }
 }
 
@@ -720,6 +721,25 @@ fn lookup<'d>(
     Ok(if cur.is_null() { None } else { Some(cur) })
 }
 
+/// The error of a required field that is missing or null.
+fn missing<T: FromJson>(base: &str, segments: &[&str]) -> FieldError {
+    FieldError {
+        field: join_path(base, segments),
+        error: format!(
+            "required field is missing or null (expected {})",
+            T::EXPECTED
+        ),
+    }
+}
+
+/// The error of text longer than `max_length`.
+fn too_long(len: usize, limit: usize, base: &str, key: &str) -> FieldError {
+    FieldError {
+        field: join_path(base, &[key]),
+        error: format!("is {len} characters long; at most {limit} are allowed"),
+    }
+}
+
 /// A non-nullable value at `segments` under `v`; missing, null or invalid → error, `None`.
 pub fn extract<T: FromJson>(
     v: JsonRef<'_>,
@@ -728,13 +748,7 @@ pub fn extract<T: FromJson>(
     errors: &mut Vec<FieldError>,
 ) -> Option<T> {
     extract_opt(v, base, segments, errors)?.or_else(|| {
-        errors.push(FieldError {
-            field: join_path(base, segments),
-            error: format!(
-                "required field is missing or null (expected {})",
-                T::EXPECTED
-            ),
-        });
+        errors.push(missing::<T>(base, segments));
         None
     })
 }
@@ -783,13 +797,7 @@ pub fn check_field<T: FromJson>(
     };
     let Some(found) = found else {
         if !nullable {
-            errors.push(FieldError {
-                field: join_path(base, segments),
-                error: format!(
-                    "required field is missing or null (expected {})",
-                    T::EXPECTED
-                ),
-            });
+            errors.push(missing::<T>(base, segments));
         }
         return;
     };
@@ -802,10 +810,7 @@ pub fn check_field<T: FromJson>(
     if let Some((limit, key)) = max_length {
         let len = found.as_str().map_or(0, |s| s.chars().count());
         if len > limit {
-            errors.push(FieldError {
-                field: join_path(base, &[key]),
-                error: format!("is {len} characters long; at most {limit} are allowed"),
-            });
+            errors.push(too_long(len, limit, base, key));
         }
     }
 }
@@ -884,10 +889,7 @@ pub fn max_len<V: TextLen>(
 ) -> Option<V> {
     let len = value.text_len();
     if len > limit {
-        errors.push(FieldError {
-            field: join_path(base, &[key]),
-            error: format!("is {len} characters long; at most {limit} are allowed"),
-        });
+        errors.push(too_long(len, limit, base, key));
         None
     } else {
         Some(value)
