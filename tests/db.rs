@@ -5,6 +5,7 @@ mod common;
 
 use nomnom::db::{self, PendingWrite};
 use nomnom::generated::parse_message;
+use nomnom_runtime::WriteMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_database_is_created_and_schema_is_idempotent() {
@@ -50,7 +51,8 @@ async fn a_redelivered_message_writes_nothing_twice() {
         message: &message,
     };
     let mut conn = db::connection(&pool).await.expect("conn");
-    let first = db::write_messages(&mut conn, &[write])
+    let first_mode = db::InsertFirst::default();
+    let first = db::write_messages(&mut conn, &[write], &first_mode)
         .await
         .expect("first write");
     assert_eq!(first.written, vec![write.message_id]);
@@ -61,6 +63,7 @@ async fn a_redelivered_message_writes_nothing_twice() {
             attempts: 2,
             ..write
         }],
+        &first_mode,
     )
     .await
     .expect("second write");
@@ -99,7 +102,8 @@ async fn duplicate_keys_inside_one_batch_merge_last_wins() {
         })
         .collect();
     let mut conn = db::connection(&pool).await.expect("conn");
-    let outcome = db::write_messages(&mut conn, &writes)
+    let first_mode = db::InsertFirst::default();
+    let outcome = db::write_messages(&mut conn, &writes, &first_mode)
         .await
         .expect("one statement per table");
     assert_eq!(outcome.written.len(), 2);
@@ -130,11 +134,12 @@ async fn a_later_message_wins_even_when_an_earlier_one_commits_after_it() {
         message,
     };
     let mut conn = db::connection(&pool).await.expect("conn");
+    let first_mode = db::InsertFirst::default();
     // Two batches of two workers commit in the opposite order of the stream.
-    db::write_messages(&mut conn, &[write(&later, 20)])
+    db::write_messages(&mut conn, &[write(&later, 20)], &first_mode)
         .await
         .expect("later first");
-    db::write_messages(&mut conn, &[write(&earlier, 10)])
+    db::write_messages(&mut conn, &[write(&earlier, 10)], &first_mode)
         .await
         .expect("earlier second");
     assert_eq!(
@@ -147,6 +152,59 @@ async fn a_later_message_wins_even_when_an_earlier_one_commits_after_it() {
         ]]
     );
     assert_eq!(test_db.count("SELECT 1 FROM message_status").await, 2);
+    drop(conn);
+    test_db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_meeting_an_existing_key_is_written_again_with_upserts() {
+    let test_db = common::TestDb::create().await;
+    db::prepare_schema(&test_db.url).await.expect("schema");
+    let pool = db::pool(&test_db.url, 2).expect("pool");
+    let mut changed = common::tpch_order(21, 2);
+    changed["clerk"] = serde_json::json!("Clerk#changed");
+    let original =
+        parse_message("order", common::tpch_order(21, 2).to_string().as_bytes()).expect("a");
+    let changed = parse_message("order", changed.to_string().as_bytes()).expect("changed");
+    let other =
+        parse_message("order", common::tpch_order(22, 3).to_string().as_bytes()).expect("other");
+    let write = |message, sequence| PendingWrite {
+        message_id: uuid::Uuid::now_v7(),
+        received_at: chrono::Utc::now(),
+        attempts: 1,
+        sequence,
+        message,
+    };
+    let mut conn = db::connection(&pool).await.expect("conn");
+    let first_mode = db::InsertFirst::default();
+    db::write_messages(&mut conn, &[write(&original, 1)], &first_mode)
+        .await
+        .expect("new keys");
+    assert_eq!(first_mode.next_mode(), WriteMode::Insert);
+    // A new order beside an update of the first: the plain insert fails on the order key, the
+    // batch is written again with upserts, both messages in full.
+    let batch = [write(&changed, 2), write(&other, 3)];
+    let outcome = db::write_messages(&mut conn, &batch, &first_mode)
+        .await
+        .expect("upserted");
+    assert_eq!(
+        outcome.written,
+        vec![batch[0].message_id, batch[1].message_id]
+    );
+    assert_eq!(outcome.rows.total(), 2 + 2 + 3);
+    assert_eq!(
+        test_db
+            .rows("SELECT clerk FROM orders ORDER BY order_key")
+            .await,
+        vec![
+            vec![Some("Clerk#changed".to_string())],
+            vec![Some("Clerk#000000951".to_string())]
+        ]
+    );
+    assert_eq!(test_db.count("SELECT 1 FROM order_line_items").await, 5);
+    assert_eq!(test_db.count("SELECT 1 FROM message_status").await, 3);
+    // The batches right after a conflict go straight to upserts.
+    assert_eq!(first_mode.next_mode(), WriteMode::Upsert);
     drop(conn);
     test_db.drop_db().await;
 }

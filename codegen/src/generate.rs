@@ -548,7 +548,7 @@ fn row_batch(schema: &Schema) -> TokenStream {
         let r = rows_ident(e);
         let m = module_ident(e);
         let table = &e.persistence.as_ref().expect("stored").table.value;
-        quote!((#table, self::#m::upsert(conn, self.#r).await?))
+        quote!((#table, self::#m::write_rows(conn, self.#r.clone(), mode).await?))
     });
     // Without stored entities nothing reads these; say so rather than allow the lints.
     let (lifetime_use, unused) = if stored.is_empty() {
@@ -562,7 +562,7 @@ fn row_batch(schema: &Schema) -> TokenStream {
         quote!()
     };
     let unused_conn = if unused {
-        quote!(let _ = conn;)
+        quote!(let _ = (conn, mode);)
     } else {
         quote!()
     };
@@ -586,11 +586,13 @@ fn row_batch(schema: &Schema) -> TokenStream {
                 }
             }
 
-            /// Writes all rows (parents first) and returns rows written per table.
-            /// Rows with the same unique key are merged first (last wins).
+            /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
+            /// returns rows written per table. Rows with the same unique key are merged first
+            /// (last wins).
             pub async fn write(
-                self,
+                &self,
                 conn: &mut ::diesel_async::AsyncPgConnection,
+                mode: ::nomnom_runtime::WriteMode,
             ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
                 #unused_conn
                 ::std::result::Result::Ok(::nomnom_runtime::RowCounts(::std::vec![#(#writes),*]))
@@ -677,7 +679,7 @@ fn entity_file(schema: &Schema, e: &EntityDef) -> TokenStream {
         quote!()
     };
     let upsert = match &table {
-        Some(_) => upsert_fn(e),
+        Some(_) => write_rows_fn(e),
         None => quote!(),
     };
     let name = &e.name.value;
@@ -1218,11 +1220,12 @@ fn children_loops(
     quote!(#(#loops)*)
 }
 
-/// `upsert(conn, rows)`: merges rows with the same unique key (last wins), then writes them with
-/// one `INSERT ... SELECT FROM unnest($1, $2, ...) ON CONFLICT ...` per chunk: one bind per
-/// column (not per value), one prepared statement per table, and far less type-level code for
-/// rustc than diesel's insert DSL (which matters at 50 entities).
-fn upsert_fn(e: &EntityDef) -> TokenStream {
+/// `write_rows(conn, rows, mode)`: merges rows with the same unique key (last wins), then writes
+/// them with one `INSERT ... SELECT FROM unnest($1, $2, ...)` per chunk, with `ON CONFLICT ...`
+/// in `WriteMode::Upsert`: one bind per column (not per value), one prepared statement per table
+/// and mode, and far less type-level code for rustc than diesel's insert DSL (which matters at 50
+/// entities).
+fn write_rows_fn(e: &EntityDef) -> TokenStream {
     let p = e.persistence.as_ref().expect("stored");
     let t = type_ident(e);
     let unicity: Vec<&str> = p.unicity_fields.iter().map(|u| u.value.as_str()).collect();
@@ -1267,6 +1270,7 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
     sql.extend(wrapped("SELECT ", &selected, ""));
     sql.extend(wrapped("FROM unnest(", &params, ")"));
     sql.extend(wrapped("  AS u(", &columns, ")"));
+    let insert_sql = sql_lines(&sql);
     if !unicity.is_empty() {
         let keys: Vec<String> = unicity.iter().map(|u| quote_ident(u)).collect();
         let updates: Vec<String> = fields
@@ -1293,7 +1297,30 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
             sql.push(format!("WHERE {winner}"));
         }
     }
-    let sql = sql_lines(&sql);
+    // Without a unique key there is nothing to conflict on: both modes are the plain insert.
+    let (upsert_const, statement) = if unicity.is_empty() {
+        (
+            quote!(),
+            quote!({
+                let _ = mode;
+                INSERT_SQL
+            }),
+        )
+    } else {
+        let sql = sql_lines(&sql);
+        (
+            quote! {
+                /// The multi-row upsert statement of this table.
+                pub const UPSERT_SQL: &str = #sql;
+            },
+            quote! {
+                match mode {
+                    ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
+                    ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
+                }
+            },
+        )
+    };
     let binds = fields.iter().map(|f| {
         let id = field_ident(&f.name.value);
         let base = f.ty.value.bind_diesel_type().expect("stored field");
@@ -1329,20 +1356,25 @@ fn upsert_fn(e: &EntityDef) -> TokenStream {
         quote!()
     };
     quote! {
-        /// The multi-row upsert statement of this table.
-        pub const UPSERT_SQL: &str = #sql;
+        /// The multi-row insert statement of this table (no `ON CONFLICT`).
+        pub const INSERT_SQL: &str = #insert_sql;
 
-        /// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
-        /// conflict the message order decides (see `on_conflict`). Returns rows affected.
-        pub async fn upsert(
+        #upsert_const
+
+        /// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+        /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
+        /// (see `on_conflict`). Returns rows affected.
+        pub async fn write_rows(
             conn: &mut ::diesel_async::AsyncPgConnection,
             rows: ::std::vec::Vec<(&#t, i64)>,
+            mode: ::nomnom_runtime::WriteMode,
         ) -> ::diesel::QueryResult<usize> {
             use ::diesel_async::RunQueryDsl as _;
             #dedup
+            let sql = #statement;
             let mut written = 0;
             for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
-                written += ::diesel::sql_query(UPSERT_SQL)
+                written += ::diesel::sql_query(sql)
                     #(#binds)*
                     #seq_bind
                     .execute(conn)

@@ -956,6 +956,18 @@ impl RowCounts {
     }
 }
 
+/// How a batch's rows meet rows already in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Plain `INSERT`: no row with the same unique key may exist yet (the statement fails with
+    /// `unique_violation`, SQLSTATE 23505, if one does). It skips the speculative insertion of
+    /// `ON CONFLICT` (an index probe and a token per row), which is most of an upsert's extra
+    /// cost when the keys are new.
+    Insert,
+    /// `INSERT ... ON CONFLICT`: the entity's `on_conflict` rule decides by message order.
+    Upsert,
+}
+
 /// Keeps one row per key — the one of the latest message (`keep_latest`, ties: the later row) or
 /// of the earliest — in first-seen order, so one upsert statement never touches the same row
 /// twice ("ON CONFLICT DO UPDATE command cannot affect row a second time").

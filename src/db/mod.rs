@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::generated::{RowBatch, TABLES};
 pub use crate::sink::{DeadLetter, FaultKind, PendingWrite, WriteOutcome};
 use crate::sink::{Sink, SinkError};
+use nomnom_runtime::WriteMode;
 pub use pg::{PgConnection, PgManager, SqlState};
 
 /// Infrastructure migrations (`migrations/`), embedded in the binary.
@@ -266,13 +267,31 @@ pub async fn prepare_schema(database_url: &str) -> Result<evolve::SchemaChanges,
     result
 }
 
-/// `processed` status rows of a batch; the ids it returns are the messages not seen before.
-const INSERT_STATUS_SQL: &str = "INSERT INTO message_status \
-     (message_id, entity, status, received_at, row_count, attempts) \
-     SELECT id, entity, 'processed', received_at, row_count, attempts \
-     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::integer[], $5::integer[]) \
-       AS u(id, entity, received_at, row_count, attempts) \
-     ON CONFLICT (message_id) DO NOTHING RETURNING message_id";
+/// `INSERT ... SELECT FROM unnest(...)` of a batch's `processed` status rows.
+macro_rules! insert_status_sql {
+    () => {
+        "INSERT INTO message_status \
+         (message_id, entity, status, received_at, row_count, attempts) \
+         SELECT id, entity, 'processed', received_at, row_count, attempts \
+         FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::integer[], $5::integer[]) \
+           AS u(id, entity, received_at, row_count, attempts)"
+    };
+}
+
+/// Status rows of a batch believed new: fails with `unique_violation` if any message has one.
+const INSERT_STATUS_SQL: &str = insert_status_sql!();
+
+/// Status rows of a batch; the ids it returns are the messages not seen before.
+const UPSERT_STATUS_SQL: &str = concat!(
+    insert_status_sql!(),
+    " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+);
+
+/// `unique_violation`: a plain insert met an existing key.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// Longest run of batches written with upserts after plain inserts met existing keys.
+const MAX_UPSERT_RUN: u32 = 1024;
 
 #[derive(QueryableByName)]
 struct InsertedId {
@@ -280,48 +299,154 @@ struct InsertedId {
     message_id: Uuid,
 }
 
+/// Chooses how the next batch is written. Plain inserts (see [`WriteMode::Insert`]) are tried
+/// first, because in an ingestion pipeline nearly every message and key is new; a batch that
+/// meets an existing key is rolled back and written again with upserts, and so are the batches
+/// after it for a run that doubles with each further conflict (8, 16, … up to 1024 batches) and
+/// halves with each batch that inserts cleanly. A workload of updates thus pays the failed
+/// attempt once per run, not once per batch.
+///
+/// [`WriteMode::Insert`]: nomnom_runtime::WriteMode::Insert
+#[derive(Debug, Default)]
+pub struct InsertFirst {
+    /// (upsert batches left in the current run, length of the last run)
+    state: std::sync::Mutex<(u32, u32)>,
+}
+
+impl InsertFirst {
+    /// The mode for the next batch (and counts it against the current upsert run).
+    pub fn next_mode(&self) -> WriteMode {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 > 0 {
+            state.0 -= 1;
+            WriteMode::Upsert
+        } else {
+            WriteMode::Insert
+        }
+    }
+
+    /// A plain insert met an existing key: upserts for a longer run.
+    fn conflicted(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let run = (state.1 * 2).clamp(8, MAX_UPSERT_RUN);
+        *state = (run, run);
+    }
+
+    /// A plain insert went through: the next run, if any, is shorter.
+    fn inserted(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 /= 2;
+    }
+}
+
+/// The status-row columns of a batch, one array per column.
+struct StatusColumns<'a> {
+    ids: Vec<Uuid>,
+    entities: Vec<&'a str>,
+    received: Vec<DateTime<Utc>>,
+    row_counts: Vec<i32>,
+    attempts: Vec<i32>,
+}
+
+impl<'a> StatusColumns<'a> {
+    fn of(messages: &'a [PendingWrite<'a>]) -> Self {
+        Self {
+            ids: messages.iter().map(|m| m.message_id).collect(),
+            entities: messages.iter().map(|m| m.message.entity().name()).collect(),
+            received: messages.iter().map(|m| m.received_at).collect(),
+            row_counts: messages
+                .iter()
+                .map(|m| i32::try_from(m.message.row_count()).unwrap_or(i32::MAX))
+                .collect(),
+            attempts: messages.iter().map(|m| m.attempts).collect(),
+        }
+    }
+}
+
+/// The status insert `$sql` with the batch's [`StatusColumns`] bound to it (a macro: the bound
+/// query's type is diesel's long nested generic).
+macro_rules! bind_status {
+    ($sql:expr, $status:expr) => {
+        diesel::sql_query($sql)
+            .bind::<Array<sql_types::Uuid>, _>(&$status.ids)
+            .bind::<Array<Text>, _>(&$status.entities)
+            .bind::<Array<Timestamptz>, _>(&$status.received)
+            .bind::<Array<Integer>, _>(&$status.row_counts)
+            .bind::<Array<Integer>, _>(&$status.attempts)
+    };
+}
+
 /// Writes the rows of every message and a `processed` status row for each, in one transaction.
 ///
 /// A message whose status row already exists was committed by an earlier delivery; its rows are
 /// not written again, which makes redelivery harmless even for entities without unicity fields.
+/// `first` decides whether plain inserts are tried before upserts.
 pub async fn write_messages(
     conn: &mut PgConnection,
     messages: &[PendingWrite<'_>],
+    first: &InsertFirst,
 ) -> Result<WriteOutcome, DbError> {
     if messages.is_empty() {
         return Ok(WriteOutcome::default());
     }
+    let status = StatusColumns::of(messages);
+    if first.next_mode() == WriteMode::Insert {
+        conn.clear_sqlstate();
+        let inserted = insert_new(conn, messages, &status).await;
+        match inserted.map_err(|e| e.with_sqlstate(conn.take_sqlstate())) {
+            Ok(outcome) => {
+                first.inserted();
+                return Ok(outcome);
+            }
+            Err(e) if e.sqlstate().is_some_and(|c| c.as_str() == UNIQUE_VIOLATION) => {
+                first.conflicted();
+            }
+            Err(e) => return Err(e),
+        }
+    }
     conn.clear_sqlstate();
-    let result = write_in_transaction(conn, messages).await;
+    let result = upsert(conn, messages, &status).await;
     result.map_err(|e| e.with_sqlstate(conn.take_sqlstate()))
 }
 
-async fn write_in_transaction(
+/// Every message new: plain inserts of the status rows and the entity rows.
+async fn insert_new(
     conn: &mut AsyncPgConnection,
     messages: &[PendingWrite<'_>],
+    status: &StatusColumns<'_>,
 ) -> Result<WriteOutcome, DbError> {
-    let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
-    let entities: Vec<&str> = messages.iter().map(|m| m.message.entity().name()).collect();
-    let received: Vec<DateTime<Utc>> = messages.iter().map(|m| m.received_at).collect();
-    let row_counts: Vec<i32> = messages
-        .iter()
-        .map(|m| i32::try_from(m.message.row_count()).unwrap_or(i32::MAX))
-        .collect();
-    let attempts: Vec<i32> = messages.iter().map(|m| m.attempts).collect();
+    conn.transaction(async |conn| {
+        bind_status!(INSERT_STATUS_SQL, status)
+            .execute(conn)
+            .await?;
+        let mut batch = RowBatch::default();
+        for m in messages {
+            batch.push(m.message, m.sequence);
+        }
+        Ok::<_, DbError>(WriteOutcome {
+            written: status.ids.clone(),
+            already_processed: Vec::new(),
+            rows: batch.write(conn, WriteMode::Insert).await?,
+        })
+    })
+    .await
+}
+
+/// Status rows where missing, then the rows of the messages not seen before, with upserts.
+async fn upsert(
+    conn: &mut AsyncPgConnection,
+    messages: &[PendingWrite<'_>],
+    status: &StatusColumns<'_>,
+) -> Result<WriteOutcome, DbError> {
     conn.transaction(async |conn| {
         // One static statement (prepared once per connection) whatever the batch size.
-        let fresh: Vec<Uuid> = diesel::sql_query(INSERT_STATUS_SQL)
-            .bind::<Array<sql_types::Uuid>, _>(&ids)
-            .bind::<Array<Text>, _>(&entities)
-            .bind::<Array<Timestamptz>, _>(&received)
-            .bind::<Array<Integer>, _>(&row_counts)
-            .bind::<Array<Integer>, _>(&attempts)
+        let fresh: Vec<Uuid> = bind_status!(UPSERT_STATUS_SQL, status)
             .load::<InsertedId>(conn)
             .await?
             .into_iter()
             .map(|r| r.message_id)
             .collect();
-        let mut fresh_set: std::collections::HashSet<Uuid> = fresh.iter().copied().collect();
+        let mut fresh_set: HashSet<Uuid> = fresh.iter().copied().collect();
         let mut batch = RowBatch::default();
         let mut outcome = WriteOutcome::default();
         for m in messages {
@@ -334,7 +459,7 @@ async fn write_in_transaction(
                 outcome.already_processed.push(m.message_id);
             }
         }
-        outcome.rows = batch.write(conn).await?;
+        outcome.rows = batch.write(conn, WriteMode::Upsert).await?;
         Ok::<_, DbError>(outcome)
     })
     .await
@@ -413,6 +538,31 @@ mod tests {
             sqlstate,
         }
         .kind()
+    }
+
+    fn modes(first: &InsertFirst, n: usize) -> Vec<WriteMode> {
+        (0..n).map(|_| first.next_mode()).collect()
+    }
+
+    #[test]
+    fn plain_inserts_until_a_conflict_then_upsert_runs_that_grow_and_shrink() {
+        use WriteMode::{Insert, Upsert};
+        let first = InsertFirst::default();
+        assert_eq!(modes(&first, 3), vec![Insert; 3]);
+        first.conflicted();
+        assert_eq!(modes(&first, 9), [vec![Upsert; 8], vec![Insert]].concat());
+        // Conflicts again right after the run: a run twice as long.
+        first.conflicted();
+        assert_eq!(modes(&first, 17), [vec![Upsert; 16], vec![Insert]].concat());
+        // Clean inserts shorten the next run (16 → 8 → 4, at least 8).
+        first.inserted();
+        first.inserted();
+        first.conflicted();
+        assert_eq!(modes(&first, 9), [vec![Upsert; 8], vec![Insert]].concat());
+        for _ in 0..20 {
+            first.conflicted();
+        }
+        assert_eq!(first.state.lock().unwrap().0, MAX_UPSERT_RUN);
     }
 
     #[test]
@@ -495,12 +645,16 @@ mod tests {
 #[derive(Clone)]
 pub struct PgSink {
     pool: DbPool,
+    first: std::sync::Arc<InsertFirst>,
 }
 
 impl PgSink {
     /// A sink writing through `pool`.
     pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            first: Default::default(),
+        }
     }
 
     /// The connection pool.
@@ -523,7 +677,7 @@ impl Sink for PgSink {
     type Error = DbError;
 
     async fn write_batch(&self, messages: &[PendingWrite<'_>]) -> Result<WriteOutcome, DbError> {
-        write_messages(&mut *connection(&self.pool).await?, messages).await
+        write_messages(&mut *connection(&self.pool).await?, messages, &self.first).await
     }
 
     async fn committed_among(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, DbError> {

@@ -3,6 +3,7 @@
 //! real PostgreSQL.
 
 use nomnom_codegen_fixtures::kitchen_sink::{ParsedMessage, RootEntity, ShipmentMessage};
+use nomnom_runtime::WriteMode;
 use serde_json::{Value, json};
 
 fn shipment() -> Value {
@@ -263,7 +264,29 @@ async fn upserts_follow_on_conflict_and_unicity() {
     for (m, sequence) in [(&first, 1), (&second, 2)] {
         let mut batch = nomnom_codegen_fixtures::kitchen_sink::RowBatch::default();
         batch.push(m, sequence);
-        batch.write(&mut conn).await.expect("write");
+        if sequence == 1 {
+            batch
+                .write(&mut conn, WriteMode::Insert)
+                .await
+                .expect("new keys insert");
+        } else {
+            // A plain insert refuses a key that exists (the worker then upserts).
+            let refused = batch.write(&mut conn, WriteMode::Insert).await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _
+                    ))
+                ),
+                "{refused:?}"
+            );
+            batch
+                .write(&mut conn, WriteMode::Upsert)
+                .await
+                .expect("upsert");
+        }
     }
     let client = pg(&url).await;
     // on_conflict: ignore → first write wins; the keyword column is stored as "match".

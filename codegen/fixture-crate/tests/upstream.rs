@@ -5,6 +5,7 @@
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use nomnom_codegen_fixtures::upstream::{ParsedMessage, RootEntity, RowBatch, TABLES};
+use nomnom_runtime::WriteMode;
 use serde_json::json;
 
 #[test]
@@ -74,7 +75,10 @@ async fn reference_rows_are_stored_with_their_surrogate_key_and_upserted_on_unic
         let m = RootEntity::Customer.parse_value(&body).expect("valid");
         let mut batch = RowBatch::default();
         batch.push(&m, sequence);
-        batch.write(&mut conn).await.expect("write");
+        batch
+            .write(&mut conn, WriteMode::Upsert)
+            .await
+            .expect("write");
     }
     let client = pg(&url).await;
     let stored: Vec<String> = client

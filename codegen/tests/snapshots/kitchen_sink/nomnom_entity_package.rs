@@ -78,6 +78,15 @@ impl Package {
         })
     }
 }
+/// The multi-row insert statement of this table (no `ON CONFLICT`).
+pub const INSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
+    "handled_at", "dims", "_nomnom_seq")
+SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at",
+    "dims"::numeric, "_nomnom_seq"
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::time[], $7::time[],
+    $8::text[], $9::bigint[])
+  AS u("shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
+    "_nomnom_seq")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
     "handled_at", "dims", "_nomnom_seq")
@@ -96,11 +105,13 @@ ON CONFLICT ("shipment_code", "label") DO UPDATE SET
   "dims" = EXCLUDED."dims",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq"
 WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
-/// conflict the message order decides (see `on_conflict`). Returns rows affected.
-pub async fn upsert(
+/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+/// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
+/// (see `on_conflict`). Returns rows affected.
+pub async fn write_rows(
     conn: &mut ::diesel_async::AsyncPgConnection,
     rows: ::std::vec::Vec<(&Package, i64)>,
+    mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
     let rows = ::nomnom_runtime::dedup_by_sequence(
@@ -108,10 +119,14 @@ pub async fn upsert(
         true,
         |r| (&r.shipment_code, &r.label),
     );
+    let sql = match mode {
+        ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
+        ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
+    };
     let mut written = 0;
     for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
         written
-            += ::diesel::sql_query(UPSERT_SQL)
+            += ::diesel::sql_query(sql)
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
                     _,

@@ -47,22 +47,28 @@ impl PackageItem {
         >(element, path, &["qty"], false, ::std::option::Option::None, errors);
     }
 }
-/// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = r#"INSERT INTO "package_items" AS t ("label", "sku", "qty")
+/// The multi-row insert statement of this table (no `ON CONFLICT`).
+pub const INSERT_SQL: &str = r#"INSERT INTO "package_items" AS t ("label", "sku", "qty")
 SELECT "label", "sku", "qty"
 FROM unnest($1::text[], $2::text[], $3::integer[])
   AS u("label", "sku", "qty")"#;
-/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
-/// conflict the message order decides (see `on_conflict`). Returns rows affected.
-pub async fn upsert(
+/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+/// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
+/// (see `on_conflict`). Returns rows affected.
+pub async fn write_rows(
     conn: &mut ::diesel_async::AsyncPgConnection,
     rows: ::std::vec::Vec<(&PackageItem, i64)>,
+    mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
+    let sql = {
+        let _ = mode;
+        INSERT_SQL
+    };
     let mut written = 0;
     for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
         written
-            += ::diesel::sql_query(UPSERT_SQL)
+            += ::diesel::sql_query(sql)
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,

@@ -394,6 +394,19 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
         },
     ],
 };
+/// The multi-row insert statement of this table (no `ON CONFLICT`).
+pub const INSERT_SQL: &str = r#"INSERT INTO "shipments" AS t ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
+    "tags", "carrier", "fallback_carrier", "pickup_time", "label_png", "signature", "match",
+    "origin_city", "_nomnom_seq")
+SELECT "id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags"::text[], "carrier",
+    "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
+    "_nomnom_seq"
+FROM unnest($1::uuid[], $2::timestamptz[], $3::double precision[], $4::bigint[], $5::boolean[],
+    $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::time[], $11::bytea[], $12::bytea[],
+    $13::text[], $14::text[], $15::bigint[])
+  AS u("id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags", "carrier",
+    "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
+    "_nomnom_seq")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "shipments" AS t ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
     "tags", "carrier", "fallback_carrier", "pickup_time", "label_png", "signature", "match",
@@ -423,18 +436,24 @@ ON CONFLICT ("id_code") DO UPDATE SET
   "origin_city" = EXCLUDED."origin_city",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq"
 WHERE t."_nomnom_seq" > EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
-/// conflict the message order decides (see `on_conflict`). Returns rows affected.
-pub async fn upsert(
+/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+/// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
+/// (see `on_conflict`). Returns rows affected.
+pub async fn write_rows(
     conn: &mut ::diesel_async::AsyncPgConnection,
     rows: ::std::vec::Vec<(&Shipment, i64)>,
+    mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
     let rows = ::nomnom_runtime::dedup_by_sequence(rows, false, |r| (&r.id_code,));
+    let sql = match mode {
+        ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
+        ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
+    };
     let mut written = 0;
     for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
         written
-            += ::diesel::sql_query(UPSERT_SQL)
+            += ::diesel::sql_query(sql)
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
                     _,

@@ -421,18 +421,21 @@ impl<'a> RowBatch<'a> {
             }
         }
     }
-    /// Writes all rows (parents first) and returns rows written per table.
-    /// Rows with the same unique key are merged first (last wins).
+    /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
+    /// returns rows written per table. Rows with the same unique key are merged first
+    /// (last wins).
     pub async fn write(
-        self,
+        &self,
         conn: &mut ::diesel_async::AsyncPgConnection,
+        mode: ::nomnom_runtime::WriteMode,
     ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
         ::std::result::Result::Ok(
             ::nomnom_runtime::RowCounts(
                 ::std::vec![
-                    ("shipments", self::shipment::upsert(conn, self.shipment). await ?),
-                    ("packages", self::package::upsert(conn, self.package). await ?),
-                    ("package_items", self::package_item::upsert(conn, self.package_item)
+                    ("shipments", self::shipment::write_rows(conn, self.shipment.clone(),
+                    mode). await ?), ("packages", self::package::write_rows(conn, self
+                    .package.clone(), mode). await ?), ("package_items",
+                    self::package_item::write_rows(conn, self.package_item.clone(), mode)
                     . await ?)
                 ],
             ),

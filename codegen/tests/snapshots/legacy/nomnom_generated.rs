@@ -217,15 +217,20 @@ impl<'a> RowBatch<'a> {
             ParsedMessage::Heartbeat(_) => {}
         }
     }
-    /// Writes all rows (parents first) and returns rows written per table.
-    /// Rows with the same unique key are merged first (last wins).
+    /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
+    /// returns rows written per table. Rows with the same unique key are merged first
+    /// (last wins).
     pub async fn write(
-        self,
+        &self,
         conn: &mut ::diesel_async::AsyncPgConnection,
+        mode: ::nomnom_runtime::WriteMode,
     ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
         ::std::result::Result::Ok(
             ::nomnom_runtime::RowCounts(
-                ::std::vec![("events", self::event::upsert(conn, self.event). await ?)],
+                ::std::vec![
+                    ("events", self::event::write_rows(conn, self.event.clone(), mode).
+                    await ?)
+                ],
             ),
         )
     }

@@ -233,6 +233,19 @@ impl OrderLineItem {
         );
     }
 }
+/// The multi-row insert statement of this table (no `ON CONFLICT`).
+pub const INSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
+    "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
+    "commit_date", "receipt_date", "ship_mode", "_nomnom_seq")
+SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity"::numeric,
+    "extended_price"::numeric, "discount"::numeric, "tax"::numeric, "return_flag", "line_status",
+    "ship_date", "commit_date", "receipt_date", "ship_mode", "_nomnom_seq"
+FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[], $14::text[],
+    $15::bigint[])
+  AS u("order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
+    "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
+    "ship_mode", "_nomnom_seq")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
     "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
@@ -261,11 +274,13 @@ ON CONFLICT ("order_key", "line_number") DO UPDATE SET
   "ship_mode" = EXCLUDED."ship_mode",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq"
 WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
-/// conflict the message order decides (see `on_conflict`). Returns rows affected.
-pub async fn upsert(
+/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+/// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
+/// (see `on_conflict`). Returns rows affected.
+pub async fn write_rows(
     conn: &mut ::diesel_async::AsyncPgConnection,
     rows: ::std::vec::Vec<(&OrderLineItem, i64)>,
+    mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
     let rows = ::nomnom_runtime::dedup_by_sequence(
@@ -273,10 +288,14 @@ pub async fn upsert(
         true,
         |r| (&r.order_key, &r.line_number),
     );
+    let sql = match mode {
+        ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
+        ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
+    };
     let mut written = 0;
     for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
         written
-            += ::diesel::sql_query(UPSERT_SQL)
+            += ::diesel::sql_query(sql)
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,

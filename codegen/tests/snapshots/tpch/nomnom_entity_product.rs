@@ -281,6 +281,15 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
         },
     ],
 };
+/// The multi-row insert statement of this table (no `ON CONFLICT`).
+pub const INSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
+    "container", "retail_price", "comment", "_nomnom_seq")
+SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container",
+    "retail_price"::numeric, "comment", "_nomnom_seq"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
+    $8::text[], $9::text[], $10::bigint[])
+  AS u("part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
+    "comment", "_nomnom_seq")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
     "container", "retail_price", "comment", "_nomnom_seq")
@@ -301,18 +310,24 @@ ON CONFLICT ("part_key") DO UPDATE SET
   "comment" = EXCLUDED."comment",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq"
 WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
-/// conflict the message order decides (see `on_conflict`). Returns rows affected.
-pub async fn upsert(
+/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+/// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
+/// (see `on_conflict`). Returns rows affected.
+pub async fn write_rows(
     conn: &mut ::diesel_async::AsyncPgConnection,
     rows: ::std::vec::Vec<(&Product, i64)>,
+    mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
     let rows = ::nomnom_runtime::dedup_by_sequence(rows, true, |r| (&r.part_key,));
+    let sql = match mode {
+        ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
+        ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
+    };
     let mut written = 0;
     for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
         written
-            += ::diesel::sql_query(UPSERT_SQL)
+            += ::diesel::sql_query(sql)
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,

@@ -164,6 +164,12 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
         },
     ],
 };
+/// The multi-row insert statement of this table (no `ON CONFLICT`).
+pub const INSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "nation_key", "account_balance", "comment",
+    "_nomnom_seq")
+SELECT "customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::double precision[], $5::text[], $6::bigint[])
+  AS u("customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "nation_key", "account_balance", "comment",
     "_nomnom_seq")
@@ -177,18 +183,24 @@ ON CONFLICT ("customer_key") DO UPDATE SET
   "comment" = EXCLUDED."comment",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq"
 WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row upserts; on a unique-key
-/// conflict the message order decides (see `on_conflict`). Returns rows affected.
-pub async fn upsert(
+/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+/// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
+/// (see `on_conflict`). Returns rows affected.
+pub async fn write_rows(
     conn: &mut ::diesel_async::AsyncPgConnection,
     rows: ::std::vec::Vec<(&Customer, i64)>,
+    mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
     let rows = ::nomnom_runtime::dedup_by_sequence(rows, true, |r| (&r.customer_key,));
+    let sql = match mode {
+        ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
+        ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
+    };
     let mut written = 0;
     for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
         written
-            += ::diesel::sql_query(UPSERT_SQL)
+            += ::diesel::sql_query(sql)
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,

@@ -286,17 +286,20 @@ impl<'a> RowBatch<'a> {
             }
         }
     }
-    /// Writes all rows (parents first) and returns rows written per table.
-    /// Rows with the same unique key are merged first (last wins).
+    /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
+    /// returns rows written per table. Rows with the same unique key are merged first
+    /// (last wins).
     pub async fn write(
-        self,
+        &self,
         conn: &mut ::diesel_async::AsyncPgConnection,
+        mode: ::nomnom_runtime::WriteMode,
     ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
         ::std::result::Result::Ok(
             ::nomnom_runtime::RowCounts(
                 ::std::vec![
-                    ("customers", self::customer::upsert(conn, self.customer). await ?),
-                    ("products", self::product::upsert(conn, self.product). await ?)
+                    ("customers", self::customer::write_rows(conn, self.customer.clone(),
+                    mode). await ?), ("products", self::product::write_rows(conn, self
+                    .product.clone(), mode). await ?)
                 ],
             ),
         )
