@@ -56,9 +56,22 @@ pub struct JsonDoc<'a> {
 
 impl<'a> JsonDoc<'a> {
     /// Parses JSON bytes (one value, optional surrounding whitespace).
+    ///
+    /// A [`Scanner`] of its own reads well-formed documents in one pass; whatever it does not
+    /// accept (a syntax error, a repeated name, deep nesting, invalid UTF-8) is read again by
+    /// serde_json, whose verdict and error position are the answer. The two build the same
+    /// nodes wherever the scanner succeeds (tested on every kind of value and on mutated
+    /// documents).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
-        // A rough guess that avoids most regrowth: a node per 12 bytes of typical messages.
-        let mut nodes = Vec::with_capacity(bytes.len() / 12 + 4);
+        match Scanner::document(bytes) {
+            Some(doc) => Ok(doc),
+            None => Self::parse_with_serde_json(bytes),
+        }
+    }
+
+    /// The reference parse: serde_json's deserializer, recorded by a visitor.
+    fn parse_with_serde_json(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        let mut nodes = Vec::with_capacity(node_capacity(bytes));
         let mut de = serde_json::Deserializer::from_slice(bytes);
         Tape(&mut nodes)
             .deserialize(&mut de)
@@ -85,6 +98,323 @@ impl<'a> JsonDoc<'a> {
             hint: &self.hint,
             at: 0,
         }
+    }
+}
+
+/// A rough guess that avoids most regrowth: a node per 12 bytes of typical messages.
+fn node_capacity(bytes: &[u8]) -> usize {
+    bytes.len() / 12 + 4
+}
+
+/// Nesting the scanner reads itself; deeper documents go to serde_json, which refuses the
+/// 128th level.
+const SCANNER_MAX_DEPTH: u32 = 100;
+
+/// One pass over a well-formed JSON document, building the nodes serde_json's visit would.
+/// It never reports an error: it gives up (`None`) and [`JsonDoc::parse`] asks serde_json.
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    text: &'a str,
+    pos: usize,
+    depth: u32,
+    nodes: Vec<Node<'a>>,
+}
+
+impl<'a> Scanner<'a> {
+    /// The document, if it is well-formed JSON this scanner reads.
+    fn document(bytes: &'a [u8]) -> Option<JsonDoc<'a>> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut scanner = Scanner {
+            bytes,
+            text,
+            pos: 0,
+            depth: 0,
+            nodes: Vec::with_capacity(node_capacity(bytes)),
+        };
+        scanner.skip_whitespace();
+        scanner.value()?;
+        scanner.skip_whitespace();
+        (scanner.pos == bytes.len()).then(|| JsonDoc::new(scanner.nodes))
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => {
+                let s = self.string()?;
+                self.nodes.push(Node::Str(s));
+                Some(())
+            }
+            b'n' => self.literal(b"null", Node::Null),
+            b't' => self.literal(b"true", Node::Bool(true)),
+            b'f' => self.literal(b"false", Node::Bool(false)),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], node: Node<'a>) -> Option<()> {
+        self.bytes[self.pos..].starts_with(word).then(|| {
+            self.pos += word.len();
+            self.nodes.push(node);
+        })
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    /// A number as serde_json's `arbitrary_precision` reads it: `u64`, then (negative, not
+    /// `-0`) `i64`, else its text with the exponent written `e`, signed (`1E5` → `1e+5`).
+    fn number(&mut self) -> Option<()> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        self.pos += usize::from(negative);
+        match self.peek()? {
+            b'0' => self.pos += 1,
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        let mantissa_end = self.pos;
+        let mut exponent = None;
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            let sign = match self.peek() {
+                Some(c @ (b'+' | b'-')) => {
+                    self.pos += 1;
+                    c
+                }
+                _ => b'+',
+            };
+            let digits_start = self.pos;
+            if self.digits() == 0 {
+                return None;
+            }
+            exponent = Some((sign, &self.text[digits_start..self.pos]));
+        }
+        let text = &self.text[start..mantissa_end];
+        let node = match exponent {
+            Some((sign, digits)) => {
+                let mut t = String::with_capacity(text.len() + 2 + digits.len());
+                t.push_str(text);
+                t.push('e');
+                t.push(char::from(sign));
+                t.push_str(digits);
+                Node::Number(t.into_boxed_str())
+            }
+            None if !negative => match text.parse::<u64>() {
+                Ok(u) => Node::PosInt(u),
+                Err(_) => Node::Number(text.into()),
+            },
+            None => match text.parse::<i64>() {
+                Ok(i) if text != "-0" => Node::NegInt(i),
+                _ => Node::Number(text.into()),
+            },
+        };
+        self.nodes.push(node);
+        Some(())
+    }
+
+    /// A string at `"`: borrowed when it has no escapes.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let start = self.pos + 1;
+        let mut i = start;
+        loop {
+            match *self.bytes.get(i)? {
+                b'"' => {
+                    self.pos = i + 1;
+                    return Some(Cow::Borrowed(&self.text[start..i]));
+                }
+                b'\\' => break,
+                0..=0x1f => return None,
+                _ => i += 1,
+            }
+        }
+        let mut out = String::with_capacity(i - start + 8);
+        out.push_str(&self.text[start..i]);
+        loop {
+            match *self.bytes.get(i)? {
+                b'"' => {
+                    self.pos = i + 1;
+                    return Some(Cow::Owned(out));
+                }
+                b'\\' => {
+                    let escape = *self.bytes.get(i + 1)?;
+                    i += 2;
+                    out.push(match escape {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let (c, used) = self.unicode_escape(i)?;
+                            i += used;
+                            c
+                        }
+                        _ => return None,
+                    });
+                }
+                0..=0x1f => return None,
+                _ => {
+                    let run = i;
+                    while let Some(&b) = self.bytes.get(i) {
+                        if b == b'"' || b == b'\\' || b < 0x20 {
+                            break;
+                        }
+                        i += 1;
+                    }
+                    out.push_str(&self.text[run..i]);
+                }
+            }
+        }
+    }
+
+    /// The character of `\uXXXX` (its hex digits start at `at`), joining a surrogate pair;
+    /// with the number of bytes read. A lone surrogate is left to serde_json (an error).
+    fn unicode_escape(&self, at: usize) -> Option<(char, usize)> {
+        let hex = |at: usize| -> Option<u32> {
+            let digits = self.bytes.get(at..at + 4)?;
+            digits
+                .iter()
+                .try_fold(0u32, |n, &d| Some(n * 16 + char::from(d).to_digit(16)?))
+        };
+        let first = hex(at)?;
+        match first {
+            0xD800..=0xDBFF => {
+                if self.bytes.get(at + 4..at + 6)? != b"\\u" {
+                    return None;
+                }
+                let second = hex(at + 6)?;
+                if !(0xDC00..=0xDFFF).contains(&second) {
+                    return None;
+                }
+                let c = 0x1_0000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                Some((char::from_u32(c)?, 10))
+            }
+            0xDC00..=0xDFFF => None,
+            _ => Some((char::from_u32(first)?, 4)),
+        }
+    }
+
+    fn enter(&mut self) -> Option<()> {
+        self.depth += 1;
+        (self.depth <= SCANNER_MAX_DEPTH).then(|| self.pos += 1)
+    }
+
+    fn array(&mut self) -> Option<()> {
+        self.enter()?;
+        let at = self.nodes.len();
+        self.nodes.push(Node::Null);
+        let mut len = 0usize;
+        self.skip_whitespace();
+        if self.peek()? == b']' {
+            self.pos += 1;
+        } else {
+            loop {
+                self.value()?;
+                len += 1;
+                self.skip_whitespace();
+                match self.peek()? {
+                    b',' => {
+                        self.pos += 1;
+                        self.skip_whitespace();
+                    }
+                    b']' => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.nodes[at] = Node::Array {
+            len: count(len),
+            end: count(self.nodes.len()),
+        };
+        self.depth -= 1;
+        Some(())
+    }
+
+    fn object(&mut self) -> Option<()> {
+        self.enter()?;
+        let at = self.nodes.len();
+        self.nodes.push(Node::Null);
+        let mut len = 0usize;
+        let mut names = MemberNames::default();
+        self.skip_whitespace();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+        } else {
+            loop {
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                let key = self.string()?;
+                // serde_json reads this name as a number in disguise; leave it to serde_json.
+                if key == NUMBER_TOKEN {
+                    return None;
+                }
+                if len == 0 {
+                    names.first(&key);
+                } else if names.repeated(&self.nodes, at, &key) {
+                    return None;
+                }
+                self.nodes.push(Node::Key(key));
+                self.skip_whitespace();
+                if self.peek()? != b':' {
+                    return None;
+                }
+                self.pos += 1;
+                self.skip_whitespace();
+                self.value()?;
+                len += 1;
+                self.skip_whitespace();
+                match self.peek()? {
+                    b',' => {
+                        self.pos += 1;
+                        self.skip_whitespace();
+                    }
+                    b'}' => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.nodes[at] = Node::Object {
+            len: count(len),
+            end: count(self.nodes.len()),
+        };
+        self.depth -= 1;
+        Some(())
     }
 }
 
@@ -784,6 +1114,146 @@ mod tests {
             }
         }
         assert_eq!(roundtrip(r#"{"k":[{"k":1}]}"#)["k"][0]["k"], json!(1));
+    }
+
+    /// The scanner either gives up or builds exactly serde_json's document; `fast` says it
+    /// must not give up.
+    fn scanner_agrees(bytes: &[u8], fast: bool) -> bool {
+        let reference = JsonDoc::parse_with_serde_json(bytes);
+        match Scanner::document(bytes) {
+            Some(doc) => {
+                assert_eq!(
+                    Ok(&doc),
+                    reference.as_ref(),
+                    "{}",
+                    String::from_utf8_lossy(bytes)
+                );
+                true
+            }
+            None => {
+                assert!(
+                    !fast,
+                    "scanner gave up on {}",
+                    String::from_utf8_lossy(bytes)
+                );
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn the_scanner_builds_serde_json_documents() {
+        for text in [
+            "null",
+            "true",
+            "false",
+            " \t\r\n[ ] ",
+            "{}",
+            "0",
+            "-0",
+            "-0.0",
+            "1.5",
+            "1E5",
+            "1e-5",
+            "-2.5E+10",
+            "0e0",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "123456789012345678901234567890.123456789",
+            r#""plain""#,
+            r#""esc \" \\ \/ \b \f \n \r \t end""#,
+            r#""\u00e9\u0000\uFFFF\ud83d\ude00 mixed \u20AC""#,
+            "\"caf\u{e9} \u{1f600}\"",
+            r#"{"a":1,"b":[1,-2,3.50,{"c":"d\n\u00e9"}],"e":{},"f":[],"g":null}"#,
+            r#"{ "k" : [ 1 , { "x" : "y" } ] , "\u006b2" : true }"#,
+            r#"{"order_key":"W1-0000000001","line_items":[{"line_number":1,"quantity":41.0}]}"#,
+        ] {
+            scanner_agrees(text.as_bytes(), true);
+        }
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        scanner_agrees(deep.as_bytes(), true);
+        // Given up on, so serde_json decides: errors, repeats, its number token, deep nesting.
+        for text in [
+            "",
+            " ",
+            "{",
+            "[1,]",
+            "{\"a\" 1}",
+            "{\"a\":1,}",
+            "01",
+            "-01",
+            "1.",
+            "1.e5",
+            "1e",
+            "-",
+            "+1",
+            ".5",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"\\ud800\"",
+            "\"\\ud800\\u0041\"",
+            "\"\\udc00\"",
+            "\"tab\there\"",
+            "[1] x",
+            "nul",
+            "nulls",
+            "[true false]",
+            "{1:2}",
+            "\u{feff}{}",
+            r#"{"a":1,"a":2}"#,
+            r#"{"$serde_json::private::Number":"12"}"#,
+        ] {
+            assert!(!scanner_agrees(text.as_bytes(), false), "{text}");
+        }
+        assert!(!scanner_agrees(b"\"\xff\"", false));
+        let deeper = "[".repeat(101) + &"]".repeat(101);
+        assert!(!scanner_agrees(deeper.as_bytes(), false));
+    }
+
+    #[test]
+    fn the_scanner_agrees_with_serde_json_on_mutated_documents() {
+        let base = br#"{"order_key":"W1-0000000001","customer_key":"C-000010485","total_price":398465.75,"order_date":"1994-12-12","ship_priority":0,"comment":"caf\u00e9 \"q\" \ud83d\ude00","line_items":[{"line_number":1,"quantity":41.0,"discount":-0.06,"tax":2E-2,"big":18446744073709551616,"neg":-9223372036854775808,"commit_date":null,"ok":true},{"line_number":2,"nested":[[],{},[{"a":[1,2,{"b":false}]}]]}]}"#;
+        let interesting = b"\"\\{}[],:0123456789-+.eE ntfu\x01\x7f\xc3\xa9";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut accepted, mut refused, mut scanned) = (0, 0, 0);
+        for _ in 0..20_000 {
+            let mut doc = base.to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(doc.len());
+                match next(4) {
+                    0 => doc[at] = interesting[next(interesting.len())],
+                    1 => {
+                        doc.remove(at);
+                    }
+                    2 => doc.insert(at, interesting[next(interesting.len())]),
+                    _ => {
+                        let end = (at + next(12)).min(doc.len());
+                        let piece = doc[at..end].to_vec();
+                        doc.splice(at..at, piece);
+                    }
+                }
+            }
+            if JsonDoc::parse_with_serde_json(&doc).is_ok() {
+                accepted += 1;
+                // Valid mutants are read by the scanner unless they hit a case it leaves.
+                scanned += usize::from(scanner_agrees(&doc, false));
+            } else {
+                refused += 1;
+                assert!(!scanner_agrees(&doc, false));
+            }
+        }
+        assert!(accepted > 1_000 && refused > 1_000, "{accepted} {refused}");
+        // It leaves only repeated names and deep nesting: nearly every valid mutant is its own.
+        assert!(scanned * 100 >= accepted * 95, "{scanned} of {accepted}");
     }
 
     #[test]
