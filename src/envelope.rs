@@ -1,15 +1,20 @@
-//! `MessageEnvelope`: what the api publishes to JetStream and the worker consumes. The envelope
-//! (message id, entity, arrival time) travels in NATS headers and the payload is the body
-//! exactly as the client sent it, so neither side encodes or scans JSON for the envelope.
+//! `MessageEnvelope`: what the api publishes to JetStream and the worker consumes. The payload
+//! is the body exactly as the client sent it, so neither side encodes or scans JSON for the
+//! envelope. The rest travels as cheaply as it can: a message with a fresh time-ordered id
+//! (the api's default) needs nothing beyond its subject, `<stream>.<entity>.<message id>`, whose
+//! id carries the arrival time to the millisecond; any other message (ids derived from an
+//! `Idempotency-Key` or a file line, replays) carries the envelope in NATS headers.
 
 use async_nats::HeaderMap;
 use async_nats::header::HeaderName;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
+
+use crate::generated::RootEntity;
 
 /// Header carrying the message id.
 pub const MESSAGE_ID_HEADER: HeaderName = HeaderName::from_static("Nomnom-Message-Id");
@@ -48,24 +53,48 @@ struct JsonEnvelope<'a> {
     body: &'a RawValue,
 }
 
+/// The time a time-ordered (v7) id was made, to the millisecond (its first 48 bits).
+pub fn id_time(id: &Uuid) -> Option<DateTime<Utc>> {
+    if id.get_version() != Some(uuid::Version::SortRand) {
+        return None;
+    }
+    let b = id.as_bytes();
+    let millis = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
+    DateTime::from_timestamp_millis(i64::try_from(millis).ok()?)
+}
+
 impl MessageEnvelope {
-    /// An envelope around `body`, accepted now.
+    /// An envelope around `body`: accepted when a time-ordered `message_id` was made (its
+    /// time), else now (to the microsecond: what the header and PostgreSQL keep).
     pub fn new(message_id: Uuid, entity: &str, body: impl Into<Bytes>) -> Self {
         Self {
             message_id,
             entity: entity.to_string(),
-            received_at: Utc::now(),
+            received_at: id_time(&message_id).unwrap_or_else(|| Utc::now().trunc_subsecs(6)),
             body: body.into(),
         }
     }
 
-    /// The JetStream publish of this message: envelope headers, the body as payload, and a
-    /// `Nats-Msg-Id` when `dedup` (ids derived from an `Idempotency-Key`; a fresh random id
-    /// cannot be a retry, and the dedup table costs the server time per message).
+    /// Whether the publish needs envelope headers: with `dedup` (for `Nats-Msg-Id`), or when
+    /// the subject alone does not carry the envelope (an id that is not time-ordered, or not
+    /// made when the message arrived).
+    pub fn needs_headers(&self, dedup: bool) -> bool {
+        dedup || id_time(&self.message_id) != Some(self.received_at)
+    }
+
+    /// The JetStream publish of this message, to be sent to its [`message_subject`]: the body
+    /// as payload, with the envelope in headers unless the subject carries it, and a
+    /// `Nats-Msg-Id` when `dedup` (ids derived from an `Idempotency-Key`; a fresh id cannot be
+    /// a retry, and the dedup table costs the server time per message).
+    ///
+    /// [`message_subject`]: crate::nats::message_subject
     pub fn to_publish(&self, dedup: bool) -> PublishMessage {
-        PublishMessage::build()
-            .headers(self.headers(dedup))
-            .payload(self.body.clone())
+        let publish = PublishMessage::build().payload(self.body.clone());
+        if self.needs_headers(dedup) {
+            publish.headers(self.headers(dedup))
+        } else {
+            publish
+        }
     }
 
     /// The envelope headers (and `Nats-Msg-Id` when `dedup`).
@@ -86,11 +115,15 @@ impl MessageEnvelope {
         headers
     }
 
-    /// Reads a message from the stream: the envelope headers, or the JSON envelope of an
-    /// older api when the headers are absent.
-    pub fn decode(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Self, EnvelopeError> {
+    /// Reads a message from the stream: the envelope headers; without them, the subject (a
+    /// time-ordered id), or the JSON envelope of an older api.
+    pub fn decode(
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: &Bytes,
+    ) -> Result<Self, EnvelopeError> {
         let Some(headers) = headers.filter(|h| h.get(MESSAGE_ID_HEADER).is_some()) else {
-            return Self::decode_json(payload);
+            return Self::decode_headerless(subject, payload);
         };
         let header = |name: HeaderName| {
             headers
@@ -109,6 +142,34 @@ impl MessageEnvelope {
         Ok(Self {
             message_id,
             entity,
+            received_at,
+            body: payload.clone(),
+        })
+    }
+
+    /// A message without envelope headers: its subject names the entity and a time-ordered
+    /// id; an older api's JSON envelope names the same id first thing.
+    fn decode_headerless(subject: &str, payload: &Bytes) -> Result<Self, EnvelopeError> {
+        let mut tokens = subject.rsplitn(3, '.');
+        let (id, snake) = (tokens.next(), tokens.next());
+        let from_subject = id
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .and_then(|id| Some((id, id_time(&id)?)));
+        let Some((message_id, received_at)) = from_subject else {
+            return Self::decode_json(payload);
+        };
+        let json_prefix = format!("{{\"message_id\":\"{message_id}\"");
+        if payload.starts_with(json_prefix.as_bytes()) {
+            return Self::decode_json(payload);
+        }
+        let snake = snake.unwrap_or("");
+        let entity = RootEntity::ALL
+            .iter()
+            .find(|e| e.snake_name() == snake)
+            .map_or(snake, |e| e.name());
+        Ok(Self {
+            message_id,
+            entity: entity.to_string(),
             received_at,
             body: payload.clone(),
         })
@@ -136,6 +197,12 @@ impl MessageEnvelope {
 mod tests {
     use super::*;
 
+    const SUBJECT_STREAM: &str = "NOMNOM";
+
+    fn subject(id: &Uuid) -> String {
+        crate::nats::message_subject(SUBJECT_STREAM, "order", id)
+    }
+
     #[test]
     fn headers_carry_the_envelope_and_the_body_is_untouched() {
         let envelope = MessageEnvelope {
@@ -146,10 +213,15 @@ mod tests {
                 .with_timezone(&Utc),
             body: Bytes::from_static(b"{ \"a\": 1.000000000000000000001 }\n"),
         };
+        let subject = subject(&envelope.message_id);
         for dedup in [false, true] {
+            assert!(
+                envelope.needs_headers(dedup),
+                "the id's time is not the arrival"
+            );
             let headers = envelope.headers(dedup);
-            let decoded = MessageEnvelope::decode(Some(&headers), &envelope.body).unwrap();
-            assert_eq!(decoded, envelope);
+            let decoded = MessageEnvelope::decode(&subject, Some(&headers), &envelope.body);
+            assert_eq!(decoded.unwrap(), envelope);
             let msg_id = headers.get(async_nats::header::NATS_MESSAGE_ID);
             assert_eq!(msg_id.is_some(), dedup);
         }
@@ -160,7 +232,7 @@ mod tests {
         );
         headers.insert(RECEIVED_AT_HEADER, "yesterday");
         assert!(
-            MessageEnvelope::decode(Some(&headers), &envelope.body)
+            MessageEnvelope::decode(&subject, Some(&headers), &envelope.body)
                 .unwrap_err()
                 .to_string()
                 .contains("received-at")
@@ -168,14 +240,34 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_time_ordered_id_travels_in_the_subject_alone() {
+        let before = Utc::now().timestamp_millis();
+        let body = Bytes::from_static(br#"{"message_id":"not the envelope","a":1}"#);
+        let envelope = MessageEnvelope::new(Uuid::now_v7(), "Order", body.clone());
+        let at = envelope.received_at.timestamp_millis();
+        assert!(at >= before && at <= Utc::now().timestamp_millis(), "{at}");
+        assert!(!envelope.needs_headers(false));
+        assert!(envelope.needs_headers(true), "Nats-Msg-Id is a header");
+        let decoded = MessageEnvelope::decode(&subject(&envelope.message_id), None, &body);
+        assert_eq!(decoded.unwrap(), envelope);
+        // Ids that carry no time are stamped now and need their headers.
+        let derived = MessageEnvelope::new(Uuid::new_v5(&Uuid::NAMESPACE_OID, b"k"), "Order", body);
+        assert!(derived.needs_headers(false));
+    }
+
+    #[test]
     fn json_envelopes_of_an_older_api_still_decode() {
-        let id = Uuid::new_v4();
-        let old = format!(
-            r#"{{"message_id":"{id}","entity":"Order","received_at":"2024-01-01T00:00:00Z","body":{{ "a": 1.000000000000000000001 }}}}"#
-        );
-        let e = MessageEnvelope::decode(None, &Bytes::from(old)).unwrap();
-        assert_eq!((e.message_id, e.entity.as_str()), (id, "Order"));
-        assert_eq!(&e.body[..], b"{ \"a\": 1.000000000000000000001 }");
-        assert!(MessageEnvelope::decode(None, &Bytes::from_static(b"{\"a\":1}")).is_err());
+        for id in [Uuid::new_v4(), Uuid::now_v7()] {
+            let old = format!(
+                r#"{{"message_id":"{id}","entity":"Order","received_at":"2024-01-01T00:00:00Z","body":{{ "a": 1.000000000000000000001 }}}}"#
+            );
+            let e = MessageEnvelope::decode(&subject(&id), None, &Bytes::from(old)).unwrap();
+            assert_eq!((e.message_id, e.entity.as_str()), (id, "Order"));
+            assert_eq!(e.received_at.to_rfc3339(), "2024-01-01T00:00:00+00:00");
+            assert_eq!(&e.body[..], b"{ \"a\": 1.000000000000000000001 }");
+        }
+        let plain = Bytes::from_static(b"{\"a\":1}");
+        assert!(MessageEnvelope::decode("NOMNOM.order.x", None, &plain).is_err());
+        assert!(MessageEnvelope::decode(&subject(&Uuid::new_v4()), None, &plain).is_err());
     }
 }

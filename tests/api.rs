@@ -116,15 +116,26 @@ async fn accepted_message_is_in_the_stream_byte_for_byte() {
         stored.subject.as_str(),
         format!("{}.order.{id}", api.stream)
     );
-    // Without an Idempotency-Key the id is fresh, so JetStream is not asked to dedup on it.
-    assert_eq!(stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()), None);
-    // The envelope is in the headers; the payload is the body exactly as sent.
-    let envelope =
-        nomnom::envelope::MessageEnvelope::decode(Some(&stored.headers), &stored.payload)
-            .expect("envelope");
+    // Without an Idempotency-Key the id is fresh and time-ordered: no dedup, and no headers at
+    // all (the subject carries the entity and the id, the id the arrival time).
+    assert!(stored.headers.is_empty(), "{:?}", stored.headers);
+    // The payload is the body exactly as sent.
+    let envelope = nomnom::envelope::MessageEnvelope::decode(
+        &stored.subject,
+        Some(&stored.headers),
+        &stored.payload,
+    )
+    .expect("envelope");
     assert_eq!(envelope.message_id.to_string(), id);
     assert_eq!(envelope.entity, "Order");
     assert_eq!(&envelope.body[..], body.as_bytes());
+    // The arrival time the client was given is the one the worker reads.
+    let answered: chrono::DateTime<chrono::Utc> = answer["timestamp"]
+        .as_str()
+        .expect("timestamp")
+        .parse()
+        .expect("RFC 3339");
+    assert_eq!(envelope.received_at, answered);
     api.cleanup().await;
 }
 
@@ -317,6 +328,37 @@ async fn idempotency_key_gives_one_message_and_the_same_id() {
     assert_eq!(first["message_id"], second["message_id"]);
     assert_eq!(second["duplicate"], true);
     assert_eq!(api.stream_messages().await, 1);
+    // A key-derived id carries no time: the envelope travels in headers, with the dedup id.
+    let stream = api
+        .state
+        .jetstream
+        .get_stream(&api.stream)
+        .await
+        .expect("stream");
+    let stored = stream.get_raw_message(1).await.expect("the message");
+    let id = first["message_id"].as_str().expect("id");
+    assert_eq!(
+        stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some(id)
+    );
+    let envelope = nomnom::envelope::MessageEnvelope::decode(
+        &stored.subject,
+        Some(&stored.headers),
+        &stored.payload,
+    )
+    .expect("envelope");
+    let answered: chrono::DateTime<chrono::Utc> = first["timestamp"]
+        .as_str()
+        .expect("timestamp")
+        .parse()
+        .expect("RFC 3339");
+    assert_eq!(
+        (
+            envelope.message_id.to_string().as_str(),
+            envelope.received_at
+        ),
+        (id, answered)
+    );
     api.cleanup().await;
 }
 
@@ -415,8 +457,12 @@ async fn a_json_array_batch_is_checked_element_by_element_and_published_as_sent(
         .await
         .expect("stream");
     let first = stream.get_raw_message(1).await.expect("first");
-    let envelope = nomnom::envelope::MessageEnvelope::decode(Some(&first.headers), &first.payload)
-        .expect("envelope");
+    let envelope = nomnom::envelope::MessageEnvelope::decode(
+        &first.subject,
+        Some(&first.headers),
+        &first.payload,
+    )
+    .expect("envelope");
     assert_eq!(&envelope.body[..], good.as_bytes());
     assert_eq!(envelope.entity, "Customer");
     assert_eq!(
@@ -541,8 +587,12 @@ async fn csv_rows_convert_by_the_entity_spec_and_errors_name_line_and_column() {
         .await
         .expect("stream");
     let first = stream.get_raw_message(1).await.expect("first");
-    let envelope = nomnom::envelope::MessageEnvelope::decode(Some(&first.headers), &first.payload)
-        .expect("envelope");
+    let envelope = nomnom::envelope::MessageEnvelope::decode(
+        &first.subject,
+        Some(&first.headers),
+        &first.payload,
+    )
+    .expect("envelope");
     let published: Value = serde_json::from_slice(&envelope.body).expect("JSON");
     assert_eq!(
         published,

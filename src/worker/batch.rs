@@ -93,26 +93,28 @@ fn decode(
     message: &jetstream::Message,
     delivered: i64,
 ) -> Result<Parsed, (DeadLetter, DeadLetterCause)> {
-    let envelope = match MessageEnvelope::decode(message.headers.as_ref(), &message.payload) {
-        Ok(e) => e,
-        Err(e) => {
-            // Keep a stable id across redeliveries of the same stream message.
-            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-            let id = Uuid::new_v5(
-                &Uuid::NAMESPACE_OID,
-                format!("{}:{seq}", message.subject).as_bytes(),
-            );
-            let dl = DeadLetter {
-                message_id: id,
-                entity: crate::nats::entity_of_subject(&message.subject).to_string(),
-                body: String::from_utf8_lossy(&message.payload).into_owned(),
-                reason: e.to_string(),
-                attempts: attempts(delivered),
-                received_at: chrono::Utc::now(),
-            };
-            return Err((dl, DeadLetterCause::Undecodable));
-        }
-    };
+    let envelope =
+        match MessageEnvelope::decode(&message.subject, message.headers.as_ref(), &message.payload)
+        {
+            Ok(e) => e,
+            Err(e) => {
+                // Keep a stable id across redeliveries of the same stream message.
+                let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+                let id = Uuid::new_v5(
+                    &Uuid::NAMESPACE_OID,
+                    format!("{}:{seq}", message.subject).as_bytes(),
+                );
+                let dl = DeadLetter {
+                    message_id: id,
+                    entity: crate::nats::entity_of_subject(&message.subject).to_string(),
+                    body: String::from_utf8_lossy(&message.payload).into_owned(),
+                    reason: e.to_string(),
+                    attempts: attempts(delivered),
+                    received_at: chrono::Utc::now(),
+                };
+                return Err((dl, DeadLetterCause::Undecodable));
+            }
+        };
     let dead_letter = |reason: String, cause| {
         let dl = DeadLetter {
             message_id: envelope.message_id,
@@ -532,8 +534,8 @@ async fn body_from_stream<S: Sink>(cx: &BatchContext<S>, sequence: i64) -> Resul
         .direct_get(u64::try_from(sequence).unwrap_or(0))
         .await
         .map_err(|e| format!("cannot read message {sequence} again: {e}"))?;
-    let envelope =
-        MessageEnvelope::decode(Some(&raw.headers), &raw.payload).map_err(|e| e.to_string())?;
+    let envelope = MessageEnvelope::decode(&raw.subject, Some(&raw.headers), &raw.payload)
+        .map_err(|e| e.to_string())?;
     Ok(envelope.body_text())
 }
 
