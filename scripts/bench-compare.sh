@@ -28,10 +28,28 @@ sample_rss() {
     sleep 1
   done
 }
+# JetStream stream names (over the NATS protocol: no client tool needed).
+stream_names() {
+  exec 3<>/dev/tcp/127.0.0.1/4222
+  printf 'CONNECT {"verbose":false}\r\nSUB _INBOX.bench 1\r\nPUB $JS.API.STREAM.NAMES _INBOX.bench 0\r\n\r\n' >&3
+  timeout 5 grep -a -m1 stream_names_response <&3 | grep -o '"streams":\[[^]]*\]' | grep -o '"[^"]*"' | tr -d '"' | grep -v '^streams$' || true
+  exec 3>&-
+}
+delete_stream() {
+  exec 3<>/dev/tcp/127.0.0.1/4222
+  printf 'CONNECT {"verbose":false}\r\nPUB $JS.API.STREAM.DELETE.%s 0\r\n\r\nPING\r\n' "$1" >&3
+  timeout 5 grep -m1 -q PONG <&3 || true
+  exec 3>&-
+}
+BEFORE=$(stream_names)
 sample_rss & SAMPLER=$!
 trap 'kill $SAMPLER 2>/dev/null || true' EXIT
 "$COMPARE" target/release "$REPS" "$CONNS" "$SECS" | tee /tmp/bench-compare.txt
 kill $SAMPLER 2>/dev/null || true
+# compare.sh leaves the project's streams (COMPARE<n> and its dead-letter stream) behind.
+for name in $(stream_names); do
+  if [[ $name =~ ^COMPARE[0-9]+(_DLQ)?$ ]] && ! grep -qx "$name" <<< "$BEFORE"; then delete_stream "$name"; fi
+done
 read -r API_KB WORKER_KB < /tmp/bench-compare-rss.txt
 printf 'peak RSS over all reps: api %d MB, worker %d MB\n' $((API_KB / 1024)) $((WORKER_KB / 1024))
 # Ratios per rep: committed orders/s (project/reference) and CPU per committed order, total and
