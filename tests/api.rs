@@ -88,6 +88,30 @@ impl Api {
         stream.info().await.expect("info").state.messages
     }
 
+    /// The message at `sequence` of the stream as stored, and its envelope.
+    async fn stored(
+        &self,
+        sequence: u64,
+    ) -> (
+        async_nats::jetstream::message::StreamMessage,
+        nomnom::envelope::MessageEnvelope,
+    ) {
+        let stream = self
+            .state
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .expect("stream");
+        let stored = stream.get_raw_message(sequence).await.expect("the message");
+        let envelope = nomnom::envelope::MessageEnvelope::decode(
+            &stored.subject,
+            Some(&stored.headers),
+            &stored.payload,
+        )
+        .expect("envelope");
+        (stored, envelope)
+    }
+
     async fn cleanup(self) {
         let _ = self.state.jetstream.delete_stream(&self.stream).await;
     }
@@ -105,13 +129,7 @@ async fn accepted_message_is_in_the_stream_byte_for_byte() {
     assert!(answer.get("duplicate").is_none());
     let id = answer["message_id"].as_str().expect("id").to_string();
 
-    let stream = api
-        .state
-        .jetstream
-        .get_stream(&api.stream)
-        .await
-        .expect("stream");
-    let stored = stream.get_raw_message(1).await.expect("first message");
+    let (stored, envelope) = api.stored(1).await;
     assert_eq!(
         stored.subject.as_str(),
         format!("{}.order.{id}", api.stream)
@@ -120,12 +138,6 @@ async fn accepted_message_is_in_the_stream_byte_for_byte() {
     // all (the subject carries the entity and the id, the id the arrival time).
     assert!(stored.headers.is_empty(), "{:?}", stored.headers);
     // The payload is the body exactly as sent.
-    let envelope = nomnom::envelope::MessageEnvelope::decode(
-        &stored.subject,
-        Some(&stored.headers),
-        &stored.payload,
-    )
-    .expect("envelope");
     assert_eq!(envelope.message_id.to_string(), id);
     assert_eq!(envelope.entity, "Order");
     assert_eq!(&envelope.body[..], body.as_bytes());
@@ -329,24 +341,12 @@ async fn idempotency_key_gives_one_message_and_the_same_id() {
     assert_eq!(second["duplicate"], true);
     assert_eq!(api.stream_messages().await, 1);
     // A key-derived id carries no time: the envelope travels in headers, with the dedup id.
-    let stream = api
-        .state
-        .jetstream
-        .get_stream(&api.stream)
-        .await
-        .expect("stream");
-    let stored = stream.get_raw_message(1).await.expect("the message");
+    let (stored, envelope) = api.stored(1).await;
     let id = first["message_id"].as_str().expect("id");
     assert_eq!(
         stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
         Some(id)
     );
-    let envelope = nomnom::envelope::MessageEnvelope::decode(
-        &stored.subject,
-        Some(&stored.headers),
-        &stored.payload,
-    )
-    .expect("envelope");
     let answered: chrono::DateTime<chrono::Utc> = first["timestamp"]
         .as_str()
         .expect("timestamp")
@@ -450,19 +450,7 @@ async fn a_json_array_batch_is_checked_element_by_element_and_published_as_sent(
         "{answer}"
     );
     // Each element is its own message, its payload the element's text as sent.
-    let stream = api
-        .state
-        .jetstream
-        .get_stream(&api.stream)
-        .await
-        .expect("stream");
-    let first = stream.get_raw_message(1).await.expect("first");
-    let envelope = nomnom::envelope::MessageEnvelope::decode(
-        &first.subject,
-        Some(&first.headers),
-        &first.payload,
-    )
-    .expect("envelope");
+    let (_, envelope) = api.stored(1).await;
     assert_eq!(&envelope.body[..], good.as_bytes());
     assert_eq!(envelope.entity, "Customer");
     assert_eq!(
@@ -580,19 +568,7 @@ async fn csv_rows_convert_by_the_entity_spec_and_errors_name_line_and_column() {
         "{answer}"
     );
     // The published message is the JSON object the row stands for, typed by the YAML.
-    let stream = api
-        .state
-        .jetstream
-        .get_stream(&api.stream)
-        .await
-        .expect("stream");
-    let first = stream.get_raw_message(1).await.expect("first");
-    let envelope = nomnom::envelope::MessageEnvelope::decode(
-        &first.subject,
-        Some(&first.headers),
-        &first.payload,
-    )
-    .expect("envelope");
+    let (_, envelope) = api.stored(1).await;
     let published: Value = serde_json::from_slice(&envelope.body).expect("JSON");
     assert_eq!(
         published,

@@ -4,8 +4,28 @@
 mod common;
 
 use nomnom::db::{self, PendingWrite};
+use nomnom::generated::ParsedMessage;
 use nomnom::generated::parse_message;
 use nomnom_runtime::WriteMode;
+
+/// A fresh database with the schema, and a pool on it.
+async fn prepared() -> (common::TestDb, db::DbPool) {
+    let test_db = common::TestDb::create().await;
+    db::prepare_schema(&test_db.url).await.expect("schema");
+    let pool = db::pool(&test_db.url, 2).expect("pool");
+    (test_db, pool)
+}
+
+/// The first delivery of `message`, at stream position `sequence`, accepted now.
+fn write(message: &ParsedMessage, sequence: i64) -> PendingWrite<'_> {
+    PendingWrite {
+        message_id: uuid::Uuid::now_v7(),
+        received_at: chrono::Utc::now(),
+        attempts: 1,
+        sequence,
+        message,
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_database_is_created_and_schema_is_idempotent() {
@@ -38,18 +58,10 @@ async fn missing_database_is_created_and_schema_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_message_writes_nothing_twice() {
-    let test_db = common::TestDb::create().await;
-    db::prepare_schema(&test_db.url).await.expect("schema");
-    let pool = db::pool(&test_db.url, 2).expect("pool");
+    let (test_db, pool) = prepared().await;
     let body = common::tpch_order(5, 3).to_string();
     let message = parse_message("order", body.as_bytes()).expect("valid");
-    let write = PendingWrite {
-        message_id: uuid::Uuid::new_v4(),
-        received_at: chrono::Utc::now(),
-        attempts: 1,
-        sequence: 1,
-        message: &message,
-    };
+    let write = write(&message, 1);
     let mut conn = db::connection(&pool).await.expect("conn");
     let first_mode = db::InsertFirst::default();
     let first = db::write_messages(&mut conn, &[write], &first_mode)
@@ -84,22 +96,14 @@ async fn a_redelivered_message_writes_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_keys_inside_one_batch_merge_last_wins() {
-    let test_db = common::TestDb::create().await;
-    db::prepare_schema(&test_db.url).await.expect("schema");
-    let pool = db::pool(&test_db.url, 2).expect("pool");
+    let (test_db, pool) = prepared().await;
     let mut second = common::tpch_order(9, 2);
     second["clerk"] = serde_json::json!("Clerk#2");
     let a = parse_message("order", common::tpch_order(9, 2).to_string().as_bytes()).expect("a");
     let b = parse_message("order", second.to_string().as_bytes()).expect("b");
     let writes: Vec<PendingWrite<'_>> = [(&a, 1), (&b, 2)]
         .into_iter()
-        .map(|(m, sequence)| PendingWrite {
-            message_id: uuid::Uuid::new_v4(),
-            received_at: chrono::Utc::now(),
-            attempts: 1,
-            sequence,
-            message: m,
-        })
+        .map(|(m, sequence)| write(m, sequence))
         .collect();
     let mut conn = db::connection(&pool).await.expect("conn");
     let first_mode = db::InsertFirst::default();
@@ -118,21 +122,12 @@ async fn duplicate_keys_inside_one_batch_merge_last_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_message_wins_even_when_an_earlier_one_commits_after_it() {
-    let test_db = common::TestDb::create().await;
-    db::prepare_schema(&test_db.url).await.expect("schema");
-    let pool = db::pool(&test_db.url, 2).expect("pool");
+    let (test_db, pool) = prepared().await;
     let mut later = common::tpch_order(11, 1);
     later["clerk"] = serde_json::json!("Clerk#later");
     let earlier =
         parse_message("order", common::tpch_order(11, 1).to_string().as_bytes()).expect("earlier");
     let later = parse_message("order", later.to_string().as_bytes()).expect("later");
-    let write = |message, sequence| PendingWrite {
-        message_id: uuid::Uuid::new_v4(),
-        received_at: chrono::Utc::now(),
-        attempts: 1,
-        sequence,
-        message,
-    };
     let mut conn = db::connection(&pool).await.expect("conn");
     let first_mode = db::InsertFirst::default();
     // Two batches of two workers commit in the opposite order of the stream.
@@ -158,9 +153,7 @@ async fn a_later_message_wins_even_when_an_earlier_one_commits_after_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_meeting_an_existing_key_is_written_again_with_upserts() {
-    let test_db = common::TestDb::create().await;
-    db::prepare_schema(&test_db.url).await.expect("schema");
-    let pool = db::pool(&test_db.url, 2).expect("pool");
+    let (test_db, pool) = prepared().await;
     let mut changed = common::tpch_order(21, 2);
     changed["clerk"] = serde_json::json!("Clerk#changed");
     let original =
@@ -168,13 +161,6 @@ async fn a_batch_meeting_an_existing_key_is_written_again_with_upserts() {
     let changed = parse_message("order", changed.to_string().as_bytes()).expect("changed");
     let other =
         parse_message("order", common::tpch_order(22, 3).to_string().as_bytes()).expect("other");
-    let write = |message, sequence| PendingWrite {
-        message_id: uuid::Uuid::now_v7(),
-        received_at: chrono::Utc::now(),
-        attempts: 1,
-        sequence,
-        message,
-    };
     let mut conn = db::connection(&pool).await.expect("conn");
     let first_mode = db::InsertFirst::default();
     db::write_messages(&mut conn, &[write(&original, 1)], &first_mode)

@@ -328,29 +328,42 @@ impl<'a> Scanner<'a> {
         (self.depth <= SCANNER_MAX_DEPTH).then(|| self.pos += 1)
     }
 
-    fn array(&mut self) -> Option<()> {
+    /// Opens a container at its `[` or `{`: whether it is empty (closed by `close` at once).
+    fn open(&mut self, close: u8) -> Option<bool> {
         self.enter()?;
+        self.skip_whitespace();
+        let empty = self.peek()? == close;
+        self.pos += usize::from(empty);
+        Some(empty)
+    }
+
+    /// After a member: `,` (`Some(false)`, more follow) or `close` (`Some(true)`).
+    fn separator(&mut self, close: u8) -> Option<bool> {
+        self.skip_whitespace();
+        match self.peek()? {
+            b',' => {
+                self.pos += 1;
+                self.skip_whitespace();
+                Some(false)
+            }
+            c if c == close => {
+                self.pos += 1;
+                Some(true)
+            }
+            _ => None,
+        }
+    }
+
+    fn array(&mut self) -> Option<()> {
         let at = self.nodes.len();
         self.nodes.push(Node::Null);
         let mut len = 0usize;
-        self.skip_whitespace();
-        if self.peek()? == b']' {
-            self.pos += 1;
-        } else {
+        if !self.open(b']')? {
             loop {
                 self.value()?;
                 len += 1;
-                self.skip_whitespace();
-                match self.peek()? {
-                    b',' => {
-                        self.pos += 1;
-                        self.skip_whitespace();
-                    }
-                    b']' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
+                if self.separator(b']')? {
+                    break;
                 }
             }
         }
@@ -363,15 +376,11 @@ impl<'a> Scanner<'a> {
     }
 
     fn object(&mut self) -> Option<()> {
-        self.enter()?;
         let at = self.nodes.len();
         self.nodes.push(Node::Null);
         let mut len = 0usize;
         let mut names = MemberNames::default();
-        self.skip_whitespace();
-        if self.peek()? == b'}' {
-            self.pos += 1;
-        } else {
+        if !self.open(b'}')? {
             loop {
                 if self.peek()? != b'"' {
                     return None;
@@ -395,17 +404,8 @@ impl<'a> Scanner<'a> {
                 self.skip_whitespace();
                 self.value()?;
                 len += 1;
-                self.skip_whitespace();
-                match self.peek()? {
-                    b',' => {
-                        self.pos += 1;
-                        self.skip_whitespace();
-                    }
-                    b'}' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
+                if self.separator(b'}')? {
+                    break;
                 }
             }
         }
