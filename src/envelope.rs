@@ -158,8 +158,15 @@ impl MessageEnvelope {
         let Some((message_id, received_at)) = from_subject else {
             return Self::decode_json(payload);
         };
-        let json_prefix = format!("{{\"message_id\":\"{message_id}\"");
-        if payload.starts_with(json_prefix.as_bytes()) {
+        // An older api's envelope starts `{"message_id":"<this id>"`; the id is formatted into a
+        // stack buffer, so finding out costs no allocation per message.
+        const KEY: &[u8] = b"{\"message_id\":\"";
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id_text = message_id.hyphenated().encode_lower(&mut text).as_bytes();
+        if payload
+            .strip_prefix(KEY)
+            .is_some_and(|rest| rest.starts_with(id_text))
+        {
             return Self::decode_json(payload);
         }
         let snake = snake.unwrap_or("");

@@ -548,7 +548,7 @@ fn row_batch(schema: &Schema) -> TokenStream {
         let r = rows_ident(e);
         let m = module_ident(e);
         let table = &e.persistence.as_ref().expect("stored").table.value;
-        quote!((#table, self::#m::write_rows(conn, self.#r.clone(), mode).await?))
+        quote!((#table, self::#m::write_rows(conn, self.#r, mode).await?))
     });
     // Without stored entities nothing reads these; say so rather than allow the lints.
     let (lifetime_use, unused) = if stored.is_empty() {
@@ -590,7 +590,7 @@ fn row_batch(schema: &Schema) -> TokenStream {
             /// returns rows written per table. Rows with the same unique key are merged first
             /// (last wins).
             pub async fn write(
-                &self,
+                self,
                 conn: &mut ::diesel_async::AsyncPgConnection,
                 mode: ::nomnom_runtime::WriteMode,
             ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {

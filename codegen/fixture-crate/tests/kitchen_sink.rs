@@ -262,16 +262,20 @@ async fn upserts_follow_on_conflict_and_unicity() {
     changed["packages"][0]["carrier"] = json!("TNT");
     let second = RootEntity::Shipment.parse_value(&changed).expect("valid");
     for (m, sequence) in [(&first, 1), (&second, 2)] {
-        let mut batch = nomnom_codegen_fixtures::kitchen_sink::RowBatch::default();
-        batch.push(m, sequence);
-        if sequence == 1 {
+        // `write` takes the batch: one per attempt.
+        let batch = || {
+            let mut batch = nomnom_codegen_fixtures::kitchen_sink::RowBatch::default();
+            batch.push(m, sequence);
             batch
+        };
+        if sequence == 1 {
+            batch()
                 .write(&mut conn, WriteMode::Insert)
                 .await
                 .expect("new keys insert");
         } else {
             // A plain insert refuses a key that exists (the worker then upserts).
-            let refused = batch.write(&mut conn, WriteMode::Insert).await;
+            let refused = batch().write(&mut conn, WriteMode::Insert).await;
             assert!(
                 matches!(
                     refused,
@@ -282,7 +286,7 @@ async fn upserts_follow_on_conflict_and_unicity() {
                 ),
                 "{refused:?}"
             );
-            batch
+            batch()
                 .write(&mut conn, WriteMode::Upsert)
                 .await
                 .expect("upsert");

@@ -425,18 +425,18 @@ impl<'a> RowBatch<'a> {
     /// returns rows written per table. Rows with the same unique key are merged first
     /// (last wins).
     pub async fn write(
-        &self,
+        self,
         conn: &mut ::diesel_async::AsyncPgConnection,
         mode: ::nomnom_runtime::WriteMode,
     ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
         ::std::result::Result::Ok(
             ::nomnom_runtime::RowCounts(
                 ::std::vec![
-                    ("shipments", self::shipment::write_rows(conn, self.shipment.clone(),
-                    mode). await ?), ("packages", self::package::write_rows(conn, self
-                    .package.clone(), mode). await ?), ("package_items",
-                    self::package_item::write_rows(conn, self.package_item.clone(), mode)
-                    . await ?)
+                    ("shipments", self::shipment::write_rows(conn, self.shipment, mode).
+                    await ?), ("packages", self::package::write_rows(conn, self.package,
+                    mode). await ?), ("package_items",
+                    self::package_item::write_rows(conn, self.package_item, mode). await
+                    ?)
                 ],
             ),
         )

@@ -221,15 +221,14 @@ impl<'a> RowBatch<'a> {
     /// returns rows written per table. Rows with the same unique key are merged first
     /// (last wins).
     pub async fn write(
-        &self,
+        self,
         conn: &mut ::diesel_async::AsyncPgConnection,
         mode: ::nomnom_runtime::WriteMode,
     ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
         ::std::result::Result::Ok(
             ::nomnom_runtime::RowCounts(
                 ::std::vec![
-                    ("events", self::event::write_rows(conn, self.event.clone(), mode).
-                    await ?)
+                    ("events", self::event::write_rows(conn, self.event, mode). await ?)
                 ],
             ),
         )

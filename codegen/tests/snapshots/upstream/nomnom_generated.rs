@@ -290,16 +290,16 @@ impl<'a> RowBatch<'a> {
     /// returns rows written per table. Rows with the same unique key are merged first
     /// (last wins).
     pub async fn write(
-        &self,
+        self,
         conn: &mut ::diesel_async::AsyncPgConnection,
         mode: ::nomnom_runtime::WriteMode,
     ) -> ::diesel::QueryResult<::nomnom_runtime::RowCounts> {
         ::std::result::Result::Ok(
             ::nomnom_runtime::RowCounts(
                 ::std::vec![
-                    ("customers", self::customer::write_rows(conn, self.customer.clone(),
-                    mode). await ?), ("products", self::product::write_rows(conn, self
-                    .product.clone(), mode). await ?)
+                    ("customers", self::customer::write_rows(conn, self.customer, mode).
+                    await ?), ("products", self::product::write_rows(conn, self.product,
+                    mode). await ?)
                 ],
             ),
         )
