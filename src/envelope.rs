@@ -170,10 +170,7 @@ impl MessageEnvelope {
             return Self::decode_json(payload);
         }
         let snake = snake.unwrap_or("");
-        let entity = RootEntity::ALL
-            .iter()
-            .find(|e| e.snake_name() == snake)
-            .map_or(snake, |e| e.name());
+        let entity = RootEntity::from_name(snake).map_or(snake, |e| e.name());
         Ok(Self {
             message_id,
             entity: entity.to_string(),

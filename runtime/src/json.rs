@@ -323,14 +323,13 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn enter(&mut self) -> Option<()> {
-        self.depth += 1;
-        (self.depth <= SCANNER_MAX_DEPTH).then(|| self.pos += 1)
-    }
-
     /// Opens a container at its `[` or `{`: whether it is empty (closed by `close` at once).
     fn open(&mut self, close: u8) -> Option<bool> {
-        self.enter()?;
+        self.depth += 1;
+        if self.depth > SCANNER_MAX_DEPTH {
+            return None;
+        }
+        self.pos += 1;
         self.skip_whitespace();
         let empty = self.peek()? == close;
         self.pos += usize::from(empty);
