@@ -210,7 +210,11 @@ fn connect_reason(e: &async_nats::ConnectError) -> String {
     format!("{reason}{hint}")
 }
 
-/// Creates the stream if absent (file storage, work-queue retention: acked messages are removed).
+/// Creates the stream if absent: file storage, limits retention with nothing ever discarded by
+/// a limit. What the worker has acknowledged leaves the stream when the worker trims it (a
+/// purge below its consumer's ack floor, once a second), not one removal per ack: that is what
+/// a work-queue stream does, and it cost nats-server a third of its time per message. A stream
+/// created as a work queue by an earlier version is kept as it is (retention cannot change).
 pub async fn ensure_stream(
     js: &jetstream::Context,
     config: &NatsConfig,
@@ -224,7 +228,8 @@ pub async fn ensure_stream(
             name: config.stream.clone(),
             subjects: vec![format!("{}.>", config.stream)],
             storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::WorkQueue,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::New,
             duplicate_window: config.duplicate_window,
             allow_direct: true,
             num_replicas: config.replicas,

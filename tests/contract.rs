@@ -328,7 +328,7 @@ impl Binaries {
         let start = Instant::now();
         loop {
             let mut stream = js.get_stream(&self.stream).await.expect("stream");
-            // A work queue: acked messages leave, so count what it ever stored.
+            // Finished messages leave the stream, so count what it ever stored.
             let held = stream
                 .info()
                 .await

@@ -38,7 +38,7 @@ async fn unblock_db(p: &Pipeline) {
         .expect("unblock database");
 }
 
-/// Every message was acked: the (work-queue) stream is empty.
+/// Every message was acked and the worker has trimmed them: the stream is empty.
 async fn assert_stream_drains(p: &Pipeline) {
     let mut stream = p.jetstream.get_stream(&p.stream).await.expect("stream");
     for _ in 0..100 {
@@ -48,6 +48,109 @@ async fn assert_stream_drains(p: &Pipeline) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stream.info().await.expect("info").state.messages, 0);
+}
+
+/// The trim follows the consumer's ack floor: a message still held keeps itself and everything
+/// after it in the stream, acked or not; once it is acked, one trim removes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trim_removes_only_what_the_consumer_has_finished() {
+    use async_nats::jetstream::{self, consumer::pull};
+    use futures::StreamExt;
+    let name = format!("TRIM{}", uuid::Uuid::new_v4().simple());
+    let config = nomnom::config::NatsConfig {
+        url: common::nats_url(),
+        stream: name.clone(),
+        duplicate_window: Duration::from_secs(120),
+        replicas: 1,
+        auth: Default::default(),
+    };
+    let js = nomnom::nats::connect(&config).await.expect("nats");
+    let stream = nomnom::nats::ensure_stream(&js, &config)
+        .await
+        .expect("stream");
+    assert_eq!(
+        stream.cached_info().config.retention,
+        jetstream::stream::RetentionPolicy::Limits,
+        "new streams are trimmed by the worker, not emptied per ack"
+    );
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("trim".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    for n in 0..6 {
+        js.publish(format!("{name}.order.m{n}"), format!("{n}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let mut fetched = consumer
+        .fetch()
+        .max_messages(6)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut held = Vec::new();
+    while let Some(m) = fetched.next().await {
+        held.push(m.expect("message"));
+    }
+    assert_eq!(held.len(), 6);
+    // Sequences 1 and 2 finished, 3 still held, 4 to 6 finished.
+    for m in held
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .map(|(_, m)| m)
+    {
+        m.double_ack().await.expect("ack");
+    }
+    let info = consumer.get_info().await.expect("info");
+    assert_eq!(info.ack_floor.stream_sequence, 2);
+    let kept = nomnom::worker::trim_acknowledged(&stream, &info, 1)
+        .await
+        .expect("trim");
+    assert_eq!(kept, 3);
+    let state = js
+        .get_stream(&name)
+        .await
+        .expect("stream")
+        .cached_info()
+        .state
+        .clone();
+    assert_eq!(
+        (state.first_sequence, state.messages),
+        (3, 4),
+        "3 and what follows it stay"
+    );
+    // Nothing new finished: no purge is sent.
+    assert_eq!(
+        nomnom::worker::trim_acknowledged(&stream, &info, kept)
+            .await
+            .unwrap(),
+        3
+    );
+    held[2].double_ack().await.expect("ack");
+    let info = consumer.get_info().await.expect("info");
+    assert_eq!(info.ack_floor.stream_sequence, 6);
+    assert_eq!(
+        nomnom::worker::trim_acknowledged(&stream, &info, kept)
+            .await
+            .unwrap(),
+        7
+    );
+    let state = js
+        .get_stream(&name)
+        .await
+        .expect("stream")
+        .cached_info()
+        .state
+        .clone();
+    assert_eq!(state.messages, 0);
+    js.delete_stream(&name).await.expect("delete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

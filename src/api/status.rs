@@ -149,18 +149,21 @@ pub(super) async fn message_status(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = Uuid::parse_str(&raw_id)
         .map_err(|_| ApiError::BadRequest(format!("`{raw_id}` is not a message id (UUID)")))?;
-    // Worker order is commit, then ack (which removes it from the stream): look in the database,
-    // then the stream, then the database again, so a message moving between them is not missed.
+    // The worker commits, then acks; the message leaves the stream after that (at once in a
+    // work-queue stream, at the worker's next trim otherwise). So: the database, then the
+    // stream, then the database again — a message committed meanwhile is processed, not pending,
+    // and one that left the stream meanwhile is not missed.
     let mut row = status_row(&state, id).await?;
     if row.is_none() {
-        if let Some(entity) = in_stream(&state, id).await? {
+        let queued = in_stream(&state, id).await?;
+        row = status_row(&state, id).await?;
+        if let (None, Some(entity)) = (&row, queued) {
             return Ok(Json(json!({
                 "message_id": id,
                 "status": "pending",
                 "entity": entity.name(),
             })));
         }
-        row = status_row(&state, id).await?;
     }
     let Some(row) = row else {
         return Err(ApiError::NotFound(format!("no message with id {id}")));

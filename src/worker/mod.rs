@@ -152,6 +152,9 @@ const PULL_GRACE: Duration = Duration::from_secs(5);
 pub struct Worker<S: Sink = PgSink> {
     config: WorkerConfig,
     consumer: jetstream::consumer::Consumer<pull::Config>,
+    /// The stream, when acknowledged messages leave it only by the worker's trim (limits
+    /// retention; a work-queue stream removes each message as it is acked).
+    trim: Option<jetstream::stream::Stream>,
     context: BatchContext<S>,
     /// Held by the one slot that is pulling. Slots write concurrently but pull in turn, so a
     /// batch collects everything that arrived while the others were writing instead of the
@@ -213,9 +216,13 @@ impl Worker<PgSink> {
             shutdown: CancellationToken::new(),
             fault_hook: None,
         };
+        let trim = (stream.cached_info().config.retention
+            == jetstream::stream::RetentionPolicy::Limits)
+            .then_some(stream);
         Ok(Self {
             config,
             consumer,
+            trim,
             context,
             pull_turn: tokio::sync::Mutex::new(()),
         })
@@ -265,8 +272,9 @@ impl<S: Sink> Worker<S> {
             format!("{}_dlq_recorder", self.config.consumer),
             shutdown.clone(),
         ));
-        background.spawn(watch_pending(
+        background.spawn(watch_consumer(
             self.consumer.clone(),
+            self.trim.clone(),
             self.context.metrics.clone(),
             shutdown.clone(),
         ));
@@ -473,21 +481,54 @@ async fn dead_letter_recorder<S: Sink>(
     }
 }
 
-/// Keeps the `consumer_pending` gauge current.
-async fn watch_pending(
+/// How often the worker reads its consumer's state (the `consumer_pending` gauge, the trim).
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Removes from a limits-retention `stream` what `consumer` (as of `info`) has finished: every
+/// message below its ack floor has been acked or terminated, by whichever worker held it, so
+/// one purge below the floor removes them all. Messages above the floor stay, acked or not,
+/// until the floor passes them. `kept_from` is what the previous trim returned (1 at first);
+/// returns the first sequence kept, sending nothing when the floor has not moved past it.
+pub async fn trim_acknowledged(
+    stream: &jetstream::stream::Stream,
+    info: &jetstream::consumer::Info,
+    kept_from: u64,
+) -> Result<u64, jetstream::stream::PurgeError> {
+    let below = info.ack_floor.stream_sequence.saturating_add(1);
+    if below <= kept_from {
+        return Ok(kept_from);
+    }
+    stream.purge().sequence(below).await?;
+    Ok(below)
+}
+
+/// Keeps the `consumer_pending` gauge current and, on a limits-retention stream (`trim`),
+/// trims what the consumer has finished ([`trim_acknowledged`]). The api's status lookup reads
+/// the database around the stream, so a committed message not yet trimmed reads as processed.
+async fn watch_consumer(
     consumer: jetstream::consumer::Consumer<pull::Config>,
+    trim: Option<jetstream::stream::Stream>,
     metrics: Arc<WorkerMetrics>,
     shutdown: CancellationToken,
 ) {
+    let mut kept_from = 1u64;
     loop {
         if let Ok(info) = consumer.get_info().await {
             metrics
                 .consumer_pending
                 .set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+            if let Some(stream) = &trim {
+                match trim_acknowledged(stream, &info, kept_from).await {
+                    Ok(kept) => kept_from = kept,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot trim finished messages from the stream")
+                    }
+                }
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
         }
     }
 }
