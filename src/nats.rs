@@ -210,6 +210,29 @@ fn connect_reason(e: &async_nats::ConnectError) -> String {
     format!("{reason}{hint}")
 }
 
+/// `get_or_create_stream`, tried again a few times when the server fails to create the store
+/// (10049): nats-server 2.9 removes an account's empty stream directory when its last stream is
+/// deleted, and a stream created at that moment fails to make its own directory.
+pub async fn get_or_create_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, jetstream::context::CreateStreamError> {
+    let mut tries = 0;
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Err(e)
+                if tries < 4
+                    && matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(ref j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_CREATE) =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Creates the stream if absent: file storage, limits retention with nothing ever discarded by
 /// a limit. What the worker has acknowledged leaves the stream when the worker trims it (a
 /// purge below its consumer's ack floor, once a second), not one removal per ack: that is what
@@ -223,8 +246,9 @@ pub async fn ensure_stream(
         stream: config.stream.clone(),
         reason: e.to_string(),
     };
-    let mut stream = js
-        .get_or_create_stream(stream::Config {
+    let mut stream = get_or_create_stream(
+        js,
+        stream::Config {
             name: config.stream.clone(),
             subjects: vec![format!("{}.>", config.stream)],
             storage: stream::StorageType::File,
@@ -234,9 +258,10 @@ pub async fn ensure_stream(
             allow_direct: true,
             num_replicas: config.replicas,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| err(&e))?;
+        },
+    )
+    .await
+    .map_err(|e| err(&e))?;
     // A stream created by an older version or by hand: turn on what the api relies on.
     let current = stream.cached_info().config.clone();
     if !current.allow_direct || current.duplicate_window != config.duplicate_window {

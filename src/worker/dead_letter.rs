@@ -54,8 +54,9 @@ pub async fn ensure_dlq_stream(
         stream: name.clone(),
         reason: e.to_string(),
     };
-    let mut dlq = js
-        .get_or_create_stream(stream::Config {
+    let mut dlq = crate::nats::get_or_create_stream(
+        js,
+        stream::Config {
             name: name.clone(),
             subjects: vec![format!("{name}.>")],
             storage: stream::StorageType::File,
@@ -65,9 +66,10 @@ pub async fn ensure_dlq_stream(
             max_bytes: limits.max_bytes,
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| err(&e))?;
+        },
+    )
+    .await
+    .map_err(|e| err(&e))?;
     let current = dlq.cached_info().config.clone();
     if current.max_age != limits.max_age || current.max_bytes != limits.max_bytes {
         js.update_stream(stream::Config {
