@@ -1,9 +1,11 @@
 //! What the message layout costs nats-server: one subject per message (`<stream>.order.<id>`,
-//! what `/ingest/status` looks pending messages up by) against one subject per entity, each with
-//! and without the envelope headers. For every variant: publish `--orders` messages (the TPC-H
-//! sample body, 256 in flight, awaiting every ack), then consume them as the worker does (pull
-//! 500, ack each), and print nats-server CPU microseconds per message for both phases (read from
-//! /proc, so run it on an otherwise idle machine).
+//! what `/ingest/status` looks pending messages up by) against one subject per entity, with and
+//! without the envelope headers, in a work-queue stream (each ack removes its message) and in a
+//! limits stream trimmed below the consumer's ack floor once a second (as the worker does). For
+//! every variant: publish `--orders` messages (the TPC-H sample body, 256 in flight, awaiting
+//! every ack), then consume them as the worker does (pull 500, ack each), and print nats-server
+//! CPU microseconds per message for both phases (read from /proc, so run it on an otherwise idle
+//! machine).
 //!
 //! ```sh
 //! cargo bench --bench nats_layout -- --orders 50000
@@ -53,16 +55,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.orders,
         body.len()
     );
-    println!("| subjects | envelope headers | publish | consume + ack | total |");
-    println!("|---|---|---|---|---|");
-    for (per_message, headers) in [(true, true), (true, false), (false, true), (false, false)] {
+    println!("| subjects | envelope headers | retention | publish | consume + ack | total |");
+    println!("|---|---|---|---|---|---|");
+    for (per_message, headers, trimmed) in [
+        (true, true, false),
+        (true, false, false),
+        (false, true, false),
+        (false, false, false),
+        (true, false, true),
+        (false, false, true),
+    ] {
         let name = format!("LAYOUT{}", uuid::Uuid::new_v4().simple());
         let stream = js
             .create_stream(stream::Config {
                 name: name.clone(),
                 subjects: vec![format!("{name}.>")],
                 storage: stream::StorageType::File,
-                retention: stream::RetentionPolicy::WorkQueue,
+                retention: if trimmed {
+                    stream::RetentionPolicy::Limits
+                } else {
+                    stream::RetentionPolicy::WorkQueue
+                },
                 allow_direct: true,
                 ..Default::default()
             })
@@ -103,6 +116,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .await?;
         let mut left = args.orders;
+        // The worker trims once a second.
+        let mut last_trim = Instant::now();
         while left > 0 {
             let mut batch = consumer
                 .batch()
@@ -115,21 +130,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 m.ack().await.map_err(|e| e.to_string())?;
                 left = left.saturating_sub(1);
             }
+            if trimmed && last_trim.elapsed() >= Duration::from_secs(1) {
+                let info = consumer.get_info().await?;
+                nomnom::worker::trim_acknowledged(&stream, &info, 1).await?;
+                last_trim = Instant::now();
+            }
         }
         // Acks are fire-and-forget: wait until the stream has removed every message.
         while stream.get_info().await?.state.messages > 0 {
+            if trimmed {
+                let info = consumer.get_info().await?;
+                nomnom::worker::trim_acknowledged(&stream, &info, 1).await?;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let t2 = nats_ticks().unwrap_or(t1);
         let per = |ticks: u64| ticks as f64 * TICK_US / args.orders as f64;
         println!(
-            "| {} | {} | {:.1} ({:.0} msg/s) | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.1} ({:.0} msg/s) | {:.1} | {:.1} |",
             if per_message {
                 "per message"
             } else {
                 "per entity"
             },
             if headers { "yes" } else { "no" },
+            if trimmed {
+                "limits, trimmed"
+            } else {
+                "work queue"
+            },
             per(t1 - t0),
             args.orders as f64 / publish_s,
             per(t2 - t1),
