@@ -9,6 +9,8 @@ use serde::Serialize;
 
 pub mod csv;
 mod json;
+#[cfg(feature = "diesel")]
+pub mod pg;
 mod types;
 
 pub use bigdecimal::BigDecimal as Decimal;

@@ -389,37 +389,33 @@ pub async fn write_rows(
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.order_key.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.order_key.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.customer_key.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.customer_key.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.order_status.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.order_status.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.total_price.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.total_price.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Date>,
@@ -434,19 +430,17 @@ pub async fn write_rows(
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.order_priority.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.order_priority.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.clerk.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.clerk.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Integer>,
@@ -463,10 +457,9 @@ pub async fn write_rows(
                     >,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.comment.as_deref())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.comment.as_deref()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,

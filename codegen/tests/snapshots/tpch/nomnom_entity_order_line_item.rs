@@ -300,10 +300,9 @@ pub async fn write_rows(
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.order_key.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.order_key.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Integer>,
@@ -318,10 +317,9 @@ pub async fn write_rows(
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.part_key.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.part_key.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<
@@ -329,64 +327,57 @@ pub async fn write_rows(
                     >,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.supplier_key.as_deref())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.supplier_key.as_deref()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.quantity.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.quantity.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.extended_price.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.extended_price.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.discount.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.discount.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.tax.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.tax.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.return_flag.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.return_flag.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.line_status.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.line_status.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Date>,
@@ -420,10 +411,9 @@ pub async fn write_rows(
                     >,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.ship_mode.as_deref())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.ship_mode.as_deref()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,

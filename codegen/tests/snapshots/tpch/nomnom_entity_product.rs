@@ -332,46 +332,41 @@ pub async fn write_rows(
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.part_key.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.part_key.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.name.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.name.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.manufacturer.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.manufacturer.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.brand.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.brand.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.r#type.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.r#type.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Integer>,
@@ -381,19 +376,17 @@ pub async fn write_rows(
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.container.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.container.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.retail_price.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.retail_price.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<
@@ -401,10 +394,9 @@ pub async fn write_rows(
                     >,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.comment.as_deref())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.comment.as_deref()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,

@@ -205,19 +205,17 @@ pub async fn write_rows(
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.customer_key.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.customer_key.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.name.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.name.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<
@@ -225,10 +223,9 @@ pub async fn write_rows(
                     >,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.nation_key.as_deref())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.nation_key.as_deref()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Double>,
@@ -245,10 +242,9 @@ pub async fn write_rows(
                     >,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.comment.as_deref())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.comment.as_deref()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,

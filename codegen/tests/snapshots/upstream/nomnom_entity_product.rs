@@ -180,19 +180,17 @@ pub async fn write_rows(
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.part_key.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.part_key.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::Text>,
                     _,
                 >(
-                    chunk
-                        .iter()
-                        .map(|(r, _)| r.name.as_str())
-                        .collect::<::std::vec::Vec<_>>(),
+                    ::nomnom_runtime::pg::TextArray::new(
+                        chunk.iter().map(|(r, _)| r.name.as_str()),
+                    ),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<
