@@ -414,10 +414,8 @@ impl<S: Sink> Worker<S> {
     /// Runs one batch in its own task so that a panic is contained: it is logged with the
     /// batch's message ids and the messages are handed back for redelivery.
     async fn run_batch(&self, batch: Vec<jetstream::Message>) {
-        let ids: Vec<String> = batch
-            .iter()
-            .map(|m| m.subject.rsplit('.').next().unwrap_or("").to_string())
-            .collect();
+        // Subjects share their bytes: keeping them costs no allocation per message.
+        let subjects: Vec<async_nats::Subject> = batch.iter().map(|m| m.subject.clone()).collect();
         let replies: Vec<_> = batch.iter().filter_map(|m| m.reply.clone()).collect();
         let cx = self.context.clone();
         match tokio::spawn(async move { process_batch(&cx, batch).await }).await {
@@ -434,6 +432,10 @@ impl<S: Sink> Worker<S> {
                     "cancelled".into()
                 };
                 self.context.metrics.panicked_batches.inc();
+                let ids: Vec<&str> = subjects
+                    .iter()
+                    .map(|s| s.rsplit('.').next().unwrap_or(""))
+                    .collect();
                 tracing::error!(message_ids = ?ids, panic = %why, "batch panicked; handing its messages back for redelivery");
                 let client = self.context.jetstream.client();
                 for reply in replies {
