@@ -50,6 +50,15 @@ async fn assert_stream_drains(p: &Pipeline) {
     assert_eq!(stream.info().await.expect("info").state.messages, 0);
 }
 
+/// The state of a stream as the server has it now.
+async fn stream_state(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+) -> async_nats::jetstream::stream::State {
+    let stream = js.get_stream(name).await.expect("stream");
+    stream.cached_info().state.clone()
+}
+
 /// The trim follows the consumer's ack floor: a message still held keeps itself and everything
 /// after it in the stream, acked or not; once it is acked, one trim removes them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,13 +123,7 @@ async fn the_trim_removes_only_what_the_consumer_has_finished() {
         .await
         .expect("trim");
     assert_eq!(kept, 3);
-    let state = js
-        .get_stream(&name)
-        .await
-        .expect("stream")
-        .cached_info()
-        .state
-        .clone();
+    let state = stream_state(&js, &name).await;
     assert_eq!(
         (state.first_sequence, state.messages),
         (3, 4),
@@ -142,13 +145,7 @@ async fn the_trim_removes_only_what_the_consumer_has_finished() {
             .unwrap(),
         7
     );
-    let state = js
-        .get_stream(&name)
-        .await
-        .expect("stream")
-        .cached_info()
-        .state
-        .clone();
+    let state = stream_state(&js, &name).await;
     assert_eq!(state.messages, 0);
     js.delete_stream(&name).await.expect("delete");
 }
