@@ -1329,7 +1329,8 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
         } else {
             base
         };
-        let value = match (column_type(f).bind, f.nullable) {
+        let bind = column_type(f).bind;
+        let value = match (bind, f.nullable) {
             (Bind::Str, false) => quote!(r.#id.as_str()),
             (Bind::Str, true) => quote!(r.#id.as_deref()),
             (Bind::ArrayLiteral, false) => quote!(::nomnom_runtime::pg_text_array(&r.#id)),
@@ -1340,18 +1341,15 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
             (Bind::Ref, false) => quote!(&r.#id),
             (Bind::Ref, true) => quote!(r.#id.as_ref()),
         };
-        if matches!(column_type(f).bind, Bind::Str) {
-            // Text goes through the runtime's array bind: one copy per value instead of two.
-            return quote! {
-                .bind::<::diesel::sql_types::Array<#st>, _>(
-                    ::nomnom_runtime::pg::TextArray::new(chunk.iter().map(|(r, _)| #value))
-                )
-            };
-        }
+        let values = quote!(chunk.iter().map(|(r, _)| #value));
+        // Text goes through the runtime's array bind: one copy per value instead of diesel's two.
+        let array = if bind == Bind::Str {
+            quote!(::nomnom_runtime::pg::TextArray::new(#values))
+        } else {
+            quote!(#values.collect::<::std::vec::Vec<_>>())
+        };
         quote! {
-            .bind::<::diesel::sql_types::Array<#st>, _>(
-                chunk.iter().map(|(r, _)| #value).collect::<::std::vec::Vec<_>>()
-            )
+            .bind::<::diesel::sql_types::Array<#st>, _>(#array)
         }
     });
     let seq_bind = if ordered {
