@@ -137,6 +137,20 @@ impl<'a> Scanner<'a> {
         (scanner.pos == bytes.len()).then(|| JsonDoc::new(scanner.nodes))
     }
 
+    /// Adds a node. When the first guess of the count is exceeded, the list grows once to what
+    /// the bytes read so far predict for the whole document (at least half again), rather than
+    /// doubling: a body of many small values would otherwise hold the old and the doubled
+    /// list at once, about 30 bytes of memory per byte of JSON.
+    fn push(&mut self, node: Node<'a>) {
+        if self.nodes.len() == self.nodes.capacity() {
+            let len = self.nodes.len();
+            let predicted = len * self.bytes.len() / self.pos.max(1) + 16;
+            self.nodes
+                .reserve_exact((predicted - len.min(predicted)).max(len / 2));
+        }
+        self.nodes.push(node);
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
@@ -153,7 +167,7 @@ impl<'a> Scanner<'a> {
             b'[' => self.array(),
             b'"' => {
                 let s = self.string()?;
-                self.nodes.push(Node::Str(s));
+                self.push(Node::Str(s));
                 Some(())
             }
             b'n' => self.literal(b"null", Node::Null),
@@ -167,7 +181,7 @@ impl<'a> Scanner<'a> {
     fn literal(&mut self, word: &[u8], node: Node<'a>) -> Option<()> {
         self.bytes[self.pos..].starts_with(word).then(|| {
             self.pos += word.len();
-            self.nodes.push(node);
+            self.push(node);
         })
     }
 
@@ -234,7 +248,7 @@ impl<'a> Scanner<'a> {
                 _ => Node::Number(text.into()),
             },
         };
-        self.nodes.push(node);
+        self.push(node);
         Some(())
     }
 
@@ -355,7 +369,7 @@ impl<'a> Scanner<'a> {
 
     fn array(&mut self) -> Option<()> {
         let at = self.nodes.len();
-        self.nodes.push(Node::Null);
+        self.push(Node::Null);
         let mut len = 0usize;
         if !self.open(b']')? {
             loop {
@@ -376,7 +390,7 @@ impl<'a> Scanner<'a> {
 
     fn object(&mut self) -> Option<()> {
         let at = self.nodes.len();
-        self.nodes.push(Node::Null);
+        self.push(Node::Null);
         let mut len = 0usize;
         let mut names = MemberNames::default();
         if !self.open(b'}')? {
@@ -394,7 +408,7 @@ impl<'a> Scanner<'a> {
                 } else if names.repeated(&self.nodes, at, &key) {
                     return None;
                 }
-                self.nodes.push(Node::Key(key));
+                self.push(Node::Key(key));
                 self.skip_whitespace();
                 if self.peek()? != b':' {
                     return None;
