@@ -29,7 +29,7 @@ enum Node<'a> {
     PosInt(u64),
     NegInt(i64),
     /// Any other number, as serde_json scanned it (`1.5`, `1e+5`, `123456789012345678901`).
-    Number(Box<str>),
+    Number(Cow<'a, str>),
     Str(Cow<'a, str>),
     Key(Cow<'a, str>),
     Array {
@@ -104,6 +104,36 @@ impl<'a> JsonDoc<'a> {
 /// A rough guess that avoids most regrowth: a node per 12 bytes of typical messages.
 fn node_capacity(bytes: &[u8]) -> usize {
     bytes.len() / 12 + 4
+}
+
+/// Index of the first byte at or after `from` that ends a run of plain string characters: `"`,
+/// `\\` or a control character (or `bytes.len()`). Eight bytes at a time: strings are most of a
+/// message's bytes.
+fn plain_run_end(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        // `below(w, n)` sets the high bit of each byte of `w` below `n` (a borrow may also flag
+        // bytes after the first such byte, never one before it): a zero byte after the xor is
+        // a `"` or `\\`.
+        let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH;
+        let found = below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1)
+            | below(word, 0x20);
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// Nesting the scanner reads itself; deeper documents go to serde_json, which refuses the
@@ -237,15 +267,15 @@ impl<'a> Scanner<'a> {
                 t.push('e');
                 t.push(char::from(sign));
                 t.push_str(digits);
-                Node::Number(t.into_boxed_str())
+                Node::Number(Cow::Owned(t))
             }
             None if !negative => match text.parse::<u64>() {
                 Ok(u) => Node::PosInt(u),
-                Err(_) => Node::Number(text.into()),
+                Err(_) => Node::Number(Cow::Borrowed(text)),
             },
             None => match text.parse::<i64>() {
                 Ok(i) if text != "-0" => Node::NegInt(i),
-                _ => Node::Number(text.into()),
+                _ => Node::Number(Cow::Borrowed(text)),
             },
         };
         self.push(node);
@@ -257,6 +287,7 @@ impl<'a> Scanner<'a> {
         let start = self.pos + 1;
         let mut i = start;
         loop {
+            i = plain_run_end(self.bytes, i);
             match *self.bytes.get(i)? {
                 b'"' => {
                     self.pos = i + 1;
@@ -298,12 +329,7 @@ impl<'a> Scanner<'a> {
                 0..=0x1f => return None,
                 _ => {
                     let run = i;
-                    while let Some(&b) = self.bytes.get(i) {
-                        if b == b'"' || b == b'\\' || b < 0x20 {
-                            break;
-                        }
-                        i += 1;
-                    }
+                    i = plain_run_end(self.bytes, i);
                     out.push_str(&self.text[run..i]);
                 }
             }
@@ -485,7 +511,7 @@ fn number_node(text: String) -> Node<'static> {
     }) {
         Node::NegInt(i)
     } else {
-        Node::Number(text.into_boxed_str())
+        Node::Number(Cow::Owned(text))
     }
 }
 
@@ -570,7 +596,7 @@ impl<'de> Visitor<'de> for Tape<'_, 'de> {
         // Not reached with `arbitrary_precision` (numbers arrive as text); kept exact anyway.
         let n = serde_json::Number::from_f64(v)
             .ok_or_else(|| E::custom("a number that is not finite"))?;
-        self.0.push(Node::Number(n.to_string().into_boxed_str()));
+        self.0.push(Node::Number(Cow::Owned(n.to_string())));
         Ok(())
     }
 
@@ -625,7 +651,7 @@ impl<'de> Visitor<'de> for Tape<'_, 'de> {
                     return Err(de::Error::custom("invalid number"));
                 }
                 self.0.truncate(at);
-                self.0.push(Node::Number(text.into_boxed_str()));
+                self.0.push(Node::Number(Cow::Owned(text)));
                 return Ok(());
             }
         } else {
@@ -1084,6 +1110,40 @@ impl ExactSizeIterator for Elements<'_> {}
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn plain_runs_end_where_a_byte_at_a_time_scan_ends_them() {
+        let naive = |bytes: &[u8], from: usize| {
+            (from..bytes.len())
+                .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0..=0x1f))
+                .unwrap_or(bytes.len())
+        };
+        // Every byte that matters next to the ones that borrow or look alike, at every offset
+        // of an 8-byte word and after runs of every length.
+        let specials = [
+            b'"', b'\\', 0x00, 0x1f, 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff,
+        ];
+        for &special in &specials {
+            for &other in &specials {
+                for len in 0..24 {
+                    for at in 0..len {
+                        let mut bytes = vec![b'a'; len];
+                        bytes[at] = special;
+                        if at + 1 < len {
+                            bytes[at + 1] = other;
+                        }
+                        for from in 0..=len {
+                            assert_eq!(
+                                plain_run_end(&bytes, from),
+                                naive(&bytes, from),
+                                "{bytes:?} from {from}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     fn roundtrip(text: &str) -> JsonValue {
         JsonDoc::parse(text.as_bytes())

@@ -206,6 +206,14 @@ const NUMERIC_MAX_GROUPS: i128 = 32_767;
 /// what its binary wire format can carry, from the text alone and with checked arithmetic, so
 /// that no value the api accepts is refused when the worker writes it.
 pub fn check_numeric(text: &str) -> Result<(), String> {
+    if is_short_plain_decimal(text) {
+        return Ok(());
+    }
+    check_numeric_limits(text)
+}
+
+/// [`check_numeric`] for any text: the grammar, then the digits, scale and groups counted.
+fn check_numeric_limits(text: &str) -> Result<(), String> {
     let bad = || format!("`{}` is not a decimal number", truncated(text));
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
@@ -266,6 +274,22 @@ pub fn check_numeric(text: &str) -> Result<(), String> {
         return Err(out_of_numeric_range(text, "too many digits in all"));
     }
     Ok(())
+}
+
+/// Whether `text` is digits with at most one `.` (and a sign), at least one digit and at most
+/// 1 000 bytes: always within NUMERIC's limits, which is what nearly every decimal is.
+fn is_short_plain_decimal(text: &str) -> bool {
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let mut points = 0;
+    let mut digits = 0;
+    for b in unsigned.bytes() {
+        match b {
+            b'0'..=b'9' => digits += 1,
+            b'.' => points += 1,
+            _ => return false,
+        }
+    }
+    text.len() <= 1_000 && digits > 0 && points <= 1
 }
 
 fn truncated(text: &str) -> String {
@@ -661,15 +685,29 @@ pub fn join_path(base: &str, segments: &[&str]) -> String {
 
 /// Path of one element of a list (`line_items[3]`).
 pub fn element_path(base: &str, list: &str, index: usize) -> String {
-    use std::fmt::Write as _;
-    // One allocation: every element of every list gets a path, error or not.
-    let mut out = String::with_capacity(base.len() + list.len() + 8);
+    // One allocation and no formatter: every element of every list gets a path, error or not.
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = index;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(base.len() + list.len() + 24);
     out.push_str(base);
     if !base.is_empty() {
         out.push('.');
     }
     out.push_str(list);
-    let _ = write!(out, "[{index}]");
+    out.push('[');
+    for &d in &digits[start..] {
+        out.push(char::from(d));
+    }
+    out.push(']');
     out
 }
 
@@ -810,7 +848,11 @@ pub fn check_field<T: FromJson>(
         });
     }
     if let Some((limit, key)) = max_length {
-        let len = found.as_str().map_or(0, |s| s.chars().count());
+        // A text of at most `limit` bytes has at most `limit` characters: nothing to count.
+        let len = found
+            .as_str()
+            .filter(|s| s.len() > limit)
+            .map_or(0, |s| s.chars().count());
         if len > limit {
             errors.push(too_long(len, limit, base, key));
         }
@@ -865,19 +907,23 @@ pub fn constant<T: FromJson>(
 
 /// Text whose length `max_length` limits.
 pub trait TextLen {
-    /// Length in characters (`None` has none).
-    fn text_len(&self) -> usize;
+    /// The text (`None` has none).
+    fn text(&self) -> &str;
+    /// Length in characters.
+    fn text_len(&self) -> usize {
+        self.text().chars().count()
+    }
 }
 
 impl TextLen for String {
-    fn text_len(&self) -> usize {
-        self.chars().count()
+    fn text(&self) -> &str {
+        self
     }
 }
 
 impl TextLen for Option<String> {
-    fn text_len(&self) -> usize {
-        self.as_ref().map_or(0, TextLen::text_len)
+    fn text(&self) -> &str {
+        self.as_deref().unwrap_or("")
     }
 }
 
@@ -889,7 +935,12 @@ pub fn max_len<V: TextLen>(
     key: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<V> {
-    let len = value.text_len();
+    // At most `limit` bytes is at most `limit` characters: only longer texts are counted.
+    let len = if value.text().len() > limit {
+        value.text_len()
+    } else {
+        0
+    };
     if len > limit {
         errors.push(too_long(len, limit, base, key));
         None
@@ -900,13 +951,13 @@ pub fn max_len<V: TextLen>(
 
 /// Entity names match ignoring case, `_` and `-` (`order_line_item` = `OrderLineItem`).
 pub fn same_entity_name(canonical: &str, given: &str) -> bool {
-    let norm = |s: &str| {
-        s.chars()
-            .filter(|c| *c != '_' && *c != '-')
-            .map(|c| c.to_ascii_lowercase())
-            .collect::<String>()
-    };
-    norm(canonical) == norm(given)
+    // Compared as it is read: every request names its entity, so nothing is allocated.
+    fn norm(s: &str) -> impl Iterator<Item = u8> + '_ {
+        s.bytes()
+            .filter(|b| *b != b'_' && *b != b'-')
+            .map(|b| b.to_ascii_lowercase())
+    }
+    norm(canonical).eq(norm(given))
 }
 
 /// Parses a JSON Schema that nomnom-codegen wrote with `serde_json` (so it is valid JSON; the
@@ -1095,6 +1146,30 @@ mod tests {
     }
 
     #[test]
+    fn short_plain_decimals_pass_the_full_check_too() {
+        let long = format!("{}.{}", "9".repeat(500), "1".repeat(499));
+        for text in [
+            "0",
+            "-0",
+            "+7",
+            "12.50",
+            ".5",
+            "5.",
+            "-.5",
+            "0000.0000",
+            "123456789012345678901234567890",
+            long.as_str(),
+        ] {
+            assert!(is_short_plain_decimal(text), "{text}");
+            assert_eq!(check_numeric_limits(text), Ok(()), "{text}");
+        }
+        for text in ["", "-", ".", "1.2.3", "1e5", "--1", "1-", " 1", "1,5", "١"] {
+            assert!(!is_short_plain_decimal(text), "{text}");
+        }
+        assert!(!is_short_plain_decimal(&format!("{long}1")));
+    }
+
+    #[test]
     fn numerics_compare_and_hash_by_value_and_keep_their_text() {
         use std::collections::HashSet;
         let n = |s: &str| Numeric::parse(s).unwrap();
@@ -1256,6 +1331,11 @@ mod tests {
         assert_eq!(errors[1].field, "missing");
         assert_eq!(element_path("", "line_items", 3), "line_items[3]");
         assert_eq!(element_path("a[1]", "b", 0), "a[1].b[0]");
+        assert_eq!(element_path("", "l", 1_234_567), "l[1234567]");
+        assert_eq!(
+            element_path("", "l", usize::MAX),
+            format!("l[{}]", usize::MAX)
+        );
     }
 
     #[test]

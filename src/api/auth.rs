@@ -8,14 +8,18 @@
 //! read status and the OpenAPI document, but not metrics. Only SHA-256 digests are kept in
 //! memory, and a presented key is compared with every digest in constant time.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::future::{Either, Ready, ready};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
 
 use super::{ApiError, AppState};
 use crate::generated::RootEntity;
@@ -62,7 +66,7 @@ impl Scope {
     }
 }
 
-/// The client a request is authenticated as (a request extension set by [`require_key`]).
+/// The client a request is authenticated as (a request extension set by [`RequireKeyLayer`]).
 #[derive(Debug, Clone)]
 pub struct Client {
     /// The key's name; empty when authentication is off.
@@ -333,26 +337,69 @@ fn failure(state: &AppState, reason: &'static str, error: ApiError) -> Response 
     error.into_response()
 }
 
-/// Middleware of the routes that need a key when keys are configured: sets the [`Client`]
-/// extension, or answers 401. Without keys every request is the anonymous client.
-pub(super) async fn require_key(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let client = if state.keys.enabled() {
-        let Some(presented) = presented_key(request.headers()) else {
-            return failure(&state, "missing", ApiError::Unauthorized { invalid: false });
-        };
-        match state.keys.authenticate(presented) {
-            Some(client) => client.clone(),
-            None => return failure(&state, "invalid", ApiError::Unauthorized { invalid: true }),
-        }
-    } else {
-        Client::anonymous()
+/// The client of a request, or the 401 answer, when keys are configured; without keys every
+/// request is the anonymous client.
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Client, Box<Response>> {
+    if !state.keys.enabled() {
+        return Ok(Client::anonymous());
+    }
+    let Some(presented) = presented_key(headers) else {
+        let refused = failure(state, "missing", ApiError::Unauthorized { invalid: false });
+        return Err(Box::new(refused));
     };
-    request.extensions_mut().insert(client);
-    next.run(request).await
+    match state.keys.authenticate(presented) {
+        Some(client) => Ok(client.clone()),
+        None => {
+            let refused = failure(state, "invalid", ApiError::Unauthorized { invalid: true });
+            Err(Box::new(refused))
+        }
+    }
+}
+
+/// Layer of the routes that need a key when keys are configured: sets the [`Client`] request
+/// extension, or answers 401. A tower layer rather than `from_fn`, which clones the route and
+/// boxes a future for every request.
+#[derive(Clone)]
+pub(super) struct RequireKeyLayer(pub(super) Arc<AppState>);
+
+impl<S> Layer<S> for RequireKeyLayer {
+    type Service = RequireKey<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireKey {
+            inner,
+            state: self.0.clone(),
+        }
+    }
+}
+
+/// See [`RequireKeyLayer`].
+#[derive(Clone)]
+pub(super) struct RequireKey<S> {
+    inner: S,
+    state: Arc<AppState>,
+}
+
+impl<S> Service<Request> for RequireKey<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match authenticate(&self.state, request.headers()) {
+            Ok(client) => {
+                request.extensions_mut().insert(client);
+                Either::Right(self.inner.call(request))
+            }
+            Err(refused) => Either::Left(ready(Ok(*refused))),
+        }
+    }
 }
 
 /// Middleware of `/metrics` on the main port: with keys, only a key scoped `metrics`.

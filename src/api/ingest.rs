@@ -4,10 +4,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
-use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
@@ -43,6 +42,83 @@ pub struct IngestResponse {
     /// True when an earlier request with the same `Idempotency-Key` was already stored.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+}
+
+impl IngestResponse {
+    /// The JSON of this answer, as `serde_json` writes it (tested), without its serializer:
+    /// every accepted message is answered with one, and the timestamp's `Display` was most
+    /// of an answer's cost.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(b"{\"message_id\":\"");
+        out.extend_from_slice(
+            self.message_id
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\",\"status\":\"");
+        out.extend_from_slice(self.status.as_bytes());
+        out.extend_from_slice(b"\",\"timestamp\":");
+        match rfc3339_utc(&self.timestamp) {
+            Some(text) => {
+                out.push(b'"');
+                out.extend_from_slice(&text);
+                out.push(b'"');
+            }
+            // Years chrono writes with a sign (beyond 9999): its own serializer.
+            None => out.extend_from_slice(
+                serde_json::to_string(&self.timestamp)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+        }
+        if self.duplicate {
+            out.extend_from_slice(b",\"duplicate\":true");
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// `t` as chrono's `Serialize` writes a UTC time (`2026-12-03T08:15:02.123Z`: the fraction in
+/// 3, 6 or 9 digits, as few as keep it exact, or none), for years 0 to 9999; `None` for others.
+fn rfc3339_utc(t: &DateTime<Utc>) -> Option<Vec<u8>> {
+    use chrono::{Datelike, Timelike};
+    let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+    let nanos = t.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return None; // a leap second: chrono's own format
+    }
+    let mut out = Vec::with_capacity(30);
+    let digits = |out: &mut Vec<u8>, value: u32, width: u32| {
+        for place in (0..width).rev() {
+            out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
+        }
+    };
+    digits(&mut out, year, 4);
+    out.push(b'-');
+    digits(&mut out, t.month(), 2);
+    out.push(b'-');
+    digits(&mut out, t.day(), 2);
+    out.push(b'T');
+    digits(&mut out, t.hour(), 2);
+    out.push(b':');
+    digits(&mut out, t.minute(), 2);
+    out.push(b':');
+    digits(&mut out, t.second(), 2);
+    if nanos != 0 {
+        out.push(b'.');
+        if nanos.is_multiple_of(1_000_000) {
+            digits(&mut out, nanos / 1_000_000, 3);
+        } else if nanos.is_multiple_of(1_000) {
+            digits(&mut out, nanos / 1_000, 6);
+        } else {
+            digits(&mut out, nanos, 9);
+        }
+    }
+    out.push(b'Z');
+    Some(out)
 }
 
 /// A message that passed validation and is ready to publish.
@@ -128,19 +204,47 @@ fn check_content_type(headers: &HeaderMap, batch: bool) -> Result<(), ApiError> 
     }
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if super::server::is_body_timeout(&e) {
-            ApiError::Timeout
-        } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge { limit }
-        } else {
-            ApiError::Body {
-                status: e.status(),
-                message: e.body_text(),
+/// Reads a single message's body, of at most `limit` bytes. Read here rather than by axum's
+/// `Bytes` extractor under a `DefaultBodyLimit` layer, which would wrap the route in one more
+/// boxed service that every request clones.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    use axum::body::HttpBody as _;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut stream = body.into_data_stream();
+    let mut whole = bytes::BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(body_read_error)?;
+        let read = first.as_ref().map_or(0, Bytes::len) + whole.len() + chunk.len();
+        if read > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        // A body that comes in one chunk (nearly all) is kept as it came, without a copy.
+        match first.take() {
+            None if whole.is_empty() => first = Some(chunk),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    whole.extend_from_slice(&earlier);
+                }
+                whole.extend_from_slice(&chunk);
             }
         }
-    })
+    }
+    Ok(first.unwrap_or_else(|| whole.freeze()))
+}
+
+/// The error of a body that could not be read to its end.
+fn body_read_error(e: axum::Error) -> ApiError {
+    if super::server::is_body_timeout(&e) {
+        ApiError::Timeout
+    } else {
+        ApiError::Body {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("the request body could not be read: {e}"),
+        }
+    }
 }
 
 fn entity_by_name(name: &str) -> Result<RootEntity, ApiError> {
@@ -277,14 +381,19 @@ async fn accept_one(
     state.metrics.of(entity).1.inc();
     let envelope = &v.envelope;
     tracing::debug!(message_id = %envelope.message_id, entity = entity.name(), duplicate, "accepted");
+    let answer = IngestResponse {
+        message_id: envelope.message_id,
+        status: "accepted",
+        timestamp: envelope.received_at,
+        duplicate,
+    };
     Ok((
         StatusCode::ACCEPTED,
-        Json(IngestResponse {
-            message_id: envelope.message_id,
-            status: "accepted",
-            timestamp: envelope.received_at,
-            duplicate,
-        }),
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        answer.to_json(),
     )
         .into_response())
 }
@@ -295,12 +404,12 @@ pub(super) async fn ingest_entity(
     Extension(client): Extension<Client>,
     Path(entity_name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let result = async {
         let entity = allowed_entity(&state, &client, &entity_name)?;
         check_content_type(&headers, false)?;
-        let body = body_bytes(body, state.max_body_bytes)?;
+        let body = read_body(body, state.max_body_bytes).await?;
         // The parsed document is dropped before the publish is awaited (it is not `Send`).
         let checked = check(entity, crate::runtime::parse_json_object(&body)?.root());
         accept_one(&state, &client, entity, checked, &body, &headers).await
@@ -325,7 +434,7 @@ pub(super) async fn ingest_untyped(
     Extension(client): Extension<Client>,
     query: Result<Query<UntypedQuery>, QueryRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let mut named = String::from("unknown");
     let result = async {
@@ -337,7 +446,7 @@ pub(super) async fn ingest_untyped(
             .get("x-entity-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = body_bytes(body, state.max_body_bytes)?;
+        let body = read_body(body, state.max_body_bytes).await?;
         let preset = from_query.or(from_header);
         let (entity, checked) = {
             let doc = crate::runtime::parse_json_object(&body)?;
@@ -577,16 +686,7 @@ async fn batch(
     let mut leading_too_long: Vec<usize> = Vec::new();
     let mut array: Vec<u8> = Vec::new();
     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
-        let chunk = chunk.map_err(|e| {
-            if super::server::is_body_timeout(&e) {
-                ApiError::Timeout
-            } else {
-                ApiError::Body {
-                    status: StatusCode::BAD_REQUEST,
-                    message: format!("the request body could not be read: {e}"),
-                }
-            }
-        })?;
+        let chunk = chunk.map_err(body_read_error)?;
         read += chunk.len();
         if read > state.max_batch_bytes {
             return Err(ApiError::TooLarge {
@@ -763,5 +863,50 @@ fn rejected(line: usize, e: ApiError) -> LineResult {
         error,
         details,
         retryable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Timelike};
+
+    #[test]
+    fn the_answer_is_what_serde_json_writes() {
+        let times = [
+            Utc.with_ymd_and_hms(2026, 12, 3, 8, 15, 2).unwrap(),
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-44, 3, 15, 12, 0, 0).unwrap(),
+        ];
+        let fractions = [
+            0,
+            1,
+            7_000,
+            123_000_000,
+            120_000,
+            999_999_999,
+            1_500_000_000,
+        ];
+        for t in times {
+            for nanos in fractions {
+                let Some(timestamp) = t.with_nanosecond(nanos) else {
+                    continue;
+                };
+                for duplicate in [false, true] {
+                    let answer = IngestResponse {
+                        message_id: Uuid::now_v7(),
+                        status: "accepted",
+                        timestamp,
+                        duplicate,
+                    };
+                    assert_eq!(
+                        String::from_utf8(answer.to_json()).unwrap(),
+                        serde_json::to_string(&answer).unwrap()
+                    );
+                }
+            }
+        }
     }
 }

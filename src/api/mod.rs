@@ -19,16 +19,21 @@ mod openapi;
 pub mod server;
 mod status;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_nats::jetstream;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Uri;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
+use tower::{Layer, Service};
 
 pub use auth::{ApiKeys, Client};
 pub use error::ApiError;
@@ -88,18 +93,11 @@ impl AppState {
 
 /// Builds the router with all routes.
 pub fn router(state: AppState) -> Router {
-    let single = DefaultBodyLimit::max(state.max_body_bytes);
     let metrics_here = state.metrics_on_main_port;
     let state = Arc::new(state);
     let mut keyed = Router::new()
-        .route(
-            "/ingest/message/{entity}",
-            post(ingest::ingest_entity).layer(single),
-        )
-        .route(
-            "/ingest/message",
-            post(ingest::ingest_untyped).layer(single),
-        )
+        .route("/ingest/message/{entity}", post(ingest::ingest_entity))
+        .route("/ingest/message", post(ingest::ingest_untyped))
         .route(
             "/ingest/batch/{entity}",
             // Streamed: the handler counts bytes and lines itself.
@@ -117,10 +115,7 @@ pub fn router(state: AppState) -> Router {
         );
     }
     // `route_layer`: an unknown path is a 404, not a 401.
-    let keyed = keyed.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_key,
-    ));
+    let keyed = keyed.route_layer(auth::RequireKeyLayer(state.clone()));
     Router::new()
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
@@ -131,10 +126,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keyed)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
+        .layer(CountRequestsLayer(state.clone()))
         .with_state(state)
 }
 
@@ -156,29 +148,87 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Counts every request by route template, method and status (all closed sets).
-async fn count_requests(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // MatchedPath is a shared string: cloning it does not copy the route.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = crate::labels::method_label(request.method());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    state
-        .metrics
-        .requests
-        .with_label_values(&[route, method, response.status().as_str()])
-        .inc();
-    tracing::trace!(
-        route,
-        method,
-        status = response.status().as_u16(),
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "request"
-    );
-    response
+/// Counts every request by route template, method and status (all closed sets). A tower layer
+/// rather than `from_fn`, which clones the route and boxes a future for every request.
+#[derive(Clone)]
+struct CountRequestsLayer(Arc<AppState>);
+
+impl<S> Layer<S> for CountRequestsLayer {
+    type Service = CountRequests<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CountRequests {
+            inner,
+            state: self.0.clone(),
+        }
+    }
+}
+
+/// See [`CountRequestsLayer`].
+#[derive(Clone)]
+struct CountRequests<S> {
+    inner: S,
+    state: Arc<AppState>,
+}
+
+impl<S> Service<Request> for CountRequests<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Counted<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // MatchedPath is a shared string: cloning it does not copy the route.
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = crate::labels::method_label(request.method());
+        Counted {
+            inner: self.inner.call(request),
+            state: Some(self.state.clone()),
+            route,
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response future that counts its response when it is ready.
+    struct Counted<F> {
+        #[pin]
+        inner: F,
+        state: Option<Arc<AppState>>,
+        route: Option<MatchedPath>,
+        method: &'static str,
+        started: Instant,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        if let Some(state) = this.state.take() {
+            state
+                .metrics
+                .requests
+                .with_label_values(&[route, this.method, response.status().as_str()])
+                .inc();
+        }
+        tracing::trace!(
+            route,
+            method = *this.method,
+            status = response.status().as_u16(),
+            elapsed_us = this.started.elapsed().as_micros() as u64,
+            "request"
+        );
+        Poll::Ready(Ok(response))
+    }
 }

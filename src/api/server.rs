@@ -2,18 +2,19 @@
 //! a header-read timeout (hyper), a request timeout and a body-read timeout (tower-http), and a
 //! global in-flight limit that sheds excess load with 503 + `Retry-After` (tower).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use tower::Service;
 use tower::ServiceBuilder;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::ApiError;
 
@@ -52,22 +53,33 @@ impl Default for HttpLimits {
     }
 }
 
-/// Wraps the router in the request timeout, body-read timeout and in-flight limit.
-pub fn with_limits(router: Router, limits: &HttpLimits) -> Router {
-    router.layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+/// The router wrapped in the in-flight limit, the request timeout and the body-read timeout.
+/// The layers wrap the router as one service rather than each of its routes (`Router::layer`):
+/// a route's layers are cloned, boxed, for every request it serves.
+pub fn with_limits(
+    router: Router,
+    limits: &HttpLimits,
+) -> impl Service<
+    axum::http::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
+            if error.is::<tower::timeout::error::Elapsed>() {
+                ApiError::Timeout.into_response()
+            } else {
                 ApiError::Overloaded.into_response()
-            }))
-            .load_shed()
-            .concurrency_limit(limits.max_in_flight.max(1))
-            .layer(axum::middleware::map_response(json_timeout))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                limits.request_timeout,
-            ))
-            .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout)),
-    )
+            }
+        }))
+        .load_shed()
+        .concurrency_limit(limits.max_in_flight.max(1))
+        .timeout(limits.request_timeout)
+        .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
+        .service(router)
 }
 
 /// Whether a body error is the body-read timeout.
@@ -80,19 +92,6 @@ pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         current = e.source();
     }
     false
-}
-
-/// tower-http's timeout answers 408 without a body; every error of this api is JSON.
-async fn json_timeout(response: Response) -> Response {
-    let bare = response.status() == StatusCode::REQUEST_TIMEOUT
-        && !response
-            .headers()
-            .contains_key(axum::http::header::CONTENT_TYPE);
-    if bare {
-        ApiError::Timeout.into_response()
-    } else {
-        response
-    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish
