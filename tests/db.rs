@@ -208,6 +208,8 @@ async fn numeric_literals_accepted_at_the_edge_are_stored_by_postgresql() {
         ("0".into(), true),
         ("-0.000".into(), true),
         ("0e99999".into(), true),
+        ("0e-16383".into(), true),
+        ("0.0e-16383".into(), false),
         ("173665.47".into(), true),
         ("-1.5E+3".into(), true),
         ("1e-16383".into(), true),
@@ -242,30 +244,38 @@ async fn numeric_literals_accepted_at_the_edge_are_stored_by_postgresql() {
         if verdict.is_err() && !exponent_fits {
             continue;
         }
-        let value = bigdecimal::BigDecimal::from_str(&literal).expect("parses");
-        let stored: Result<Stored, _> = diesel::sql_query("SELECT ($1::numeric)::text AS text")
-            .bind::<Numeric, _>(&value)
-            .get_result(&mut *conn)
-            .await;
         if verdict.is_err() {
-            // The boundary is exact: one step past it, storing fails.
+            // The boundary is exact: one step past it, PostgreSQL refuses the literal too.
+            let stored: Result<Stored, _> =
+                diesel::sql_query("SELECT ($1::text::numeric)::text AS text")
+                    .bind::<diesel::sql_types::Text, _>(&literal)
+                    .get_result(&mut *conn)
+                    .await;
             assert!(
                 stored.is_err(),
                 "{short} was refused but PostgreSQL stores it"
             );
             continue;
         }
+        let value = bigdecimal::BigDecimal::from_str(&literal).expect("parses");
+        let stored: Result<Stored, _> = diesel::sql_query("SELECT ($1::numeric)::text AS text")
+            .bind::<Numeric, _>(&value)
+            .get_result(&mut *conn)
+            .await;
         assert!(stored.is_ok(), "{short} as NUMERIC: {:?}", stored.err());
-        // The worker binds decimals as text that PostgreSQL casts (`unnest($n::text[])` then
-        // `::numeric`): that path stores every accepted value too.
+        // The worker binds decimals as binary `numeric[]` built from their text
+        // (`pg::NumericArray`): that path stores every accepted value too.
+        let numeric = nomnom_runtime::Numeric::parse(&literal).expect("accepted");
         let stored: Result<Stored, _> =
-            diesel::sql_query("SELECT (($1::text[])[1]::numeric)::text AS text")
-                .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(vec![literal.clone()])
+            diesel::sql_query("SELECT (($1::numeric[])[1])::text AS text")
+                .bind::<diesel::sql_types::Array<Numeric>, _>(
+                    nomnom_runtime::pg::NumericArray::new([&numeric]),
+                )
                 .get_result(&mut *conn)
                 .await;
         assert!(
             stored.is_ok(),
-            "{short} as text cast to NUMERIC: {:?}",
+            "{short} bound as binary numeric[]: {:?}",
             stored.err()
         );
         let json: serde_json::Value =
@@ -276,4 +286,103 @@ async fn numeric_literals_accepted_at_the_edge_are_stored_by_postgresql() {
             .await;
         assert!(stored.is_ok(), "{short} in jsonb: {:?}", stored.err());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numerics_bound_in_binary_are_what_postgresql_reads_from_their_text() {
+    use diesel::sql_types::{Array, Nullable, Numeric as SqlNumeric, Text};
+    use diesel_async::RunQueryDsl as _;
+    use nomnom_runtime::Numeric;
+    use nomnom_runtime::pg::NumericArray;
+
+    #[derive(diesel::QueryableByName)]
+    struct Pair {
+        #[diesel(sql_type = Nullable<Text>)]
+        binary: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        text: Option<String>,
+    }
+
+    let (test_db, pool) = prepared().await;
+    let mut texts: Vec<String> = [
+        "0",
+        "-0",
+        "+0",
+        "0.000",
+        "0e-5",
+        "0e99999",
+        "0e-16383",
+        "1",
+        "-1",
+        "12.50",
+        "-12.50",
+        ".5",
+        "5.",
+        "-.5",
+        "0.06",
+        "23696.25",
+        "398465.75",
+        "41.0",
+        "9999",
+        "10000",
+        "10001",
+        "0.0001",
+        "0.00001",
+        "123456789.123456789",
+        "1e5",
+        "1E+5",
+        "1.5e1",
+        "1.500e1",
+        "15e-1",
+        "1e-3",
+        "-2.5e-7",
+        "1e-16383",
+        "9.99e-16380",
+        "1e131000",
+        "-7e130000",
+        "100000000000000000000000000000000000000001",
+        "0.000000000000000000000000000000000000001",
+        "18446744073709551616",
+        "-9223372036854775808",
+        "000123.4500",
+        "1234e-2",
+        "1234e-4",
+        "1234e-5",
+        "1234e2",
+        "12345e-1",
+        "5e3",
+        "5e4",
+        "5e-4",
+        "5e-5",
+    ]
+    .map(String::from)
+    .to_vec();
+    let long = format!("{}.{}", "9".repeat(1000), "1".repeat(999));
+    texts.push(long);
+    let values: Vec<Option<Numeric>> = texts
+        .iter()
+        .map(|t| Some(Numeric::parse(t).unwrap_or_else(|e| panic!("{t}: {e}"))))
+        .chain([None])
+        .collect();
+    let text_binds: Vec<Option<&str>> = texts
+        .iter()
+        .map(|t| Some(t.as_str()))
+        .chain([None])
+        .collect();
+    let mut conn = pool.get().await.expect("connection");
+    let pairs: Vec<Pair> = diesel::sql_query(
+        "SELECT b::text AS binary, t::numeric::text AS text \
+         FROM unnest($1::numeric[], $2::text[]) AS u(b, t)",
+    )
+    .bind::<Array<Nullable<SqlNumeric>>, _>(NumericArray::new(values.iter().map(Option::as_ref)))
+    .bind::<Array<Nullable<Text>>, _>(text_binds)
+    .load(&mut conn)
+    .await
+    .expect("select");
+    assert_eq!(pairs.len(), texts.len() + 1);
+    for (pair, text) in pairs.iter().zip(texts.iter().map(Some).chain([None])) {
+        assert_eq!(pair.binary, pair.text, "{text:?}");
+    }
+    drop(conn);
+    test_db.drop_db().await;
 }

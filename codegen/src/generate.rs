@@ -1338,15 +1338,16 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
                 quote!(r.#id.as_deref().map(::nomnom_runtime::pg_text_array))
             }
             (Bind::Value, _) => quote!(r.#id),
-            (Bind::Ref, false) => quote!(&r.#id),
-            (Bind::Ref, true) => quote!(r.#id.as_ref()),
+            (Bind::Ref | Bind::Numeric, false) => quote!(&r.#id),
+            (Bind::Ref | Bind::Numeric, true) => quote!(r.#id.as_ref()),
         };
         let values = quote!(chunk.iter().map(|(r, _)| #value));
-        // Text goes through the runtime's array bind: one copy per value instead of diesel's two.
-        let array = if bind == Bind::Str {
-            quote!(::nomnom_runtime::pg::TextArray::new(#values))
-        } else {
-            quote!(#values.collect::<::std::vec::Vec<_>>())
+        // Text and decimals go through the runtime's array binds: text with one copy per value
+        // instead of diesel's two, decimals converted to binary NUMERIC.
+        let array = match bind {
+            Bind::Str => quote!(::nomnom_runtime::pg::TextArray::new(#values)),
+            Bind::Numeric => quote!(::nomnom_runtime::pg::NumericArray::new(#values)),
+            _ => quote!(#values.collect::<::std::vec::Vec<_>>()),
         };
         quote! {
             .bind::<::diesel::sql_types::Array<#st>, _>(#array)

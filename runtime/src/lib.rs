@@ -245,12 +245,20 @@ fn check_numeric_limits(text: &str) -> Result<(), String> {
         .take_while(|b| *b == b'0')
         .count();
     let total = int_part.len() + frac_part.len();
+    let scale = frac_part.len() as i128 - exponent;
     if leading_zeros == total {
-        return Ok(()); // zero, whatever the exponent
+        // Zero, whatever the exponent; but its display scale (`0.0e-16383` has 16 384 digits
+        // after the point) is stored too, and is bounded like any other.
+        if scale > NUMERIC_MAX_SCALE {
+            return Err(out_of_numeric_range(
+                text,
+                &format!("more than {NUMERIC_MAX_SCALE} digits after the decimal point"),
+            ));
+        }
+        return Ok(());
     }
     // As a decimal: an integer of `significant` digits scaled by 10^-scale.
     let significant = (total - leading_zeros) as i128;
-    let scale = frac_part.len() as i128 - exponent;
     let (integer_digits, scale) = if scale < 0 {
         (significant - scale, 0)
     } else {
@@ -310,7 +318,8 @@ fn out_of_numeric_range(text: &str, why: &str) -> String {
 
 /// A `Decimal` field: the decimal text as received (`12.50`, `1e-3`), checked against what
 /// PostgreSQL `NUMERIC` stores. It stays text so that neither the api nor the worker does
-/// big-integer arithmetic on the hot path: PostgreSQL parses it once, when it is stored. Every
+/// big-integer arithmetic on the hot path: the worker regroups its digits into PostgreSQL's
+/// binary form when it is stored (`pg::NumericArray`, feature `diesel`). Every
 /// digit is kept; [`Numeric::to_decimal`] gives a `BigDecimal` for arithmetic. Equality and
 /// hashing are numeric (`1.50` = `1.5` = `15e-1`), as PostgreSQL compares them.
 #[derive(Debug, Clone)]

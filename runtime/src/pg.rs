@@ -2,8 +2,10 @@
 
 use diesel::pg::Pg;
 use diesel::serialize::{self, IsNull, Output, ToSql};
-use diesel::sql_types::{Array, HasSqlType, Nullable, Text};
+use diesel::sql_types::{Array, HasSqlType, Nullable, Numeric as SqlNumeric, Text};
 use std::io::Write as _;
+
+use crate::Numeric;
 
 /// A `text[]` bind in PostgreSQL's binary array format, its elements encoded as the array is
 /// built. diesel's own array bind encodes each element into a scratch buffer and copies it
@@ -59,17 +61,192 @@ impl TextArray {
     }
 
     fn write(&self, out: &mut Output<'_, '_, Pg>) -> serialize::Result {
-        // The header diesel writes: one dimension, no flags, the element type, its length and
-        // lower bound 1 (PostgreSQL's `array_recv`).
         let oid = <Pg as HasSqlType<Text>>::metadata(out.metadata_lookup()).oid()?;
-        out.write_all(&1i32.to_be_bytes())?;
-        out.write_all(&0i32.to_be_bytes())?;
-        out.write_all(&oid.to_be_bytes())?;
-        out.write_all(&self.len.to_be_bytes())?;
-        out.write_all(&1i32.to_be_bytes())?;
-        out.write_all(&self.elements)?;
-        Ok(IsNull::No)
+        write_array(out, oid, self.len, &self.elements)
     }
+}
+
+/// A binary array: the header diesel writes (one dimension, no flags, the element type, its
+/// length and lower bound 1: PostgreSQL's `array_recv`), then the encoded elements.
+fn write_array(
+    out: &mut Output<'_, '_, Pg>,
+    oid: u32,
+    len: i32,
+    elements: &[u8],
+) -> serialize::Result {
+    out.write_all(&1i32.to_be_bytes())?;
+    out.write_all(&0i32.to_be_bytes())?;
+    out.write_all(&oid.to_be_bytes())?;
+    out.write_all(&len.to_be_bytes())?;
+    out.write_all(&1i32.to_be_bytes())?;
+    out.write_all(elements)?;
+    Ok(IsNull::No)
+}
+
+/// A `numeric[]` bind in PostgreSQL's binary format, each element converted from its decimal
+/// text as the array is built. Bound as text, every value was parsed again by PostgreSQL's
+/// `numeric_in` (about 0.3 µs each; an order has 17); the binary form is read as it is.
+#[derive(Debug, Clone, Default)]
+pub struct NumericArray {
+    len: i32,
+    /// Each element: its length (big-endian `i32`, -1 for NULL) and its `numeric_recv` form.
+    elements: Vec<u8>,
+    /// The first value that could not be encoded (none can: [`crate::check_numeric`] admits
+    /// only what the format holds); reported when the array is bound.
+    error: Option<String>,
+}
+
+impl NumericArray {
+    /// The array of `items` (`&Numeric`, or `Option<&Numeric>` where `None` is NULL).
+    pub fn new<'a, I>(items: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<Option<&'a Numeric>>,
+    {
+        let items = items.into_iter();
+        let mut array = Self {
+            len: 0,
+            elements: Vec::with_capacity(items.size_hint().0 * 16),
+            error: None,
+        };
+        for item in items {
+            match item.into() {
+                Some(value) => {
+                    let start = array.elements.len();
+                    array.elements.extend_from_slice(&[0; 4]);
+                    match encode_numeric(value.as_str(), &mut array.elements) {
+                        Ok(()) => {
+                            let len = (array.elements.len() - start - 4) as i32;
+                            array.elements[start..start + 4].copy_from_slice(&len.to_be_bytes());
+                        }
+                        Err(e) => {
+                            array.elements.truncate(start);
+                            array.elements.extend_from_slice(&(-1i32).to_be_bytes());
+                            array.error.get_or_insert(e);
+                        }
+                    }
+                }
+                None => array.elements.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+            array.len = array.len.saturating_add(1);
+        }
+        array
+    }
+
+    /// How many elements the array has.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the array is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn write(&self, out: &mut Output<'_, '_, Pg>) -> serialize::Result {
+        if let Some(e) = &self.error {
+            return Err(e.clone().into());
+        }
+        let oid = <Pg as HasSqlType<SqlNumeric>>::metadata(out.metadata_lookup()).oid()?;
+        write_array(out, oid, self.len, &self.elements)
+    }
+}
+
+impl ToSql<Array<SqlNumeric>, Pg> for NumericArray {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        self.write(out)
+    }
+}
+
+impl ToSql<Array<Nullable<SqlNumeric>>, Pg> for NumericArray {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        self.write(out)
+    }
+}
+
+/// `numeric_recv`'s sign of a positive value (and of zero).
+const NUMERIC_POS: u16 = 0x0000;
+/// `numeric_recv`'s sign of a negative value.
+const NUMERIC_NEG: u16 = 0x4000;
+
+/// Appends PostgreSQL's binary NUMERIC of decimal text that [`crate::check_numeric`] accepted:
+/// digit count, weight (of the first base-10000 digit), sign and display scale, then the
+/// base-10000 digits, each 16 bits big-endian. The value and display scale are what
+/// `numeric_in` makes of the same text (`1.50` keeps scale 2, `15e-1` has scale 1).
+fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    let bad = || format!("`{text}` is not a NUMERIC this worker can encode");
+    let negative = text.starts_with('-');
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (
+            &unsigned[..i],
+            unsigned[i + 1..].parse::<i64>().map_err(|_| bad())?,
+        ),
+        None => (unsigned, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let scale = (frac_part.len() as i64).saturating_sub(exponent).max(0);
+    let dscale = u16::try_from(scale)
+        .ok()
+        .filter(|s| *s <= 0x3FFF)
+        .ok_or_else(bad)?;
+    let digits: Vec<u8> = int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .map(|b| b.wrapping_sub(b'0'))
+        .collect();
+    if digits.iter().any(|d| *d > 9) {
+        return Err(bad());
+    }
+    // Powers of ten: the first digit's is `point - 1`, the last kept one's `point - len`.
+    let leading = digits.iter().take_while(|d| **d == 0).count();
+    let trailing = digits[leading..]
+        .iter()
+        .rev()
+        .take_while(|d| **d == 0)
+        .count();
+    let kept = &digits[leading..digits.len() - trailing];
+    let point = (int_part.len() as i64 - leading as i64).saturating_add(exponent);
+    let head = |ndigits: u16, weight: i16, sign: u16, out: &mut Vec<u8>| {
+        out.extend_from_slice(&ndigits.to_be_bytes());
+        out.extend_from_slice(&weight.to_be_bytes());
+        out.extend_from_slice(&sign.to_be_bytes());
+        out.extend_from_slice(&dscale.to_be_bytes());
+    };
+    if kept.is_empty() {
+        head(0, 0, NUMERIC_POS, out);
+        return Ok(());
+    }
+    let first_power = point - 1;
+    let last_power = point - kept.len() as i64;
+    let weight = first_power.div_euclid(4);
+    let groups = weight - last_power.div_euclid(4) + 1;
+    let weight = i16::try_from(weight).map_err(|_| bad())?;
+    let ndigits = u16::try_from(groups)
+        .ok()
+        .filter(|n| *n <= 0x7FFF)
+        .ok_or_else(bad)?;
+    head(
+        ndigits,
+        weight,
+        if negative { NUMERIC_NEG } else { NUMERIC_POS },
+        out,
+    );
+    // Groups from the most significant; a digit of power p adds d·10^(p mod 4) to group
+    // weight - p div 4.
+    let mut group = 0u16;
+    let mut current = first_power.div_euclid(4);
+    for (i, &d) in kept.iter().enumerate() {
+        let power = first_power - i as i64;
+        if power.div_euclid(4) != current {
+            out.extend_from_slice(&group.to_be_bytes());
+            group = 0;
+            current = power.div_euclid(4);
+        }
+        group += u16::from(d) * 10u16.pow(power.rem_euclid(4) as u32);
+    }
+    out.extend_from_slice(&group.to_be_bytes());
+    Ok(())
 }
 
 impl ToSql<Array<Text>, Pg> for TextArray {
@@ -87,6 +264,29 @@ impl ToSql<Array<Nullable<Text>>, Pg> for TextArray {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `numeric_recv`'s fields of `text`: (digit count, weight, sign, display scale, digits).
+    fn fields(text: &str) -> (u16, i16, u16, u16, Vec<u16>) {
+        let mut out = Vec::new();
+        encode_numeric(text, &mut out).expect("encodes");
+        let word = |i: usize| u16::from_be_bytes([out[2 * i], out[2 * i + 1]]);
+        let digits = (4..out.len() / 2).map(word).collect();
+        (word(0), word(1) as i16, word(2), word(3), digits)
+    }
+
+    #[test]
+    fn decimals_are_regrouped_in_base_10000_around_the_point() {
+        assert_eq!(fields("23696.25"), (3, 1, 0, 2, vec![2, 3696, 2500]));
+        assert_eq!(fields("-0.06"), (1, -1, 0x4000, 2, vec![600]));
+        assert_eq!(fields("1.500e1"), (1, 0, 0, 2, vec![15]));
+        assert_eq!(fields("12e4"), (1, 1, 0, 0, vec![12]));
+        assert_eq!(fields("-0.000"), (0, 0, 0, 3, vec![]));
+        assert_eq!(fields("0e99999"), (0, 0, 0, 0, vec![]));
+        assert_eq!(fields("00010000"), (1, 1, 0, 0, vec![1]));
+        let mut out = Vec::new();
+        assert!(encode_numeric("0e-16384", &mut out).is_err());
+        assert!(encode_numeric("1x", &mut out).is_err());
+    }
 
     #[test]
     fn elements_are_length_prefixed_and_null_is_minus_one() {

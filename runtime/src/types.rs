@@ -49,8 +49,10 @@ pub enum Bind {
     Value,
     /// A reference to the value.
     Ref,
-    /// The value as `&str` (`as_str()`, `as_deref()` when nullable): `String`, `Numeric`.
+    /// The value as `&str` (`as_str()`, `as_deref()` when nullable): `String`.
     Str,
+    /// A `Numeric`, bound as binary `numeric` ([`crate::pg::NumericArray`]).
+    Numeric,
     /// The list as one PostgreSQL array literal (`{"a","b"}`): PostgreSQL has no arrays of
     /// arrays of different lengths, so the column binds text and the statement casts it back.
     ArrayLiteral,
@@ -258,17 +260,15 @@ pub const TYPES: &[TypeInfo] = &[
         rust: "::nomnom_runtime::Numeric",
         copy: false,
         serialize_with: None,
-        // Bound as text and cast by PostgreSQL: no big-integer conversion in the worker.
-        column: Some(ColumnType {
-            sql: "NUMERIC",
-            data_type: "numeric",
-            udt_name: "numeric",
-            diesel: "::diesel::sql_types::Numeric",
-            bind_diesel: "::diesel::sql_types::Text",
-            unnest_element: "text",
-            unnest_cast: Some("numeric"),
-            bind: Bind::Str,
-        }),
+        // Bound as binary NUMERIC made from the text (base-10000 digits, no big integers).
+        column: column(
+            "NUMERIC",
+            "numeric",
+            "numeric",
+            "::diesel::sql_types::Numeric",
+            "numeric",
+            Bind::Numeric,
+        ),
         expected: <crate::Numeric as FromJson>::EXPECTED,
         // A JSON number, or decimal text (see `check_numeric`; the pattern bounds the exponent
         // to what `NUMERIC` can hold whatever the digits).

@@ -81,19 +81,19 @@ impl Package {
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
     "handled_at", "dims", "_nomnom_seq")
-SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at",
-    "dims"::numeric, "_nomnom_seq"
+SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
+    "_nomnom_seq"
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::time[], $7::time[],
-    $8::text[], $9::bigint[])
+    $8::numeric[], $9::bigint[])
   AS u("shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
     "_nomnom_seq")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
     "handled_at", "dims", "_nomnom_seq")
-SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at",
-    "dims"::numeric, "_nomnom_seq"
+SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
+    "_nomnom_seq"
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::time[], $7::time[],
-    $8::text[], $9::bigint[])
+    $8::numeric[], $9::bigint[])
   AS u("shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
     "_nomnom_seq")
 ON CONFLICT ("shipment_code", "label") DO UPDATE SET
@@ -181,12 +181,12 @@ pub async fn write_rows(
                 )
                 .bind::<
                     ::diesel::sql_types::Array<
-                        ::diesel::sql_types::Nullable<::diesel::sql_types::Text>,
+                        ::diesel::sql_types::Nullable<::diesel::sql_types::Numeric>,
                     >,
                     _,
                 >(
-                    ::nomnom_runtime::pg::TextArray::new(
-                        chunk.iter().map(|(r, _)| r.dims.as_deref()),
+                    ::nomnom_runtime::pg::NumericArray::new(
+                        chunk.iter().map(|(r, _)| r.dims.as_ref()),
                     ),
                 )
                 .bind::<

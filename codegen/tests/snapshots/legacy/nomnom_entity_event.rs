@@ -192,13 +192,13 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "events" AS t ("event_id", "count", "ratio", "_nomnom_seq")
-SELECT "event_id", "count", "ratio"::numeric, "_nomnom_seq"
-FROM unnest($1::text[], $2::integer[], $3::text[], $4::bigint[])
+SELECT "event_id", "count", "ratio", "_nomnom_seq"
+FROM unnest($1::text[], $2::integer[], $3::numeric[], $4::bigint[])
   AS u("event_id", "count", "ratio", "_nomnom_seq")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "events" AS t ("event_id", "count", "ratio", "_nomnom_seq")
-SELECT "event_id", "count", "ratio"::numeric, "_nomnom_seq"
-FROM unnest($1::text[], $2::integer[], $3::text[], $4::bigint[])
+SELECT "event_id", "count", "ratio", "_nomnom_seq"
+FROM unnest($1::text[], $2::integer[], $3::numeric[], $4::bigint[])
   AS u("event_id", "count", "ratio", "_nomnom_seq")
 ON CONFLICT ("event_id") DO UPDATE SET
   "count" = EXCLUDED."count",
@@ -237,12 +237,12 @@ pub async fn write_rows(
                 >(chunk.iter().map(|(r, _)| r.count).collect::<::std::vec::Vec<_>>())
                 .bind::<
                     ::diesel::sql_types::Array<
-                        ::diesel::sql_types::Nullable<::diesel::sql_types::Text>,
+                        ::diesel::sql_types::Nullable<::diesel::sql_types::Numeric>,
                     >,
                     _,
                 >(
-                    ::nomnom_runtime::pg::TextArray::new(
-                        chunk.iter().map(|(r, _)| r.ratio.as_deref()),
+                    ::nomnom_runtime::pg::NumericArray::new(
+                        chunk.iter().map(|(r, _)| r.ratio.as_ref()),
                     ),
                 )
                 .bind::<

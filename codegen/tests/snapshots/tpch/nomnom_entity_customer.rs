@@ -270,19 +270,19 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "address", "nation_key", "phone",
     "account_balance", "market_segment", "comment", "_nomnom_seq")
-SELECT "customer_key", "name", "address", "nation_key", "phone", "account_balance"::numeric,
+SELECT "customer_key", "name", "address", "nation_key", "phone", "account_balance",
     "market_segment", "comment", "_nomnom_seq"
-FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::bigint[])
+FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::numeric[],
+    $7::text[], $8::text[], $9::bigint[])
   AS u("customer_key", "name", "address", "nation_key", "phone", "account_balance",
     "market_segment", "comment", "_nomnom_seq")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "address", "nation_key", "phone",
     "account_balance", "market_segment", "comment", "_nomnom_seq")
-SELECT "customer_key", "name", "address", "nation_key", "phone", "account_balance"::numeric,
+SELECT "customer_key", "name", "address", "nation_key", "phone", "account_balance",
     "market_segment", "comment", "_nomnom_seq"
-FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::bigint[])
+FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::numeric[],
+    $7::text[], $8::text[], $9::bigint[])
   AS u("customer_key", "name", "address", "nation_key", "phone", "account_balance",
     "market_segment", "comment", "_nomnom_seq")
 ON CONFLICT ("customer_key") DO UPDATE SET
@@ -355,11 +355,11 @@ pub async fn write_rows(
                     ),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
                     _,
                 >(
-                    ::nomnom_runtime::pg::TextArray::new(
-                        chunk.iter().map(|(r, _)| r.account_balance.as_str()),
+                    ::nomnom_runtime::pg::NumericArray::new(
+                        chunk.iter().map(|(r, _)| &r.account_balance),
                     ),
                 )
                 .bind::<

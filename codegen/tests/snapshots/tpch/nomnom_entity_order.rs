@@ -341,18 +341,18 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "orders" AS t ("order_key", "customer_key", "order_status", "total_price", "order_date",
     "order_priority", "clerk", "ship_priority", "comment", "_nomnom_seq")
-SELECT "order_key", "customer_key", "order_status", "total_price"::numeric, "order_date",
-    "order_priority", "clerk", "ship_priority", "comment", "_nomnom_seq"
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[], $6::text[], $7::text[],
+SELECT "order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
+    "clerk", "ship_priority", "comment", "_nomnom_seq"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::date[], $6::text[], $7::text[],
     $8::integer[], $9::text[], $10::bigint[])
   AS u("order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
     "clerk", "ship_priority", "comment", "_nomnom_seq")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "orders" AS t ("order_key", "customer_key", "order_status", "total_price", "order_date",
     "order_priority", "clerk", "ship_priority", "comment", "_nomnom_seq")
-SELECT "order_key", "customer_key", "order_status", "total_price"::numeric, "order_date",
-    "order_priority", "clerk", "ship_priority", "comment", "_nomnom_seq"
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[], $6::text[], $7::text[],
+SELECT "order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
+    "clerk", "ship_priority", "comment", "_nomnom_seq"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::date[], $6::text[], $7::text[],
     $8::integer[], $9::text[], $10::bigint[])
   AS u("order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
     "clerk", "ship_priority", "comment", "_nomnom_seq")
@@ -410,11 +410,11 @@ pub async fn write_rows(
                     ),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
                     _,
                 >(
-                    ::nomnom_runtime::pg::TextArray::new(
-                        chunk.iter().map(|(r, _)| r.total_price.as_str()),
+                    ::nomnom_runtime::pg::NumericArray::new(
+                        chunk.iter().map(|(r, _)| &r.total_price),
                     ),
                 )
                 .bind::<

@@ -237,12 +237,12 @@ impl OrderLineItem {
 pub const INSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
     "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
     "commit_date", "receipt_date", "ship_mode", "_nomnom_seq")
-SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity"::numeric,
-    "extended_price"::numeric, "discount"::numeric, "tax"::numeric, "return_flag", "line_status",
-    "ship_date", "commit_date", "receipt_date", "ship_mode", "_nomnom_seq"
-FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[], $14::text[],
-    $15::bigint[])
+SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
+    "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
+    "ship_mode", "_nomnom_seq"
+FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
+    $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[],
+    $14::text[], $15::bigint[])
   AS u("order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
     "ship_mode", "_nomnom_seq")"#;
@@ -250,12 +250,12 @@ FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::t
 pub const UPSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
     "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
     "commit_date", "receipt_date", "ship_mode", "_nomnom_seq")
-SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity"::numeric,
-    "extended_price"::numeric, "discount"::numeric, "tax"::numeric, "return_flag", "line_status",
-    "ship_date", "commit_date", "receipt_date", "ship_mode", "_nomnom_seq"
-FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[], $14::text[],
-    $15::bigint[])
+SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
+    "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
+    "ship_mode", "_nomnom_seq"
+FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
+    $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[],
+    $14::text[], $15::bigint[])
   AS u("order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
     "ship_mode", "_nomnom_seq")
@@ -332,35 +332,35 @@ pub async fn write_rows(
                     ),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
                     _,
                 >(
-                    ::nomnom_runtime::pg::TextArray::new(
-                        chunk.iter().map(|(r, _)| r.quantity.as_str()),
+                    ::nomnom_runtime::pg::NumericArray::new(
+                        chunk.iter().map(|(r, _)| &r.quantity),
                     ),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
                     _,
                 >(
-                    ::nomnom_runtime::pg::TextArray::new(
-                        chunk.iter().map(|(r, _)| r.extended_price.as_str()),
+                    ::nomnom_runtime::pg::NumericArray::new(
+                        chunk.iter().map(|(r, _)| &r.extended_price),
                     ),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
                     _,
                 >(
-                    ::nomnom_runtime::pg::TextArray::new(
-                        chunk.iter().map(|(r, _)| r.discount.as_str()),
+                    ::nomnom_runtime::pg::NumericArray::new(
+                        chunk.iter().map(|(r, _)| &r.discount),
                     ),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
                     _,
                 >(
-                    ::nomnom_runtime::pg::TextArray::new(
-                        chunk.iter().map(|(r, _)| r.tax.as_str()),
+                    ::nomnom_runtime::pg::NumericArray::new(
+                        chunk.iter().map(|(r, _)| &r.tax),
                     ),
                 )
                 .bind::<

@@ -284,19 +284,19 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
     "container", "retail_price", "comment", "_nomnom_seq")
-SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container",
-    "retail_price"::numeric, "comment", "_nomnom_seq"
+SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
+    "comment", "_nomnom_seq"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
-    $8::text[], $9::text[], $10::bigint[])
+    $8::numeric[], $9::text[], $10::bigint[])
   AS u("part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
     "comment", "_nomnom_seq")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
     "container", "retail_price", "comment", "_nomnom_seq")
-SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container",
-    "retail_price"::numeric, "comment", "_nomnom_seq"
+SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
+    "comment", "_nomnom_seq"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
-    $8::text[], $9::text[], $10::bigint[])
+    $8::numeric[], $9::text[], $10::bigint[])
   AS u("part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
     "comment", "_nomnom_seq")
 ON CONFLICT ("part_key") DO UPDATE SET
@@ -381,11 +381,11 @@ pub async fn write_rows(
                     ),
                 )
                 .bind::<
-                    ::diesel::sql_types::Array<::diesel::sql_types::Text>,
+                    ::diesel::sql_types::Array<::diesel::sql_types::Numeric>,
                     _,
                 >(
-                    ::nomnom_runtime::pg::TextArray::new(
-                        chunk.iter().map(|(r, _)| r.retail_price.as_str()),
+                    ::nomnom_runtime::pg::NumericArray::new(
+                        chunk.iter().map(|(r, _)| &r.retail_price),
                     ),
                 )
                 .bind::<
