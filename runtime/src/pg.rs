@@ -7,14 +7,77 @@ use std::io::Write as _;
 
 use crate::Numeric;
 
+/// The elements of a one-dimensional binary array as PostgreSQL's `array_recv` reads them:
+/// each its length (big-endian `i32`, -1 for NULL) and its encoded bytes.
+#[derive(Debug, Clone, Default)]
+struct BinaryElements {
+    len: i32,
+    bytes: Vec<u8>,
+}
+
+impl BinaryElements {
+    fn with_capacity(elements: usize) -> Self {
+        Self {
+            len: 0,
+            bytes: Vec::with_capacity(elements * 16),
+        }
+    }
+
+    /// Adds NULL.
+    fn push_null(&mut self) {
+        self.bytes.extend_from_slice(&(-1i32).to_be_bytes());
+        self.count();
+    }
+
+    /// Adds the element `encode` writes; NULL if it fails (its error is returned).
+    fn push_with<E>(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 4]);
+        match encode(&mut self.bytes) {
+            Ok(()) => {
+                let len = i32::try_from(self.bytes.len() - start - 4)
+                    .expect("an array element longer than 2 GiB");
+                self.bytes[start..start + 4].copy_from_slice(&len.to_be_bytes());
+                self.count();
+                Ok(())
+            }
+            Err(e) => {
+                self.bytes.truncate(start);
+                self.push_null();
+                Err(e)
+            }
+        }
+    }
+
+    fn count(&mut self) {
+        self.len = self
+            .len
+            .checked_add(1)
+            .expect("more than i32::MAX elements");
+    }
+
+    /// The array: the header diesel writes (one dimension, no flags, the element type, its
+    /// length and lower bound 1), then the elements.
+    fn write(&self, out: &mut Output<'_, '_, Pg>, oid: u32) -> serialize::Result {
+        out.write_all(&1i32.to_be_bytes())?;
+        out.write_all(&0i32.to_be_bytes())?;
+        out.write_all(&oid.to_be_bytes())?;
+        out.write_all(&self.len.to_be_bytes())?;
+        out.write_all(&1i32.to_be_bytes())?;
+        out.write_all(&self.bytes)?;
+        Ok(IsNull::No)
+    }
+}
+
 /// A `text[]` bind in PostgreSQL's binary array format, its elements encoded as the array is
 /// built. diesel's own array bind encodes each element into a scratch buffer and copies it
 /// again, two small copies per value; a batch of line items binds thousands of values.
 #[derive(Debug, Clone, Default)]
 pub struct TextArray {
-    len: i32,
-    /// Each element: its length (big-endian `i32`, -1 for NULL) and its bytes.
-    elements: Vec<u8>,
+    elements: BinaryElements,
 }
 
 impl TextArray {
@@ -29,58 +92,43 @@ impl TextArray {
         I::Item: Into<Option<&'a str>>,
     {
         let items = items.into_iter();
-        let mut array = Self {
-            len: 0,
-            elements: Vec::with_capacity(items.size_hint().0 * 16),
-        };
+        let mut elements = BinaryElements::with_capacity(items.size_hint().0);
         for item in items {
             match item.into() {
                 Some(text) => {
-                    let len = i32::try_from(text.len()).expect("text longer than 2 GiB");
-                    array.elements.extend_from_slice(&len.to_be_bytes());
-                    array.elements.extend_from_slice(text.as_bytes());
+                    let _ = elements.push_with(|out| {
+                        out.extend_from_slice(text.as_bytes());
+                        Ok::<(), ()>(())
+                    });
                 }
-                None => array.elements.extend_from_slice(&(-1i32).to_be_bytes()),
+                None => elements.push_null(),
             }
-            array.len = array
-                .len
-                .checked_add(1)
-                .expect("more than i32::MAX elements");
         }
-        array
+        Self { elements }
     }
 
     /// How many elements the array has.
     pub fn len(&self) -> usize {
-        self.len as usize
+        self.elements.len as usize
     }
 
     /// Whether the array is empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn write(&self, out: &mut Output<'_, '_, Pg>) -> serialize::Result {
-        let oid = <Pg as HasSqlType<Text>>::metadata(out.metadata_lookup()).oid()?;
-        write_array(out, oid, self.len, &self.elements)
+        self.elements.len == 0
     }
 }
 
-/// A binary array: the header diesel writes (one dimension, no flags, the element type, its
-/// length and lower bound 1: PostgreSQL's `array_recv`), then the encoded elements.
-fn write_array(
-    out: &mut Output<'_, '_, Pg>,
-    oid: u32,
-    len: i32,
-    elements: &[u8],
-) -> serialize::Result {
-    out.write_all(&1i32.to_be_bytes())?;
-    out.write_all(&0i32.to_be_bytes())?;
-    out.write_all(&oid.to_be_bytes())?;
-    out.write_all(&len.to_be_bytes())?;
-    out.write_all(&1i32.to_be_bytes())?;
-    out.write_all(elements)?;
-    Ok(IsNull::No)
+impl ToSql<Array<Text>, Pg> for TextArray {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        let oid = <Pg as HasSqlType<Text>>::metadata(out.metadata_lookup()).oid()?;
+        self.elements.write(out, oid)
+    }
+}
+
+impl ToSql<Array<Nullable<Text>>, Pg> for TextArray {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <Self as ToSql<Array<Text>, Pg>>::to_sql(self, out)
+    }
 }
 
 /// A `numeric[]` bind in PostgreSQL's binary format, each element converted from its decimal
@@ -88,9 +136,7 @@ fn write_array(
 /// `numeric_in` (about 0.3 µs each; an order has 17); the binary form is read as it is.
 #[derive(Debug, Clone, Default)]
 pub struct NumericArray {
-    len: i32,
-    /// Each element: its length (big-endian `i32`, -1 for NULL) and its `numeric_recv` form.
-    elements: Vec<u8>,
+    elements: BinaryElements,
     /// The first value that could not be encoded (none can: [`crate::check_numeric`] admits
     /// only what the format holds); reported when the array is bound.
     error: Option<String>,
@@ -105,62 +151,49 @@ impl NumericArray {
     {
         let items = items.into_iter();
         let mut array = Self {
-            len: 0,
-            elements: Vec::with_capacity(items.size_hint().0 * 16),
+            elements: BinaryElements::with_capacity(items.size_hint().0),
             error: None,
         };
         for item in items {
             match item.into() {
                 Some(value) => {
-                    let start = array.elements.len();
-                    array.elements.extend_from_slice(&[0; 4]);
-                    match encode_numeric(value.as_str(), &mut array.elements) {
-                        Ok(()) => {
-                            let len = (array.elements.len() - start - 4) as i32;
-                            array.elements[start..start + 4].copy_from_slice(&len.to_be_bytes());
-                        }
-                        Err(e) => {
-                            array.elements.truncate(start);
-                            array.elements.extend_from_slice(&(-1i32).to_be_bytes());
-                            array.error.get_or_insert(e);
-                        }
+                    let encoded = array
+                        .elements
+                        .push_with(|out| encode_numeric(value.as_str(), out));
+                    if let Err(e) = encoded {
+                        array.error.get_or_insert(e);
                     }
                 }
-                None => array.elements.extend_from_slice(&(-1i32).to_be_bytes()),
+                None => array.elements.push_null(),
             }
-            array.len = array.len.saturating_add(1);
         }
         array
     }
 
     /// How many elements the array has.
     pub fn len(&self) -> usize {
-        self.len as usize
+        self.elements.len as usize
     }
 
     /// Whether the array is empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn write(&self, out: &mut Output<'_, '_, Pg>) -> serialize::Result {
-        if let Some(e) = &self.error {
-            return Err(e.clone().into());
-        }
-        let oid = <Pg as HasSqlType<SqlNumeric>>::metadata(out.metadata_lookup()).oid()?;
-        write_array(out, oid, self.len, &self.elements)
+        self.elements.len == 0
     }
 }
 
 impl ToSql<Array<SqlNumeric>, Pg> for NumericArray {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        self.write(out)
+        if let Some(e) = &self.error {
+            return Err(e.clone().into());
+        }
+        let oid = <Pg as HasSqlType<SqlNumeric>>::metadata(out.metadata_lookup()).oid()?;
+        self.elements.write(out, oid)
     }
 }
 
 impl ToSql<Array<Nullable<SqlNumeric>>, Pg> for NumericArray {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        self.write(out)
+        <Self as ToSql<Array<SqlNumeric>, Pg>>::to_sql(self, out)
     }
 }
 
@@ -312,18 +345,6 @@ fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
-impl ToSql<Array<Text>, Pg> for TextArray {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        self.write(out)
-    }
-}
-
-impl ToSql<Array<Nullable<Text>>, Pg> for TextArray {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        self.write(out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,7 +409,7 @@ mod tests {
         let array = TextArray::new([Some("ab"), None, Some("")]);
         assert_eq!(array.len(), 3);
         assert_eq!(
-            array.elements,
+            array.elements.bytes,
             [&[0, 0, 0, 2, b'a', b'b'][..], &[255; 4], &[0; 4]].concat()
         );
         assert!(TextArray::new(Vec::<&str>::new()).is_empty());
