@@ -1,6 +1,7 @@
 //! The HTTP server around the router, with the limits a server exposed to the internet needs:
-//! a header-read timeout (hyper), a request timeout and a body-read timeout (tower-http), and a
-//! global in-flight limit that sheds excess load with 503 + `Retry-After` (tower).
+//! a header-read timeout (hyper), a request timeout (tower) and a body-read timeout
+//! (tower-http), and a global in-flight limit that sheds excess load with 503 + `Retry-After`
+//! (tower).
 
 use std::convert::Infallible;
 use std::future::Future;
