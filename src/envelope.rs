@@ -4,6 +4,12 @@
 //! (the api's default) needs nothing beyond its subject, `<stream>.<entity>.<message id>`, whose
 //! id carries the arrival time to the millisecond; any other message (ids derived from an
 //! `Idempotency-Key` or a file line, replays) carries the envelope in NATS headers.
+//!
+//! Messages with fresh ids that arrive together share one JetStream message, a *group*
+//! ([`MessageGroup`]): the bodies one after another, their lengths in one header, the subject
+//! named by the first member's id, and member `i`'s id that id with `i` in its last byte. Every
+//! cost JetStream has per message (storing, acking, delivering, the subject's index) is then
+//! paid once per group.
 
 use async_nats::HeaderMap;
 use async_nats::header::HeaderName;
@@ -22,6 +28,10 @@ pub const MESSAGE_ID_HEADER: HeaderName = HeaderName::from_static("Nomnom-Messag
 pub const ENTITY_HEADER: HeaderName = HeaderName::from_static("Nomnom-Entity");
 /// Header carrying when the api accepted the message (RFC 3339, microseconds, UTC).
 pub const RECEIVED_AT_HEADER: HeaderName = HeaderName::from_static("Nomnom-Received-At");
+/// Header of a group: the byte length of each member's body, in order, space-separated.
+pub const GROUP_LENGTHS_HEADER: HeaderName = HeaderName::from_static("Nomnom-Group-Lengths");
+/// Most members of one group: a member's index is the last byte of its id.
+pub const MAX_GROUP_MEMBERS: usize = 256;
 
 /// An accepted message: its id, entity, arrival time and the body exactly as received.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +71,119 @@ pub fn id_time(id: &Uuid) -> Option<DateTime<Utc>> {
     let b = id.as_bytes();
     let millis = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
     DateTime::from_timestamp_millis(i64::try_from(millis).ok()?)
+}
+
+/// Several accepted messages of one entity published as one JetStream message (see the module
+/// documentation): member `i` has the id [`member_id`]`(first_id, i)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageGroup {
+    /// The first member's id: time-ordered, last byte zero; the group's subject names it.
+    pub first_id: Uuid,
+    /// The bodies, byte for byte, in member order.
+    pub bodies: Vec<Bytes>,
+}
+
+/// A fresh time-ordered id for the first member of a group (its last byte zero).
+pub fn new_group_id() -> Uuid {
+    group_id(&Uuid::now_v7())
+}
+
+/// The id of the group `id` would belong to: `id` with its last byte zero.
+pub fn group_id(id: &Uuid) -> Uuid {
+    let mut bytes = *id.as_bytes();
+    bytes[15] = 0;
+    Uuid::from_bytes(bytes)
+}
+
+/// The id of member `index` (below [`MAX_GROUP_MEMBERS`]) of the group whose first id is
+/// `first_id`.
+pub fn member_id(first_id: &Uuid, index: usize) -> Uuid {
+    debug_assert!(index < MAX_GROUP_MEMBERS);
+    let mut bytes = *first_id.as_bytes();
+    bytes[15] = index as u8;
+    Uuid::from_bytes(bytes)
+}
+
+impl MessageGroup {
+    /// The JetStream publish of this group, to be sent to the [`message_subject`] of its
+    /// first id. A group of one is an ordinary headerless message.
+    ///
+    /// [`message_subject`]: crate::nats::message_subject
+    pub fn to_publish(&self) -> PublishMessage {
+        let (payload, headers) = self.parts();
+        let publish = PublishMessage::build().payload(payload);
+        match headers {
+            Some(headers) => publish.headers(headers),
+            None => publish,
+        }
+    }
+
+    /// The payload and headers of [`MessageGroup::to_publish`].
+    pub fn parts(&self) -> (Bytes, Option<HeaderMap>) {
+        if let [body] = &self.bodies[..] {
+            return (body.clone(), None);
+        }
+        let total = self.bodies.iter().map(Bytes::len).sum();
+        let mut payload = bytes::BytesMut::with_capacity(total);
+        let mut lengths = String::with_capacity(self.bodies.len() * 5);
+        for body in &self.bodies {
+            payload.extend_from_slice(body);
+            if !lengths.is_empty() {
+                lengths.push(' ');
+            }
+            lengths.push_str(&body.len().to_string());
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(GROUP_LENGTHS_HEADER, lengths);
+        (payload.freeze(), Some(headers))
+    }
+
+    /// The members of a group read from the stream (`subject` names the first id, `lengths`
+    /// is the [`GROUP_LENGTHS_HEADER`]), as envelopes whose bodies share `payload`.
+    fn decode(
+        subject: &str,
+        lengths: &str,
+        payload: &Bytes,
+    ) -> Result<Vec<MessageEnvelope>, EnvelopeError> {
+        let mut tokens = subject.rsplitn(3, '.');
+        let (id, snake) = (tokens.next().unwrap_or(""), tokens.next().unwrap_or(""));
+        let first_id = Uuid::parse_str(id)
+            .ok()
+            .filter(|id| group_id(id) == *id)
+            .ok_or_else(|| EnvelopeError(format!("`{id}` is not the id of a group")))?;
+        let received_at = id_time(&first_id)
+            .ok_or_else(|| EnvelopeError(format!("`{id}` is not a time-ordered id")))?;
+        let entity = RootEntity::from_name(snake).map_or(snake, |e| e.name());
+        let mut members = Vec::new();
+        let mut at = 0usize;
+        for length in lengths.split(' ') {
+            let length: usize = length
+                .parse()
+                .ok()
+                .filter(|l| *l <= payload.len() - at && members.len() < MAX_GROUP_MEMBERS)
+                .ok_or_else(|| {
+                    EnvelopeError(format!(
+                        "group lengths `{lengths}` do not fit a payload of {} bytes",
+                        payload.len()
+                    ))
+                })?;
+            members.push(MessageEnvelope {
+                message_id: member_id(&first_id, members.len()),
+                entity: entity.to_string(),
+                received_at,
+                body: payload.slice(at..at + length),
+            });
+            at += length;
+        }
+        if at != payload.len() {
+            return Err(EnvelopeError(format!(
+                "group lengths `{lengths}` leave {} of {} payload bytes unread",
+                payload.len() - at,
+                payload.len()
+            )));
+        }
+        Ok(members)
+    }
 }
 
 impl MessageEnvelope {
@@ -115,8 +238,21 @@ impl MessageEnvelope {
         headers
     }
 
-    /// Reads a message from the stream: the envelope headers; without them, the subject (a
-    /// time-ordered id), or the JSON envelope of an older api.
+    /// Reads every accepted message a stream message carries: the members of a group, or the
+    /// one message [`MessageEnvelope::decode`] reads.
+    pub fn decode_all(
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: &Bytes,
+    ) -> Result<Vec<Self>, EnvelopeError> {
+        match headers.and_then(|h| h.get(GROUP_LENGTHS_HEADER)) {
+            Some(lengths) => MessageGroup::decode(subject, lengths.as_str(), payload),
+            None => Self::decode(subject, headers, payload).map(|e| vec![e]),
+        }
+    }
+
+    /// Reads a message from the stream that is not a group: the envelope headers; without
+    /// them, the subject (a time-ordered id), or the JSON envelope of an older api.
     pub fn decode(
         subject: &str,
         headers: Option<&HeaderMap>,
@@ -257,6 +393,77 @@ mod tests {
         // Ids that carry no time are stamped now and need their headers.
         let derived = MessageEnvelope::new(Uuid::new_v5(&Uuid::NAMESPACE_OID, b"k"), "Order", body);
         assert!(derived.needs_headers(false));
+    }
+
+    #[test]
+    fn a_group_carries_its_members_bodies_byte_for_byte() {
+        let bodies: Vec<Bytes> = vec![
+            Bytes::from_static(b"{\"a\": 1.000000000000000000001}"),
+            Bytes::from_static(b"{\n  \"b\": \"two words\"\n}\n"),
+            Bytes::from_static(b"{}"),
+        ];
+        let group = MessageGroup {
+            first_id: new_group_id(),
+            bodies: bodies.clone(),
+        };
+        assert_eq!(group.first_id.as_bytes()[15], 0);
+        let (payload, headers) = group.parts();
+        let headers = headers.expect("a group has its lengths header");
+        assert_eq!(
+            headers.get(GROUP_LENGTHS_HEADER).map(|v| v.as_str()),
+            Some("30 23 2")
+        );
+        let members =
+            MessageEnvelope::decode_all(&subject(&group.first_id), Some(&headers), &payload)
+                .unwrap();
+        assert_eq!(members.len(), 3);
+        for (i, m) in members.iter().enumerate() {
+            assert_eq!(m.message_id, member_id(&group.first_id, i));
+            assert_eq!(group_id(&m.message_id), group.first_id);
+            assert_eq!(m.entity, "Order");
+            assert_eq!(Some(m.received_at), id_time(&group.first_id));
+            assert_eq!(m.body, bodies[i]);
+        }
+        // A group of one is an ordinary message under its own id.
+        let single = MessageGroup {
+            first_id: group.first_id,
+            bodies: vec![bodies[0].clone()],
+        };
+        let (payload, headers) = single.parts();
+        assert!(headers.is_none());
+        let decoded =
+            MessageEnvelope::decode_all(&subject(&group.first_id), None, &payload).unwrap();
+        assert_eq!(decoded, vec![members[0].clone()]);
+    }
+
+    #[test]
+    fn group_lengths_that_do_not_fit_the_payload_are_refused() {
+        let id = new_group_id();
+        let payload = Bytes::from_static(b"{}{\"a\":1}");
+        let read = |lengths: &str, subject: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(GROUP_LENGTHS_HEADER, lengths);
+            MessageEnvelope::decode_all(subject, Some(&headers), &payload)
+        };
+        assert_eq!(read("2 7", &subject(&id)).unwrap().len(), 2);
+        for lengths in [
+            "2 8",
+            "2 6",
+            "",
+            "2  7",
+            "-2 11",
+            "2 x",
+            "99999999999999999999999",
+        ] {
+            let e = read(lengths, &subject(&id)).unwrap_err().to_string();
+            assert!(e.contains("group lengths"), "{lengths}: {e}");
+        }
+        let too_many = vec!["0"; MAX_GROUP_MEMBERS + 1].join(" ") + " 9";
+        assert!(read(&too_many, &subject(&id)).is_err());
+        // The subject must name a group id: time-ordered, last byte zero.
+        assert!(read("2 7", &subject(&member_id(&id, 1))).is_err());
+        assert!(read("2 7", &subject(&group_id(&Uuid::new_v4()))).is_err());
+        assert!(read("2 7", "NOMNOM.order.x").is_err());
     }
 
     #[test]

@@ -185,6 +185,115 @@ async fn a_data_error_dead_letters_only_the_offending_message() {
     p.stop().await;
 }
 
+/// A group's members are stored one by one: each has its own status row, a member the database
+/// refuses and one that does not parse are dead-lettered alone with their own bodies, and the
+/// group leaves the stream once every member has an outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_stored_member_by_member() {
+    let mut p = Pipeline::paused_with(|_| {}).await;
+    p.db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE orders ADD CONSTRAINT no_test_clerk CHECK (clerk <> 'Clerk#poison')",
+        )
+        .await
+        .expect("constraint");
+    let mut bodies: Vec<bytes::Bytes> = Vec::new();
+    for n in 1..=6u32 {
+        let mut order = tpch_order(n, 2);
+        if n == 4 {
+            order["clerk"] = json!("Clerk#poison");
+        }
+        // Pretty-printed: a member's body may hold newlines and spaces.
+        bodies.push(serde_json::to_string_pretty(&order).expect("json").into());
+    }
+    bodies.push(bytes::Bytes::from_static(b"{\"order_key\": 7}"));
+    let ids = p.publish_group(bodies.clone()).await;
+    // A second group after it: the stream keeps their order.
+    let later = p
+        .publish_group(vec![tpch_order(8, 1).to_string().into()])
+        .await;
+    p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM message_status", 8).await;
+    p.db.wait_count("SELECT 1 FROM dead_letters", 2).await;
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 6);
+    for (i, id) in ids.iter().chain(&later).enumerate() {
+        let want = match i {
+            3 | 6 => "dead_lettered",
+            _ => "processed",
+        };
+        let status =
+            p.db.rows(&format!(
+                "SELECT status FROM message_status WHERE message_id = '{id}'"
+            ))
+            .await;
+        assert_eq!(status, vec![vec![Some(want.to_string())]], "member {i}");
+    }
+    for i in [3usize, 6] {
+        let dead =
+            p.db.rows(&format!(
+                "SELECT body, reason FROM dead_letters WHERE message_id = '{}'",
+                ids[i]
+            ))
+            .await;
+        let body = dead[0][0].clone().unwrap_or_default();
+        assert_eq!(body.as_bytes(), &bodies[i][..], "member {i}'s own body");
+        let reason = dead[0][1].clone().unwrap_or_default();
+        let expected = if i == 3 { "no_test_clerk" } else { "missing" };
+        assert!(reason.contains(expected), "member {i}: {reason}");
+    }
+    assert_stream_drains(&p).await;
+    p.stop().await;
+}
+
+/// Concurrent requests share JetStream messages, and every member is found in the stream
+/// (`pending`) until a worker stores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_groups_and_each_member_is_pending_until_stored() {
+    let mut p = Pipeline::paused_with(|_| {}).await;
+    const N: u32 = 60;
+    let bodies: Vec<String> = (1..=N).map(|n| tpch_order(n, 1).to_string()).collect();
+    let answers =
+        futures::future::join_all(bodies.iter().map(|b| p.post("/ingest/message/order", b))).await;
+    let mut ids = Vec::new();
+    for (status, answer) in answers {
+        assert_eq!(status, 202, "{answer}");
+        ids.push(answer["message_id"].as_str().expect("id").to_string());
+    }
+    let stored = stream_state(&p.jetstream, &p.stream).await.messages;
+    assert!(
+        stored < u64::from(N),
+        "{N} concurrent requests took {stored} JetStream messages"
+    );
+    for id in &ids {
+        let (code, body) = p.get(&format!("/ingest/status/{id}")).await;
+        assert_eq!((code, &body["status"]), (200, &json!("pending")), "{body}");
+    }
+    // An id next to a member's, in no group: not found.
+    let mut unknown = uuid::Uuid::parse_str(&ids[0]).expect("uuid").into_bytes();
+    unknown[15] = 255;
+    let (code, body) = p
+        .get(&format!(
+            "/ingest/status/{}",
+            uuid::Uuid::from_bytes(unknown)
+        ))
+        .await;
+    assert_eq!(code, 404, "{body}");
+    p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM message_status", i64::from(N))
+        .await;
+    for id in &ids {
+        let (code, body) = p.get(&format!("/ingest/status/{id}")).await;
+        assert_eq!(
+            (code, &body["status"]),
+            (200, &json!("processed")),
+            "{body}"
+        );
+    }
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, i64::from(N));
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_retried_and_everything_lands() {
     // Default settings: an outage spends no delivery, whatever MAX_DELIVER is.

@@ -101,9 +101,12 @@ impl<'a> JsonDoc<'a> {
     }
 }
 
-/// A rough guess that avoids most regrowth: a node per 12 bytes of typical messages.
+/// Room for as many nodes as the document can hold (one per two bytes, as in `[0,0,0]`, plus a
+/// few), so the node list is never regrown: a regrowth copies it and briefly needs one and a
+/// half times its size, the peak a hostile body full of tiny values would reach. The room is
+/// reserved, not touched: pages never written cost no memory.
 fn node_capacity(bytes: &[u8]) -> usize {
-    bytes.len() / 12 + 4
+    bytes.len() / 2 + 4
 }
 
 /// Index of the first byte at or after `from` that ends a run of plain string characters: `"`,

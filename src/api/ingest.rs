@@ -373,18 +373,32 @@ async fn accept_one(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
     checked?;
-    let id = message_id(client, entity, key.as_deref(), None);
-    let v = Validated::new(entity, id, body.clone(), key.is_some());
     let started = Instant::now();
-    let ack = send(state, &v).await?;
-    let duplicate = await_ack(state, entity, started, ack).await?;
+    let (message_id, received_at, duplicate) = match key {
+        // A fresh id: published in a group with the entity's other waiting messages.
+        None => {
+            let stored = state.groups.publish(entity, body.clone()).await;
+            let (histogram, _) = state.metrics.of(entity);
+            histogram.observe(started.elapsed().as_secs_f64());
+            let id = stored.map_err(|(kind, detail)| publish_error(kind, detail))?;
+            // A fresh id is time-ordered: it carries the arrival.
+            let received_at = crate::envelope::id_time(&id).unwrap_or_else(Utc::now);
+            (id, received_at, false)
+        }
+        Some(key) => {
+            let id = message_id(client, entity, Some(&key), None);
+            let v = Validated::new(entity, id, body.clone(), true);
+            let ack = send(state, &v).await?;
+            let duplicate = await_ack(state, entity, started, ack).await?;
+            (id, v.envelope.received_at, duplicate)
+        }
+    };
     state.metrics.of(entity).1.inc();
-    let envelope = &v.envelope;
-    tracing::debug!(message_id = %envelope.message_id, entity = entity.name(), duplicate, "accepted");
+    tracing::debug!(%message_id, entity = entity.name(), duplicate, "accepted");
     let answer = IngestResponse {
-        message_id: envelope.message_id,
+        message_id,
         status: "accepted",
-        timestamp: envelope.received_at,
+        timestamp: received_at,
         duplicate,
     };
     Ok((

@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod error;
+mod group;
 mod ingest;
 mod metrics;
 mod openapi;
@@ -72,14 +73,21 @@ pub struct AppState {
     pub keys: ApiKeys,
     /// Whether `/metrics` is served by [`router`] (false when it has a port of its own).
     pub metrics_on_main_port: bool,
+    /// Publishes single messages with fresh ids in groups (see [`group`]).
+    groups: Arc<group::GroupPublishers>,
 }
 
 impl AppState {
     /// State with default limits and fresh metrics.
     pub fn new(jetstream: jetstream::Context, stream: impl Into<String>, db: DbPool) -> Self {
+        let stream = stream.into();
         Self {
+            groups: Arc::new(group::GroupPublishers::new(
+                jetstream.clone(),
+                stream.clone(),
+            )),
             jetstream,
-            stream: stream.into(),
+            stream,
             db,
             metrics: ApiMetrics::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,

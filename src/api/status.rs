@@ -15,8 +15,10 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::db::{self, schema};
+use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 
 /// `GET /health`: the process is alive.
 pub(super) async fn health() -> Json<serde_json::Value> {
@@ -123,19 +125,34 @@ async fn status_row(state: &AppState, id: Uuid) -> Result<Option<StatusRow>, Api
         .map_err(|e| ApiError::Unavailable(e.to_string()))
 }
 
-/// Whether the message is still in the stream (accepted, not yet committed by a worker).
+/// Whether the message is still in the stream (accepted, not yet committed by a worker): the
+/// last message on the subject of its group (its id with the last byte zero), or, for a
+/// message published alone under an id of another form, on its own subject.
 async fn in_stream(state: &AppState, id: Uuid) -> Result<Option<RootEntity>, ApiError> {
     let stream = state
         .jetstream
         .get_stream_no_info(&state.stream)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let group = crate::envelope::group_id(&id);
+    let candidates: &[Uuid] = if group == id { &[id] } else { &[group, id] };
     for entity in RootEntity::ALL {
-        let subject = message_subject(&state.stream, entity.snake_name(), &id);
-        match stream.direct_get_last_for_subject(subject).await {
-            Ok(_) => return Ok(Some(*entity)),
-            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {}
-            Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+        for candidate in candidates {
+            let subject = message_subject(&state.stream, entity.snake_name(), candidate);
+            match stream.direct_get_last_for_subject(subject).await {
+                Ok(stored) => {
+                    let members = MessageEnvelope::decode_all(
+                        &stored.subject,
+                        Some(&stored.headers),
+                        &stored.payload,
+                    );
+                    if members.is_ok_and(|m| m.iter().any(|e| e.message_id == id)) {
+                        return Ok(Some(*entity));
+                    }
+                }
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {}
+                Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+            }
         }
     }
     Ok(None)

@@ -1,6 +1,7 @@
-//! One pulled batch, from JetStream messages to acks: [`Batch`] owns the messages and what
-//! happened to each ([`Outcome`]); the JetStream answer ([`Disposition`]) follows from the
-//! outcome in one place, [`Outcome::disposition`].
+//! One pulled batch, from JetStream messages to acks: [`Batch`] owns the messages, the
+//! accepted messages they carry (one each, or a group's members) and what happened to each
+//! ([`Outcome`]); the JetStream answer ([`Disposition`]) follows from the outcomes in one place,
+//! [`Outcome::disposition`], combined over a group's members by [`Disposition::and`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,9 +16,11 @@ use crate::labels::entity_label;
 use crate::sink::{DeadLetter, PendingWrite, Sink, SinkError as _};
 use crate::throttle::Throttle;
 
-/// A message read from JetStream, before writing. Its payload is released once decoded.
+/// An accepted message read from JetStream, before writing: a JetStream message carries one,
+/// or a group's members.
 pub(super) struct Incoming {
-    pub(super) message: jetstream::Message,
+    /// Index of the JetStream message that carries it in [`Batch::messages`].
+    source: usize,
     delivered: i64,
     sequence: i64,
     decoded: Result<Parsed, (DeadLetter, DeadLetterCause)>,
@@ -88,33 +91,47 @@ fn attempts(delivered: i64) -> i32 {
     i32::try_from(delivered).unwrap_or(i32::MAX)
 }
 
-/// Decodes and parses one JetStream message; anything wrong becomes a dead letter.
+/// Decodes one JetStream message and parses what it carries; anything wrong becomes a dead
+/// letter (a message that cannot be read at all, one).
 fn decode(
     message: &jetstream::Message,
     delivered: i64,
+) -> Vec<Result<Parsed, (DeadLetter, DeadLetterCause)>> {
+    let envelopes = match MessageEnvelope::decode_all(
+        &message.subject,
+        message.headers.as_ref(),
+        &message.payload,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            // Keep a stable id across redeliveries of the same stream message.
+            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let id = Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("{}:{seq}", message.subject).as_bytes(),
+            );
+            let dl = DeadLetter {
+                message_id: id,
+                entity: crate::nats::entity_of_subject(&message.subject).to_string(),
+                body: String::from_utf8_lossy(&message.payload).into_owned(),
+                reason: e.to_string(),
+                attempts: attempts(delivered),
+                received_at: chrono::Utc::now(),
+            };
+            return vec![Err((dl, DeadLetterCause::Undecodable))];
+        }
+    };
+    envelopes
+        .into_iter()
+        .map(|envelope| parse(envelope, delivered))
+        .collect()
+}
+
+/// Parses one accepted message; anything wrong becomes a dead letter.
+fn parse(
+    envelope: MessageEnvelope,
+    delivered: i64,
 ) -> Result<Parsed, (DeadLetter, DeadLetterCause)> {
-    let envelope =
-        match MessageEnvelope::decode(&message.subject, message.headers.as_ref(), &message.payload)
-        {
-            Ok(e) => e,
-            Err(e) => {
-                // Keep a stable id across redeliveries of the same stream message.
-                let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-                let id = Uuid::new_v5(
-                    &Uuid::NAMESPACE_OID,
-                    format!("{}:{seq}", message.subject).as_bytes(),
-                );
-                let dl = DeadLetter {
-                    message_id: id,
-                    entity: crate::nats::entity_of_subject(&message.subject).to_string(),
-                    body: String::from_utf8_lossy(&message.payload).into_owned(),
-                    reason: e.to_string(),
-                    attempts: attempts(delivered),
-                    received_at: chrono::Utc::now(),
-                };
-                return Err((dl, DeadLetterCause::Undecodable));
-            }
-        };
     let dead_letter = |reason: String, cause| {
         let dl = DeadLetter {
             message_id: envelope.message_id,
@@ -135,7 +152,7 @@ fn decode(
     match entity.parse_bytes(&envelope.body) {
         Ok(message) => Ok(Parsed {
             message_id: envelope.message_id,
-            entity: envelope.entity.clone(),
+            entity: envelope.entity,
             received_at: envelope.received_at,
             message,
         }),
@@ -183,14 +200,14 @@ struct ProgressGuard {
 }
 
 impl ProgressGuard {
-    fn start<S: Sink>(cx: &BatchContext<S>, incoming: Arc<Vec<Incoming>>) -> Self {
+    fn start<S: Sink>(cx: &BatchContext<S>, messages: Arc<Vec<jetstream::Message>>) -> Self {
         let every = (cx.ack_wait / 3).max(Duration::from_millis(500));
         cx.metrics.progress_tasks.inc();
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                for m in incoming.iter() {
-                    let _ = m.message.ack_with(AckKind::Progress).await;
+                for m in messages.iter() {
+                    let _ = m.ack_with(AckKind::Progress).await;
                 }
             }
         });
@@ -208,8 +225,10 @@ impl Drop for ProgressGuard {
     }
 }
 
-/// A pulled batch: its messages, what became of each, and the dead letters it owes.
+/// A pulled batch: its JetStream messages, the accepted messages they carry, what became of
+/// each of those, and the dead letters it owes.
 pub(super) struct Batch {
+    messages: Arc<Vec<jetstream::Message>>,
     incoming: Arc<Vec<Incoming>>,
     outcomes: Vec<Option<Outcome>>,
     dead: Vec<(usize, DeadLetter, DeadLetterCause)>,
@@ -219,30 +238,35 @@ pub(super) struct Batch {
 impl Batch {
     /// Decodes every message (an undecodable one is a dead letter from the start) and drops the
     /// payloads: the parsed rows are all that is kept.
-    pub(super) fn decode(messages: Vec<jetstream::Message>) -> Self {
-        let incoming: Vec<Incoming> = messages
-            .into_iter()
-            .map(|mut message| {
-                let (delivered, sequence) = message
-                    .info()
-                    .map(|i| {
-                        (
-                            i.delivered,
-                            i64::try_from(i.stream_sequence).unwrap_or(i64::MAX),
-                        )
-                    })
-                    .unwrap_or((1, 0));
-                let decoded = decode(&message, delivered);
-                message.message.payload = bytes::Bytes::new();
-                Incoming {
-                    message,
-                    delivered,
-                    sequence,
-                    decoded,
-                }
-            })
-            .collect();
+    pub(super) fn decode(mut messages: Vec<jetstream::Message>) -> Self {
+        let mut incoming: Vec<Incoming> = Vec::with_capacity(messages.len());
+        for (source, message) in messages.iter_mut().enumerate() {
+            let (delivered, sequence) = message
+                .info()
+                .map(|i| {
+                    (
+                        i.delivered,
+                        i64::try_from(i.stream_sequence).unwrap_or(i64::MAX),
+                    )
+                })
+                .unwrap_or((1, 0));
+            // A group's members share its stream sequence: they are in member order here and
+            // stay so in every write set, so the later member wins a key as the later message
+            // does.
+            incoming.extend(
+                decode(message, delivered)
+                    .into_iter()
+                    .map(|decoded| Incoming {
+                        source,
+                        delivered,
+                        sequence,
+                        decoded,
+                    }),
+            );
+            message.message.payload = bytes::Bytes::new();
+        }
         let mut batch = Self {
+            messages: Arc::new(messages),
             outcomes: vec![None; incoming.len()],
             incoming: Arc::new(incoming),
             dead: Vec::new(),
@@ -262,7 +286,7 @@ impl Batch {
     /// JetStream for each message. Progress acks keep the messages meanwhile.
     pub(super) async fn process<S: Sink>(mut self, cx: &BatchContext<S>) -> BatchReport {
         cx.metrics.batch_size.observe(self.incoming.len() as f64);
-        let progress = ProgressGuard::start(cx, self.incoming.clone());
+        let progress = ProgressGuard::start(cx, self.messages.clone());
         if let Some(hook) = &cx.fault_hook {
             let ids: Vec<(Uuid, i64)> = self
                 .parsed()
@@ -455,7 +479,7 @@ impl Batch {
             let reread = incoming[*i].decoded.is_ok().then_some(incoming[*i].sequence);
             async move {
                 if let Some(sequence) = reread {
-                    dl.body = body_from_stream(cx, sequence).await?;
+                    dl.body = body_from_stream(cx, sequence, dl.message_id).await?;
                 }
                 tracing::warn!(message_id = %dl.message_id, entity = %dl.entity, reason = %dl.reason, "dead-lettering message");
                 super::dead_letter::publish(&cx.jetstream, &cx.stream, dl).await
@@ -486,14 +510,11 @@ impl Batch {
         }
     }
 
-    /// Tells JetStream what became of each message.
+    /// Tells JetStream what became of each message: of a group, what became of all its members.
     async fn answer<S: Sink>(mut self, cx: &BatchContext<S>) -> BatchReport {
-        let dispositions: Vec<Disposition> = self
-            .outcomes
-            .iter()
-            .map(|o| Outcome::disposition(*o))
-            .collect();
-        for (m, d) in self.incoming.iter().zip(&dispositions) {
+        let mut dispositions: Vec<Option<Disposition>> = vec![None; self.messages.len()];
+        for (m, o) in self.incoming.iter().zip(&self.outcomes) {
+            let d = Outcome::disposition(*o);
             if let Disposition::Retry(_) = d {
                 self.report.retried += 1;
                 cx.metrics
@@ -501,15 +522,22 @@ impl Batch {
                     .with_label_values(&[entity_label(m.entity())])
                     .inc();
             }
+            let combined = &mut dispositions[m.source];
+            *combined = Some(match combined.take() {
+                Some(earlier) => earlier.and(d),
+                None => d,
+            });
         }
-        let acks = self.incoming.iter().zip(&dispositions).map(|(m, d)| {
+        let acks = self.messages.iter().zip(&dispositions).map(|(m, d)| {
+            // Every message carries at least one accepted message (or its dead letter).
+            let d = d.clone().unwrap_or(Disposition::Retry(Duration::ZERO));
             let kind = match d {
                 Disposition::Ack => AckKind::Ack,
-                Disposition::Retry(delay) => AckKind::Nak(Some(*delay)),
+                Disposition::Retry(delay) => AckKind::Nak(Some(delay)),
                 Disposition::Term => AckKind::Term,
             };
             async move {
-                if let Err(e) = m.message.ack_with(kind).await {
+                if let Err(e) = m.ack_with(kind).await {
                     // The message will be redelivered; the status row makes that harmless.
                     static ACK_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
                     if let Some(held_back) = ACK_FAILED.allow() {
@@ -523,8 +551,13 @@ impl Batch {
     }
 }
 
-/// The body of the message at `sequence` of the stream, read again for its dead letter.
-async fn body_from_stream<S: Sink>(cx: &BatchContext<S>, sequence: i64) -> Result<String, String> {
+/// The body of message `id`, carried by the stream message at `sequence`, read again for its
+/// dead letter.
+async fn body_from_stream<S: Sink>(
+    cx: &BatchContext<S>,
+    sequence: i64,
+    id: Uuid,
+) -> Result<String, String> {
     let stream = cx
         .jetstream
         .get_stream_no_info(&cx.stream)
@@ -534,9 +567,13 @@ async fn body_from_stream<S: Sink>(cx: &BatchContext<S>, sequence: i64) -> Resul
         .direct_get(u64::try_from(sequence).unwrap_or(0))
         .await
         .map_err(|e| format!("cannot read message {sequence} again: {e}"))?;
-    let envelope = MessageEnvelope::decode(&raw.subject, Some(&raw.headers), &raw.payload)
+    let members = MessageEnvelope::decode_all(&raw.subject, Some(&raw.headers), &raw.payload)
         .map_err(|e| e.to_string())?;
-    Ok(envelope.body_text())
+    members
+        .iter()
+        .find(|e| e.message_id == id)
+        .map(MessageEnvelope::body_text)
+        .ok_or_else(|| format!("message {sequence} of the stream does not carry {id}"))
 }
 
 #[cfg(test)]

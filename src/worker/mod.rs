@@ -76,6 +76,22 @@ pub enum Disposition {
     Term,
 }
 
+impl Disposition {
+    /// The answer for a JetStream message carrying two accepted messages answered `self` and
+    /// `other`: redelivered if either must be (after the longer delay; a member committed
+    /// meanwhile is recognized by its status row, one dead-lettered again keeps its one row in
+    /// `dead_letters`), terminated only if both were dead-lettered, else acked.
+    pub fn and(self, other: Disposition) -> Disposition {
+        use Disposition::{Ack, Retry, Term};
+        match (self, other) {
+            (Retry(a), Retry(b)) => Retry(a.max(b)),
+            (Retry(a), _) | (_, Retry(a)) => Retry(a),
+            (Term, Term) => Term,
+            _ => Ack,
+        }
+    }
+}
+
 /// Totals of one processed batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchReport {

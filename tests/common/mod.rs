@@ -316,6 +316,25 @@ impl Pipeline {
             .expect("ack");
     }
 
+    /// Publishes `bodies` as one group, as the api does with messages that arrive together;
+    /// returns the members' ids.
+    pub(crate) async fn publish_group(&self, bodies: Vec<bytes::Bytes>) -> Vec<uuid::Uuid> {
+        let group = nomnom::envelope::MessageGroup {
+            first_id: nomnom::envelope::new_group_id(),
+            bodies,
+        };
+        let subject = nomnom::nats::message_subject(&self.stream, "order", &group.first_id);
+        self.jetstream
+            .send_publish(subject, group.to_publish())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        (0..group.bodies.len())
+            .map(|i| nomnom::envelope::member_id(&group.first_id, i))
+            .collect()
+    }
+
     /// Publishes bytes without envelope headers (an older api's JSON envelope, or garbage).
     pub(crate) async fn publish_raw(&self, payload: Vec<u8>) {
         self.jetstream
