@@ -13,6 +13,7 @@
 # instructions / orders stored.
 #
 # usage: scripts/bench-instructions.sh [api|worker|both=both] [secs=20]
+# KEEP_CALLGRIND=1 keeps the callgrind files (for callgrind_annotate) and prints where.
 # needs: valgrind, wrk, psql, curl, NATS on 127.0.0.1:4222, PostgreSQL on 127.0.0.1:5432,
 # ../shared beside the repository.
 set -euo pipefail
@@ -110,4 +111,4 @@ awk '
     if (W["reference"]) printf "worker instructions per order: project/reference %.2f\n", W["project"] / W["reference"]
   }
 ' "$OUT/summary"
-rm -rf "$OUT"
+if [ -n "${KEEP_CALLGRIND:-}" ]; then echo "callgrind files: $OUT"; else rm -rf "$OUT"; fi

@@ -604,4 +604,24 @@ mod tests {
             assert_eq!(Outcome::disposition(outcome), want, "{outcome:?}");
         }
     }
+
+    #[test]
+    fn a_group_is_redelivered_if_any_member_must_be_and_terminated_only_if_all_were() {
+        use Disposition::{Ack, Retry, Term};
+        let (now, later) = (Duration::ZERO, Duration::from_secs(1));
+        let cases = [
+            (vec![Ack, Ack], Ack),
+            (vec![Ack, Term], Ack),
+            (vec![Term, Ack, Term], Ack),
+            (vec![Term, Term], Term),
+            (vec![Ack, Retry(now), Term], Retry(now)),
+            (vec![Term, Retry(later)], Retry(later)),
+            (vec![Retry(later), Ack, Retry(now)], Retry(later)),
+            (vec![Retry(now), Retry(later)], Retry(later)),
+        ];
+        for (members, want) in cases {
+            let got = members.iter().cloned().reduce(Disposition::and);
+            assert_eq!(got, Some(want.clone()), "{members:?}");
+        }
+    }
 }
