@@ -150,10 +150,8 @@ async fn the_trim_removes_only_what_the_consumer_has_finished() {
     js.delete_stream(&name).await.expect("delete");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_data_error_dead_letters_only_the_offending_message() {
-    let mut p = Pipeline::paused_with(|_| {}).await;
-    // A rule an operator added to the table: the api cannot know it, only the database does.
+/// A rule an operator added to the orders table: the api cannot know it, only the database does.
+async fn refuse_poison_clerks(p: &Pipeline) {
     p.db.client()
         .await
         .batch_execute(
@@ -161,12 +159,27 @@ async fn a_data_error_dead_letters_only_the_offending_message() {
         )
         .await
         .expect("constraint");
+}
+
+/// Orders 1 to 6 (two line items each); the fourth breaks [`refuse_poison_clerks`]'s rule.
+fn orders_with_poison_fourth() -> Vec<serde_json::Value> {
+    (1..=6u32)
+        .map(|n| {
+            let mut order = tpch_order(n, 2);
+            if n == 4 {
+                order["clerk"] = json!("Clerk#poison");
+            }
+            order
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_error_dead_letters_only_the_offending_message() {
+    let mut p = Pipeline::paused_with(|_| {}).await;
+    refuse_poison_clerks(&p).await;
     // Queue everything first, so the worker takes it as one batch.
-    for n in 1..=6u32 {
-        let mut order = tpch_order(n, 2);
-        if n == 4 {
-            order["clerk"] = json!("Clerk#poison");
-        }
+    for order in orders_with_poison_fourth() {
         p.publish(&envelope(uuid::Uuid::new_v4(), &order)).await;
     }
     p.start_worker().await;
@@ -191,22 +204,12 @@ async fn a_data_error_dead_letters_only_the_offending_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_is_stored_member_by_member() {
     let mut p = Pipeline::paused_with(|_| {}).await;
-    p.db.client()
-        .await
-        .batch_execute(
-            "ALTER TABLE orders ADD CONSTRAINT no_test_clerk CHECK (clerk <> 'Clerk#poison')",
-        )
-        .await
-        .expect("constraint");
-    let mut bodies: Vec<bytes::Bytes> = Vec::new();
-    for n in 1..=6u32 {
-        let mut order = tpch_order(n, 2);
-        if n == 4 {
-            order["clerk"] = json!("Clerk#poison");
-        }
-        // Pretty-printed: a member's body may hold newlines and spaces.
-        bodies.push(serde_json::to_string_pretty(&order).expect("json").into());
-    }
+    refuse_poison_clerks(&p).await;
+    // Pretty-printed: a member's body may hold newlines and spaces.
+    let mut bodies: Vec<bytes::Bytes> = orders_with_poison_fourth()
+        .iter()
+        .map(|order| serde_json::to_string_pretty(order).expect("json").into())
+        .collect();
     bodies.push(bytes::Bytes::from_static(b"{\"order_key\": 7}"));
     let ids = p.publish_group(bodies.clone()).await;
     // A second group after it: the stream keeps their order.
