@@ -268,6 +268,24 @@ async fn concurrent_requests_share_groups_and_each_member_is_pending_until_store
         stored < u64::from(N),
         "{N} concurrent requests took {stored} JetStream messages"
     );
+    // The metric counts the publishes and the messages they carried.
+    let metrics = reqwest::get(format!("{}/metrics", p.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!(
+        sample("nomnom_publish_group_messages_count "),
+        stored as f64
+    );
+    assert_eq!(sample("nomnom_publish_group_messages_sum "), f64::from(N));
     for id in &ids {
         let (code, body) = p.get(&format!("/ingest/status/{id}")).await;
         assert_eq!((code, &body["status"]), (200, &json!("pending")), "{body}");

@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use bytes::Bytes;
+use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -36,15 +37,18 @@ struct Member {
 pub(super) struct GroupPublishers {
     jetstream: jetstream::Context,
     stream: String,
+    /// Members per publish (`nomnom_publish_group_messages`).
+    sizes: Histogram,
     queues: Vec<OnceLock<mpsc::UnboundedSender<Member>>>,
 }
 
 impl GroupPublishers {
     /// Publishers for `stream`, one per root entity, started on first use.
-    pub(super) fn new(jetstream: jetstream::Context, stream: String) -> Self {
+    pub(super) fn new(jetstream: jetstream::Context, stream: String, sizes: Histogram) -> Self {
         Self {
             jetstream,
             stream,
+            sizes,
             queues: RootEntity::ALL.iter().map(|_| OnceLock::new()).collect(),
         }
     }
@@ -74,6 +78,7 @@ impl GroupPublishers {
                     &Uuid::nil(),
                 )),
                 max_bytes,
+                self.sizes.clone(),
             ));
             tx
         });
@@ -92,6 +97,7 @@ async fn run(
     jetstream: jetstream::Context,
     nil_subject: Arc<str>,
     max_bytes: usize,
+    sizes: Histogram,
 ) {
     let prefix = &nil_subject[..nil_subject.len() - uuid::fmt::Hyphenated::LENGTH];
     let mut next: Option<Member> = None;
@@ -124,6 +130,7 @@ async fn run(
             bodies: members.iter().map(|m| m.body.clone()).collect(),
         };
         let subject = format!("{prefix}{}", group.first_id);
+        sizes.observe(members.len() as f64);
         let stored = match jetstream.send_publish(subject, group.to_publish()).await {
             Ok(ack) => ack.await.map(|_| ()),
             Err(e) => Err(e),

@@ -16,6 +16,8 @@ pub struct ApiMetrics {
     pub publish_seconds: HistogramVec,
     /// Messages accepted (JetStream-acked), by entity.
     pub accepted: IntCounterVec,
+    /// Single messages per JetStream publish (more than one when they arrived together).
+    pub publish_group_messages: Histogram,
     /// Messages rejected, by entity and reason.
     pub rejected: IntCounterVec,
     /// Requests refused for want of a valid key (`missing`, `invalid`) or scope (`forbidden`).
@@ -67,6 +69,14 @@ impl ApiMetrics {
             &["entity"],
         )
         .expect("valid metric");
+        let publish_group_messages = Histogram::with_opts(
+            HistogramOpts::new(
+                "nomnom_publish_group_messages",
+                "Single messages per JetStream publish (a group of those that arrived while the previous publish awaited its ack)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric");
         let rejected = IntCounterVec::new(
             Opts::new(
                 "nomnom_messages_rejected_total",
@@ -95,6 +105,9 @@ impl ApiMetrics {
         registry
             .register(Box::new(publish_seconds.clone()))
             .expect("unique metric");
+        registry
+            .register(Box::new(publish_group_messages.clone()))
+            .expect("unique metric");
         let per_entity = RootEntity::ALL
             .iter()
             .map(|e| {
@@ -109,6 +122,7 @@ impl ApiMetrics {
             requests,
             publish_seconds,
             accepted,
+            publish_group_messages,
             rejected,
             auth_failures,
             per_entity,

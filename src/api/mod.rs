@@ -81,15 +81,17 @@ impl AppState {
     /// State with default limits and fresh metrics.
     pub fn new(jetstream: jetstream::Context, stream: impl Into<String>, db: DbPool) -> Self {
         let stream = stream.into();
+        let metrics = ApiMetrics::new();
         Self {
             groups: Arc::new(group::GroupPublishers::new(
                 jetstream.clone(),
                 stream.clone(),
+                metrics.publish_group_messages.clone(),
             )),
             jetstream,
             stream,
             db,
-            metrics: ApiMetrics::new(),
+            metrics,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_lines: DEFAULT_MAX_BATCH_LINES,
