@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -18,7 +19,6 @@ use crate::db::{self, schema};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
-use async_nats::jetstream::stream::DirectGetErrorKind;
 
 /// `GET /health`: the process is alive.
 pub(super) async fn health() -> Json<serde_json::Value> {
