@@ -623,3 +623,53 @@ async fn made_up_entity_names_add_no_worker_metric_series() {
     );
     p.stop().await;
 }
+
+/// The default byte budget per pull (8 MiB) grows to the NATS server's `max_payload` where that
+/// is larger, so the largest message the server takes is still delivered; a budget the operator
+/// set below it is refused at start with the size it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_pull_budget_follows_a_larger_max_payload() {
+    use common::servers::{free_port, nats_with_config};
+    let port = free_port();
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-nats")
+        .join(format!("max-payload-{}", common::unique()));
+    let config = format!(
+        "listen: \"127.0.0.1:{port}\"\nmax_payload: 16MB\njetstream {{ store_dir: \"{}\" }}\n",
+        dir.join("js").display()
+    );
+    let nats = nats_with_config(&dir, port, &config);
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut p = Pipeline::paused_with(|c| c.nats.url = url.clone()).await;
+    assert_eq!(
+        p.worker_config.max_batch_bytes,
+        nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES
+    );
+    let mut chosen = p.worker_config.clone();
+    chosen.max_batch_bytes = 9 << 20;
+    let refused = nomnom::worker::Worker::connect(chosen)
+        .await
+        .err()
+        .expect("a budget below max_payload is refused")
+        .to_string();
+    assert!(
+        refused.contains("WORKER_MAX_BATCH_BYTES=9437184")
+            && refused.contains(&format!("use at least {}", (16 << 20) + 4096)),
+        "{refused}"
+    );
+    // 12 MiB: more than the default budget, less than the server's max_payload.
+    let mut order = tpch_order(1, 2);
+    order["comment"] = json!("x".repeat(12 << 20));
+    p.publish(&MessageEnvelope::new(
+        uuid::Uuid::new_v4(),
+        "Order",
+        order.to_string(),
+    ))
+    .await;
+    p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM orders WHERE length(comment) = 12582912", 1)
+        .await;
+    p.stop().await;
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
+}

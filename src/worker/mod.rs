@@ -181,9 +181,20 @@ pub struct Worker<S: Sink = PgSink> {
 impl Worker<PgSink> {
     /// Connects to NATS and PostgreSQL; creates the streams, the consumer, the database if
     /// missing, and brings the tables to the YAML's shape.
-    pub async fn connect(config: WorkerConfig) -> Result<Self, WorkerError> {
+    pub async fn connect(mut config: WorkerConfig) -> Result<Self, WorkerError> {
         let js = nats_setup::connect(&config.nats).await?;
         let max_payload = js.client().server_info().max_payload;
+        if config.max_batch_bytes < max_payload + 4096
+            && config.max_batch_bytes == crate::config::DEFAULT_WORKER_MAX_BATCH_BYTES
+        {
+            // The default follows a server that allows messages larger than it; a value the
+            // operator chose is checked below instead.
+            tracing::info!(
+                max_payload,
+                "WORKER_MAX_BATCH_BYTES raised from its default to one message's size"
+            );
+            config.max_batch_bytes = max_payload + 4096;
+        }
         if config.max_batch_bytes < max_payload + 4096 {
             return Err(WorkerError::Config(format!(
                 "WORKER_MAX_BATCH_BYTES={} is smaller than one message can be (the NATS server's max_payload is {max_payload} bytes); use at least {}",
