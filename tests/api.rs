@@ -78,7 +78,35 @@ impl Api {
         (s, v)
     }
 
+    /// Messages the stream holds, each member of a group counted (a member is a request or a
+    /// batch line, like a message alone).
     async fn stream_messages(&self) -> u64 {
+        let mut stream = self
+            .state
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .expect("stream");
+        let state = stream.info().await.expect("info").state.clone();
+        if state.messages == 0 {
+            return 0;
+        }
+        let mut members = 0;
+        for sequence in state.first_sequence..=state.last_sequence {
+            let stored = stream.get_raw_message(sequence).await.expect("the message");
+            members += nomnom::envelope::MessageEnvelope::decode_all(
+                &stored.subject,
+                Some(&stored.headers),
+                &stored.payload,
+            )
+            .expect("envelopes")
+            .len() as u64;
+        }
+        members
+    }
+
+    /// JetStream messages in the stream (a group is one).
+    async fn stream_publishes(&self) -> u64 {
         let mut stream = self
             .state
             .jetstream
@@ -88,7 +116,7 @@ impl Api {
         stream.info().await.expect("info").state.messages
     }
 
-    /// The message at `sequence` of the stream as stored, and its envelope.
+    /// The message at `sequence` of the stream as stored, and its (first member's) envelope.
     async fn stored(
         &self,
         sequence: u64,
@@ -103,12 +131,13 @@ impl Api {
             .await
             .expect("stream");
         let stored = stream.get_raw_message(sequence).await.expect("the message");
-        let envelope = nomnom::envelope::MessageEnvelope::decode(
+        let envelope = nomnom::envelope::MessageEnvelope::decode_all(
             &stored.subject,
             Some(&stored.headers),
             &stored.payload,
         )
-        .expect("envelope");
+        .expect("envelope")
+        .swap_remove(0);
         (stored, envelope)
     }
 
@@ -663,6 +692,12 @@ async fn batches_larger_than_the_ack_window_are_accepted_whole() {
         assert_eq!(answer["accepted"], 6000);
     }
     assert_eq!(api.stream_messages().await, 12_000);
+    // Unkeyed lines go out in groups of up to 256.
+    let publishes = api.stream_publishes().await;
+    assert!(
+        (48..=100).contains(&publishes),
+        "{publishes} JetStream messages"
+    );
     api.cleanup().await;
 }
 

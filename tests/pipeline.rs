@@ -394,3 +394,54 @@ async fn csv_rows_of_a_root_entity_are_stored_and_bad_rows_named() {
     );
     p.stop().await;
 }
+
+/// A batch without an `Idempotency-Key` goes out in groups of up to 256 lines: 600 lines take
+/// three JetStream messages, every line keeps its own id and status, and upserts of the same
+/// order follow line order within and across groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_lines_go_out_in_groups_each_with_its_own_id_and_order() {
+    let p = Pipeline::start().await;
+    let body: String = (1..=600u32)
+        .map(|line| {
+            let mut order = tpch_order(line % 10, 1);
+            order["comment"] = json!(format!("line {line}"));
+            format!("{order}\n")
+        })
+        .collect();
+    let (status, answer) = p.post("/ingest/batch/order", &body).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 600);
+    let ids: Vec<String> = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["message_id"].as_str().expect("an id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 600);
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 600, "every line its own id");
+    let mut stream = p.jetstream.get_stream(&p.stream).await.expect("stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, 3);
+    p.db.wait_count("SELECT 1 FROM message_status", 600).await;
+    let stored: std::collections::HashSet<String> =
+        p.db.rows("SELECT message_id::text FROM message_status WHERE status = 'processed'")
+            .await
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect();
+    assert_eq!(stored, ids.iter().cloned().collect());
+    let (code, line_status) = p.get(&format!("/ingest/status/{}", ids[599])).await;
+    assert_eq!((code, &line_status["status"]), (200, &json!("processed")));
+    // Order n's last line is 590 + n (order 0: line 600).
+    let comments =
+        p.db.rows("SELECT order_key, comment FROM orders ORDER BY order_key")
+            .await;
+    let expected: Vec<Vec<Option<String>>> = (0..10u32)
+        .map(|n| {
+            let last = if n == 0 { 600 } else { 590 + n };
+            vec![Some(format!("ORD-{n:06}")), Some(format!("line {last}"))]
+        })
+        .collect();
+    assert_eq!(comments, expected);
+    p.stop().await;
+}

@@ -53,6 +53,11 @@ impl GroupPublishers {
         }
     }
 
+    /// Counts a group published elsewhere (a batch's lines) in the group-size histogram.
+    pub(super) fn observe(&self, members: usize) {
+        self.sizes.observe(members as f64);
+    }
+
     /// Publishes `body` as a message of `entity` with a fresh id, in a group with whatever
     /// else is waiting; resolves with its id once JetStream has stored it.
     pub(super) async fn publish(
@@ -66,9 +71,7 @@ impl GroupPublishers {
             .expect("a root entity");
         let queue = self.queues[i].get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let max_bytes = (self.jetstream.client().server_info().max_payload)
-                .saturating_sub(HEADER_ROOM)
-                .min(MAX_GROUP_BYTES);
+            let max_bytes = max_group_bytes(&self.jetstream);
             tokio::spawn(run(
                 rx,
                 self.jetstream.clone(),
@@ -87,6 +90,17 @@ impl GroupPublishers {
         queue.send(Member { body, answer }).map_err(|_| gone())?;
         answered.await.map_err(|_| gone())?
     }
+}
+
+/// Bytes of bodies one group may carry: within the server's `max_payload` (with room for the
+/// lengths header) and [`MAX_GROUP_BYTES`].
+pub(super) fn max_group_bytes(jetstream: &jetstream::Context) -> usize {
+    jetstream
+        .client()
+        .server_info()
+        .max_payload
+        .saturating_sub(HEADER_ROOM)
+        .min(MAX_GROUP_BYTES)
 }
 
 /// Publishes the queue's messages a group at a time, one group in flight: what arrives while

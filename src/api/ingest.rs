@@ -16,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::{self, Client};
+use super::group::PublishFailure;
 use super::{ApiError, AppState};
 use crate::bulk::{LineSplitter, Row, RowProblem, csv_columns, each_array_element, each_csv_row};
 use crate::envelope::MessageEnvelope;
@@ -319,13 +320,14 @@ async fn send(state: &AppState, v: &Validated) -> Result<PublishAckFuture, ApiEr
         .map_err(|e| publish_error(e.kind(), e.to_string()))
 }
 
-/// Awaits the ack of one message; returns whether JetStream saw it as a duplicate.
+/// Awaits the ack of one message; returns whether JetStream saw it as a duplicate, or why it
+/// was not stored (the same for every line a group carries).
 async fn await_ack(
     state: &AppState,
     entity: RootEntity,
     started: Instant,
     ack: PublishAckFuture,
-) -> Result<bool, ApiError> {
+) -> Result<bool, PublishFailure> {
     let result = ack.await;
     state
         .metrics
@@ -334,7 +336,7 @@ async fn await_ack(
         .observe(started.elapsed().as_secs_f64());
     result
         .map(|a| a.duplicate)
-        .map_err(|e| publish_error(e.kind(), e.to_string()))
+        .map_err(|e| (e.kind(), e.to_string()))
 }
 
 /// The reason label of a rejection (a closed set).
@@ -389,7 +391,9 @@ async fn accept_one(
             let id = message_id(client, entity, Some(&key), None);
             let v = Validated::new(entity, id, body.clone(), true);
             let ack = send(state, &v).await?;
-            let duplicate = await_ack(state, entity, started, ack).await?;
+            let duplicate = await_ack(state, entity, started, ack)
+                .await
+                .map_err(|(kind, detail)| publish_error(kind, detail))?;
             (id, v.envelope.received_at, duplicate)
         }
     };
@@ -786,19 +790,34 @@ async fn batch(
         ));
     }
     let started = Instant::now();
+    let units = if key.is_some() {
+        // Keyed lines keep a message each, deduplicated on its own id (derived from the key
+        // and the line number), so a retry names every line as before whatever else changed.
+        valid
+            .into_iter()
+            .map(|(n, v)| PublishUnit::single(state, n, v))
+            .collect()
+    } else {
+        group_lines(state, entity, valid)
+    };
     // Published pipelined, with acks taken as they arrive: the JetStream context allows a
     // bounded number of unacknowledged publishes (shared by all requests), and a permit comes
     // back only when its ack future completes, so a request must not hold more than its share
     // unpolled while it waits for room to send.
     let mut pending = futures::stream::FuturesUnordered::new();
-    let mut acks = Vec::with_capacity(valid.len());
-    for (number, v) in valid {
+    let mut acks = Vec::with_capacity(units.len());
+    for unit in units {
         while pending.len() >= MAX_BATCH_PENDING_ACKS {
             if let Some(done) = futures::StreamExt::next(&mut pending).await {
                 acks.push(done);
             }
         }
-        let sending = send(state, &v);
+        let PublishUnit {
+            lines,
+            subject,
+            message,
+        } = unit;
+        let sending = state.jetstream.send_publish(subject, message);
         tokio::pin!(sending);
         let sent = loop {
             tokio::select! {
@@ -811,12 +830,18 @@ async fn batch(
         };
         match sent {
             Ok(ack) => {
-                let id = v.envelope.message_id;
-                pending.push(
-                    async move { (number, id, await_ack(state, entity, started, ack).await) },
-                );
+                pending.push(async move { (lines, await_ack(state, entity, started, ack).await) })
             }
-            Err(e) => rejections.add(state, entity, number, e),
+            Err(e) => {
+                for (number, _) in lines {
+                    rejections.add(
+                        state,
+                        entity,
+                        number,
+                        publish_error(e.kind(), e.to_string()),
+                    );
+                }
+            }
         }
     }
     while let Some(done) = futures::StreamExt::next(&mut pending).await {
@@ -824,13 +849,21 @@ async fn batch(
     }
     let mut results = Vec::with_capacity(acks.len() + rejections.shown.len());
     let mut accepted = 0usize;
-    for (line, message_id, ack) in acks {
+    for (lines, ack) in acks {
         match ack {
             Ok(_) => {
-                accepted += 1;
-                results.push(LineResult::Accepted { line, message_id });
+                accepted += lines.len();
+                results.extend(
+                    lines
+                        .into_iter()
+                        .map(|(line, message_id)| LineResult::Accepted { line, message_id }),
+                );
             }
-            Err(e) => rejections.add(state, entity, line, e),
+            Err((kind, detail)) => {
+                for (line, _) in lines {
+                    rejections.add(state, entity, line, publish_error(kind, detail.clone()));
+                }
+            }
         }
     }
     state.metrics.of(entity).1.inc_by(accepted as u64);
@@ -857,6 +890,69 @@ async fn batch(
         super::error::retry_after(&mut response, 1);
     }
     Ok(response)
+}
+
+/// One JetStream message of a batch: the lines it carries, each with its message id.
+struct PublishUnit {
+    /// `(line number, message id)` of every line in it, in order.
+    lines: Vec<(usize, Uuid)>,
+    subject: String,
+    message: async_nats::jetstream::message::PublishMessage,
+}
+
+impl PublishUnit {
+    /// A line as its own message, deduplicated on its id.
+    fn single(state: &AppState, number: usize, v: Validated) -> Self {
+        let id = v.envelope.message_id;
+        Self {
+            lines: vec![(number, id)],
+            subject: message_subject(&state.stream, v.entity.snake_name(), &id),
+            message: v.envelope.to_publish(v.dedup),
+        }
+    }
+}
+
+/// Lines with fresh ids in [`MessageGroup`](crate::envelope::MessageGroup)s, in order: up to
+/// 256 lines and the group byte limit each (a line larger than that goes alone), so
+/// JetStream's costs per message are paid once per group, as for concurrent single requests.
+fn group_lines(
+    state: &AppState,
+    entity: RootEntity,
+    valid: Vec<(usize, Validated)>,
+) -> Vec<PublishUnit> {
+    use crate::envelope::{MAX_GROUP_MEMBERS, MessageGroup, member_id, new_group_id};
+    let max_bytes = super::group::max_group_bytes(&state.jetstream);
+    let mut units = Vec::new();
+    let mut valid = valid.into_iter().peekable();
+    while let Some((number, first)) = valid.next() {
+        let mut bytes = first.envelope.body.len();
+        let mut numbers = vec![number];
+        let mut bodies = vec![first.envelope.body];
+        while bodies.len() < MAX_GROUP_MEMBERS
+            && let Some((_, next)) = valid.peek()
+            && bytes + next.envelope.body.len() <= max_bytes
+        {
+            let (number, next) = valid.next().expect("peeked");
+            bytes += next.envelope.body.len();
+            numbers.push(number);
+            bodies.push(next.envelope.body);
+        }
+        let group = MessageGroup {
+            first_id: new_group_id(),
+            bodies,
+        };
+        state.groups.observe(group.bodies.len());
+        units.push(PublishUnit {
+            lines: numbers
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (n, member_id(&group.first_id, i)))
+                .collect(),
+            subject: message_subject(&state.stream, entity.snake_name(), &group.first_id),
+            message: group.to_publish(),
+        });
+    }
+    units
 }
 
 impl LineResult {

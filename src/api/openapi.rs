@@ -278,7 +278,7 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
             json!({"post": {
                 "operationId": format!("ingest_batch_{snake}"),
                 "summary": format!("Ingest {name} messages as NDJSON, a JSON array or CSV"),
-                "description": "Each line (array element, CSV row) becomes one message with its own message_id; invalid lines are refused one by one. Nothing is published unless the whole body is within the limits.",
+                "description": "Each line (array element, CSV row) becomes one message with its own message_id (without an Idempotency-Key, up to 256 lines share one JetStream message); invalid lines are refused one by one. Nothing is published unless the whole body is within the limits.",
                 "parameters": [idempotency],
                 "requestBody": {"required": true, "content": {
                     "application/x-ndjson": {"schema": ndjson, "example": ndjson_example},
