@@ -78,15 +78,19 @@ impl Api {
         (s, v)
     }
 
-    /// Messages the stream holds, each member of a group counted (a member is a request or a
-    /// batch line, like a message alone).
-    async fn stream_messages(&self) -> u64 {
-        let mut stream = self
-            .state
+    /// The test's stream.
+    async fn stream(&self) -> async_nats::jetstream::stream::Stream {
+        self.state
             .jetstream
             .get_stream(&self.stream)
             .await
-            .expect("stream");
+            .expect("stream")
+    }
+
+    /// Messages the stream holds, each member of a group counted (a member is a request or a
+    /// batch line, like a message alone).
+    async fn stream_messages(&self) -> u64 {
+        let mut stream = self.stream().await;
         let state = stream.info().await.expect("info").state.clone();
         if state.messages == 0 {
             return 0;
@@ -107,12 +111,7 @@ impl Api {
 
     /// JetStream messages in the stream (a group is one).
     async fn stream_publishes(&self) -> u64 {
-        let mut stream = self
-            .state
-            .jetstream
-            .get_stream(&self.stream)
-            .await
-            .expect("stream");
+        let mut stream = self.stream().await;
         stream.info().await.expect("info").state.messages
     }
 
@@ -124,13 +123,12 @@ impl Api {
         async_nats::jetstream::message::StreamMessage,
         nomnom::envelope::MessageEnvelope,
     ) {
-        let stream = self
-            .state
-            .jetstream
-            .get_stream(&self.stream)
+        let stored = self
+            .stream()
             .await
-            .expect("stream");
-        let stored = stream.get_raw_message(sequence).await.expect("the message");
+            .get_raw_message(sequence)
+            .await
+            .expect("the message");
         let envelope = nomnom::envelope::MessageEnvelope::decode_all(
             &stored.subject,
             Some(&stored.headers),
