@@ -613,7 +613,7 @@ async fn batch(
             limit: state.max_batch_bytes,
         });
     }
-    let mut valid: Vec<(usize, Validated)> = Vec::new();
+    let mut valid: Vec<(usize, Bytes)> = Vec::new();
     let mut rejections = Rejections::default();
     let mut lines = 0usize;
     let mut splitter = LineSplitter::new(state.max_body_bytes);
@@ -667,7 +667,6 @@ async fn batch(
                 limit: state.max_batch_lines,
             });
         }
-        let id = message_id(client, entity, key.as_deref(), Some(number));
         let checked = crate::runtime::parse_json_object(text)
             .map_err(ApiError::from)
             .and_then(|doc| check(entity, doc.root()));
@@ -682,10 +681,7 @@ async fn batch(
         };
         match checked {
             // Only accepted lines are copied out of the streamed chunk.
-            Ok(()) => valid.push((
-                number,
-                Validated::new(entity, id, Bytes::copy_from_slice(text), key.is_some()),
-            )),
+            Ok(()) => valid.push((number, Bytes::copy_from_slice(text))),
             Err(e) => rejections.add(state, entity, number, e),
         }
         Ok(())
@@ -790,15 +786,17 @@ async fn batch(
         ));
     }
     let started = Instant::now();
-    let units = if key.is_some() {
+    let units = match key.as_deref() {
         // Keyed lines keep a message each, deduplicated on its own id (derived from the key
         // and the line number), so a retry names every line as before whatever else changed.
-        valid
+        Some(key) => valid
             .into_iter()
-            .map(|(n, v)| PublishUnit::single(state, n, v))
-            .collect()
-    } else {
-        group_lines(state, entity, valid)
+            .map(|(number, body)| {
+                let id = message_id(client, entity, Some(key), Some(number));
+                PublishUnit::single(state, number, Validated::new(entity, id, body, true))
+            })
+            .collect(),
+        None => group_lines(state, entity, valid),
     };
     // Published pipelined, with acks taken as they arrive: the JetStream context allows a
     // bounded number of unacknowledged publishes (shared by all requests), and a permit comes
@@ -918,24 +916,24 @@ impl PublishUnit {
 fn group_lines(
     state: &AppState,
     entity: RootEntity,
-    valid: Vec<(usize, Validated)>,
+    valid: Vec<(usize, Bytes)>,
 ) -> Vec<PublishUnit> {
     use crate::envelope::{MAX_GROUP_MEMBERS, MessageGroup, member_id, new_group_id};
     let max_bytes = super::group::max_group_bytes(&state.jetstream);
     let mut units = Vec::new();
     let mut valid = valid.into_iter().peekable();
     while let Some((number, first)) = valid.next() {
-        let mut bytes = first.envelope.body.len();
+        let mut bytes = first.len();
         let mut numbers = vec![number];
-        let mut bodies = vec![first.envelope.body];
+        let mut bodies = vec![first];
         while bodies.len() < MAX_GROUP_MEMBERS
             && let Some((_, next)) = valid.peek()
-            && bytes + next.envelope.body.len() <= max_bytes
+            && bytes + next.len() <= max_bytes
         {
             let (number, next) = valid.next().expect("peeked");
-            bytes += next.envelope.body.len();
+            bytes += next.len();
             numbers.push(number);
-            bodies.push(next.envelope.body);
+            bodies.push(next);
         }
         let group = MessageGroup {
             first_id: new_group_id(),
