@@ -3,50 +3,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use common::process::Service;
+use common::servers::free_port;
 
-async fn wait_http_ok(url: &str) {
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = reqwest::get(url).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{url} never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// How long a freshly started binary may take to answer (debug build, a busy machine).
+const START: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
@@ -58,29 +22,31 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
         url: format!("{}/nomnom_test_{id}", common::pg_admin_url()),
     };
     let (api_port, metrics_port) = (free_port(), free_port());
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env("NATS_URL", common::nats_url())
-        .env("NATS_STREAM", &stream)
-        .env("NATS_CONSUMER", format!("c_{id}"))
-        .env("DATABASE_URL", &db.url)
-        .env("WORKER_METRICS_PORT", metrics_port.to_string())
-        .env("BATCH_SIZE", "50")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("worker starts");
-    let mut api = Command::new(env!("CARGO_BIN_EXE_api"))
-        .env("NATS_URL", common::nats_url())
-        .env("NATS_STREAM", &stream)
-        .env("DATABASE_URL", &db.url)
-        .env("PORT", api_port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("api starts");
-    wait_http_ok(&format!("http://127.0.0.1:{api_port}/health")).await;
-    wait_http_ok(&format!("http://127.0.0.1:{metrics_port}/health")).await;
-    wait_http_ok(&format!("http://127.0.0.1:{api_port}/ready")).await;
+    let mut worker = Service::spawn(
+        "worker",
+        Command::new(env!("CARGO_BIN_EXE_worker"))
+            .env("NATS_URL", common::nats_url())
+            .env("NATS_STREAM", &stream)
+            .env("NATS_CONSUMER", format!("c_{id}"))
+            .env("DATABASE_URL", &db.url)
+            .env("WORKER_METRICS_PORT", metrics_port.to_string())
+            .env("BATCH_SIZE", "50"),
+    );
+    let mut api = Service::spawn(
+        "api",
+        Command::new(env!("CARGO_BIN_EXE_api"))
+            .env("NATS_URL", common::nats_url())
+            .env("NATS_STREAM", &stream)
+            .env("DATABASE_URL", &db.url)
+            .env("PORT", api_port.to_string()),
+    );
+    api.wait_ok(&format!("http://127.0.0.1:{api_port}/health"), START)
+        .await;
+    worker
+        .wait_ok(&format!("http://127.0.0.1:{metrics_port}/health"), START)
+        .await;
+    api.wait_ok(&format!("http://127.0.0.1:{api_port}/ready"), START)
+        .await;
 
     let resp = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{api_port}/ingest/message/order"))
@@ -143,11 +109,8 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
         "api healthcheck sees the running api"
     );
 
-    assert!(terminate(&mut api).success(), "api exits 0 on SIGTERM");
-    assert!(
-        terminate(&mut worker).success(),
-        "worker exits 0 on SIGTERM"
-    );
+    assert!(api.terminate().success(), "api exits 0 on SIGTERM");
+    assert!(worker.terminate().success(), "worker exits 0 on SIGTERM");
     common::delete_streams(&stream).await;
     db.drop_db().await;
 }
@@ -228,18 +191,18 @@ async fn api_with_keys_from_a_file_and_metrics_on_their_own_port() {
     let file = dir.join("api-keys");
     std::fs::write(&file, "# clients\ningest:file-key-0123456789abcdef:order\n").expect("write");
     let (api_port, metrics_port) = (free_port(), free_port());
-    let mut api = Command::new(env!("CARGO_BIN_EXE_api"))
-        .env("NATS_URL", common::nats_url())
-        .env("NATS_STREAM", &stream)
-        .env("PORT", api_port.to_string())
-        .env("METRICS_PORT", metrics_port.to_string())
-        .env("REQUIRE_AUTH", "true")
-        .env("API_KEYS_FILE", &file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("api starts");
-    wait_http_ok(&format!("http://127.0.0.1:{api_port}/health")).await;
+    let mut api = Service::spawn(
+        "api",
+        Command::new(env!("CARGO_BIN_EXE_api"))
+            .env("NATS_URL", common::nats_url())
+            .env("NATS_STREAM", &stream)
+            .env("PORT", api_port.to_string())
+            .env("METRICS_PORT", metrics_port.to_string())
+            .env("REQUIRE_AUTH", "true")
+            .env("API_KEYS_FILE", &file),
+    );
+    api.wait_ok(&format!("http://127.0.0.1:{api_port}/health"), START)
+        .await;
     let client = reqwest::Client::new();
     let post = |key: Option<&'static str>| {
         let mut req = client
@@ -275,7 +238,7 @@ async fn api_with_keys_from_a_file_and_metrics_on_their_own_port() {
         "{text}"
     );
     assert!(text.contains(r#"nomnom_messages_accepted_total{entity="order"} 1"#));
-    assert!(terminate(&mut api).success(), "api exits 0 on SIGTERM");
+    assert!(api.terminate().success(), "api exits 0 on SIGTERM");
     common::delete_streams(&stream).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -332,17 +295,16 @@ fn memory(pid: u32) -> (u64, u64) {
 async fn hostile_bodies_keep_api_memory_growth_under_64_mb() {
     let stream = format!("M_{}", common::unique());
     let port = free_port();
-    let mut api = Command::new(env!("CARGO_BIN_EXE_api"))
-        .env("NATS_URL", common::nats_url())
-        .env("NATS_STREAM", &stream)
-        .env("DATABASE_URL", format!("{}/test", common::pg_admin_url()))
-        .env("PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("api starts");
+    let mut api = Service::spawn(
+        "api",
+        Command::new(env!("CARGO_BIN_EXE_api"))
+            .env("NATS_URL", common::nats_url())
+            .env("NATS_STREAM", &stream)
+            .env("DATABASE_URL", format!("{}/test", common::pg_admin_url()))
+            .env("PORT", port.to_string()),
+    );
     let base = format!("http://127.0.0.1:{port}");
-    wait_http_ok(&format!("{base}/ready")).await;
+    api.wait_ok(&format!("{base}/ready"), START).await;
     let client = reqwest::Client::new();
     let post = |path: &str, body: Vec<u8>| {
         let request = client
@@ -414,7 +376,7 @@ async fn hostile_bodies_keep_api_memory_growth_under_64_mb() {
         assert!(answer_len < 1 << 20, "{name}: answer of {answer_len} bytes");
         assert!(growth < 64 << 20, "{name}: peak RSS grew {growth} bytes");
     }
-    terminate(&mut api);
+    api.terminate();
     common::delete_streams(&stream).await;
 }
 

@@ -9,7 +9,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use common::process::Service;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -224,9 +226,10 @@ fn deployment_yaml_reads_the_same_in_yaml_1_1_and_1_2_and_passes_yamllint() {
 }
 
 /// The api and worker binaries on a test database and stream of their own.
+/// Dropping it (a failed assertion too) stops both.
 struct Binaries {
-    api: Child,
-    worker: Child,
+    api: Service,
+    worker: Service,
     api_url: String,
     worker_metrics: String,
     db: common::TestDb,
@@ -242,37 +245,27 @@ impl Binaries {
         let id = common::unique();
         let stream = format!("CONTRACT_{id}");
         let (api_port, metrics_port) = (common::servers::free_port(), common::servers::free_port());
-        let log = |name: &str| {
-            std::fs::File::create(
-                PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-                    .join(format!("contract-{id}-{name}.log")),
-            )
-            .expect("log file")
-        };
-        let worker = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .env("NATS_URL", common::nats_url())
-            .env("NATS_STREAM", &stream)
-            .env("NATS_CONSUMER", format!("c_{id}"))
-            .env("DATABASE_URL", &db.url)
-            .env("WORKER_METRICS_PORT", metrics_port.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log("worker"))
-            .spawn()
-            .expect("worker starts");
+        let worker = Service::spawn(
+            "contract-worker",
+            Command::new(env!("CARGO_BIN_EXE_worker"))
+                .env("NATS_URL", common::nats_url())
+                .env("NATS_STREAM", &stream)
+                .env("NATS_CONSUMER", format!("c_{id}"))
+                .env("DATABASE_URL", &db.url)
+                .env("WORKER_METRICS_PORT", metrics_port.to_string())
+                .env("RUST_LOG", "warn"),
+        );
         let mut api = Command::new(env!("CARGO_BIN_EXE_api"));
         api.env("NATS_URL", common::nats_url())
             .env("NATS_STREAM", &stream)
             .env("DATABASE_URL", &db.url)
             .env("PORT", api_port.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log("api"));
+            .env("RUST_LOG", "warn");
         if keys {
             api.env("API_KEYS", format!("contract:{KEY}:*|metrics"));
         }
-        let api = api.spawn().expect("api starts");
-        let b = Self {
+        let api = Service::spawn("contract-api", &mut api);
+        let mut b = Self {
             api,
             worker,
             api_url: format!("http://127.0.0.1:{api_port}"),
@@ -280,23 +273,10 @@ impl Binaries {
             db,
             stream,
         };
-        b.wait_ok(&format!("{}/ready", b.api_url)).await;
-        b.wait_ok(&b.worker_metrics).await;
+        let start = Duration::from_secs(60);
+        b.api.wait_ok(&format!("{}/ready", b.api_url), start).await;
+        b.worker.wait_ok(&b.worker_metrics, start).await;
         b
-    }
-
-    async fn wait_ok(&self, url: &str) {
-        let start = Instant::now();
-        while !reqwest::get(url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "{url} never answered"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// `/metrics` of the api (with the key when keys are on) and of the worker.
@@ -349,24 +329,17 @@ impl Binaries {
         }
     }
 
-    async fn stop(mut self) {
-        self.kill();
-        common::delete_streams(&self.stream).await;
-        self.db.drop_db().await;
-    }
-
-    fn kill(&mut self) {
-        for child in [&mut self.api, &mut self.worker] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Binaries {
-    /// A failed assertion must not leave the binaries running.
-    fn drop(&mut self) {
-        self.kill();
+    async fn stop(self) {
+        let Self {
+            api,
+            worker,
+            db,
+            stream,
+            ..
+        } = self;
+        drop((api, worker));
+        common::delete_streams(&stream).await;
+        db.drop_db().await;
     }
 }
 

@@ -9,6 +9,7 @@ use nomnom::config::{NatsConfig, WorkerConfig};
 use nomnom::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) mod process;
 pub(crate) mod sample;
 pub(crate) mod servers;
 

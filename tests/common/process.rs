@@ -1,0 +1,102 @@
+//! The crate's binaries run as processes by a test: stderr kept in a log file so a failure says
+//! why the process stopped or never answered, and killed when dropped so a failing test leaves
+//! nothing running.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `api` or `worker` of one test.
+pub(crate) struct Service {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Starts `command` with stdout discarded and stderr in `<CARGO_TARGET_TMPDIR>/<name>-<id>.log`.
+    pub(crate) fn spawn(name: &str, command: &mut Command) -> Self {
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}.log", super::unique()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
+        Self {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// The process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `url` answers 2xx; panics with the process's exit status and log if it stops
+    /// first or `timeout` passes.
+    pub(crate) async fn wait_ok(&mut self, url: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = reqwest::get(url).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                panic!(
+                    "{} stopped ({status}) before {url} answered; its log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "{url} never answered in {timeout:?}; {} still runs; its log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits up to 15 s for the process to stop.
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
+        super::servers::signal(&self.child, "-TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{} did not stop on SIGTERM; its log:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last 60 lines of stderr.
+    pub(crate) fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // A failing test keeps the log to read; a passing one leaves nothing behind.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
