@@ -210,26 +210,79 @@ fn connect_reason(e: &async_nats::ConnectError) -> String {
     format!("{reason}{hint}")
 }
 
-/// `get_or_create_stream`, tried again a few times when the server fails to create the store
-/// (10049): nats-server 2.9 removes an account's empty stream directory when its last stream is
-/// deleted, and a stream created at that moment fails to make its own directory.
+/// How long stream setup at startup keeps trying through faults that pass: a JetStream API
+/// request that timed out (a busy or restarting server), JetStream not answering yet, or a
+/// cluster without a meta leader yet (10008).
+const STREAM_SETUP_PATIENCE: Duration = Duration::from_secs(15);
+
+/// `get_or_create_stream`, tried again while the fault is one that passes (see
+/// [`STREAM_SETUP_PATIENCE`]); also when the server fails to create the store (10049):
+/// nats-server 2.9 removes an account's empty stream directory when its last stream is deleted,
+/// and a stream created at that moment fails to make its own directory. The last error is
+/// returned as it came, with a hint when JetStream never answered.
 pub async fn get_or_create_stream(
     js: &jetstream::Context,
     config: stream::Config,
-) -> Result<stream::Stream, jetstream::context::CreateStreamError> {
-    let mut tries = 0;
+) -> Result<stream::Stream, StreamSetupError> {
+    use jetstream::context::CreateStreamErrorKind as Kind;
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
     loop {
-        match js.get_or_create_stream(config.clone()).await {
-            Err(e)
-                if tries < 4
-                    && matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(ref j)
-                        if j.error_code() == jetstream::ErrorCode::STREAM_CREATE) =>
-            {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            result => return result,
+        let e = match js.get_or_create_stream(config.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => e,
+        };
+        let passes = match e.kind() {
+            Kind::TimedOut | Kind::JetStreamUnavailable => true,
+            Kind::JetStream(ref j) => [
+                jetstream::ErrorCode::STREAM_CREATE,
+                jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE,
+            ]
+            .contains(&j.error_code()),
+            _ => false,
+        };
+        if !passes || start.elapsed() + pause > STREAM_SETUP_PATIENCE {
+            return Err(StreamSetupError {
+                error: e,
+                waited: start.elapsed(),
+            });
         }
+        tracing::warn!(stream = %config.name, error = %e, "JetStream stream setup failed; trying again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Why a stream could not be created or read, worded for an operator.
+#[derive(Debug)]
+pub struct StreamSetupError {
+    error: jetstream::context::CreateStreamError,
+    /// How long setup was tried.
+    waited: Duration,
+}
+
+impl std::fmt::Display for StreamSetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use jetstream::context::CreateStreamErrorKind as Kind;
+        write!(f, "{}", self.error)?;
+        let waited = self.waited.as_secs();
+        match self.error.kind() {
+            Kind::JetStreamUnavailable => write!(
+                f,
+                " (no JetStream answered in {waited} s of trying: is JetStream enabled on the server, e.g. `nats-server -js`, and does this user's account have it?)"
+            ),
+            Kind::TimedOut => write!(
+                f,
+                " (JetStream did not answer in {waited} s of trying: a server under strain, or a user not allowed to publish to `$JS.API.>`)"
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for StreamSetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 

@@ -234,6 +234,63 @@ async fn nats_restart_mid_run_loses_no_accepted_message() {
     let _ = std::fs::remove_dir_all(store);
 }
 
+/// Stream setup at startup waits while JetStream is not there yet (a server restarted with
+/// JetStream on the same port is found), and names JetStream when it never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_setup_waits_for_jetstream_and_names_it_when_it_never_comes() {
+    let plain = |port: u16| {
+        vec![
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ]
+    };
+    let config = |port: u16| nomnom::config::NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        stream: format!("LATE_{}", common::unique()),
+        duplicate_window: Duration::from_secs(120),
+        replicas: 1,
+        auth: Default::default(),
+    };
+    let (late_port, never_port) = (free_port(), free_port());
+    let mut late = NatsNode::start(plain(late_port), late_port);
+    let never = NatsNode::start(plain(never_port), never_port);
+    let store = scratch_dir("nats-late-js");
+    let (late_config, never_config) = (config(late_port), config(never_port));
+    let late_js = nomnom::nats::connect(&late_config).await.expect("connects");
+    let never_js = nomnom::nats::connect(&never_config)
+        .await
+        .expect("connects");
+    let start = Instant::now();
+    let waiting = tokio::spawn(async move {
+        let result = nomnom::nats::ensure_stream(&late_js, &late_config).await;
+        (result.map(drop), start.elapsed())
+    });
+    let never_comes = tokio::spawn(async move {
+        let result = nomnom::nats::ensure_stream(&never_js, &never_config).await;
+        (result.map(drop), start.elapsed())
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    late.stop("-TERM");
+    late.args
+        .extend(["-js".into(), "-sd".into(), store.display().to_string()]);
+    late.spawn();
+    let (result, took) = waiting.await.expect("task");
+    assert!(result.is_ok(), "{:?}", result.err().map(|e| e.to_string()));
+    assert!(took >= Duration::from_secs(2), "set up after {took:?}");
+    let (result, took) = never_comes.await.expect("task");
+    let error = result.expect_err("no JetStream, no stream").to_string();
+    assert!(
+        error.contains("is JetStream enabled on the server"),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(30), "gave up after {took:?}");
+    println!("without JetStream, gave up after {took:?}: {error}");
+    drop((late, never));
+    let _ = std::fs::remove_dir_all(store);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_cluster_survives_losing_a_node() {
     let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
