@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::Service;
+use common::process::{Service, api_command, worker_command};
 use common::servers::free_port;
 
 /// How long a freshly started binary may take to answer (debug build, a busy machine).
@@ -24,22 +24,9 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
     let (api_port, metrics_port) = (free_port(), free_port());
     let mut worker = Service::spawn(
         "worker",
-        Command::new(env!("CARGO_BIN_EXE_worker"))
-            .env("NATS_URL", common::nats_url())
-            .env("NATS_STREAM", &stream)
-            .env("NATS_CONSUMER", format!("c_{id}"))
-            .env("DATABASE_URL", &db.url)
-            .env("WORKER_METRICS_PORT", metrics_port.to_string())
-            .env("BATCH_SIZE", "50"),
+        worker_command(&id, &stream, &db.url, metrics_port).env("BATCH_SIZE", "50"),
     );
-    let mut api = Service::spawn(
-        "api",
-        Command::new(env!("CARGO_BIN_EXE_api"))
-            .env("NATS_URL", common::nats_url())
-            .env("NATS_STREAM", &stream)
-            .env("DATABASE_URL", &db.url)
-            .env("PORT", api_port.to_string()),
-    );
+    let mut api = Service::spawn("api", &mut api_command(&stream, &db.url, api_port));
     api.wait_ok(&format!("http://127.0.0.1:{api_port}/health"), START)
         .await;
     worker

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::process::Service;
+use common::process::{Service, api_command, worker_command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -247,20 +247,10 @@ impl Binaries {
         let (api_port, metrics_port) = (common::servers::free_port(), common::servers::free_port());
         let worker = Service::spawn(
             "contract-worker",
-            Command::new(env!("CARGO_BIN_EXE_worker"))
-                .env("NATS_URL", common::nats_url())
-                .env("NATS_STREAM", &stream)
-                .env("NATS_CONSUMER", format!("c_{id}"))
-                .env("DATABASE_URL", &db.url)
-                .env("WORKER_METRICS_PORT", metrics_port.to_string())
-                .env("RUST_LOG", "warn"),
+            worker_command(&id, &stream, &db.url, metrics_port).env("RUST_LOG", "warn"),
         );
-        let mut api = Command::new(env!("CARGO_BIN_EXE_api"));
-        api.env("NATS_URL", common::nats_url())
-            .env("NATS_STREAM", &stream)
-            .env("DATABASE_URL", &db.url)
-            .env("PORT", api_port.to_string())
-            .env("RUST_LOG", "warn");
+        let mut api = api_command(&stream, &db.url, api_port);
+        api.env("RUST_LOG", "warn");
         if keys {
             api.env("API_KEYS", format!("contract:{KEY}:*|metrics"));
         }

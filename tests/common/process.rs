@@ -100,3 +100,31 @@ impl Drop for Service {
         }
     }
 }
+
+/// The worker binary on a test's stream, its consumer `c_<id>`, database and metrics port.
+pub(crate) fn worker_command(
+    id: &str,
+    stream: &str,
+    database_url: &str,
+    metrics_port: u16,
+) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+    command
+        .env("NATS_URL", super::nats_url())
+        .env("NATS_STREAM", stream)
+        .env("NATS_CONSUMER", format!("c_{id}"))
+        .env("DATABASE_URL", database_url)
+        .env("WORKER_METRICS_PORT", metrics_port.to_string());
+    command
+}
+
+/// The api binary on a test's stream and database, listening on `port`.
+pub(crate) fn api_command(stream: &str, database_url: &str, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_api"));
+    command
+        .env("NATS_URL", super::nats_url())
+        .env("NATS_STREAM", stream)
+        .env("DATABASE_URL", database_url)
+        .env("PORT", port.to_string());
+    command
+}
