@@ -87,26 +87,9 @@ impl Api {
             .expect("stream")
     }
 
-    /// Messages the stream holds, each member of a group counted (a member is a request or a
-    /// batch line, like a message alone).
+    /// Messages the stream holds, each member of a group counted.
     async fn stream_messages(&self) -> u64 {
-        let mut stream = self.stream().await;
-        let state = stream.info().await.expect("info").state.clone();
-        if state.messages == 0 {
-            return 0;
-        }
-        let mut members = 0;
-        for sequence in state.first_sequence..=state.last_sequence {
-            let stored = stream.get_raw_message(sequence).await.expect("the message");
-            members += nomnom::envelope::MessageEnvelope::decode_all(
-                &stored.subject,
-                Some(&stored.headers),
-                &stored.payload,
-            )
-            .expect("envelopes")
-            .len() as u64;
-        }
-        members
+        common::stream_members(&self.state.jetstream, &self.stream).await
     }
 
     /// JetStream messages in the stream (a group is one).

@@ -343,13 +343,8 @@ async fn two_clients_with_the_same_idempotency_key_store_two_messages() {
 }
 
 impl Api {
+    /// Messages the stream holds, each member of a group counted.
     async fn stream_messages(&self) -> u64 {
-        let mut stream = self
-            .state
-            .jetstream
-            .get_stream(&self.stream)
-            .await
-            .expect("stream");
-        stream.info().await.expect("info").state.messages
+        common::stream_members(&self.state.jetstream, &self.stream).await
     }
 }

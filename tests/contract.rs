@@ -234,6 +234,8 @@ struct Binaries {
     worker_metrics: String,
     db: common::TestDb,
     stream: String,
+    /// The worker's durable consumer.
+    consumer: String,
 }
 
 /// An API key for the contract runs: every entity and the metrics.
@@ -262,6 +264,7 @@ impl Binaries {
             worker_metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
             db,
             stream,
+            consumer: format!("c_{id}"),
         };
         let start = Duration::from_secs(60);
         b.api.wait_ok(&format!("{}/ready", b.api_url), start).await;
@@ -290,30 +293,40 @@ impl Binaries {
         (api, worker)
     }
 
-    /// Waits until the worker has finished every message the stream stored (each committed or
-    /// dead-lettered once; idempotent repeats are one message in the stream).
+    /// Waits until the worker has finished every message the stream stored: its consumer has
+    /// been delivered the last one and has nothing pending or unacknowledged (a message is
+    /// acknowledged once committed, terminated once dead-lettered; a group of requests is one
+    /// message, so the worker's per-request counters cannot be compared with the stream).
     async fn drained(&self) {
         let nats = async_nats::connect(common::nats_url()).await.expect("nats");
         let js = async_nats::jetstream::new(nats);
         let start = Instant::now();
         loop {
             let mut stream = js.get_stream(&self.stream).await.expect("stream");
-            // Finished messages leave the stream, so count what it ever stored.
-            let held = stream
+            let last = stream
                 .info()
                 .await
                 .expect("stream info")
                 .state
-                .last_sequence as f64;
-            let worker = self.metrics().await.1;
-            let done = sum("nomnom_worker_processed_total", &worker)
-                + sum("nomnom_worker_dead_lettered_total", &worker);
-            if held > 0.0 && done >= held {
+                .last_sequence;
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+                .get_consumer(&self.consumer)
+                .await
+                .expect("the worker's consumer");
+            let info = consumer.info().await.expect("consumer info");
+            if last > 0
+                && info.delivered.stream_sequence >= last
+                && info.num_pending == 0
+                && info.num_ack_pending == 0
+            {
                 return;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(120),
-                "the worker finished {done} of {held} messages"
+                "the worker has not finished the stream's {last} messages: delivered up to {}, {} pending, {} unacknowledged",
+                info.delivered.stream_sequence,
+                info.num_pending,
+                info.num_ack_pending
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

@@ -57,13 +57,10 @@ impl Server {
         }
     }
 
+    /// Messages the stream holds, each member of a group counted (concurrent requests may
+    /// share one JetStream message).
     async fn stream_messages(&self) -> u64 {
-        let mut stream = self
-            .jetstream
-            .get_stream(&self.stream)
-            .await
-            .expect("stream");
-        stream.info().await.expect("info").state.messages
+        common::stream_members(&self.jetstream, &self.stream).await
     }
 
     async fn stop(self) {

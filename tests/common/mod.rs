@@ -404,6 +404,28 @@ impl Pipeline {
     }
 }
 
+/// Messages `stream` holds, each member of a group counted (a member is a request or a batch
+/// line, like a message alone): what the api accepted and has not yet been trimmed.
+pub(crate) async fn stream_members(js: &async_nats::jetstream::Context, stream: &str) -> u64 {
+    let mut stream = js.get_stream(stream).await.expect("stream");
+    let state = stream.info().await.expect("info").state.clone();
+    if state.messages == 0 {
+        return 0;
+    }
+    let mut members = 0;
+    for sequence in state.first_sequence..=state.last_sequence {
+        let stored = stream.get_raw_message(sequence).await.expect("the message");
+        members += nomnom::envelope::MessageEnvelope::decode_all(
+            &stored.subject,
+            Some(&stored.headers),
+            &stored.payload,
+        )
+        .expect("envelopes")
+        .len() as u64;
+    }
+    members
+}
+
 /// Deletes a stream and its dead-letter stream from the test NATS.
 pub(crate) async fn delete_streams(stream: &str) {
     let js = nomnom::nats::connect(&NatsConfig {
