@@ -242,10 +242,17 @@ pub async fn get_or_create_stream(
             _ => false,
         };
         if !passes || start.elapsed() + pause > STREAM_SETUP_PATIENCE {
-            return Err(StreamSetupError {
-                error: e,
-                waited: start.elapsed(),
-            });
+            let waited = start.elapsed().as_secs();
+            let hint = match e.kind() {
+                Kind::JetStreamUnavailable => format!(
+                    " (no JetStream answered in {waited} s of trying: is JetStream enabled on the server, e.g. `nats-server -js`, and does this user's account have it?)"
+                ),
+                Kind::TimedOut => format!(
+                    " (JetStream did not answer in {waited} s of trying: a server under strain, or a user not allowed to publish to `$JS.API.>`)"
+                ),
+                _ => String::new(),
+            };
+            return Err(StreamSetupError { source: e, hint });
         }
         tracing::warn!(stream = %config.name, error = %e, "JetStream stream setup failed; trying again");
         tokio::time::sleep(pause).await;
@@ -254,36 +261,13 @@ pub async fn get_or_create_stream(
 }
 
 /// Why a stream could not be created or read, worded for an operator.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{source}{hint}")]
 pub struct StreamSetupError {
-    error: jetstream::context::CreateStreamError,
-    /// How long setup was tried.
-    waited: Duration,
-}
-
-impl std::fmt::Display for StreamSetupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use jetstream::context::CreateStreamErrorKind as Kind;
-        write!(f, "{}", self.error)?;
-        let waited = self.waited.as_secs();
-        match self.error.kind() {
-            Kind::JetStreamUnavailable => write!(
-                f,
-                " (no JetStream answered in {waited} s of trying: is JetStream enabled on the server, e.g. `nats-server -js`, and does this user's account have it?)"
-            ),
-            Kind::TimedOut => write!(
-                f,
-                " (JetStream did not answer in {waited} s of trying: a server under strain, or a user not allowed to publish to `$JS.API.>`)"
-            ),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl std::error::Error for StreamSetupError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
+    /// The last failure.
+    source: jetstream::context::CreateStreamError,
+    /// What to check, when the failure was one that passes and it did not pass.
+    hint: String,
 }
 
 /// Creates the stream if absent: file storage, limits retention with nothing ever discarded by
