@@ -24,7 +24,7 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
     let (api_port, metrics_port) = (free_port(), free_port());
     let mut worker = Service::spawn(
         "worker",
-        worker_command(&id, &stream, &db.url, metrics_port).env("BATCH_SIZE", "50"),
+        worker_command(&stream, &format!("c_{id}"), &db.url, metrics_port).env("BATCH_SIZE", "50"),
     );
     let mut api = Service::spawn("api", &mut api_command(&stream, &db.url, api_port));
     api.wait_ok(&format!("http://127.0.0.1:{api_port}/health"), START)

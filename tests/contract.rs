@@ -10,10 +10,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-use common::process::{Service, api_command, worker_command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use common::process::{Service, api_command, worker_command};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -246,10 +246,11 @@ impl Binaries {
         let db = common::TestDb::create().await;
         let id = common::unique();
         let stream = format!("CONTRACT_{id}");
+        let consumer = format!("c_{id}");
         let (api_port, metrics_port) = (common::servers::free_port(), common::servers::free_port());
         let worker = Service::spawn(
             "contract-worker",
-            worker_command(&id, &stream, &db.url, metrics_port).env("RUST_LOG", "warn"),
+            worker_command(&stream, &consumer, &db.url, metrics_port).env("RUST_LOG", "warn"),
         );
         let mut api = api_command(&stream, &db.url, api_port);
         api.env("RUST_LOG", "warn");
@@ -264,7 +265,7 @@ impl Binaries {
             worker_metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
             db,
             stream,
-            consumer: format!("c_{id}"),
+            consumer,
         };
         let start = Duration::from_secs(60);
         b.api.wait_ok(&format!("{}/ready", b.api_url), start).await;

@@ -101,10 +101,10 @@ impl Drop for Service {
     }
 }
 
-/// The worker binary on a test's stream, its consumer `c_<id>`, database and metrics port.
+/// The worker binary on a test's stream, consumer, database and metrics port.
 pub(crate) fn worker_command(
-    id: &str,
     stream: &str,
+    consumer: &str,
     database_url: &str,
     metrics_port: u16,
 ) -> Command {
@@ -112,7 +112,7 @@ pub(crate) fn worker_command(
     command
         .env("NATS_URL", super::nats_url())
         .env("NATS_STREAM", stream)
-        .env("NATS_CONSUMER", format!("c_{id}"))
+        .env("NATS_CONSUMER", consumer)
         .env("DATABASE_URL", database_url)
         .env("WORKER_METRICS_PORT", metrics_port.to_string());
     command
