@@ -249,7 +249,7 @@ pub struct ApiConfig {
     /// `MAX_BATCH_LINES` (default 10000): most lines in one batch; more → 413.
     pub max_batch_lines: usize,
     /// `HEADER_READ_TIMEOUT_SECS` (10), `REQUEST_TIMEOUT_SECS` (30), `BODY_READ_TIMEOUT_SECS`
-    /// (10), `MAX_IN_FLIGHT_REQUESTS` (512).
+    /// (10), `IDLE_TIMEOUT_SECS` (60), `MAX_IN_FLIGHT_REQUESTS` (512).
     pub limits: crate::api::HttpLimits,
     /// `API_KEYS` and `API_KEYS_FILE`: the clients allowed in; none: authentication off.
     pub keys: crate::api::ApiKeys,
@@ -302,6 +302,10 @@ impl ApiConfig {
                 body_read_timeout: seconds(
                     "BODY_READ_TIMEOUT_SECS",
                     crate::api::server::DEFAULT_BODY_READ_TIMEOUT,
+                )?,
+                idle_timeout: seconds(
+                    "IDLE_TIMEOUT_SECS",
+                    crate::api::server::DEFAULT_IDLE_TIMEOUT,
                 )?,
                 max_in_flight: parsed(
                     "MAX_IN_FLIGHT_REQUESTS",
@@ -421,6 +425,7 @@ pub const API_ENV_VARS: &[&str] = &[
     "HEADER_READ_TIMEOUT_SECS",
     "REQUEST_TIMEOUT_SECS",
     "BODY_READ_TIMEOUT_SECS",
+    "IDLE_TIMEOUT_SECS",
     "MAX_IN_FLIGHT_REQUESTS",
     "API_KEYS",
     "API_KEYS_FILE",

@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::generated::RootEntity;
+use crate::runtime::Position;
 
 /// Header carrying the message id.
 pub const MESSAGE_ID_HEADER: HeaderName = HeaderName::from_static("Nomnom-Message-Id");
@@ -30,6 +31,9 @@ pub const ENTITY_HEADER: HeaderName = HeaderName::from_static("Nomnom-Entity");
 pub const RECEIVED_AT_HEADER: HeaderName = HeaderName::from_static("Nomnom-Received-At");
 /// Header of a group: the byte length of each member's body, in order, space-separated.
 pub const GROUP_LENGTHS_HEADER: HeaderName = HeaderName::from_static("Nomnom-Group-Lengths");
+/// Header of a replayed copy of a dead letter: where the original first arrived
+/// (`epoch:sequence`, see [`Position`]); the copy is ordered by it, not by its own.
+pub const REPLAY_OF_HEADER: HeaderName = HeaderName::from_static("Nomnom-Replay-Of");
 /// Most members of one group: a member's index is the last byte of its id.
 pub const MAX_GROUP_MEMBERS: usize = 256;
 
@@ -45,6 +49,8 @@ pub struct MessageEnvelope {
     pub received_at: DateTime<Utc>,
     /// The JSON body, byte for byte (numbers keep every digit).
     pub body: Bytes,
+    /// Set on a replayed copy of a dead letter: where the original first arrived.
+    pub replay_of: Option<Position>,
 }
 
 /// A JetStream message that is not an envelope nomnom wrote.
@@ -172,6 +178,7 @@ impl MessageGroup {
                 entity: entity.to_string(),
                 received_at,
                 body: payload.slice(at..at + length),
+                replay_of: None,
             });
             at += length;
         }
@@ -195,6 +202,7 @@ impl MessageEnvelope {
             entity: entity.to_string(),
             received_at: id_time(&message_id).unwrap_or_else(|| Utc::now().trunc_subsecs(6)),
             body: body.into(),
+            replay_of: None,
         }
     }
 
@@ -202,7 +210,7 @@ impl MessageEnvelope {
     /// the subject alone does not carry the envelope (an id that is not time-ordered, or not
     /// made when the message arrived).
     pub fn needs_headers(&self, dedup: bool) -> bool {
-        dedup || id_time(&self.message_id) != Some(self.received_at)
+        dedup || self.replay_of.is_some() || id_time(&self.message_id) != Some(self.received_at)
     }
 
     /// The JetStream publish of this message, to be sent to its [`message_subject`]: the body
@@ -233,6 +241,9 @@ impl MessageEnvelope {
         headers.insert(ENTITY_HEADER, self.entity.as_str());
         if dedup {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        }
+        if let Some(position) = self.replay_of {
+            headers.insert(REPLAY_OF_HEADER, position.to_string());
         }
         headers.insert(MESSAGE_ID_HEADER, id);
         headers
@@ -275,11 +286,21 @@ impl MessageEnvelope {
         let received_at = DateTime::parse_from_rfc3339(at)
             .map_err(|e| EnvelopeError(format!("received-at `{at}`: {e}")))?
             .with_timezone(&Utc);
+        let replay_of = match headers.get(REPLAY_OF_HEADER) {
+            None => None,
+            Some(v) => Some(Position::parse(v.as_str()).ok_or_else(|| {
+                EnvelopeError(format!(
+                    "{REPLAY_OF_HEADER} `{}` is not a position",
+                    v.as_str()
+                ))
+            })?),
+        };
         Ok(Self {
             message_id,
             entity,
             received_at,
             body: payload.clone(),
+            replay_of,
         })
     }
 
@@ -312,6 +333,7 @@ impl MessageEnvelope {
             entity: entity.to_string(),
             received_at,
             body: payload.clone(),
+            replay_of: None,
         })
     }
 
@@ -323,13 +345,8 @@ impl MessageEnvelope {
             entity: e.entity,
             received_at: e.received_at,
             body: Bytes::copy_from_slice(e.body.get().as_bytes()),
+            replay_of: None,
         })
-    }
-
-    /// The body as text for a dead letter (lossy only if the bytes are not UTF-8, which the
-    /// api never publishes).
-    pub fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
@@ -352,6 +369,7 @@ mod tests {
                 .unwrap()
                 .with_timezone(&Utc),
             body: Bytes::from_static(b"{ \"a\": 1.000000000000000000001 }\n"),
+            replay_of: None,
         };
         let subject = subject(&envelope.message_id);
         for dedup in [false, true] {

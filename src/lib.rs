@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod nats;
 pub mod process;
 pub mod sink;
+pub mod text;
 pub mod throttle;
 pub mod worker;
 

@@ -260,6 +260,13 @@ pub async fn get_or_create_stream(
     }
 }
 
+/// The epoch of a stream (see `runtime::Position`): when it was created, in microseconds since
+/// 1970. A stream deleted and re-created has a later one, so positions keep increasing.
+pub fn stream_epoch(stream: &jetstream::stream::Stream) -> i64 {
+    let created = stream.cached_info().created;
+    i64::try_from(created.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
 /// Why a stream could not be created or read, worded for an operator.
 #[derive(Debug, thiserror::Error)]
 #[error("{source}{hint}")]

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::generated::ParsedMessage;
-use crate::runtime::RowCounts;
+use crate::runtime::{Position, RowCounts};
 
 /// What a failed store operation means for the messages it carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,19 +23,23 @@ pub enum FaultKind {
     Transient,
     /// The data is at fault (a value out of range, a constraint); retrying cannot help.
     Data,
+    /// The transaction lost to a concurrent one (a deadlock, a serialization failure) and was
+    /// rolled back: the store is fine, and trying again at once is expected to succeed.
+    Conflict,
 }
 
 /// An error of a [`Sink`], classified.
 pub trait SinkError: std::error::Error + Send + Sync + 'static {
-    /// Transient (hold the messages and retry) or data (isolate the message, dead-letter it).
+    /// Transient (hold the messages and retry), data (isolate the message, dead-letter it) or
+    /// conflict (retry at once).
     fn kind(&self) -> FaultKind;
 
     /// A short, closed-set label for the `db_errors_total{class}` metric.
     fn metric_class(&self) -> &'static str;
 
-    /// Whether retrying may help.
+    /// Whether retrying may help (a transient fault or a conflict).
     fn is_transient(&self) -> bool {
-        self.kind() == FaultKind::Transient
+        self.kind() != FaultKind::Data
     }
 }
 
@@ -48,8 +52,12 @@ pub struct PendingWrite<'a> {
     pub received_at: DateTime<Utc>,
     /// JetStream delivery count.
     pub attempts: i32,
-    /// JetStream stream sequence: orders messages for unique-key conflicts.
-    pub sequence: i64,
+    /// Where the message arrived (its stream's epoch and sequence; a replayed copy keeps the
+    /// original's): orders messages for unique-key conflicts.
+    pub position: Position,
+    /// A copy of a dead letter published by replay: written, it resolves that dead letter (the
+    /// record and its `dead_lettered` status go in the same transaction).
+    pub replayed: bool,
     /// The parsed message.
     pub message: &'a ParsedMessage,
 }
@@ -65,22 +73,61 @@ pub struct WriteOutcome {
     pub rows: RowCounts,
 }
 
-/// A message that will not be processed, and why (also the JSON carried by the dead-letter
-/// stream).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// A message that will not be processed, and why (carried by the dead-letter stream as the
+/// body with the rest in headers, see `worker::dead_letter`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
-    /// The envelope's id (or a fresh id when the envelope itself was unreadable).
+    /// The envelope's id (or an id derived from the stream message when the envelope itself
+    /// was unreadable).
     pub message_id: Uuid,
     /// Entity name as given.
     pub entity: String,
-    /// The body as received (the whole payload if the envelope was unreadable).
-    pub body: String,
+    /// The body's bytes as received (the whole payload if the envelope was unreadable).
+    pub body: bytes::Bytes,
     /// Why it was rejected.
     pub reason: String,
-    /// Deliveries so far.
+    /// Deliveries so far (of this trip through the stream).
     pub attempts: i32,
     /// When the api accepted it.
     pub received_at: DateTime<Utc>,
+    /// Where the message first arrived, kept by its replayed copies.
+    pub position: Position,
+    /// This dead-lettering's own id (the stream message's position and delivery, and the
+    /// message id): unique per delivery, so a message dead-lettered again is recorded again.
+    pub record_id: String,
+}
+
+/// A dead letter as the store keeps it, for replay and inspection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDeadLetter {
+    /// The message id.
+    pub message_id: Uuid,
+    /// Entity name as given.
+    pub entity: String,
+    /// The body's bytes as received.
+    pub body: bytes::Bytes,
+    /// Why it was last rejected.
+    pub reason: String,
+    /// Deliveries over every trip through the stream.
+    pub attempts: i32,
+    /// How many times it was dead-lettered (a replayed copy rejected again adds one).
+    pub times: i32,
+    /// Where it first arrived.
+    pub position: Position,
+    /// When it was first dead-lettered: with the id, the order of pages.
+    pub first_seen: DateTime<Utc>,
+}
+
+/// Which dead letters to read: a page of at most `limit` in first-seen order, after `after`
+/// (the `(first_seen, message_id)` of the last one of the previous page).
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterPage {
+    /// Only this message.
+    pub message_id: Option<Uuid>,
+    /// Start after this one.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// At most this many.
+    pub limit: usize,
 }
 
 /// Where the worker stores messages. Every method is safe to call again after a failure or a
@@ -103,11 +150,20 @@ pub trait Sink: Clone + Send + Sync + 'static {
         ids: &[Uuid],
     ) -> impl Future<Output = Result<HashSet<Uuid>, Self::Error>> + Send;
 
-    /// Records a dead letter and its "dead-lettered" status atomically (idempotent).
+    /// Records a dead letter and its "dead-lettered" status atomically. Recording the same
+    /// `record_id` again changes nothing; another dead-lettering of the same message updates its
+    /// record (reason, attempts added, times dead-lettered); a message already stored is not
+    /// recorded.
     fn record_dead_letter(
         &self,
         dead: &DeadLetter,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A page of dead letters (see [`DeadLetterPage`]); memory is bounded by the page.
+    fn dead_letters(
+        &self,
+        page: &DeadLetterPage,
+    ) -> impl Future<Output = Result<Vec<StoredDeadLetter>, Self::Error>> + Send;
 
     /// A cheap round trip, to tell when an outage is over.
     fn probe(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;

@@ -402,3 +402,64 @@ async fn worker_memory_follows_its_byte_budget_with_100_kib_messages() {
         drained.peak_rss
     );
 }
+
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Sockets that send nothing, or only the first byte of the HTTP/2 preface (hyper-util's
+/// protocol sniffing waits for more with no timer of its own), are closed by the api binary at
+/// its default header timeout (10 s): its open descriptors return to what they were within the
+/// timeout plus 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_partial_preface_sockets_are_closed_within_the_header_timeout() {
+    let id = common::unique();
+    let stream = format!("S_{id}");
+    let db_url = format!("{}/test", common::pg_admin_url());
+    let port = free_port();
+    let mut api = Service::spawn("api", &mut api_command(&stream, &db_url, port));
+    api.wait_ok(&format!("http://127.0.0.1:{port}/health"), START)
+        .await;
+    // The health checks' connections close with their clients.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = open_fds(api.id());
+    let mut sockets = Vec::new();
+    for i in 0..400 {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        if i % 2 == 1 {
+            tokio::io::AsyncWriteExt::write_all(&mut socket, b"P")
+                .await
+                .expect("one byte");
+        }
+        sockets.push(socket);
+    }
+    let opened = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = open_fds(api.id());
+    assert!(
+        held >= baseline + 390,
+        "{held} descriptors, {baseline} before"
+    );
+    let mut now = held;
+    while now > baseline && opened.elapsed() < Duration::from_secs(12) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        now = open_fds(api.id());
+    }
+    println!(
+        "400 silent sockets: api descriptors {baseline} → {held} → {now} after {:?}",
+        opened.elapsed()
+    );
+    assert!(
+        now <= baseline,
+        "{now} descriptors after {:?} (baseline {baseline})",
+        opened.elapsed()
+    );
+    drop(sockets);
+    api.terminate();
+    common::delete_streams(&stream).await;
+}

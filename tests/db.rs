@@ -22,7 +22,8 @@ fn write(message: &ParsedMessage, sequence: i64) -> PendingWrite<'_> {
         message_id: uuid::Uuid::now_v7(),
         received_at: chrono::Utc::now(),
         attempts: 1,
-        sequence,
+        position: nomnom::runtime::Position { epoch: 1, sequence },
+        replayed: false,
         message,
     }
 }

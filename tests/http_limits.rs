@@ -199,3 +199,57 @@ async fn past_the_in_flight_limit_requests_are_shed_with_503_and_nothing_accepte
     assert_eq!(server.stream_messages().await, accepted);
     server.stop().await;
 }
+
+/// A connection with no request in flight for `idle_timeout` is closed: an HTTP/1 keep-alive
+/// connection after its answer, and an HTTP/2 connection (sent GOAWAY, then closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http1_and_http2_connections_are_closed() {
+    assert_eq!(HttpLimits::default().idle_timeout, Duration::from_secs(60));
+    let server = Server::start(HttpLimits {
+        idle_timeout: Duration::from_secs(1),
+        ..HttpLimits::default()
+    })
+    .await;
+    // HTTP/1.1 keep-alive: answered, then closed once idle.
+    let mut conn = TcpStream::connect(server.addr).await.expect("connect");
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the idle HTTP/1 connection is still open after 5 s"
+    );
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // HTTP/2 (prior knowledge): one request, then the connection ends by itself.
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake::<_, _, String>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let driver = tokio::spawn(connection);
+    let request = hyper::Request::get(format!("http://{}/health", server.addr))
+        .body(String::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("h2 answer");
+    assert_eq!(response.status(), 200);
+    drop(response);
+    let start = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    assert!(
+        ended.is_ok(),
+        "the idle HTTP/2 connection is still open after 5 s"
+    );
+    println!("idle HTTP/2 connection closed after {:?}", start.elapsed());
+    server.stop().await;
+}

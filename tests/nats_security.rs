@@ -317,8 +317,8 @@ async fn refused(seen: &Arc<Mutex<Vec<String>>>, subject: &str) -> bool {
 }
 
 /// The api and the worker, logged in as the manifest's `api` and `worker` users, run the whole
-/// pipeline (publish, status of a pending message, consume, dead-letter, record, replay), and
-/// each is refused what it does not need.
+/// pipeline (publish, groups, status of a pending message, consume, ack, trim, dead-letter,
+/// record, replay, stream set-up on start), and each is refused what it does not need.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more() {
     let id = common::unique();
@@ -373,31 +373,66 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
         (200, Some("pending")),
         "{answer}"
     );
-    // A message the worker must dead-letter, published with the api's rights.
+    // Concurrent requests share JetStream messages (groups).
+    let orders: Vec<String> = (10..30)
+        .map(|n| common::tpch_order(n, 1).to_string())
+        .collect();
+    let answers =
+        futures::future::join_all(orders.iter().map(|b| p.post("/ingest/message/order", b))).await;
+    assert!(answers.iter().all(|(s, _)| *s == 202), "{answers:?}");
+    // A message the worker must dead-letter, published with the api's rights, and one the
+    // database refuses (replayed below).
     p.publish_raw(b"not json".to_vec()).await;
+    p.db.client()
+        .await
+        .batch_execute("ALTER TABLE orders ADD CONSTRAINT no_clerk_9 CHECK (clerk <> 'Clerk#9')")
+        .await
+        .expect("constraint");
+    let mut refused_order = common::tpch_order(40, 1);
+    refused_order["clerk"] = serde_json::json!("Clerk#9");
+    let (status, _) = p
+        .post("/ingest/message/order", &refused_order.to_string())
+        .await;
+    assert_eq!(status, 202);
     p.worker_config.nats = worker.clone();
-    p.start_worker().await;
-    p.db.wait_count("SELECT 1 FROM order_line_items", 2).await;
-    p.db.wait_count("SELECT 1 FROM dead_letters", 1).await;
+    let metrics = p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM order_line_items", 22).await;
+    p.db.wait_count("SELECT 1 FROM dead_letters", 2).await;
     let (status, answer) = p.get(&format!("/ingest/status/{message_id}")).await;
     assert_eq!(
         (status, answer["status"].as_str()),
         (200, Some("processed")),
         "{answer}"
     );
-    // Replay (the worker's command) publishes the dead letter again with the worker's rights.
+    // Replay (the worker's command) publishes the dead letter again with the worker's rights;
+    // the copy is refused again and recorded again.
     let js = nomnom::nats::connect(&worker)
         .await
         .expect("worker connects");
-    let pool = nomnom::db::pool(&p.db.url, 1).expect("pool");
+    let sink = nomnom::db::PgSink::new(nomnom::db::pool(&p.db.url, 1).expect("pool"));
     let report = nomnom::worker::dead_letter::replay(
         &js,
         &stream,
-        &pool,
+        &sink,
         &nomnom::worker::dead_letter::ReplayFilter::default(),
     )
-    .await;
-    assert!(report.is_ok(), "{:?}", report.err());
+    .await
+    .expect("replay");
+    assert_eq!(report.replayed.len(), 1, "{report:?}");
+    p.db.wait_count("SELECT 1 FROM dead_letters WHERE times = 2", 1)
+        .await;
+    // The worker trims what it has finished: the stream ends empty, no trim failed.
+    let mut handle = p.jetstream.get_stream(&stream).await.expect("stream");
+    let mut left = u64::MAX;
+    for _ in 0..100 {
+        left = handle.info().await.expect("info").state.messages;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the stream was not trimmed");
+    assert_eq!(metrics.trim_failures.get(), 0);
     // What neither may do: delete the streams; the api: consume, or forge dead letters. The
     // server refuses each with a permissions violation naming the subject.
     let dlq = nomnom::worker::dead_letter::dlq_stream_name(&stream);
@@ -561,6 +596,76 @@ async fn a_creds_file_logs_in_to_an_operator_mode_server() {
         e.contains("authorization") && e.contains("NATS_CREDS"),
         "{e}"
     );
+    p.stop().await;
+    node.stop("-KILL");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A worker whose NATS user may not purge the stream (the manifest's `worker` user without
+/// `$JS.API.STREAM.PURGE`) says so at start: the failed trim is counted (and logged), before any
+/// message could pile up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_may_not_trim_says_so_at_start() {
+    let id = common::unique();
+    let stream = format!("NT_{id}");
+    let consumer = format!("c_{id}");
+    let dir = scratch("nats-notrim");
+    let port = free_port();
+    let auth = manifest_auth_conf(
+        &stream,
+        &consumer,
+        "api-pw-0123456789",
+        "worker-pw-0123456789",
+    );
+    let purge = format!("\"$JS.API.STREAM.PURGE.{stream}\"");
+    assert!(
+        auth.contains(&purge),
+        "the manifest grants the worker the trim"
+    );
+    let config = format!(
+        "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n{}",
+        dir.join("js").display(),
+        auth.replace(&purge, "")
+    );
+    let mut node = nats_with_config(&dir, port, &config);
+    let worker = NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        stream: stream.clone(),
+        duplicate_window: Duration::from_secs(120),
+        replicas: 1,
+        auth: NatsAuth {
+            user: Some(("worker".into(), "worker-pw-0123456789".into())),
+            ..NatsAuth::default()
+        },
+    };
+    let mut p = common::Pipeline::paused_full(
+        common::TestDb::create().await,
+        |w| {
+            w.nats = worker.clone();
+            w.consumer = consumer.clone();
+        },
+        |_| {},
+    )
+    .await;
+    let metrics = p.start_worker().await;
+    let start = std::time::Instant::now();
+    while metrics.trim_failures.get() == 0 && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metrics.trim_failures.get(),
+        1,
+        "one failed permission check at start"
+    );
+    p.jetstream = nomnom::nats::connect(&NatsConfig {
+        auth: NatsAuth {
+            user: Some(("cleanup".into(), "cleanup-pw-0123456789".into())),
+            ..NatsAuth::default()
+        },
+        ..worker.clone()
+    })
+    .await
+    .expect("cleanup user");
     p.stop().await;
     node.stop("-KILL");
     let _ = std::fs::remove_dir_all(&dir);

@@ -235,7 +235,7 @@ async fn a_group_is_stored_member_by_member() {
     for i in [3usize, 6] {
         let dead =
             p.db.rows(&format!(
-                "SELECT body, reason FROM dead_letters WHERE message_id = '{}'",
+                "SELECT convert_from(body, 'UTF8'), reason FROM dead_letters WHERE message_id = '{}'",
                 ids[i]
             ))
             .await;
@@ -383,12 +383,12 @@ async fn a_dead_letter_is_replayed_once_the_cause_is_fixed() {
         .batch_execute("ALTER TABLE orders DROP CONSTRAINT no_clerk_7")
         .await
         .expect("drop constraint");
-    let pool = nomnom::db::pool(&p.db.url, 1).expect("pool");
+    let sink = nomnom::db::PgSink::new(nomnom::db::pool(&p.db.url, 1).expect("pool"));
     let filter = nomnom::worker::dead_letter::ReplayFilter {
         entity: Some("order".into()),
         message_id: None,
     };
-    let report = nomnom::worker::dead_letter::replay(&p.jetstream, &p.stream, &pool, &filter)
+    let report = nomnom::worker::dead_letter::replay(&p.jetstream, &p.stream, &sink, &filter)
         .await
         .expect("replay");
     assert_eq!(report.replayed.len(), 1);
@@ -543,15 +543,11 @@ async fn a_terminated_backend_is_transient_and_the_batch_commits_on_retry() {
         .await;
     assert_eq!(p.db.count("SELECT 1 FROM orders").await, 3);
     assert_eq!(p.db.count("SELECT 1 FROM dead_letters").await, 0);
-    // 57P01 admin_shutdown, read off the wire, classified transient.
+    // 57P01 admin_shutdown, read off the wire, classified transient; the database answered
+    // the probe that followed, so no outage was declared (the other slots kept pulling).
     assert_eq!(metrics.db_errors.with_label_values(&["57"]).get(), 1);
-    assert_eq!(metrics.database_outages.get(), 1);
-    // The outage ends once the database has answered a second after the last failure.
-    let start = std::time::Instant::now();
-    while metrics.database_up.get() != 1 && start.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(metrics.database_up.get(), 1, "the outage ended");
+    assert_eq!(metrics.database_outages.get(), 0);
+    assert_eq!(metrics.database_up.get(), 1);
     assert_stream_drains(&p).await;
     p.stop().await;
 }

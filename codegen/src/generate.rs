@@ -16,8 +16,11 @@ use crate::types::{FieldType, TypeTokens as _};
 use crate::validate::Schema;
 use nomnom_runtime::{Bind, Constant};
 
-/// Column of tables with `unicity_fields` recording the stream sequence of the message that
-/// last wrote the row. Field names cannot start with `_`, so it never clashes.
+/// Columns of tables with `unicity_fields` recording the position of the message that last
+/// wrote the row: its stream's epoch and its stream sequence (`nomnom_runtime::Position`).
+/// Field names cannot start with `_`, so they never clash.
+pub(crate) const EPOCH_COLUMN: &str = "_nomnom_epoch";
+/// See [`EPOCH_COLUMN`].
 pub(crate) const SEQUENCE_COLUMN: &str = "_nomnom_seq";
 
 /// The top-level generated file name.
@@ -327,6 +330,9 @@ fn top_file(schema: &Schema) -> TokenStream {
 
         /// A message parsed and validated by the generated code: one variant per root entity,
         /// carrying its derived rows.
+        // Variants are as large as the entities the YAML describes; boxing them would cost an
+        // allocation per message for the rare schema where one is much larger than another.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
         #[serde(untagged)]
         pub enum ParsedMessage {
@@ -462,18 +468,20 @@ fn table_defs(schema: &Schema) -> TokenStream {
         }
         let unicity: Vec<&str> = p.unicity_fields.iter().map(|u| u.value.as_str()).collect();
         if !unicity.is_empty() {
-            // Which message last wrote the row (JetStream stream sequence), so concurrent
-            // batches resolve unique-key conflicts in message order.
-            lines.push(format!("    {} BIGINT", quote_ident(SEQUENCE_COLUMN)));
-            columns.push(quote! {
-                ::nomnom_runtime::ColumnDef {
-                    name: #SEQUENCE_COLUMN,
-                    ty: ::nomnom_runtime::FieldType::BigInt,
-                    max_length: ::std::option::Option::None,
-                    sql_type: "BIGINT",
-                    nullable: true,
-                }
-            });
+            // Which message last wrote the row (its stream's epoch and sequence), so
+            // concurrent batches and replays resolve unique-key conflicts in arrival order.
+            for name in [SEQUENCE_COLUMN, EPOCH_COLUMN] {
+                lines.push(format!("    {} BIGINT", quote_ident(name)));
+                columns.push(quote! {
+                    ::nomnom_runtime::ColumnDef {
+                        name: #name,
+                        ty: ::nomnom_runtime::FieldType::BigInt,
+                        max_length: ::std::option::Option::None,
+                        sql_type: "BIGINT",
+                        nullable: true,
+                    }
+                });
+            }
             let cols: Vec<String> = unicity.iter().map(|u| quote_ident(u)).collect();
             lines.push(format!(
                 "    CONSTRAINT {} UNIQUE ({})",
@@ -521,7 +529,7 @@ fn row_batch(schema: &Schema) -> TokenStream {
         let r = rows_ident(e);
         let t = type_ident(e);
         let d = format!(" `{}` rows.", e.name.value);
-        quote!(#[doc = #d] pub #r: ::std::vec::Vec<(&'a #t, i64)>,)
+        quote!(#[doc = #d] pub #r: ::std::vec::Vec<(&'a #t, ::nomnom_runtime::Position)>,)
     });
     let pushes = roots(schema).into_iter().map(|root| {
         let v = type_ident(root);
@@ -532,9 +540,9 @@ fn row_batch(schema: &Schema) -> TokenStream {
             .map(|e| {
                 let r = rows_ident(e);
                 if e.is_ingested() {
-                    quote!(self.#r.push((&m.#r, sequence));)
+                    quote!(self.#r.push((&m.#r, position));)
                 } else {
-                    quote!(self.#r.extend(m.#r.iter().map(|row| (row, sequence)));)
+                    quote!(self.#r.extend(m.#r.iter().map(|row| (row, position)));)
                 }
             })
             .collect::<Vec<_>>();
@@ -556,8 +564,8 @@ fn row_batch(schema: &Schema) -> TokenStream {
     } else {
         (quote!(), false)
     };
-    let unused_sequence = if unused {
-        quote!(let _ = sequence;)
+    let unused_position = if unused {
+        quote!(let _ = position;)
     } else {
         quote!()
     };
@@ -575,12 +583,12 @@ fn row_batch(schema: &Schema) -> TokenStream {
         }
 
         impl<'a> RowBatch<'a> {
-            /// Adds every stored row of a message. `sequence` orders messages (the JetStream
-            /// stream sequence): on a unique-key conflict the later message wins
-            /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
-            /// batches commit in.
-            pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
-                #unused_sequence
+            /// Adds every stored row of a message. `position` orders messages (stream epoch and
+            /// sequence, kept by replayed copies): on a unique-key conflict the later message
+            /// (or the higher `order_by` version) wins (`on_conflict: update`) or the earlier
+            /// one stays (`ignore`), whatever order the batches commit in.
+            pub fn push(&mut self, message: &'a ParsedMessage, position: ::nomnom_runtime::Position) {
+                #unused_position
                 match message {
                     #(#pushes)*
                 }
@@ -1231,10 +1239,23 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
     let unicity: Vec<&str> = p.unicity_fields.iter().map(|u| u.value.as_str()).collect();
     let key_fields: Vec<Ident> = unicity.iter().map(|u| field_ident(u)).collect();
     let keep_latest = p.on_conflict == OnConflict::Update;
+    let version = match &p.order_by {
+        Some(o) => {
+            let v = field_ident(&o.value);
+            quote!(|r: &'a #t| &r.#v)
+        }
+        None => quote!(|_: &'a #t| ()),
+    };
+    // The dedup's closures name the rows' lifetime; without them it is elided.
+    let (lifetime, row_lifetime) = if unicity.is_empty() {
+        (quote!(), quote!())
+    } else {
+        (quote!(<'a>), quote!('a))
+    };
     let dedup = if unicity.is_empty() {
         quote!()
     } else {
-        quote!(let rows = ::nomnom_runtime::dedup_by_sequence(rows, #keep_latest, |r| (#(&r.#key_fields,)*));)
+        quote!(let rows = ::nomnom_runtime::dedup_latest(rows, #keep_latest, |r| (#(&r.#key_fields,)*), #version);)
     };
     let fields: Vec<&FieldDef> = e.stored_fields().collect();
     let ordered = !unicity.is_empty();
@@ -1256,10 +1277,13 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
         })
         .collect();
     let seq = quote_ident(SEQUENCE_COLUMN);
+    let epoch = quote_ident(EPOCH_COLUMN);
     if ordered {
-        columns.push(seq.clone());
-        params.push(format!("${}::bigint[]", fields.len() + 1));
-        selected.push(seq.clone());
+        for (i, c) in [&seq, &epoch].into_iter().enumerate() {
+            columns.push(c.clone());
+            params.push(format!("${}::bigint[]", fields.len() + 1 + i));
+            selected.push(c.clone());
+        }
     }
     // One clause per line (long lists wrapped), so the constant reads like the SQL it is.
     let mut sql = wrapped(
@@ -1284,16 +1308,24 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
         if updates.is_empty() {
             sql.push(format!("ON CONFLICT ({}) DO NOTHING", keys.join(", ")));
         } else {
-            // The row keeps the values of the later message (update) or of the earlier one
-            // (ignore), by stream sequence, whatever order concurrent batches commit in.
-            let winner = if p.on_conflict == OnConflict::Update {
-                format!("t.{seq} IS NULL OR t.{seq} <= EXCLUDED.{seq}")
-            } else {
-                format!("t.{seq} > EXCLUDED.{seq}")
+            // The row keeps the values of the later message (update; with `order_by`, of the
+            // higher version first) or of the earlier one (ignore), by position, whatever
+            // order concurrent batches commit in. Rows written before positions had epochs
+            // (NULL) are older than any position.
+            let existing = format!("COALESCE(t.{epoch}, 0), COALESCE(t.{seq}, 0)");
+            let incoming = format!("EXCLUDED.{epoch}, EXCLUDED.{seq}");
+            let winner = match (&p.on_conflict, &p.order_by) {
+                (OnConflict::Update, Some(o)) => {
+                    let v = quote_ident(&o.value);
+                    format!("(t.{v}, {existing}) <= (EXCLUDED.{v}, {incoming})")
+                }
+                (OnConflict::Update, None) => format!("({existing}) <= ({incoming})"),
+                (OnConflict::Ignore, _) => format!("({existing}) > ({incoming})"),
             };
             sql.push(format!("ON CONFLICT ({}) DO UPDATE SET", keys.join(", ")));
             sql.extend(updates);
-            sql.push(format!("  {seq} = EXCLUDED.{seq}"));
+            sql.push(format!("  {seq} = EXCLUDED.{seq},"));
+            sql.push(format!("  {epoch} = EXCLUDED.{epoch}"));
             sql.push(format!("WHERE {winner}"));
         }
     }
@@ -1356,7 +1388,10 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
     let seq_bind = if ordered {
         quote! {
             .bind::<::diesel::sql_types::Array<::diesel::sql_types::BigInt>, _>(
-                chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>()
+                chunk.iter().map(|(_, p)| p.sequence).collect::<::std::vec::Vec<i64>>()
+            )
+            .bind::<::diesel::sql_types::Array<::diesel::sql_types::BigInt>, _>(
+                chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>()
             )
         }
     } else {
@@ -1368,12 +1403,12 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
 
         #upsert_const
 
-        /// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+        /// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
         /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
-        /// (see `on_conflict`). Returns rows affected.
-        pub async fn write_rows(
+        /// (see `on_conflict` and `order_by`). Returns rows affected.
+        pub async fn write_rows #lifetime(
             conn: &mut ::diesel_async::AsyncPgConnection,
-            rows: ::std::vec::Vec<(&#t, i64)>,
+            rows: ::std::vec::Vec<(& #row_lifetime #t, ::nomnom_runtime::Position)>,
             mode: ::nomnom_runtime::WriteMode,
         ) -> ::diesel::QueryResult<usize> {
             use ::diesel_async::RunQueryDsl as _;

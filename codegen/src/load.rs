@@ -53,6 +53,7 @@ const DATABASE_KEYS: &[&str] = &[
     "conformant_id_column",
     "unicity_fields",
     "on_conflict",
+    "order_by",
 ];
 const PRIMARY_KEY_KEYS: &[&str] = &["name", "type", "autogenerate"];
 /// Every transform spelling the spec accepts.
@@ -743,6 +744,9 @@ impl Cx<'_> {
                 }
             }
         };
+        let order_by = db
+            .get("order_by")
+            .and_then(|n| self.string(n, "`order_by`"));
         let mut id_column = id_from_db.clone();
         let mut id_type = FieldType::BigInt;
         if let Some(pk_node) = keys.get("primary_key") {
@@ -806,6 +810,7 @@ impl Cx<'_> {
             id_type,
             unicity_fields,
             on_conflict,
+            order_by,
             field_overrides,
             loc: key_loc.unwrap_or_default(),
         })

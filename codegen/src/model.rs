@@ -159,6 +159,9 @@ pub struct Persistence {
     pub unicity_fields: Vec<Spanned<String>>,
     /// Upsert policy.
     pub on_conflict: OnConflict,
+    /// `order_by`: a field whose value versions the row; with `on_conflict: update` the highest
+    /// version wins, whatever order the messages arrive in (ties: the later message).
+    pub order_by: Option<Spanned<String>>,
     /// Legacy second list of columns; must agree with `fields`.
     pub field_overrides: Vec<FieldDef>,
     /// Position of the `persistence` key.

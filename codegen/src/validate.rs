@@ -598,6 +598,67 @@ fn check_literal(lit: &Literal, ty: FieldType) -> Result<(), String> {
     }
 }
 
+/// `order_by` names a stored, non-nullable field of a type that Rust and PostgreSQL order
+/// alike, on an entity whose upsert it can decide (`unicity_fields`, `on_conflict: update`).
+fn check_order_by(e: &EntityDef, p: &Persistence, o: &Spanned<String>, d: &mut Diagnostics) {
+    let f = &e.file;
+    if p.unicity_fields.is_empty() {
+        d.error(
+            f,
+            o.loc,
+            "`order_by` needs `unicity_fields`: without a unique key no row is ever replaced",
+        );
+    }
+    if p.on_conflict != OnConflict::Update {
+        d.error(
+            f,
+            o.loc,
+            "`order_by` needs `on_conflict: update` (`ignore` keeps the first row stored)",
+        );
+    }
+    let orderable: Vec<&str> = ORDERABLE.iter().map(|t| t.name()).collect();
+    match e.field(&o.value) {
+        None if !e.complete => {}
+        None => {
+            let known: Vec<&str> = e.stored_fields().map(|x| x.name.value.as_str()).collect();
+            d.push(
+                f,
+                o.loc,
+                format!("order_by field `{}` is not a field of `{}`", o.value, e.name.value),
+                Some(did_you_mean(&o.value, &known)),
+            );
+        }
+        Some(field) if !ORDERABLE.contains(&field.ty.value) => d.push(
+            f,
+            o.loc,
+            format!(
+                "order_by field `{}` is a `{}`, which cannot version a row",
+                o.value,
+                field.ty.value.name()
+            ),
+            Some(format!("use a field of type {}", orderable.join(", "))),
+        ),
+        Some(field) if field.nullable => d.error(
+            f,
+            o.loc,
+            format!(
+                "order_by field `{}` is nullable; a row without a version could not be ordered. Make it `nullable: false`",
+                o.value
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
+/// Types whose order is the same in Rust and in PostgreSQL (text collations and decimals'
+/// text form are not), so a version compares alike within a batch and against the table.
+const ORDERABLE: &[FieldType] = &[
+    FieldType::Integer,
+    FieldType::BigInt,
+    FieldType::Date,
+    FieldType::DateTime,
+];
+
 fn check_persistence(e: &EntityDef, p: &Persistence, d: &mut Diagnostics) {
     let f = &e.file;
     if let Some(clash) = e.field(&p.id_column.value) {
@@ -635,6 +696,15 @@ fn check_persistence(e: &EntityDef, p: &Persistence, d: &mut Diagnostics) {
                 u.loc,
                 format!("unicity field `{}` is a `{}`, which is not stored", u.value, field.ty.value.name()),
             ),
+            Some(field) if matches!(field.ty.value, FieldType::Float | FieldType::Json) => d.error(
+                f,
+                u.loc,
+                format!(
+                    "unicity field `{}` is a `{}`, which cannot be a key: its values do not compare in Rust as PostgreSQL compares them (`0.0` and `-0.0`, JSON `1.0` and `1.00`); use a String, integer, Decimal or date field",
+                    u.value,
+                    field.ty.value.name()
+                ),
+            ),
             Some(field) if field.nullable => d.error(
                 f,
                 u.loc,
@@ -645,6 +715,9 @@ fn check_persistence(e: &EntityDef, p: &Persistence, d: &mut Diagnostics) {
             ),
             Some(_) => {}
         }
+    }
+    if let Some(o) = &p.order_by {
+        check_order_by(e, p, o, d);
     }
     let columns = e.stored_fields().count() + 1;
     if columns > MAX_COLUMNS {

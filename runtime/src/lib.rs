@@ -589,7 +589,9 @@ impl FromJson for DateTimeUtc {
             .map(|d| d.with_timezone(&chrono::Utc))
             .map_err(|e| format!("`{s}` is not an RFC 3339 date-time ({e})"))?;
         check_postgres_date(at.date_naive(), s)?;
-        Ok(at)
+        // PostgreSQL keeps microseconds (diesel's bind truncates): two values equal there are
+        // equal here, so deduplicating and ordering by them agree with the table.
+        Ok(chrono::SubsecRound::trunc_subsecs(at, 6))
     }
 }
 
@@ -1030,37 +1032,73 @@ pub enum WriteMode {
     Upsert,
 }
 
-/// Keeps one row per key — the one of the latest message (`keep_latest`, ties: the later row) or
-/// of the earliest — in first-seen order, so one upsert statement never touches the same row
-/// twice ("ON CONFLICT DO UPDATE command cannot affect row a second time").
-pub fn dedup_by_sequence<'a, T, K: Hash + Eq>(
-    rows: Vec<(&'a T, i64)>,
+/// Where a message stands in arrival order: the stream's epoch (when the stream was created, in
+/// microseconds since 1970) and the message's sequence in it. Ordered by epoch, then sequence,
+/// so a stream deleted and re-created continues after the old one; a replayed copy carries the
+/// position of the message it copies, not a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    /// When the stream was created, in microseconds since 1970 (0 for rows written before
+    /// epochs were recorded).
+    pub epoch: i64,
+    /// The message's stream sequence.
+    pub sequence: i64,
+}
+
+impl Position {
+    /// `epoch:sequence`, the form carried in the `Nomnom-Position` header.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (epoch, sequence) = text.split_once(':')?;
+        Some(Self {
+            epoch: epoch.parse().ok()?,
+            sequence: sequence.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.sequence)
+    }
+}
+
+/// Keeps one row per key — with `keep_latest`, the one with the highest `(version, position)`
+/// (ties: the later row); otherwise the one of the earliest position — so one upsert statement
+/// never touches the same row twice ("ON CONFLICT DO UPDATE command cannot affect row a second
+/// time"). `version` is the entity's `order_by` field, or `()`. The rows come out in one order
+/// of their keys that every worker shares (a hash with a fixed seed), so concurrent batches
+/// take the keys' locks in the same order and do not deadlock.
+pub fn dedup_latest<'a, T, K: Hash + Eq, V: Ord>(
+    rows: Vec<(&'a T, Position)>,
     keep_latest: bool,
     key: impl Fn(&'a T) -> K,
-) -> Vec<(&'a T, i64)> {
+    version: impl Fn(&'a T) -> V,
+) -> Vec<(&'a T, Position)> {
     // foldhash: randomly seeded like std's SipHash, several times faster on short keys.
     let mut index: HashMap<K, usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(rows.len(), Default::default());
-    let mut out: Vec<(&'a T, i64)> = Vec::with_capacity(rows.len());
-    for (row, seq) in rows {
+    let mut out: Vec<(&'a T, Position)> = Vec::with_capacity(rows.len());
+    for (row, position) in rows {
         match index.entry(key(row)) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let kept = &mut out[*e.get()];
                 let replace = if keep_latest {
-                    seq >= kept.1
+                    (version(row), position) >= (version(kept.0), kept.1)
                 } else {
-                    seq < kept.1
+                    position < kept.1
                 };
                 if replace {
-                    *kept = (row, seq);
+                    *kept = (row, position);
                 }
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(out.len());
-                out.push((row, seq));
+                out.push((row, position));
             }
         }
     }
+    const KEY_ORDER: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x6e6f6d);
+    out.sort_by_cached_key(|(row, _)| std::hash::BuildHasher::hash_one(&KEY_ORDER, key(row)));
     out
 }
 
@@ -1348,12 +1386,82 @@ mod tests {
     }
 
     #[test]
-    fn dedup_keeps_the_latest_or_earliest_message_in_first_position() {
+    fn dedup_keeps_the_latest_or_earliest_message_of_each_key() {
+        let at = |epoch, sequence| Position { epoch, sequence };
         let rows = [(1, "a"), (2, "b"), (1, "c"), (1, "d")];
-        let with_seq = || vec![(&rows[0], 5), (&rows[1], 6), (&rows[2], 9), (&rows[3], 7)];
-        let latest = dedup_by_sequence(with_seq(), true, |r| r.0);
-        assert_eq!(latest, vec![(&(1, "c"), 9), (&(2, "b"), 6)]);
-        let earliest = dedup_by_sequence(with_seq(), false, |r| r.0);
-        assert_eq!(earliest, vec![(&(1, "a"), 5), (&(2, "b"), 6)]);
+        let with_pos = || {
+            vec![
+                (&rows[0], at(1, 5)),
+                (&rows[1], at(1, 6)),
+                (&rows[2], at(1, 9)),
+                (&rows[3], at(1, 7)),
+            ]
+        };
+        fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+            v.sort();
+            v
+        }
+        let latest = dedup_latest(with_pos(), true, |r| r.0, |_| ());
+        assert_eq!(
+            sorted(latest),
+            vec![(&(1, "c"), at(1, 9)), (&(2, "b"), at(1, 6))]
+        );
+        let earliest = dedup_latest(with_pos(), false, |r| r.0, |_| ());
+        assert_eq!(
+            sorted(earliest),
+            vec![(&(1, "a"), at(1, 5)), (&(2, "b"), at(1, 6))]
+        );
+        // A later epoch is later whatever its sequence (a stream deleted and re-created).
+        let renewed = vec![(&rows[0], at(1, 900)), (&rows[2], at(2, 1))];
+        assert_eq!(
+            dedup_latest(renewed, true, |r| r.0, |_| ()),
+            vec![(&(1, "c"), at(2, 1))]
+        );
+    }
+
+    #[test]
+    fn a_declared_version_decides_before_the_position() {
+        let at = |sequence| Position { epoch: 1, sequence };
+        // (key, version): version 3 arrived first, version 2 later.
+        let rows = [(1, 3), (1, 2), (2, 1), (2, 1)];
+        let pos = vec![
+            (&rows[0], at(1)),
+            (&rows[1], at(2)),
+            (&rows[2], at(3)),
+            (&rows[3], at(4)),
+        ];
+        let mut kept = dedup_latest(pos, true, |r| r.0, |r| r.1);
+        kept.sort();
+        // Equal versions: the later position.
+        assert_eq!(kept, vec![(&(1, 3), at(1)), (&(2, 1), at(4))]);
+    }
+
+    #[test]
+    fn rows_come_out_in_one_key_order_whatever_order_they_came_in() {
+        let at = |sequence| Position { epoch: 1, sequence };
+        let keys: Vec<u32> = (0..200).collect();
+        let forward: Vec<_> = keys.iter().map(|k| (k, at(1))).collect();
+        let backward: Vec<_> = keys.iter().rev().map(|k| (k, at(1))).collect();
+        let a: Vec<u32> = dedup_latest(forward, true, |k| *k, |_| ())
+            .into_iter()
+            .map(|(k, _)| *k)
+            .collect();
+        let b: Vec<u32> = dedup_latest(backward, true, |k| *k, |_| ())
+            .into_iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(a, b);
+        assert_ne!(a, keys, "a hash order, not the arrival order");
+    }
+
+    #[test]
+    fn positions_read_back_what_they_print() {
+        let p = Position {
+            epoch: 1_765_000_000_000_000,
+            sequence: 42,
+        };
+        assert_eq!(Position::parse(&p.to_string()), Some(p));
+        assert_eq!(Position::parse("12"), None);
+        assert_eq!(Position::parse("a:1"), None);
     }
 }

@@ -427,7 +427,7 @@ pub(super) async fn ingest_entity(
     let result = async {
         let entity = allowed_entity(&state, &client, &entity_name)?;
         check_content_type(&headers, false)?;
-        let body = read_body(body, state.max_body_bytes).await?;
+        let body = read_body(body, state.body_limit()).await?;
         // The parsed document is dropped before the publish is awaited (it is not `Send`).
         let checked = check(entity, crate::runtime::parse_json_object(&body)?.root());
         accept_one(&state, &client, entity, checked, &body, &headers).await
@@ -464,7 +464,7 @@ pub(super) async fn ingest_untyped(
             .get("x-entity-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = read_body(body, state.max_body_bytes).await?;
+        let body = read_body(body, state.body_limit()).await?;
         let preset = from_query.or(from_header);
         let (entity, checked) = {
             let doc = crate::runtime::parse_json_object(&body)?;
@@ -616,7 +616,7 @@ async fn batch(
     let mut valid: Vec<(usize, Bytes)> = Vec::new();
     let mut rejections = Rejections::default();
     let mut lines = 0usize;
-    let mut splitter = LineSplitter::new(state.max_body_bytes);
+    let mut splitter = LineSplitter::new(state.body_limit());
     // Set once a CSV body's header is read: field errors then name the CSV column.
     let csv_layout: std::sync::OnceLock<crate::runtime::csv::CsvLayout> =
         std::sync::OnceLock::new();
@@ -651,7 +651,7 @@ async fn batch(
                     entity,
                     number,
                     ApiError::TooLarge {
-                        limit: state.max_body_bytes,
+                        limit: state.body_limit(),
                     },
                 );
                 return Ok(());
@@ -752,20 +752,14 @@ async fn batch(
         }
     }
     if format == Some(BatchFormat::JsonArray) {
-        if let Err(e) = each_array_element(&array[..], state.max_body_bytes, &mut on_line) {
+        if let Err(e) = each_array_element(&array[..], state.body_limit(), &mut on_line) {
             refused = Some(e);
         }
     } else if format == Some(BatchFormat::Csv) {
         let ready = |layout| {
             let _ = csv_layout.set(layout);
         };
-        if let Err(e) = each_csv_row(
-            &array[..],
-            entity,
-            state.max_body_bytes,
-            ready,
-            &mut on_line,
-        ) {
+        if let Err(e) = each_csv_row(&array[..], entity, state.body_limit(), ready, &mut on_line) {
             refused = Some(e);
         }
     } else if refused.is_none() {

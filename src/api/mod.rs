@@ -75,6 +75,9 @@ pub struct AppState {
     pub metrics_on_main_port: bool,
     /// Publishes single messages with fresh ids in groups (see [`group`]).
     groups: Arc<group::GroupPublishers>,
+    /// The NATS server's `max_payload` less the room a dead letter's headers take: a message
+    /// larger than this could not be dead-lettered whole.
+    max_message_bytes: usize,
 }
 
 impl AppState {
@@ -82,7 +85,10 @@ impl AppState {
     pub fn new(jetstream: jetstream::Context, stream: impl Into<String>, db: DbPool) -> Self {
         let stream = stream.into();
         let metrics = ApiMetrics::new();
+        let max_payload = jetstream.client().server_info().max_payload;
         Self {
+            max_message_bytes: max_payload
+                .saturating_sub(crate::worker::dead_letter::DEAD_LETTER_HEADROOM),
             groups: Arc::new(group::GroupPublishers::new(
                 jetstream.clone(),
                 stream.clone(),
@@ -98,6 +104,15 @@ impl AppState {
             keys: ApiKeys::none(),
             metrics_on_main_port: true,
         }
+    }
+}
+
+impl AppState {
+    /// The largest body of one message (a request, a batch line): `max_body_bytes`, within what
+    /// the NATS server can carry with a dead letter's headers (so every accepted message can be
+    /// dead-lettered whole, see `worker::dead_letter`).
+    pub fn body_limit(&self) -> usize {
+        self.max_body_bytes.min(self.max_message_bytes)
     }
 }
 

@@ -1,11 +1,16 @@
 //! The HTTP server around the router, with the limits a server exposed to the internet needs:
-//! a header-read timeout (hyper), a request timeout (tower) and a body-read timeout
-//! (tower-http), and a global in-flight limit that sheds excess load with 503 + `Retry-After`
-//! (tower).
+//! a header-read timeout (hyper, and before it ours on the first bytes, which hyper-util reads
+//! with no timeout to tell HTTP/1 from HTTP/2), an idle timeout and HTTP/2 keep-alive pings per
+//! connection, a request timeout (tower) and a body-read timeout (tower-http), and a global
+//! in-flight limit that sheds excess load with 503 + `Retry-After` (tower).
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
@@ -25,6 +30,11 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `BODY_READ_TIMEOUT_SECS`.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `IDLE_TIMEOUT_SECS`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an HTTP/2 connection is pinged, and how long the answer may take before the
+/// connection is closed.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// Default `MAX_IN_FLIGHT_REQUESTS`.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// How long a graceful shutdown waits for requests in flight.
@@ -39,6 +49,9 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// A body that sends nothing for this long is abandoned (408).
     pub body_read_timeout: Duration,
+    /// A connection (HTTP/1 keep-alive or HTTP/2) without a request in flight for this long
+    /// is closed.
+    pub idle_timeout: Duration,
     /// Requests handled at once; more are answered 503 with `Retry-After` at once.
     pub max_in_flight: usize,
 }
@@ -49,6 +62,7 @@ impl Default for HttpLimits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
@@ -95,8 +109,116 @@ pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The HTTP/2 connection preface, which hyper-util's auto builder waits for (or for bytes that
+/// differ from it) before it starts any timer.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits until the first bytes on `stream` tell HTTP/1 from HTTP/2 (without consuming them);
+/// false if the peer closed first.
+async fn protocol_known(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        // `peek` waits for data; it returns at once while a partial preface sits unread, so
+        // such a peer is looked at again a little later.
+        let n = stream.peek(&mut first).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() || first[..n] != H2_PREFACE[..n] {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended.
+struct Activity {
+    born: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `born` when the last request ended.
+    last_done_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            born: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// When the connection becomes idle for `idle`, if nothing happens before.
+    fn idle_at(&self, idle: Duration) -> Instant {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Instant::now() + idle;
+        }
+        let done = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
+        self.born + done + idle
+    }
+}
+
+/// Ends one request's place in its connection's [`Activity`] when dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let done = u64::try_from(self.0.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_done_ms.store(done, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A service that keeps its connection's [`Activity`].
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, R> Service<R> for Tracked<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        TrackedFuture {
+            inner: self.inner.call(request),
+            _in_flight: InFlight(self.activity.clone()),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response future holding its request's place in the connection's activity.
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        _in_flight: InFlight,
+    }
+}
+
+impl<F: Future> Future for TrackedFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish
-/// (at most 30 s).
+/// (at most 30 s). Every connection is bounded in time: its first bytes must come within the
+/// header timeout, each request head too (hyper), and it is closed after `idle_timeout`
+/// without a request (HTTP/2 connections are also pinged, and closed when a ping goes
+/// unanswered).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -109,7 +231,14 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE);
+    let (header_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let connections = tokio_util::task::TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -125,19 +254,49 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let (app, builder, stopping) = (app.clone(), builder.clone(), stopping.clone());
+        connections.spawn(async move {
+            let known = tokio::select! {
+                known = tokio::time::timeout(header_timeout, protocol_known(&stream)) => known,
+                () = stopping.cancelled() => return,
+            };
+            if !matches!(known, Ok(Ok(true))) {
+                return;
+            }
+            let activity = Activity::new();
+            let service = TowerToHyperService::new(Tracked {
+                inner: app,
+                activity: activity.clone(),
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(e) = ended {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = stopping.cancelled(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = tokio::time::sleep_until(activity.idle_at(idle_timeout).into()), if !closing => {
+                        if Instant::now() >= activity.idle_at(idle_timeout) {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    stopping.cancel();
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
         .is_err()
     {

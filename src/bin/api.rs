@@ -51,6 +51,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let db = nomnom::db::pool(&config.database_url, 4)?;
     let mut state = AppState::new(jetstream, config.nats.stream.clone(), db);
     state.max_body_bytes = config.max_body_bytes;
+    if state.body_limit() < config.max_body_bytes {
+        tracing::info!(
+            max_body_bytes = state.body_limit(),
+            "MAX_BODY_BYTES lowered to what the NATS server's max_payload carries with a dead letter's headers"
+        );
+    }
     state.max_batch_bytes = config.max_batch_bytes;
     state.max_batch_lines = config.max_batch_lines;
     if config.keys.enabled() {

@@ -160,7 +160,8 @@ async fn replay(
     let js = nomnom::nats::connect(&config.nats).await?;
     nomnom::nats::ensure_stream(&js, &config.nats).await?;
     let pool = nomnom::db::pool(&config.database_url, 1)?;
-    let report = dead_letter::replay(&js, &config.nats.stream, &pool, filter).await?;
+    let sink = nomnom::db::PgSink::new(pool);
+    let report = dead_letter::replay(&js, &config.nats.stream, &sink, filter).await?;
     for id in &report.replayed {
         println!("replayed {id}");
     }

@@ -17,7 +17,9 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use uuid::Uuid;
 
 use crate::generated::{RowBatch, TABLES};
-pub use crate::sink::{DeadLetter, FaultKind, PendingWrite, WriteOutcome};
+pub use crate::sink::{
+    DeadLetter, DeadLetterPage, FaultKind, PendingWrite, StoredDeadLetter, WriteOutcome,
+};
 use crate::sink::{Sink, SinkError};
 use nomnom_runtime::WriteMode;
 pub use pg::{PgConnection, PgManager, SqlState};
@@ -84,14 +86,17 @@ impl From<pg::ConnectError> for DbError {
     }
 }
 
-/// Classifies a SQLSTATE by its class. `22` (data exception), `23` (integrity constraint) and
-/// `54` (program limit exceeded, e.g. an index row too large: the same rows fail again) are data
-/// errors; `08` connection, `40` rollback (serialization, deadlock), `53` insufficient
-/// resources, `57` operator intervention (`57014` statement timeout, `57P01` terminated), `58`
-/// system error, `XX` internal error and every class not named here are transient.
+/// Classifies a SQLSTATE by its class. `21` (cardinality violation: one statement met the same
+/// row twice), `22` (data exception), `23` (integrity constraint) and `54` (program limit
+/// exceeded, e.g. an index row too large) are data errors: the same rows fail again. `40`
+/// (transaction rollback: serialization failure, deadlock) is a conflict with a concurrent
+/// transaction, retried at once. `08` connection, `53` insufficient resources, `57` operator
+/// intervention (`57014` statement timeout, `57P01` terminated), `58` system error, `XX`
+/// internal error and every class not named here are transient.
 pub fn classify_sqlstate(code: SqlState) -> FaultKind {
     match code.class() {
-        "22" | "23" | "54" => FaultKind::Data,
+        "21" | "22" | "23" | "54" => FaultKind::Data,
+        "40" => FaultKind::Conflict,
         _ => FaultKind::Transient,
     }
 }
@@ -151,8 +156,8 @@ impl DbError {
     /// A short, closed-set label for metrics: the SQLSTATE class, or `connection`/`client`.
     pub fn metric_class(&self) -> &'static str {
         const CLASSES: &[&str] = &[
-            "08", "0A", "22", "23", "25", "28", "3D", "40", "42", "53", "54", "55", "57", "58",
-            "XX",
+            "08", "0A", "21", "22", "23", "25", "28", "3D", "40", "42", "53", "54", "55", "57",
+            "58", "XX",
         ];
         match self.sqlstate() {
             Some(code) => CLASSES
@@ -416,17 +421,20 @@ async fn insert_new(
     status: &StatusColumns<'_>,
 ) -> Result<WriteOutcome, DbError> {
     conn.transaction(async |conn| {
+        let replayed = reopen_replayed(conn, messages).await?;
         bind_status!(INSERT_STATUS_SQL, status)
             .execute(conn)
             .await?;
         let mut batch = RowBatch::default();
         for m in messages {
-            batch.push(m.message, m.sequence);
+            batch.push(m.message, m.position);
         }
+        let rows = batch.write(conn, WriteMode::Insert).await?;
+        resolve_replayed(conn, &replayed).await?;
         Ok::<_, DbError>(WriteOutcome {
             written: status.ids.clone(),
             already_processed: Vec::new(),
-            rows: batch.write(conn, WriteMode::Insert).await?,
+            rows,
         })
     })
     .await
@@ -439,6 +447,7 @@ async fn upsert(
     status: &StatusColumns<'_>,
 ) -> Result<WriteOutcome, DbError> {
     conn.transaction(async |conn| {
+        let replayed = reopen_replayed(conn, messages).await?;
         // One static statement (prepared once per connection) whatever the batch size.
         let fresh: Vec<Uuid> = bind_status!(UPSERT_STATUS_SQL, status)
             .load::<InsertedId>(conn)
@@ -453,16 +462,56 @@ async fn upsert(
             // `remove`: the same message twice in one batch (a redelivery racing the first
             // delivery) is written once.
             if fresh_set.remove(&m.message_id) {
-                batch.push(m.message, m.sequence);
+                batch.push(m.message, m.position);
                 outcome.written.push(m.message_id);
             } else {
                 outcome.already_processed.push(m.message_id);
             }
         }
         outcome.rows = batch.write(conn, WriteMode::Upsert).await?;
+        resolve_replayed(conn, &replayed).await?;
         Ok::<_, DbError>(outcome)
     })
     .await
+}
+
+/// The replayed copies among `messages` (ids), with their `dead_lettered` status removed so
+/// that the write below treats them as new. In the write's transaction: if it fails, the
+/// status (and the dead letter) are still there.
+async fn reopen_replayed(
+    conn: &mut AsyncPgConnection,
+    messages: &[PendingWrite<'_>],
+) -> Result<Vec<Uuid>, DbError> {
+    let replayed: Vec<Uuid> = messages
+        .iter()
+        .filter(|m| m.replayed)
+        .map(|m| m.message_id)
+        .collect();
+    if !replayed.is_empty() {
+        diesel::sql_query(
+            "DELETE FROM message_status WHERE message_id = ANY($1) AND status = 'dead_lettered'",
+        )
+        .bind::<Array<sql_types::Uuid>, _>(&replayed)
+        .execute(conn)
+        .await?;
+    }
+    Ok(replayed)
+}
+
+/// The dead letters of replayed copies just written are resolved: their records go, in the same
+/// transaction as the rows.
+async fn resolve_replayed(conn: &mut AsyncPgConnection, replayed: &[Uuid]) -> Result<(), DbError> {
+    if !replayed.is_empty() {
+        diesel::sql_query(
+            "DELETE FROM dead_letters d WHERE d.message_id = ANY($1) \
+             AND EXISTS (SELECT 1 FROM message_status s \
+                         WHERE s.message_id = d.message_id AND s.status = 'processed')",
+        )
+        .bind::<Array<sql_types::Uuid>, _>(replayed)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Which of `ids` an earlier delivery already committed (`processed` status rows).
@@ -483,38 +532,45 @@ pub async fn committed_among(
         .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
 }
 
-/// Records a dead letter and its `dead_lettered` status in one transaction (idempotent).
+/// Records a dead letter and its `dead_lettered` status in one transaction: a new record, or
+/// the message's record updated when it was dead-lettered again (by a replayed copy); nothing
+/// when this `record_id` was recorded last or the message has been stored meanwhile.
 pub async fn record_dead_letter(conn: &mut PgConnection, dl: &DeadLetter) -> Result<(), DbError> {
-    use schema::dead_letters as d;
     use schema::message_status as s;
     conn.clear_sqlstate();
+    let reason = crate::text::printable(&dl.reason);
+    let entity = crate::text::printable(&dl.entity);
     let result = conn
         .transaction(async |conn| {
-            diesel::insert_into(d::table)
-                .values((
-                    d::message_id.eq(dl.message_id),
-                    d::entity.eq(&dl.entity),
-                    d::body.eq(&dl.body),
-                    d::reason.eq(&dl.reason),
-                    d::attempts.eq(dl.attempts),
-                ))
-                .on_conflict(d::message_id)
-                .do_update()
-                .set((
-                    d::reason.eq(&dl.reason),
-                    d::attempts.eq(dl.attempts),
-                    d::last_seen.eq(diesel::dsl::now),
-                ))
+            let stored: i64 = s::table
+                .filter(s::message_id.eq(dl.message_id))
+                .filter(s::status.eq("processed"))
+                .count()
+                .get_result(conn)
+                .await?;
+            if stored > 0 {
+                tracing::info!(message_id = %dl.message_id, "dead letter of a message stored meanwhile (a replayed copy); not recorded");
+                return Ok(());
+            }
+            diesel::sql_query(RECORD_DEAD_LETTER_SQL)
+                .bind::<sql_types::Uuid, _>(dl.message_id)
+                .bind::<Text, _>(&*entity)
+                .bind::<sql_types::Binary, _>(&dl.body[..])
+                .bind::<Text, _>(&*reason)
+                .bind::<Integer, _>(dl.attempts)
+                .bind::<sql_types::BigInt, _>(dl.position.epoch)
+                .bind::<sql_types::BigInt, _>(dl.position.sequence)
+                .bind::<Text, _>(crate::text::printable(&dl.record_id).as_ref())
                 .execute(conn)
                 .await?;
             diesel::insert_into(s::table)
                 .values((
                     s::message_id.eq(dl.message_id),
-                    s::entity.eq(&dl.entity),
+                    s::entity.eq(&*entity),
                     s::status.eq("dead_lettered"),
                     s::received_at.eq(dl.received_at),
                     s::attempts.eq(dl.attempts),
-                    s::error.eq(&dl.reason),
+                    s::error.eq(&*reason),
                 ))
                 .on_conflict(s::message_id)
                 .do_nothing()
@@ -525,6 +581,85 @@ pub async fn record_dead_letter(conn: &mut PgConnection, dl: &DeadLetter) -> Res
         .await;
     result.map_err(|e| e.with_sqlstate(conn.take_sqlstate()))
 }
+
+/// A page of dead letters in first-seen order (keyset: `(first_seen, message_id)`).
+pub async fn dead_letters(
+    conn: &mut PgConnection,
+    page: &DeadLetterPage,
+) -> Result<Vec<StoredDeadLetter>, DbError> {
+    use schema::dead_letters as d;
+    conn.clear_sqlstate();
+    let mut query = d::table
+        .select((
+            d::message_id,
+            d::entity,
+            d::body,
+            d::reason,
+            d::attempts,
+            d::times,
+            d::position_epoch,
+            d::position_seq,
+            d::first_seen,
+        ))
+        .order((d::first_seen.asc(), d::message_id.asc()))
+        .limit(i64::try_from(page.limit).unwrap_or(i64::MAX))
+        .into_boxed();
+    if let Some(id) = page.message_id {
+        query = query.filter(d::message_id.eq(id));
+    }
+    if let Some((at, id)) = page.after {
+        query = query.filter(
+            d::first_seen
+                .gt(at)
+                .or(d::first_seen.eq(at).and(d::message_id.gt(id))),
+        );
+    }
+    type Row = (
+        Uuid,
+        String,
+        Vec<u8>,
+        String,
+        i32,
+        i32,
+        i64,
+        i64,
+        DateTime<Utc>,
+    );
+    let rows: Result<Vec<Row>, _> = query.load(&mut **conn).await;
+    let rows = rows.map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(message_id, entity, body, reason, attempts, times, epoch, sequence, first_seen)| {
+                StoredDeadLetter {
+                    message_id,
+                    entity,
+                    body: body.into(),
+                    reason,
+                    attempts,
+                    times,
+                    position: crate::runtime::Position { epoch, sequence },
+                    first_seen,
+                }
+            },
+        )
+        .collect())
+}
+
+/// A dead letter's record: new, or the message's record brought up to this dead-lettering
+/// (attempts added, one more time) unless this one was the last recorded.
+const RECORD_DEAD_LETTER_SQL: &str = "\
+INSERT INTO dead_letters AS d
+    (message_id, entity, body, reason, attempts, position_epoch, position_seq, record_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (message_id) DO UPDATE SET
+    reason = EXCLUDED.reason,
+    body = EXCLUDED.body,
+    attempts = d.attempts + EXCLUDED.attempts,
+    times = d.times + 1,
+    record_id = EXCLUDED.record_id,
+    last_seen = now()
+WHERE d.record_id <> EXCLUDED.record_id";
 
 #[cfg(test)]
 mod tests {
@@ -570,8 +705,6 @@ mod tests {
         for code in [
             "08006", // connection_failure
             "08P01", // protocol_violation
-            "40001", // serialization_failure
-            "40P01", // deadlock_detected
             "53100", // disk_full
             "53200", // out_of_memory
             "53300", // too_many_connections
@@ -587,8 +720,19 @@ mod tests {
     }
 
     #[test]
+    fn rollbacks_by_a_concurrent_transaction_are_conflicts() {
+        for code in [
+            "40001", // serialization_failure
+            "40P01", // deadlock_detected
+        ] {
+            assert_eq!(kind_of(code), FaultKind::Conflict, "{code}");
+        }
+    }
+
+    #[test]
     fn data_exception_integrity_and_limit_classes_are_data_errors() {
         for code in [
+            "21000", // cardinality_violation (ON CONFLICT met a row twice)
             "22003", // numeric_value_out_of_range
             "22001", // string_data_right_truncation
             "22P02", // invalid_text_representation
@@ -686,6 +830,10 @@ impl Sink for PgSink {
 
     async fn record_dead_letter(&self, dead: &DeadLetter) -> Result<(), DbError> {
         record_dead_letter(&mut *connection(&self.pool).await?, dead).await
+    }
+
+    async fn dead_letters(&self, page: &DeadLetterPage) -> Result<Vec<StoredDeadLetter>, DbError> {
+        dead_letters(&mut *connection(&self.pool).await?, page).await
     }
 
     async fn probe(&self) -> Result<(), DbError> {

@@ -29,8 +29,8 @@ diesel::table! {
         message_id -> Uuid,
         /// The root entity it was posted as.
         entity -> Text,
-        /// The message body as received.
-        body -> Text,
+        /// The message body's bytes as received.
+        body -> Binary,
         /// Why it could not be stored.
         reason -> Text,
         /// Deliveries it took.
@@ -39,5 +39,13 @@ diesel::table! {
         first_seen -> Timestamptz,
         /// When it was last dead-lettered (a replay can fail again).
         last_seen -> Timestamptz,
+        /// Epoch of the stream where the message first arrived.
+        position_epoch -> BigInt,
+        /// Its sequence there.
+        position_seq -> BigInt,
+        /// The id of the last dead-lettering recorded (recording it again changes nothing).
+        record_id -> Text,
+        /// How many times the message was dead-lettered (replays that failed again).
+        times -> Integer,
     }
 }

@@ -9,11 +9,16 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind};
 use uuid::Uuid;
 
-use super::{BatchContext, BatchReport, Disposition, ShuttingDown};
+use super::{BatchContext, BatchReport, Disposition, ShuttingDown, outage};
+
+/// Failed attempts of one set, while other writes commit, after which its transient fault is
+/// taken to be its own (see [`Batch::write`]): with the hold delays, about 1.75 s.
+pub(super) const POISON_ATTEMPTS: u32 = 3;
 use crate::envelope::MessageEnvelope;
 use crate::generated::{ParsedMessage, RootEntity};
 use crate::labels::entity_label;
-use crate::sink::{DeadLetter, PendingWrite, Sink, SinkError as _};
+use crate::runtime::Position;
+use crate::sink::{DeadLetter, FaultKind, PendingWrite, Sink, SinkError as _};
 use crate::throttle::Throttle;
 
 /// An accepted message read from JetStream, before writing: a JetStream message carries one,
@@ -22,9 +27,13 @@ pub(super) struct Incoming {
     /// Index of the JetStream message that carries it in [`Batch::messages`].
     source: usize,
     delivered: i64,
+    /// The stream sequence of the JetStream message that carries it (to read its body again).
     sequence: i64,
-    decoded: Result<Parsed, (DeadLetter, DeadLetterCause)>,
+    decoded: Decoded,
 }
+
+/// A message parsed, or the dead letter it will be (boxed: a dead letter is large and rare).
+type Decoded = Result<Parsed, Box<(DeadLetter, DeadLetterCause)>>;
 
 /// Why a message is dead-lettered: the `reason` label of `nomnom_worker_dead_lettered_total`
 /// (the dead letter itself carries the full text).
@@ -59,7 +68,7 @@ impl Incoming {
     fn entity(&self) -> &str {
         match &self.decoded {
             Ok(p) => &p.entity,
-            Err((dl, _)) => &dl.entity,
+            Err(dead) => &dead.0.entity,
         }
     }
 }
@@ -70,6 +79,13 @@ struct Parsed {
     message_id: Uuid,
     entity: String,
     received_at: chrono::DateTime<chrono::Utc>,
+    /// Where it first arrived: the carrying message's position, or the original's for a
+    /// replayed copy.
+    position: Position,
+    /// A replayed copy of a dead letter.
+    replayed: bool,
+    /// This delivery's dead-letter record id.
+    record_id: String,
     message: ParsedMessage,
 }
 
@@ -79,10 +95,12 @@ impl Parsed {
         DeadLetter {
             message_id: self.message_id,
             entity: self.entity.clone(),
-            body: String::new(),
+            body: bytes::Bytes::new(),
             reason,
             attempts: attempts(delivered),
             received_at: self.received_at,
+            position: self.position,
+            record_id: self.record_id.clone(),
         }
     }
 }
@@ -91,12 +109,26 @@ fn attempts(delivered: i64) -> i32 {
     i32::try_from(delivered).unwrap_or(i32::MAX)
 }
 
+/// Where one delivery of a stream message stands: the stream's position of it and which
+/// delivery this is (dead-letter record ids are made from it).
+#[derive(Clone, Copy)]
+struct Delivery {
+    position: Position,
+    delivered: i64,
+}
+
+impl Delivery {
+    /// The dead-letter record id of message `id` carried by this delivery: unique per message
+    /// and delivery, across streams re-created.
+    fn record_id(&self, id: &Uuid) -> String {
+        format!("{id}:{}:{}", self.position, self.delivered)
+    }
+}
+
 /// Decodes one JetStream message and parses what it carries; anything wrong becomes a dead
 /// letter (a message that cannot be read at all, one).
-fn decode(
-    message: &jetstream::Message,
-    delivered: i64,
-) -> Vec<Result<Parsed, (DeadLetter, DeadLetterCause)>> {
+fn decode(message: &jetstream::Message, delivery: Delivery) -> Vec<Decoded> {
+    let delivered = delivery.delivered;
     let envelopes = match MessageEnvelope::decode_all(
         &message.subject,
         message.headers.as_ref(),
@@ -105,43 +137,45 @@ fn decode(
         Ok(e) => e,
         Err(e) => {
             // Keep a stable id across redeliveries of the same stream message.
-            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             let id = Uuid::new_v5(
                 &Uuid::NAMESPACE_OID,
-                format!("{}:{seq}", message.subject).as_bytes(),
+                format!("{}:{}", message.subject, delivery.position).as_bytes(),
             );
             let dl = DeadLetter {
                 message_id: id,
                 entity: crate::nats::entity_of_subject(&message.subject).to_string(),
-                body: String::from_utf8_lossy(&message.payload).into_owned(),
+                body: message.payload.clone(),
                 reason: e.to_string(),
                 attempts: attempts(delivered),
                 received_at: chrono::Utc::now(),
+                position: delivery.position,
+                record_id: delivery.record_id(&id),
             };
-            return vec![Err((dl, DeadLetterCause::Undecodable))];
+            return vec![Err(Box::new((dl, DeadLetterCause::Undecodable)))];
         }
     };
     envelopes
         .into_iter()
-        .map(|envelope| parse(envelope, delivered))
+        .map(|envelope| parse(envelope, delivery))
         .collect()
 }
 
 /// Parses one accepted message; anything wrong becomes a dead letter.
-fn parse(
-    envelope: MessageEnvelope,
-    delivered: i64,
-) -> Result<Parsed, (DeadLetter, DeadLetterCause)> {
+fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
+    let position = envelope.replay_of.unwrap_or(delivery.position);
+    let record_id = delivery.record_id(&envelope.message_id);
     let dead_letter = |reason: String, cause| {
         let dl = DeadLetter {
             message_id: envelope.message_id,
             entity: envelope.entity.clone(),
-            body: envelope.body_text(),
+            body: envelope.body.clone(),
             reason,
-            attempts: attempts(delivered),
+            attempts: attempts(delivery.delivered),
             received_at: envelope.received_at,
+            position,
+            record_id: record_id.clone(),
         };
-        (dl, cause)
+        Box::new((dl, cause))
     };
     let Some(entity) = RootEntity::from_name(&envelope.entity) else {
         return Err(dead_letter(
@@ -154,6 +188,9 @@ fn parse(
             message_id: envelope.message_id,
             entity: envelope.entity,
             received_at: envelope.received_at,
+            position,
+            replayed: envelope.replay_of.is_some(),
+            record_id,
             message,
         }),
         Err(e) => Err(dead_letter(e.to_string(), DeadLetterCause::Invalid)),
@@ -238,7 +275,8 @@ pub(super) struct Batch {
 impl Batch {
     /// Decodes every message (an undecodable one is a dead letter from the start) and drops the
     /// payloads: the parsed rows are all that is kept.
-    pub(super) fn decode(mut messages: Vec<jetstream::Message>) -> Self {
+    /// `epoch` is the stream's (see [`Position`]).
+    pub(super) fn decode(mut messages: Vec<jetstream::Message>, epoch: i64) -> Self {
         let mut incoming: Vec<Incoming> = Vec::with_capacity(messages.len());
         for (source, message) in messages.iter_mut().enumerate() {
             let (delivered, sequence) = message
@@ -253,8 +291,12 @@ impl Batch {
             // A group's members share its stream sequence: they are in member order here and
             // stay so in every write set, so the later member wins a key as the later message
             // does.
+            let delivery = Delivery {
+                position: Position { epoch, sequence },
+                delivered,
+            };
             incoming.extend(
-                decode(message, delivered)
+                decode(message, delivery)
                     .into_iter()
                     .map(|decoded| Incoming {
                         source,
@@ -273,8 +315,8 @@ impl Batch {
             report: BatchReport::default(),
         };
         for i in 0..batch.incoming.len() {
-            if let Err((dl, cause)) = &batch.incoming[i].decoded {
-                let (dl, cause) = (dl.clone(), *cause);
+            if let Err(dead) = &batch.incoming[i].decoded {
+                let (dl, cause) = (dead.0.clone(), dead.1);
                 batch.dead_letter(i, dl, cause);
             }
         }
@@ -383,12 +425,19 @@ impl Batch {
 
     /// Writes the parsed messages `idx` in one transaction. A data error splits the set in
     /// halves until the offending message is alone; it is then dead-lettered and the rest
-    /// commit. A transient fault holds the set and retries it until the store is back (or the
-    /// worker stops, when the set is handed back for redelivery).
+    /// commit. A conflict with a concurrent transaction (deadlock, serialization) is retried at
+    /// once. A transient fault holds the set and retries it until the store is back (or the
+    /// worker stops, when the set is handed back for redelivery), unless it is the set's own:
+    /// a set that has failed [`POISON_ATTEMPTS`] times while other writes of this worker
+    /// committed (the store works) is split like a data error, so one message that breaks the
+    /// store every time ends as a dead letter instead of holding its batch forever.
     async fn write<S: Sink>(&mut self, cx: &BatchContext<S>, idx: Vec<usize>) {
-        let mut stack = vec![idx];
+        // (messages, suspect): a suspect set descends from one isolated as poison, so its
+        // transient faults are its own from the first.
+        let mut stack = vec![(idx, false)];
         let mut attempt = 0u32;
-        while let Some(set) = stack.pop() {
+        let mut first_failure: Option<Instant> = None;
+        while let Some((set, suspect)) = stack.pop() {
             if set.is_empty() {
                 continue;
             }
@@ -401,7 +450,8 @@ impl Batch {
                         message_id: p.message_id,
                         received_at: p.received_at,
                         attempts: attempts(incoming[i].delivered),
-                        sequence: incoming[i].sequence,
+                        position: p.position,
+                        replayed: p.replayed,
                         message: &p.message,
                     })
                 })
@@ -411,62 +461,125 @@ impl Batch {
             cx.metrics
                 .db_write_seconds
                 .observe(started.elapsed().as_secs_f64());
-            match result {
+            let e = match result {
                 Ok(outcome) => {
                     attempt = 0;
-                    cx.outage.recovered(started);
-                    self.report.rows += outcome.rows.total();
-                    // A set: one lookup per message instead of a scan of the batch.
-                    let written: std::collections::HashSet<Uuid> =
-                        outcome.written.iter().copied().collect();
-                    // Counted per entity, then added to the metric once per batch.
-                    let mut processed: Vec<(&'static str, u64)> = Vec::new();
-                    for (&i, w) in set.iter().zip(&writes) {
-                        if written.contains(&w.message_id) {
-                            self.report.processed += 1;
-                            self.settle(i, Outcome::Committed);
-                            let entity = w.message.entity().snake_name();
-                            match processed.iter_mut().find(|(e, _)| *e == entity) {
-                                Some((_, n)) => *n += 1,
-                                None => processed.push((entity, 1)),
-                            }
-                        } else {
-                            self.report.duplicates += 1;
-                            self.settle(i, Outcome::AlreadyCommitted);
-                        }
-                    }
-                    for (entity, n) in processed {
-                        cx.metrics.processed.with_label_values(&[entity]).inc_by(n);
-                    }
+                    first_failure = None;
+                    cx.outage.committed(started);
+                    self.committed(cx, &set, &writes, outcome);
+                    continue;
                 }
-                Err(e) if e.is_transient() => {
-                    if cx.hold(&e, set.len(), attempt).await.is_err() {
-                        self.hand_back_the_rest();
-                        return;
-                    }
-                    attempt += 1;
-                    stack.push(set);
-                }
-                Err(e) => {
-                    cx.outage.recovered(started);
+                Err(e) => e,
+            };
+            match e.kind() {
+                FaultKind::Conflict => {
                     cx.metrics
                         .db_errors
                         .with_label_values(&[e.metric_class()])
                         .inc();
-                    if let [i] = set[..] {
-                        if let Ok(p) = &incoming[i].decoded {
-                            let dl = p.dead_letter(incoming[i].delivered, e.to_string());
-                            self.dead_letter(i, dl, DeadLetterCause::RefusedByDatabase);
-                        }
-                    } else {
-                        tracing::info!(error = %e, messages = set.len(), "data error in batch; splitting to isolate it");
-                        let mut left = set;
-                        let right = left.split_off(left.len() / 2);
-                        stack.push(right);
-                        stack.push(left);
+                    static CONFLICT: Throttle = Throttle::new(Duration::from_secs(30));
+                    if let Some(held_back) = CONFLICT.allow() {
+                        tracing::info!(error = %e, similar_since_last = held_back, "batch rolled back by a concurrent transaction; retrying it");
                     }
+                    attempt += 1;
+                    // At once, then a little later each time (a few ms, at most 0.5 s).
+                    let pause = Duration::from_millis(u64::from(attempt.min(50)) * 10);
+                    if cx.pause(pause).await.is_err() {
+                        self.hand_back_the_rest();
+                        return;
+                    }
+                    stack.push((set, suspect));
+                    continue;
                 }
+                FaultKind::Transient => {
+                    let since = *first_failure.get_or_insert(started);
+                    let poison = suspect
+                        || (attempt + 1 >= POISON_ATTEMPTS && cx.outage.committed_since(since));
+                    if !poison {
+                        // The first failures of a set that the store still answers are not
+                        // an outage (yet): other slots keep pulling, and their commits tell
+                        // a poison set from a database that is down.
+                        let answers =
+                            attempt + 1 < POISON_ATTEMPTS && cx.sink.probe().await.is_ok();
+                        let held = if answers {
+                            cx.metrics
+                                .db_errors
+                                .with_label_values(&[e.metric_class()])
+                                .inc();
+                            static FAILING: Throttle = Throttle::new(Duration::from_secs(30));
+                            if let Some(held_back) = FAILING.allow() {
+                                tracing::warn!(error = %e, messages = set.len(), similar_since_last = held_back, "batch failed while the database answers; retrying it");
+                            }
+                            cx.pause(outage::hold_delay(attempt)).await
+                        } else {
+                            cx.hold(&e, set.len(), attempt).await
+                        };
+                        if held.is_err() {
+                            self.hand_back_the_rest();
+                            return;
+                        }
+                        attempt += 1;
+                        stack.push((set, suspect));
+                        continue;
+                    }
+                    tracing::warn!(error = %e, messages = set.len(), attempts = attempt + 1, "a batch fails every time while other writes commit; isolating the message that causes it");
+                }
+                FaultKind::Data => {}
             }
+            // A data error, or a poison set: split until the message is alone, then
+            // dead-letter it.
+            let poison = e.kind() == FaultKind::Transient;
+            attempt = 0;
+            first_failure = None;
+            cx.outage.recovered(started);
+            cx.metrics
+                .db_errors
+                .with_label_values(&[e.metric_class()])
+                .inc();
+            if let [i] = set[..] {
+                if let Ok(p) = &incoming[i].decoded {
+                    let dl = p.dead_letter(incoming[i].delivered, e.to_string());
+                    self.dead_letter(i, dl, DeadLetterCause::RefusedByDatabase);
+                }
+            } else {
+                tracing::info!(error = %e, messages = set.len(), "data error in batch; splitting to isolate it");
+                let mut left = set;
+                let right = left.split_off(left.len() / 2);
+                stack.push((right, poison));
+                stack.push((left, poison));
+            }
+        }
+    }
+
+    /// Settles the messages of a committed set and counts them.
+    fn committed<S: Sink>(
+        &mut self,
+        cx: &BatchContext<S>,
+        set: &[usize],
+        writes: &[PendingWrite<'_>],
+        outcome: crate::sink::WriteOutcome,
+    ) {
+        self.report.rows += outcome.rows.total();
+        // A set: one lookup per message instead of a scan of the batch.
+        let written: std::collections::HashSet<Uuid> = outcome.written.iter().copied().collect();
+        // Counted per entity, then added to the metric once per batch.
+        let mut processed: Vec<(&'static str, u64)> = Vec::new();
+        for (&i, w) in set.iter().zip(writes) {
+            if written.contains(&w.message_id) {
+                self.report.processed += 1;
+                self.settle(i, Outcome::Committed);
+                let entity = w.message.entity().snake_name();
+                match processed.iter_mut().find(|(e, _)| *e == entity) {
+                    Some((_, n)) => *n += 1,
+                    None => processed.push((entity, 1)),
+                }
+            } else {
+                self.report.duplicates += 1;
+                self.settle(i, Outcome::AlreadyCommitted);
+            }
+        }
+        for (entity, n) in processed {
+            cx.metrics.processed.with_label_values(&[entity]).inc_by(n);
         }
     }
 
@@ -557,7 +670,7 @@ async fn body_from_stream<S: Sink>(
     cx: &BatchContext<S>,
     sequence: i64,
     id: Uuid,
-) -> Result<String, String> {
+) -> Result<bytes::Bytes, String> {
     let stream = cx
         .jetstream
         .get_stream_no_info(&cx.stream)
@@ -572,7 +685,7 @@ async fn body_from_stream<S: Sink>(
     members
         .iter()
         .find(|e| e.message_id == id)
-        .map(MessageEnvelope::body_text)
+        .map(|e| e.body.clone())
         .ok_or_else(|| format!("message {sequence} of the stream does not carry {id}"))
 }
 

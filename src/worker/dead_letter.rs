@@ -1,21 +1,42 @@
 //! Dead letters: published to a dead-letter JetStream stream (acked before the original message is
 //! terminated), recorded in the `dead_letters` table by a recorder consumer, and replayable.
+//!
+//! A dead letter travels as the body's bytes, unchanged, with everything else in headers: the
+//! body fitted the server's `max_payload` when the api published it, and nothing is escaped, so
+//! the dead letter fits too (the reason header is bounded). Its `Nats-Msg-Id` is unique per
+//! delivery (message id, stream position, delivery count): a replayed copy rejected again is a
+//! new record, never a duplicate the stream drops.
 
 use std::time::Duration;
 
+use async_nats::HeaderMap;
+use async_nats::header::HeaderName;
 use async_nats::jetstream::{self, consumer::pull, stream};
-use chrono::Utc;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::{self, DbError, DbPool, DeadLetter, schema};
-use crate::envelope::MessageEnvelope;
+use crate::envelope::{ENTITY_HEADER, MESSAGE_ID_HEADER, MessageEnvelope, RECEIVED_AT_HEADER};
 use crate::generated::RootEntity;
 use crate::nats::{NatsError, message_subject};
-use crate::sink::Sink;
+use crate::runtime::Position;
+use crate::sink::{DeadLetter, DeadLetterPage, FaultKind, Sink, SinkError as _};
+use crate::throttle::Throttle;
+
+/// Header of a dead letter: why it was rejected (control characters as spaces, at most
+/// [`REASON_HEADER_BYTES`]).
+pub const REASON_HEADER: HeaderName = HeaderName::from_static("Nomnom-Reason");
+/// Header of a dead letter: deliveries of this trip through the stream.
+pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("Nomnom-Attempts");
+/// Header of a dead letter: where the message first arrived (`epoch:sequence`).
+pub const POSITION_HEADER: HeaderName = HeaderName::from_static("Nomnom-Position");
+/// Longest reason carried (and recorded); the body is never cut.
+pub const REASON_HEADER_BYTES: usize = 2048;
+/// Room the headers of a dead letter take at most, besides the body: the api keeps single
+/// bodies this far below the server's `max_payload`, so every dead letter fits.
+pub const DEAD_LETTER_HEADROOM: usize = 4096;
 
 /// The dead-letter stream of a stream: `<stream>_DLQ`.
 pub fn dlq_stream_name(stream: &str) -> String {
@@ -85,6 +106,90 @@ pub async fn ensure_dlq_stream(
     Ok(dlq)
 }
 
+/// The headers and payload of a dead letter on the dead-letter stream.
+pub fn to_publish(dead: &DeadLetter) -> jetstream::message::PublishMessage {
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, dead.record_id.as_str());
+    headers.insert(MESSAGE_ID_HEADER, dead.message_id.to_string());
+    headers.insert(
+        ENTITY_HEADER,
+        crate::text::header_value(&dead.entity, 256).as_str(),
+    );
+    headers.insert(
+        RECEIVED_AT_HEADER,
+        dead.received_at
+            .to_rfc3339_opts(SecondsFormat::Micros, true)
+            .as_str(),
+    );
+    headers.insert(
+        REASON_HEADER,
+        crate::text::header_value(&dead.reason, REASON_HEADER_BYTES).as_str(),
+    );
+    headers.insert(ATTEMPTS_HEADER, dead.attempts.to_string());
+    headers.insert(POSITION_HEADER, dead.position.to_string());
+    jetstream::message::PublishMessage::build()
+        .payload(dead.body.clone())
+        .headers(headers)
+}
+
+/// A dead letter read back from the dead-letter stream: headers and raw body, or the JSON
+/// record that versions before raw bodies wrote.
+pub fn decode(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<DeadLetter, String> {
+    let Some(headers) = headers.filter(|h| h.get(MESSAGE_ID_HEADER).is_some()) else {
+        return decode_json(payload);
+    };
+    let header = |name: HeaderName| {
+        headers
+            .get(name.clone())
+            .map(|v| v.as_str().to_string())
+            .ok_or_else(|| format!("header {name} is missing"))
+    };
+    let id = header(MESSAGE_ID_HEADER)?;
+    let at = header(RECEIVED_AT_HEADER)?;
+    let position = header(POSITION_HEADER)?;
+    Ok(DeadLetter {
+        message_id: Uuid::parse_str(&id).map_err(|_| format!("`{id}` is not a message id"))?,
+        entity: header(ENTITY_HEADER)?,
+        body: payload.clone(),
+        reason: header(REASON_HEADER)?,
+        attempts: header(ATTEMPTS_HEADER)?.parse().unwrap_or(1),
+        received_at: DateTime::parse_from_rfc3339(&at)
+            .map_err(|e| format!("received-at `{at}`: {e}"))?
+            .with_timezone(&Utc),
+        position: Position::parse(&position)
+            .ok_or_else(|| format!("`{position}` is not a position"))?,
+        record_id: headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_else(|| format!("{id}:{position}")),
+    })
+}
+
+/// The JSON record of versions before raw bodies (still in a dead-letter stream after an
+/// upgrade).
+fn decode_json(payload: &Bytes) -> Result<DeadLetter, String> {
+    #[derive(serde::Deserialize)]
+    struct JsonDeadLetter {
+        message_id: Uuid,
+        entity: String,
+        body: String,
+        reason: String,
+        attempts: i32,
+        received_at: DateTime<Utc>,
+    }
+    let old: JsonDeadLetter = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    Ok(DeadLetter {
+        record_id: format!("{}:{}", old.message_id, old.attempts),
+        message_id: old.message_id,
+        entity: old.entity,
+        body: old.body.into(),
+        reason: old.reason,
+        attempts: old.attempts,
+        received_at: old.received_at,
+        position: Position::default(),
+    })
+}
+
 /// Publishes a dead letter and waits for JetStream to store it.
 pub async fn publish(
     js: &jetstream::Context,
@@ -92,7 +197,6 @@ pub async fn publish(
     dead: &DeadLetter,
 ) -> Result<(), String> {
     let dlq = dlq_stream_name(stream);
-    let payload = serde_json::to_vec(dead).map_err(|e| e.to_string())?;
     let entity_token: String = dead
         .entity
         .chars()
@@ -113,11 +217,7 @@ pub async fn publish(
         },
         dead.message_id
     );
-    let publish = jetstream::message::PublishMessage::build()
-        .payload(payload.into())
-        // Same message dead-lettered twice within the window is stored once.
-        .message_id(format!("{}:{}", dead.message_id, dead.attempts));
-    js.send_publish(subject, publish)
+    js.send_publish(subject, to_publish(dead))
         .await
         .map_err(|e| e.to_string())?
         .await
@@ -126,7 +226,10 @@ pub async fn publish(
 }
 
 /// Copies dead letters from the dead-letter stream into the `dead_letters` table (and a
-/// `dead_lettered` status row) until `shutdown`. Acks each one after it is committed.
+/// `dead_lettered` status row) until `shutdown`. Acks each one after it is committed. A
+/// database outage pauses the worker's pulls like any other; a record the database refuses
+/// (a data error: the text is made storable first, so this should not happen) is logged and
+/// tried again a minute later without pausing anything.
 pub async fn run_recorder<S: Sink>(
     js: jetstream::Context,
     stream: String,
@@ -161,8 +264,7 @@ pub async fn run_recorder<S: Sink>(
         let mut messages = match consumer.messages().await {
             Ok(m) => m,
             Err(e) => {
-                static PULL_FAILED: crate::throttle::Throttle =
-                    crate::throttle::Throttle::new(Duration::from_secs(30));
+                static PULL_FAILED: Throttle = Throttle::new(Duration::from_secs(30));
                 if let Some(held_back) = PULL_FAILED.allow() {
                     tracing::warn!(error = %e, similar_since_last = held_back, "dead-letter recorder cannot pull; retrying every second");
                 }
@@ -181,11 +283,10 @@ pub async fn run_recorder<S: Sink>(
                 break;
             };
             let started = std::time::Instant::now();
-            let record: Result<DeadLetter, _> = serde_json::from_slice(&message.payload);
-            let outcome = match record {
+            let outcome = match decode(message.headers.as_ref(), &message.payload) {
                 Ok(dead) => sink.record_dead_letter(&dead).await,
                 Err(e) => {
-                    tracing::error!(error = %e, "unreadable dead-letter record; dropping it");
+                    tracing::error!(error = %e, subject = %message.subject, "unreadable dead-letter record; dropping it");
                     Ok(())
                 }
             };
@@ -193,6 +294,14 @@ pub async fn run_recorder<S: Sink>(
                 Ok(()) => {
                     outage.recovered(started);
                     jetstream::AckKind::Ack
+                }
+                Err(e) if e.kind() == FaultKind::Data => {
+                    outage.recovered(started);
+                    static REFUSED: Throttle = Throttle::new(Duration::from_secs(30));
+                    if let Some(held_back) = REFUSED.allow() {
+                        tracing::error!(error = %e, similar_since_last = held_back, "the database refuses a dead-letter record; trying it again in a minute");
+                    }
+                    jetstream::AckKind::Nak(Some(Duration::from_secs(60)))
                 }
                 Err(e) => {
                     // Logged (once, then every 30 s) by the outage tracker.
@@ -229,83 +338,78 @@ pub struct ReplayReport {
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// Database error.
-    #[error(transparent)]
-    Db(#[from] DbError),
+    /// The store could not be read.
+    #[error("reading dead letters: {0}")]
+    Store(String),
     /// Publishing failed.
     #[error("publishing the replayed message failed: {0}")]
     Publish(String),
 }
 
-#[derive(Queryable)]
-struct DeadRow {
-    message_id: Uuid,
-    entity: String,
-    body: String,
-}
+/// Dead letters read per page by replay.
+const REPLAY_PAGE: usize = 100;
 
-/// Publishes dead letters again for processing and removes them (and their `dead_lettered`
-/// status) once JetStream has stored the new copy. Another failure dead-letters them again.
-pub async fn replay(
+/// Publishes a copy of each dead letter (the filter's) for processing again. The records stay:
+/// the worker removes a record in the transaction that stores its copy, and a copy rejected
+/// again updates it (one more time dead-lettered, attempts added), so a replay before the cause
+/// is fixed loses nothing. A copy carries where the original first arrived, so it never
+/// overwrites what later messages wrote. Reads the dead letters a page at a time.
+pub async fn replay<S: Sink>(
     js: &jetstream::Context,
     stream: &str,
-    pool: &DbPool,
+    sink: &S,
     filter: &ReplayFilter,
 ) -> Result<ReplayReport, ReplayError> {
-    use schema::dead_letters as d;
-    use schema::message_status as s;
-    let mut conn = db::connection(pool).await?;
-    let mut query = d::table
-        .select((d::message_id, d::entity, d::body))
-        .order(d::first_seen.asc())
-        .into_boxed();
-    if let Some(id) = filter.message_id {
-        query = query.filter(d::message_id.eq(id));
-    }
-    let rows: Vec<DeadRow> = query.load(&mut conn).await.map_err(DbError::from)?;
     let mut report = ReplayReport::default();
-    for row in rows {
-        if let Some(want) = &filter.entity
-            && !crate::runtime::same_entity_name(&row.entity, want)
-        {
-            continue;
-        }
-        let Some(entity) = RootEntity::from_name(&row.entity) else {
-            report
-                .skipped
-                .push((row.message_id, format!("unknown entity `{}`", row.entity)));
-            continue;
+    let mut page = DeadLetterPage {
+        message_id: filter.message_id,
+        after: None,
+        limit: REPLAY_PAGE,
+    };
+    loop {
+        let rows = sink
+            .dead_letters(&page)
+            .await
+            .map_err(|e| ReplayError::Store(e.to_string()))?;
+        let Some(last) = rows.last() else {
+            break;
         };
-        if serde_json::from_str::<serde::de::IgnoredAny>(&row.body).is_err() {
-            report
-                .skipped
-                .push((row.message_id, "the body is not JSON".into()));
-            continue;
+        page.after = Some((last.first_seen, last.message_id));
+        let full = rows.len() == page.limit;
+        for row in rows {
+            if let Some(want) = &filter.entity
+                && !crate::runtime::same_entity_name(&row.entity, want)
+            {
+                continue;
+            }
+            let Some(entity) = RootEntity::from_name(&row.entity) else {
+                report
+                    .skipped
+                    .push((row.message_id, format!("unknown entity `{}`", row.entity)));
+                continue;
+            };
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&row.body).is_err() {
+                report
+                    .skipped
+                    .push((row.message_id, "the body is not JSON".into()));
+                continue;
+            }
+            let id = row.message_id;
+            let mut copy = MessageEnvelope::new(id, entity.name(), row.body);
+            copy.replay_of = Some(row.position);
+            let publish = copy
+                .to_publish(false)
+                .message_id(format!("{id}:replay:{}", Utc::now().timestamp_micros()));
+            js.send_publish(message_subject(stream, entity.snake_name(), &id), publish)
+                .await
+                .map_err(|e| ReplayError::Publish(e.to_string()))?
+                .await
+                .map_err(|e| ReplayError::Publish(e.to_string()))?;
+            report.replayed.push(id);
         }
-        let id = row.message_id;
-        // The status row goes first: if it were still there when the worker sees the new copy,
-        // the redelivery guard would skip it.
-        diesel::delete(
-            s::table
-                .filter(s::message_id.eq(id))
-                .filter(s::status.eq("dead_lettered")),
-        )
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::from)?;
-        let publish = MessageEnvelope::new(id, entity.name(), row.body)
-            .to_publish(false)
-            .message_id(format!("{id}:replay:{}", Utc::now().timestamp_millis()));
-        js.send_publish(message_subject(stream, entity.snake_name(), &id), publish)
-            .await
-            .map_err(|e| ReplayError::Publish(e.to_string()))?
-            .await
-            .map_err(|e| ReplayError::Publish(e.to_string()))?;
-        diesel::delete(d::table.filter(d::message_id.eq(id)))
-            .execute(&mut conn)
-            .await
-            .map_err(DbError::from)?;
-        report.replayed.push(id);
+        if !full {
+            break;
+        }
     }
     Ok(report)
 }

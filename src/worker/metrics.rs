@@ -39,6 +39,8 @@ pub struct WorkerMetrics {
     pub panicked_batches: IntCounter,
     /// Progress-ack tasks running (one per batch in flight).
     pub progress_tasks: IntGauge,
+    /// Trims of the stream (purges below the consumer's ack floor) that failed.
+    pub trim_failures: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -131,7 +133,12 @@ impl WorkerMetrics {
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
         }
-        for c in [&database_outages, &panicked_batches] {
+        let trim_failures = IntCounter::new(
+            "nomnom_worker_trim_failures_total",
+            "Failed trims of the stream (the stream keeps finished messages until one succeeds)",
+        )
+        .expect("valid metric");
+        for c in [&database_outages, &panicked_batches, &trim_failures] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -153,6 +160,7 @@ impl WorkerMetrics {
             db_errors,
             panicked_batches,
             progress_tasks,
+            trim_failures,
         }
     }
 

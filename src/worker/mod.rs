@@ -120,6 +120,8 @@ pub struct BatchContext<S: Sink = PgSink> {
     pub jetstream: jetstream::Context,
     /// Main stream name (the dead-letter stream is `<stream>_DLQ`).
     pub stream: String,
+    /// The stream's epoch: when it was created, in microseconds (see `runtime::Position`).
+    pub epoch: i64,
     /// Deliveries without an outcome allowed per message (`MAX_DELIVER`).
     pub max_deliver: i64,
     /// Ack wait of the consumer (progress acks are sent at a third of it).
@@ -142,9 +144,14 @@ impl<S: Sink> BatchContext<S> {
     /// stopping (the caller hands its messages back).
     async fn hold(&self, error: &S::Error, held: usize, attempt: u32) -> Result<(), ShuttingDown> {
         self.outage.fault(error, held);
+        self.pause(outage::hold_delay(attempt)).await
+    }
+
+    /// Waits `delay`; `Err` when the worker is stopping meanwhile.
+    async fn pause(&self, delay: Duration) -> Result<(), ShuttingDown> {
         tokio::select! {
             _ = self.shutdown.cancelled() => Err(ShuttingDown),
-            _ = tokio::time::sleep(outage::hold_delay(attempt)) => Ok(()),
+            _ = tokio::time::sleep(delay) => Ok(()),
         }
     }
 }
@@ -155,7 +162,7 @@ pub async fn process_batch<S: Sink>(
     cx: &BatchContext<S>,
     messages: Vec<jetstream::Message>,
 ) -> BatchReport {
-    batch::Batch::decode(messages).process(cx).await
+    batch::Batch::decode(messages, cx.epoch).process(cx).await
 }
 
 /// How long an idle slot's pull request waits for the first message.
@@ -236,6 +243,7 @@ impl Worker<PgSink> {
             sink: PgSink::new(pool),
             jetstream: js,
             stream: config.nats.stream.clone(),
+            epoch: nats_setup::stream_epoch(&stream),
             max_deliver: config.max_deliver,
             ack_wait: config.ack_wait,
             outage: Arc::new(DbOutage::new(metrics.clone())),
@@ -300,6 +308,7 @@ impl<S: Sink> Worker<S> {
             shutdown.clone(),
         ));
         background.spawn(watch_consumer(
+            self.context.jetstream.client(),
             self.consumer.clone(),
             self.trim.clone(),
             self.context.metrics.clone(),
@@ -531,15 +540,52 @@ pub async fn trim_acknowledged(
     Ok(below)
 }
 
+/// Whether this connection may trim `stream`: a purge request the server refuses as malformed
+/// (so nothing is purged: a real purge, even of nothing, resets the consumers' waiting pull
+/// requests) is answered when the user may purge, and never when a permission forbids it.
+async fn may_trim(
+    client: async_nats::Client,
+    stream: &jetstream::stream::Stream,
+) -> Result<(), String> {
+    let name = &stream.cached_info().config.name;
+    let request = client.request(
+        format!("$JS.API.STREAM.PURGE.{name}"),
+        "a permission check, not a purge request".into(),
+    );
+    match tokio::time::timeout(Duration::from_secs(5), request).await {
+        Ok(Ok(_answer)) => Ok(()),
+        Ok(Err(e)) => Err(format!("the purge request failed: {e}")),
+        Err(_) => Err("the purge request was never answered".into()),
+    }
+}
+
 /// Keeps the `consumer_pending` gauge current and, on a limits-retention stream (`trim`),
 /// trims what the consumer has finished ([`trim_acknowledged`]). The api's status lookup reads
 /// the database around the stream, so a committed message not yet trimmed reads as processed.
+/// A purge that removes nothing is tried first: a worker that may not trim (the NATS user lacks
+/// `$JS.API.STREAM.PURGE.<stream>`) says so at start. Failures are counted in
+/// `nomnom_worker_trim_failures_total` and logged at most once a minute.
 async fn watch_consumer(
+    client: async_nats::Client,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     trim: Option<jetstream::stream::Stream>,
     metrics: Arc<WorkerMetrics>,
     shutdown: CancellationToken,
 ) {
+    static TRIM_FAILED: crate::throttle::Throttle =
+        crate::throttle::Throttle::new(Duration::from_secs(60));
+    let trim_failed = |e: &dyn std::fmt::Display, stream: &jetstream::stream::Stream| {
+        metrics.trim_failures.inc();
+        if let Some(held_back) = TRIM_FAILED.allow() {
+            let name = &stream.cached_info().config.name;
+            tracing::error!(error = %e, similar_since_last = held_back, "cannot trim finished messages from the stream: it keeps them until its limits are reached, then refuses new ones; check that the worker's NATS user may publish to $JS.API.STREAM.PURGE.{name}");
+        }
+    };
+    if let Some(stream) = &trim
+        && let Err(e) = may_trim(client, stream).await
+    {
+        trim_failed(&e, stream);
+    }
     let mut kept_from = 1u64;
     loop {
         if let Ok(info) = consumer.get_info().await {
@@ -549,9 +595,7 @@ async fn watch_consumer(
             if let Some(stream) = &trim {
                 match trim_acknowledged(stream, &info, kept_from).await {
                     Ok(kept) => kept_from = kept,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot trim finished messages from the stream")
-                    }
+                    Err(e) => trim_failed(&e, stream),
                 }
             }
         }

@@ -23,6 +23,8 @@ struct State {
     last_summary: Option<Instant>,
     faults_since_summary: u64,
     last_error: String,
+    /// When the last committed write began (any batch of this worker).
+    last_commit: Option<Instant>,
 }
 
 /// Tracks whether the database is reachable, shared by every batch of a worker.
@@ -96,6 +98,25 @@ impl DbOutage {
                 tracing::debug!(error = %error, "database still unavailable");
             }
         }
+    }
+
+    /// A batch write that began at `started` committed: the evidence that the database stores
+    /// what it is given (see [`DbOutage::committed_since`]); also ends an outage like
+    /// [`DbOutage::recovered`].
+    pub fn committed(&self, started: Instant) {
+        if let Ok(mut s) = self.state.lock() {
+            s.last_commit = Some(s.last_commit.map_or(started, |c| c.max(started)));
+        }
+        self.recovered(started);
+    }
+
+    /// Whether a write that began after `since` committed: with a batch that fails every
+    /// time meanwhile, the fault is that batch's, not the database's.
+    pub fn committed_since(&self, since: Instant) -> bool {
+        self.state
+            .lock()
+            .map(|s| s.last_commit.is_some_and(|c| c > since))
+            .unwrap_or(false)
     }
 
     /// A database operation that began at `started` succeeded: ends the outage, if any (logged

@@ -33,6 +33,7 @@ fn shipment() -> Value {
 fn parse(v: &Value) -> Result<ShipmentMessage, Vec<(String, String)>> {
     match RootEntity::Shipment.parse_value(v) {
         Ok(ParsedMessage::Shipment(m)) => Ok(m),
+        Ok(other) => panic!("parsed as another entity: {other:?}"),
         Err(errors) => Err(errors.into_iter().map(|e| (e.field, e.error)).collect()),
     }
 }
@@ -173,13 +174,16 @@ fn nulls_follow_nullability() {
 fn reference_entities_without_persistence_generate_no_code() {
     assert_eq!(
         RootEntity::ALL.iter().map(|e| e.name()).collect::<Vec<_>>(),
-        vec!["Shipment"]
+        vec!["Shipment", "Reading"]
     );
     let tables: Vec<&str> = nomnom_codegen_fixtures::kitchen_sink::TABLES
         .iter()
         .map(|t| t.table)
         .collect();
-    assert_eq!(tables, vec!["shipments", "packages", "package_items"]);
+    assert_eq!(
+        tables,
+        vec!["shipments", "packages", "package_items", "readings"]
+    );
 }
 
 async fn pg(url: &str) -> tokio_postgres::Client {
@@ -265,7 +269,7 @@ async fn upserts_follow_on_conflict_and_unicity() {
         // `write` takes the batch: one per attempt.
         let batch = || {
             let mut batch = nomnom_codegen_fixtures::kitchen_sink::RowBatch::default();
-            batch.push(m, sequence);
+            batch.push(m, nomnom_runtime::Position { epoch: 1, sequence });
             batch
         };
         if sequence == 1 {
@@ -333,6 +337,89 @@ async fn upserts_follow_on_conflict_and_unicity() {
     assert_eq!(
         texts(&client, "SELECT count(*) FROM package_items").await,
         vec!["4"]
+    );
+    drop(client);
+    drop(conn);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop db");
+}
+
+/// `order_by: version` decides which version a key keeps: the highest, whether versions arrive
+/// reversed in one batch or across batches, and against positions that say otherwise; equal
+/// versions fall back to the later position (a later stream epoch is later).
+#[tokio::test]
+async fn a_declared_version_keeps_the_highest_whatever_the_arrival_order() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
+    use nomnom_runtime::Position;
+    let base = std::env::var("TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("nomnom_fixture_{}", uuid::Uuid::new_v4().simple());
+    let admin = pg(&format!("{base}/test")).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create db");
+    let url = format!("{base}/{name}");
+    let mut conn = AsyncPgConnection::establish(&url).await.expect("connect");
+    for t in nomnom_codegen_fixtures::kitchen_sink::TABLES {
+        diesel::sql_query(t.create_sql)
+            .execute(&mut conn)
+            .await
+            .expect("create table");
+    }
+    let reading = |sensor: &str, version: i64, value: f64| {
+        RootEntity::Reading
+            .parse_value(&json!({
+                "sensor": sensor,
+                "version": version,
+                "taken_at": "2026-12-07T10:00:00Z",
+                "value": value
+            }))
+            .expect("valid")
+    };
+    let at = |epoch, sequence| Position { epoch, sequence };
+    // One batch, versions reversed: 3 arrives first, 2 after it.
+    let (v3, v2) = (reading("s1", 3, 3.0), reading("s1", 2, 2.0));
+    let mut batch = RowBatch::default();
+    batch.push(&v3, at(1, 1));
+    batch.push(&v2, at(1, 2));
+    batch
+        .write(&mut conn, WriteMode::Insert)
+        .await
+        .expect("insert");
+    // Across batches: 5, then 4 later (and in a later stream epoch), then 5 again later.
+    let (v5, v4, v5_again) = (
+        reading("s2", 5, 5.0),
+        reading("s2", 4, 4.0),
+        reading("s2", 5, 5.5),
+    );
+    for (m, position) in [(&v5, at(1, 3)), (&v4, at(2, 1)), (&v5_again, at(2, 2))] {
+        let mut batch = RowBatch::default();
+        batch.push(m, position);
+        batch
+            .write(&mut conn, WriteMode::Upsert)
+            .await
+            .expect("upsert");
+    }
+    // A stale version of s1 in a later batch changes nothing.
+    let v1 = reading("s1", 1, 1.0);
+    let mut batch = RowBatch::default();
+    batch.push(&v1, at(3, 1));
+    batch
+        .write(&mut conn, WriteMode::Upsert)
+        .await
+        .expect("upsert");
+    let client = pg(&url).await;
+    assert_eq!(
+        texts(
+            &client,
+            "SELECT sensor, version, value, _nomnom_epoch, _nomnom_seq FROM readings ORDER BY sensor"
+        )
+        .await,
+        vec!["s1|3|3|1|1", "s2|5|5.5|2|2"]
     );
     drop(client);
     drop(conn);

@@ -80,22 +80,22 @@ impl Package {
 }
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
-    "handled_at", "dims", "_nomnom_seq")
+    "handled_at", "dims", "_nomnom_seq", "_nomnom_epoch")
 SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
-    "_nomnom_seq"
+    "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::time[], $7::time[],
-    $8::numeric[], $9::bigint[])
+    $8::numeric[], $9::bigint[], $10::bigint[])
   AS u("shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
-    "_nomnom_seq")"#;
+    "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
-    "handled_at", "dims", "_nomnom_seq")
+    "handled_at", "dims", "_nomnom_seq", "_nomnom_epoch")
 SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
-    "_nomnom_seq"
+    "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::time[], $7::time[],
-    $8::numeric[], $9::bigint[])
+    $8::numeric[], $9::bigint[], $10::bigint[])
   AS u("shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
-    "_nomnom_seq")
+    "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("shipment_code", "label") DO UPDATE SET
   "carrier" = EXCLUDED."carrier",
   "source" = EXCLUDED."source",
@@ -103,21 +103,23 @@ ON CONFLICT ("shipment_code", "label") DO UPDATE SET
   "cutoff" = EXCLUDED."cutoff",
   "handled_at" = EXCLUDED."handled_at",
   "dims" = EXCLUDED."dims",
-  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
-WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
-/// (see `on_conflict`). Returns rows affected.
-pub async fn write_rows(
+/// (see `on_conflict` and `order_by`). Returns rows affected.
+pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&Package, i64)>,
+    rows: ::std::vec::Vec<(&'a Package, ::nomnom_runtime::Position)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_by_sequence(
+    let rows = ::nomnom_runtime::dedup_latest(
         rows,
         true,
         |r| (&r.shipment_code, &r.label),
+        |_: &'a Package| (),
     );
     let sql = match mode {
         ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
@@ -192,7 +194,16 @@ pub async fn write_rows(
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, p)| p.sequence)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

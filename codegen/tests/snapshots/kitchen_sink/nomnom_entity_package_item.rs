@@ -52,12 +52,12 @@ pub const INSERT_SQL: &str = r#"INSERT INTO "package_items" AS t ("label", "sku"
 SELECT "label", "sku", "qty"
 FROM unnest($1::text[], $2::text[], $3::integer[])
   AS u("label", "sku", "qty")"#;
-/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+/// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
-/// (see `on_conflict`). Returns rows affected.
+/// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&PackageItem, i64)>,
+    rows: ::std::vec::Vec<(&PackageItem, ::nomnom_runtime::Position)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;

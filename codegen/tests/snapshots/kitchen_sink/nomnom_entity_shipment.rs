@@ -397,29 +397,29 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "shipments" AS t ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
     "tags", "carrier", "fallback_carrier", "pickup_time", "label_png", "signature", "match",
-    "origin_city", "_nomnom_seq")
+    "origin_city", "_nomnom_seq", "_nomnom_epoch")
 SELECT "id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags"::text[], "carrier",
     "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
-    "_nomnom_seq"
+    "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::uuid[], $2::timestamptz[], $3::double precision[], $4::bigint[], $5::boolean[],
     $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::time[], $11::bytea[], $12::bytea[],
-    $13::text[], $14::text[], $15::bigint[])
+    $13::text[], $14::text[], $15::bigint[], $16::bigint[])
   AS u("id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags", "carrier",
     "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
-    "_nomnom_seq")"#;
+    "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "shipments" AS t ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
     "tags", "carrier", "fallback_carrier", "pickup_time", "label_png", "signature", "match",
-    "origin_city", "_nomnom_seq")
+    "origin_city", "_nomnom_seq", "_nomnom_epoch")
 SELECT "id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags"::text[], "carrier",
     "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
-    "_nomnom_seq"
+    "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::uuid[], $2::timestamptz[], $3::double precision[], $4::bigint[], $5::boolean[],
     $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::time[], $11::bytea[], $12::bytea[],
-    $13::text[], $14::text[], $15::bigint[])
+    $13::text[], $14::text[], $15::bigint[], $16::bigint[])
   AS u("id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags", "carrier",
     "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
-    "_nomnom_seq")
+    "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("id_code") DO UPDATE SET
   "shipped_at" = EXCLUDED."shipped_at",
   "weight" = EXCLUDED."weight",
@@ -434,18 +434,24 @@ ON CONFLICT ("id_code") DO UPDATE SET
   "signature" = EXCLUDED."signature",
   "match" = EXCLUDED."match",
   "origin_city" = EXCLUDED."origin_city",
-  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
-WHERE t."_nomnom_seq" > EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) > (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
-/// (see `on_conflict`). Returns rows affected.
-pub async fn write_rows(
+/// (see `on_conflict` and `order_by`). Returns rows affected.
+pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&Shipment, i64)>,
+    rows: ::std::vec::Vec<(&'a Shipment, ::nomnom_runtime::Position)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_by_sequence(rows, false, |r| (&r.id_code,));
+    let rows = ::nomnom_runtime::dedup_latest(
+        rows,
+        false,
+        |r| (&r.id_code,),
+        |_: &'a Shipment| (),
+    );
     let sql = match mode {
         ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
@@ -567,7 +573,16 @@ pub async fn write_rows(
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, p)| p.sequence)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

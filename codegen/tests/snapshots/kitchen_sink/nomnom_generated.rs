@@ -15,29 +15,38 @@ pub mod package_item {
 pub mod shipment_tag {
     include!("nomnom_entity_shipment_tag.rs");
 }
+/// Generated code of entity `Reading`.
+pub mod reading {
+    include!("nomnom_entity_reading.rs");
+}
 pub use self::shipment::{Shipment, ShipmentMessage};
 pub use self::package::Package;
 pub use self::package_item::PackageItem;
 pub use self::shipment_tag::ShipmentTag;
+pub use self::reading::{Reading, ReadingMessage};
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {
     /// `Shipment` messages.
     Shipment,
+    /// `Reading` messages.
+    Reading,
 }
 impl RootEntity {
     /// Every root entity, in file-name order.
-    pub const ALL: &'static [RootEntity] = &[RootEntity::Shipment];
+    pub const ALL: &'static [RootEntity] = &[RootEntity::Shipment, RootEntity::Reading];
     /// The entity name as written in YAML (`OrderLineItem`).
     pub fn name(self) -> &'static str {
         match self {
             RootEntity::Shipment => "Shipment",
+            RootEntity::Reading => "Reading",
         }
     }
     /// The snake_case name used in routes and NATS subjects (`order_line_item`).
     pub fn snake_name(self) -> &'static str {
         match self {
             RootEntity::Shipment => "shipment",
+            RootEntity::Reading => "reading",
         }
     }
     /// Finds a root entity by name; case, `_` and `-` are ignored (`order`, `Order`).
@@ -51,6 +60,7 @@ impl RootEntity {
     pub fn csv(self) -> &'static ::nomnom_runtime::CsvSpec {
         match self {
             RootEntity::Shipment => &self::shipment::CSV,
+            RootEntity::Reading => &self::reading::CSV,
         }
     }
     /// JSON Schema of the message body.
@@ -58,6 +68,9 @@ impl RootEntity {
         let text = match self {
             RootEntity::Shipment => {
                 r#"{"properties":{"carrier":{"maxLength":20,"pattern":"^[^\\x00]*$","type":"string"},"fallback_carrier":{"anyOf":[{"pattern":"^[^\\x00]*$","type":"string"},{"type":"null"}]},"fragile":{"type":"boolean"},"id_code":{"format":"uuid","pattern":"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$","type":"string"},"label_png":{"contentEncoding":"base64","pattern":"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$","type":"string"},"match":{"description":"A Rust keyword as a field name","pattern":"^[^\\x00]*$","type":"string"},"meta":{"anyOf":[{},{"type":"null"}]},"packages":{"items":{"properties":{"handled_at":{"anyOf":[{"description":"time of day HH:MM:SS with up to 6 fractional digits","pattern":"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?$","type":"string"},{"type":"null"}]},"label":{"pattern":"^[^\\x00]*$","type":"string"},"size":{"anyOf":[{"anyOf":[{"type":"number"},{"pattern":"^[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]{1,4})?$","type":"string"}],"format":"decimal"},{"type":"null"}]}},"required":["label"],"type":"object"},"type":"array"},"pickup_time":{"description":"Local time of day the carrier collects","pattern":"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?$","type":"string"},"pieces":{"format":"int64","maximum":9223372036854775807,"minimum":-9223372036854775808,"type":"integer"},"shipped_at":{"format":"date-time","type":"string"},"signature":{"anyOf":[{"contentEncoding":"base64","pattern":"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$","type":"string"},{"type":"null"}]},"tags":{"items":{"type":"string"},"type":"array"},"weight":{"format":"double","type":"number"}},"required":["id_code","shipped_at","weight","pieces","fragile","tags","carrier","pickup_time","label_png","packages","match"],"type":"object"}"#
+            }
+            RootEntity::Reading => {
+                r#"{"properties":{"sensor":{"pattern":"^[^\\x00]*$","type":"string"},"taken_at":{"format":"date-time","type":"string"},"value":{"format":"double","type":"number"},"version":{"format":"int64","maximum":9223372036854775807,"minimum":-9223372036854775808,"type":"integer"}},"required":["sensor","version","taken_at","value"],"type":"object"}"#
             }
         };
         ::nomnom_runtime::json_schema_value(text)
@@ -82,6 +95,9 @@ impl RootEntity {
             RootEntity::Shipment => {
                 ShipmentMessage::parse(value).map(ParsedMessage::Shipment)
             }
+            RootEntity::Reading => {
+                ReadingMessage::parse(value).map(ParsedMessage::Reading)
+            }
         }
     }
     /// Checks a parsed JSON document as a message of this entity without building its
@@ -92,6 +108,7 @@ impl RootEntity {
     ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
         match self {
             RootEntity::Shipment => ShipmentMessage::validate(value),
+            RootEntity::Reading => ReadingMessage::validate(value),
         }
     }
     /// Parses a `serde_json::Value` as a message of this entity (for callers that hold
@@ -113,23 +130,28 @@ impl ::std::fmt::Display for RootEntity {
 }
 /// A message parsed and validated by the generated code: one variant per root entity,
 /// carrying its derived rows.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 #[serde(untagged)]
 pub enum ParsedMessage {
     /// A parsed `Shipment` message.
     Shipment(ShipmentMessage),
+    /// A parsed `Reading` message.
+    Reading(ReadingMessage),
 }
 impl ParsedMessage {
     /// The root entity of this message.
     pub fn entity(&self) -> RootEntity {
         match self {
             ParsedMessage::Shipment(_) => RootEntity::Shipment,
+            ParsedMessage::Reading(_) => RootEntity::Reading,
         }
     }
     /// Number of rows this message produces (root and derived).
     pub fn row_count(&self) -> usize {
         match self {
             ParsedMessage::Shipment(m) => m.row_count(),
+            ParsedMessage::Reading(m) => m.row_count(),
         }
     }
 }
@@ -254,6 +276,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 sql_type: "BIGINT",
                 nullable: true,
             },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["id_code"],
         create_sql: r#"CREATE TABLE IF NOT EXISTS "shipments" (
@@ -273,6 +302,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "match" TEXT NOT NULL,
     "origin_city" TEXT,
     "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
     CONSTRAINT "shipments_unicity" UNIQUE ("id_code")
 )"#,
     },
@@ -344,6 +374,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 sql_type: "BIGINT",
                 nullable: true,
             },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["shipment_code", "label"],
         create_sql: r#"CREATE TABLE IF NOT EXISTS "packages" (
@@ -357,6 +394,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "handled_at" TIME,
     "dims" NUMERIC,
     "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
     CONSTRAINT "packages_unicity" UNIQUE ("shipment_code", "label")
 )"#,
     },
@@ -395,29 +433,98 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "qty" INTEGER NOT NULL
 )"#,
     },
+    ::nomnom_runtime::TableDef {
+        entity: "Reading",
+        table: "readings",
+        id_column: "id",
+        columns: &[
+            ::nomnom_runtime::ColumnDef {
+                name: "sensor",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::None,
+                sql_type: "TEXT",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "version",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "taken_at",
+                ty: ::nomnom_runtime::FieldType::DateTime,
+                max_length: ::std::option::Option::None,
+                sql_type: "TIMESTAMPTZ",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "value",
+                ty: ::nomnom_runtime::FieldType::Float,
+                max_length: ::std::option::Option::None,
+                sql_type: "DOUBLE PRECISION",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_seq",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
+        ],
+        unicity_fields: &["sensor"],
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "readings" (
+    "id" BIGSERIAL PRIMARY KEY,
+    "sensor" TEXT NOT NULL,
+    "version" BIGINT NOT NULL,
+    "taken_at" TIMESTAMPTZ NOT NULL,
+    "value" DOUBLE PRECISION NOT NULL,
+    "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
+    CONSTRAINT "readings_unicity" UNIQUE ("sensor")
+)"#,
+    },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Shipment` rows.
-    pub shipment: ::std::vec::Vec<(&'a Shipment, i64)>,
+    pub shipment: ::std::vec::Vec<(&'a Shipment, ::nomnom_runtime::Position)>,
     /// `Package` rows.
-    pub package: ::std::vec::Vec<(&'a Package, i64)>,
+    pub package: ::std::vec::Vec<(&'a Package, ::nomnom_runtime::Position)>,
     /// `PackageItem` rows.
-    pub package_item: ::std::vec::Vec<(&'a PackageItem, i64)>,
+    pub package_item: ::std::vec::Vec<(&'a PackageItem, ::nomnom_runtime::Position)>,
+    /// `Reading` rows.
+    pub reading: ::std::vec::Vec<(&'a Reading, ::nomnom_runtime::Position)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message. `sequence` orders messages (the JetStream
-    /// stream sequence): on a unique-key conflict the later message wins
-    /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
-    /// batches commit in.
-    pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
+    /// Adds every stored row of a message. `position` orders messages (stream epoch and
+    /// sequence, kept by replayed copies): on a unique-key conflict the later message
+    /// (or the higher `order_by` version) wins (`on_conflict: update`) or the earlier
+    /// one stays (`ignore`), whatever order the batches commit in.
+    pub fn push(
+        &mut self,
+        message: &'a ParsedMessage,
+        position: ::nomnom_runtime::Position,
+    ) {
         match message {
             ParsedMessage::Shipment(m) => {
-                self.shipment.push((&m.shipment, sequence));
-                self.package.extend(m.package.iter().map(|row| (row, sequence)));
+                self.shipment.push((&m.shipment, position));
+                self.package.extend(m.package.iter().map(|row| (row, position)));
                 self.package_item
-                    .extend(m.package_item.iter().map(|row| (row, sequence)));
+                    .extend(m.package_item.iter().map(|row| (row, position)));
+            }
+            ParsedMessage::Reading(m) => {
+                self.reading.push((&m.reading, position));
             }
         }
     }
@@ -436,7 +543,8 @@ impl<'a> RowBatch<'a> {
                     await ?), ("packages", self::package::write_rows(conn, self.package,
                     mode). await ?), ("package_items",
                     self::package_item::write_rows(conn, self.package_item, mode). await
-                    ?)
+                    ?), ("readings", self::reading::write_rows(conn, self.reading, mode).
+                    await ?)
                 ],
             ),
         )
@@ -518,6 +626,21 @@ pub mod schema {
             sku -> Text,
             /// `qty`: `Integer`.
             qty -> Integer,
+        }
+    }
+    ::diesel::table! {
+        /// The rows of entity `Reading`.
+        readings (id) {
+            /// The generated surrogate key.
+            id -> BigInt,
+            /// `sensor`: `String`.
+            sensor -> Text,
+            /// `version`: `BigInt`.
+            version -> BigInt,
+            /// `taken_at`: `DateTime`.
+            taken_at -> Timestamptz,
+            /// `value`: `Float`.
+            value -> Double,
         }
     }
 }

@@ -118,6 +118,7 @@ impl ::std::fmt::Display for RootEntity {
 }
 /// A message parsed and validated by the generated code: one variant per root entity,
 /// carrying its derived rows.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 #[serde(untagged)]
 pub enum ParsedMessage {
@@ -186,6 +187,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 sql_type: "BIGINT",
                 nullable: true,
             },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["event_id"],
         create_sql: r#"CREATE TABLE IF NOT EXISTS "events" (
@@ -194,6 +202,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "count" INTEGER NOT NULL,
     "ratio" NUMERIC,
     "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
     CONSTRAINT "events_unicity" UNIQUE ("event_id")
 )"#,
     },
@@ -202,17 +211,21 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Event` rows.
-    pub event: ::std::vec::Vec<(&'a Event, i64)>,
+    pub event: ::std::vec::Vec<(&'a Event, ::nomnom_runtime::Position)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message. `sequence` orders messages (the JetStream
-    /// stream sequence): on a unique-key conflict the later message wins
-    /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
-    /// batches commit in.
-    pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
+    /// Adds every stored row of a message. `position` orders messages (stream epoch and
+    /// sequence, kept by replayed copies): on a unique-key conflict the later message
+    /// (or the higher `order_by` version) wins (`on_conflict: update`) or the earlier
+    /// one stays (`ignore`), whatever order the batches commit in.
+    pub fn push(
+        &mut self,
+        message: &'a ParsedMessage,
+        position: ::nomnom_runtime::Position,
+    ) {
         match message {
             ParsedMessage::Event(m) => {
-                self.event.push((&m.event, sequence));
+                self.event.push((&m.event, position));
             }
             ParsedMessage::Heartbeat(_) => {}
         }

@@ -236,29 +236,29 @@ impl OrderLineItem {
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
     "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
-    "commit_date", "receipt_date", "ship_mode", "_nomnom_seq")
+    "commit_date", "receipt_date", "ship_mode", "_nomnom_seq", "_nomnom_epoch")
 SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
-    "ship_mode", "_nomnom_seq"
+    "ship_mode", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
     $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[],
-    $14::text[], $15::bigint[])
+    $14::text[], $15::bigint[], $16::bigint[])
   AS u("order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
-    "ship_mode", "_nomnom_seq")"#;
+    "ship_mode", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
     "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
-    "commit_date", "receipt_date", "ship_mode", "_nomnom_seq")
+    "commit_date", "receipt_date", "ship_mode", "_nomnom_seq", "_nomnom_epoch")
 SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
-    "ship_mode", "_nomnom_seq"
+    "ship_mode", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
     $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[],
-    $14::text[], $15::bigint[])
+    $14::text[], $15::bigint[], $16::bigint[])
   AS u("order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
-    "ship_mode", "_nomnom_seq")
+    "ship_mode", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("order_key", "line_number") DO UPDATE SET
   "part_key" = EXCLUDED."part_key",
   "supplier_key" = EXCLUDED."supplier_key",
@@ -272,21 +272,23 @@ ON CONFLICT ("order_key", "line_number") DO UPDATE SET
   "commit_date" = EXCLUDED."commit_date",
   "receipt_date" = EXCLUDED."receipt_date",
   "ship_mode" = EXCLUDED."ship_mode",
-  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
-WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
-/// (see `on_conflict`). Returns rows affected.
-pub async fn write_rows(
+/// (see `on_conflict` and `order_by`). Returns rows affected.
+pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&OrderLineItem, i64)>,
+    rows: ::std::vec::Vec<(&'a OrderLineItem, ::nomnom_runtime::Position)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_by_sequence(
+    let rows = ::nomnom_runtime::dedup_latest(
         rows,
         true,
         |r| (&r.order_key, &r.line_number),
+        |_: &'a OrderLineItem| (),
     );
     let sql = match mode {
         ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
@@ -418,7 +420,16 @@ pub async fn write_rows(
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, p)| p.sequence)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

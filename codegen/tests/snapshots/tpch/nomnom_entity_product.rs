@@ -283,22 +283,22 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
-    "container", "retail_price", "comment", "_nomnom_seq")
+    "container", "retail_price", "comment", "_nomnom_seq", "_nomnom_epoch")
 SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
-    "comment", "_nomnom_seq"
+    "comment", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
-    $8::numeric[], $9::text[], $10::bigint[])
+    $8::numeric[], $9::text[], $10::bigint[], $11::bigint[])
   AS u("part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
-    "comment", "_nomnom_seq")"#;
+    "comment", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
-    "container", "retail_price", "comment", "_nomnom_seq")
+    "container", "retail_price", "comment", "_nomnom_seq", "_nomnom_epoch")
 SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
-    "comment", "_nomnom_seq"
+    "comment", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
-    $8::numeric[], $9::text[], $10::bigint[])
+    $8::numeric[], $9::text[], $10::bigint[], $11::bigint[])
   AS u("part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
-    "comment", "_nomnom_seq")
+    "comment", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("part_key") DO UPDATE SET
   "name" = EXCLUDED."name",
   "manufacturer" = EXCLUDED."manufacturer",
@@ -308,18 +308,24 @@ ON CONFLICT ("part_key") DO UPDATE SET
   "container" = EXCLUDED."container",
   "retail_price" = EXCLUDED."retail_price",
   "comment" = EXCLUDED."comment",
-  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
-WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
-/// (see `on_conflict`). Returns rows affected.
-pub async fn write_rows(
+/// (see `on_conflict` and `order_by`). Returns rows affected.
+pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&Product, i64)>,
+    rows: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Position)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_by_sequence(rows, true, |r| (&r.part_key,));
+    let rows = ::nomnom_runtime::dedup_latest(
+        rows,
+        true,
+        |r| (&r.part_key,),
+        |_: &'a Product| (),
+    );
     let sql = match mode {
         ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
@@ -401,7 +407,16 @@ pub async fn write_rows(
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, p)| p.sequence)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

@@ -139,6 +139,7 @@ impl ::std::fmt::Display for RootEntity {
 }
 /// A message parsed and validated by the generated code: one variant per root entity,
 /// carrying its derived rows.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 #[serde(untagged)]
 pub enum ParsedMessage {
@@ -246,6 +247,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 sql_type: "BIGINT",
                 nullable: true,
             },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["customer_key"],
         create_sql: r#"CREATE TABLE IF NOT EXISTS "customers" (
@@ -259,6 +267,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "market_segment" VARCHAR(10) NOT NULL,
     "comment" TEXT,
     "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
     CONSTRAINT "customers_unicity" UNIQUE ("customer_key")
 )"#,
     },
@@ -337,6 +346,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 sql_type: "BIGINT",
                 nullable: true,
             },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["order_key"],
         create_sql: r#"CREATE TABLE IF NOT EXISTS "orders" (
@@ -351,6 +367,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "ship_priority" INTEGER NOT NULL,
     "comment" TEXT,
     "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
     CONSTRAINT "orders_unicity" UNIQUE ("order_key")
 )"#,
     },
@@ -464,6 +481,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 sql_type: "BIGINT",
                 nullable: true,
             },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["order_key", "line_number"],
         create_sql: r#"CREATE TABLE IF NOT EXISTS "order_line_items" (
@@ -483,6 +507,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "receipt_date" DATE,
     "ship_mode" VARCHAR(10),
     "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
     CONSTRAINT "order_line_items_unicity" UNIQUE ("order_key", "line_number")
 )"#,
     },
@@ -561,6 +586,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 sql_type: "BIGINT",
                 nullable: true,
             },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["part_key"],
         create_sql: r#"CREATE TABLE IF NOT EXISTS "products" (
@@ -575,6 +607,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "retail_price" NUMERIC NOT NULL,
     "comment" TEXT,
     "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
     CONSTRAINT "products_unicity" UNIQUE ("part_key")
 )"#,
     },
@@ -583,31 +616,37 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Customer` rows.
-    pub customer: ::std::vec::Vec<(&'a Customer, i64)>,
+    pub customer: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Position)>,
     /// `Order` rows.
-    pub order: ::std::vec::Vec<(&'a Order, i64)>,
+    pub order: ::std::vec::Vec<(&'a Order, ::nomnom_runtime::Position)>,
     /// `OrderLineItem` rows.
-    pub order_line_item: ::std::vec::Vec<(&'a OrderLineItem, i64)>,
+    pub order_line_item: ::std::vec::Vec<
+        (&'a OrderLineItem, ::nomnom_runtime::Position),
+    >,
     /// `Product` rows.
-    pub product: ::std::vec::Vec<(&'a Product, i64)>,
+    pub product: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Position)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message. `sequence` orders messages (the JetStream
-    /// stream sequence): on a unique-key conflict the later message wins
-    /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
-    /// batches commit in.
-    pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
+    /// Adds every stored row of a message. `position` orders messages (stream epoch and
+    /// sequence, kept by replayed copies): on a unique-key conflict the later message
+    /// (or the higher `order_by` version) wins (`on_conflict: update`) or the earlier
+    /// one stays (`ignore`), whatever order the batches commit in.
+    pub fn push(
+        &mut self,
+        message: &'a ParsedMessage,
+        position: ::nomnom_runtime::Position,
+    ) {
         match message {
             ParsedMessage::Customer(m) => {
-                self.customer.push((&m.customer, sequence));
+                self.customer.push((&m.customer, position));
             }
             ParsedMessage::Order(m) => {
-                self.order.push((&m.order, sequence));
+                self.order.push((&m.order, position));
                 self.order_line_item
-                    .extend(m.order_line_item.iter().map(|row| (row, sequence)));
+                    .extend(m.order_line_item.iter().map(|row| (row, position)));
             }
             ParsedMessage::Product(m) => {
-                self.product.push((&m.product, sequence));
+                self.product.push((&m.product, position));
             }
         }
     }

@@ -166,33 +166,45 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "nation_key", "account_balance", "comment",
-    "_nomnom_seq")
-SELECT "customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq"
-FROM unnest($1::text[], $2::text[], $3::text[], $4::double precision[], $5::text[], $6::bigint[])
-  AS u("customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq")"#;
+    "_nomnom_seq", "_nomnom_epoch")
+SELECT "customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq",
+    "_nomnom_epoch"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::double precision[], $5::text[], $6::bigint[],
+    $7::bigint[])
+  AS u("customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq",
+    "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "nation_key", "account_balance", "comment",
-    "_nomnom_seq")
-SELECT "customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq"
-FROM unnest($1::text[], $2::text[], $3::text[], $4::double precision[], $5::text[], $6::bigint[])
-  AS u("customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq")
+    "_nomnom_seq", "_nomnom_epoch")
+SELECT "customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq",
+    "_nomnom_epoch"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::double precision[], $5::text[], $6::bigint[],
+    $7::bigint[])
+  AS u("customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq",
+    "_nomnom_epoch")
 ON CONFLICT ("customer_key") DO UPDATE SET
   "name" = EXCLUDED."name",
   "nation_key" = EXCLUDED."nation_key",
   "account_balance" = EXCLUDED."account_balance",
   "comment" = EXCLUDED."comment",
-  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
-WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
-/// (see `on_conflict`). Returns rows affected.
-pub async fn write_rows(
+/// (see `on_conflict` and `order_by`). Returns rows affected.
+pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&Customer, i64)>,
+    rows: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Position)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_by_sequence(rows, true, |r| (&r.customer_key,));
+    let rows = ::nomnom_runtime::dedup_latest(
+        rows,
+        true,
+        |r| (&r.customer_key,),
+        |_: &'a Customer| (),
+    );
     let sql = match mode {
         ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
@@ -249,7 +261,16 @@ pub async fn write_rows(
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, p)| p.sequence)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

@@ -143,31 +143,41 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
     ],
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
-pub const INSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "size", "retail_price", "_nomnom_seq")
-SELECT "part_key", "name", "size", "retail_price", "_nomnom_seq"
-FROM unnest($1::text[], $2::text[], $3::integer[], $4::double precision[], $5::bigint[])
-  AS u("part_key", "name", "size", "retail_price", "_nomnom_seq")"#;
+pub const INSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "size", "retail_price", "_nomnom_seq",
+    "_nomnom_epoch")
+SELECT "part_key", "name", "size", "retail_price", "_nomnom_seq", "_nomnom_epoch"
+FROM unnest($1::text[], $2::text[], $3::integer[], $4::double precision[], $5::bigint[],
+    $6::bigint[])
+  AS u("part_key", "name", "size", "retail_price", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "size", "retail_price", "_nomnom_seq")
-SELECT "part_key", "name", "size", "retail_price", "_nomnom_seq"
-FROM unnest($1::text[], $2::text[], $3::integer[], $4::double precision[], $5::bigint[])
-  AS u("part_key", "name", "size", "retail_price", "_nomnom_seq")
+pub const UPSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "size", "retail_price", "_nomnom_seq",
+    "_nomnom_epoch")
+SELECT "part_key", "name", "size", "retail_price", "_nomnom_seq", "_nomnom_epoch"
+FROM unnest($1::text[], $2::text[], $3::integer[], $4::double precision[], $5::bigint[],
+    $6::bigint[])
+  AS u("part_key", "name", "size", "retail_price", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("part_key") DO UPDATE SET
   "name" = EXCLUDED."name",
   "size" = EXCLUDED."size",
   "retail_price" = EXCLUDED."retail_price",
-  "_nomnom_seq" = EXCLUDED."_nomnom_seq"
-WHERE t."_nomnom_seq" IS NULL OR t."_nomnom_seq" <= EXCLUDED."_nomnom_seq""#;
-/// Writes `(row, message sequence)` pairs with multi-row statements, plain inserts or
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
-/// (see `on_conflict`). Returns rows affected.
-pub async fn write_rows(
+/// (see `on_conflict` and `order_by`). Returns rows affected.
+pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&Product, i64)>,
+    rows: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Position)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_by_sequence(rows, true, |r| (&r.part_key,));
+    let rows = ::nomnom_runtime::dedup_latest(
+        rows,
+        true,
+        |r| (&r.part_key,),
+        |_: &'a Product| (),
+    );
     let sql = match mode {
         ::nomnom_runtime::WriteMode::Insert => INSERT_SQL,
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
@@ -210,7 +220,16 @@ pub async fn write_rows(
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, s)| *s).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, p)| p.sequence)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
+                    _,
+                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
                 .execute(conn)
                 .await?;
     }

@@ -115,6 +115,7 @@ impl ::std::fmt::Display for RootEntity {
 }
 /// A message parsed and validated by the generated code: one variant per root entity,
 /// carrying its derived rows.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 #[serde(untagged)]
 pub enum ParsedMessage {
@@ -197,6 +198,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 sql_type: "BIGINT",
                 nullable: true,
             },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["customer_key"],
         create_sql: r#"CREATE TABLE IF NOT EXISTS "customers" (
@@ -207,6 +215,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "account_balance" DOUBLE PRECISION NOT NULL,
     "comment" TEXT,
     "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
     CONSTRAINT "customers_unicity" UNIQUE ("customer_key")
 )"#,
     },
@@ -250,6 +259,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 sql_type: "BIGINT",
                 nullable: true,
             },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
         ],
         unicity_fields: &["part_key"],
         create_sql: r#"CREATE TABLE IF NOT EXISTS "products" (
@@ -259,6 +275,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "size" INTEGER,
     "retail_price" DOUBLE PRECISION NOT NULL,
     "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
     CONSTRAINT "products_unicity" UNIQUE ("part_key")
 )"#,
     },
@@ -267,22 +284,26 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Customer` rows.
-    pub customer: ::std::vec::Vec<(&'a Customer, i64)>,
+    pub customer: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Position)>,
     /// `Product` rows.
-    pub product: ::std::vec::Vec<(&'a Product, i64)>,
+    pub product: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Position)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message. `sequence` orders messages (the JetStream
-    /// stream sequence): on a unique-key conflict the later message wins
-    /// (`on_conflict: update`) or the earlier one stays (`ignore`), whatever order the
-    /// batches commit in.
-    pub fn push(&mut self, message: &'a ParsedMessage, sequence: i64) {
+    /// Adds every stored row of a message. `position` orders messages (stream epoch and
+    /// sequence, kept by replayed copies): on a unique-key conflict the later message
+    /// (or the higher `order_by` version) wins (`on_conflict: update`) or the earlier
+    /// one stays (`ignore`), whatever order the batches commit in.
+    pub fn push(
+        &mut self,
+        message: &'a ParsedMessage,
+        position: ::nomnom_runtime::Position,
+    ) {
         match message {
             ParsedMessage::Customer(m) => {
-                self.customer.push((&m.customer, sequence));
+                self.customer.push((&m.customer, position));
             }
             ParsedMessage::Product(m) => {
-                self.product.push((&m.product, sequence));
+                self.product.push((&m.product, position));
             }
         }
     }
