@@ -348,3 +348,64 @@ impl Api {
         common::stream_members(&self.state.jetstream, &self.stream).await
     }
 }
+
+/// A key reads the status only of messages of entities its scope covers: a key scoped to
+/// `customer` gets 404 for an order (as for an unknown id), pending and once processed; keys
+/// that cover orders get the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_scoped_like_posting() {
+    const CUSTOMERS_KEY: &str = "customers-only-secret-04";
+    let keys = ApiKeys::parse(&format!(
+        "ingest:{INGEST_KEY}\norders:{ORDERS_KEY}:order\ncustomers:{CUSTOMERS_KEY}:customer\n"
+    ))
+    .expect("valid keys");
+    let mut p = common::Pipeline::paused_full(
+        common::TestDb::create().await,
+        |_| {},
+        |state| state.keys = keys,
+    )
+    .await;
+    let body = common::tpch_order(21, 2).to_string();
+    let (status, answer) = p
+        .post_with("/ingest/message/order", &body, &[("x-api-key", ORDERS_KEY)])
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["message_id"].as_str().expect("id").to_string();
+    let base = p.base.clone();
+    let status_as = |key: &'static str| {
+        let url = format!("{base}/ingest/status/{id}");
+        async move {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .expect("request");
+            let status = resp.status().as_u16();
+            let json: Value = resp.json().await.expect("json");
+            (status, json)
+        }
+    };
+    for round in ["pending", "processed"] {
+        if round == "processed" {
+            p.start_worker().await;
+            p.db.wait_count("SELECT 1 FROM message_status", 1).await;
+        }
+        for key in [ORDERS_KEY, INGEST_KEY] {
+            let (status, json) = status_as(key).await;
+            assert_eq!(
+                (status, json["status"].as_str()),
+                (200, Some(round)),
+                "{json}"
+            );
+        }
+        let (status, json) = status_as(CUSTOMERS_KEY).await;
+        assert_eq!(status, 404, "{round}: {json}");
+        assert_eq!(
+            json["error"],
+            format!("no message with id {id}"),
+            "as for an unknown id"
+        );
+    }
+    p.stop().await;
+}

@@ -60,6 +60,16 @@ impl Scope {
         self.entities.as_ref().is_none_or(|e| e.contains(&entity))
     }
 
+    /// Whether the status of a message of the entity named `name` may be read: an entity the
+    /// scope covers; a name of no entity of this build (a dead letter of a raw message) only
+    /// with every entity in scope.
+    pub fn may_read_status_of(&self, name: &str) -> bool {
+        match RootEntity::from_name(name) {
+            Some(entity) => self.may_post(entity),
+            None => self.entities.is_none(),
+        }
+    }
+
     /// Whether `/metrics` may be read.
     pub fn may_read_metrics(&self) -> bool {
         self.metrics

@@ -4,17 +4,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::stream::DirectGetErrorKind;
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Client};
 use crate::db::{self, schema};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
@@ -159,13 +159,17 @@ async fn in_stream(state: &AppState, id: Uuid) -> Result<Option<RootEntity>, Api
 }
 
 /// `GET /ingest/status/{message_id}`: `processed` (time, row count), `dead_lettered` (reason,
-/// attempts), `pending` (in the stream), 404 unknown, 400 malformed id.
+/// attempts), `pending` (in the stream), 404 unknown, 400 malformed id. A client sees only the
+/// messages of entities its key's scope covers; any other is 404, as an unknown id (ids of a
+/// group's members differ only in their last byte, so they must not tell anything).
 pub(super) async fn message_status(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
     Path(raw_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = Uuid::parse_str(&raw_id)
         .map_err(|_| ApiError::BadRequest(format!("`{raw_id}` is not a message id (UUID)")))?;
+    let unknown = || ApiError::NotFound(format!("no message with id {id}"));
     // The worker commits, then acks; the message leaves the stream after that (at once in a
     // work-queue stream, at the worker's next trim otherwise). So: the database, then the
     // stream, then the database again — a message committed meanwhile is processed, not pending,
@@ -175,6 +179,9 @@ pub(super) async fn message_status(
         let queued = in_stream(&state, id).await?;
         row = status_row(&state, id).await?;
         if let (None, Some(entity)) = (&row, queued) {
+            if !client.scope.may_post(entity) {
+                return Err(unknown());
+            }
             return Ok(Json(json!({
                 "message_id": id,
                 "status": "pending",
@@ -182,8 +189,8 @@ pub(super) async fn message_status(
             })));
         }
     }
-    let Some(row) = row else {
-        return Err(ApiError::NotFound(format!("no message with id {id}")));
+    let Some(row) = row.filter(|r| client.scope.may_read_status_of(&r.entity)) else {
+        return Err(unknown());
     };
     let mut body = json!({
         "message_id": id,
