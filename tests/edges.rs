@@ -350,3 +350,34 @@ async fn a_deadlock_is_retried_at_once_without_an_outage() {
     assert_eq!(metrics.db_errors.with_label_values(&["40"]).get(), 2);
     p.stop().await;
 }
+
+/// Two line items of one order with the same key (`order_key`, `line_number`) would be one row
+/// while the status counted two: the api refuses the message with 422 naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_rows_that_repeat_a_unique_key_are_refused_naming_both() {
+    let p = Pipeline::start().await;
+    let mut order = tpch_order(8, 3);
+    order["line_items"][2]["line_number"] = order["line_items"][0]["line_number"].clone();
+    let (status, answer) = p.post("/ingest/message/order", &order.to_string()).await;
+    assert_eq!(status, 422, "{answer}");
+    let details = answer["details"].as_array().expect("details");
+    assert_eq!(details.len(), 1, "{answer}");
+    assert_eq!(details[0]["field"], "line_items[2]", "{answer}");
+    let error = details[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("(order_key, line_number)") && error.contains("line_items[0]"),
+        "{error}"
+    );
+    // Distinct keys: accepted, and the status counts the rows written.
+    let order = tpch_order(9, 3);
+    let id = accepted(&p, &order.to_string()).await;
+    p.db.wait_count(&processed(&id), 1).await;
+    let rows =
+        p.db.rows(&format!(
+            "SELECT row_count::text FROM message_status WHERE message_id = '{id}'"
+        ))
+        .await;
+    assert_eq!(rows[0][0].as_deref(), Some("4"));
+    assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 3);
+    p.stop().await;
+}

@@ -849,10 +849,19 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
 /// Whether every entity of a root's tree has a validate-only check (no `coalesce` over parent
 /// fields).
 fn checkable(schema: &Schema, root: &EntityDef) -> bool {
-    schema
-        .subtree(&root.name.value)
-        .into_iter()
-        .all(|e| e.fields.iter().all(|f| field_check(schema, e, f).is_some()))
+    schema.subtree(&root.name.value).into_iter().all(|e| {
+        // A derived entity with a unique key: whether two rows repeat it needs their values.
+        keyed_derived(e).is_none() && e.fields.iter().all(|f| field_check(schema, e, f).is_some())
+    })
+}
+
+/// The unique key of a stored derived entity, if it has one: a message whose rows of it repeat
+/// a key is refused (the rows written would be fewer than the rows counted).
+fn keyed_derived(e: &EntityDef) -> Option<Vec<&str>> {
+    e.repeated_for.as_ref()?;
+    let p = e.persistence.as_ref()?;
+    (!p.unicity_fields.is_empty())
+        .then(|| p.unicity_fields.iter().map(|u| u.value.as_str()).collect())
 }
 
 /// The JSON path of the parent's list a derived entity is repeated for: its segments and the
@@ -1102,7 +1111,27 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
     });
     let vec_inits = descendants.iter().map(|d| {
         let id = rows_ident(d);
-        quote!(let mut #id = ::std::vec::Vec::new();)
+        let paths = format_ident!("{}_paths", rows_ident(d));
+        if keyed_derived(d).is_some() {
+            quote! {
+                let mut #id = ::std::vec::Vec::new();
+                let mut #paths: ::std::vec::Vec<::std::string::String> = ::std::vec::Vec::new();
+            }
+        } else {
+            quote!(let mut #id = ::std::vec::Vec::new();)
+        }
+    });
+    let key_checks = descendants.iter().filter_map(|d| {
+        let key = keyed_derived(d)?;
+        let id = rows_ident(d);
+        let paths = format_ident!("{}_paths", rows_ident(d));
+        let fields: Vec<Ident> = key.iter().map(|k| field_ident(k)).collect();
+        let names = key.join(", ");
+        Some(quote! {
+            if errors.is_empty() {
+                ::nomnom_runtime::refuse_repeated_keys(&#id, &#paths, |r| (#(&r.#fields,)*), #names, &mut errors);
+            }
+        })
     });
     let children = if descendants.is_empty() {
         quote!()
@@ -1137,8 +1166,9 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
         }
     } else {
         quote! {
-            /// Checks a message body by parsing it (an entity of this message computes a field
-            /// from its parent's values, which only the parse has).
+            /// Checks a message body by parsing it: an entity of this message computes a field
+            /// from its parent's values, or has a unique key whose repeats are found by the
+            /// rows' values, which only the parse has.
             pub fn validate(
                 value: ::nomnom_runtime::JsonRef<'_>,
             ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
@@ -1169,6 +1199,7 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
                 #(#vec_inits)*
                 let root = #rt::from_json(value, path, &mut errors);
                 #children
+                #(#key_checks)*
                 match root {
                     ::std::option::Option::Some(#r) if errors.is_empty() => {
                         ::std::result::Result::Ok(Self { #r, #(#names,)* })
@@ -1213,6 +1244,13 @@ fn children_loops(
             quote!(#child_json),
             quote!(&#child_path),
         );
+        // Each row's path, to name both rows that repeat a unique key.
+        let keep_path = if keyed_derived(c).is_some() {
+            let paths = format_ident!("{}_paths", rows_ident(c));
+            quote!(#paths.push(#child_path);)
+        } else {
+            quote!()
+        };
         quote! {
             for (index, #child_json) in ::nomnom_runtime::list_at(#json_var, &[#(#segs),*]).enumerate() {
                 let #child_path = ::nomnom_runtime::element_path(#path_var, #list_path, index);
@@ -1222,6 +1260,7 @@ fn children_loops(
                 if let ::std::option::Option::Some(row) = #child_row {
                     #rows.push(row);
                 }
+                #keep_path
             }
         }
     });

@@ -1102,6 +1102,38 @@ pub fn dedup_latest<'a, T, K: Hash + Eq, V: Ord>(
     out
 }
 
+/// Adds an error for every row of `rows` whose unique key (`key`, the fields `names`) repeats an
+/// earlier row's, naming both by their paths (`paths[i]` is the path of `rows[i]`): the table
+/// holds one row per key, so the message would count rows it cannot write.
+#[doc(hidden)]
+pub fn refuse_repeated_keys<'a, T, K: Hash + Eq>(
+    rows: &'a [T],
+    paths: &[String],
+    key: impl Fn(&'a T) -> K,
+    names: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    if rows.len() < 2 {
+        return;
+    }
+    let mut first: HashMap<K, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(rows.len(), Default::default());
+    for (i, row) in rows.iter().enumerate() {
+        if let Some(&earlier) = first.get(&key(row)) {
+            let path = |i: usize| paths.get(i).map_or("", String::as_str);
+            errors.push(FieldError {
+                field: path(i).to_string(),
+                error: format!(
+                    "repeats the unique key ({names}) of {}; each row needs its own",
+                    path(earlier)
+                ),
+            });
+        } else {
+            first.insert(key(row), i);
+        }
+    }
+}
+
 /// Rows per upsert statement (each column is one array parameter, so this only bounds the
 /// statement's memory, not the number of bind parameters).
 pub const UPSERT_CHUNK_ROWS: usize = 10_000;

@@ -216,6 +216,7 @@ impl ShipmentMessage {
         let mut errors = ::std::vec::Vec::new();
         let path = "";
         let mut package = ::std::vec::Vec::new();
+        let mut package_paths: ::std::vec::Vec<::std::string::String> = ::std::vec::Vec::new();
         let mut package_item = ::std::vec::Vec::new();
         let mut shipment_tag = ::std::vec::Vec::new();
         let root = Shipment::from_json(value, path, &mut errors);
@@ -253,6 +254,7 @@ impl ShipmentMessage {
             if let ::std::option::Option::Some(row) = package_row {
                 package.push(row);
             }
+            package_paths.push(package_path);
         }
         for (index, shipment_tag_json) in ::nomnom_runtime::list_at(value, &["tags"])
             .enumerate()
@@ -268,6 +270,15 @@ impl ShipmentMessage {
                 shipment_tag.push(row);
             }
         }
+        if errors.is_empty() {
+            ::nomnom_runtime::refuse_repeated_keys(
+                &package,
+                &package_paths,
+                |r| (&r.shipment_code, &r.label),
+                "shipment_code, label",
+                &mut errors,
+            );
+        }
         match root {
             ::std::option::Option::Some(shipment) if errors.is_empty() => {
                 ::std::result::Result::Ok(Self {
@@ -280,8 +291,9 @@ impl ShipmentMessage {
             _ => ::std::result::Result::Err(errors),
         }
     }
-    /// Checks a message body by parsing it (an entity of this message computes a field
-    /// from its parent's values, which only the parse has).
+    /// Checks a message body by parsing it: an entity of this message computes a field
+    /// from its parent's values, or has a unique key whose repeats are found by the
+    /// rows' values, which only the parse has.
     pub fn validate(
         value: ::nomnom_runtime::JsonRef<'_>,
     ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {

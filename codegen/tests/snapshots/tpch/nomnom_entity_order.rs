@@ -201,6 +201,7 @@ impl OrderMessage {
         let mut errors = ::std::vec::Vec::new();
         let path = "";
         let mut order_line_item = ::std::vec::Vec::new();
+        let mut order_line_item_paths: ::std::vec::Vec<::std::string::String> = ::std::vec::Vec::new();
         let root = Order::from_json(value, path, &mut errors);
         for (index, order_line_item_json) in ::nomnom_runtime::list_at(
                 value,
@@ -222,6 +223,16 @@ impl OrderMessage {
             if let ::std::option::Option::Some(row) = order_line_item_row {
                 order_line_item.push(row);
             }
+            order_line_item_paths.push(order_line_item_path);
+        }
+        if errors.is_empty() {
+            ::nomnom_runtime::refuse_repeated_keys(
+                &order_line_item,
+                &order_line_item_paths,
+                |r| (&r.order_key, &r.line_number),
+                "order_key, line_number",
+                &mut errors,
+            );
         }
         match root {
             ::std::option::Option::Some(order) if errors.is_empty() => {
@@ -230,36 +241,13 @@ impl OrderMessage {
             _ => ::std::result::Result::Err(errors),
         }
     }
-    /// Checks a message body as [`Self::parse`] does, building no rows: the same
-    /// errors in the same order (what the api runs; the worker parses).
+    /// Checks a message body by parsing it: an entity of this message computes a field
+    /// from its parent's values, or has a unique key whose repeats are found by the
+    /// rows' values, which only the parse has.
     pub fn validate(
         value: ::nomnom_runtime::JsonRef<'_>,
     ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
-        let mut errors = ::std::vec::Vec::new();
-        let path = "";
-        Order::check_json(value, path, &mut errors);
-        for (index, order_line_item_json) in ::nomnom_runtime::list_at(
-                value,
-                &["line_items"],
-            )
-            .enumerate()
-        {
-            let order_line_item_path = ::nomnom_runtime::element_path(
-                path,
-                "line_items",
-                index,
-            );
-            super::order_line_item::OrderLineItem::check_element(
-                order_line_item_json,
-                &order_line_item_path,
-                &mut errors,
-            );
-        }
-        if errors.is_empty() {
-            ::std::result::Result::Ok(())
-        } else {
-            ::std::result::Result::Err(errors)
-        }
+        Self::parse(value).map(drop)
     }
     /// Number of rows (root and derived).
     pub fn row_count(&self) -> usize {
