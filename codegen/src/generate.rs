@@ -485,7 +485,7 @@ fn table_defs(schema: &Schema) -> TokenStream {
             let cols: Vec<String> = unicity.iter().map(|u| quote_ident(u)).collect();
             lines.push(format!(
                 "    CONSTRAINT {} UNIQUE ({})",
-                quote_ident(&format!("{table}_unicity")),
+                quote_ident(&nomnom_runtime::unicity_constraint_name(table)),
                 cols.join(", ")
             ));
         }
@@ -920,7 +920,27 @@ fn field_check(schema: &Schema, e: &EntityDef, f: &FieldDef) -> Option<TokenStre
             }
             None => quote!(::std::option::Option::None),
         };
-        quote!(::nomnom_runtime::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);)
+        let key_bytes = match key_byte_limit(e, f) {
+            Some(n) => {
+                let segs = path.iter().map(|s| s.as_str());
+                // Only when the field itself was fine, as the parse checks it only then.
+                quote! {
+                    if errors.len() == checked_from {
+                        ::nomnom_runtime::check_key_bytes(element, path, &[#(#segs),*], #n, errors);
+                    }
+                }
+            }
+            None => quote!(),
+        };
+        if key_bytes.is_empty() {
+            quote!(::nomnom_runtime::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);)
+        } else {
+            quote! {
+                let checked_from = errors.len();
+                ::nomnom_runtime::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);
+                #key_bytes
+            }
+        }
     };
     match &f.computed_from {
         None => Some(read(&json_path(f))),
@@ -1038,14 +1058,37 @@ fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
             }
         },
     };
-    match &f.max_length {
+    let value = match &f.max_length {
         Some(m) => {
             let n = m.value as usize;
             let key = json_path(f).join(".");
             quote!(#value.and_then(|v| ::nomnom_runtime::max_len(v, #n, path, #key, errors)))
         }
         None => value,
+    };
+    match key_byte_limit(e, f) {
+        Some(n) => {
+            let key = json_path(f).join(".");
+            quote!(#value.and_then(|v| ::nomnom_runtime::max_key_bytes(v, #n, path, #key, errors)))
+        }
+        None => value,
     }
+}
+
+/// The byte limit of a `String` key field read from the body, when its key could outgrow
+/// PostgreSQL's index entry (see `validate::key_byte_limits`).
+fn key_byte_limit(e: &EntityDef, f: &FieldDef) -> Option<usize> {
+    let from_body = match &f.computed_from {
+        None => true,
+        Some(c) => matches!(c.transform, Transform::ExtractField { .. }),
+    };
+    if !from_body {
+        return None;
+    }
+    crate::validate::key_byte_limits(e)
+        .into_iter()
+        .find(|(name, _)| *name == f.name.value)
+        .map(|(_, n)| n)
 }
 
 /// `parent.<field>`, cloned unless the type is `Copy`.

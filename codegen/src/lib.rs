@@ -76,6 +76,8 @@ pub struct RunReport {
     pub inputs: Vec<String>,
     /// Files whose contents changed and were rewritten.
     pub written: Vec<PathBuf>,
+    /// What builds but deserves a look, with file:line:col (`cargo::warning` lines).
+    pub warnings: Diagnostics,
 }
 
 /// Reads `entities_dir`, generates code and writes it to `out_dir`.
@@ -108,7 +110,8 @@ impl Builder {
         };
         let files = load::read_dir(&self.entities_dir).map_err(io(&self.entities_dir))?;
         let inputs = files.iter().map(|f| f.path.clone()).collect();
-        let generated = generate_from_sources(&files).map_err(CodegenError::Schema)?;
+        let schema = load_and_validate(&files).map_err(CodegenError::Schema)?;
+        let generated = generate(&schema);
         let out_dir = match &self.out_dir {
             Some(d) => d.clone(),
             None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| CodegenError::Io {
@@ -125,11 +128,16 @@ impl Builder {
                 written.push(path);
             }
         }
-        Ok(RunReport { inputs, written })
+        Ok(RunReport {
+            inputs,
+            written,
+            warnings: schema.warnings,
+        })
     }
 
-    /// For `build.rs`: prints `cargo:rerun-if-changed` lines, and on failure prints each
-    /// problem as a `cargo::error` line, which cargo shows as `error: …` and fails the build.
+    /// For `build.rs`: prints `cargo:rerun-if-changed` lines, each warning as `cargo::warning`
+    /// lines (cargo shows them as `warning: …`), and on failure each problem as a
+    /// `cargo::error` line, which cargo shows as `error: …` and fails the build.
     pub fn run_for_cargo(&self) {
         println!("cargo:rerun-if-changed={}", self.entities_dir.display());
         // Also rerun when files appear or vanish: cargo watches the directory's mtime.
@@ -139,7 +147,16 @@ impl Builder {
             }
         }
         match self.run() {
-            Ok(_) => {}
+            Ok(report) => {
+                for line in report
+                    .warnings
+                    .0
+                    .iter()
+                    .flat_map(|d| d.to_string().lines().map(String::from).collect::<Vec<_>>())
+                {
+                    println!("cargo::warning={line}");
+                }
+            }
             Err(CodegenError::Schema(diags)) => {
                 for line in diags
                     .0

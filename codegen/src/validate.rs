@@ -15,6 +15,8 @@ pub(crate) const MAX_COLUMNS: usize = 32;
 pub struct Schema {
     /// All entities (root, derived, reference), in file-name order.
     pub entities: Vec<EntityDef>,
+    /// What builds but deserves a look (`cargo::warning`), in file then position order.
+    pub warnings: Diagnostics,
 }
 
 impl Schema {
@@ -124,7 +126,14 @@ pub(crate) fn validate_loaded(
     }
     check_cycles(&entities, &names, &mut d);
     if d.is_empty() {
-        Ok(Schema { entities })
+        let mut warnings = Diagnostics::default();
+        for e in &entities {
+            warn_key_bytes(e, &mut warnings);
+        }
+        Ok(Schema {
+            entities,
+            warnings: warnings.sorted(),
+        })
     } else {
         Err(d.sorted())
     }
@@ -183,10 +192,137 @@ fn check_entity(
     }
     if let Some(p) = &e.persistence {
         check_persistence(e, p, d);
+        check_identifiers(e, p, d);
     }
     if let Some(c) = &e.csv {
         check_csv(e, c, d);
     }
+}
+
+/// PostgreSQL's identifiers are at most 63 bytes; a longer one is cut silently, so two names
+/// could become one and the schema would not read back as declared.
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+fn check_identifiers(e: &EntityDef, p: &Persistence, d: &mut Diagnostics) {
+    let names = [(&p.table, "table name"), (&p.id_column, "id column")]
+        .into_iter()
+        .chain(e.stored_fields().map(|f| (&f.name, "column (field) name")));
+    for (name, what) in names {
+        if name.value.len() > MAX_IDENTIFIER_BYTES {
+            d.error(
+                &e.file,
+                name.loc,
+                format!(
+                    "{what} `{}` is {} bytes; PostgreSQL identifiers are at most {MAX_IDENTIFIER_BYTES} (it would cut it silently)",
+                    name.value,
+                    name.value.len()
+                ),
+            );
+        }
+    }
+}
+
+/// The byte limit the api applies to `String` key fields, when the table's unique key could
+/// exceed PostgreSQL's index entry ([`nomnom_runtime::MAX_INDEX_KEY_BYTES`]) and so 202 would
+/// not mean storable: each field without `max_length` shares what the fixed-size fields and the
+/// declared lengths (4 bytes per character, UTF-8's widest) leave; if declared lengths alone
+/// are too long, every `String` key field shares what the fixed-size fields leave. Empty when
+/// the key always fits.
+pub(crate) fn key_byte_limits(e: &EntityDef) -> Vec<(&str, usize)> {
+    let Some(p) = &e.persistence else {
+        return Vec::new();
+    };
+    let limit = nomnom_runtime::MAX_INDEX_KEY_BYTES;
+    let sizes = key_sizes(e, p);
+    if !sizes.unbounded.is_empty() {
+        let each = limit.saturating_sub(sizes.fixed + sizes.declared) / sizes.unbounded.len();
+        return sizes.unbounded.into_iter().map(|f| (f, each)).collect();
+    }
+    if sizes.fixed + sizes.declared <= limit {
+        return Vec::new();
+    }
+    let each = limit.saturating_sub(sizes.fixed) / sizes.strings.len().max(1);
+    sizes.strings.into_iter().map(|f| (f, each)).collect()
+}
+
+/// What the fields of a unique key take at most.
+struct KeySizes<'a> {
+    /// Bytes of the fixed-size fields.
+    fixed: usize,
+    /// Bytes of the `String` fields with `max_length` (4 per character).
+    declared: usize,
+    /// Every `String` field.
+    strings: Vec<&'a str>,
+    /// The `String` fields without `max_length`.
+    unbounded: Vec<&'a str>,
+}
+
+fn key_sizes<'a>(e: &'a EntityDef, p: &'a Persistence) -> KeySizes<'a> {
+    let mut sizes = KeySizes {
+        fixed: 0,
+        declared: 0,
+        strings: Vec::new(),
+        unbounded: Vec::new(),
+    };
+    for u in &p.unicity_fields {
+        let Some(f) = e.field(&u.value) else { continue };
+        match (f.ty.value, &f.max_length) {
+            (FieldType::String, Some(m)) => {
+                sizes.declared += 4 * m.value as usize;
+                sizes.strings.push(u.value.as_str());
+            }
+            (FieldType::String, None) => {
+                sizes.strings.push(u.value.as_str());
+                sizes.unbounded.push(u.value.as_str());
+            }
+            (FieldType::Integer | FieldType::Date, _) => sizes.fixed += 4,
+            (FieldType::BigInt | FieldType::DateTime | FieldType::Time, _) => sizes.fixed += 8,
+            (FieldType::Uuid, _) => sizes.fixed += 16,
+            (FieldType::Boolean, _) => sizes.fixed += 1,
+            // Decimals, bytes and lists: their own limits, far below this in practice.
+            _ => {}
+        }
+    }
+    sizes
+}
+
+/// A unique key whose values could exceed what a PostgreSQL index entry holds: the build goes
+/// on (the api refuses a value that would not fit, 422), with a warning and the hint.
+fn warn_key_bytes(e: &EntityDef, w: &mut Diagnostics) {
+    let Some(p) = &e.persistence else { return };
+    let Some(first) = p.unicity_fields.first() else {
+        return;
+    };
+    let limits = key_byte_limits(e);
+    let Some((_, each)) = limits.first() else {
+        return;
+    };
+    let fields = limits
+        .iter()
+        .map(|(f, _)| format!("`{f}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let limit = nomnom_runtime::MAX_INDEX_KEY_BYTES;
+    let (why, hint) = if key_sizes(e, p).unbounded.is_empty() {
+        (
+            "the `max_length`s of its String fields add up to more",
+            "lower the `max_length` of its String fields",
+        )
+    } else {
+        (
+            "it has String fields without `max_length`",
+            "give each a `max_length` (e.g. `max_length: 255`)",
+        )
+    };
+    w.push(
+        &e.file,
+        first.loc,
+        format!(
+            "the unique key of `{}` may not fit PostgreSQL's index (about {limit} bytes a key): {why}; the api refuses values of {fields} over {each} bytes (422)",
+            p.table.value
+        ),
+        Some(hint.into()),
+    );
 }
 
 /// The fields a CSV column can feed: read from the body (not constants), in field order.

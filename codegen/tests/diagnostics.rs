@@ -78,3 +78,72 @@ fn every_error_has_a_position() {
         }
     }
 }
+
+/// A unique key that could outgrow PostgreSQL's index entry builds, with a warning at the key's
+/// position (shown by cargo as `warning: entities/…:line:col: …` with the hint): the earlier
+/// generator's TPC-H files, whose String keys have no `max_length`, keep building.
+#[test]
+fn unbounded_string_keys_build_with_a_warning_at_their_position() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upstream");
+    let mut files: Vec<SourceFile> = std::fs::read_dir(&dir)
+        .expect("fixture dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| SourceFile {
+            path: format!(
+                "entities/{}",
+                p.file_name().expect("name").to_string_lossy()
+            ),
+            text: std::fs::read_to_string(&p).expect("read"),
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let schema = load_and_validate(&files).expect("the upstream files build");
+    let warnings: Vec<String> = schema.warnings.0.iter().map(|w| w.to_string()).collect();
+    let customer = warnings
+        .iter()
+        .find(|w| w.starts_with("entities/customer.yaml:"))
+        .unwrap_or_else(|| panic!("no warning for customers: {warnings:?}"));
+    assert!(
+        customer.contains("the unique key of `customers` may not fit PostgreSQL's index")
+            && customer.contains("over 2600 bytes (422)")
+            && customer.contains("hint: give each a `max_length`"),
+        "{customer}"
+    );
+    let position = customer.split(':').skip(1).take(2).collect::<Vec<_>>();
+    assert!(
+        position
+            .iter()
+            .all(|n| n.parse::<usize>().is_ok_and(|n| n > 0)),
+        "{customer}"
+    );
+    // The template's own example keys are bounded: no warnings.
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tpch");
+    if example.is_dir() {
+        let files = nomnom_codegen::read_dir(&example).expect("tpch fixture");
+        let schema = load_and_validate(&files).expect("tpch builds");
+        assert!(schema.warnings.is_empty(), "{}", schema.warnings);
+    }
+}
+
+/// A name PostgreSQL would cut (over 63 bytes) is refused with its position.
+#[test]
+fn identifiers_over_63_bytes_are_refused() {
+    let long = "a_column_name_that_goes_on_and_on_well_past_what_postgres_keeps_x";
+    assert!(long.len() > 63);
+    let yaml = format!(
+        "entity:\n  name: Thing\n  source_type: root\n  fields:\n    - name: code\n      type: String\n      max_length: 10\n    - name: {long}\n      type: Integer\n  persistence:\n    database:\n      conformant_table: things\n      unicity_fields: [code]\n"
+    );
+    let files = [SourceFile {
+        path: "entities/thing.yaml".into(),
+        text: yaml,
+    }];
+    let errors = load_and_validate(&files).expect_err("refused").to_string();
+    assert!(
+        errors.contains(&format!(
+            "entities/thing.yaml:8:13: column (field) name `{long}` is {} bytes; PostgreSQL identifiers are at most 63",
+            long.len()
+        )),
+        "{errors}"
+    );
+}

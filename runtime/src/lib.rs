@@ -960,6 +960,75 @@ pub fn max_len<V: TextLen>(
     }
 }
 
+/// Bytes the values of one unique key may take together: a PostgreSQL B-tree entry holds at
+/// most about 2 700 bytes (a third of an 8 KiB page); this leaves room for the entry's header.
+pub const MAX_INDEX_KEY_BYTES: usize = 2600;
+
+/// `Some(value)` if its text is at most `limit` bytes (what a unique key's index can hold,
+/// see [`MAX_INDEX_KEY_BYTES`]); else an error is recorded.
+#[doc(hidden)]
+pub fn max_key_bytes<V: TextLen>(
+    value: V,
+    limit: usize,
+    base: &str,
+    key: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<V> {
+    let len = value.text().len();
+    if len > limit {
+        errors.push(key_too_long(len, limit, base, key));
+        None
+    } else {
+        Some(value)
+    }
+}
+
+/// The validate-only twin of [`max_key_bytes`]: the member at `segments`, if it is text.
+#[doc(hidden)]
+pub fn check_key_bytes(
+    v: JsonRef<'_>,
+    base: &str,
+    segments: &[&str],
+    limit: usize,
+    errors: &mut Vec<FieldError>,
+) {
+    if let Ok(Some(found)) = lookup(v, base, segments)
+        && let Some(text) = found.as_str()
+        && text.len() > limit
+    {
+        errors.push(key_too_long(text.len(), limit, base, &segments.join(".")));
+    }
+}
+
+fn key_too_long(len: usize, limit: usize, base: &str, key: &str) -> FieldError {
+    FieldError {
+        field: join_path(base, &[key]),
+        error: format!(
+            "is {len} bytes; a unique key's values may take at most {limit} (PostgreSQL's index entry limit)"
+        ),
+    }
+}
+
+/// The name of a table's unique constraint: `<table>_unicity`, or, where that would pass
+/// PostgreSQL's 63-byte identifiers (which it would cut silently), the table name cut and a hash
+/// of the whole of it, the same at create and at schema evolution.
+pub fn unicity_constraint_name(table: &str) -> String {
+    const SUFFIX: &str = "_unicity";
+    const MAX_IDENTIFIER: usize = 63;
+    if table.len() + SUFFIX.len() <= MAX_IDENTIFIER {
+        return format!("{table}{SUFFIX}");
+    }
+    // FNV-1a: fixed, so every build and every worker names it the same.
+    let hash = table.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut cut = MAX_IDENTIFIER - SUFFIX.len() - 9;
+    while !table.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{:08x}{SUFFIX}", &table[..cut], hash as u32)
+}
+
 /// Entity names match ignoring case, `_` and `-` (`order_line_item` = `OrderLineItem`).
 pub fn same_entity_name(canonical: &str, given: &str) -> bool {
     // Compared as it is read: every request names its entity, so nothing is allocated.
@@ -1484,6 +1553,18 @@ mod tests {
             .collect();
         assert_eq!(a, b);
         assert_ne!(a, keys, "a hash order, not the arrival order");
+    }
+
+    #[test]
+    fn unicity_constraint_names_fit_postgresql_identifiers() {
+        assert_eq!(unicity_constraint_name("orders"), "orders_unicity");
+        let long = "a".repeat(60);
+        let name = unicity_constraint_name(&long);
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.ends_with("_unicity"), "{name}");
+        assert_eq!(name, unicity_constraint_name(&long), "deterministic");
+        let other = format!("{}b", "a".repeat(59));
+        assert_ne!(name, unicity_constraint_name(&other));
     }
 
     #[test]

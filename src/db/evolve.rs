@@ -216,7 +216,7 @@ async fn compare_unicity(
     table: &TableDef,
     mismatches: &mut Vec<SchemaMismatch>,
 ) -> Result<(), diesel::result::Error> {
-    let constraint = format!("{}_unicity", table.table);
+    let constraint = nomnom_runtime::unicity_constraint_name(table.table);
     let live: Vec<Name> = sql_query(
         "SELECT a.attname::text AS name \
          FROM pg_constraint c \

@@ -428,3 +428,76 @@ async fn a_declared_version_keeps_the_highest_whatever_the_arrival_order() {
         .await
         .expect("drop db");
 }
+
+/// A String key without `max_length` (`Reading.sensor`): a value at the limit the build derived
+/// from PostgreSQL's index entry is stored (random CJK text, which compresses poorly), one byte
+/// more is refused by the parser and by the validate-only check alike, naming the field.
+#[tokio::test]
+async fn an_unbounded_string_key_is_refused_past_what_the_index_holds() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut sensor = String::new();
+    while sensor.len() + 3 <= 2600 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        sensor.push(char::from_u32(0x4e00 + (seed % 0x5000) as u32).expect("CJK"));
+    }
+    sensor.push_str(&"x".repeat(2600 - sensor.len()));
+    assert_eq!(sensor.len(), 2600);
+    let body = |sensor: &str| json!({"sensor": sensor, "version": 1, "taken_at": "2026-12-07T10:00:00Z", "value": 1.0});
+    let too_long = format!("{sensor}y");
+    let refused = RootEntity::Reading
+        .parse_value(&body(&too_long))
+        .expect_err("refused");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].field, "sensor");
+    assert!(
+        refused[0].error.contains("2601 bytes"),
+        "{}",
+        refused[0].error
+    );
+    let doc = nomnom_runtime::doc_from_value(&body(&too_long));
+    let checked = RootEntity::Reading
+        .validate_json(doc.root())
+        .expect_err("refused");
+    assert_eq!(checked, refused, "validate and parse agree");
+
+    let base = std::env::var("TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("nomnom_fixture_{}", uuid::Uuid::new_v4().simple());
+    let admin = pg(&format!("{base}/test")).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create db");
+    let url = format!("{base}/{name}");
+    let mut conn = AsyncPgConnection::establish(&url).await.expect("connect");
+    for t in nomnom_codegen_fixtures::kitchen_sink::TABLES {
+        diesel::sql_query(t.create_sql)
+            .execute(&mut conn)
+            .await
+            .expect("create table");
+    }
+    let m = RootEntity::Reading
+        .parse_value(&body(&sensor))
+        .expect("at the limit");
+    let mut batch = RowBatch::default();
+    batch.push(
+        &m,
+        nomnom_runtime::Position {
+            epoch: 1,
+            sequence: 1,
+        },
+    );
+    batch
+        .write(&mut conn, WriteMode::Insert)
+        .await
+        .expect("a key at the limit fits the index");
+    drop(conn);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop db");
+}

@@ -37,7 +37,14 @@ impl Package {
         let shipment_code = parent.map(|parent| parent.id_code);
         let label = ::nomnom_runtime::extract::<
             ::std::string::String,
-        >(element, path, &["label"], errors);
+        >(element, path, &["label"], errors)
+            .and_then(|v| ::nomnom_runtime::max_key_bytes(
+                v,
+                2584usize,
+                path,
+                "label",
+                errors,
+            ));
         let carrier = {
             let value = ::nomnom_runtime::extract_opt::<
                 ::std::string::String,

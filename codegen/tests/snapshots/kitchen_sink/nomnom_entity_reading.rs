@@ -25,7 +25,14 @@ impl Reading {
         }
         let sensor = ::nomnom_runtime::extract::<
             ::std::string::String,
-        >(element, path, &["sensor"], errors);
+        >(element, path, &["sensor"], errors)
+            .and_then(|v| ::nomnom_runtime::max_key_bytes(
+                v,
+                2600usize,
+                path,
+                "sensor",
+                errors,
+            ));
         let version = ::nomnom_runtime::extract::<
             i64,
         >(element, path, &["version"], errors);
@@ -50,9 +57,19 @@ impl Reading {
         if !::nomnom_runtime::expect_object(element, path, errors) {
             return;
         }
+        let checked_from = errors.len();
         ::nomnom_runtime::check_field::<
             ::std::string::String,
         >(element, path, &["sensor"], false, ::std::option::Option::None, errors);
+        if errors.len() == checked_from {
+            ::nomnom_runtime::check_key_bytes(
+                element,
+                path,
+                &["sensor"],
+                2600usize,
+                errors,
+            );
+        }
         ::nomnom_runtime::check_field::<
             i64,
         >(element, path, &["version"], false, ::std::option::Option::None, errors);

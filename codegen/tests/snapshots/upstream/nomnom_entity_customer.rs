@@ -27,7 +27,14 @@ impl Customer {
         }
         let customer_key = ::nomnom_runtime::extract::<
             ::std::string::String,
-        >(element, path, &["customer_key"], errors);
+        >(element, path, &["customer_key"], errors)
+            .and_then(|v| ::nomnom_runtime::max_key_bytes(
+                v,
+                2600usize,
+                path,
+                "customer_key",
+                errors,
+            ));
         let name = ::nomnom_runtime::extract::<
             ::std::string::String,
         >(element, path, &["name"], errors);
@@ -58,9 +65,19 @@ impl Customer {
         if !::nomnom_runtime::expect_object(element, path, errors) {
             return;
         }
+        let checked_from = errors.len();
         ::nomnom_runtime::check_field::<
             ::std::string::String,
         >(element, path, &["customer_key"], false, ::std::option::Option::None, errors);
+        if errors.len() == checked_from {
+            ::nomnom_runtime::check_key_bytes(
+                element,
+                path,
+                &["customer_key"],
+                2600usize,
+                errors,
+            );
+        }
         ::nomnom_runtime::check_field::<
             ::std::string::String,
         >(element, path, &["name"], false, ::std::option::Option::None, errors);

@@ -25,7 +25,14 @@ impl Product {
         }
         let part_key = ::nomnom_runtime::extract::<
             ::std::string::String,
-        >(element, path, &["part_key"], errors);
+        >(element, path, &["part_key"], errors)
+            .and_then(|v| ::nomnom_runtime::max_key_bytes(
+                v,
+                2600usize,
+                path,
+                "part_key",
+                errors,
+            ));
         let name = ::nomnom_runtime::extract::<
             ::std::string::String,
         >(element, path, &["name"], errors);
@@ -52,9 +59,19 @@ impl Product {
         if !::nomnom_runtime::expect_object(element, path, errors) {
             return;
         }
+        let checked_from = errors.len();
         ::nomnom_runtime::check_field::<
             ::std::string::String,
         >(element, path, &["part_key"], false, ::std::option::Option::None, errors);
+        if errors.len() == checked_from {
+            ::nomnom_runtime::check_key_bytes(
+                element,
+                path,
+                &["part_key"],
+                2600usize,
+                errors,
+            );
+        }
         ::nomnom_runtime::check_field::<
             ::std::string::String,
         >(element, path, &["name"], false, ::std::option::Option::None, errors);
