@@ -69,6 +69,75 @@ pub enum BulkError {
     /// The file could not be read.
     #[error("cannot read: {0}")]
     Io(#[from] std::io::Error),
+    /// One record (a CSV record, an array element) grew past the per-message limit while it
+    /// was read: an unterminated quote, or an element too large to hold. Reading stops there.
+    #[error(
+        "{what} starting at {at} is longer than {limit} bytes (the largest message); reading stopped there{hint}"
+    )]
+    RecordTooLong {
+        /// `a CSV record` or `an array element`.
+        what: &'static str,
+        /// `line N` or `element N`.
+        at: String,
+        /// The limit.
+        limit: usize,
+        /// What usually causes it.
+        hint: &'static str,
+    },
+}
+
+/// How far a reader may go past the start of the record being read, shared between the
+/// reader and the loop that knows where records begin. Reading past it fails with
+/// [`RecordBudget::OVER`] as the error's text, turned into [`BulkError::RecordTooLong`].
+#[derive(Default)]
+struct RecordBudget {
+    read: std::cell::Cell<u64>,
+    record_start: std::cell::Cell<u64>,
+    limit: u64,
+}
+
+impl RecordBudget {
+    const OVER: &'static str = "nomnom: record over its budget";
+
+    fn new(limit: usize) -> Rc<Self> {
+        Rc::new(Self {
+            limit: limit as u64,
+            ..Default::default()
+        })
+    }
+
+    /// A new record begins after `consumed` bytes of input.
+    fn record_starts_at(&self, consumed: u64) {
+        self.record_start.set(consumed);
+    }
+
+    /// `n` more bytes were read: an error once the record in progress is over the limit.
+    fn add(&self, n: usize) -> std::io::Result<()> {
+        let read = self.read.get() + n as u64;
+        self.read.set(read);
+        if read.saturating_sub(self.record_start.get()) > self.limit {
+            return Err(std::io::Error::other(Self::OVER));
+        }
+        Ok(())
+    }
+
+    fn is_over(e: &(dyn std::error::Error + 'static)) -> bool {
+        e.to_string().contains(Self::OVER)
+    }
+}
+
+/// A reader that counts what it reads against a [`RecordBudget`].
+struct Budgeted<R> {
+    inner: R,
+    budget: Rc<RecordBudget>,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.budget.add(n)?;
+        Ok(n)
+    }
 }
 
 /// Splits a streamed body into lines as it arrives, holding at most one line (up to
@@ -163,6 +232,8 @@ struct Walk<'f, F, E, T> {
     each: &'f mut F,
     stopped: &'f mut Option<E>,
     max_element: usize,
+    /// For a streamed array: told where each element begins.
+    budget: Option<Rc<RecordBudget>>,
     element: std::marker::PhantomData<T>,
 }
 
@@ -178,7 +249,13 @@ where
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         use serde::de::Error as _;
         let mut index = 0;
-        while let Some(raw) = seq.next_element::<T>()? {
+        loop {
+            if let Some(budget) = &self.budget {
+                budget.record_starts_at(budget.read.get());
+            }
+            let Some(raw) = seq.next_element::<T>()? else {
+                break;
+            };
             index += 1;
             let text = raw.get().as_bytes();
             let row = if text.len() > self.max_element {
@@ -200,6 +277,7 @@ where
 fn walk_array<'de, R, T, E, F>(
     mut de: serde_json::Deserializer<R>,
     max_element: usize,
+    budget: Option<Rc<RecordBudget>>,
     each: &mut F,
 ) -> Result<(), E>
 where
@@ -210,11 +288,18 @@ where
 {
     use serde::de::Deserializer as _;
     let mut stopped = None;
+    let mut elements = 0usize;
+    let counting = &mut elements;
+    let mut counted = |row: Row<'_>| {
+        *counting += 1;
+        each(row)
+    };
     let walked = (&mut de)
-        .deserialize_seq(Walk::<F, E, T> {
-            each,
+        .deserialize_seq(Walk::<_, E, T> {
+            each: &mut counted,
             stopped: &mut stopped,
             max_element,
+            budget,
             element: std::marker::PhantomData,
         })
         .and_then(|()| de.end());
@@ -222,7 +307,14 @@ where
         return Err(e);
     }
     walked.map_err(|e| {
-        if e.is_io() {
+        if e.is_io() && RecordBudget::is_over(&e) {
+            BulkError::RecordTooLong {
+                what: "an array element",
+                at: format!("element {}", elements + 1),
+                limit: max_element,
+                hint: "",
+            }
+        } else if e.is_io() {
             BulkError::Io(std::io::Error::other(e.to_string()))
         } else {
             BulkError::Json {
@@ -245,19 +337,28 @@ pub fn each_array_element<E: From<BulkError>>(
     walk_array::<_, &serde_json::value::RawValue, _, _>(
         serde_json::Deserializer::from_slice(body),
         max_element,
+        None,
         each,
     )
 }
 
-/// The same for a JSON array read from a stream (a file): one element in memory at a time.
+/// The same for a JSON array read from a stream (a file): one element in memory at a time,
+/// and an element that grows past `max_element` (plus room for the bytes between elements) is
+/// an error while it is read, never held whole.
 pub fn each_array_element_read<R: Read, E: From<BulkError>>(
     input: R,
     max_element: usize,
     each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
+    let budget = RecordBudget::new(max_element + 64 * 1024);
+    let input = Budgeted {
+        inner: input,
+        budget: budget.clone(),
+    };
     walk_array::<_, Box<serde_json::value::RawValue>, _, _>(
         serde_json::Deserializer::from_reader(input),
         max_element,
+        Some(budget),
         each,
     )
 }
@@ -323,8 +424,13 @@ pub fn each_csv_row<R: Read, E: From<BulkError>>(
 ) -> Result<(), E> {
     let spec = entity.csv();
     let recent = Rc::new(RefCell::new(Recent::default()));
+    // csv reads ahead by its buffer: a record may take `max_row` bytes past what it has read.
+    let budget = RecordBudget::new(max_row + 2 * 64 * 1024);
     let tap = Tap {
-        inner: input,
+        inner: Budgeted {
+            inner: input,
+            budget: budget.clone(),
+        },
         recent: recent.clone(),
         // csv reads ahead by its buffer; a record is at most `max_row` bytes of interest.
         keep: 2 * (64 * 1024 + max_row),
@@ -337,12 +443,25 @@ pub fn each_csv_row<R: Read, E: From<BulkError>>(
         .buffer_capacity(64 * 1024)
         .from_reader(tap);
     let mut record = csv::StringRecord::new();
+    // Where the record being read begins (csv's own position is per record read).
+    let record_line = std::cell::Cell::new(1u64);
     let unreadable = |e: csv::Error| -> BulkError {
         let line = e.position().map_or(0, |p| p.line());
         match e.into_kind() {
+            csv::ErrorKind::Io(io) if RecordBudget::is_over(&io) => BulkError::RecordTooLong {
+                what: "a CSV record",
+                at: format!("line {}", record_line.get()),
+                limit: max_row,
+                hint: " (an unterminated quote?)",
+            },
             csv::ErrorKind::Io(io) => BulkError::Io(io),
             kind => BulkError::Malformed(format!("invalid CSV at line {line}: {kind:?}")),
         }
+    };
+    let next_record = |reader: &csv::Reader<_>| {
+        let at = reader.position();
+        budget.record_starts_at(at.byte());
+        record_line.set(at.line());
     };
     let header: Option<Vec<String>> = if spec.header && spec.columns.is_empty() {
         if !reader.read_record(&mut record).map_err(unreadable)? {
@@ -362,6 +481,7 @@ pub fn each_csv_row<R: Read, E: From<BulkError>>(
     let layout = spec.layout(cells.as_deref()).map_err(BulkError::Header)?;
     layout_ready(layout.clone());
     loop {
+        next_record(&reader);
         match reader.read_record(&mut record) {
             Ok(false) => return Ok(()),
             Ok(true) => {}

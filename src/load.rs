@@ -446,7 +446,11 @@ pub async fn load_file(
         report.rows += 1;
         match row {
             Checked::Valid(line, body) => {
-                let id = Uuid::new_v5(&LOAD_NAMESPACE, format!("{hash}\n{line}").as_bytes());
+                // The entity too: the same file loaded as another entity is other messages.
+                let id = Uuid::new_v5(
+                    &LOAD_NAMESPACE,
+                    format!("{hash}\n{}\n{line}", entity.name()).as_bytes(),
+                );
                 let envelope = MessageEnvelope::new(id, entity.name(), body);
                 let subject = message_subject(stream, entity.snake_name(), &id);
                 match js.send_publish(subject, envelope.to_publish(true)).await {

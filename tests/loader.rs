@@ -269,3 +269,88 @@ async fn a_file_larger_than_the_memory_bound_streams_through_the_loader() {
     common::delete_streams(&stream).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `worker load` on `file` (a stream of its own), sampling its peak RSS; returns the exit
+/// success, stdout+stderr and the peak.
+async fn load_binary(entity: &str, file: &std::path::Path) -> (bool, String, u64) {
+    let stream = format!("LOADBOUND_{}", common::unique());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["load", "--entity", entity])
+        .arg(file)
+        .env("NATS_URL", common::nats_url())
+        .env("NATS_STREAM", &stream)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("worker load runs");
+    let mut peak = 0;
+    while child.try_wait().expect("wait").is_none() {
+        peak = peak.max(peak_rss(child.id()));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("output");
+    common::delete_streams(&stream).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text, peak)
+}
+
+/// 300 MB of `a`, gzip-compressed to well under a megabyte, after `head`.
+fn gzip_bomb(path: &std::path::Path, head: &str, tail: &str) {
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).expect("create"),
+        flate2::Compression::best(),
+    );
+    gz.write_all(head.as_bytes()).expect("head");
+    let block = vec![b'a'; 1 << 20];
+    for _ in 0..300 {
+        gz.write_all(&block).expect("block");
+    }
+    gz.write_all(tail.as_bytes()).expect("tail");
+    gz.finish().expect("gzip");
+}
+
+/// A CSV record with an unterminated quote, 300 MB long once decompressed, and a JSON array
+/// element as long: `worker load` stops while reading it, with the line (element) and the
+/// limit, and its memory stays bounded (peak RSS read from /proc, bound 64 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_record_stops_the_loader_with_its_line_and_bounded_memory() {
+    const BOUND: u64 = 64 * 1024 * 1024;
+    let dir = scratch();
+    let csv = dir.join("customer.tbl.gz");
+    gzip_bomb(
+        &csv,
+        &format!("{}7|\"Customer#7 ", CUSTOMERS.replace("\n\n", "\n")),
+        "|\n",
+    );
+    assert!(std::fs::metadata(&csv).expect("file").len() < 2 * 1024 * 1024);
+    let (ok, text, peak) = load_binary("customer", &csv).await;
+    eprintln!("unterminated quote: peak RSS {} MB", peak / 1024 / 1024);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("a CSV record starting at line 7 is longer than")
+            && text.contains("unterminated quote"),
+        "{text}"
+    );
+    assert!(peak < BOUND, "peak RSS {} MB", peak / 1024 / 1024);
+
+    let json = dir.join("customers.json.gz");
+    let first = r#"{"customer_key":"C1","name":"n","address":"a","nation_key":1,"phone":"p","account_balance":1,"market_segment":"m","comment":null}"#;
+    gzip_bomb(
+        &json,
+        &format!("[{first},\n{{\"customer_key\":\"C2\",\"comment\":\""),
+        "\"}]",
+    );
+    let (ok, text, peak) = load_binary("customer", &json).await;
+    eprintln!("endless array element: peak RSS {} MB", peak / 1024 / 1024);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("an array element starting at element 2 is longer than"),
+        "{text}"
+    );
+    assert!(peak < BOUND, "peak RSS {} MB", peak / 1024 / 1024);
+    let _ = std::fs::remove_dir_all(&dir);
+}

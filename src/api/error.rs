@@ -137,6 +137,10 @@ impl From<crate::bulk::BulkError> for ApiError {
                 status: StatusCode::BAD_REQUEST,
                 message: format!("the request body could not be read: {io}"),
             },
+            e @ BulkError::RecordTooLong { .. } => ApiError::Body {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: e.to_string(),
+            },
             e @ (BulkError::Header(_) | BulkError::Malformed(_)) => {
                 ApiError::BadRequest(e.to_string())
             }
