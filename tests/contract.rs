@@ -371,13 +371,20 @@ async fn openapi_contract_holds_under_schemathesis() {
     let _ = std::fs::remove_file(&tally);
     let seed = std::env::var("NOMNOM_SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".into());
     let examples = std::env::var("NOMNOM_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".into());
+    // `positive_data_acceptance` gives way to the hooks' `valid_messages_are_accepted`, which
+    // also knows the one rule the JSON Schema cannot state (derived rows repeating a key).
     let runs: [&[&str]; 2] = [
-        &["--exclude-path-regex", "^/ingest/batch/"],
+        &[
+            "--exclude-path-regex",
+            "^/ingest/batch/",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ],
         &[
             "--include-path-regex",
             "^/ingest/batch/",
             "--exclude-checks",
-            "negative_data_rejection",
+            "negative_data_rejection,positive_data_acceptance",
             "--phases",
             "examples,coverage,fuzzing",
         ],
