@@ -248,6 +248,9 @@ pub struct ApiConfig {
     pub max_batch_bytes: usize,
     /// `MAX_BATCH_LINES` (default 10000): most lines in one batch; more → 413.
     pub max_batch_lines: usize,
+    /// `MAX_INFLIGHT_BODY_BYTES` (default 83886080, 80 MiB): request body bytes held at once;
+    /// a request that would pass it → 503 + `Retry-After` before its body is read.
+    pub max_inflight_body_bytes: usize,
     /// `HEADER_READ_TIMEOUT_SECS` (10), `REQUEST_TIMEOUT_SECS` (30), `BODY_READ_TIMEOUT_SECS`
     /// (10), `IDLE_TIMEOUT_SECS` (60), `MAX_IN_FLIGHT_REQUESTS` (512).
     pub limits: crate::api::HttpLimits,
@@ -290,6 +293,10 @@ impl ApiConfig {
             max_body_bytes: parsed("MAX_BODY_BYTES", crate::api::DEFAULT_MAX_BODY_BYTES)?,
             max_batch_bytes: parsed("MAX_BATCH_BYTES", crate::api::DEFAULT_MAX_BATCH_BYTES)?,
             max_batch_lines: parsed("MAX_BATCH_LINES", crate::api::DEFAULT_MAX_BATCH_LINES)?.max(1),
+            max_inflight_body_bytes: parsed(
+                "MAX_INFLIGHT_BODY_BYTES",
+                crate::api::DEFAULT_MAX_INFLIGHT_BODY_BYTES,
+            )?,
             limits: crate::api::HttpLimits {
                 header_read_timeout: seconds(
                     "HEADER_READ_TIMEOUT_SECS",
@@ -422,6 +429,7 @@ pub const API_ENV_VARS: &[&str] = &[
     "MAX_BODY_BYTES",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_LINES",
+    "MAX_INFLIGHT_BODY_BYTES",
     "HEADER_READ_TIMEOUT_SECS",
     "REQUEST_TIMEOUT_SECS",
     "BODY_READ_TIMEOUT_SECS",

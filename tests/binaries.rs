@@ -463,3 +463,146 @@ async fn silent_and_partial_preface_sockets_are_closed_within_the_header_timeout
     api.terminate();
     common::delete_streams(&stream).await;
 }
+
+/// A JSON array of `lines` orders of about `line_bytes` each (a comment pads them), with
+/// order keys from `first`.
+fn padded_orders(first: u32, lines: u32, line_bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines as usize * (line_bytes + 2) + 2);
+    out.push(b'[');
+    for n in first..first + lines {
+        let mut order = common::tpch_order(n, 1);
+        let bare = order.to_string().len();
+        order["comment"] =
+            serde_json::Value::String("x".repeat(line_bytes.saturating_sub(bare + 4)));
+        if n > first {
+            out.push(b',');
+        }
+        out.extend_from_slice(order.to_string().as_bytes());
+    }
+    out.push(b']');
+    out
+}
+
+/// The byte budget of request bodies, at its default: 16 concurrent maximum-size batches
+/// (16 MiB JSON arrays of 10 000 orders) keep the api binary's peak RSS under the bound, every
+/// answer is 202 or 503 (+ `Retry-After`), and every accepted line is stored; normal traffic —
+/// 30 clients of single orders and 4 concurrent batches of 10 000 lines — is never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_in_flight_stay_within_the_byte_budget() {
+    const BOUND: u64 = 240 * 1024 * 1024;
+    let id = common::unique();
+    let stream = format!("BB_{id}");
+    let db = common::TestDb::create().await;
+    let port = free_port();
+    let mut api = Service::spawn("api", &mut api_command(&stream, &db.url, port));
+    let base = format!("http://127.0.0.1:{port}");
+    api.wait_ok(&format!("{base}/ready"), START).await;
+    let client = reqwest::Client::new();
+    let post = |path: &'static str, body: Vec<u8>| {
+        let request = client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let r = request.send().await.expect("answered");
+            let status = r.status().as_u16();
+            let retry_after = r.headers().get("retry-after").is_some();
+            let json: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, retry_after, json)
+        }
+    };
+    // Normal traffic first: never refused.
+    let batches: Vec<Vec<u8>> = (0..4)
+        .map(|b| padded_orders(1 + b * 10_000, 10_000, 900))
+        .collect();
+    let singles = (0..30u32).map(|c| {
+        let post = &post;
+        async move {
+            let mut refused = 0;
+            for n in 0..20u32 {
+                let body = common::tpch_order(100_000 + c * 100 + n, 2).to_string();
+                let (status, _, _) = post("/ingest/message/order", body.into_bytes()).await;
+                refused += u32::from(status != 202);
+            }
+            refused
+        }
+    });
+    let (batch_answers, single_refusals) = tokio::join!(
+        futures::future::join_all(batches.into_iter().map(|b| post("/ingest/batch/order", b))),
+        futures::future::join_all(singles)
+    );
+    for (status, _, json) in &batch_answers {
+        assert_eq!(*status, 202, "{json}");
+    }
+    assert_eq!(
+        single_refusals.iter().sum::<u32>(),
+        0,
+        "single orders refused"
+    );
+    let normal_peak = memory(api.id()).0;
+    // Then 16 maximum-size batches at once.
+    let max = padded_orders(200_000, 10_000, 1_670);
+    assert!(
+        max.len() <= 16 * 1024 * 1024 && max.len() > 16_000_000,
+        "{}",
+        max.len()
+    );
+    let answers = futures::future::join_all((0..16u32).map(|b| {
+        let body = padded_orders(200_000 + b * 10_000, 10_000, 1_670);
+        post("/ingest/batch/order", body)
+    }))
+    .await;
+    let peak = memory(api.id()).0;
+    let mut accepted = 0u64;
+    let mut refused = 0;
+    for (status, retry_after, json) in &answers {
+        match status {
+            202 => accepted += json["accepted"].as_u64().expect("accepted"),
+            503 => {
+                refused += 1;
+                assert!(retry_after, "{json}");
+                assert!(
+                    json["error"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("request bytes"),
+                    "{json}"
+                );
+            }
+            other => panic!("{other}: {json}"),
+        }
+    }
+    println!(
+        "api peak RSS {} MiB after normal traffic, {} MiB after 16 max-size batches ({} refused, {accepted} lines accepted)",
+        normal_peak >> 20,
+        peak >> 20,
+        refused
+    );
+    assert!(
+        refused > 0 && accepted > 0,
+        "{refused} refused, {accepted} accepted"
+    );
+    assert!(peak < BOUND, "peak RSS {} MiB", peak >> 20);
+    // Every accepted line is stored.
+    let metrics_port = free_port();
+    let mut worker = Service::spawn(
+        "worker",
+        &mut worker_command(&stream, &format!("c_{id}"), &db.url, metrics_port),
+    );
+    worker
+        .wait_ok(&format!("http://127.0.0.1:{metrics_port}/health"), START)
+        .await;
+    let expected = 40_000 + 600 + accepted as i64;
+    db.wait_at_least(
+        "SELECT 1 FROM message_status",
+        expected,
+        Duration::from_secs(300),
+        "accepted messages stored",
+    )
+    .await;
+    assert_eq!(db.count("SELECT 1 FROM orders").await, expected);
+    drop(worker);
+    drop(api);
+    common::delete_streams(&stream).await;
+    db.drop_db().await;
+}

@@ -77,6 +77,11 @@ pub enum ApiError {
     /// More requests are in flight than `MAX_IN_FLIGHT_REQUESTS`.
     #[error("the server is at its limit of requests in flight; retry after the Retry-After header")]
     Overloaded,
+    /// The request bodies in flight would pass `MAX_INFLIGHT_BODY_BYTES` (the body was not read).
+    #[error(
+        "the server holds as many request bytes as it may; retry after the Retry-After header (a smaller body, or one with a Content-Length, is let in sooner)"
+    )]
+    BodiesInFlight,
     /// No such route, or no such message.
     #[error("{0}")]
     NotFound(String),
@@ -172,7 +177,9 @@ impl ApiError {
             }
             ApiError::Invalid { .. } | ApiError::NotAnObject(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Body { status, .. } => *status,
-            ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::BodiesInFlight => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,

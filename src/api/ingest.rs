@@ -236,6 +236,38 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiErr
     Ok(first.unwrap_or_else(|| whole.freeze()))
 }
 
+/// Reserves the body's bytes in the budget of bodies in flight (see [`super::budget`]). When they
+/// do not fit, the answer is 503 without the body being held: a client that sent
+/// `Expect: 100-continue` is answered before it sends the body; from any other the body is
+/// read and dropped as it comes (at most `limit` bytes, within the body timeout), so that the
+/// client, still writing, reads the answer instead of a reset connection.
+async fn reserve(
+    state: &AppState,
+    headers: &HeaderMap,
+    limit: usize,
+    body: axum::body::Body,
+) -> Result<(super::budget::BodyPermit, axum::body::Body), ApiError> {
+    match state.body_budget.reserve(headers, limit) {
+        Ok(permit) => Ok((permit, body)),
+        Err(e) => {
+            let expects_continue = headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            if !expects_continue {
+                let mut stream = body.into_data_stream();
+                let mut drained = 0usize;
+                while let Some(Ok(chunk)) = futures::StreamExt::next(&mut stream).await {
+                    drained += chunk.len();
+                    if drained > limit {
+                        break;
+                    }
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
 /// The error of a body that could not be read to its end.
 fn body_read_error(e: axum::Error) -> ApiError {
     if super::server::is_body_timeout(&e) {
@@ -348,6 +380,7 @@ fn rejection_reason(e: &ApiError) -> &'static str {
         ApiError::TooLarge { .. } | ApiError::TooManyLines { .. } => "too_large",
         ApiError::UnsupportedMediaType { .. } => "content_type",
         ApiError::Unavailable(_) => "unavailable",
+        ApiError::BodiesInFlight => "bodies_in_flight",
         ApiError::Forbidden(_) => "forbidden",
         _ => "other",
     }
@@ -427,6 +460,7 @@ pub(super) async fn ingest_entity(
     let result = async {
         let entity = allowed_entity(&state, &client, &entity_name)?;
         check_content_type(&headers, false)?;
+        let (_held, body) = reserve(&state, &headers, state.body_limit(), body).await?;
         let body = read_body(body, state.body_limit()).await?;
         // The parsed document is dropped before the publish is awaited (it is not `Send`).
         let checked = check(entity, crate::runtime::parse_json_object(&body)?.root());
@@ -464,6 +498,7 @@ pub(super) async fn ingest_untyped(
             .get("x-entity-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let (_held, body) = reserve(&state, &headers, state.body_limit(), body).await?;
         let body = read_body(body, state.body_limit()).await?;
         let preset = from_query.or(from_header);
         let (entity, checked) = {
@@ -613,6 +648,7 @@ async fn batch(
             limit: state.max_batch_bytes,
         });
     }
+    let (_held, body) = reserve(state, headers, state.max_batch_bytes, body).await?;
     let mut valid: Vec<(usize, Bytes)> = Vec::new();
     let mut rejections = Rejections::default();
     let mut lines = 0usize;

@@ -12,6 +12,7 @@
 //! `/metrics` needs one scoped `metrics`, or moves to its own port ([`metrics_router`]).
 
 pub mod auth;
+pub mod budget;
 mod error;
 mod group;
 mod ingest;
@@ -37,6 +38,7 @@ use axum::routing::{get, post};
 use tower::{Layer, Service};
 
 pub use auth::{ApiKeys, Client};
+pub use budget::{BodyBudget, DEFAULT_MAX_INFLIGHT_BODY_BYTES};
 pub use error::ApiError;
 pub use ingest::{IngestResponse, MAX_ERRORS_SHOWN};
 pub use metrics::ApiMetrics;
@@ -69,6 +71,8 @@ pub struct AppState {
     pub max_batch_bytes: usize,
     /// Most lines in one batch.
     pub max_batch_lines: usize,
+    /// The bytes of request bodies held at once (`MAX_INFLIGHT_BODY_BYTES`).
+    pub body_budget: Arc<BodyBudget>,
     /// API keys; none: authentication off.
     pub keys: ApiKeys,
     /// Whether `/metrics` is served by [`router`] (false when it has a port of its own).
@@ -101,6 +105,7 @@ impl AppState {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_lines: DEFAULT_MAX_BATCH_LINES,
+            body_budget: Arc::new(BodyBudget::default()),
             keys: ApiKeys::none(),
             metrics_on_main_port: true,
         }

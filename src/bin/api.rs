@@ -59,6 +59,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     state.max_batch_bytes = config.max_batch_bytes;
     state.max_batch_lines = config.max_batch_lines;
+    state.body_budget =
+        std::sync::Arc::new(nomnom::api::BodyBudget::new(config.max_inflight_body_bytes));
     if config.keys.enabled() {
         tracing::info!(keys = config.keys.len(), "API keys required");
     } else {
