@@ -611,3 +611,92 @@ async fn a_message_whose_every_delivery_dies_with_the_worker_ends_dead_lettered(
     let _ = worker.wait();
     p.stop().await;
 }
+
+/// The request timeout cuts reading a request, never its publishing: with NATS paused (SIGSTOP,
+/// a server of the test's own) for 3 s while a batch and a single message publish, and a request
+/// timeout of 1 s, both are answered once JetStream has acked — 202 with every line accepted —
+/// and the stream holds exactly what the answers say was stored (before, they were answered 408
+/// "send it again" after 1 s while their messages were being stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_timeout_never_hides_a_stored_message() {
+    let port = free_port();
+    let store = scratch_dir("nats-paused");
+    let nats = NatsNode::start(
+        vec![
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-js".into(),
+            "-sd".into(),
+            store.display().to_string(),
+        ],
+        port,
+    );
+    let config = nomnom::config::NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        stream: format!("PAUSE_{}", common::unique()),
+        duplicate_window: Duration::from_secs(120),
+        replicas: 1,
+        auth: Default::default(),
+    };
+    let js = nomnom::nats::connect(&config).await.expect("NATS");
+    nomnom::nats::ensure_stream(&js, &config)
+        .await
+        .expect("stream");
+    let db = nomnom::db::pool(&format!("{}/test", common::pg_admin_url()), 1).expect("pool");
+    let app = nomnom::api::router(nomnom::api::AppState::new(
+        js.clone(),
+        config.stream.clone(),
+        db,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let until = stop.clone();
+    tokio::spawn(async move {
+        let limits = nomnom::api::HttpLimits {
+            request_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        nomnom::api::serve(listener, app, &limits, until.cancelled_owned()).await;
+    });
+    let batch: String = (1..=600)
+        .map(|n| format!("{}\n", tpch_order(n, 1)))
+        .collect();
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: String| {
+        client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    nats.signal("-STOP");
+    let started = Instant::now();
+    let answers = tokio::spawn(futures::future::join(
+        post("/ingest/batch/order", batch),
+        post("/ingest/message/order", tpch_order(601, 1).to_string()),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.signal("-CONT");
+    let (batch_answer, single_answer) = answers.await.expect("requests");
+    let elapsed = started.elapsed();
+    let batch_answer = batch_answer.expect("batch answered");
+    assert_eq!(batch_answer.status(), 202);
+    let batch_json: serde_json::Value = batch_answer.json().await.expect("json");
+    let single_answer = single_answer.expect("single answered");
+    assert_eq!(single_answer.status(), 202);
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "answered after {elapsed:?}, before NATS came back"
+    );
+    assert_eq!(batch_json["accepted"], 600, "{batch_json}");
+    assert_eq!(common::stream_members(&js, &config.stream).await, 601);
+    stop.cancel();
+    let _ = js.delete_stream(&config.stream).await;
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::auth::{self, Client};
 use super::group::PublishFailure;
+use super::server::ReadDeadline;
 use super::{ApiError, AppState};
 use crate::bulk::{LineSplitter, Row, RowProblem, csv_columns, each_array_element, each_csv_row};
 use crate::envelope::MessageEnvelope;
@@ -236,6 +237,21 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiErr
     Ok(first.unwrap_or_else(|| whole.freeze()))
 }
 
+/// `read` (reading a request's body, checking it) within the request's [`ReadDeadline`], if it
+/// has one: past it, 408, nothing published. Once publishing starts there is no deadline: the
+/// answer must say what was stored.
+async fn within<T>(
+    deadline: Option<ReadDeadline>,
+    read: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    match deadline {
+        Some(ReadDeadline(at)) => tokio::time::timeout_at(at, read)
+            .await
+            .unwrap_or(Err(ApiError::Timeout)),
+        None => read.await,
+    }
+}
+
 /// Reserves the body's bytes in the budget of bodies in flight (see [`super::budget`]). When they
 /// do not fit, the answer is 503 without the body being held: a client that sent
 /// `Expect: 100-continue` is answered before it sends the body; from any other the body is
@@ -453,6 +469,7 @@ async fn accept_one(
 pub(super) async fn ingest_entity(
     State(state): State<Arc<AppState>>,
     Extension(client): Extension<Client>,
+    deadline: Option<Extension<ReadDeadline>>,
     Path(entity_name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Body,
@@ -460,8 +477,13 @@ pub(super) async fn ingest_entity(
     let result = async {
         let entity = allowed_entity(&state, &client, &entity_name)?;
         check_content_type(&headers, false)?;
-        let (_held, body) = reserve(&state, &headers, state.body_limit(), body).await?;
-        let body = read_body(body, state.body_limit()).await?;
+        let deadline = deadline.map(|Extension(d)| d);
+        let (_held, body) = within(
+            deadline,
+            reserve(&state, &headers, state.body_limit(), body),
+        )
+        .await?;
+        let body = within(deadline, read_body(body, state.body_limit())).await?;
         // The parsed document is dropped before the publish is awaited (it is not `Send`).
         let checked = check(entity, crate::runtime::parse_json_object(&body)?.root());
         accept_one(&state, &client, entity, checked, &body, &headers).await
@@ -484,10 +506,12 @@ fn answer(state: &AppState, entity_name: &str, result: Result<Response, ApiError
 pub(super) async fn ingest_untyped(
     State(state): State<Arc<AppState>>,
     Extension(client): Extension<Client>,
+    deadline: Option<Extension<ReadDeadline>>,
     query: Result<Query<UntypedQuery>, QueryRejection>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    let deadline = deadline.map(|Extension(d)| d);
     let mut named = String::from("unknown");
     let result = async {
         check_content_type(&headers, false)?;
@@ -498,8 +522,9 @@ pub(super) async fn ingest_untyped(
             .get("x-entity-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let (_held, body) = reserve(&state, &headers, state.body_limit(), body).await?;
-        let body = read_body(body, state.body_limit()).await?;
+        let (_held, body) =
+            within(deadline, reserve(&state, &headers, state.body_limit(), body)).await?;
+        let body = within(deadline, read_body(body, state.body_limit())).await?;
         let preset = from_query.or(from_header);
         let (entity, checked) = {
             let doc = crate::runtime::parse_json_object(&body)?;
@@ -621,11 +646,13 @@ fn is_csv(headers: &HeaderMap) -> bool {
 pub(super) async fn ingest_batch(
     State(state): State<Arc<AppState>>,
     Extension(client): Extension<Client>,
+    deadline: Option<Extension<ReadDeadline>>,
     Path(entity_name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let result = batch(&state, &client, &entity_name, &headers, body).await;
+    let deadline = deadline.map(|Extension(d)| d);
+    let result = batch(&state, &client, &entity_name, &headers, body, deadline).await;
     answer(&state, &entity_name, result)
 }
 
@@ -635,6 +662,7 @@ async fn batch(
     entity_name: &str,
     headers: &HeaderMap,
     body: axum::body::Body,
+    deadline: Option<ReadDeadline>,
 ) -> Result<Response, ApiError> {
     let entity = allowed_entity(state, client, entity_name)?;
     check_content_type(headers, true)?;
@@ -648,7 +676,11 @@ async fn batch(
             limit: state.max_batch_bytes,
         });
     }
-    let (_held, body) = reserve(state, headers, state.max_batch_bytes, body).await?;
+    let (_held, body) = within(
+        deadline,
+        reserve(state, headers, state.max_batch_bytes, body),
+    )
+    .await?;
     let mut valid: Vec<(usize, Bytes)> = Vec::new();
     let mut rejections = Rejections::default();
     let mut lines = 0usize;
@@ -735,7 +767,11 @@ async fn batch(
     let mut leading_newlines = 0usize;
     let mut leading_too_long: Vec<usize> = Vec::new();
     let mut array: Vec<u8> = Vec::new();
-    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+    while let Some(chunk) = within(deadline, async {
+        Ok(futures::StreamExt::next(&mut stream).await)
+    })
+    .await?
+    {
         let chunk = chunk.map_err(body_read_error)?;
         read += chunk.len();
         if read > state.max_batch_bytes {

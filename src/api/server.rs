@@ -92,9 +92,81 @@ pub fn with_limits(
         }))
         .load_shed()
         .concurrency_limit(limits.max_in_flight.max(1))
-        .timeout(limits.request_timeout)
+        .layer(DeadlineLayer {
+            timeout: limits.request_timeout,
+        })
         .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
         .service(router)
+}
+
+/// When a request that carries messages must have been read: its body read and checked
+/// within `REQUEST_TIMEOUT_SECS` (else 408); once it publishes, it is not cut, so that its
+/// answer always says what was stored (publishing is bounded by JetStream's ack wait). A
+/// request extension of the ingest routes, set by [`DeadlineLayer`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReadDeadline(pub tokio::time::Instant);
+
+/// Whether `path` is an ingest route (its deadline covers reading only).
+fn is_ingest(path: &str) -> bool {
+    path.starts_with("/ingest/message") || path.starts_with("/ingest/batch")
+}
+
+/// The request timeout: the whole request on every route but the ingest ones, which get a
+/// [`ReadDeadline`] instead.
+#[derive(Debug, Clone, Copy)]
+struct DeadlineLayer {
+    timeout: Duration,
+}
+
+impl<S: Clone> tower::Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline {
+            timed: tower::timeout::Timeout::new(inner.clone(), self.timeout),
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// See [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+struct Deadline<S> {
+    inner: S,
+    timed: tower::timeout::Timeout<S>,
+    timeout: Duration,
+}
+
+impl<S, B> Service<axum::http::Request<B>> for Deadline<S>
+where
+    S: Service<axum::http::Request<B>, Response = Response> + Clone,
+    S::Error: Into<tower::BoxError>,
+{
+    type Response = Response;
+    type Error = tower::BoxError;
+    type Future = futures::future::Either<
+        futures::future::ErrInto<S::Future, tower::BoxError>,
+        <tower::timeout::Timeout<S> as Service<axum::http::Request<B>>>::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => self.timed.poll_ready(cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        use futures::TryFutureExt as _;
+        if is_ingest(request.uri().path()) {
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            request.extensions_mut().insert(ReadDeadline(deadline));
+            futures::future::Either::Left(self.inner.call(request).err_into())
+        } else {
+            futures::future::Either::Right(self.timed.call(request))
+        }
+    }
 }
 
 /// Whether a body error is the body-read timeout.

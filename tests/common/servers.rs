@@ -69,6 +69,13 @@ impl NatsNode {
         }
     }
 
+    /// Sends `sig` (e.g. `-STOP`, `-CONT`) and leaves the process running.
+    pub(crate) fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            signal(c, sig);
+        }
+    }
+
     /// Stops the server: SIGTERM (graceful) or SIGKILL.
     pub(crate) fn stop(&mut self, sig: &str) {
         if let Some(mut c) = self.child.take() {
