@@ -381,3 +381,65 @@ async fn derived_rows_that_repeat_a_unique_key_are_refused_naming_both() {
     assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, 3);
     p.stop().await;
 }
+
+/// An `Idempotency-Key` sent again with the same body is a retry (the same id, a duplicate);
+/// with another body inside the deduplication window it is refused with 409 naming the first
+/// message, and nothing of the second body is published — for single messages and batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reused_with_another_body_is_refused_naming_the_first_message() {
+    let p = Pipeline::start().await;
+    let first = tpch_order(31, 2).to_string();
+    let key = [("idempotency-key", "order-31")];
+    let (status, answer) = p.post_with("/ingest/message/order", &first, &key).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["message_id"].clone();
+    let (status, again) = p.post_with("/ingest/message/order", &first, &key).await;
+    assert_eq!(
+        (status, &again["message_id"], &again["duplicate"]),
+        (202, &id, &json!(true))
+    );
+    let (status, refused) = p
+        .post_with(
+            "/ingest/message/order",
+            &tpch_order(32, 2).to_string(),
+            &key,
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["message_id"], id, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("another body"),
+        "{refused}"
+    );
+
+    let batch = |from: u32| -> String {
+        (from..from + 3)
+            .map(|n| format!("{}\n", tpch_order(n, 1)))
+            .collect()
+    };
+    let batch_key = [("idempotency-key", "batch-40")];
+    let (status, answer) = p
+        .post_with("/ingest/batch/order", &batch(40), &batch_key)
+        .await;
+    assert_eq!((status, &answer["accepted"]), (202, &json!(3)), "{answer}");
+    let (status, answer) = p
+        .post_with("/ingest/batch/order", &batch(40), &batch_key)
+        .await;
+    assert_eq!((status, &answer["accepted"]), (202, &json!(3)), "{answer}");
+    let (status, refused) = p
+        .post_with("/ingest/batch/order", &batch(50), &batch_key)
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    p.db.wait_count("SELECT 1 FROM message_status", 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(p.db.count("SELECT 1 FROM orders").await, 4);
+    assert_eq!(
+        p.db.count("SELECT 1 FROM orders WHERE order_key IN ('ORD-000032', 'ORD-000050')")
+            .await,
+        0
+    );
+    p.stop().await;
+}

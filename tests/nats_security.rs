@@ -373,6 +373,27 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
         (200, Some("pending")),
         "{answer}"
     );
+    // A keyed message, its retry (a duplicate), and the key with another body (409): the
+    // digests live in the idempotency bucket, with the api's rights.
+    let keyed = common::tpch_order(6, 1).to_string();
+    for (body, want) in [(&keyed, 202), (&keyed, 202)] {
+        let (status, answer) = p
+            .post_with(
+                "/ingest/message/order",
+                body,
+                &[("idempotency-key", "lp-key-1")],
+            )
+            .await;
+        assert_eq!(status, want, "{answer}");
+    }
+    let (status, answer) = p
+        .post_with(
+            "/ingest/message/order",
+            &common::tpch_order(7, 1).to_string(),
+            &[("idempotency-key", "lp-key-1")],
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
     // Concurrent requests share JetStream messages (groups).
     let orders: Vec<String> = (10..30)
         .map(|n| common::tpch_order(n, 1).to_string())
@@ -396,7 +417,7 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
     assert_eq!(status, 202);
     p.worker_config.nats = worker.clone();
     let metrics = p.start_worker().await;
-    p.db.wait_count("SELECT 1 FROM order_line_items", 22).await;
+    p.db.wait_count("SELECT 1 FROM order_line_items", 23).await;
     p.db.wait_count("SELECT 1 FROM dead_letters", 2).await;
     let (status, answer) = p.get(&format!("/ingest/status/{message_id}")).await;
     assert_eq!(

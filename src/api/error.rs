@@ -77,6 +77,14 @@ pub enum ApiError {
     /// More requests are in flight than `MAX_IN_FLIGHT_REQUESTS`.
     #[error("the server is at its limit of requests in flight; retry after the Retry-After header")]
     Overloaded,
+    /// An `Idempotency-Key` sent again within the deduplication window with another body.
+    #[error(
+        "this Idempotency-Key was sent within the deduplication window with another body (message {first}); a new message needs a new key"
+    )]
+    KeyReused {
+        /// The message the key stands for (what the first body was accepted as).
+        first: uuid::Uuid,
+    },
     /// The request bodies in flight would pass `MAX_INFLIGHT_BODY_BYTES` (the body was not read).
     #[error(
         "the server holds as many request bytes as it may; retry after the Retry-After header (a smaller body, or one with a Content-Length, is let in sooner)"
@@ -176,6 +184,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::Invalid { .. } | ApiError::NotAnObject(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::KeyReused { .. } => StatusCode::CONFLICT,
             ApiError::Body { status, .. } => *status,
             ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::BodiesInFlight => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -195,6 +204,9 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Invalid { .. } | ApiError::NotAnObject(_) => {
                 body["details"] = json!(self.field_errors());
+            }
+            ApiError::KeyReused { first } => {
+                body["message_id"] = json!(first);
             }
             ApiError::UnknownEntity(_) => {
                 let known: Vec<&str> = crate::generated::RootEntity::ALL

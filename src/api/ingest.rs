@@ -397,6 +397,7 @@ fn rejection_reason(e: &ApiError) -> &'static str {
         ApiError::UnsupportedMediaType { .. } => "content_type",
         ApiError::Unavailable(_) => "unavailable",
         ApiError::BodiesInFlight => "bodies_in_flight",
+        ApiError::KeyReused { .. } => "key_reused",
         ApiError::Forbidden(_) => "forbidden",
         _ => "other",
     }
@@ -438,6 +439,11 @@ async fn accept_one(
         }
         Some(key) => {
             let id = message_id(client, entity, Some(&key), None);
+            let digest = super::idempotency::digest([&body[..]]);
+            state
+                .fingerprints
+                .claim(&state.jetstream, &state.stream, id, digest)
+                .await?;
             let v = Validated::new(entity, id, body.clone(), true);
             let ack = send(state, &v).await?;
             let duplicate = await_ack(state, entity, started, ack)
@@ -767,12 +773,17 @@ async fn batch(
     let mut leading_newlines = 0usize;
     let mut leading_too_long: Vec<usize> = Vec::new();
     let mut array: Vec<u8> = Vec::new();
+    // With a key, the whole body's digest (see `idempotency`).
+    let mut body_digest = key.is_some().then(<sha2::Sha256 as sha2::Digest>::new);
     while let Some(chunk) = within(deadline, async {
         Ok(futures::StreamExt::next(&mut stream).await)
     })
     .await?
     {
         let chunk = chunk.map_err(body_read_error)?;
+        if let Some(hasher) = &mut body_digest {
+            sha2::Digest::update(hasher, &chunk);
+        }
         read += chunk.len();
         if read > state.max_batch_bytes {
             return Err(ApiError::TooLarge {
@@ -850,6 +861,14 @@ async fn batch(
         return Err(ApiError::BadRequest(
             "the batch is empty: send one JSON object per line, or a JSON array of objects".into(),
         ));
+    }
+    if let (Some(key), Some(hasher)) = (key.as_deref(), body_digest) {
+        let id = message_id(client, entity, Some(key), None);
+        let digest: [u8; 32] = sha2::Digest::finalize(hasher).into();
+        state
+            .fingerprints
+            .claim(&state.jetstream, &state.stream, id, digest)
+            .await?;
     }
     let started = Instant::now();
     let units = match key.as_deref() {

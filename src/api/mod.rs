@@ -15,6 +15,7 @@ pub mod auth;
 pub mod budget;
 mod error;
 mod group;
+pub mod idempotency;
 mod ingest;
 mod metrics;
 mod openapi;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub max_batch_lines: usize,
     /// The bytes of request bodies held at once (`MAX_INFLIGHT_BODY_BYTES`).
     pub body_budget: Arc<BodyBudget>,
+    /// Digests of bodies sent with an `Idempotency-Key`, within the deduplication window.
+    fingerprints: Arc<idempotency::Fingerprints>,
     /// API keys; none: authentication off.
     pub keys: ApiKeys,
     /// Whether `/metrics` is served by [`router`] (false when it has a port of its own).
@@ -106,6 +109,7 @@ impl AppState {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_lines: DEFAULT_MAX_BATCH_LINES,
             body_budget: Arc::new(BodyBudget::default()),
+            fingerprints: Arc::default(),
             keys: ApiKeys::none(),
             metrics_on_main_port: true,
         }

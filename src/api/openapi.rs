@@ -83,6 +83,12 @@ fn ingest_errors(batch: bool) -> serde_json::Map<String, Value> {
             "Body larger than MAX_BODY_BYTES"
         }),
     );
+    r.insert(
+        "409".into(),
+        error_response(
+            "The Idempotency-Key was sent within the deduplication window with another body; `message_id` names the first message",
+        ),
+    );
     r.insert("415".into(), error_response("Unsupported content type"));
     r.insert(
         "422".into(),

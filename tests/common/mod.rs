@@ -400,6 +400,10 @@ impl Pipeline {
             .jetstream
             .delete_stream(nomnom::worker::dead_letter::dlq_stream_name(&self.stream))
             .await;
+        let _ = self
+            .jetstream
+            .delete_key_value(nomnom::api::idempotency::bucket_name(&self.stream))
+            .await;
         self.db.drop_db().await;
     }
 }
@@ -440,6 +444,9 @@ pub(crate) async fn delete_streams(stream: &str) {
     let _ = js.delete_stream(stream).await;
     let _ = js
         .delete_stream(nomnom::worker::dead_letter::dlq_stream_name(stream))
+        .await;
+    let _ = js
+        .delete_key_value(nomnom::api::idempotency::bucket_name(stream))
         .await;
 }
 
