@@ -606,3 +606,53 @@ async fn request_bodies_in_flight_stay_within_the_byte_budget() {
     common::delete_streams(&stream).await;
     db.drop_db().await;
 }
+
+/// `worker replay-dead-letters` pages through the dead letters: 120 of 700 KB each (84 MB)
+/// are all published again while the process's peak RSS stays under 64 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_pages_through_dead_letters_in_bounded_memory() {
+    const BOUND: u64 = 64 * 1024 * 1024;
+    let id = common::unique();
+    let stream = format!("RP_{id}");
+    let db = common::TestDb::create().await;
+    nomnom::db::prepare_schema(&db.url).await.expect("schema");
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO dead_letters (message_id, entity, body, reason, attempts) \
+             SELECT gen_random_uuid(), 'Order', \
+                    convert_to('{\"order_key\":\"R' || i || '\",\"comment\":\"' || repeat('x', 700000) || '\"}', 'UTF8'), \
+                    'refused', 1 \
+             FROM generate_series(1, 120) i",
+        )
+        .await
+        .expect("dead letters");
+    let mut child = worker_command(&stream, &format!("c_{id}"), &db.url, free_port())
+        .arg("replay-dead-letters")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("replay runs");
+    let mut peak = 0;
+    while child.try_wait().expect("wait").is_none() {
+        peak = peak.max(memory(child.id()).0);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("120 replayed, 0 skipped"), "{stdout}");
+    println!(
+        "replay of 120 dead letters of 700 KB: peak RSS {} MiB",
+        peak >> 20
+    );
+    assert!(peak > 0 && peak < BOUND, "peak RSS {} MiB", peak >> 20);
+    // The records stay until their copies are stored.
+    assert_eq!(db.count("SELECT 1 FROM dead_letters").await, 120);
+    common::delete_streams(&stream).await;
+    db.drop_db().await;
+}

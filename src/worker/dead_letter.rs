@@ -346,8 +346,9 @@ pub enum ReplayError {
     Publish(String),
 }
 
-/// Dead letters read per page by replay.
-const REPLAY_PAGE: usize = 100;
+/// Dead letters read per page by replay: with bodies up to the largest message (1 MiB by
+/// default), a page holds at most 16 MiB.
+const REPLAY_PAGE: usize = 16;
 
 /// Publishes a copy of each dead letter (the filter's) for processing again. The records stay:
 /// the worker removes a record in the transaction that stores its copy, and a copy rejected
