@@ -230,28 +230,8 @@ async fn a_file_larger_than_the_memory_bound_streams_through_the_loader() {
         size > BOUND + BOUND / 5,
         "the file ({size} bytes) must exceed the bound"
     );
-    let stream = format!("LOADMEM_{}", common::unique());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .args(["load", "--entity", "customer"])
-        .arg(&file)
-        .env("NATS_URL", common::nats_url())
-        .env("NATS_STREAM", &stream)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("worker load runs");
-    let mut peak = 0;
-    while child.try_wait().expect("wait").is_none() {
-        peak = peak.max(peak_rss(child.id()));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stdout, peak) = load_binary("customer", &file).await;
+    assert!(ok, "{stdout}");
     assert!(
         stdout.contains(&format!("{ROWS} rows, {ROWS} accepted")),
         "{stdout}"
@@ -266,7 +246,6 @@ async fn a_file_larger_than_the_memory_bound_streams_through_the_loader() {
         "loader peak RSS {} MB",
         peak / 1024 / 1024
     );
-    common::delete_streams(&stream).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 use super::ApiError;
 
+/// How long recording or checking a digest may take.
+const CLAIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The digests of keyed bodies, opened (or created) on the first keyed request.
 #[derive(Debug, Default)]
 pub struct Fingerprints {
@@ -38,6 +41,24 @@ impl Fingerprints {
     /// Records `digest` as the body of message `id` (derived from its key), or checks it
     /// against the one recorded within the window: `Ok` for the same body, 409 for another.
     pub(super) async fn claim(
+        &self,
+        js: &jetstream::Context,
+        stream: &str,
+        id: Uuid,
+        digest: [u8; 32],
+    ) -> Result<(), ApiError> {
+        // As long as a publish may wait for its ack: with NATS away, a 503 soon, not a hang.
+        tokio::time::timeout(CLAIM_TIMEOUT, self.claim_now(js, stream, id, digest))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::Unavailable(format!(
+                    "idempotency records: no answer from JetStream within {} s",
+                    CLAIM_TIMEOUT.as_secs()
+                )))
+            })
+    }
+
+    async fn claim_now(
         &self,
         js: &jetstream::Context,
         stream: &str,

@@ -186,6 +186,51 @@ fn reference_entities_without_persistence_generate_no_code() {
     );
 }
 
+/// A database of one test with the fixture's tables, dropped by [`FixtureDb::drop`].
+struct FixtureDb {
+    admin: tokio_postgres::Client,
+    name: String,
+    url: String,
+}
+
+impl FixtureDb {
+    async fn create() -> Self {
+        let base = std::env::var("TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("nomnom_fixture_{}", uuid::Uuid::new_v4().simple());
+        let admin = pg(&format!("{base}/test")).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create db");
+        let db = Self {
+            admin,
+            url: format!("{base}/{name}"),
+            name,
+        };
+        let mut conn = db.connect().await;
+        for t in nomnom_codegen_fixtures::kitchen_sink::TABLES {
+            diesel_async::RunQueryDsl::execute(diesel::sql_query(t.create_sql), &mut conn)
+                .await
+                .expect("create table");
+        }
+        db
+    }
+
+    async fn connect(&self) -> diesel_async::AsyncPgConnection {
+        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&self.url)
+            .await
+            .expect("connect")
+    }
+
+    async fn drop(self) {
+        self.admin
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .await
+            .expect("drop db");
+    }
+}
+
 async fn pg(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -241,23 +286,8 @@ fn json_schemas_come_from_the_type_table() {
 
 #[tokio::test]
 async fn upserts_follow_on_conflict_and_unicity() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-    let base = std::env::var("TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let name = format!("nomnom_fixture_{}", uuid::Uuid::new_v4().simple());
-    let admin = pg(&format!("{base}/test")).await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create db");
-    let url = format!("{base}/{name}");
-    let mut conn = AsyncPgConnection::establish(&url).await.expect("connect");
-    for t in nomnom_codegen_fixtures::kitchen_sink::TABLES {
-        diesel::sql_query(t.create_sql)
-            .execute(&mut conn)
-            .await
-            .expect("create table");
-    }
+    let db = FixtureDb::create().await;
+    let (url, mut conn) = (db.url.clone(), db.connect().await);
     let first = RootEntity::Shipment
         .parse_value(&shipment())
         .expect("valid");
@@ -340,10 +370,7 @@ async fn upserts_follow_on_conflict_and_unicity() {
     );
     drop(client);
     drop(conn);
-    admin
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .expect("drop db");
+    db.drop().await;
 }
 
 /// `order_by: version` decides which version a key keeps: the highest, whether versions arrive
@@ -351,25 +378,10 @@ async fn upserts_follow_on_conflict_and_unicity() {
 /// versions fall back to the later position (a later stream epoch is later).
 #[tokio::test]
 async fn a_declared_version_keeps_the_highest_whatever_the_arrival_order() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
     use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
     use nomnom_runtime::Position;
-    let base = std::env::var("TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let name = format!("nomnom_fixture_{}", uuid::Uuid::new_v4().simple());
-    let admin = pg(&format!("{base}/test")).await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create db");
-    let url = format!("{base}/{name}");
-    let mut conn = AsyncPgConnection::establish(&url).await.expect("connect");
-    for t in nomnom_codegen_fixtures::kitchen_sink::TABLES {
-        diesel::sql_query(t.create_sql)
-            .execute(&mut conn)
-            .await
-            .expect("create table");
-    }
+    let db = FixtureDb::create().await;
+    let (url, mut conn) = (db.url.clone(), db.connect().await);
     let reading = |sensor: &str, version: i64, value: f64| {
         RootEntity::Reading
             .parse_value(&json!({
@@ -423,10 +435,7 @@ async fn a_declared_version_keeps_the_highest_whatever_the_arrival_order() {
     );
     drop(client);
     drop(conn);
-    admin
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .expect("drop db");
+    db.drop().await;
 }
 
 /// A String key without `max_length` (`Reading.sensor`): a value at the limit the build derived
@@ -434,7 +443,6 @@ async fn a_declared_version_keeps_the_highest_whatever_the_arrival_order() {
 /// more is refused by the parser and by the validate-only check alike, naming the field.
 #[tokio::test]
 async fn an_unbounded_string_key_is_refused_past_what_the_index_holds() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
     use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut sensor = String::new();
@@ -464,22 +472,8 @@ async fn an_unbounded_string_key_is_refused_past_what_the_index_holds() {
         .expect_err("refused");
     assert_eq!(checked, refused, "validate and parse agree");
 
-    let base = std::env::var("TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let name = format!("nomnom_fixture_{}", uuid::Uuid::new_v4().simple());
-    let admin = pg(&format!("{base}/test")).await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create db");
-    let url = format!("{base}/{name}");
-    let mut conn = AsyncPgConnection::establish(&url).await.expect("connect");
-    for t in nomnom_codegen_fixtures::kitchen_sink::TABLES {
-        diesel::sql_query(t.create_sql)
-            .execute(&mut conn)
-            .await
-            .expect("create table");
-    }
+    let db = FixtureDb::create().await;
+    let mut conn = db.connect().await;
     let m = RootEntity::Reading
         .parse_value(&body(&sensor))
         .expect("at the limit");
@@ -496,8 +490,5 @@ async fn an_unbounded_string_key_is_refused_past_what_the_index_holds() {
         .await
         .expect("a key at the limit fits the index");
     drop(conn);
-    admin
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .expect("drop db");
+    db.drop().await;
 }
