@@ -1399,7 +1399,12 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
             let winner = match (&p.on_conflict, &p.order_by) {
                 (OnConflict::Update, Some(o)) => {
                     let v = quote_ident(&o.value);
-                    format!("(t.{v}, {existing}) <= (EXCLUDED.{v}, {incoming})")
+                    // Text byte by byte, as Rust compares it in the batch's own dedup.
+                    let collate = match e.field(&o.value).map(|f| f.ty.value) {
+                        Some(FieldType::String) => " COLLATE \"C\"",
+                        _ => "",
+                    };
+                    format!("(t.{v}{collate}, {existing}) <= (EXCLUDED.{v}{collate}, {incoming})")
                 }
                 (OnConflict::Update, None) => format!("({existing}) <= ({incoming})"),
                 (OnConflict::Ignore, _) => format!("({existing}) > ({incoming})"),

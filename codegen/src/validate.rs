@@ -786,12 +786,16 @@ fn check_order_by(e: &EntityDef, p: &Persistence, o: &Spanned<String>, d: &mut D
     }
 }
 
-/// Types whose order is the same in Rust and in PostgreSQL (text collations and decimals'
-/// text form are not), so a version compares alike within a batch and against the table.
+/// Types whose order is the same in Rust and in PostgreSQL, so a version compares alike
+/// within a batch and against the table (text compares byte by byte on both sides: the upsert
+/// compares it `COLLATE "C"`; decimals numerically; times to the microsecond).
 const ORDERABLE: &[FieldType] = &[
     FieldType::Integer,
     FieldType::BigInt,
+    FieldType::Decimal,
+    FieldType::String,
     FieldType::Date,
+    FieldType::Time,
     FieldType::DateTime,
 ];
 

@@ -400,6 +400,26 @@ impl PartialEq for Numeric {
 
 impl Eq for Numeric {}
 
+/// Numeric order, as PostgreSQL orders `numeric` (what an `order_by` version compares by).
+impl Ord for Numeric {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self == other {
+            return std::cmp::Ordering::Equal;
+        }
+        match (self.to_decimal(), other.to_decimal()) {
+            (Ok(a), Ok(b)) => a.cmp(&b),
+            // Not reached for values the parser accepted; a total order all the same.
+            _ => self.0.cmp(&other.0),
+        }
+    }
+}
+
+impl PartialOrd for Numeric {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Hash for Numeric {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         canonical(&self.0).hash(state);

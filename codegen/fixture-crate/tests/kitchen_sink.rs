@@ -174,7 +174,7 @@ fn nulls_follow_nullability() {
 fn reference_entities_without_persistence_generate_no_code() {
     assert_eq!(
         RootEntity::ALL.iter().map(|e| e.name()).collect::<Vec<_>>(),
-        vec!["Shipment", "Reading"]
+        vec!["Shipment", "Reading", "Quote", "Level"]
     );
     let tables: Vec<&str> = nomnom_codegen_fixtures::kitchen_sink::TABLES
         .iter()
@@ -182,7 +182,14 @@ fn reference_entities_without_persistence_generate_no_code() {
         .collect();
     assert_eq!(
         tables,
-        vec!["shipments", "packages", "package_items", "readings"]
+        vec![
+            "shipments",
+            "packages",
+            "package_items",
+            "readings",
+            "quotes",
+            "levels"
+        ]
     );
 }
 
@@ -195,12 +202,17 @@ struct FixtureDb {
 
 impl FixtureDb {
     async fn create() -> Self {
+        Self::create_with("").await
+    }
+
+    /// With `options` after `CREATE DATABASE <name>` (e.g. a collation).
+    async fn create_with(options: &str) -> Self {
         let base = std::env::var("TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
         let name = format!("nomnom_fixture_{}", uuid::Uuid::new_v4().simple());
         let admin = pg(&format!("{base}/test")).await;
         admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
             .await
             .expect("create db");
         let db = Self {
@@ -489,6 +501,74 @@ async fn an_unbounded_string_key_is_refused_past_what_the_index_holds() {
         .write(&mut conn, WriteMode::Insert)
         .await
         .expect("a key at the limit fits the index");
+    drop(conn);
+    db.drop().await;
+}
+
+/// `order_by` on text and on a decimal: text compares byte by byte in the batch and in the
+/// table alike whatever the database's collation (`"a-1"` after `"B-2"`, where a locale would
+/// put it first), decimals numerically (`10` after `9.5`, though `"10" < "9.5"` as text); a
+/// stale version arriving later changes nothing.
+#[tokio::test]
+async fn text_and_decimal_versions_order_as_postgresql_orders_them() {
+    use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
+    use nomnom_runtime::Position;
+    // A database whose own collation orders text as a locale does (ICU en-US: `a` before `B`).
+    let db = FixtureDb::create_with(
+        "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
+    )
+    .await;
+    let mut conn = db.connect().await;
+    let quote = |stamp: &str, price: &str| {
+        let body: Value = serde_json::from_str(&format!(
+            r#"{{"symbol": "NOM", "stamp": "{stamp}", "price": {price}}}"#
+        ))
+        .expect("json");
+        RootEntity::Quote.parse_value(&body).expect("valid")
+    };
+    let level = |revision: &str, litres: f64| {
+        let body: Value = serde_json::from_str(&format!(
+            r#"{{"tank": 7, "revision": {revision}, "litres": {litres}}}"#
+        ))
+        .expect("json");
+        RootEntity::Level.parse_value(&body).expect("valid")
+    };
+    let at = |sequence| Position { epoch: 1, sequence };
+    let (q_old, q_new, q_stale) = (
+        quote("B-2", "1.5"),
+        quote("a-1", "2.5"),
+        quote("A-0", "0.5"),
+    );
+    let (l_new, l_old, l_stale) = (level("10", 100.0), level("9.5", 95.0), level("9.75", 97.5));
+    // Batch 1: an old quote; the newer level before the older one.
+    let mut batch = RowBatch::default();
+    batch.push(&q_old, at(1));
+    batch.push(&l_new, at(2));
+    batch.push(&l_old, at(3));
+    batch
+        .write(&mut conn, WriteMode::Insert)
+        .await
+        .expect("insert");
+    // Batches 2 and 3: the newer quote, then stale versions of both.
+    for (q, l, seq) in [(&q_new, &l_old, 4), (&q_stale, &l_stale, 6)] {
+        let mut batch = RowBatch::default();
+        batch.push(q, at(seq));
+        batch.push(l, at(seq + 1));
+        batch
+            .write(&mut conn, WriteMode::Upsert)
+            .await
+            .expect("upsert");
+    }
+    let client = pg(&db.url).await;
+    assert_eq!(
+        texts(&client, "SELECT stamp, price FROM quotes").await,
+        vec!["a-1|2.5"]
+    );
+    assert_eq!(
+        texts(&client, "SELECT revision, litres FROM levels").await,
+        vec!["10|100"]
+    );
+    drop(client);
     drop(conn);
     db.drop().await;
 }

@@ -19,11 +19,21 @@ pub mod shipment_tag {
 pub mod reading {
     include!("nomnom_entity_reading.rs");
 }
+/// Generated code of entity `Quote`.
+pub mod quote {
+    include!("nomnom_entity_quote.rs");
+}
+/// Generated code of entity `Level`.
+pub mod level {
+    include!("nomnom_entity_level.rs");
+}
 pub use self::shipment::{Shipment, ShipmentMessage};
 pub use self::package::Package;
 pub use self::package_item::PackageItem;
 pub use self::shipment_tag::ShipmentTag;
 pub use self::reading::{Reading, ReadingMessage};
+pub use self::quote::{Quote, QuoteMessage};
+pub use self::level::{Level, LevelMessage};
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {
@@ -31,15 +41,26 @@ pub enum RootEntity {
     Shipment,
     /// `Reading` messages.
     Reading,
+    /// `Quote` messages.
+    Quote,
+    /// `Level` messages.
+    Level,
 }
 impl RootEntity {
     /// Every root entity, in file-name order.
-    pub const ALL: &'static [RootEntity] = &[RootEntity::Shipment, RootEntity::Reading];
+    pub const ALL: &'static [RootEntity] = &[
+        RootEntity::Shipment,
+        RootEntity::Reading,
+        RootEntity::Quote,
+        RootEntity::Level,
+    ];
     /// The entity name as written in YAML (`OrderLineItem`).
     pub fn name(self) -> &'static str {
         match self {
             RootEntity::Shipment => "Shipment",
             RootEntity::Reading => "Reading",
+            RootEntity::Quote => "Quote",
+            RootEntity::Level => "Level",
         }
     }
     /// The snake_case name used in routes and NATS subjects (`order_line_item`).
@@ -47,6 +68,8 @@ impl RootEntity {
         match self {
             RootEntity::Shipment => "shipment",
             RootEntity::Reading => "reading",
+            RootEntity::Quote => "quote",
+            RootEntity::Level => "level",
         }
     }
     /// Finds a root entity by name; case, `_` and `-` are ignored (`order`, `Order`).
@@ -61,6 +84,8 @@ impl RootEntity {
         match self {
             RootEntity::Shipment => &self::shipment::CSV,
             RootEntity::Reading => &self::reading::CSV,
+            RootEntity::Quote => &self::quote::CSV,
+            RootEntity::Level => &self::level::CSV,
         }
     }
     /// JSON Schema of the message body.
@@ -71,6 +96,12 @@ impl RootEntity {
             }
             RootEntity::Reading => {
                 r#"{"properties":{"sensor":{"pattern":"^[^\\x00]*$","type":"string"},"taken_at":{"format":"date-time","type":"string"},"value":{"format":"double","type":"number"},"version":{"format":"int64","maximum":9223372036854775807,"minimum":-9223372036854775808,"type":"integer"}},"required":["sensor","version","taken_at","value"],"type":"object"}"#
+            }
+            RootEntity::Quote => {
+                r#"{"properties":{"price":{"anyOf":[{"type":"number"},{"pattern":"^[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]{1,4})?$","type":"string"}],"format":"decimal"},"stamp":{"maxLength":40,"pattern":"^[^\\x00]*$","type":"string"},"symbol":{"maxLength":12,"pattern":"^[^\\x00]*$","type":"string"}},"required":["symbol","stamp","price"],"type":"object"}"#
+            }
+            RootEntity::Level => {
+                r#"{"properties":{"litres":{"format":"double","type":"number"},"revision":{"anyOf":[{"type":"number"},{"pattern":"^[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]{1,4})?$","type":"string"}],"format":"decimal"},"tank":{"format":"int32","maximum":2147483647,"minimum":-2147483648,"type":"integer"}},"required":["tank","revision","litres"],"type":"object"}"#
             }
         };
         ::nomnom_runtime::json_schema_value(text)
@@ -98,6 +129,8 @@ impl RootEntity {
             RootEntity::Reading => {
                 ReadingMessage::parse(value).map(ParsedMessage::Reading)
             }
+            RootEntity::Quote => QuoteMessage::parse(value).map(ParsedMessage::Quote),
+            RootEntity::Level => LevelMessage::parse(value).map(ParsedMessage::Level),
         }
     }
     /// Checks a parsed JSON document as a message of this entity without building its
@@ -109,6 +142,8 @@ impl RootEntity {
         match self {
             RootEntity::Shipment => ShipmentMessage::validate(value),
             RootEntity::Reading => ReadingMessage::validate(value),
+            RootEntity::Quote => QuoteMessage::validate(value),
+            RootEntity::Level => LevelMessage::validate(value),
         }
     }
     /// Parses a `serde_json::Value` as a message of this entity (for callers that hold
@@ -138,6 +173,10 @@ pub enum ParsedMessage {
     Shipment(ShipmentMessage),
     /// A parsed `Reading` message.
     Reading(ReadingMessage),
+    /// A parsed `Quote` message.
+    Quote(QuoteMessage),
+    /// A parsed `Level` message.
+    Level(LevelMessage),
 }
 impl ParsedMessage {
     /// The root entity of this message.
@@ -145,6 +184,8 @@ impl ParsedMessage {
         match self {
             ParsedMessage::Shipment(_) => RootEntity::Shipment,
             ParsedMessage::Reading(_) => RootEntity::Reading,
+            ParsedMessage::Quote(_) => RootEntity::Quote,
+            ParsedMessage::Level(_) => RootEntity::Level,
         }
     }
     /// Number of rows this message produces (root and derived).
@@ -152,6 +193,8 @@ impl ParsedMessage {
         match self {
             ParsedMessage::Shipment(m) => m.row_count(),
             ParsedMessage::Reading(m) => m.row_count(),
+            ParsedMessage::Quote(m) => m.row_count(),
+            ParsedMessage::Level(m) => m.row_count(),
         }
     }
 }
@@ -493,6 +536,110 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     CONSTRAINT "readings_unicity" UNIQUE ("sensor")
 )"#,
     },
+    ::nomnom_runtime::TableDef {
+        entity: "Quote",
+        table: "quotes",
+        id_column: "id",
+        columns: &[
+            ::nomnom_runtime::ColumnDef {
+                name: "symbol",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(12u32),
+                sql_type: "VARCHAR(12)",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "stamp",
+                ty: ::nomnom_runtime::FieldType::String,
+                max_length: ::std::option::Option::Some(40u32),
+                sql_type: "VARCHAR(40)",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "price",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
+                sql_type: "NUMERIC",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_seq",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
+        ],
+        unicity_fields: &["symbol"],
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "quotes" (
+    "id" BIGSERIAL PRIMARY KEY,
+    "symbol" VARCHAR(12) NOT NULL,
+    "stamp" VARCHAR(40) NOT NULL,
+    "price" NUMERIC NOT NULL,
+    "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
+    CONSTRAINT "quotes_unicity" UNIQUE ("symbol")
+)"#,
+    },
+    ::nomnom_runtime::TableDef {
+        entity: "Level",
+        table: "levels",
+        id_column: "id",
+        columns: &[
+            ::nomnom_runtime::ColumnDef {
+                name: "tank",
+                ty: ::nomnom_runtime::FieldType::Integer,
+                max_length: ::std::option::Option::None,
+                sql_type: "INTEGER",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "revision",
+                ty: ::nomnom_runtime::FieldType::Decimal,
+                max_length: ::std::option::Option::None,
+                sql_type: "NUMERIC",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "litres",
+                ty: ::nomnom_runtime::FieldType::Float,
+                max_length: ::std::option::Option::None,
+                sql_type: "DOUBLE PRECISION",
+                nullable: false,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_seq",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_epoch",
+                ty: ::nomnom_runtime::FieldType::BigInt,
+                max_length: ::std::option::Option::None,
+                sql_type: "BIGINT",
+                nullable: true,
+            },
+        ],
+        unicity_fields: &["tank"],
+        create_sql: r#"CREATE TABLE IF NOT EXISTS "levels" (
+    "id" BIGSERIAL PRIMARY KEY,
+    "tank" INTEGER NOT NULL,
+    "revision" NUMERIC NOT NULL,
+    "litres" DOUBLE PRECISION NOT NULL,
+    "_nomnom_seq" BIGINT,
+    "_nomnom_epoch" BIGINT,
+    CONSTRAINT "levels_unicity" UNIQUE ("tank")
+)"#,
+    },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
 #[derive(Debug, Default)]
@@ -505,6 +652,10 @@ pub struct RowBatch<'a> {
     pub package_item: ::std::vec::Vec<(&'a PackageItem, ::nomnom_runtime::Position)>,
     /// `Reading` rows.
     pub reading: ::std::vec::Vec<(&'a Reading, ::nomnom_runtime::Position)>,
+    /// `Quote` rows.
+    pub quote: ::std::vec::Vec<(&'a Quote, ::nomnom_runtime::Position)>,
+    /// `Level` rows.
+    pub level: ::std::vec::Vec<(&'a Level, ::nomnom_runtime::Position)>,
 }
 impl<'a> RowBatch<'a> {
     /// Adds every stored row of a message. `position` orders messages (stream epoch and
@@ -526,6 +677,12 @@ impl<'a> RowBatch<'a> {
             ParsedMessage::Reading(m) => {
                 self.reading.push((&m.reading, position));
             }
+            ParsedMessage::Quote(m) => {
+                self.quote.push((&m.quote, position));
+            }
+            ParsedMessage::Level(m) => {
+                self.level.push((&m.level, position));
+            }
         }
     }
     /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
@@ -544,6 +701,8 @@ impl<'a> RowBatch<'a> {
                     mode). await ?), ("package_items",
                     self::package_item::write_rows(conn, self.package_item, mode). await
                     ?), ("readings", self::reading::write_rows(conn, self.reading, mode).
+                    await ?), ("quotes", self::quote::write_rows(conn, self.quote, mode).
+                    await ?), ("levels", self::level::write_rows(conn, self.level, mode).
                     await ?)
                 ],
             ),
@@ -641,6 +800,32 @@ pub mod schema {
             taken_at -> Timestamptz,
             /// `value`: `Float`.
             value -> Double,
+        }
+    }
+    ::diesel::table! {
+        /// The rows of entity `Quote`.
+        quotes (id) {
+            /// The generated surrogate key.
+            id -> BigInt,
+            /// `symbol`: `String`.
+            symbol -> Text,
+            /// `stamp`: `String`.
+            stamp -> Text,
+            /// `price`: `Decimal`.
+            price -> Numeric,
+        }
+    }
+    ::diesel::table! {
+        /// The rows of entity `Level`.
+        levels (id) {
+            /// The generated surrogate key.
+            id -> BigInt,
+            /// `tank`: `Integer`.
+            tank -> Integer,
+            /// `revision`: `Decimal`.
+            revision -> Numeric,
+            /// `litres`: `Float`.
+            litres -> Double,
         }
     }
 }
