@@ -358,6 +358,14 @@ async fn derived_rows_that_repeat_a_unique_key_are_refused_naming_both() {
     let p = Pipeline::start().await;
     let mut order = tpch_order(8, 3);
     order["line_items"][2]["line_number"] = order["line_items"][0]["line_number"].clone();
+    // The api's check (no rows built) and the worker's parse refuse it alike.
+    let entity = nomnom::generated::RootEntity::Order;
+    let parsed = entity.parse_value(&order).expect_err("parse refuses");
+    let doc = nomnom::runtime::doc_from_value(&order);
+    assert_eq!(
+        entity.validate_json(doc.root()).expect_err("check refuses"),
+        parsed
+    );
     let (status, answer) = p.post("/ingest/message/order", &order.to_string()).await;
     assert_eq!(status, 422, "{answer}");
     let details = answer["details"].as_array().expect("details");

@@ -850,9 +850,33 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
 /// fields).
 fn checkable(schema: &Schema, root: &EntityDef) -> bool {
     schema.subtree(&root.name.value).into_iter().all(|e| {
-        // A derived entity with a unique key: whether two rows repeat it needs their values.
-        keyed_derived(e).is_none() && e.fields.iter().all(|f| field_check(schema, e, f).is_some())
+        // A derived entity with a unique key: whether two rows repeat it needs their values,
+        // which the check reads from the elements only in the simple case (`element_key`).
+        (keyed_derived(e).is_none() || element_key(schema, e).is_some())
+            && e.fields.iter().all(|f| field_check(schema, e, f).is_some())
     })
+}
+
+/// For a keyed entity repeated directly under its root, whose key fields are each copied from
+/// the root (the same for every row) or read from the element: those read from the element,
+/// with their paths. Two of its rows repeat the key exactly when these repeat, so the
+/// validate-only check can tell without building rows.
+fn element_key<'a>(schema: &Schema, e: &'a EntityDef) -> Option<Vec<(&'a FieldDef, Vec<String>)>> {
+    let key = keyed_derived(e)?;
+    let parent = parent_of(schema, e)?;
+    if parent.repeated_for.is_some() {
+        return None;
+    }
+    let mut from_element = Vec::new();
+    for name in key {
+        let f = e.field(name)?;
+        match f.computed_from.as_ref().map(|c| &c.transform) {
+            Some(Transform::CopyFromParent) => {}
+            None | Some(Transform::ExtractField { .. }) => from_element.push((f, json_path(f))),
+            _ => return None,
+        }
+    }
+    Some(from_element)
 }
 
 /// The unique key of a stored derived entity, if it has one: a message whose rows of it repeat
@@ -892,11 +916,41 @@ fn children_checks(
         let child_json = format_ident!("{}_json", rows_ident(c));
         let child_path = format_ident!("{}_path", rows_ident(c));
         let nested = children_checks(schema, c, quote!(#child_json), quote!(&#child_path));
+        // The element's part of its key, kept with its path (see `element_key`).
+        let keep_key = match element_key(schema, c) {
+            Some(fields) => {
+                let keys = format_ident!("{}_keys", rows_ident(c));
+                let paths = format_ident!("{}_paths", rows_ident(c));
+                let parts: Vec<Ident> = (0..fields.len()).map(|i| format_ident!("part_{}", i)).collect();
+                let reads = fields.iter().zip(&parts).map(|((f, path), part)| {
+                    let base = f.ty.value.rust_type();
+                    let segs = path.iter().map(|s| s.as_str());
+                    quote!(let #part = ::nomnom_runtime::key_part::<#base>(#child_json, &[#(#segs),*]);)
+                });
+                if parts.is_empty() {
+                    // The whole key comes from the root: every row has the same.
+                    quote! {
+                        #keys.push(());
+                        #paths.push(#child_path);
+                    }
+                } else {
+                    quote! {
+                        #(#reads)*
+                        if let (#(::std::option::Option::Some(#parts),)*) = (#(#parts,)*) {
+                            #keys.push((#(#parts,)*));
+                            #paths.push(#child_path);
+                        }
+                    }
+                }
+            }
+            None => quote!(),
+        };
         quote! {
             for (index, #child_json) in ::nomnom_runtime::list_at(#json_var, &[#(#segs),*]).enumerate() {
                 let #child_path = ::nomnom_runtime::element_path(#path_var, #list_path, index);
                 super::#cm::#ct::check_element(#child_json, &#child_path, &mut errors);
                 #nested
+                #keep_key
             }
         }
     });
@@ -1190,6 +1244,29 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
     let names: Vec<Ident> = descendants.iter().map(|d| rows_ident(d)).collect();
     let validate = if checkable(schema, root) {
         let checks = children_checks(schema, root, quote!(value), quote!(path));
+        let keyed: Vec<&EntityDef> = descendants
+            .iter()
+            .copied()
+            .filter(|d| keyed_derived(d).is_some())
+            .collect();
+        let key_inits = keyed.iter().map(|d| {
+            let keys = format_ident!("{}_keys", rows_ident(d));
+            let paths = format_ident!("{}_paths", rows_ident(d));
+            quote! {
+                let mut #keys = ::std::vec::Vec::new();
+                let mut #paths: ::std::vec::Vec<::std::string::String> = ::std::vec::Vec::new();
+            }
+        });
+        let key_checks = keyed.iter().map(|d| {
+            let keys = format_ident!("{}_keys", rows_ident(d));
+            let paths = format_ident!("{}_paths", rows_ident(d));
+            let names = keyed_derived(d).unwrap_or_default().join(", ");
+            quote! {
+                if errors.is_empty() {
+                    ::nomnom_runtime::refuse_repeated_keys(&#keys, &#paths, |k| k, #names, &mut errors);
+                }
+            }
+        });
         quote! {
             /// Checks a message body as [`Self::parse`] does, building no rows: the same
             /// errors in the same order (what the api runs; the worker parses).
@@ -1198,8 +1275,10 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
             ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
                 let mut errors = ::std::vec::Vec::new();
                 let path = "";
+                #(#key_inits)*
                 #rt::check_json(value, path, &mut errors);
                 #checks
+                #(#key_checks)*
                 if errors.is_empty() {
                     ::std::result::Result::Ok(())
                 } else {

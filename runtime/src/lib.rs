@@ -1223,6 +1223,16 @@ pub fn refuse_repeated_keys<'a, T, K: Hash + Eq>(
     }
 }
 
+/// The typed value at `segments` of an element, for comparing keys without building rows
+/// (`None` when it is missing or does not convert: its error is reported by the field's check).
+#[doc(hidden)]
+pub fn key_part<T: FromJson>(v: JsonRef<'_>, segments: &[&str]) -> Option<T> {
+    match lookup(v, "", segments) {
+        Ok(Some(found)) => T::from_json(found).ok(),
+        _ => None,
+    }
+}
+
 /// Rows per upsert statement (each column is one array parameter, so this only bounds the
 /// statement's memory, not the number of bind parameters).
 pub const UPSERT_CHUNK_ROWS: usize = 10_000;

@@ -241,13 +241,54 @@ impl OrderMessage {
             _ => ::std::result::Result::Err(errors),
         }
     }
-    /// Checks a message body by parsing it: an entity of this message computes a field
-    /// from its parent's values, or has a unique key whose repeats are found by the
-    /// rows' values, which only the parse has.
+    /// Checks a message body as [`Self::parse`] does, building no rows: the same
+    /// errors in the same order (what the api runs; the worker parses).
     pub fn validate(
         value: ::nomnom_runtime::JsonRef<'_>,
     ) -> ::std::result::Result<(), ::std::vec::Vec<::nomnom_runtime::FieldError>> {
-        Self::parse(value).map(drop)
+        let mut errors = ::std::vec::Vec::new();
+        let path = "";
+        let mut order_line_item_keys = ::std::vec::Vec::new();
+        let mut order_line_item_paths: ::std::vec::Vec<::std::string::String> = ::std::vec::Vec::new();
+        Order::check_json(value, path, &mut errors);
+        for (index, order_line_item_json) in ::nomnom_runtime::list_at(
+                value,
+                &["line_items"],
+            )
+            .enumerate()
+        {
+            let order_line_item_path = ::nomnom_runtime::element_path(
+                path,
+                "line_items",
+                index,
+            );
+            super::order_line_item::OrderLineItem::check_element(
+                order_line_item_json,
+                &order_line_item_path,
+                &mut errors,
+            );
+            let part_0 = ::nomnom_runtime::key_part::<
+                i32,
+            >(order_line_item_json, &["line_number"]);
+            if let (::std::option::Option::Some(part_0),) = (part_0,) {
+                order_line_item_keys.push((part_0,));
+                order_line_item_paths.push(order_line_item_path);
+            }
+        }
+        if errors.is_empty() {
+            ::nomnom_runtime::refuse_repeated_keys(
+                &order_line_item_keys,
+                &order_line_item_paths,
+                |k| k,
+                "order_key, line_number",
+                &mut errors,
+            );
+        }
+        if errors.is_empty() {
+            ::std::result::Result::Ok(())
+        } else {
+            ::std::result::Result::Err(errors)
+        }
     }
     /// Number of rows (root and derived).
     pub fn row_count(&self) -> usize {
