@@ -1202,21 +1202,31 @@ pub fn refuse_repeated_keys<'a, T, K: Hash + Eq>(
     names: &str,
     errors: &mut Vec<FieldError>,
 ) {
-    if rows.len() < 2 {
+    let repeated = |i: usize, earlier: usize, errors: &mut Vec<FieldError>| {
+        let path = |i: usize| paths.get(i).map_or("", String::as_str);
+        errors.push(FieldError {
+            field: path(i).to_string(),
+            error: format!(
+                "repeats the unique key ({names}) of {}; each row needs its own",
+                path(earlier)
+            ),
+        });
+    };
+    // A message's few rows are compared pairwise: no table to build for each message.
+    if rows.len() <= 16 {
+        for (i, row) in rows.iter().enumerate() {
+            let k = key(row);
+            if let Some(earlier) = rows[..i].iter().position(|r| key(r) == k) {
+                repeated(i, earlier, errors);
+            }
+        }
         return;
     }
     let mut first: HashMap<K, usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(rows.len(), Default::default());
     for (i, row) in rows.iter().enumerate() {
         if let Some(&earlier) = first.get(&key(row)) {
-            let path = |i: usize| paths.get(i).map_or("", String::as_str);
-            errors.push(FieldError {
-                field: path(i).to_string(),
-                error: format!(
-                    "repeats the unique key ({names}) of {}; each row needs its own",
-                    path(earlier)
-                ),
-            });
+            repeated(i, earlier, errors);
         } else {
             first.insert(key(row), i);
         }
@@ -1595,6 +1605,23 @@ mod tests {
         assert_eq!(name, unicity_constraint_name(&long), "deterministic");
         let other = format!("{}b", "a".repeat(59));
         assert_ne!(name, unicity_constraint_name(&other));
+    }
+
+    #[test]
+    fn repeated_keys_name_both_rows_for_few_rows_and_many() {
+        for n in [5usize, 40] {
+            let rows: Vec<u32> = (0..n as u32).map(|i| if i == 3 { 1 } else { i }).collect();
+            let paths: Vec<String> = (0..n).map(|i| format!("items[{i}]")).collect();
+            let mut errors = Vec::new();
+            refuse_repeated_keys(&rows, &paths, |r| *r, "id", &mut errors);
+            assert_eq!(errors.len(), 1, "{n}");
+            assert_eq!(errors[0].field, "items[3]");
+            assert!(
+                errors[0].error.contains("(id) of items[1]"),
+                "{}",
+                errors[0].error
+            );
+        }
     }
 
     #[test]

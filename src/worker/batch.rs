@@ -84,8 +84,8 @@ struct Parsed {
     position: Position,
     /// A replayed copy of a dead letter.
     replayed: bool,
-    /// This delivery's dead-letter record id.
-    record_id: String,
+    /// The delivery that carried it (its dead-letter record id is made from it, if needed).
+    delivery: Delivery,
     message: ParsedMessage,
 }
 
@@ -100,7 +100,7 @@ impl Parsed {
             attempts: attempts(delivered),
             received_at: self.received_at,
             position: self.position,
-            record_id: self.record_id.clone(),
+            record_id: self.delivery.record_id(&self.message_id),
         }
     }
 }
@@ -163,7 +163,6 @@ fn decode(message: &jetstream::Message, delivery: Delivery) -> Vec<Decoded> {
 /// Parses one accepted message; anything wrong becomes a dead letter.
 fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
     let position = envelope.replay_of.unwrap_or(delivery.position);
-    let record_id = delivery.record_id(&envelope.message_id);
     let dead_letter = |reason: String, cause| {
         let dl = DeadLetter {
             message_id: envelope.message_id,
@@ -173,7 +172,7 @@ fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
             attempts: attempts(delivery.delivered),
             received_at: envelope.received_at,
             position,
-            record_id: record_id.clone(),
+            record_id: delivery.record_id(&envelope.message_id),
         };
         Box::new((dl, cause))
     };
@@ -190,7 +189,7 @@ fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
             received_at: envelope.received_at,
             position,
             replayed: envelope.replay_of.is_some(),
-            record_id,
+            delivery,
             message,
         }),
         Err(e) => Err(dead_letter(e.to_string(), DeadLetterCause::Invalid)),
