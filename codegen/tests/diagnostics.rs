@@ -17,13 +17,13 @@ fn cases() -> Vec<PathBuf> {
     cases
 }
 
-fn diagnostics(case: &PathBuf) -> String {
-    let mut files: Vec<SourceFile> = std::fs::read_dir(case)
-        .expect("case dir")
+/// The YAML files of `dir`, named as the user would see them in their crate.
+fn sources(dir: &std::path::Path) -> Vec<SourceFile> {
+    let mut files: Vec<SourceFile> = std::fs::read_dir(dir)
+        .expect("yaml dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .map(|p| SourceFile {
-            // Shown as the user would see it in their crate.
             path: format!(
                 "entities/{}",
                 p.file_name().expect("name").to_string_lossy()
@@ -32,6 +32,11 @@ fn diagnostics(case: &PathBuf) -> String {
         })
         .collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    files
+}
+
+fn diagnostics(case: &PathBuf) -> String {
+    let files = sources(case);
     match load_and_validate(&files) {
         Ok(_) => panic!("{} is unexpectedly valid", case.display()),
         Err(d) => format!("{d}\n"),
@@ -85,19 +90,7 @@ fn every_error_has_a_position() {
 #[test]
 fn unbounded_string_keys_build_with_a_warning_at_their_position() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upstream");
-    let mut files: Vec<SourceFile> = std::fs::read_dir(&dir)
-        .expect("fixture dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .map(|p| SourceFile {
-            path: format!(
-                "entities/{}",
-                p.file_name().expect("name").to_string_lossy()
-            ),
-            text: std::fs::read_to_string(&p).expect("read"),
-        })
-        .collect();
-    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let files = sources(&dir);
     let schema = load_and_validate(&files).expect("the upstream files build");
     let warnings: Vec<String> = schema.warnings.0.iter().map(|w| w.to_string()).collect();
     let customer = warnings
