@@ -35,7 +35,7 @@ fn sources(dir: &std::path::Path) -> Vec<SourceFile> {
     files
 }
 
-fn diagnostics(case: &PathBuf) -> String {
+fn diagnostics(case: &std::path::Path) -> String {
     let files = sources(case);
     match load_and_validate(&files) {
         Ok(_) => panic!("{} is unexpectedly valid", case.display()),
