@@ -34,6 +34,10 @@ pub const GROUP_LENGTHS_HEADER: HeaderName = HeaderName::from_static("Nomnom-Gro
 /// Header of a replayed copy of a dead letter: where the original first arrived
 /// (`epoch:sequence`, see [`Position`]); the copy is ordered by it, not by its own.
 pub const REPLAY_OF_HEADER: HeaderName = HeaderName::from_static("Nomnom-Replay-Of");
+/// Room the headers of a dead letter take at most, besides the body (`worker::dead_letter`):
+/// the api keeps single bodies this far below the server's `max_payload`, so every accepted
+/// message can be dead-lettered whole.
+pub const DEAD_LETTER_HEADROOM: usize = 4096;
 /// Most members of one group: a member's index is the last byte of its id.
 pub const MAX_GROUP_MEMBERS: usize = 256;
 

@@ -95,7 +95,7 @@ impl AppState {
         let max_payload = jetstream.client().server_info().max_payload;
         Self {
             max_message_bytes: max_payload
-                .saturating_sub(crate::worker::dead_letter::DEAD_LETTER_HEADROOM),
+                .saturating_sub(crate::envelope::DEAD_LETTER_HEADROOM),
             groups: Arc::new(group::GroupPublishers::new(
                 jetstream.clone(),
                 stream.clone(),

@@ -34,9 +34,7 @@ pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("Nomnom-Attempts
 pub const POSITION_HEADER: HeaderName = HeaderName::from_static("Nomnom-Position");
 /// Longest reason carried (and recorded); the body is never cut.
 pub const REASON_HEADER_BYTES: usize = 2048;
-/// Room the headers of a dead letter take at most, besides the body: the api keeps single
-/// bodies this far below the server's `max_payload`, so every dead letter fits.
-pub const DEAD_LETTER_HEADROOM: usize = 4096;
+pub use crate::envelope::DEAD_LETTER_HEADROOM;
 
 /// The dead-letter stream of a stream: `<stream>_DLQ`.
 pub fn dlq_stream_name(stream: &str) -> String {
