@@ -94,8 +94,7 @@ impl AppState {
         let metrics = ApiMetrics::new();
         let max_payload = jetstream.client().server_info().max_payload;
         Self {
-            max_message_bytes: max_payload
-                .saturating_sub(crate::envelope::DEAD_LETTER_HEADROOM),
+            max_message_bytes: max_payload.saturating_sub(crate::envelope::DEAD_LETTER_HEADROOM),
             groups: Arc::new(group::GroupPublishers::new(
                 jetstream.clone(),
                 stream.clone(),
