@@ -8,6 +8,23 @@ use std::process::Command;
 /// The cargo-generate release this test pins (newer ones need a newer rustc than this machine's).
 const CARGO_GENERATE_VERSION: &str = "0.23.5";
 
+/// The install command README.md gives a new user: exactly the one this test runs.
+fn install_command(root: &std::path::Path) -> Vec<String> {
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let line = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("cargo install") && l.contains("cargo-generate"))
+        .expect("README.md says how to install cargo-generate");
+    let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+    assert_eq!(
+        words.join(" "),
+        format!("cargo install --locked cargo-generate --version {CARGO_GENERATE_VERSION}"),
+        "README.md installs the cargo-generate this test pins, with --locked"
+    );
+    words
+}
+
 #[test]
 fn a_generated_project_builds_and_passes_its_tests() {
     if std::env::var_os("NOMNOM_INSIDE_TEMPLATE_TEST").is_some() {
@@ -19,19 +36,14 @@ fn a_generated_project_builds_and_passes_its_tests() {
         // A generated project is not a template any more.
         return;
     }
+    let install = install_command(&root);
     let installed = Command::new("cargo")
         .args(["generate", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !installed {
-        let status = Command::new("cargo")
-            .args([
-                "install",
-                "--locked",
-                "cargo-generate",
-                "--version",
-                CARGO_GENERATE_VERSION,
-            ])
+        let status = Command::new(&install[0])
+            .args(&install[1..])
             .status()
             .expect("cargo install runs");
         assert!(
