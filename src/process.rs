@@ -1,11 +1,12 @@
 //! What both binaries do as processes: logging set-up, shutdown signals, the container
 //! healthcheck.
 
-/// Sets up `tracing` from `RUST_LOG` (default `info`); JSON lines when `LOG_FORMAT=json`; ANSI
-/// colours only when stdout is a terminal.
+/// Sets up `tracing` from `RUST_LOG` (default `info`, with PostgreSQL's NOTICEs — e.g. "relation
+/// already exists, skipping" at every start — only at `debug`); JSON lines when
+/// `LOG_FORMAT=json`; ANSI colours only when stdout is a terminal.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colour codes only for a person at a terminal, never in a log file or a container log.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
@@ -19,6 +20,9 @@ pub fn init_logging() {
     // A second init (tests) keeps the first subscriber.
     drop(result);
 }
+
+/// The filter without `RUST_LOG`: tokio-postgres logs the server's NOTICEs at `info`.
+const DEFAULT_LOG_FILTER: &str = "info,tokio_postgres::connection=warn";
 
 /// `api healthcheck` / `worker healthcheck`: GETs `http://127.0.0.1:{port}/health` and returns
 /// whether it answered 200 (container HEALTHCHECKs without curl in the image).
