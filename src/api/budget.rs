@@ -52,11 +52,7 @@ impl BodyBudget {
     /// most `limit` (a larger one is refused as too large by the reader), or `limit` when it
     /// declares none. A body larger than the whole budget takes all of it.
     pub fn reserve(&self, headers: &HeaderMap, limit: usize) -> Result<BodyPermit, ApiError> {
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let bytes = declared.map_or(limit, |n| n.min(limit));
+        let bytes = declared_length(headers).map_or(limit, |n| n.min(limit));
         let kib = u32::try_from(bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .clamp(1, self.total_kib);
@@ -68,6 +64,14 @@ impl BodyBudget {
             })
             .map_err(|_| ApiError::BodiesInFlight)
     }
+}
+
+/// The body length a request declares (`Content-Length`), if it declares a readable one.
+pub fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
 }
 
 impl Default for BodyBudget {

@@ -673,11 +673,7 @@ async fn batch(
     let entity = allowed_entity(state, client, entity_name)?;
     check_content_type(headers, true)?;
     let key = idempotency_key(headers)?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_batch_bytes as u64) {
+    if super::budget::declared_length(headers).is_some_and(|n| n > state.max_batch_bytes) {
         return Err(ApiError::TooLarge {
             limit: state.max_batch_bytes,
         });
