@@ -11,6 +11,7 @@
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{ToTokens as _, format_ident, quote};
 
+use crate::example::{example_of, json_path};
 use crate::model::*;
 use crate::types::{FieldType, TypeTokens as _};
 use crate::validate::Schema;
@@ -180,18 +181,6 @@ fn stored(schema: &Schema) -> Vec<&EntityDef> {
         .collect()
 }
 
-/// The JSON path (relative to the element) a field is read from, for error messages.
-fn json_path(f: &FieldDef) -> Vec<String> {
-    match &f.computed_from {
-        Some(c) => match (&c.field_path, c.sources.as_slice()) {
-            (Some(p), _) => p.value.clone(),
-            (None, [SourceRef::Element { path, .. }]) => path.clone(),
-            _ => vec![f.name.value.clone()],
-        },
-        None => vec![f.name.value.clone()],
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Top-level file
 // ---------------------------------------------------------------------------------------------
@@ -238,6 +227,9 @@ fn top_file(schema: &Schema) -> TokenStream {
     let tables = table_defs(schema);
     let row_batch = row_batch(schema);
     let json_schemas = roots.iter().map(|e| raw_str(&json_schema(schema, e)));
+    let examples = roots
+        .iter()
+        .map(|e| raw_str(&example_of(&schema.entities, e).to_string()));
     let root_mods: Vec<Ident> = roots.iter().map(|e| module_ident(e)).collect();
     quote! {
         #(#modules)*
@@ -279,6 +271,13 @@ fn top_file(schema: &Schema) -> TokenStream {
             /// JSON Schema of the message body.
             pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
                 let text = match self { #(RootEntity::#root_variants => #json_schemas,)* };
+                ::nomnom_runtime::json_schema_value(text)
+            }
+
+            /// An example body: the entity's `example:` in YAML, or one built from its fields'
+            /// types (what the OpenAPI document shows and the tests post).
+            pub fn example(self) -> ::nomnom_runtime::JsonValue {
+                let text = match self { #(RootEntity::#root_variants => #examples,)* };
                 ::nomnom_runtime::json_schema_value(text)
             }
 
@@ -558,6 +557,11 @@ fn row_batch(schema: &Schema) -> TokenStream {
         let table = &e.persistence.as_ref().expect("stored").table.value;
         quote!((#table, self::#m::write_rows(conn, self.#r, mode).await?))
     });
+    let counts = stored.iter().map(|e| {
+        let r = rows_ident(e);
+        let table = &e.persistence.as_ref().expect("stored").table.value;
+        quote!((#table, self.#r.len()))
+    });
     // Without stored entities nothing reads these; say so rather than allow the lints.
     let (lifetime_use, unused) = if stored.is_empty() {
         (quote!(_marker: ::std::marker::PhantomData<&'a ()>,), true)
@@ -592,6 +596,11 @@ fn row_batch(schema: &Schema) -> TokenStream {
                 match message {
                     #(#pushes)*
                 }
+            }
+
+            /// Rows added per table (before rows with the same unique key are merged).
+            pub fn counts(&self) -> ::nomnom_runtime::RowCounts {
+                ::nomnom_runtime::RowCounts(::std::vec![#(#counts),*])
             }
 
             /// Writes all rows (parents first), plain inserts or upserts by `mode`, and

@@ -12,6 +12,7 @@
 //! stages on YAML given as text ([`load_and_validate`], [`generate_from_sources`]).
 
 mod diag;
+mod example;
 mod generate;
 mod load;
 mod model;

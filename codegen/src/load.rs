@@ -24,6 +24,7 @@ const ENTITY_KEYS: &[&str] = &[
     "parent",
     "persistence",
     "csv",
+    "example",
 ];
 const CSV_KEYS: &[&str] = &[
     "delimiter",
@@ -169,6 +170,34 @@ fn is_snake(s: &str) -> bool {
 fn is_pascal(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some('A'..='Z')) && chars.all(|c| c.is_ascii_alphanumeric())
+}
+
+/// An `example:` value as written (checked against the entity by validate).
+fn example_node(node: &Node) -> ExampleNode {
+    match node {
+        Node::Scalar(s) => ExampleNode::Scalar(Literal {
+            text: s.as_str().to_string(),
+            quoted: !s.may_coerce(),
+            loc: sloc(s),
+        }),
+        Node::Sequence(items) => {
+            ExampleNode::List(items.iter().map(example_node).collect(), loc(node))
+        }
+        Node::Mapping(map) => ExampleNode::Map(
+            map.iter()
+                .map(|(k, v)| {
+                    (
+                        Spanned {
+                            value: k.as_str().to_string(),
+                            loc: sloc(k),
+                        },
+                        example_node(v),
+                    )
+                })
+                .collect(),
+            loc(node),
+        ),
+    }
 }
 
 /// The keys of one mapping, after unknown keys were reported.
@@ -406,6 +435,7 @@ impl Cx<'_> {
         let csv = keys
             .get("csv")
             .and_then(|n| self.csv(n, keys.key_loc("csv").unwrap_or_default()));
+        let example = keys.get("example").map(example_node);
         Some(EntityDef {
             file: self.file.to_string(),
             name: name?,
@@ -416,6 +446,7 @@ impl Cx<'_> {
             parent,
             persistence,
             csv,
+            example,
             complete: true,
         })
     }

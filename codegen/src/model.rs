@@ -44,6 +44,9 @@ pub struct EntityDef {
     pub persistence: Option<Persistence>,
     /// How CSV files of this entity are read (`csv:`); `None`: the defaults.
     pub csv: Option<CsvDef>,
+    /// `example:` a body (root, reference) or list element (derived) as written in YAML; the
+    /// tests and the OpenAPI document use it, and one is synthesized from the types without.
+    pub example: Option<ExampleNode>,
     /// False when the file had problems and parts of it were dropped while loading; checks that
     /// would only repeat those problems (e.g. "no field x") are skipped for it.
     pub complete: bool,
@@ -135,6 +138,55 @@ pub struct ComputedFrom {
     pub field_path: Option<Spanned<Vec<String>>>,
     /// `value` argument of `constant`.
     pub value: Option<Literal>,
+}
+
+/// A value of an `example:` as written, with positions for diagnostics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExampleNode {
+    /// A scalar (as [`Literal`]: unquoted ones may be numbers, booleans or null).
+    Scalar(Literal),
+    /// A list.
+    List(Vec<ExampleNode>, Loc),
+    /// A mapping: member names with their values.
+    Map(Vec<(Spanned<String>, ExampleNode)>, Loc),
+}
+
+impl ExampleNode {
+    /// Where the value was written.
+    pub fn loc(&self) -> Loc {
+        match self {
+            ExampleNode::Scalar(l) => l.loc,
+            ExampleNode::List(_, loc) | ExampleNode::Map(_, loc) => *loc,
+        }
+    }
+
+    /// Whether this is YAML's null (`null`, `~` or nothing, unquoted).
+    pub fn is_null(&self) -> bool {
+        matches!(self, ExampleNode::Scalar(l) if !l.quoted && matches!(l.text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+
+    /// The value as JSON: unquoted scalars that spell JSON numbers or booleans are those,
+    /// everything else is a string.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            _ if self.is_null() => Value::Null,
+            ExampleNode::Scalar(l) => {
+                let spelled = (!l.quoted)
+                    .then(|| serde_json::from_str::<Value>(&l.text).ok())
+                    .flatten()
+                    .filter(|v| v.is_number() || v.is_boolean());
+                spelled.unwrap_or_else(|| Value::String(l.text.clone()))
+            }
+            ExampleNode::List(items, _) => Value::Array(items.iter().map(Self::to_json).collect()),
+            ExampleNode::Map(members, _) => Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.value.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// `on_conflict` policy for the upsert on `unicity_fields`.

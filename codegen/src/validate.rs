@@ -123,12 +123,16 @@ pub(crate) fn validate_loaded(
     let known_entities: Vec<&str> = names.keys().copied().collect();
     for e in &entities {
         check_entity(e, &names, &known_entities, all_files_loaded, &mut d);
+        if e.complete {
+            crate::example::check(&entities, e, &mut d);
+        }
     }
     check_cycles(&entities, &names, &mut d);
     if d.is_empty() {
         let mut warnings = Diagnostics::default();
         for e in &entities {
             warn_key_bytes(e, &mut warnings);
+            warn_csv_columns(e, &mut warnings);
         }
         Ok(Schema {
             entities,
@@ -349,6 +353,32 @@ fn one_char(value: &Spanned<String>, what: &str, d: &mut Diagnostics, file: &str
                 ),
             );
             None
+        }
+    }
+}
+
+/// A field that `csv.columns` leaves out is null in every row read from CSV (a required one is
+/// an error in [`check_csv`]): likely a field added to the entity and not to its columns.
+fn warn_csv_columns(e: &EntityDef, w: &mut Diagnostics) {
+    let Some(c) = e.csv.as_ref().filter(|c| !c.columns.is_empty()) else {
+        return;
+    };
+    let at = c.columns.first().map_or(c.loc, |col| col.loc);
+    for field in csv_fields(e).filter(|f| f.nullable) {
+        let name = &field.name.value;
+        let listed = c.columns.iter().any(|col| &col.value == name)
+            || c.header_map.iter().any(|(_, f)| &f.value == name);
+        if !listed {
+            w.push(
+                &e.file,
+                at,
+                format!(
+                    "`csv.columns` does not list field `{name}`: rows read from CSV leave it null"
+                ),
+                Some(format!(
+                    "add `{name}` where its column is, or `_` to skip a column"
+                )),
+            );
         }
     }
 }

@@ -1060,10 +1060,10 @@ pub fn same_entity_name(canonical: &str, given: &str) -> bool {
     norm(canonical).eq(norm(given))
 }
 
-/// Parses a JSON Schema that nomnom-codegen wrote with `serde_json` (so it is valid JSON; the
-/// fixture crate's tests parse every generated schema).
+/// Parses JSON that nomnom-codegen wrote with `serde_json` — a JSON Schema or an example body —
+/// (so it is valid JSON; the fixture crate's tests parse every generated one).
 pub fn json_schema_value(text: &str) -> JsonValue {
-    serde_json::from_str(text).expect("nomnom-codegen writes JSON Schemas with serde_json")
+    serde_json::from_str(text).expect("nomnom-codegen writes its JSON with serde_json")
 }
 
 /// One column of a stored entity.

@@ -130,6 +130,9 @@ pub struct TypeInfo {
     pub expected: &'static str,
     /// The JSON Schema of a value.
     pub json_schema: fn() -> JsonValue,
+    /// A valid value as JSON text: what examples synthesized for an entity hold (a `String`
+    /// is cut to the field's `max_length`).
+    pub example: &'static str,
     /// How `constant` literals are checked and produced.
     pub constant: Constant,
     /// How a CSV cell is read.
@@ -190,6 +193,7 @@ pub const TYPES: &[TypeInfo] = &[
         ),
         expected: <String as FromJson>::EXPECTED,
         json_schema: || json!({"type": "string", "pattern": crate::NO_NUL_PATTERN}),
+        example: r#""example""#,
         constant: Constant::RustLiteral(|_| Ok(())),
         csv: CsvCell::Text,
     },
@@ -210,6 +214,7 @@ pub const TYPES: &[TypeInfo] = &[
         ),
         expected: <i32 as FromJson>::EXPECTED,
         json_schema: || json!({"type": "integer", "format": "int32", "minimum": i32::MIN, "maximum": i32::MAX}),
+        example: r#"42"#,
         constant: Constant::RustLiteral(parses::<i32>),
         csv: CsvCell::Number,
     },
@@ -230,6 +235,7 @@ pub const TYPES: &[TypeInfo] = &[
         ),
         expected: <i64 as FromJson>::EXPECTED,
         json_schema: || json!({"type": "integer", "format": "int64", "minimum": i64::MIN, "maximum": i64::MAX}),
+        example: r#"4200000000"#,
         constant: Constant::RustLiteral(parses::<i64>),
         csv: CsvCell::Number,
     },
@@ -250,6 +256,7 @@ pub const TYPES: &[TypeInfo] = &[
         ),
         expected: <f64 as FromJson>::EXPECTED,
         json_schema: || json!({"type": "number", "format": "double"}),
+        example: r#"1.5"#,
         constant: Constant::RustLiteral(finite_float),
         csv: CsvCell::Number,
     },
@@ -278,6 +285,7 @@ pub const TYPES: &[TypeInfo] = &[
                 {"type": "string", "pattern": crate::DECIMAL_TEXT_PATTERN}
             ], "format": "decimal"})
         },
+        example: r#""12.50""#,
         constant: Constant::Converted(converts::<crate::Numeric>),
         csv: CsvCell::Number,
     },
@@ -298,6 +306,7 @@ pub const TYPES: &[TypeInfo] = &[
         ),
         expected: <bool as FromJson>::EXPECTED,
         json_schema: || json!({"type": "boolean"}),
+        example: r#"true"#,
         constant: Constant::RustLiteral(parses::<bool>),
         csv: CsvCell::Boolean,
     },
@@ -318,6 +327,7 @@ pub const TYPES: &[TypeInfo] = &[
         ),
         expected: <crate::NaiveDate as FromJson>::EXPECTED,
         json_schema: || json!({"type": "string", "format": "date", "pattern": crate::DATE_PATTERN}),
+        example: r#""2024-01-31""#,
         constant: Constant::Converted(converts::<crate::NaiveDate>),
         csv: CsvCell::Date,
     },
@@ -345,6 +355,7 @@ pub const TYPES: &[TypeInfo] = &[
                 "description": "time of day HH:MM:SS with up to 6 fractional digits"
             })
         },
+        example: r#""12:30:00""#,
         constant: Constant::Converted(converts::<crate::NaiveTime>),
         csv: CsvCell::Text,
     },
@@ -365,6 +376,7 @@ pub const TYPES: &[TypeInfo] = &[
         ),
         expected: <crate::DateTimeUtc as FromJson>::EXPECTED,
         json_schema: || json!({"type": "string", "format": "date-time"}),
+        example: r#""2024-01-31T12:30:00Z""#,
         constant: Constant::Converted(converts::<crate::DateTimeUtc>),
         csv: CsvCell::Text,
     },
@@ -385,6 +397,7 @@ pub const TYPES: &[TypeInfo] = &[
         ),
         expected: <crate::Uuid as FromJson>::EXPECTED,
         json_schema: || json!({"type": "string", "format": "uuid", "pattern": crate::UUID_PATTERN}),
+        example: r#""0191f3a6-7c1e-7d2a-9b3c-4d5e6f708192""#,
         constant: Constant::Converted(converts::<crate::Uuid>),
         csv: CsvCell::Text,
     },
@@ -411,6 +424,7 @@ pub const TYPES: &[TypeInfo] = &[
                 "pattern": crate::BASE64_PATTERN
             })
         },
+        example: r#""bm9tbm9t""#,
         constant: Constant::Converted(converts::<Vec<u8>>),
         csv: CsvCell::Text,
     },
@@ -431,6 +445,7 @@ pub const TYPES: &[TypeInfo] = &[
         ),
         expected: <JsonValue as FromJson>::EXPECTED,
         json_schema: || json!({}),
+        example: r#"{"example": true}"#,
         constant: Constant::Converted(converts::<JsonValue>),
         csv: CsvCell::Json,
     },
@@ -444,6 +459,7 @@ pub const TYPES: &[TypeInfo] = &[
         column: None,
         expected: <crate::ObjectList as FromJson>::EXPECTED,
         json_schema: || json!({"type": "array", "items": {"type": "object"}}),
+        example: r#"[]"#,
         constant: Constant::Unsupported,
         csv: CsvCell::Json,
     },
@@ -466,6 +482,7 @@ pub const TYPES: &[TypeInfo] = &[
         }),
         expected: <Vec<String> as FromJson>::EXPECTED,
         json_schema: || json!({"type": "array", "items": {"type": "string"}}),
+        example: r#"["example"]"#,
         constant: Constant::Unsupported,
         csv: CsvCell::Json,
     },

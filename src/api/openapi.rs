@@ -116,55 +116,11 @@ fn status_link() -> Value {
     }})
 }
 
-/// An example of a value of `schema` (as the type table writes schemas): what the examples of
-/// the document are built from.
-fn example_of(schema: &Value) -> Value {
-    if let Some(options) = schema.get("anyOf").and_then(Value::as_array) {
-        return options.first().map_or(Value::Null, example_of);
-    }
-    let kind = match schema.get("type") {
-        Some(Value::String(t)) => t.as_str(),
-        _ => "",
-    };
-    match (kind, schema.get("format").and_then(Value::as_str)) {
-        ("object", _) => {
-            let mut object = serde_json::Map::new();
-            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-                for (name, prop) in props {
-                    object.insert(name.clone(), example_of(prop));
-                }
-            }
-            Value::Object(object)
-        }
-        ("array", _) => match schema.get("items") {
-            Some(items) if items.get("properties").is_some() => json!([example_of(items)]),
-            _ => json!([]),
-        },
-        ("integer", _) => json!(1),
-        ("number", Some("decimal")) => json!(12.5),
-        ("number", _) => json!(1.5),
-        ("boolean", _) => json!(true),
-        ("string", Some("date")) => json!("2024-01-31"),
-        ("string", Some("date-time")) => json!("2024-01-31T12:00:00Z"),
-        ("string", Some("uuid")) => json!("0191f3a6-7c1e-7d2a-9b3c-4d5e6f708192"),
-        ("string", _) if schema.get("contentEncoding").is_some() => json!("bm9tbm9t"),
-        ("string", _)
-            if schema.get("pattern").and_then(Value::as_str)
-                == Some(crate::runtime::TIME_PATTERN) =>
-        {
-            json!("12:00:00")
-        }
-        ("string", _) => {
-            let max = schema.get("maxLength").and_then(Value::as_u64).unwrap_or(8);
-            json!("x".repeat(max.clamp(1, 8) as usize))
-        }
-        _ => json!({}),
-    }
-}
-
-/// An example CSV body: `example` laid out as the entity's CSV is read.
+/// An example CSV body: `example` laid out as the entity's CSV is read (its delimiter, quote,
+/// header, column order and date format), written by the `csv` crate so cells that hold the
+/// delimiter or quotes are quoted.
 fn csv_example(spec: &crate::runtime::CsvSpec, example: &Value) -> String {
-    let field_text = |name: &str| -> String {
+    let cell = |name: &str| -> String {
         let Some(field) = spec.fields.iter().find(|f| f.name == name) else {
             return String::new();
         };
@@ -174,7 +130,13 @@ fn csv_example(spec: &crate::runtime::CsvSpec, example: &Value) -> String {
         }
         match v {
             Value::Null => String::new(),
-            Value::String(s) => s.clone(),
+            Value::String(s) => match (field.ty, spec.date_format) {
+                (crate::runtime::FieldType::Date, Some(format)) => {
+                    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                        .map_or_else(|_| s.clone(), |d| d.format(format).to_string())
+                }
+                _ => s.clone(),
+            },
             other => other.to_string(),
         }
     };
@@ -183,16 +145,27 @@ fn csv_example(spec: &crate::runtime::CsvSpec, example: &Value) -> String {
     } else {
         spec.columns.to_vec()
     };
-    let delimiter = char::from(spec.delimiter).to_string();
-    let row: Vec<String> = names.iter().map(|n| field_text(n)).collect();
-    let mut text = String::new();
-    if spec.header {
-        text.push_str(&names.join(&delimiter));
-        text.push('\n');
+    let header: Vec<&str> = names
+        .iter()
+        .map(|n| {
+            spec.header_map
+                .iter()
+                .find(|(_, field)| field == n)
+                .map_or(*n, |(text, _)| *text)
+        })
+        .collect();
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(spec.delimiter)
+        .quote(spec.quote)
+        .from_writer(Vec::new());
+    let written = (!spec.header || writer.write_record(&header).is_ok())
+        && writer.write_record(names.iter().map(|n| cell(n))).is_ok();
+    let bytes = writer.into_inner().unwrap_or_default();
+    if written {
+        String::from_utf8(bytes).unwrap_or_default()
+    } else {
+        String::new()
     }
-    text.push_str(&row.join(&delimiter));
-    text.push('\n');
-    text
 }
 
 /// The `maxLength` of the field a CSV column feeds, read from the entity's JSON Schema.
@@ -225,7 +198,7 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
         let name = entity.name();
         let snake = entity.snake_name();
         let schema = entity.json_schema();
-        let example = example_of(&schema);
+        let example = entity.example();
         schemas.insert(name.to_string(), schema.clone());
         let schema_ref = json!({"$ref": format!("#/components/schemas/{name}")});
         // The untyped route's body: the entity's, naming it in `entity_type`.

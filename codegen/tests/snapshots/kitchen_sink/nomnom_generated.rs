@@ -106,6 +106,23 @@ impl RootEntity {
         };
         ::nomnom_runtime::json_schema_value(text)
     }
+    /// An example body: the entity's `example:` in YAML, or one built from its fields'
+    /// types (what the OpenAPI document shows and the tests post).
+    pub fn example(self) -> ::nomnom_runtime::JsonValue {
+        let text = match self {
+            RootEntity::Shipment => {
+                r#"{"carrier":"example","fallback_carrier":"example","fragile":true,"id_code":"0191f3a6-7c1e-7d2a-9b3c-4d5e6f708192","label_png":"bm9tbm9t","match":"example","meta":{"example":true},"origin":{"address":{"city":"example"}},"packages":[{"carrier":"example","contents":{"items":[{"qty":42,"sku":"example"}]},"handled_at":"12:30:00","label":"example","size":"12.50"}],"pickup_time":"12:30:00","pieces":4200000000,"shipped_at":"2024-01-31T12:30:00Z","signature":"bm9tbm9t","tags":["example"],"weight":1.5}"#
+            }
+            RootEntity::Reading => {
+                r#"{"sensor":"example","taken_at":"2024-01-31T12:30:00Z","value":1.5,"version":4200000000}"#
+            }
+            RootEntity::Quote => {
+                r#"{"price":"12.50","stamp":"example","symbol":"example"}"#
+            }
+            RootEntity::Level => r#"{"litres":1.5,"revision":"12.50","tank":42}"#,
+        };
+        ::nomnom_runtime::json_schema_value(text)
+    }
     /// Parses a message body (JSON bytes) as a message of this entity.
     pub fn parse_bytes(
         self,
@@ -684,6 +701,16 @@ impl<'a> RowBatch<'a> {
                 self.level.push((&m.level, position));
             }
         }
+    }
+    /// Rows added per table (before rows with the same unique key are merged).
+    pub fn counts(&self) -> ::nomnom_runtime::RowCounts {
+        ::nomnom_runtime::RowCounts(
+            ::std::vec![
+                ("shipments", self.shipment.len()), ("packages", self.package.len()),
+                ("package_items", self.package_item.len()), ("readings", self.reading
+                .len()), ("quotes", self.quote.len()), ("levels", self.level.len())
+            ],
+        )
     }
     /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
     /// returns rows written per table. Rows with the same unique key are merged first

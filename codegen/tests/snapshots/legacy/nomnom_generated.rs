@@ -65,6 +65,19 @@ impl RootEntity {
         };
         ::nomnom_runtime::json_schema_value(text)
     }
+    /// An example body: the entity's `example:` in YAML, or one built from its fields'
+    /// types (what the OpenAPI document shows and the tests post).
+    pub fn example(self) -> ::nomnom_runtime::JsonValue {
+        let text = match self {
+            RootEntity::Event => {
+                r#"{"count":42,"entries":[{"amount":4200000000,"flag":true,"label":"example","note":"example","score":1.5}],"event_id":"example","ratio":"12.50"}"#
+            }
+            RootEntity::Heartbeat => {
+                r#"{"at":"2024-01-31T12:30:00Z","day":"2024-01-31","labels":["example"],"source":"example"}"#
+            }
+        };
+        ::nomnom_runtime::json_schema_value(text)
+    }
     /// Parses a message body (JSON bytes) as a message of this entity.
     pub fn parse_bytes(
         self,
@@ -229,6 +242,10 @@ impl<'a> RowBatch<'a> {
             }
             ParsedMessage::Heartbeat(_) => {}
         }
+    }
+    /// Rows added per table (before rows with the same unique key are merged).
+    pub fn counts(&self) -> ::nomnom_runtime::RowCounts {
+        ::nomnom_runtime::RowCounts(::std::vec![("events", self.event.len())])
     }
     /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
     /// returns rows written per table. Rows with the same unique key are merged first

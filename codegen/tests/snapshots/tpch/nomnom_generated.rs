@@ -82,6 +82,22 @@ impl RootEntity {
         };
         ::nomnom_runtime::json_schema_value(text)
     }
+    /// An example body: the entity's `example:` in YAML, or one built from its fields'
+    /// types (what the OpenAPI document shows and the tests post).
+    pub fn example(self) -> ::nomnom_runtime::JsonValue {
+        let text = match self {
+            RootEntity::Customer => {
+                r#"{"account_balance":"12.50","address":"example","comment":"example","customer_key":"example","market_segment":"example","name":"example","nation_key":42,"phone":"example"}"#
+            }
+            RootEntity::Order => {
+                r#"{"clerk":"example","comment":"example","customer_key":"example","line_items":[{"commit_date":"2024-01-31","discount":"12.50","extended_price":"12.50","line_number":42,"line_status":"e","part_key":"example","quantity":"12.50","receipt_date":"2024-01-31","return_flag":"e","ship_date":"2024-01-31","ship_mode":"example","supplier_key":"example","tax":"12.50"}],"order_date":"2024-01-31","order_key":"example","order_priority":"example","order_status":"e","ship_priority":42,"total_price":"12.50"}"#
+            }
+            RootEntity::Product => {
+                r#"{"brand":"example","comment":"example","container":"example","manufacturer":"example","name":"example","part_key":"example","retail_price":"12.50","size":42,"type":"example"}"#
+            }
+        };
+        ::nomnom_runtime::json_schema_value(text)
+    }
     /// Parses a message body (JSON bytes) as a message of this entity.
     pub fn parse_bytes(
         self,
@@ -649,6 +665,16 @@ impl<'a> RowBatch<'a> {
                 self.product.push((&m.product, position));
             }
         }
+    }
+    /// Rows added per table (before rows with the same unique key are merged).
+    pub fn counts(&self) -> ::nomnom_runtime::RowCounts {
+        ::nomnom_runtime::RowCounts(
+            ::std::vec![
+                ("customers", self.customer.len()), ("orders", self.order.len()),
+                ("order_line_items", self.order_line_item.len()), ("products", self
+                .product.len())
+            ],
+        )
     }
     /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
     /// returns rows written per table. Rows with the same unique key are merged first

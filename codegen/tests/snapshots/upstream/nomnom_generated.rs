@@ -60,6 +60,19 @@ impl RootEntity {
         };
         ::nomnom_runtime::json_schema_value(text)
     }
+    /// An example body: the entity's `example:` in YAML, or one built from its fields'
+    /// types (what the OpenAPI document shows and the tests post).
+    pub fn example(self) -> ::nomnom_runtime::JsonValue {
+        let text = match self {
+            RootEntity::Customer => {
+                r#"{"account_balance":1.5,"comment":"example","customer_key":"example","name":"example","nation_key":"example"}"#
+            }
+            RootEntity::Product => {
+                r#"{"name":"example","part_key":"example","retail_price":1.5,"size":42}"#
+            }
+        };
+        ::nomnom_runtime::json_schema_value(text)
+    }
     /// Parses a message body (JSON bytes) as a message of this entity.
     pub fn parse_bytes(
         self,
@@ -306,6 +319,14 @@ impl<'a> RowBatch<'a> {
                 self.product.push((&m.product, position));
             }
         }
+    }
+    /// Rows added per table (before rows with the same unique key are merged).
+    pub fn counts(&self) -> ::nomnom_runtime::RowCounts {
+        ::nomnom_runtime::RowCounts(
+            ::std::vec![
+                ("customers", self.customer.len()), ("products", self.product.len())
+            ],
+        )
     }
     /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
     /// returns rows written per table. Rows with the same unique key are merged first
