@@ -69,6 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ack_wait: Duration::from_secs(30),
         concurrency: args.concurrency,
         metrics_port: None,
+        metrics_host: nomnom::config::DEFAULT_WORKER_METRICS_HOST,
         max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
         batch_wait: nomnom::config::DEFAULT_WORKER_BATCH_WAIT,
         dlq_limits: Default::default(),

@@ -18,6 +18,20 @@ grep -q 'STREAM: &str = "ORDERS"' src/defaults.rs
 grep -q 'NATS_STREAM: ORDERS' docker-compose.nats.yml
 grep -q 'stream: ORDERS' deploy/k8s/worker.yaml
 test ! -e hooks && test -z "$(find . -name '*.template')"
-echo "generated project looks right; building and testing it"
-cargo build --bins
+# The project's README is about the project, not the template.
+grep -q '^# my-ingest$' README.md
+grep -q 'ORDERS' README.md && grep -q 'my-ingest-worker' README.md && grep -q 'psql .* orders ' README.md
+! grep -q 'cargo generate' README.md
+# What the template keeps for itself is not here: tests about its own entities only.
+test "$(ls tests)" = "$(printf 'common\nentities.rs')"
+test ! -e codegen/tests && test ! -e codegen/fixture-crate && test ! -e benches
+test ! -e scripts/test-template.sh && test ! -e scripts/bench-compare.sh
+! grep -rqE 'tpch|order_line_item|Order(LineItem)?\b' tests
+# A user replaces the example entities with their own: the project's test command must pass
+# with no other edit. This schema shares nothing with TPC-H (names, types, a derived entity with
+# a nested path, reference data read from CSV, an append-only log).
+rm entities/*.yaml
+cp "$repo/tests/schemas/library/"*.yaml entities/
+echo "generated project looks right; its entities replaced; building and testing it"
 cargo test --workspace
+cargo run --quiet --bin worker -- entities

@@ -344,6 +344,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// `WORKER_METRICS_PORT` (default 9090; `0` turns it off): `/health` and `/metrics`.
     pub metrics_port: Option<u16>,
+    /// `WORKER_METRICS_HOST` (default `127.0.0.1`): the address the metrics port listens on.
+    /// It has no authentication, so it is loopback-only unless a deployment opens it (the
+    /// Dockerfile, compose and manifests set `0.0.0.0` for the healthcheck and scrapes).
+    pub metrics_host: std::net::IpAddr,
     /// `WORKER_MAX_BATCH_BYTES` (default 8 MiB, or the NATS server's `max_payload` + 4 KiB if
     /// that is larger): payload bytes pulled per batch, so memory is bounded by
     /// `WORKER_CONCURRENCY` × this whatever the message size.
@@ -356,6 +360,10 @@ pub struct WorkerConfig {
     /// dead-letter stream keeps (oldest removed first; the `dead_letters` table keeps all).
     pub dlq_limits: crate::worker::dead_letter::DlqLimits,
 }
+
+/// Default `WORKER_METRICS_HOST`: loopback, since the metrics port has no authentication.
+pub const DEFAULT_WORKER_METRICS_HOST: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// Default `WORKER_MAX_BATCH_BYTES`: with 100 KiB messages it drains as fast as 32 MiB did at a
 /// third of the memory (docs/RELIABILITY.md), and keeps the worker under 256 MB at the defaults.
@@ -392,6 +400,7 @@ impl WorkerConfig {
             ack_wait: Duration::from_secs(parsed("ACK_WAIT_SECS", 30u64)?.max(1)),
             concurrency: parsed("WORKER_CONCURRENCY", 3usize)?.max(1),
             metrics_port: Some(parsed("WORKER_METRICS_PORT", 9090u16)?).filter(|p| *p != 0),
+            metrics_host: parsed("WORKER_METRICS_HOST", DEFAULT_WORKER_METRICS_HOST)?,
             max_batch_bytes: parsed("WORKER_MAX_BATCH_BYTES", DEFAULT_WORKER_MAX_BATCH_BYTES)?,
             batch_wait: Duration::from_millis(parsed(
                 "WORKER_BATCH_WAIT_MS",
@@ -463,6 +472,7 @@ pub const WORKER_ENV_VARS: &[&str] = &[
     "MAX_DELIVER",
     "ACK_WAIT_SECS",
     "WORKER_METRICS_PORT",
+    "WORKER_METRICS_HOST",
     "WORKER_MAX_BATCH_BYTES",
     "WORKER_BATCH_WAIT_MS",
     "NATS_DLQ_MAX_AGE_DAYS",

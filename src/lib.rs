@@ -9,6 +9,7 @@ pub mod bulk;
 pub mod config;
 pub mod db;
 pub mod defaults;
+pub mod describe;
 pub mod envelope;
 pub mod generated;
 pub mod labels;

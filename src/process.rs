@@ -3,14 +3,16 @@
 
 /// Sets up `tracing` from `RUST_LOG` (default `info`, with PostgreSQL's NOTICEs — e.g. "relation
 /// already exists, skipping" at every start — only at `debug`); JSON lines when
-/// `LOG_FORMAT=json`; ANSI colours only when stdout is a terminal.
+/// `LOG_FORMAT=json`; on stderr (stdout is for what a command prints: `worker example`, a
+/// load's summary); ANSI colours only when stderr is a terminal.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colour codes only for a person at a terminal, never in a log file or a container log.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(ansi);
     let result = if std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
         builder.json().try_init()
@@ -24,11 +26,18 @@ pub fn init_logging() {
 /// The filter without `RUST_LOG`: tokio-postgres logs the server's NOTICEs at `info`.
 const DEFAULT_LOG_FILTER: &str = "info,tokio_postgres::connection=warn";
 
-/// `api healthcheck` / `worker healthcheck`: GETs `http://127.0.0.1:{port}/health` and returns
+/// `api healthcheck` / `worker healthcheck`: GETs `http://{host}:{port}/health` (loopback for a
+/// server on every interface) and returns
 /// whether it answered 200 (container HEALTHCHECKs without curl in the image).
-pub fn healthcheck(port: u16) -> bool {
+pub fn healthcheck(host: std::net::IpAddr, port: u16) -> bool {
     use std::io::{Read, Write};
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // A server on every interface answers on loopback too.
+    let host = if host.is_unspecified() {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        host
+    };
+    let addr = std::net::SocketAddr::from((host, port));
     let timeout = std::time::Duration::from_secs(3);
     let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
         return false;

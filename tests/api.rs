@@ -2,6 +2,7 @@
 //! readiness, the real PostgreSQL).
 
 mod common;
+mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -130,7 +131,7 @@ impl Api {
 #[tokio::test]
 async fn accepted_message_is_in_the_stream_byte_for_byte() {
     let api = Api::plain().await;
-    let body = common::tpch_order(1, 2)
+    let body = support::order(1, 2)
         .to_string()
         .replace("\"170001.47\"", "170001.4700000000000000001");
     let (status, answer) = api.post("/ingest/message/order", body.clone()).await;
@@ -208,7 +209,7 @@ async fn errors_are_json_with_the_right_status() {
     );
 
     // PostgreSQL cannot store U+0000: refused here, not dead-lettered later.
-    let mut nul = common::tpch_order(4, 1);
+    let mut nul = support::order(4, 1);
     nul["comment"] = json!("a\u{0}b");
     let (status, body) = api.post("/ingest/message/order", nul.to_string()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -234,7 +235,7 @@ async fn errors_are_json_with_the_right_status() {
     // curl's default for `-d` is accepted: the body is checked as JSON anyway.
     let form = Request::post("/ingest/message/order")
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(common::tpch_order(3, 1).to_string()))
+        .body(Body::from(support::order(3, 1).to_string()))
         .expect("request");
     assert_eq!(api.call(form).await.0, StatusCode::ACCEPTED);
     assert_eq!(api.stream_messages().await, 1);
@@ -252,12 +253,9 @@ async fn body_limit_is_413() {
         "the body is larger than the limit of 1000 bytes"
     );
     let (status, _) = api
-        .post(
-            "/ingest/message/order",
-            common::tpch_order(1, 1).to_string(),
-        )
+        .post("/ingest/message/order", support::order(1, 1).to_string())
         .await;
-    assert!(common::tpch_order(1, 1).to_string().len() < 1000);
+    assert!(support::order(1, 1).to_string().len() < 1000);
     assert_eq!(status, StatusCode::ACCEPTED);
     api.cleanup().await;
 }
@@ -266,7 +264,7 @@ async fn body_limit_is_413() {
 async fn missing_stream_is_503_with_retry_after() {
     let api = Api::new(false, "postgres://postgres@127.0.0.1:5432/test").await;
     let req = Request::post("/ingest/message/order")
-        .body(Body::from(common::tpch_order(2, 1).to_string()))
+        .body(Body::from(support::order(2, 1).to_string()))
         .expect("request");
     let (status, body, headers) = api.call(req).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -285,7 +283,7 @@ async fn missing_stream_is_503_with_retry_after() {
 #[tokio::test]
 async fn untyped_route_finds_the_entity_three_ways() {
     let api = Api::plain().await;
-    let order = common::tpch_order(4, 1);
+    let order = support::order(4, 1);
     let (status, _) = api
         .post("/ingest/message?entity_type=order", order.to_string())
         .await;
@@ -341,7 +339,7 @@ async fn idempotency_key_gives_one_message_and_the_same_id() {
     let send = || {
         Request::post("/ingest/message/order")
             .header("idempotency-key", "client-42")
-            .body(Body::from(common::tpch_order(5, 2).to_string()))
+            .body(Body::from(support::order(5, 2).to_string()))
             .expect("request")
     };
     let (s1, first, _) = api.call(send()).await;
@@ -376,12 +374,12 @@ async fn idempotency_key_gives_one_message_and_the_same_id() {
 async fn batch_answers_per_line_and_publishes_valid_lines() {
     let api = Api::plain().await;
     let lines = [
-        common::tpch_order(1, 2).to_string(),
+        support::order(1, 2).to_string(),
         "{broken".to_string(),
         String::new(),
-        common::tpch_order(2, 3).to_string(),
+        support::order(2, 3).to_string(),
         json!({"order_key": "X"}).to_string(),
-        common::tpch_order(3, 1).to_string(),
+        support::order(3, 1).to_string(),
     ];
     let req = Request::post("/ingest/batch/order")
         .header("content-type", "application/x-ndjson")
@@ -722,11 +720,8 @@ async fn health_metrics_openapi_and_swagger() {
         (StatusCode::OK, json!("ok"))
     );
 
-    api.post(
-        "/ingest/message/order",
-        common::tpch_order(9, 1).to_string(),
-    )
-    .await;
+    api.post("/ingest/message/order", support::order(9, 1).to_string())
+        .await;
     api.post("/ingest/message/order", "{}").await;
     let (status, text) = api.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
@@ -795,7 +790,7 @@ impl Rng {
 
 fn hostile_bodies() -> Vec<Vec<u8>> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let valid = common::tpch_order(77, 3).to_string().into_bytes();
+    let valid = support::order(77, 3).to_string().into_bytes();
     let mut bodies: Vec<Vec<u8>> = vec![
         b"".to_vec(),
         b"null".to_vec(),
@@ -887,14 +882,11 @@ async fn a_full_stream_is_503_with_retry_after() {
         .await
         .expect("stream");
     let (first, _) = api
-        .post(
-            "/ingest/message/order",
-            common::tpch_order(1, 1).to_string(),
-        )
+        .post("/ingest/message/order", support::order(1, 1).to_string())
         .await;
     assert_eq!(first, StatusCode::ACCEPTED);
     let req = Request::post("/ingest/message/order")
-        .body(Body::from(common::tpch_order(2, 1).to_string()))
+        .body(Body::from(support::order(2, 1).to_string()))
         .expect("request");
     let (status, body, headers) = api.call(req).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -971,7 +963,7 @@ async fn batches_are_bounded_in_lines_bytes_and_answer_size() {
     let mut api = Api::plain().await;
     api.state.max_batch_lines = 50;
     api.state.max_body_bytes = 2000;
-    let order = common::tpch_order(1, 1).to_string();
+    let order = support::order(1, 1).to_string();
 
     // One line too many: 413 JSON, and nothing is published.
     let body = format!("{order}\n").repeat(51);

@@ -3,6 +3,7 @@
 //! pipeline for idempotency keys of two clients.
 
 mod common;
+mod support;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
@@ -123,7 +124,7 @@ async fn auth_failures(api: &Api, reason: &str) -> u64 {
 #[tokio::test]
 async fn every_route_but_health_and_ready_needs_a_valid_key() {
     let api = Api::with_keys(keys()).await;
-    let order = common::tpch_order(1, 2).to_string();
+    let order = support::order(1, 2).to_string();
     // No key: 401 with a challenge and a JSON body, nothing published.
     let (status, body, headers) = api
         .call(post("/ingest/message/order", order.clone(), None))
@@ -223,7 +224,7 @@ async fn a_key_posts_only_the_entities_of_its_scope_and_metrics_need_their_own()
     let (status, body, _) = api
         .call(post(
             "/ingest/message/order",
-            common::tpch_order(2, 1).to_string(),
+            support::order(2, 1).to_string(),
             orders,
         ))
         .await;
@@ -267,7 +268,7 @@ async fn a_key_posts_only_the_entities_of_its_scope_and_metrics_need_their_own()
     let (status, body, _) = api
         .call(post(
             "/ingest/message/order",
-            common::tpch_order(3, 1).to_string(),
+            support::order(3, 1).to_string(),
             Some(("x-api-key", PROM_KEY)),
         ))
         .await;
@@ -301,7 +302,7 @@ async fn without_keys_everything_stays_open() {
     let (status, body, _) = api
         .call(post(
             "/ingest/message/order",
-            common::tpch_order(4, 1).to_string(),
+            support::order(4, 1).to_string(),
             None,
         ))
         .await;
@@ -316,7 +317,7 @@ async fn two_clients_with_the_same_idempotency_key_store_two_messages() {
     let p = common::Pipeline::start_with_api(|state| state.keys = keys()).await;
     let mut ids = Vec::new();
     for (key, order) in [(INGEST_KEY, 11), (ORDERS_KEY, 12), (INGEST_KEY, 11)] {
-        let body = common::tpch_order(order, 2).to_string();
+        let body = support::order(order, 2).to_string();
         let (status, answer) = p
             .post_with(
                 "/ingest/message/order",
@@ -365,7 +366,7 @@ async fn status_is_scoped_like_posting() {
         |state| state.keys = keys,
     )
     .await;
-    let body = common::tpch_order(21, 2).to_string();
+    let body = support::order(21, 2).to_string();
     let (status, answer) = p
         .post_with("/ingest/message/order", &body, &[("x-api-key", ORDERS_KEY)])
         .await;

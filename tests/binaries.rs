@@ -2,12 +2,13 @@
 //! graceful shutdown on SIGTERM (exit 0), clear errors for bad configuration.
 
 mod common;
+mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::process::{Service, api_command, worker_command};
-use common::servers::free_port;
+use support::servers::free_port;
 
 /// How long a freshly started binary may take to answer (debug build, a busy machine).
 const START: Duration = Duration::from_secs(60);
@@ -38,7 +39,7 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
     let resp = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{api_port}/ingest/message/order"))
         .header("content-type", "application/json")
-        .body(common::tpch_order(1, 3).to_string())
+        .body(support::order(1, 3).to_string())
         .send()
         .await
         .expect("post");
@@ -95,6 +96,18 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
         api_healthy.success(),
         "api healthcheck sees the running api"
     );
+    // The worker's metrics port has no authentication: by default it listens on loopback only,
+    // while the api listens on every interface (the control).
+    if let Some(ip) = non_loopback_ipv4() {
+        assert!(
+            std::net::TcpStream::connect((ip, api_port)).is_ok(),
+            "the api answers on {ip}"
+        );
+        assert!(
+            std::net::TcpStream::connect((ip, metrics_port)).is_err(),
+            "the worker's metrics port answers on {ip}: WORKER_METRICS_HOST must default to 127.0.0.1"
+        );
+    }
 
     assert!(api.terminate().success(), "api exits 0 on SIGTERM");
     assert!(worker.terminate().success(), "worker exits 0 on SIGTERM");
@@ -195,7 +208,7 @@ async fn api_with_keys_from_a_file_and_metrics_on_their_own_port() {
         let mut req = client
             .post(format!("http://127.0.0.1:{api_port}/ingest/message/order"))
             .header("content-type", "application/json")
-            .body(common::tpch_order(1, 1).to_string());
+            .body(support::order(1, 1).to_string());
         if let Some(key) = key {
             req = req.bearer_auth(key);
         }
@@ -309,7 +322,7 @@ async fn hostile_bodies_keep_api_memory_growth_under_64_mb() {
             )
         }
     };
-    let order = common::tpch_order(1, 4).to_string();
+    let order = support::order(1, 4).to_string();
     // Warm up allocator and connections with ordinary traffic first.
     let (status, _, _) = post("/ingest/message/order", order.clone().into_bytes()).await;
     assert_eq!(status, 202);
@@ -367,9 +380,7 @@ async fn hostile_bodies_keep_api_memory_growth_under_64_mb() {
     common::delete_streams(&stream).await;
 }
 
-#[path = "common/memory.rs"]
-mod memory;
-use common::sample;
+use support::memory;
 
 /// The worker's memory follows its byte budget, not the message size: 100 KiB messages with a
 /// 4 MiB budget per pull stay far below what the same messages at BATCH_SIZE alone would take
@@ -470,7 +481,7 @@ fn padded_orders(first: u32, lines: u32, line_bytes: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(lines as usize * (line_bytes + 2) + 2);
     out.push(b'[');
     for n in first..first + lines {
-        let mut order = common::tpch_order(n, 1);
+        let mut order = support::order(n, 1);
         let bare = order.to_string().len();
         order["comment"] =
             serde_json::Value::String("x".repeat(line_bytes.saturating_sub(bare + 4)));
@@ -520,7 +531,7 @@ async fn request_bodies_in_flight_stay_within_the_byte_budget() {
         async move {
             let mut refused = 0;
             for n in 0..20u32 {
-                let body = common::tpch_order(100_000 + c * 100 + n, 2).to_string();
+                let body = support::order(100_000 + c * 100 + n, 2).to_string();
                 let (status, _, _) = post("/ingest/message/order", body.into_bytes()).await;
                 refused += u32::from(status != 202);
             }
@@ -655,4 +666,13 @@ async fn replay_pages_through_dead_letters_in_bounded_memory() {
     assert_eq!(db.count("SELECT 1 FROM dead_letters").await, 120);
     common::delete_streams(&stream).await;
     db.drop_db().await;
+}
+
+/// An IPv4 address of this machine other than loopback, if it has one (the address a UDP socket
+/// would send from; nothing is sent).
+fn non_loopback_ipv4() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("10.255.255.255:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }

@@ -6,6 +6,7 @@
 //! rules use, against what the running binaries export.
 
 mod common;
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -247,7 +248,8 @@ impl Binaries {
         let id = common::unique();
         let stream = format!("CONTRACT_{id}");
         let consumer = format!("c_{id}");
-        let (api_port, metrics_port) = (common::servers::free_port(), common::servers::free_port());
+        let (api_port, metrics_port) =
+            (support::servers::free_port(), support::servers::free_port());
         let worker = Service::spawn(
             "contract-worker",
             worker_command(&stream, &consumer, &db.url, metrics_port).env("RUST_LOG", "warn"),
@@ -502,7 +504,7 @@ async fn dashboard_and_alert_rules_use_only_exported_metrics() {
 
     let b = Binaries::start(false).await;
     let client = reqwest::Client::new();
-    let order = common::tpch_order(1, 2);
+    let order = support::order(1, 2);
     let posted = client
         .post(format!("{}/ingest/message/order", b.api_url))
         .json(&order)

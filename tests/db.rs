@@ -2,6 +2,7 @@
 //! transactional write with its redelivery guard.
 
 mod common;
+mod support;
 
 use nomnom::db::{self, PendingWrite};
 use nomnom::generated::ParsedMessage;
@@ -60,7 +61,7 @@ async fn missing_database_is_created_and_schema_is_idempotent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_message_writes_nothing_twice() {
     let (test_db, pool) = prepared().await;
-    let body = common::tpch_order(5, 3).to_string();
+    let body = support::order(5, 3).to_string();
     let message = parse_message("order", body.as_bytes()).expect("valid");
     let write = write(&message, 1);
     let mut conn = db::connection(&pool).await.expect("conn");
@@ -98,9 +99,9 @@ async fn a_redelivered_message_writes_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_keys_inside_one_batch_merge_last_wins() {
     let (test_db, pool) = prepared().await;
-    let mut second = common::tpch_order(9, 2);
+    let mut second = support::order(9, 2);
     second["clerk"] = serde_json::json!("Clerk#2");
-    let a = parse_message("order", common::tpch_order(9, 2).to_string().as_bytes()).expect("a");
+    let a = parse_message("order", support::order(9, 2).to_string().as_bytes()).expect("a");
     let b = parse_message("order", second.to_string().as_bytes()).expect("b");
     let writes: Vec<PendingWrite<'_>> = [(&a, 1), (&b, 2)]
         .into_iter()
@@ -124,10 +125,10 @@ async fn duplicate_keys_inside_one_batch_merge_last_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_message_wins_even_when_an_earlier_one_commits_after_it() {
     let (test_db, pool) = prepared().await;
-    let mut later = common::tpch_order(11, 1);
+    let mut later = support::order(11, 1);
     later["clerk"] = serde_json::json!("Clerk#later");
     let earlier =
-        parse_message("order", common::tpch_order(11, 1).to_string().as_bytes()).expect("earlier");
+        parse_message("order", support::order(11, 1).to_string().as_bytes()).expect("earlier");
     let later = parse_message("order", later.to_string().as_bytes()).expect("later");
     let mut conn = db::connection(&pool).await.expect("conn");
     let first_mode = db::InsertFirst::default();
@@ -155,13 +156,12 @@ async fn a_later_message_wins_even_when_an_earlier_one_commits_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_meeting_an_existing_key_is_written_again_with_upserts() {
     let (test_db, pool) = prepared().await;
-    let mut changed = common::tpch_order(21, 2);
+    let mut changed = support::order(21, 2);
     changed["clerk"] = serde_json::json!("Clerk#changed");
-    let original =
-        parse_message("order", common::tpch_order(21, 2).to_string().as_bytes()).expect("a");
+    let original = parse_message("order", support::order(21, 2).to_string().as_bytes()).expect("a");
     let changed = parse_message("order", changed.to_string().as_bytes()).expect("changed");
     let other =
-        parse_message("order", common::tpch_order(22, 3).to_string().as_bytes()).expect("other");
+        parse_message("order", support::order(22, 3).to_string().as_bytes()).expect("other");
     let mut conn = db::connection(&pool).await.expect("conn");
     let first_mode = db::InsertFirst::default();
     db::write_messages(&mut conn, &[write(&original, 1)], &first_mode)

@@ -3,15 +3,17 @@
 //! refuses gets a JSON 4xx. Real NATS and PostgreSQL, the real api and worker.
 
 mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Pipeline, tpch_order};
+use common::Pipeline;
 use nomnom::generated::RootEntity;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
+use support::order as tpch_order;
 
 /// `CASES` (default 1000) bodies per run.
 fn cases() -> usize {

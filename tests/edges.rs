@@ -3,12 +3,14 @@
 //! dead letter is never lost.
 
 mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Pipeline, tpch_order};
+use common::Pipeline;
 use nomnom::worker::dead_letter::{ReplayFilter, ReplayReport, replay};
 use serde_json::json;
+use support::order as tpch_order;
 use tokio_util::sync::CancellationToken;
 
 /// The order `RK` with `total_price` set to `total` (a JSON number as written).

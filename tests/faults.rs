@@ -5,6 +5,7 @@
 //! Sizes come from the environment: `FAULT_MESSAGES` (default 600) messages per scenario.
 
 mod common;
+mod support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,8 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::servers::{NatsNode, OwnPostgres, free_port, signal};
-use common::{Pipeline, tpch_order};
+use common::Pipeline;
+use support::order as tpch_order;
+use support::servers::{NatsNode, OwnPostgres, free_port, signal};
 
 fn messages() -> u64 {
     std::env::var("FAULT_MESSAGES")
@@ -461,8 +463,8 @@ fn default_worker(p: &Pipeline, metrics_port: u16, log: &std::path::Path) -> Chi
         .env("WORKER_METRICS_PORT", metrics_port.to_string())
         .env("RUST_LOG", "info")
         .env_remove("LOG_FORMAT")
-        .stdout(std::fs::File::create(log).expect("log file"))
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("worker binary")
 }

@@ -2,6 +2,7 @@
 //! and load shedding past the in-flight limit (503 + Retry-After, JSON, nothing accepted lost).
 
 mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -139,7 +140,7 @@ async fn slow_requests_and_stalled_bodies_get_a_json_408() {
         ..HttpLimits::default()
     })
     .await;
-    let order = common::tpch_order(1, 1).to_string();
+    let order = support::order(1, 1).to_string();
     let (status, _, json) = slow_post(server.addr, &order, Duration::from_secs(2)).await;
     assert_eq!(status, 408, "{json}");
     assert_eq!(json["status"], 408);
@@ -172,7 +173,7 @@ async fn past_the_in_flight_limit_requests_are_shed_with_503_and_nothing_accepte
     .await;
     let mut tasks = Vec::new();
     for n in 0..20u32 {
-        let body = common::tpch_order(n, 1).to_string();
+        let body = support::order(n, 1).to_string();
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
             slow_post(addr, &body, Duration::from_millis(500)).await

@@ -3,6 +3,7 @@
 //! the same file twice stores nothing twice; the binary's summary and exit code.
 
 mod common;
+mod support;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -91,7 +92,7 @@ async fn gzipped_ndjson_orders_and_a_json_array_of_products_are_stored() {
         flate2::Compression::fast(),
     );
     for n in 1..=20 {
-        writeln!(gz, "{}", common::tpch_order(n, 1 + n % 4)).expect("write");
+        writeln!(gz, "{}", support::order(n, 1 + n % 4)).expect("write");
         if n == 10 {
             writeln!(gz).expect("blank line");
             writeln!(gz, "{{\"order_key\": 1}}").expect("bad line");

@@ -3,13 +3,14 @@
 //! settings, and clear errors — without secrets — with wrong ones.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::servers::{NatsNode, TestPki, free_port, nats_with_config};
 use nomnom::config::{NatsAuth, NatsConfig};
+use support::servers::{NatsNode, TestPki, free_port, nats_with_config};
 
 const API_PASSWORD: &str = "api-password-for-this-test-7";
 
@@ -137,10 +138,7 @@ async fn api_and_worker_work_through_tls_with_a_password_and_an_nkey() {
     p.worker_config.nats = worker_nats;
     p.start_worker().await;
     let (status, answer) = p
-        .post(
-            "/ingest/message/order",
-            &common::tpch_order(1, 3).to_string(),
-        )
+        .post("/ingest/message/order", &support::order(1, 3).to_string())
         .await;
     assert_eq!(status, 202, "{answer}");
     p.db.wait_count("SELECT 1 FROM order_line_items", 3).await;
@@ -360,10 +358,7 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
     .await;
     // Accepted while no worker runs: its status comes from the stream (direct get).
     let (status, answer) = p
-        .post(
-            "/ingest/message/order",
-            &common::tpch_order(5, 2).to_string(),
-        )
+        .post("/ingest/message/order", &support::order(5, 2).to_string())
         .await;
     assert_eq!(status, 202, "{answer}");
     let message_id = answer["message_id"].as_str().expect("id").to_string();
@@ -375,7 +370,7 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
     );
     // A keyed message, its retry (a duplicate), and the key with another body (409): the
     // digests live in the idempotency bucket, with the api's rights.
-    let keyed = common::tpch_order(6, 1).to_string();
+    let keyed = support::order(6, 1).to_string();
     for (body, want) in [(&keyed, 202), (&keyed, 202)] {
         let (status, answer) = p
             .post_with(
@@ -389,15 +384,13 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
     let (status, answer) = p
         .post_with(
             "/ingest/message/order",
-            &common::tpch_order(7, 1).to_string(),
+            &support::order(7, 1).to_string(),
             &[("idempotency-key", "lp-key-1")],
         )
         .await;
     assert_eq!(status, 409, "{answer}");
     // Concurrent requests share JetStream messages (groups).
-    let orders: Vec<String> = (10..30)
-        .map(|n| common::tpch_order(n, 1).to_string())
-        .collect();
+    let orders: Vec<String> = (10..30).map(|n| support::order(n, 1).to_string()).collect();
     let answers =
         futures::future::join_all(orders.iter().map(|b| p.post("/ingest/message/order", b))).await;
     assert!(answers.iter().all(|(s, _)| *s == 202), "{answers:?}");
@@ -409,7 +402,7 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
         .batch_execute("ALTER TABLE orders ADD CONSTRAINT no_clerk_9 CHECK (clerk <> 'Clerk#9')")
         .await
         .expect("constraint");
-    let mut refused_order = common::tpch_order(40, 1);
+    let mut refused_order = support::order(40, 1);
     refused_order["clerk"] = serde_json::json!("Clerk#9");
     let (status, _) = p
         .post("/ingest/message/order", &refused_order.to_string())
@@ -590,10 +583,7 @@ async fn a_creds_file_logs_in_to_an_operator_mode_server() {
     .await;
     p.start_worker().await;
     let (status, answer) = p
-        .post(
-            "/ingest/message/order",
-            &common::tpch_order(8, 2).to_string(),
-        )
+        .post("/ingest/message/order", &support::order(8, 2).to_string())
         .await;
     assert_eq!(status, 202, "{answer}");
     p.db.wait_count("SELECT 1 FROM order_line_items", 2).await;

@@ -4,11 +4,12 @@
 //! certificates fail with a clear message, and the whole pipeline runs through it.
 
 mod common;
+mod support;
 
 use std::path::PathBuf;
 
-use common::servers::{OwnPostgres, TestPki};
 use nomnom::db::pg;
+use support::servers::{OwnPostgres, TestPki};
 
 /// A server that speaks TLS with a certificate for `localhost` only, signed by the test CA;
 /// role `app` may only connect over TLS, `postgres` (the harness) also without.
@@ -179,10 +180,7 @@ async fn the_pipeline_runs_over_verify_full_tls() {
     let mut p = common::Pipeline::paused_on(app, |_| {}).await;
     p.start_worker().await;
     let (status, answer) = p
-        .post(
-            "/ingest/message/order",
-            &common::tpch_order(3, 4).to_string(),
-        )
+        .post("/ingest/message/order", &support::order(3, 4).to_string())
         .await;
     assert_eq!(status, 202, "{answer}");
     // Read back as the harness (plaintext `postgres`): the worker wrote over TLS as `app`.

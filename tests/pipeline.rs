@@ -1,9 +1,11 @@
 //! End to end on the real services: HTTP api → JetStream → worker → PostgreSQL.
 
 mod common;
+mod support;
 
-use common::{Pipeline, tpch_order};
+use common::Pipeline;
 use serde_json::json;
+use support::order as tpch_order;
 
 fn s(v: &str) -> Option<String> {
     Some(v.to_string())

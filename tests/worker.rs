@@ -2,12 +2,14 @@
 //! data errors dead-lettered at once, replay, exactly-once effect under redelivery, status lookups.
 
 mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Pipeline, tpch_order};
+use common::Pipeline;
 use nomnom::envelope::MessageEnvelope;
 use serde_json::json;
+use support::order as tpch_order;
 
 fn envelope(id: uuid::Uuid, body: &serde_json::Value) -> MessageEnvelope {
     MessageEnvelope::new(id, "Order", body.to_string())
@@ -625,7 +627,7 @@ async fn made_up_entity_names_add_no_worker_metric_series() {
 /// set below it is refused at start with the size it needs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_pull_budget_follows_a_larger_max_payload() {
-    use common::servers::{free_port, nats_with_config};
+    use support::servers::{free_port, nats_with_config};
     let port = free_port();
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target/test-nats")

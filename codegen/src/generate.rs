@@ -227,6 +227,14 @@ fn top_file(schema: &Schema) -> TokenStream {
     let tables = table_defs(schema);
     let row_batch = row_batch(schema);
     let json_schemas = roots.iter().map(|e| raw_str(&json_schema(schema, e)));
+    let subtree_tables = roots.iter().map(|r| {
+        let tables: Vec<&str> = schema
+            .subtree(&r.name.value)
+            .into_iter()
+            .filter_map(|e| e.persistence.as_ref().map(|p| p.table.value.as_str()))
+            .collect();
+        quote!(&[#(#tables),*])
+    });
     let examples = roots
         .iter()
         .map(|e| raw_str(&example_of(&schema.entities, e).to_string()));
@@ -272,6 +280,12 @@ fn top_file(schema: &Schema) -> TokenStream {
             pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
                 let text = match self { #(RootEntity::#root_variants => #json_schemas,)* };
                 ::nomnom_runtime::json_schema_value(text)
+            }
+
+            /// The tables a message of this entity writes to: its own, then its derived
+            /// entities' (parents first).
+            pub fn tables(self) -> &'static [&'static str] {
+                match self { #(RootEntity::#root_variants => #subtree_tables,)* }
             }
 
             /// An example body: the entity's `example:` in YAML, or one built from its fields'

@@ -29,8 +29,8 @@ async fn main() -> std::process::ExitCode {
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // Once, through the log (stderr), whatever its format.
             tracing::error!("{e}");
-            eprintln!("api: {e}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -39,7 +39,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = ApiConfig::from_env()?;
     if let Some(Command::Healthcheck) = cli.command {
-        return if healthcheck(config.port) {
+        return if healthcheck(std::net::Ipv4Addr::LOCALHOST.into(), config.port) {
             Ok(())
         } else {
             Err(format!("no healthy api on port {}", config.port).into())

@@ -33,6 +33,13 @@ enum Command {
     },
     /// Exit 0 if the worker on WORKER_METRICS_PORT answers /health (container HEALTHCHECK).
     Healthcheck,
+    /// List the entities this build was generated from (entities/*.yaml): their routes and tables.
+    Entities,
+    /// Print an entity's example body (its `example:` in YAML, or one built from its types).
+    Example {
+        /// The entity (any case: `order`, `Order`).
+        entity: String,
+    },
     /// Load a file of one entity's messages (CSV, NDJSON or a JSON array; .gz too) into the
     /// stream: every row checked like the api checks it, rejected rows written to a file with
     /// their reasons. Loading the same file again stores nothing twice. Exits 1 if any row
@@ -63,17 +70,28 @@ async fn main() -> std::process::ExitCode {
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // Once, through the log (stderr), whatever its format.
             tracing::error!("{e}");
-            eprintln!("worker: {e}");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match &cli.command {
+        Some(Command::Entities) => {
+            print!("{}", nomnom::describe::entities());
+            return Ok(());
+        }
+        Some(Command::Example { entity }) => {
+            println!("{}", nomnom::describe::example(entity)?);
+            return Ok(());
+        }
+        _ => {}
+    }
     let config = WorkerConfig::from_env()?;
     match cli.command {
-        None => {}
+        None | Some(Command::Entities | Command::Example { .. }) => {}
         Some(Command::ReplayDeadLetters { entity, id }) => {
             let filter = ReplayFilter {
                 entity,
@@ -91,7 +109,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let port = config
                 .metrics_port
                 .ok_or("WORKER_METRICS_PORT is 0: no health endpoint")?;
-            return if healthcheck(port) {
+            return if healthcheck(config.metrics_host, port) {
                 Ok(())
             } else {
                 Err(format!("no healthy worker on port {port}").into())

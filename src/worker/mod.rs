@@ -288,7 +288,7 @@ impl<S: Sink> Worker<S> {
         self.context.shutdown = shutdown.child_token();
         let mut background = JoinSet::new();
         if let Some(port) = self.config.metrics_port {
-            let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+            let listener = tokio::net::TcpListener::bind((self.config.metrics_host, port))
                 .await
                 .map_err(|e| WorkerError::MetricsPort {
                     port,

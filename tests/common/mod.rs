@@ -10,8 +10,6 @@ use nomnom::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) mod process;
-pub(crate) mod sample;
-pub(crate) mod servers;
 
 /// NATS used by tests (`TEST_NATS_URL`, default the local server).
 pub(crate) fn nats_url() -> String {
@@ -237,6 +235,7 @@ impl Pipeline {
             ack_wait: Duration::from_secs(30),
             concurrency: 2,
             metrics_port: None,
+            metrics_host: nomnom::config::DEFAULT_WORKER_METRICS_HOST,
             max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
             batch_wait: nomnom::config::DEFAULT_WORKER_BATCH_WAIT,
             dlq_limits: Default::default(),
@@ -448,9 +447,4 @@ pub(crate) async fn delete_streams(stream: &str) {
     let _ = js
         .delete_key_value(nomnom::api::idempotency::bucket_name(stream))
         .await;
-}
-
-/// A TPC-H order with `lines` line items (1–7), deterministic from `n`.
-pub(crate) fn tpch_order(n: u32, lines: u32) -> serde_json::Value {
-    sample::tpch_order(u64::from(n), lines)
 }

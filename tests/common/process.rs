@@ -66,7 +66,7 @@ impl Service {
 
     /// Sends SIGTERM and waits up to 15 s for the process to stop.
     pub(crate) fn terminate(&mut self) -> ExitStatus {
-        super::servers::signal(&self.child, "-TERM");
+        signal(&self.child, "-TERM");
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -127,4 +127,11 @@ pub(crate) fn api_command(stream: &str, database_url: &str, port: u16) -> Comman
         .env("DATABASE_URL", database_url)
         .env("PORT", port.to_string());
     command
+}
+
+/// Sends `sig` (e.g. `-TERM`, `-KILL`) to a child process.
+pub(crate) fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
 }

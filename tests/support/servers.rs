@@ -27,11 +27,7 @@ pub(crate) fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
-pub(crate) fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status();
-}
+pub(crate) use crate::common::process::signal;
 
 /// A nats-server process of this test.
 pub(crate) struct NatsNode {
@@ -122,7 +118,7 @@ impl OwnPostgres {
     /// Initialises a cluster, lets `configure` edit its data directory (it runs as the test
     /// user; files it writes are handed to `postgres` afterwards), then starts it.
     pub(crate) fn start_with(configure: impl FnOnce(&std::path::Path)) -> Self {
-        let dir = std::env::temp_dir().join(format!("nomnom-pg-{}", super::unique()));
+        let dir = std::env::temp_dir().join(format!("nomnom-pg-{}", crate::common::unique()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
         let _ = Command::new("chown")
             .args(["postgres:postgres", &dir.to_string_lossy()])

@@ -1,5 +1,5 @@
 //! Sample TPC-H messages for the example schema, shared by the tests and the benchmarks.
-//! (When you change `entities/`, give the benchmarks your own bodies with `--body`.)
+#![allow(dead_code)]
 
 use serde_json::{Value, json};
 
@@ -36,4 +36,9 @@ pub(crate) fn tpch_order(n: u64, lines: u32) -> Value {
         "comment": format!("order number {n}"),
         "line_items": items
     })
+}
+
+/// [`tpch_order`] numbered by a `u32`.
+pub(crate) fn order(n: u32, lines: u32) -> Value {
+    tpch_order(u64::from(n), lines)
 }
