@@ -35,3 +35,7 @@ cp "$repo/tests/schemas/library/"*.yaml entities/
 echo "generated project looks right; its entities replaced; building and testing it"
 cargo test --workspace
 cargo run --quiet --bin worker -- entities
+# And the generator's kitchen sink: every type, nested paths, coalesce, constants, Json fields.
+rm entities/*.yaml
+cp "$repo/codegen/tests/fixtures/kitchen_sink/"*.yaml entities/
+cargo test --test entities

@@ -358,17 +358,20 @@ impl MessageEnvelope {
 mod tests {
     use super::*;
 
+    /// An entity of whatever schema this is built from (the envelope is entity-agnostic).
+    const ENTITY: crate::generated::RootEntity = crate::generated::RootEntity::ALL[0];
+
     const SUBJECT_STREAM: &str = "NOMNOM";
 
     fn subject(id: &Uuid) -> String {
-        crate::nats::message_subject(SUBJECT_STREAM, "order", id)
+        crate::nats::message_subject(SUBJECT_STREAM, ENTITY.snake_name(), id)
     }
 
     #[test]
     fn headers_carry_the_envelope_and_the_body_is_untouched() {
         let envelope = MessageEnvelope {
             message_id: Uuid::now_v7(),
-            entity: "Order".into(),
+            entity: ENTITY.name().into(),
             received_at: DateTime::parse_from_rfc3339("2026-12-02T07:00:00.123456Z")
                 .unwrap()
                 .with_timezone(&Utc),
@@ -405,7 +408,7 @@ mod tests {
     fn a_fresh_time_ordered_id_travels_in_the_subject_alone() {
         let before = Utc::now().timestamp_millis();
         let body = Bytes::from_static(br#"{"message_id":"not the envelope","a":1}"#);
-        let envelope = MessageEnvelope::new(Uuid::now_v7(), "Order", body.clone());
+        let envelope = MessageEnvelope::new(Uuid::now_v7(), ENTITY.name(), body.clone());
         let at = envelope.received_at.timestamp_millis();
         assert!(at >= before && at <= Utc::now().timestamp_millis(), "{at}");
         assert!(!envelope.needs_headers(false));
@@ -413,7 +416,11 @@ mod tests {
         let decoded = MessageEnvelope::decode(&subject(&envelope.message_id), None, &body);
         assert_eq!(decoded.unwrap(), envelope);
         // Ids that carry no time are stamped now and need their headers.
-        let derived = MessageEnvelope::new(Uuid::new_v5(&Uuid::NAMESPACE_OID, b"k"), "Order", body);
+        let derived = MessageEnvelope::new(
+            Uuid::new_v5(&Uuid::NAMESPACE_OID, b"k"),
+            ENTITY.name(),
+            body,
+        );
         assert!(derived.needs_headers(false));
     }
 
@@ -442,7 +449,7 @@ mod tests {
         for (i, m) in members.iter().enumerate() {
             assert_eq!(m.message_id, member_id(&group.first_id, i));
             assert_eq!(group_id(&m.message_id), group.first_id);
-            assert_eq!(m.entity, "Order");
+            assert_eq!(m.entity, ENTITY.name());
             assert_eq!(Some(m.received_at), id_time(&group.first_id));
             assert_eq!(m.body, bodies[i]);
         }
@@ -492,10 +499,11 @@ mod tests {
     fn json_envelopes_of_an_older_api_still_decode() {
         for id in [Uuid::new_v4(), Uuid::now_v7()] {
             let old = format!(
-                r#"{{"message_id":"{id}","entity":"Order","received_at":"2024-01-01T00:00:00Z","body":{{ "a": 1.000000000000000000001 }}}}"#
+                r#"{{"message_id":"{id}","entity":"{entity}","received_at":"2024-01-01T00:00:00Z","body":{{ "a": 1.000000000000000000001 }}}}"#,
+                entity = ENTITY.name()
             );
             let e = MessageEnvelope::decode(&subject(&id), None, &Bytes::from(old)).unwrap();
-            assert_eq!((e.message_id, e.entity.as_str()), (id, "Order"));
+            assert_eq!((e.message_id, e.entity.as_str()), (id, ENTITY.name()));
             assert_eq!(e.received_at.to_rfc3339(), "2024-01-01T00:00:00+00:00");
             assert_eq!(&e.body[..], b"{ \"a\": 1.000000000000000000001 }");
         }

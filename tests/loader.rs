@@ -334,3 +334,50 @@ async fn an_endless_record_stops_the_loader_with_its_line_and_bounded_memory() {
     assert!(peak < BOUND, "peak RSS {} MB", peak / 1024 / 1024);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads one byte at a time, like a slow socket or a small buffer.
+struct Trickle<'a>(&'a [u8]);
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match (self.0.split_first(), buf.is_empty()) {
+            (Some((b, rest)), false) => {
+                buf[0] = *b;
+                self.0 = rest;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    }
+}
+
+#[test]
+fn csv_rows_carry_the_line_they_start_on_past_blank_lines() {
+    let entity = nomnom::generated::RootEntity::from_name("product").expect("product entity");
+    let body = "part_key,name,manufacturer,brand,type,size,container,retail_price,comment\n\
+                \n\r\n\
+                P-1,a,M,B,T,1,C,1.5,\"two\nlines\"\n\
+                \n\
+                P-2,b,M,B,T,x,C,2,\n";
+    for trickle in [false, true] {
+        let mut seen = Vec::new();
+        let mut each = |row: nomnom::bulk::Row<'_>| -> Result<(), nomnom::bulk::BulkError> {
+            seen.push(match row {
+                nomnom::bulk::Row::Text(n, _) => format!("{n}:ok"),
+                nomnom::bulk::Row::TooLong(n) => format!("{n}:too long"),
+                nomnom::bulk::Row::Invalid(n, p) => format!("{n}:{p}"),
+            });
+            Ok(())
+        };
+        let walked = if trickle {
+            nomnom::bulk::each_csv_row(Trickle(body.as_bytes()), entity, 4096, drop, &mut each)
+        } else {
+            nomnom::bulk::each_csv_row(body.as_bytes(), entity, 4096, drop, &mut each)
+        };
+        assert!(walked.is_ok());
+        assert_eq!(
+            seen,
+            ["4:ok", "7:size (column 6): `x` is not a number"],
+            "trickle {trickle}"
+        );
+    }
+}

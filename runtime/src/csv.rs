@@ -47,6 +47,8 @@ pub struct CsvSpec {
 pub struct CsvLayout {
     columns: Vec<Option<usize>>,
     names: Vec<String>,
+    /// Whether the columns were read off a header row (else from `csv.columns`).
+    from_header: bool,
 }
 
 fn boolean(text: &str) -> Option<bool> {
@@ -72,6 +74,7 @@ impl CsvSpec {
     pub fn layout(&self, header: Option<&[&str]>) -> Result<CsvLayout, String> {
         let mut columns = Vec::new();
         let mut names = Vec::new();
+        let from_header = header.is_some() && self.columns.is_empty();
         match header {
             Some(cells) if self.columns.is_empty() => {
                 for (i, cell) in cells.iter().enumerate() {
@@ -114,7 +117,11 @@ impl CsvSpec {
                 return Err(format!("no column feeds the required field `{}`", f.name));
             }
         }
-        Ok(CsvLayout { columns, names })
+        Ok(CsvLayout {
+            columns,
+            names,
+            from_header,
+        })
     }
 
     /// One cell as the JSON value of `field`; `None` is null.
@@ -159,11 +166,19 @@ impl CsvSpec {
         if cells.len() != layout.columns.len() {
             errors.push(FieldError {
                 field: "$".into(),
-                error: format!(
-                    "the row has {} columns; the header has {}",
-                    cells.len(),
-                    layout.columns.len()
-                ),
+                error: if layout.from_header {
+                    format!(
+                        "the row has {} columns; the header has {}",
+                        cells.len(),
+                        layout.columns.len()
+                    )
+                } else {
+                    format!(
+                        "the row has {} columns; `csv.columns` declares {}",
+                        cells.len(),
+                        layout.columns.len()
+                    )
+                },
             });
             return Err(errors);
         }
@@ -456,7 +471,14 @@ mod tests {
         let e = by_order
             .row_to_json(&layout, &["k", "3"])
             .expect_err("short row");
-        assert_eq!(e[0].error, "the row has 2 columns; the header has 3");
+        // Without a header row the count is `csv.columns`'s, and the message says so.
+        assert_eq!(
+            e[0].error,
+            "the row has 2 columns; `csv.columns` declares 3"
+        );
+        let by_header = SPEC.layout(Some(&["key", "qty"])).expect("header");
+        let e = SPEC.row_to_json(&by_header, &["k"]).expect_err("short row");
+        assert_eq!(e[0].error, "the row has 1 columns; the header has 2");
     }
 
     #[test]
