@@ -140,3 +140,38 @@ fn identifiers_over_63_bytes_are_refused() {
         "{errors}"
     );
 }
+
+/// A field added to an entity but not to its `csv: columns` (the README's example: a nullable
+/// `loyalty_tier` on the customer read from dbgen's files) builds with a warning at the columns'
+/// position; a required one left out is an error.
+#[test]
+fn a_field_left_out_of_csv_columns_is_a_warning_or_an_error_if_required() {
+    let yaml = |nullable: bool| {
+        format!(
+            "entity:\n  name: Customer\n  source_type: reference\n  fields:\n    - name: customer_key\n      type: String\n      max_length: 32\n    - name: loyalty_tier\n      type: String\n      nullable: {nullable}\n  persistence:\n    database:\n      conformant_table: customers\n      unicity_fields: [customer_key]\n  csv:\n    header: false\n    columns: [customer_key, _]\n"
+        )
+    };
+    let files = [SourceFile {
+        path: "entities/customer.yaml".into(),
+        text: yaml(true),
+    }];
+    let schema = load_and_validate(&files).expect("a nullable field left out builds");
+    let warnings = schema.warnings.to_string();
+    assert!(
+        warnings.contains(
+            "entities/customer.yaml:17:15: `csv.columns` does not list field `loyalty_tier`: rows read from CSV leave it null"
+        ) && warnings.contains("hint: add `loyalty_tier` where its column is"),
+        "{warnings}"
+    );
+    let files = [SourceFile {
+        path: "entities/customer.yaml".into(),
+        text: yaml(false),
+    }];
+    let errors = load_and_validate(&files)
+        .expect_err("a required field left out")
+        .to_string();
+    assert!(
+        errors.contains("`csv.columns` does not list the required field `loyalty_tier`"),
+        "{errors}"
+    );
+}
