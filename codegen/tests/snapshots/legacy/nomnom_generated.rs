@@ -65,6 +65,14 @@ impl RootEntity {
         };
         ::nomnom_runtime::json_schema_value(text)
     }
+    /// The tables a message of this entity writes to: its own, then its derived
+    /// entities' (parents first).
+    pub fn tables(self) -> &'static [&'static str] {
+        match self {
+            RootEntity::Event => &["events"],
+            RootEntity::Heartbeat => &[],
+        }
+    }
     /// An example body: the entity's `example:` in YAML, or one built from its fields'
     /// types (what the OpenAPI document shows and the tests post).
     pub fn example(self) -> ::nomnom_runtime::JsonValue {
