@@ -19,7 +19,7 @@ use common::{BenchArgs, Phase, drive, report};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use nomnom::api::{AppState, router};
-use nomnom::config::NatsConfig;
+use nomnom::nats::NatsConfig;
 
 async fn raw_publish(
     js: &async_nats::jetstream::Context,

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use common::{BenchArgs, drive, report};
 use nomnom::api::{AppState, router};
-use nomnom::config::{NatsConfig, WorkerConfig};
+use nomnom::nats::NatsConfig;
 use nomnom::worker::Worker;
+use nomnom::worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
 /// Order `n`'s body: line items 1–7 (4 on average), a unique order key.
@@ -69,9 +70,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ack_wait: Duration::from_secs(30),
         concurrency: args.concurrency,
         metrics_port: None,
-        metrics_host: nomnom::config::DEFAULT_WORKER_METRICS_HOST,
-        max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
-        batch_wait: nomnom::config::DEFAULT_WORKER_BATCH_WAIT,
+        metrics_host: nomnom::worker::DEFAULT_WORKER_METRICS_HOST,
+        max_batch_bytes: nomnom::worker::DEFAULT_WORKER_MAX_BATCH_BYTES,
+        batch_wait: nomnom::worker::DEFAULT_WORKER_BATCH_WAIT,
         dlq_limits: Default::default(),
     };
     let worker = Worker::connect(config).await?;

@@ -18,8 +18,9 @@ use common::BenchArgs;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use nomnom::config::{NatsConfig, WorkerConfig};
+use nomnom::nats::NatsConfig;
 use nomnom::worker::Worker;
+use nomnom::worker::WorkerConfig;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -193,9 +194,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ack_wait: Duration::from_secs(30),
         concurrency: args.concurrency,
         metrics_port: None,
-        metrics_host: nomnom::config::DEFAULT_WORKER_METRICS_HOST,
-        max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
-        batch_wait: nomnom::config::DEFAULT_WORKER_BATCH_WAIT,
+        metrics_host: nomnom::worker::DEFAULT_WORKER_METRICS_HOST,
+        max_batch_bytes: nomnom::worker::DEFAULT_WORKER_MAX_BATCH_BYTES,
+        batch_wait: nomnom::worker::DEFAULT_WORKER_BATCH_WAIT,
         dlq_limits: Default::default(),
     };
     let worker = Worker::connect(config).await?;

@@ -68,9 +68,9 @@ async fn main() -> Result<(), String> {
         large.peak_rss as f64 / small.peak_rss.max(1) as f64,
         per_budget(
             &large,
-            nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES as u64
+            nomnom::worker::DEFAULT_WORKER_MAX_BATCH_BYTES as u64
         ),
-        nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES >> 20,
+        nomnom::worker::DEFAULT_WORKER_MAX_BATCH_BYTES >> 20,
         per_budget(&wide, budget)
     );
     Ok(())

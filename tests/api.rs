@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use nomnom::api::{AppState, router};
-use nomnom::config::NatsConfig;
+use nomnom::nats::NatsConfig;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

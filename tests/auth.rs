@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use nomnom::api::{ApiKeys, AppState, metrics_router, router};
-use nomnom::config::NatsConfig;
+use nomnom::nats::NatsConfig;
 use serde_json::Value;
 use tower::ServiceExt;
 

@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use nomnom::config::{API_ENV_VARS, WORKER_ENV_VARS};
+use nomnom::api::API_ENV_VARS;
+use nomnom::worker::WORKER_ENV_VARS;
 use serde_yaml_ng::Value;
 
 fn root() -> PathBuf {

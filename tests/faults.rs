@@ -248,7 +248,7 @@ async fn stream_setup_waits_for_jetstream_and_names_it_when_it_never_comes() {
             port.to_string(),
         ]
     };
-    let config = |port: u16| nomnom::config::NatsConfig {
+    let config = |port: u16| nomnom::nats::NatsConfig {
         url: format!("nats://127.0.0.1:{port}"),
         stream: format!("LATE_{}", common::unique()),
         duplicate_window: Duration::from_secs(120),
@@ -334,7 +334,7 @@ async fn three_node_cluster_survives_losing_a_node() {
         .collect::<Vec<_>>()
         .join(",");
     // The cluster elects a JetStream leader first; creating the R3 stream waits for it.
-    let nats = nomnom::config::NatsConfig {
+    let nats = nomnom::nats::NatsConfig {
         url: url.clone(),
         stream: format!("R3_{}", common::unique()),
         duplicate_window: Duration::from_secs(120),
@@ -635,7 +635,7 @@ async fn a_request_timeout_never_hides_a_stored_message() {
         ],
         port,
     );
-    let config = nomnom::config::NatsConfig {
+    let config = nomnom::nats::NatsConfig {
         url: format!("nats://127.0.0.1:{port}"),
         stream: format!("PAUSE_{}", common::unique()),
         duplicate_window: Duration::from_secs(120),

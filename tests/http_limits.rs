@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use nomnom::api::{AppState, HttpLimits, router};
-use nomnom::config::NatsConfig;
+use nomnom::nats::NatsConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nomnom::config::{NatsAuth, NatsConfig};
+use nomnom::nats::{NatsAuth, NatsConfig};
 use support::servers::{NatsNode, TestPki, free_port, nats_with_config};
 
 const API_PASSWORD: &str = "api-password-for-this-test-7";

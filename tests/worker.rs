@@ -68,7 +68,7 @@ async fn the_trim_removes_only_what_the_consumer_has_finished() {
     use async_nats::jetstream::{self, consumer::pull};
     use futures::StreamExt;
     let name = format!("TRIM{}", uuid::Uuid::new_v4().simple());
-    let config = nomnom::config::NatsConfig {
+    let config = nomnom::nats::NatsConfig {
         url: common::nats_url(),
         stream: name.clone(),
         duplicate_window: Duration::from_secs(120),
@@ -641,7 +641,7 @@ async fn the_default_pull_budget_follows_a_larger_max_payload() {
     let mut p = Pipeline::paused_with(|c| c.nats.url = url.clone()).await;
     assert_eq!(
         p.worker_config.max_batch_bytes,
-        nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES
+        nomnom::worker::DEFAULT_WORKER_MAX_BATCH_BYTES
     );
     let mut chosen = p.worker_config.clone();
     chosen.max_batch_bytes = 9 << 20;

@@ -8,10 +8,11 @@
 //! Generated code refers to `::nomnom_runtime` for conversions and shared types, and to sibling
 //! modules through `super::`, so it can be included at any module path.
 
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Ident, TokenStream};
 use quote::{ToTokens as _, format_ident, quote};
 
 use crate::example::{example_of, json_path};
+use crate::ident::{column_ident, field_ident, snake};
 use crate::model::*;
 use crate::types::{FieldType, TypeTokens as _};
 use crate::validate::Schema;
@@ -65,53 +66,6 @@ fn format(tokens: TokenStream) -> String {
 
 fn entity_file_name(e: &EntityDef) -> String {
     format!("nomnom_entity_{}.rs", snake(&e.name.value))
-}
-
-/// `OrderLineItem` → `order_line_item`.
-pub(crate) fn snake(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Rust keywords that can be written as raw identifiers (`r#type`).
-pub(crate) const RAW_KEYWORDS: &[&str] = &[
-    "as", "async", "await", "break", "const", "continue", "dyn", "else", "enum", "extern", "false",
-    "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub",
-    "ref", "return", "static", "struct", "trait", "true", "type", "unsafe", "use", "where",
-    "while", "abstract", "become", "box", "do", "final", "macro", "override", "priv", "try",
-    "typeof", "unsized", "virtual", "yield",
-];
-/// Keywords that cannot be raw identifiers.
-pub(crate) const PLAIN_KEYWORDS: &[&str] = &["crate", "self", "super"];
-
-/// A field name as a Rust identifier (`type` → `r#type`, `self` → `self_`).
-fn field_ident(name: &str) -> Ident {
-    if RAW_KEYWORDS.contains(&name) {
-        Ident::new_raw(name, Span::call_site())
-    } else if PLAIN_KEYWORDS.contains(&name) {
-        format_ident!("{}_", name)
-    } else {
-        format_ident!("{}", name)
-    }
-}
-
-/// A column name as a diesel `table!` identifier (keywords get a `_` suffix and `sql_name`).
-fn column_ident(name: &str) -> (Ident, bool) {
-    if RAW_KEYWORDS.contains(&name) || PLAIN_KEYWORDS.contains(&name) {
-        (format_ident!("{}_", name), true)
-    } else {
-        (format_ident!("{}", name), false)
-    }
 }
 
 fn doc_attr(doc: Option<&str>) -> TokenStream {

@@ -14,6 +14,7 @@
 mod diag;
 mod example;
 mod generate;
+mod ident;
 mod load;
 mod model;
 mod types;

@@ -10,6 +10,7 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node};
 
 use crate::diag::{Diagnostics, Loc, did_you_mean};
+use crate::ident::{is_pascal, is_snake};
 use crate::model::*;
 use crate::types::FieldType;
 
@@ -159,17 +160,6 @@ fn sloc(node: &MarkedScalarNode) -> Loc {
             col: m.column(),
         })
         .unwrap_or_default()
-}
-
-fn is_snake(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-fn is_pascal(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some('A'..='Z')) && chars.all(|c| c.is_ascii_alphanumeric())
 }
 
 /// An `example:` value as written (checked against the entity by validate).

@@ -974,8 +974,7 @@ fn check_generated_names(entities: &[EntityDef], d: &mut Diagnostics) {
         }
         if let Some(p) = &e.persistence {
             let t = p.table.value.as_str();
-            let keyword = crate::generate::RAW_KEYWORDS.contains(&t)
-                || crate::generate::PLAIN_KEYWORDS.contains(&t);
+            let keyword = crate::ident::is_keyword(t);
             if keyword || t == "schema" {
                 d.error(
                     &e.file,

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod budget;
+mod config;
 mod error;
 mod group;
 pub mod idempotency;
@@ -21,6 +22,8 @@ mod metrics;
 mod openapi;
 pub mod server;
 mod status;
+
+pub use config::{API_ENV_VARS, ApiConfig};
 
 use std::convert::Infallible;
 use std::future::Future;

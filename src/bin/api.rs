@@ -1,7 +1,7 @@
 //! `api`: HTTP ingestion server. Reads its configuration from the environment (see README).
 use clap::{Parser, Subcommand};
+use nomnom::api::ApiConfig;
 use nomnom::api::{AppState, metrics_router, router};
-use nomnom::config::ApiConfig;
 use nomnom::process::{healthcheck, init_logging, shutdown_signal};
 
 /// Accepts messages over HTTP, validates them against entities/*.yaml and publishes them to

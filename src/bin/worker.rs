@@ -2,11 +2,11 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-use nomnom::config::WorkerConfig;
 use nomnom::generated::RootEntity;
 use nomnom::load::{FileFormat, LoadOptions, Progress, load_file};
 use nomnom::process::{healthcheck, init_logging, shutdown_signal};
 use nomnom::worker::Worker;
+use nomnom::worker::WorkerConfig;
 use nomnom::worker::dead_letter::{self, ReplayFilter};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -1,6 +1,7 @@
 //! PostgreSQL: connection pool, start-up schema (migrations + entity tables), and the
 //! transactional write of a batch of parsed messages with their status rows.
 
+pub mod config;
 pub mod evolve;
 pub mod pg;
 pub mod schema;

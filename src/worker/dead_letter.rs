@@ -65,7 +65,7 @@ impl Default for DlqLimits {
 /// stream, within `limits`), and brings an existing one to `limits`.
 pub async fn ensure_dlq_stream(
     js: &jetstream::Context,
-    config: &crate::config::NatsConfig,
+    config: &crate::nats::NatsConfig,
     limits: DlqLimits,
 ) -> Result<stream::Stream, NatsError> {
     let name = dlq_stream_name(&config.stream);

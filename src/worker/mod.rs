@@ -14,6 +14,7 @@
 //!   panicked while holding it each time) → dead letter, unless an earlier delivery committed it.
 
 mod batch;
+mod config;
 pub mod dead_letter;
 pub mod metrics;
 pub mod outage;
@@ -27,10 +28,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::WorkerConfig;
 use crate::db::{self, DbError, PgSink};
 use crate::nats::{self as nats_setup, NatsError};
 use crate::sink::Sink;
+pub use config::{
+    DEFAULT_CONSUMER, DEFAULT_WORKER_BATCH_WAIT, DEFAULT_WORKER_MAX_BATCH_BYTES,
+    DEFAULT_WORKER_METRICS_HOST, WORKER_ENV_VARS, WorkerConfig,
+};
 pub use metrics::WorkerMetrics;
 pub use outage::DbOutage;
 
@@ -192,7 +196,7 @@ impl Worker<PgSink> {
         let js = nats_setup::connect(&config.nats).await?;
         let max_payload = js.client().server_info().max_payload;
         if config.max_batch_bytes < max_payload + 4096
-            && config.max_batch_bytes == crate::config::DEFAULT_WORKER_MAX_BATCH_BYTES
+            && config.max_batch_bytes == DEFAULT_WORKER_MAX_BATCH_BYTES
         {
             // The default follows a server that allows messages larger than it; a value the
             // operator chose is checked below instead.

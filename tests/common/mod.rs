@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use nomnom::api::{AppState, router};
-use nomnom::config::{NatsConfig, WorkerConfig};
+use nomnom::nats::NatsConfig;
 use nomnom::worker::Worker;
+use nomnom::worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) mod process;
@@ -235,9 +236,9 @@ impl Pipeline {
             ack_wait: Duration::from_secs(30),
             concurrency: 2,
             metrics_port: None,
-            metrics_host: nomnom::config::DEFAULT_WORKER_METRICS_HOST,
-            max_batch_bytes: nomnom::config::DEFAULT_WORKER_MAX_BATCH_BYTES,
-            batch_wait: nomnom::config::DEFAULT_WORKER_BATCH_WAIT,
+            metrics_host: nomnom::worker::DEFAULT_WORKER_METRICS_HOST,
+            max_batch_bytes: nomnom::worker::DEFAULT_WORKER_MAX_BATCH_BYTES,
+            batch_wait: nomnom::worker::DEFAULT_WORKER_BATCH_WAIT,
             dlq_limits: Default::default(),
         };
         // The tweak may point at another NATS (a cluster, a server the test restarts).

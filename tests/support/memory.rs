@@ -47,7 +47,7 @@ pub(crate) async fn drain(
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let nats = nomnom::config::NatsConfig {
+    let nats = nomnom::nats::NatsConfig {
         url: nats_url.to_string(),
         stream: stream.clone(),
         duplicate_window: Duration::from_secs(120),

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-use crate::config::NatsConfig;
+mod config;
+
+pub use config::{DEFAULT_NATS_URL, DEFAULT_STREAM, NATS_ENV_VARS, NatsAuth, NatsConfig};
 
 /// Connecting to NATS or setting up the stream failed.
 #[derive(Debug, thiserror::Error)]
