@@ -272,11 +272,11 @@ async fn missing_stream_is_503_with_retry_after() {
         headers.get("retry-after").map(|v| v.to_str().unwrap_or("")),
         Some("1")
     );
-    assert!(
-        body["error"]
-            .as_str()
-            .expect("error")
-            .starts_with("message broker unavailable")
+    // What a client can do, never the broker's own error text (that goes to the log).
+    assert_eq!(
+        body["error"].as_str(),
+        Some(nomnom::api::Dependency::Broker.client_message()),
+        "{body}"
     );
 }
 
@@ -707,6 +707,11 @@ async fn readiness_follows_what_accepting_needs() {
     let failed = body["failed"].as_object().expect("failed");
     let names: Vec<&str> = failed.keys().map(String::as_str).collect();
     assert_eq!(names, vec!["stream"]);
+    let said = failed["stream"].as_str().expect("why");
+    assert!(
+        said.ends_with("cannot be read (missing, or JetStream unavailable)"),
+        "/ready says what failed in its own words, not JetStream's: {said}"
+    );
     api.cleanup().await;
     test_db.drop_db().await;
 }
@@ -895,7 +900,7 @@ async fn a_full_stream_is_503_with_retry_after() {
         body["error"]
             .as_str()
             .expect("error")
-            .contains("maximum messages"),
+            .contains("the stream has reached its limits"),
         "{body}"
     );
     assert_eq!(api.stream_messages().await, 1);

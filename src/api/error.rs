@@ -45,9 +45,15 @@ pub enum ApiError {
         /// Description.
         message: String,
     },
-    /// JetStream did not accept the message; the client should retry.
-    #[error("message broker unavailable: {0}")]
-    Unavailable(String),
+    /// A service the request needs did not answer; the client should retry. The body says so
+    /// in words a client can act on; `detail` (the upstream error) is only logged.
+    #[error("{}", .what.client_message())]
+    Unavailable {
+        /// Which service.
+        what: Dependency,
+        /// The upstream error, for the log.
+        detail: String,
+    },
     /// The request is malformed (bad header, bad id, missing entity type).
     #[error("{0}")]
     BadRequest(String),
@@ -109,6 +115,47 @@ pub enum ApiError {
     /// The key is valid but may not do this.
     #[error("{0}")]
     Forbidden(String),
+}
+
+/// A service the api depends on, as a 503 names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    /// JetStream, for publishing.
+    Broker,
+    /// The stream is at its limits and refuses new messages.
+    StreamFull,
+    /// The idempotency records (a JetStream key-value bucket).
+    IdempotencyRecords,
+    /// Where message status is looked up (the database, and the stream for pending messages).
+    StatusLookup,
+}
+
+impl Dependency {
+    /// What a client reads in the 503's `error`.
+    pub fn client_message(self) -> &'static str {
+        match self {
+            Dependency::Broker => {
+                "the message broker did not confirm the message; send it again after the Retry-After header (with an Idempotency-Key a retry is never stored twice)"
+            }
+            Dependency::StreamFull => {
+                "the stream has reached its limits and takes no new messages; nothing was stored; send it again after the Retry-After header (its operator must raise the limits or let it drain)"
+            }
+            Dependency::IdempotencyRecords => {
+                "the idempotency records cannot be checked right now; nothing was published; send it again after the Retry-After header"
+            }
+            Dependency::StatusLookup => {
+                "message status cannot be looked up right now; ask again after the Retry-After header"
+            }
+        }
+    }
+
+    /// A 503 for this dependency, keeping the upstream error for the log.
+    pub fn unavailable(self, detail: impl std::fmt::Display) -> ApiError {
+        ApiError::Unavailable {
+            what: self,
+            detail: detail.to_string(),
+        }
+    }
 }
 
 impl From<ParseError> for ApiError {
@@ -186,7 +233,7 @@ impl ApiError {
             ApiError::Invalid { .. } | ApiError::NotAnObject(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::KeyReused { .. } => StatusCode::CONFLICT,
             ApiError::Body { status, .. } => *status,
-            ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::BodiesInFlight => {
+            ApiError::Unavailable { .. } | ApiError::Overloaded | ApiError::BodiesInFlight => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -215,12 +262,13 @@ impl IntoResponse for ApiError {
                     .collect();
                 body["known_entities"] = json!(known);
             }
-            ApiError::Unavailable(_) => {
-                // During an outage every request fails the same way: one line per 10 s.
+            ApiError::Unavailable { what, detail } => {
+                // The upstream error goes to the log, never to the client. During an outage
+                // every request fails the same way: one line per 10 s.
                 static FAILED: crate::throttle::Throttle =
                     crate::throttle::Throttle::new(std::time::Duration::from_secs(10));
                 if let Some(held_back) = FAILED.allow() {
-                    tracing::warn!(error = %self, similar_since_last = held_back, "request failed");
+                    tracing::warn!(dependency = ?what, error = %detail, similar_since_last = held_back, "request failed: 503");
                 }
             }
             _ => {}

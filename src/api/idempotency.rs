@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::ApiError;
+use super::{ApiError, Dependency};
 
 /// How long recording or checking a digest may take.
 const CLAIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -51,8 +51,8 @@ impl Fingerprints {
         tokio::time::timeout(CLAIM_TIMEOUT, self.claim_now(js, stream, id, digest))
             .await
             .unwrap_or_else(|_| {
-                Err(ApiError::Unavailable(format!(
-                    "idempotency records: no answer from JetStream within {} s",
+                Err(Dependency::IdempotencyRecords.unavailable(format_args!(
+                    "no answer from JetStream within {} s",
                     CLAIM_TIMEOUT.as_secs()
                 )))
             })
@@ -82,14 +82,13 @@ impl Fingerprints {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        Err(ApiError::Unavailable(
-            "the idempotency record of this key changed while it was read; retry".into(),
-        ))
+        Err(Dependency::IdempotencyRecords
+            .unavailable("the idempotency record of this key changed while it was read"))
     }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable(format!("idempotency records: {e}"))
+    Dependency::IdempotencyRecords.unavailable(e)
 }
 
 /// The bucket, created if missing with the stream's duplicate window as its entries' age and

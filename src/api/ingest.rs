@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::auth::{self, Client};
 use super::group::PublishFailure;
 use super::server::ReadDeadline;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Dependency};
 use crate::bulk::{LineSplitter, Row, RowProblem, csv_columns, each_array_element, each_csv_row};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
@@ -353,7 +353,12 @@ fn publish_error(kind: PublishErrorKind, detail: String) -> ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             message: format!("the message is larger than the broker accepts: {detail}"),
         },
-        _ => ApiError::Unavailable(detail),
+        // JetStream's "maximum messages/bytes exceeded" (a stream with `discard: new` at its
+        // limits): the client can only wait, but should know it is not a passing hiccup.
+        _ if detail.contains("maximum messages") || detail.contains("maximum bytes") => {
+            Dependency::StreamFull.unavailable(detail)
+        }
+        _ => Dependency::Broker.unavailable(detail),
     }
 }
 
@@ -395,7 +400,7 @@ fn rejection_reason(e: &ApiError) -> &'static str {
         ApiError::UnknownEntity(_) => "unknown_entity",
         ApiError::TooLarge { .. } | ApiError::TooManyLines { .. } => "too_large",
         ApiError::UnsupportedMediaType { .. } => "content_type",
-        ApiError::Unavailable(_) => "unavailable",
+        ApiError::Unavailable { .. } => "unavailable",
         ApiError::BodiesInFlight => "bodies_in_flight",
         ApiError::KeyReused { .. } => "key_reused",
         ApiError::Forbidden(_) => "forbidden",

@@ -43,7 +43,7 @@ use tower::{Layer, Service};
 
 pub use auth::{ApiKeys, Client};
 pub use budget::{BodyBudget, DEFAULT_MAX_INFLIGHT_BODY_BYTES};
-pub use error::ApiError;
+pub use error::{ApiError, Dependency};
 pub use ingest::{IngestResponse, MAX_ERRORS_SHOWN};
 pub use metrics::ApiMetrics;
 pub use openapi::{DocumentOptions, IDEMPOTENCY_KEY_PATTERN, openapi_document};

@@ -14,7 +14,7 @@ use diesel_async::RunQueryDsl;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{ApiError, AppState, Client};
+use super::{ApiError, AppState, Client, Dependency};
 use crate::db::{self, schema};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
@@ -43,9 +43,14 @@ pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
         match tokio::time::timeout(timeout, state.jetstream.get_stream(&state.stream)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
+                // The upstream error is for the log; the answer says what is wrong.
+                tracing::warn!(stream = %state.stream, error = %e, "/ready: the stream cannot be read");
                 failed.insert(
                     "stream".into(),
-                    json!(format!("stream `{}`: {e}", state.stream)),
+                    json!(format!(
+                        "stream `{}` cannot be read (missing, or JetStream unavailable)",
+                        state.stream
+                    )),
                 );
             }
             Err(_) => {
@@ -63,7 +68,10 @@ pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     };
     let postgres = match tokio::time::timeout(timeout, pg).await {
         Ok(Ok(())) => "ok".to_string(),
-        Ok(Err(e)) => format!("unavailable (status lookups fail): {e}"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "/ready: PostgreSQL does not answer");
+            "unavailable (status lookups fail): no connection".to_string()
+        }
         Err(_) => "unavailable (status lookups fail): no answer within 2 s".to_string(),
     };
     if failed.is_empty() {
@@ -107,7 +115,7 @@ async fn status_row(state: &AppState, id: Uuid) -> Result<Option<StatusRow>, Api
     use schema::message_status as s;
     let mut conn = db::connection(&state.db)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| Dependency::StatusLookup.unavailable(e))?;
     s::table
         .filter(s::message_id.eq(id))
         .select((
@@ -122,7 +130,7 @@ async fn status_row(state: &AppState, id: Uuid) -> Result<Option<StatusRow>, Api
         .first::<StatusRow>(&mut conn)
         .await
         .optional()
-        .map_err(|e| ApiError::Unavailable(e.to_string()))
+        .map_err(|e| Dependency::StatusLookup.unavailable(e))
 }
 
 /// Whether the message is still in the stream (accepted, not yet committed by a worker): the
@@ -133,7 +141,7 @@ async fn in_stream(state: &AppState, id: Uuid) -> Result<Option<RootEntity>, Api
         .jetstream
         .get_stream_no_info(&state.stream)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| Dependency::StatusLookup.unavailable(e))?;
     let group = crate::envelope::group_id(&id);
     let candidates: &[Uuid] = if group == id { &[id] } else { &[group, id] };
     for entity in RootEntity::ALL {
@@ -151,7 +159,7 @@ async fn in_stream(state: &AppState, id: Uuid) -> Result<Option<RootEntity>, Api
                     }
                 }
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => {}
-                Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+                Err(e) => return Err(Dependency::StatusLookup.unavailable(e)),
             }
         }
     }
