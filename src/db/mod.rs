@@ -172,16 +172,41 @@ impl DbError {
     }
 }
 
-/// Creates a connection pool of `size` connections.
+/// Creates a connection pool of `size` connections to `database_url`.
 pub fn pool(database_url: &str, size: usize) -> Result<DbPool, DbError> {
-    let manager = PgManager::new(database_url)?;
-    deadpool::managed::Pool::builder(manager)
-        .max_size(size.max(1))
-        .build()
-        .map_err(|e| DbError::Connection {
-            message: e.to_string(),
-            sqlstate: None,
+    Database::parse(database_url)?.pool(size)
+}
+
+/// A database target, parsed once from `DATABASE_URL` (host, user, database, TLS files read):
+/// what creating it, preparing its schema and pooling connections to it share.
+#[derive(Debug, Clone)]
+pub struct Database {
+    target: pg::PgTarget,
+}
+
+impl Database {
+    /// Parses a URL or key=value connection string (see [`pg::parse_config`]).
+    pub fn parse(database_url: &str) -> Result<Self, DbError> {
+        Ok(Self {
+            target: pg::parse_config(database_url)?,
         })
+    }
+
+    /// A pool of `size` connections.
+    pub fn pool(&self, size: usize) -> Result<DbPool, DbError> {
+        deadpool::managed::Pool::builder(PgManager::for_target(self.target.clone()))
+            .max_size(size.max(1))
+            .build()
+            .map_err(|e| DbError::Connection {
+                message: e.to_string(),
+                sqlstate: None,
+            })
+    }
+
+    /// One connection outside any pool.
+    pub async fn connect(&self) -> Result<PgConnection, DbError> {
+        Ok(pg::connect(&self.target).await?)
+    }
 }
 
 /// Takes a connection from the pool.
@@ -197,80 +222,94 @@ pub async fn connection(pool: &DbPool) -> Result<PooledConnection, DbError> {
 
 /// Opens one connection outside any pool.
 pub async fn connect(database_url: &str) -> Result<PgConnection, DbError> {
-    Ok(pg::connect(&pg::parse_config(database_url)?).await?)
+    Database::parse(database_url)?.connect().await
 }
 
-/// Creates the database named in `database_url` if it does not exist yet (connecting to the
-/// `postgres` maintenance database of the same server to do so).
+/// Creates the database named in `database_url` if it does not exist yet.
 pub async fn ensure_database(database_url: &str) -> Result<(), DbError> {
-    let config = pg::parse_config(database_url)?;
-    let missing = match pg::connect_client(&config).await {
-        Ok(_) => return Ok(()),
-        Err(
-            e @ pg::ConnectError::Server {
-                sqlstate: Some(code),
-                ..
-            },
-        ) if code.as_str() == "3D000" => e.to_string(),
-        Err(e) => return Err(e.into()),
-    };
-    let name = config.config.get_dbname().unwrap_or_default().to_string();
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid {
-        return Err(DbError::Connection {
-            message: missing,
-            sqlstate: None,
-        });
-    }
-    let mut admin_config = config.clone();
-    admin_config.config.dbname("postgres");
-    let failed = |e: &dyn std::fmt::Display| DbError::Connection {
-        message: format!("{missing}; creating it failed: {e}"),
-        sqlstate: None,
-    };
-    let (admin, _) = pg::connect_client(&admin_config)
-        .await
-        .map_err(|e| failed(&e))?;
-    match admin
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-    {
-        Ok(()) => {
-            tracing::info!(database = name, "created database");
-            Ok(())
-        }
-        // 42P04 duplicate_database: another worker created it first.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(()),
-        Err(e) => Err(failed(&e)),
-    }
+    Database::parse(database_url)?.ensure_exists().await
 }
 
-/// Runs the embedded migrations and brings the entity tables to the YAML's shape (create missing
-/// tables, add new nullable columns; refuse anything else), under an advisory lock.
+/// Runs the embedded migrations and brings the entity tables to the YAML's shape.
 pub async fn prepare_schema(database_url: &str) -> Result<evolve::SchemaChanges, DbError> {
-    let mut lock = connect(database_url).await?;
-    diesel::sql_query(format!("SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})"))
-        .execute(&mut lock)
-        .await?;
-    let result = async {
-        let mut harness = AsyncMigrationHarness::new(connect(database_url).await?.into_inner());
-        harness
-            .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| DbError::Migration(e.to_string()))?;
-        match evolve::reconcile(&mut lock, TABLES).await {
-            Ok(changes) => Ok(changes),
-            Err(evolve::ReconcileError::Query(e)) => Err(DbError::from(e)),
-            Err(e @ evolve::ReconcileError::Mismatch(_)) => Err(DbError::Schema(e.to_string())),
+    Database::parse(database_url)?.prepare_schema().await
+}
+
+impl Database {
+    /// Creates the database if it does not exist yet (connecting to the `postgres` maintenance
+    /// database of the same server to do so).
+    pub async fn ensure_exists(&self) -> Result<(), DbError> {
+        let config = &self.target;
+        let missing = match pg::connect_client(config).await {
+            Ok(_) => return Ok(()),
+            Err(
+                e @ pg::ConnectError::Server {
+                    sqlstate: Some(code),
+                    ..
+                },
+            ) if code.as_str() == "3D000" => e.to_string(),
+            Err(e) => return Err(e.into()),
+        };
+        let name = config.config.get_dbname().unwrap_or_default().to_string();
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(DbError::Connection {
+                message: missing,
+                sqlstate: None,
+            });
+        }
+        let mut admin_config = config.clone();
+        admin_config.config.dbname("postgres");
+        let failed = |e: &dyn std::fmt::Display| DbError::Connection {
+            message: format!("{missing}; creating it failed: {e}"),
+            sqlstate: None,
+        };
+        let (admin, _) = pg::connect_client(&admin_config)
+            .await
+            .map_err(|e| failed(&e))?;
+        match admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(database = name, "created database");
+                Ok(())
+            }
+            // 42P04 duplicate_database: another worker created it first.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
+                Ok(())
+            }
+            Err(e) => Err(failed(&e)),
         }
     }
-    .await;
-    diesel::sql_query(format!("SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})"))
-        .execute(&mut lock)
-        .await?;
-    result
+
+    /// Runs the embedded migrations and brings the entity tables to the YAML's shape (create missing
+    /// tables, add new nullable columns; refuse anything else), under an advisory lock.
+    pub async fn prepare_schema(&self) -> Result<evolve::SchemaChanges, DbError> {
+        let mut lock = self.connect().await?;
+        diesel::sql_query(format!("SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})"))
+            .execute(&mut lock)
+            .await?;
+        let result = async {
+            let mut harness = AsyncMigrationHarness::new(self.connect().await?.into_inner());
+            harness
+                .run_pending_migrations(MIGRATIONS)
+                .map_err(|e| DbError::Migration(e.to_string()))?;
+            match evolve::reconcile(&mut lock, TABLES).await {
+                Ok(changes) => Ok(changes),
+                Err(evolve::ReconcileError::Query(e)) => Err(DbError::from(e)),
+                Err(e @ evolve::ReconcileError::Mismatch(_)) => Err(DbError::Schema(e.to_string())),
+            }
+        }
+        .await;
+        diesel::sql_query(format!("SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})"))
+            .execute(&mut lock)
+            .await?;
+        result
+    }
 }
 
 /// `INSERT ... SELECT FROM unnest(...)` of a batch's `processed` status rows.

@@ -372,9 +372,12 @@ pub struct PgManager {
 impl PgManager {
     /// A manager for `database_url`.
     pub fn new(database_url: &str) -> Result<Self, ConnectError> {
-        Ok(Self {
-            target: parse_config(database_url)?,
-        })
+        Ok(Self::for_target(parse_config(database_url)?))
+    }
+
+    /// A manager for a target already parsed.
+    pub fn for_target(target: PgTarget) -> Self {
+        Self { target }
     }
 }
 

@@ -233,15 +233,17 @@ impl Worker<PgSink> {
                 consumer: config.consumer.clone(),
                 reason: e.to_string(),
             })?;
-        db::ensure_database(&config.database_url).await?;
-        let changes = db::prepare_schema(&config.database_url).await?;
+        // DATABASE_URL is parsed (and its TLS files read) once.
+        let database = db::Database::parse(&config.database_url)?;
+        database.ensure_exists().await?;
+        let changes = database.prepare_schema().await?;
         for table in &changes.created {
             tracing::info!(table = %table, "created table");
         }
         for column in &changes.added_columns {
             tracing::info!(column = %column, "added nullable column");
         }
-        let pool = db::pool(&config.database_url, config.concurrency + 2)?;
+        let pool = database.pool(config.concurrency + 2)?;
         let metrics = Arc::new(WorkerMetrics::new());
         let context = BatchContext {
             sink: PgSink::new(pool),
