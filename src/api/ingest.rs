@@ -385,7 +385,7 @@ async fn await_ack(
     state
         .metrics
         .of(entity)
-        .0
+        .publish_seconds
         .observe(started.elapsed().as_secs_f64());
     result
         .map(|a| a.duplicate)
@@ -435,7 +435,7 @@ async fn accept_one(
         // A fresh id: published in a group with the entity's other waiting messages.
         None => {
             let stored = state.groups.publish(entity, body.clone()).await;
-            let (histogram, _) = state.metrics.of(entity);
+            let histogram = &state.metrics.of(entity).publish_seconds;
             histogram.observe(started.elapsed().as_secs_f64());
             let id = stored.map_err(|(kind, detail)| publish_error(kind, detail))?;
             // A fresh id is time-ordered: it carries the arrival.
@@ -457,7 +457,7 @@ async fn accept_one(
             (id, v.envelope.received_at, duplicate)
         }
     };
-    state.metrics.of(entity).1.inc();
+    state.metrics.of(entity).accepted.inc();
     tracing::debug!(%message_id, entity = entity.name(), duplicate, "accepted");
     let answer = IngestResponse {
         message_id,
@@ -950,7 +950,7 @@ async fn batch(
             }
         }
     }
-    state.metrics.of(entity).1.inc_by(accepted as u64);
+    state.metrics.of(entity).accepted.inc_by(accepted as u64);
     results.extend(std::mem::take(&mut rejections.shown));
     results.sort_by_key(LineResult::line);
     let status = if accepted > 0 {

@@ -24,12 +24,21 @@ pub struct ApiMetrics {
     pub auth_failures: IntCounterVec,
     /// The per-entity series of `publish_seconds` and `accepted`, resolved once (a label
     /// lookup hashes and locks on every call), in `RootEntity::ALL` order.
-    per_entity: Vec<(Histogram, IntCounter)>,
+    per_entity: Vec<EntityMetrics>,
+}
+
+/// One entity's series, resolved once.
+#[derive(Clone)]
+pub struct EntityMetrics {
+    /// Its `nomnom_publish_duration_seconds` histogram.
+    pub publish_seconds: Histogram,
+    /// Its `nomnom_messages_accepted_total` counter.
+    pub accepted: IntCounter,
 }
 
 impl ApiMetrics {
-    /// `(publish_seconds, accepted)` of one entity.
-    pub fn of(&self, entity: RootEntity) -> &(Histogram, IntCounter) {
+    /// The series of one entity.
+    pub fn of(&self, entity: RootEntity) -> &EntityMetrics {
         let i = RootEntity::ALL
             .iter()
             .position(|e| *e == entity)
@@ -110,11 +119,9 @@ impl ApiMetrics {
             .expect("unique metric");
         let per_entity = RootEntity::ALL
             .iter()
-            .map(|e| {
-                (
-                    publish_seconds.with_label_values(&[e.snake_name()]),
-                    accepted.with_label_values(&[e.snake_name()]),
-                )
+            .map(|e| EntityMetrics {
+                publish_seconds: publish_seconds.with_label_values(&[e.snake_name()]),
+                accepted: accepted.with_label_values(&[e.snake_name()]),
             })
             .collect();
         Self {
