@@ -6,9 +6,9 @@
 //! cargo bench --bench worker_memory -- --orders 3000 --kib 100
 //! ```
 
-#[path = "../tests/support/memory.rs"]
+#[path = "../tests/template/support/memory.rs"]
 mod memory;
-#[path = "../tests/support/sample.rs"]
+#[path = "../tests/template/support/sample.rs"]
 mod sample;
 
 fn arg(name: &str, default: u64) -> u64 {

@@ -9,11 +9,11 @@
 #   - a message whose every delivery dies with the worker (kill -9) → dead-lettered, not stuck
 #   - 1000 malformed messages → each dead-lettered with its reason, the worker keeps going
 # FAULT_PG_SERVER_OUTAGE_SECS (default 60) sets the server outage; FAULT_PG_OUTAGE_SECS
-# (default 20 here) the per-database outage of tests/worker.rs.
+# (default 20 here) the per-database outage of tests/template/worker.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FAULT_MESSAGES="${1:-20000}"
 export FAULT_PG_OUTAGE_SECS="${FAULT_PG_OUTAGE_SECS:-20}"
 export FAULT_PG_SERVER_OUTAGE_SECS="${FAULT_PG_SERVER_OUTAGE_SECS:-60}"
-time cargo test --release --test faults -- --test-threads 1 --nocapture
-time cargo test --release --test worker a_database_outage -- --nocapture
+time cargo test --release --test template faults:: -- --test-threads 1 --nocapture
+time cargo test --release --test template worker::a_database_outage -- --nocapture

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each benchmark uses part of this module
 
 /// Sample TPC-H messages (shared with the tests).
-#[path = "../../tests/support/sample.rs"]
+#[path = "../../tests/template/support/sample.rs"]
 pub(crate) mod sample;
 
 use std::sync::Arc;

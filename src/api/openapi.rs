@@ -181,7 +181,7 @@ fn max_length_in(schema: &Value, field: &crate::runtime::CsvField) -> Option<u32
 }
 
 /// The OpenAPI 3.1 document: every route, and each entity's body schema from the YAML; what a
-/// schema admits is what the handlers accept (`tests/contract.rs` holds them to it with
+/// schema admits is what the handlers accept (`tests/template/contract.rs` holds them to it with
 /// schemathesis).
 pub fn openapi_document(options: DocumentOptions) -> Value {
     let mut paths = serde_json::Map::new();

@@ -61,7 +61,7 @@ enum Command {
 
 // The worker stays on the system allocator: with mimalloc its peak memory under 100 KiB
 // messages no longer followed WORKER_MAX_BATCH_BYTES (152 MB against a 130 MB bound in
-// tests/binaries.rs), and the purge settings that fixed that cost more CPU than mimalloc saved
+// tests/template/binaries.rs), and the purge settings that fixed that cost more CPU than mimalloc saved
 // (docs/BENCHMARKS.md).
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

@@ -1,4 +1,4 @@
-"""Schemathesis hooks for the nomnom api (loaded through SCHEMATHESIS_HOOKS by tests/contract.rs).
+"""Schemathesis hooks for the nomnom api (loaded through SCHEMATHESIS_HOOKS by tests/template/contract.rs).
 
 The OpenAPI document describes an NDJSON body as an array of the lines' objects; this puts such
 a value on the wire as NDJSON: one JSON text per line. A value that is not an array (a negative
@@ -10,7 +10,7 @@ import os
 
 import schemathesis
 
-# Where the batch check tallies the batches it judged (tests/contract.rs asserts it judged some).
+# Where the batch check tallies the batches it judged (tests/template/contract.rs asserts it judged some).
 TALLY = os.environ.get("NOMNOM_BATCH_TALLY")
 
 
@@ -26,7 +26,7 @@ def ndjson(ctx, value):
 @schemathesis.check
 def batch_refuses_violating_lines(ctx, response, case):
     """A batch is judged line by line: valid lines are stored, invalid ones refused inside the
-    202 answer. So schemathesis' `negative_data_rejection` cannot judge a batch (tests/contract.rs
+    202 answer. So schemathesis' `negative_data_rejection` cannot judge a batch (tests/template/contract.rs
     runs batches without it); this check takes its place: a schema-violating array of messages
     is either rejected outright or answered with at least one refused line."""
     if not case.operation.path.startswith("/ingest/batch/"):
@@ -52,7 +52,7 @@ def batch_refuses_violating_lines(ctx, response, case):
 
 
 # What the api may answer a request whose every part is schema-valid (schemathesis'
-# `positive_data_acceptance`, which tests/contract.rs replaces with the check below).
+# `positive_data_acceptance`, which tests/template/contract.rs replaces with the check below).
 ACCEPTED = {401, 403, 404, 409, 429}
 
 # The one rule the JSON Schema cannot state: the derived rows of one message must not repeat

@@ -1,4 +1,4 @@
-"""YAML checks for tests/contract.rs, run with the contract virtualenv's Python.
+"""YAML checks for tests/template/contract.rs, run with the contract virtualenv's Python.
 
     yaml_checks.py parse FILE...                     every document loads with PyYAML (YAML 1.1)
                                                      and ruamel.yaml (YAML 1.2), to the same data

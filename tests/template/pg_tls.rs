@@ -3,9 +3,7 @@
 //! `DATABASE_URL` is honoured (require, verify-ca, verify-full with sslrootcert), wrong
 //! certificates fail with a clear message, and the whole pipeline runs through it.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use std::path::PathBuf;
 
 use nomnom::db::pg;

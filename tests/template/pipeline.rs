@@ -1,8 +1,6 @@
 //! End to end on the real services: HTTP api → JetStream → worker → PostgreSQL.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use common::Pipeline;
 use serde_json::json;
 use support::order as tpch_order;

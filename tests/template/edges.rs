@@ -2,9 +2,7 @@
 //! through replays and re-created streams, a bad message is isolated (never an outage), and a
 //! dead letter is never lost.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use std::time::Duration;
 
 use common::Pipeline;

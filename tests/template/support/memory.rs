@@ -1,6 +1,6 @@
 //! Worker memory under large messages: preloads a fresh stream with N orders whose comment is
 //! K KiB, runs the worker binary at its default settings until every message is committed, and
-//! samples its peak RSS (`VmHWM`). Shared by `tests/binaries.rs` and `benches/worker_memory.rs`.
+//! samples its peak RSS (`VmHWM`). Shared by `tests/template/binaries.rs` and `benches/worker_memory.rs`.
 
 #![allow(dead_code)]
 

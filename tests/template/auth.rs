@@ -2,9 +2,7 @@
 //! refusals — the router through `tower::ServiceExt::oneshot` on the real NATS, and the whole
 //! pipeline for idempotency keys of two clients.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;

@@ -1,9 +1,7 @@
 //! The two binaries as processes: configuration from the environment, health and metrics ports,
 //! graceful shutdown on SIGTERM (exit 0), clear errors for bad configuration.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -4,9 +4,7 @@
 //!
 //! Sizes come from the environment: `FAULT_MESSAGES` (default 600) messages per scenario.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -2,9 +2,7 @@
 //! stored by the worker; exact accepted/rejected counts with the reasons in a file; loading
 //! the same file twice stores nothing twice; the binary's summary and exit code.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,9 +1,7 @@
 //! The axum router, driven with `tower::ServiceExt::oneshot` against the real NATS (and, for
 //! readiness, the real PostgreSQL).
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;

@@ -1,7 +1,7 @@
 //! What ships beside the code does what this project needs (there is no Docker engine or
 //! cluster here): the compose file, the Dockerfiles, the Kubernetes manifests, `.env.example`,
 //! and the cargo-generate template files. Whether they are valid and clean at all is for the
-//! outside tools in tests/contract.rs (hadolint, kubernetes-validate, yamllint, the compose
+//! outside tools in tests/template/contract.rs (hadolint, kubernetes-validate, yamllint, the compose
 //! and KEDA schemas).
 
 use std::collections::BTreeSet;
@@ -153,7 +153,7 @@ fn dockerfiles_are_multi_stage_cached_small_and_non_root() {
         );
         assert!(text.contains(&format!("cargo build --release --locked --bin {bin}")));
         assert!(text.contains("cargo chef cook --release --locked"));
-        // Tags pinned (not `latest`), shell form and the like: hadolint, in tests/contract.rs.
+        // Tags pinned (not `latest`), shell form and the like: hadolint, in tests/template/contract.rs.
         let runtime = &text[text.rfind("FROM ").expect("runtime stage")..];
         assert!(
             runtime.contains("distroless") || runtime.contains("slim"),

@@ -1,9 +1,7 @@
 //! The worker's guarantees on the real services: poison isolation, transient faults with retry,
 //! data errors dead-lettered at once, replay, exactly-once effect under redelivery, status lookups.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use std::time::Duration;
 
 use common::Pipeline;

@@ -3,7 +3,7 @@
 use nomnom::generated::{ParsedMessage, RootEntity, parse_message};
 use nomnom::runtime::ParseError;
 
-const ORDER: &str = include_str!("../examples/order.json");
+const ORDER: &str = include_str!("../../examples/order.json");
 
 /// The api's validate-only path gives exactly the parse's verdict and errors.
 fn same_as_validate(entity: &str, body: &str) {

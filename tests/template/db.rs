@@ -1,9 +1,7 @@
 //! The database layer on the real PostgreSQL: database creation, schema set-up, and the
 //! transactional write with its redelivery guard.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use nomnom::db::{self, PendingWrite};
 use nomnom::generated::ParsedMessage;
 use nomnom::generated::parse_message;

@@ -1,7 +1,6 @@
 //! Worker start-up against a live database whose tables differ from the YAML.
 
-mod common;
-
+use crate::common;
 use nomnom::db;
 
 async fn prepared() -> common::TestDb {

@@ -5,9 +5,7 @@
 //! schema and KEDA's CRD schema; and every metric name the Grafana dashboard and the Prometheus
 //! rules use, against what the running binaries export.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -102,7 +100,7 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Every YAML file that ships for deployment (templates render to these; tests/deploy.rs).
+/// Every YAML file that ships for deployment (templates render to these; tests/template/deploy.rs).
 fn deployment_yaml() -> Vec<String> {
     let mut files = vec!["docker-compose.nats.yml".to_string()];
     for dir in ["deploy/k8s", "deploy/prometheus"] {

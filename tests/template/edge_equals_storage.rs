@@ -2,9 +2,7 @@
 //! body the api answers 202 for is stored by the worker without a dead letter, and every body it
 //! refuses gets a JSON 4xx. Real NATS and PostgreSQL, the real api and worker.
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use std::time::Duration;
 
 use common::Pipeline;

@@ -1,9 +1,7 @@
 //! The server's limits on a real socket: header-read timeout, request and body-read timeouts,
 //! and load shedding past the in-flight limit (503 + Retry-After, JSON, nothing accepted lost).
 
-mod common;
-mod support;
-
+use crate::{common, support};
 use std::time::{Duration, Instant};
 
 use nomnom::api::{AppState, HttpLimits, router};
