@@ -23,6 +23,9 @@ pub fn init_logging() {
     drop(result);
 }
 
+/// The variables logging reads (`RUST_LOG` through tracing's `EnvFilter`).
+pub const LOG_ENV_VARS: &[&str] = &["RUST_LOG", "LOG_FORMAT"];
+
 /// The filter without `RUST_LOG`: tokio-postgres logs the server's NOTICEs at `info`.
 const DEFAULT_LOG_FILTER: &str = "info,tokio_postgres::connection=warn";
 

@@ -23,7 +23,7 @@ mod openapi;
 pub mod server;
 mod status;
 
-pub use config::{API_ENV_VARS, ApiConfig};
+pub use config::{ApiConfig, env_vars};
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -106,20 +106,8 @@ impl WorkerConfig {
     }
 }
 
-/// Every environment variable the worker reads (documented in docs/OPERATIONS.md and `.env.example`).
-pub const WORKER_ENV_VARS: &[&str] = &[
-    "NATS_URL",
-    "NATS_STREAM",
-    "NATS_DUPLICATE_WINDOW_SECS",
-    "NATS_STREAM_REPLICAS",
-    "NATS_CREDS",
-    "NATS_USER",
-    "NATS_PASSWORD",
-    "NATS_TOKEN",
-    "NATS_TLS_CA",
-    "NATS_TLS_CERT",
-    "NATS_TLS_KEY",
-    "DATABASE_URL",
+/// The variables this file reads (the rest of worker's are NATS's, the store's and the log's).
+const WORKER_OWN_ENV_VARS: &[&str] = &[
     "NATS_CONSUMER",
     "BATCH_SIZE",
     "WORKER_CONCURRENCY",
@@ -131,22 +119,28 @@ pub const WORKER_ENV_VARS: &[&str] = &[
     "WORKER_BATCH_WAIT_MS",
     "NATS_DLQ_MAX_AGE_DAYS",
     "NATS_DLQ_MAX_BYTES",
-    "RUST_LOG",
-    "LOG_FORMAT",
 ];
+
+/// Every environment variable the worker reads (documented in docs/OPERATIONS.md and
+/// `.env.example`).
+pub fn env_vars() -> Vec<&'static str> {
+    [
+        crate::nats::NATS_ENV_VARS,
+        crate::db::config::DB_ENV_VARS,
+        WORKER_OWN_ENV_VARS,
+        crate::process::LOG_ENV_VARS,
+    ]
+    .concat()
+}
 
 #[cfg(test)]
 mod tests {
-    /// The list is what the worker reads: its own variables, NATS's, the store's and the log's.
+    /// The list is what this file reads.
     #[test]
     fn the_variable_list_matches_the_lookups() {
         let mut read = crate::config::lookups(include_str!("config.rs"));
-        read.extend(crate::nats::NATS_ENV_VARS);
-        read.extend(crate::db::config::DB_ENV_VARS);
-        read.extend(["RUST_LOG", "LOG_FORMAT"]);
-        let mut listed = super::WORKER_ENV_VARS.to_vec();
+        let mut listed = super::WORKER_OWN_ENV_VARS.to_vec();
         read.sort();
-        read.dedup();
         listed.sort();
         assert_eq!(read, listed);
     }

@@ -33,7 +33,7 @@ use crate::nats::{self as nats_setup, NatsError};
 use crate::sink::Sink;
 pub use config::{
     DEFAULT_CONSUMER, DEFAULT_WORKER_BATCH_WAIT, DEFAULT_WORKER_MAX_BATCH_BYTES,
-    DEFAULT_WORKER_METRICS_HOST, WORKER_ENV_VARS, WorkerConfig,
+    DEFAULT_WORKER_METRICS_HOST, WorkerConfig, env_vars,
 };
 pub use metrics::WorkerMetrics;
 pub use outage::DbOutage;

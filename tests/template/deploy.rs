@@ -7,8 +7,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use nomnom::api::API_ENV_VARS;
-use nomnom::worker::WORKER_ENV_VARS;
 use serde_yaml_ng::Value;
 
 fn root() -> PathBuf {
@@ -66,8 +64,8 @@ fn compose_file_runs_the_pipeline_and_scales_workers() {
     assert!(postgres["healthcheck"]["test"].is_sequence());
 
     for (name, dockerfile, known) in [
-        ("api", "Dockerfile.api", API_ENV_VARS),
-        ("worker", "Dockerfile.worker", WORKER_ENV_VARS),
+        ("api", "Dockerfile.api", nomnom::api::env_vars()),
+        ("worker", "Dockerfile.worker", nomnom::worker::env_vars()),
     ] {
         let s = &services[name];
         assert_eq!(str_of(s, &["build", "context"]), ".");
@@ -185,10 +183,9 @@ fn env_example_documents_exactly_the_variables_read() {
         .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
         .filter_map(|l| l.split('=').next())
         .collect();
-    let read_by_binaries: BTreeSet<&str> = API_ENV_VARS
-        .iter()
-        .chain(WORKER_ENV_VARS)
-        .copied()
+    let read_by_binaries: BTreeSet<&str> = nomnom::api::env_vars()
+        .into_iter()
+        .chain(nomnom::worker::env_vars())
         .collect();
     // Variables only docker compose reads (from .env), each used by the compose file.
     let compose_only = ["POSTGRES_PASSWORD"];
@@ -323,10 +320,9 @@ fn kubernetes_manifests_deploy_nats_api_and_keda_scaled_workers() {
 
     let config = kind(&docs, "ConfigMap", "app-config");
     assert_eq!(str_of(config, &["data", "NATS_STREAM_REPLICAS"]), "3");
-    let known: BTreeSet<&str> = API_ENV_VARS
-        .iter()
-        .chain(WORKER_ENV_VARS)
-        .copied()
+    let known: BTreeSet<&str> = nomnom::api::env_vars()
+        .into_iter()
+        .chain(nomnom::worker::env_vars())
         .collect();
     for k in config["data"].as_mapping().expect("data").keys() {
         assert!(
