@@ -305,47 +305,6 @@ impl Pipeline {
         metrics
     }
 
-    /// Publishes raw bytes straight to the stream (bypassing the api), subject `<stream>.order.<n>`.
-    /// Publishes an envelope as the api does (headers and body).
-    pub(crate) async fn publish(&self, envelope: &nomnom::envelope::MessageEnvelope) {
-        let subject = nomnom::nats::message_subject(&self.stream, "order", &envelope.message_id);
-        self.jetstream
-            .send_publish(subject, envelope.to_publish(false))
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
-    }
-
-    /// Publishes `bodies` as one group, as the api does with messages that arrive together;
-    /// returns the members' ids.
-    pub(crate) async fn publish_group(&self, bodies: Vec<bytes::Bytes>) -> Vec<uuid::Uuid> {
-        let group = nomnom::envelope::MessageGroup {
-            first_id: nomnom::envelope::new_group_id(),
-            bodies,
-        };
-        let subject = nomnom::nats::message_subject(&self.stream, "order", &group.first_id);
-        self.jetstream
-            .send_publish(subject, group.to_publish())
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
-        (0..group.bodies.len())
-            .map(|i| nomnom::envelope::member_id(&group.first_id, i))
-            .collect()
-    }
-
-    /// Publishes bytes without envelope headers (an older api's JSON envelope, or garbage).
-    pub(crate) async fn publish_raw(&self, payload: Vec<u8>) {
-        self.jetstream
-            .publish(format!("{}.order.raw", self.stream), payload.into())
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
-    }
-
     /// GETs a path; returns status and JSON answer.
     pub(crate) async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let resp = reqwest::get(format!("{}{path}", self.base))

@@ -2,6 +2,7 @@
 //! through replays and re-created streams, a bad message is isolated (never an outage), and a
 //! dead letter is never lost.
 
+use crate::support::PublishDirect;
 use crate::{common, support};
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 //!
 //! Sizes come from the environment: `FAULT_MESSAGES` (default 600) messages per scenario.
 
+use crate::support::PublishDirect;
 use crate::{common, support};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

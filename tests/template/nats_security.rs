@@ -2,6 +2,7 @@
 //! (certificates generated here), the api and the worker working through it with the right
 //! settings, and clear errors — without secrets — with wrong ones.
 
+use crate::support::PublishDirect;
 use crate::{common, support};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! The worker's guarantees on the real services: poison isolation, transient faults with retry,
 //! data errors dead-lettered at once, replay, exactly-once effect under redelivery, status lookups.
 
+use crate::support::PublishDirect;
 use crate::{common, support};
 use std::time::Duration;
 
