@@ -233,7 +233,7 @@ fn top_file(schema: &Schema) -> TokenStream {
             /// JSON Schema of the message body.
             pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
                 let text = match self { #(RootEntity::#root_variants => #json_schemas,)* };
-                ::nomnom_runtime::json_schema_value(text)
+                ::nomnom_runtime::__private::json_schema_value(text)
             }
 
             /// The tables a message of this entity writes to: its own, then its derived
@@ -246,7 +246,7 @@ fn top_file(schema: &Schema) -> TokenStream {
             /// types (what the OpenAPI document shows and the tests post).
             pub fn example(self) -> ::nomnom_runtime::JsonValue {
                 let text = match self { #(RootEntity::#root_variants => #examples,)* };
-                ::nomnom_runtime::json_schema_value(text)
+                ::nomnom_runtime::__private::json_schema_value(text)
             }
 
             /// Parses a message body (JSON bytes) as a message of this entity.
@@ -768,7 +768,7 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
                 path: &str,
                 errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
             ) {
-                if !::nomnom_runtime::expect_object(element, path, errors) {
+                if !::nomnom_runtime::__private::expect_object(element, path, errors) {
                     return;
                 }
                 #(#checks)*
@@ -794,7 +794,7 @@ fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
                 path: &str,
                 errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
             ) -> ::std::option::Option<Self> {
-                if !::nomnom_runtime::expect_object(element, path, errors) {
+                if !::nomnom_runtime::__private::expect_object(element, path, errors) {
                     return ::std::option::Option::None;
                 }
                 #(#lets)*
@@ -902,7 +902,7 @@ fn children_checks(
                 let reads = fields.iter().zip(&parts).map(|((f, path), part)| {
                     let base = f.ty.value.rust_type();
                     let segs = path.iter().map(|s| s.as_str());
-                    quote!(let #part = ::nomnom_runtime::key_part::<#base>(#child_json, &[#(#segs),*]);)
+                    quote!(let #part = ::nomnom_runtime::__private::key_part::<#base>(#child_json, &[#(#segs),*]);)
                 });
                 if parts.is_empty() {
                     // The whole key comes from the root: every row has the same.
@@ -923,8 +923,8 @@ fn children_checks(
             None => quote!(),
         };
         quote! {
-            for (index, #child_json) in ::nomnom_runtime::list_at(#json_var, &[#(#segs),*]).enumerate() {
-                let #child_path = ::nomnom_runtime::element_path(#path_var, #list_path, index);
+            for (index, #child_json) in ::nomnom_runtime::__private::list_at(#json_var, &[#(#segs),*]).enumerate() {
+                let #child_path = ::nomnom_runtime::__private::element_path(#path_var, #list_path, index);
                 super::#cm::#ct::check_element(#child_json, &#child_path, &mut errors);
                 #nested
                 #keep_key
@@ -957,18 +957,18 @@ fn field_check(schema: &Schema, e: &EntityDef, f: &FieldDef) -> Option<TokenStre
                 // Only when the field itself was fine, as the parse checks it only then.
                 quote! {
                     if errors.len() == checked_from {
-                        ::nomnom_runtime::check_key_bytes(element, path, &[#(#segs),*], #n, errors);
+                        ::nomnom_runtime::__private::check_key_bytes(element, path, &[#(#segs),*], #n, errors);
                     }
                 }
             }
             None => quote!(),
         };
         if key_bytes.is_empty() {
-            quote!(::nomnom_runtime::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);)
+            quote!(::nomnom_runtime::__private::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);)
         } else {
             quote! {
                 let checked_from = errors.len();
-                ::nomnom_runtime::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);
+                ::nomnom_runtime::__private::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);
                 #key_bytes
             }
         }
@@ -1008,9 +1008,9 @@ fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
     let extract = |path: &[String]| -> TokenStream {
         let segs = path.iter().map(|s| s.as_str());
         if f.nullable {
-            quote!(::nomnom_runtime::extract_opt::<#base>(element, path, &[#(#segs),*], errors))
+            quote!(::nomnom_runtime::__private::extract_opt::<#base>(element, path, &[#(#segs),*], errors))
         } else {
-            quote!(::nomnom_runtime::extract::<#base>(element, path, &[#(#segs),*], errors))
+            quote!(::nomnom_runtime::__private::extract::<#base>(element, path, &[#(#segs),*], errors))
         }
     };
     let value = match &f.computed_from {
@@ -1064,7 +1064,7 @@ fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
                     }
                     SourceRef::Element { path, .. } => {
                         let segs = path.iter().map(|s| s.as_str());
-                        quote!(::nomnom_runtime::extract_opt::<#base>(element, path, &[#(#segs),*], errors).flatten())
+                        quote!(::nomnom_runtime::__private::extract_opt::<#base>(element, path, &[#(#segs),*], errors).flatten())
                     }
                 });
                 let first = exprs
@@ -1081,10 +1081,10 @@ fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
                     // Without a parent row its error is already recorded; don't add another.
                     quote!({
                         let value = #chain;
-                        if parent.is_some() { ::nomnom_runtime::require(value, path, #name, errors) } else { value }
+                        if parent.is_some() { ::nomnom_runtime::__private::require(value, path, #name, errors) } else { value }
                     })
                 } else {
-                    quote!(::nomnom_runtime::require(#chain, path, #name, errors))
+                    quote!(::nomnom_runtime::__private::require(#chain, path, #name, errors))
                 }
             }
         },
@@ -1093,14 +1093,14 @@ fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
         Some(m) => {
             let n = m.value as usize;
             let key = json_path(f).join(".");
-            quote!(#value.and_then(|v| ::nomnom_runtime::max_len(v, #n, path, #key, errors)))
+            quote!(#value.and_then(|v| ::nomnom_runtime::__private::max_len(v, #n, path, #key, errors)))
         }
         None => value,
     };
     match key_byte_limit(e, f) {
         Some(n) => {
             let key = json_path(f).join(".");
-            quote!(#value.and_then(|v| ::nomnom_runtime::max_key_bytes(v, #n, path, #key, errors)))
+            quote!(#value.and_then(|v| ::nomnom_runtime::__private::max_key_bytes(v, #n, path, #key, errors)))
         }
         None => value,
     }
@@ -1161,7 +1161,7 @@ fn constant_expr(ty: FieldType, lit: &str, name: &str) -> TokenStream {
         (Constant::RustLiteral(_), Some(v)) => quote!(::std::option::Option::Some(#v)),
         _ => {
             let base = ty.rust_type();
-            quote!(::nomnom_runtime::constant::<#base>(#lit, path, #name, errors))
+            quote!(::nomnom_runtime::__private::constant::<#base>(#lit, path, #name, errors))
         }
     }
 }
@@ -1203,7 +1203,7 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
         let names = key.join(", ");
         Some(quote! {
             if errors.is_empty() {
-                ::nomnom_runtime::refuse_repeated_keys(&#id, &#paths, |r| (#(&r.#fields,)*), #names, &mut errors);
+                ::nomnom_runtime::__private::refuse_repeated_keys(&#id, &#paths, |r| (#(&r.#fields,)*), #names, &mut errors);
             }
         })
     });
@@ -1240,7 +1240,7 @@ fn message_type(schema: &Schema, root: &EntityDef) -> TokenStream {
             let names = keyed_derived(d).unwrap_or_default().join(", ");
             quote! {
                 if errors.is_empty() {
-                    ::nomnom_runtime::refuse_repeated_keys(&#keys, &#paths, |k| k, #names, &mut errors);
+                    ::nomnom_runtime::__private::refuse_repeated_keys(&#keys, &#paths, |k| k, #names, &mut errors);
                 }
             }
         });
@@ -1351,8 +1351,8 @@ fn children_loops(
             quote!()
         };
         quote! {
-            for (index, #child_json) in ::nomnom_runtime::list_at(#json_var, &[#(#segs),*]).enumerate() {
-                let #child_path = ::nomnom_runtime::element_path(#path_var, #list_path, index);
+            for (index, #child_json) in ::nomnom_runtime::__private::list_at(#json_var, &[#(#segs),*]).enumerate() {
+                let #child_path = ::nomnom_runtime::__private::element_path(#path_var, #list_path, index);
                 let #child_row =
                     super::#cm::#ct::from_element(#row_var, #child_json, &#child_path, &mut errors);
                 #nested
@@ -1393,7 +1393,7 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
     let dedup = if unicity.is_empty() {
         quote!()
     } else {
-        quote!(let rows = ::nomnom_runtime::dedup_latest(rows, #keep_latest, |r| (#(&r.#key_fields,)*), #version);)
+        quote!(let rows = ::nomnom_runtime::__private::dedup_latest(rows, #keep_latest, |r| (#(&r.#key_fields,)*), #version);)
     };
     let fields: Vec<&FieldDef> = e.stored_fields().collect();
     let ordered = !unicity.is_empty();
@@ -1508,9 +1508,11 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
         let value = match (bind, f.nullable) {
             (Bind::Str, false) => quote!(r.#id.as_str()),
             (Bind::Str, true) => quote!(r.#id.as_deref()),
-            (Bind::ArrayLiteral, false) => quote!(::nomnom_runtime::pg_text_array(&r.#id)),
+            (Bind::ArrayLiteral, false) => {
+                quote!(::nomnom_runtime::__private::pg_text_array(&r.#id))
+            }
             (Bind::ArrayLiteral, true) => {
-                quote!(r.#id.as_deref().map(::nomnom_runtime::pg_text_array))
+                quote!(r.#id.as_deref().map(::nomnom_runtime::__private::pg_text_array))
             }
             (Bind::Value, _) => quote!(r.#id),
             (Bind::Ref | Bind::Numeric, false) => quote!(&r.#id),
@@ -1558,7 +1560,7 @@ fn write_rows_fn(e: &EntityDef) -> TokenStream {
             #dedup
             let sql = #statement;
             let mut written = 0;
-            for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+            for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
                 written += ::diesel::sql_query(sql)
                     #(#binds)*
                     #seq_bind

@@ -18,14 +18,16 @@ impl Level {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let tank = ::nomnom_runtime::extract::<i32>(element, path, &["tank"], errors);
-        let revision = ::nomnom_runtime::extract::<
+        let tank = ::nomnom_runtime::__private::extract::<
+            i32,
+        >(element, path, &["tank"], errors);
+        let revision = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["revision"], errors);
-        let litres = ::nomnom_runtime::extract::<
+        let litres = ::nomnom_runtime::__private::extract::<
             f64,
         >(element, path, &["litres"], errors);
         ::std::option::Option::Some(Self {
@@ -41,16 +43,16 @@ impl Level {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i32,
         >(element, path, &["tank"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["revision"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             f64,
         >(element, path, &["litres"], false, ::std::option::Option::None, errors);
     }
@@ -150,7 +152,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.tank,),
@@ -161,7 +163,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

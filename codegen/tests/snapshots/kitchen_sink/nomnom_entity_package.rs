@@ -35,10 +35,10 @@ impl Package {
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
         let shipment_code = parent.map(|parent| parent.id_code);
-        let label = ::nomnom_runtime::extract::<
+        let label = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["label"], errors)
-            .and_then(|v| ::nomnom_runtime::max_key_bytes(
+            .and_then(|v| ::nomnom_runtime::__private::max_key_bytes(
                 v,
                 2584usize,
                 path,
@@ -46,30 +46,30 @@ impl Package {
                 errors,
             ));
         let carrier = {
-            let value = ::nomnom_runtime::extract_opt::<
+            let value = ::nomnom_runtime::__private::extract_opt::<
                 ::std::string::String,
             >(element, path, &["carrier"], errors)
                 .flatten()
                 .or_else(|| parent.and_then(|parent| parent.fallback_carrier.clone()))
                 .or_else(|| parent.map(|parent| parent.carrier.clone()));
             if parent.is_some() {
-                ::nomnom_runtime::require(value, path, "carrier", errors)
+                ::nomnom_runtime::__private::require(value, path, "carrier", errors)
             } else {
                 value
             }
         };
         let source = ::std::option::Option::Some(::std::string::String::from("api"));
         let priority = ::std::option::Option::Some(3i32);
-        let cutoff = ::nomnom_runtime::constant::<
+        let cutoff = ::nomnom_runtime::__private::constant::<
             ::nomnom_runtime::NaiveTime,
         >("17:30:00.25", path, "cutoff", errors);
-        let handled_at = ::nomnom_runtime::extract_opt::<
+        let handled_at = ::nomnom_runtime::__private::extract_opt::<
             ::nomnom_runtime::NaiveTime,
         >(element, path, &["handled_at"], errors);
-        let items = ::nomnom_runtime::extract_opt::<
+        let items = ::nomnom_runtime::__private::extract_opt::<
             ::nomnom_runtime::ObjectList,
         >(element, path, &["contents", "items"], errors);
-        let dims = ::nomnom_runtime::extract_opt::<
+        let dims = ::nomnom_runtime::__private::extract_opt::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["size"], errors);
         ::std::option::Option::Some(Self {
@@ -122,7 +122,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.shipment_code, &r.label),
@@ -133,7 +133,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

@@ -22,10 +22,12 @@ impl PackageItem {
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
         let label = parent.map(|parent| parent.label.clone());
-        let sku = ::nomnom_runtime::extract::<
+        let sku = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["sku"], errors);
-        let qty = ::nomnom_runtime::extract::<i32>(element, path, &["qty"], errors);
+        let qty = ::nomnom_runtime::__private::extract::<
+            i32,
+        >(element, path, &["qty"], errors);
         ::std::option::Option::Some(Self {
             label: label?,
             sku: sku?,
@@ -39,10 +41,10 @@ impl PackageItem {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["sku"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i32,
         >(element, path, &["qty"], false, ::std::option::Option::None, errors);
     }
@@ -66,7 +68,7 @@ pub async fn write_rows(
         INSERT_SQL
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

@@ -18,18 +18,30 @@ impl Quote {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let symbol = ::nomnom_runtime::extract::<
+        let symbol = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["symbol"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(v, 12usize, path, "symbol", errors));
-        let stamp = ::nomnom_runtime::extract::<
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
+                v,
+                12usize,
+                path,
+                "symbol",
+                errors,
+            ));
+        let stamp = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["stamp"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(v, 40usize, path, "stamp", errors));
-        let price = ::nomnom_runtime::extract::<
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
+                v,
+                40usize,
+                path,
+                "stamp",
+                errors,
+            ));
+        let price = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["price"], errors);
         ::std::option::Option::Some(Self {
@@ -45,10 +57,10 @@ impl Quote {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -58,7 +70,7 @@ impl Quote {
             ::std::option::Option::Some((12usize, "symbol")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -68,7 +80,7 @@ impl Quote {
             ::std::option::Option::Some((40usize, "stamp")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["price"], false, ::std::option::Option::None, errors);
     }
@@ -168,7 +180,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.symbol,),
@@ -179,7 +191,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

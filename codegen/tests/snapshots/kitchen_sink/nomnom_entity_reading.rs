@@ -20,26 +20,28 @@ impl Reading {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let sensor = ::nomnom_runtime::extract::<
+        let sensor = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["sensor"], errors)
-            .and_then(|v| ::nomnom_runtime::max_key_bytes(
+            .and_then(|v| ::nomnom_runtime::__private::max_key_bytes(
                 v,
                 2600usize,
                 path,
                 "sensor",
                 errors,
             ));
-        let version = ::nomnom_runtime::extract::<
+        let version = ::nomnom_runtime::__private::extract::<
             i64,
         >(element, path, &["version"], errors);
-        let taken_at = ::nomnom_runtime::extract::<
+        let taken_at = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::DateTimeUtc,
         >(element, path, &["taken_at"], errors);
-        let value = ::nomnom_runtime::extract::<f64>(element, path, &["value"], errors);
+        let value = ::nomnom_runtime::__private::extract::<
+            f64,
+        >(element, path, &["value"], errors);
         ::std::option::Option::Some(Self {
             sensor: sensor?,
             version: version?,
@@ -54,15 +56,15 @@ impl Reading {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
         let checked_from = errors.len();
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["sensor"], false, ::std::option::Option::None, errors);
         if errors.len() == checked_from {
-            ::nomnom_runtime::check_key_bytes(
+            ::nomnom_runtime::__private::check_key_bytes(
                 element,
                 path,
                 &["sensor"],
@@ -70,13 +72,13 @@ impl Reading {
                 errors,
             );
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i64,
         >(element, path, &["version"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::DateTimeUtc,
         >(element, path, &["taken_at"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             f64,
         >(element, path, &["value"], false, ::std::option::Option::None, errors);
     }
@@ -187,7 +189,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.sensor,),
@@ -198,7 +200,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

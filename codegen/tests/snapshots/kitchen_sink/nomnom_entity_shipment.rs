@@ -45,59 +45,59 @@ impl Shipment {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let id_code = ::nomnom_runtime::extract::<
+        let id_code = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::Uuid,
         >(element, path, &["id_code"], errors);
-        let shipped_at = ::nomnom_runtime::extract::<
+        let shipped_at = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::DateTimeUtc,
         >(element, path, &["shipped_at"], errors);
-        let weight = ::nomnom_runtime::extract::<
+        let weight = ::nomnom_runtime::__private::extract::<
             f64,
         >(element, path, &["weight"], errors);
-        let pieces = ::nomnom_runtime::extract::<
+        let pieces = ::nomnom_runtime::__private::extract::<
             i64,
         >(element, path, &["pieces"], errors);
-        let fragile = ::nomnom_runtime::extract::<
+        let fragile = ::nomnom_runtime::__private::extract::<
             bool,
         >(element, path, &["fragile"], errors);
-        let meta = ::nomnom_runtime::extract_opt::<
+        let meta = ::nomnom_runtime::__private::extract_opt::<
             ::nomnom_runtime::JsonValue,
         >(element, path, &["meta"], errors);
-        let tags = ::nomnom_runtime::extract::<
+        let tags = ::nomnom_runtime::__private::extract::<
             ::std::vec::Vec<::std::string::String>,
         >(element, path, &["tags"], errors);
-        let carrier = ::nomnom_runtime::extract::<
+        let carrier = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["carrier"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 20usize,
                 path,
                 "carrier",
                 errors,
             ));
-        let fallback_carrier = ::nomnom_runtime::extract_opt::<
+        let fallback_carrier = ::nomnom_runtime::__private::extract_opt::<
             ::std::string::String,
         >(element, path, &["fallback_carrier"], errors);
-        let pickup_time = ::nomnom_runtime::extract::<
+        let pickup_time = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::NaiveTime,
         >(element, path, &["pickup_time"], errors);
-        let label_png = ::nomnom_runtime::extract::<
+        let label_png = ::nomnom_runtime::__private::extract::<
             ::std::vec::Vec<u8>,
         >(element, path, &["label_png"], errors);
-        let signature = ::nomnom_runtime::extract_opt::<
+        let signature = ::nomnom_runtime::__private::extract_opt::<
             ::std::vec::Vec<u8>,
         >(element, path, &["signature"], errors);
-        let packages = ::nomnom_runtime::extract::<
+        let packages = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::ObjectList,
         >(element, path, &["packages"], errors);
-        let r#match = ::nomnom_runtime::extract::<
+        let r#match = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["match"], errors);
-        let origin_city = ::nomnom_runtime::extract_opt::<
+        let origin_city = ::nomnom_runtime::__private::extract_opt::<
             ::std::string::String,
         >(element, path, &["origin", "address", "city"], errors);
         ::std::option::Option::Some(Self {
@@ -125,31 +125,31 @@ impl Shipment {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Uuid,
         >(element, path, &["id_code"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::DateTimeUtc,
         >(element, path, &["shipped_at"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             f64,
         >(element, path, &["weight"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i64,
         >(element, path, &["pieces"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             bool,
         >(element, path, &["fragile"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::JsonValue,
         >(element, path, &["meta"], true, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::vec::Vec<::std::string::String>,
         >(element, path, &["tags"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -159,7 +159,7 @@ impl Shipment {
             ::std::option::Option::Some((20usize, "carrier")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -169,22 +169,22 @@ impl Shipment {
             ::std::option::Option::None,
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::NaiveTime,
         >(element, path, &["pickup_time"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::vec::Vec<u8>,
         >(element, path, &["label_png"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::vec::Vec<u8>,
         >(element, path, &["signature"], true, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::ObjectList,
         >(element, path, &["packages"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["match"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -220,23 +220,30 @@ impl ShipmentMessage {
         let mut package_item = ::std::vec::Vec::new();
         let mut shipment_tag = ::std::vec::Vec::new();
         let root = Shipment::from_json(value, path, &mut errors);
-        for (index, package_json) in ::nomnom_runtime::list_at(value, &["packages"])
+        for (index, package_json) in ::nomnom_runtime::__private::list_at(
+                value,
+                &["packages"],
+            )
             .enumerate()
         {
-            let package_path = ::nomnom_runtime::element_path(path, "packages", index);
+            let package_path = ::nomnom_runtime::__private::element_path(
+                path,
+                "packages",
+                index,
+            );
             let package_row = super::package::Package::from_element(
                 root.as_ref(),
                 package_json,
                 &package_path,
                 &mut errors,
             );
-            for (index, package_item_json) in ::nomnom_runtime::list_at(
+            for (index, package_item_json) in ::nomnom_runtime::__private::list_at(
                     package_json,
                     &["contents", "items"],
                 )
                 .enumerate()
             {
-                let package_item_path = ::nomnom_runtime::element_path(
+                let package_item_path = ::nomnom_runtime::__private::element_path(
                     &package_path,
                     "contents.items",
                     index,
@@ -256,10 +263,17 @@ impl ShipmentMessage {
             }
             package_paths.push(package_path);
         }
-        for (index, shipment_tag_json) in ::nomnom_runtime::list_at(value, &["tags"])
+        for (index, shipment_tag_json) in ::nomnom_runtime::__private::list_at(
+                value,
+                &["tags"],
+            )
             .enumerate()
         {
-            let shipment_tag_path = ::nomnom_runtime::element_path(path, "tags", index);
+            let shipment_tag_path = ::nomnom_runtime::__private::element_path(
+                path,
+                "tags",
+                index,
+            );
             let shipment_tag_row = super::shipment_tag::ShipmentTag::from_element(
                 root.as_ref(),
                 shipment_tag_json,
@@ -271,7 +285,7 @@ impl ShipmentMessage {
             }
         }
         if errors.is_empty() {
-            ::nomnom_runtime::refuse_repeated_keys(
+            ::nomnom_runtime::__private::refuse_repeated_keys(
                 &package,
                 &package_paths,
                 |r| (&r.shipment_code, &r.label),
@@ -458,7 +472,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         false,
         |r| (&r.id_code,),
@@ -469,7 +483,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<
@@ -514,7 +528,9 @@ pub async fn write_rows<'a>(
                 >(
                     chunk
                         .iter()
-                        .map(|(r, _)| ::nomnom_runtime::pg_text_array(&r.tags))
+                        .map(|(r, _)| ::nomnom_runtime::__private::pg_text_array(
+                            &r.tags,
+                        ))
                         .collect::<::std::vec::Vec<_>>(),
                 )
                 .bind::<

@@ -20,7 +20,7 @@ impl ShipmentTag {
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
         let shipment_code = parent.map(|parent| parent.id_code);
-        let tag = ::nomnom_runtime::extract::<
+        let tag = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &[], errors);
         ::std::option::Option::Some(Self {
@@ -35,7 +35,7 @@ impl ShipmentTag {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &[], false, ::std::option::Option::None, errors);
     }

@@ -104,7 +104,7 @@ impl RootEntity {
                 r#"{"properties":{"litres":{"format":"double","type":"number"},"revision":{"anyOf":[{"type":"number"},{"pattern":"^[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]{1,4})?$","type":"string"}],"format":"decimal"},"tank":{"format":"int32","maximum":2147483647,"minimum":-2147483648,"type":"integer"}},"required":["tank","revision","litres"],"type":"object"}"#
             }
         };
-        ::nomnom_runtime::json_schema_value(text)
+        ::nomnom_runtime::__private::json_schema_value(text)
     }
     /// The tables a message of this entity writes to: its own, then its derived
     /// entities' (parents first).
@@ -131,7 +131,7 @@ impl RootEntity {
             }
             RootEntity::Level => r#"{"litres":1.5,"revision":"12.50","tank":42}"#,
         };
-        ::nomnom_runtime::json_schema_value(text)
+        ::nomnom_runtime::__private::json_schema_value(text)
     }
     /// Parses a message body (JSON bytes) as a message of this entity.
     pub fn parse_bytes(

@@ -21,24 +21,26 @@ impl Event {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let event_id = ::nomnom_runtime::extract::<
+        let event_id = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["event_id"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 40usize,
                 path,
                 "event_id",
                 errors,
             ));
-        let count = ::nomnom_runtime::extract::<i32>(element, path, &["count"], errors);
-        let ratio = ::nomnom_runtime::extract_opt::<
+        let count = ::nomnom_runtime::__private::extract::<
+            i32,
+        >(element, path, &["count"], errors);
+        let ratio = ::nomnom_runtime::__private::extract_opt::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["ratio"], errors);
-        let entries = ::nomnom_runtime::extract::<
+        let entries = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::ObjectList,
         >(element, path, &["entries"], errors);
         ::std::option::Option::Some(Self {
@@ -55,10 +57,10 @@ impl Event {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -68,13 +70,13 @@ impl Event {
             ::std::option::Option::Some((40usize, "event_id")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i32,
         >(element, path, &["count"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["ratio"], true, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::ObjectList,
         >(element, path, &["entries"], false, ::std::option::Option::None, errors);
     }
@@ -96,10 +98,13 @@ impl EventMessage {
         let path = "";
         let mut event_entry = ::std::vec::Vec::new();
         let root = Event::from_json(value, path, &mut errors);
-        for (index, event_entry_json) in ::nomnom_runtime::list_at(value, &["entries"])
+        for (index, event_entry_json) in ::nomnom_runtime::__private::list_at(
+                value,
+                &["entries"],
+            )
             .enumerate()
         {
-            let event_entry_path = ::nomnom_runtime::element_path(
+            let event_entry_path = ::nomnom_runtime::__private::element_path(
                 path,
                 "entries",
                 index,
@@ -129,10 +134,13 @@ impl EventMessage {
         let mut errors = ::std::vec::Vec::new();
         let path = "";
         Event::check_json(value, path, &mut errors);
-        for (index, event_entry_json) in ::nomnom_runtime::list_at(value, &["entries"])
+        for (index, event_entry_json) in ::nomnom_runtime::__private::list_at(
+                value,
+                &["entries"],
+            )
             .enumerate()
         {
-            let event_entry_path = ::nomnom_runtime::element_path(
+            let event_entry_path = ::nomnom_runtime::__private::element_path(
                 path,
                 "entries",
                 index,
@@ -215,7 +223,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.event_id,),
@@ -226,7 +234,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

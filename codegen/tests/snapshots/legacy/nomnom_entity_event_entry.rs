@@ -28,17 +28,19 @@ impl EventEntry {
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
         let event_id = parent.map(|parent| parent.event_id.clone());
-        let label = ::nomnom_runtime::extract::<
+        let label = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["label"], errors);
-        let amount = ::nomnom_runtime::extract::<
+        let amount = ::nomnom_runtime::__private::extract::<
             i64,
         >(element, path, &["amount"], errors);
-        let score = ::nomnom_runtime::extract_opt::<
+        let score = ::nomnom_runtime::__private::extract_opt::<
             f64,
         >(element, path, &["score"], errors);
-        let flag = ::nomnom_runtime::extract::<bool>(element, path, &["flag"], errors);
-        let note = ::nomnom_runtime::extract_opt::<
+        let flag = ::nomnom_runtime::__private::extract::<
+            bool,
+        >(element, path, &["flag"], errors);
+        let note = ::nomnom_runtime::__private::extract_opt::<
             ::std::string::String,
         >(element, path, &["note"], errors);
         ::std::option::Option::Some(Self {
@@ -57,19 +59,19 @@ impl EventEntry {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["label"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i64,
         >(element, path, &["amount"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             f64,
         >(element, path, &["score"], true, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             bool,
         >(element, path, &["flag"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["note"], true, ::std::option::Option::None, errors);
     }

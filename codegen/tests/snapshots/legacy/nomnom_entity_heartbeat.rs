@@ -20,19 +20,19 @@ impl Heartbeat {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let source = ::nomnom_runtime::extract::<
+        let source = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["source"], errors);
-        let at = ::nomnom_runtime::extract::<
+        let at = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::DateTimeUtc,
         >(element, path, &["at"], errors);
-        let day = ::nomnom_runtime::extract::<
+        let day = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::NaiveDate,
         >(element, path, &["day"], errors);
-        let labels = ::nomnom_runtime::extract::<
+        let labels = ::nomnom_runtime::__private::extract::<
             ::std::vec::Vec<::std::string::String>,
         >(element, path, &["labels"], errors);
         ::std::option::Option::Some(Self {
@@ -49,19 +49,19 @@ impl Heartbeat {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["source"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::DateTimeUtc,
         >(element, path, &["at"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::NaiveDate,
         >(element, path, &["day"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::vec::Vec<::std::string::String>,
         >(element, path, &["labels"], false, ::std::option::Option::None, errors);
     }

@@ -63,7 +63,7 @@ impl RootEntity {
                 r#"{"properties":{"at":{"format":"date-time","type":"string"},"day":{"format":"date","pattern":"^[0-9]{4}-[0-9]{2}-[0-9]{2}$","type":"string"},"labels":{"items":{"type":"string"},"type":"array"},"source":{"pattern":"^[^\\x00]*$","type":"string"}},"required":["source","at","day","labels"],"type":"object"}"#
             }
         };
-        ::nomnom_runtime::json_schema_value(text)
+        ::nomnom_runtime::__private::json_schema_value(text)
     }
     /// The tables a message of this entity writes to: its own, then its derived
     /// entities' (parents first).
@@ -84,7 +84,7 @@ impl RootEntity {
                 r#"{"at":"2024-01-31T12:30:00Z","day":"2024-01-31","labels":["example"],"source":"example"}"#
             }
         };
-        ::nomnom_runtime::json_schema_value(text)
+        ::nomnom_runtime::__private::json_schema_value(text)
     }
     /// Parses a message body (JSON bytes) as a message of this entity.
     pub fn parse_bytes(

@@ -28,54 +28,66 @@ impl Customer {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let customer_key = ::nomnom_runtime::extract::<
+        let customer_key = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["customer_key"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 32usize,
                 path,
                 "customer_key",
                 errors,
             ));
-        let name = ::nomnom_runtime::extract::<
+        let name = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["name"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(v, 25usize, path, "name", errors));
-        let address = ::nomnom_runtime::extract::<
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
+                v,
+                25usize,
+                path,
+                "name",
+                errors,
+            ));
+        let address = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["address"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 40usize,
                 path,
                 "address",
                 errors,
             ));
-        let nation_key = ::nomnom_runtime::extract::<
+        let nation_key = ::nomnom_runtime::__private::extract::<
             i32,
         >(element, path, &["nation_key"], errors);
-        let phone = ::nomnom_runtime::extract::<
+        let phone = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["phone"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(v, 15usize, path, "phone", errors));
-        let account_balance = ::nomnom_runtime::extract::<
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
+                v,
+                15usize,
+                path,
+                "phone",
+                errors,
+            ));
+        let account_balance = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["account_balance"], errors);
-        let market_segment = ::nomnom_runtime::extract::<
+        let market_segment = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["market_segment"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 10usize,
                 path,
                 "market_segment",
                 errors,
             ));
-        let comment = ::nomnom_runtime::extract_opt::<
+        let comment = ::nomnom_runtime::__private::extract_opt::<
             ::std::string::String,
         >(element, path, &["comment"], errors);
         ::std::option::Option::Some(Self {
@@ -96,10 +108,10 @@ impl Customer {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -109,7 +121,7 @@ impl Customer {
             ::std::option::Option::Some((32usize, "customer_key")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -119,7 +131,7 @@ impl Customer {
             ::std::option::Option::Some((25usize, "name")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -129,10 +141,10 @@ impl Customer {
             ::std::option::Option::Some((40usize, "address")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i32,
         >(element, path, &["nation_key"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -142,7 +154,7 @@ impl Customer {
             ::std::option::Option::Some((15usize, "phone")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Numeric,
         >(
             element,
@@ -152,7 +164,7 @@ impl Customer {
             ::std::option::Option::None,
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -162,7 +174,7 @@ impl Customer {
             ::std::option::Option::Some((10usize, "market_segment")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["comment"], true, ::std::option::Option::None, errors);
     }
@@ -305,7 +317,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.customer_key,),
@@ -316,7 +328,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

@@ -33,66 +33,72 @@ impl Order {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let order_key = ::nomnom_runtime::extract::<
+        let order_key = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["order_key"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 32usize,
                 path,
                 "order_key",
                 errors,
             ));
-        let customer_key = ::nomnom_runtime::extract::<
+        let customer_key = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["customer_key"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 32usize,
                 path,
                 "customer_key",
                 errors,
             ));
-        let order_status = ::nomnom_runtime::extract::<
+        let order_status = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["order_status"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 1usize,
                 path,
                 "order_status",
                 errors,
             ));
-        let total_price = ::nomnom_runtime::extract::<
+        let total_price = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["total_price"], errors);
-        let order_date = ::nomnom_runtime::extract::<
+        let order_date = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::NaiveDate,
         >(element, path, &["order_date"], errors);
-        let order_priority = ::nomnom_runtime::extract::<
+        let order_priority = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["order_priority"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 15usize,
                 path,
                 "order_priority",
                 errors,
             ));
-        let clerk = ::nomnom_runtime::extract::<
+        let clerk = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["clerk"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(v, 15usize, path, "clerk", errors));
-        let ship_priority = ::nomnom_runtime::extract::<
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
+                v,
+                15usize,
+                path,
+                "clerk",
+                errors,
+            ));
+        let ship_priority = ::nomnom_runtime::__private::extract::<
             i32,
         >(element, path, &["ship_priority"], errors);
-        let comment = ::nomnom_runtime::extract_opt::<
+        let comment = ::nomnom_runtime::__private::extract_opt::<
             ::std::string::String,
         >(element, path, &["comment"], errors);
-        let line_items = ::nomnom_runtime::extract::<
+        let line_items = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::ObjectList,
         >(element, path, &["line_items"], errors);
         ::std::option::Option::Some(Self {
@@ -115,10 +121,10 @@ impl Order {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -128,7 +134,7 @@ impl Order {
             ::std::option::Option::Some((32usize, "order_key")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -138,7 +144,7 @@ impl Order {
             ::std::option::Option::Some((32usize, "customer_key")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -148,13 +154,13 @@ impl Order {
             ::std::option::Option::Some((1usize, "order_status")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["total_price"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::NaiveDate,
         >(element, path, &["order_date"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -164,7 +170,7 @@ impl Order {
             ::std::option::Option::Some((15usize, "order_priority")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -174,13 +180,13 @@ impl Order {
             ::std::option::Option::Some((15usize, "clerk")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i32,
         >(element, path, &["ship_priority"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["comment"], true, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::ObjectList,
         >(element, path, &["line_items"], false, ::std::option::Option::None, errors);
     }
@@ -203,13 +209,13 @@ impl OrderMessage {
         let mut order_line_item = ::std::vec::Vec::new();
         let mut order_line_item_paths: ::std::vec::Vec<::std::string::String> = ::std::vec::Vec::new();
         let root = Order::from_json(value, path, &mut errors);
-        for (index, order_line_item_json) in ::nomnom_runtime::list_at(
+        for (index, order_line_item_json) in ::nomnom_runtime::__private::list_at(
                 value,
                 &["line_items"],
             )
             .enumerate()
         {
-            let order_line_item_path = ::nomnom_runtime::element_path(
+            let order_line_item_path = ::nomnom_runtime::__private::element_path(
                 path,
                 "line_items",
                 index,
@@ -226,7 +232,7 @@ impl OrderMessage {
             order_line_item_paths.push(order_line_item_path);
         }
         if errors.is_empty() {
-            ::nomnom_runtime::refuse_repeated_keys(
+            ::nomnom_runtime::__private::refuse_repeated_keys(
                 &order_line_item,
                 &order_line_item_paths,
                 |r| (&r.order_key, &r.line_number),
@@ -251,13 +257,13 @@ impl OrderMessage {
         let mut order_line_item_keys = ::std::vec::Vec::new();
         let mut order_line_item_paths: ::std::vec::Vec<::std::string::String> = ::std::vec::Vec::new();
         Order::check_json(value, path, &mut errors);
-        for (index, order_line_item_json) in ::nomnom_runtime::list_at(
+        for (index, order_line_item_json) in ::nomnom_runtime::__private::list_at(
                 value,
                 &["line_items"],
             )
             .enumerate()
         {
-            let order_line_item_path = ::nomnom_runtime::element_path(
+            let order_line_item_path = ::nomnom_runtime::__private::element_path(
                 path,
                 "line_items",
                 index,
@@ -267,7 +273,7 @@ impl OrderMessage {
                 &order_line_item_path,
                 &mut errors,
             );
-            let part_0 = ::nomnom_runtime::key_part::<
+            let part_0 = ::nomnom_runtime::__private::key_part::<
                 i32,
             >(order_line_item_json, &["line_number"]);
             if let (::std::option::Option::Some(part_0),) = (part_0,) {
@@ -276,7 +282,7 @@ impl OrderMessage {
             }
         }
         if errors.is_empty() {
-            ::nomnom_runtime::refuse_repeated_keys(
+            ::nomnom_runtime::__private::refuse_repeated_keys(
                 &order_line_item_keys,
                 &order_line_item_paths,
                 |k| k,
@@ -406,7 +412,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.order_key,),
@@ -417,7 +423,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

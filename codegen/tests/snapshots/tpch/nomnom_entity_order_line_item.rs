@@ -45,81 +45,81 @@ impl OrderLineItem {
     ) -> ::std::option::Option<Self> {
         let order_key = parent
             .map(|parent| parent.order_key.clone())
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 32usize,
                 path,
                 "order_key",
                 errors,
             ));
-        let line_number = ::nomnom_runtime::extract::<
+        let line_number = ::nomnom_runtime::__private::extract::<
             i32,
         >(element, path, &["line_number"], errors);
-        let part_key = ::nomnom_runtime::extract::<
+        let part_key = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["part_key"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 32usize,
                 path,
                 "part_key",
                 errors,
             ));
-        let supplier_key = ::nomnom_runtime::extract_opt::<
+        let supplier_key = ::nomnom_runtime::__private::extract_opt::<
             ::std::string::String,
         >(element, path, &["supplier_key"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 32usize,
                 path,
                 "supplier_key",
                 errors,
             ));
-        let quantity = ::nomnom_runtime::extract::<
+        let quantity = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["quantity"], errors);
-        let extended_price = ::nomnom_runtime::extract::<
+        let extended_price = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["extended_price"], errors);
-        let discount = ::nomnom_runtime::extract::<
+        let discount = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["discount"], errors);
-        let tax = ::nomnom_runtime::extract::<
+        let tax = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["tax"], errors);
-        let return_flag = ::nomnom_runtime::extract::<
+        let return_flag = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["return_flag"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 1usize,
                 path,
                 "return_flag",
                 errors,
             ));
-        let line_status = ::nomnom_runtime::extract::<
+        let line_status = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["line_status"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 1usize,
                 path,
                 "line_status",
                 errors,
             ));
-        let ship_date = ::nomnom_runtime::extract::<
+        let ship_date = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::NaiveDate,
         >(element, path, &["ship_date"], errors);
-        let commit_date = ::nomnom_runtime::extract_opt::<
+        let commit_date = ::nomnom_runtime::__private::extract_opt::<
             ::nomnom_runtime::NaiveDate,
         >(element, path, &["commit_date"], errors);
-        let receipt_date = ::nomnom_runtime::extract_opt::<
+        let receipt_date = ::nomnom_runtime::__private::extract_opt::<
             ::nomnom_runtime::NaiveDate,
         >(element, path, &["receipt_date"], errors);
-        let ship_mode = ::nomnom_runtime::extract_opt::<
+        let ship_mode = ::nomnom_runtime::__private::extract_opt::<
             ::std::string::String,
         >(element, path, &["ship_mode"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 10usize,
                 path,
@@ -150,10 +150,10 @@ impl OrderLineItem {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i32,
         >(element, path, &["line_number"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -163,7 +163,7 @@ impl OrderLineItem {
             ::std::option::Option::Some((32usize, "part_key")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -173,10 +173,10 @@ impl OrderLineItem {
             ::std::option::Option::Some((32usize, "supplier_key")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["quantity"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Numeric,
         >(
             element,
@@ -186,13 +186,13 @@ impl OrderLineItem {
             ::std::option::Option::None,
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["discount"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["tax"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -202,7 +202,7 @@ impl OrderLineItem {
             ::std::option::Option::Some((1usize, "return_flag")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -212,16 +212,16 @@ impl OrderLineItem {
             ::std::option::Option::Some((1usize, "line_status")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::NaiveDate,
         >(element, path, &["ship_date"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::NaiveDate,
         >(element, path, &["commit_date"], true, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::NaiveDate,
         >(element, path, &["receipt_date"], true, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -284,7 +284,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.order_key, &r.line_number),
@@ -295,7 +295,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

@@ -30,56 +30,76 @@ impl Product {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let part_key = ::nomnom_runtime::extract::<
+        let part_key = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["part_key"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 32usize,
                 path,
                 "part_key",
                 errors,
             ));
-        let name = ::nomnom_runtime::extract::<
+        let name = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["name"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(v, 55usize, path, "name", errors));
-        let manufacturer = ::nomnom_runtime::extract::<
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
+                v,
+                55usize,
+                path,
+                "name",
+                errors,
+            ));
+        let manufacturer = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["manufacturer"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 25usize,
                 path,
                 "manufacturer",
                 errors,
             ));
-        let brand = ::nomnom_runtime::extract::<
+        let brand = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["brand"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(v, 10usize, path, "brand", errors));
-        let r#type = ::nomnom_runtime::extract::<
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
+                v,
+                10usize,
+                path,
+                "brand",
+                errors,
+            ));
+        let r#type = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["type"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(v, 25usize, path, "type", errors));
-        let size = ::nomnom_runtime::extract::<i32>(element, path, &["size"], errors);
-        let container = ::nomnom_runtime::extract::<
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
+                v,
+                25usize,
+                path,
+                "type",
+                errors,
+            ));
+        let size = ::nomnom_runtime::__private::extract::<
+            i32,
+        >(element, path, &["size"], errors);
+        let container = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["container"], errors)
-            .and_then(|v| ::nomnom_runtime::max_len(
+            .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 10usize,
                 path,
                 "container",
                 errors,
             ));
-        let retail_price = ::nomnom_runtime::extract::<
+        let retail_price = ::nomnom_runtime::__private::extract::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["retail_price"], errors);
-        let comment = ::nomnom_runtime::extract_opt::<
+        let comment = ::nomnom_runtime::__private::extract_opt::<
             ::std::string::String,
         >(element, path, &["comment"], errors);
         ::std::option::Option::Some(Self {
@@ -101,10 +121,10 @@ impl Product {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -114,7 +134,7 @@ impl Product {
             ::std::option::Option::Some((32usize, "part_key")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -124,7 +144,7 @@ impl Product {
             ::std::option::Option::Some((55usize, "name")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -134,7 +154,7 @@ impl Product {
             ::std::option::Option::Some((25usize, "manufacturer")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -144,7 +164,7 @@ impl Product {
             ::std::option::Option::Some((10usize, "brand")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -154,10 +174,10 @@ impl Product {
             ::std::option::Option::Some((25usize, "type")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i32,
         >(element, path, &["size"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(
             element,
@@ -167,10 +187,10 @@ impl Product {
             ::std::option::Option::Some((10usize, "container")),
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::nomnom_runtime::Numeric,
         >(element, path, &["retail_price"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["comment"], true, ::std::option::Option::None, errors);
     }
@@ -320,7 +340,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.part_key,),
@@ -331,7 +351,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

@@ -80,7 +80,7 @@ impl RootEntity {
                 r#"{"properties":{"brand":{"maxLength":10,"pattern":"^[^\\x00]*$","type":"string"},"comment":{"anyOf":[{"pattern":"^[^\\x00]*$","type":"string"},{"type":"null"}]},"container":{"maxLength":10,"pattern":"^[^\\x00]*$","type":"string"},"manufacturer":{"maxLength":25,"pattern":"^[^\\x00]*$","type":"string"},"name":{"maxLength":55,"pattern":"^[^\\x00]*$","type":"string"},"part_key":{"maxLength":32,"pattern":"^[^\\x00]*$","type":"string"},"retail_price":{"anyOf":[{"type":"number"},{"pattern":"^[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]{1,4})?$","type":"string"}],"format":"decimal"},"size":{"format":"int32","maximum":2147483647,"minimum":-2147483648,"type":"integer"},"type":{"maxLength":25,"pattern":"^[^\\x00]*$","type":"string"}},"required":["part_key","name","manufacturer","brand","type","size","container","retail_price"],"type":"object"}"#
             }
         };
-        ::nomnom_runtime::json_schema_value(text)
+        ::nomnom_runtime::__private::json_schema_value(text)
     }
     /// The tables a message of this entity writes to: its own, then its derived
     /// entities' (parents first).
@@ -105,7 +105,7 @@ impl RootEntity {
                 r#"{"brand":"example","comment":"example","container":"example","manufacturer":"example","name":"example","part_key":"example","retail_price":"12.50","size":42,"type":"example"}"#
             }
         };
-        ::nomnom_runtime::json_schema_value(text)
+        ::nomnom_runtime::__private::json_schema_value(text)
     }
     /// Parses a message body (JSON bytes) as a message of this entity.
     pub fn parse_bytes(

@@ -22,29 +22,29 @@ impl Customer {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let customer_key = ::nomnom_runtime::extract::<
+        let customer_key = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["customer_key"], errors)
-            .and_then(|v| ::nomnom_runtime::max_key_bytes(
+            .and_then(|v| ::nomnom_runtime::__private::max_key_bytes(
                 v,
                 2600usize,
                 path,
                 "customer_key",
                 errors,
             ));
-        let name = ::nomnom_runtime::extract::<
+        let name = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["name"], errors);
-        let nation_key = ::nomnom_runtime::extract_opt::<
+        let nation_key = ::nomnom_runtime::__private::extract_opt::<
             ::std::string::String,
         >(element, path, &["nation_key"], errors);
-        let account_balance = ::nomnom_runtime::extract::<
+        let account_balance = ::nomnom_runtime::__private::extract::<
             f64,
         >(element, path, &["account_balance"], errors);
-        let comment = ::nomnom_runtime::extract_opt::<
+        let comment = ::nomnom_runtime::__private::extract_opt::<
             ::std::string::String,
         >(element, path, &["comment"], errors);
         ::std::option::Option::Some(Self {
@@ -62,15 +62,15 @@ impl Customer {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
         let checked_from = errors.len();
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["customer_key"], false, ::std::option::Option::None, errors);
         if errors.len() == checked_from {
-            ::nomnom_runtime::check_key_bytes(
+            ::nomnom_runtime::__private::check_key_bytes(
                 element,
                 path,
                 &["customer_key"],
@@ -78,13 +78,13 @@ impl Customer {
                 errors,
             );
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["name"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["nation_key"], true, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             f64,
         >(
             element,
@@ -94,7 +94,7 @@ impl Customer {
             ::std::option::Option::None,
             errors,
         );
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["comment"], true, ::std::option::Option::None, errors);
     }
@@ -216,7 +216,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.customer_key,),
@@ -227,7 +227,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

@@ -20,26 +20,26 @@ impl Product {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) -> ::std::option::Option<Self> {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return ::std::option::Option::None;
         }
-        let part_key = ::nomnom_runtime::extract::<
+        let part_key = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["part_key"], errors)
-            .and_then(|v| ::nomnom_runtime::max_key_bytes(
+            .and_then(|v| ::nomnom_runtime::__private::max_key_bytes(
                 v,
                 2600usize,
                 path,
                 "part_key",
                 errors,
             ));
-        let name = ::nomnom_runtime::extract::<
+        let name = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
         >(element, path, &["name"], errors);
-        let size = ::nomnom_runtime::extract_opt::<
+        let size = ::nomnom_runtime::__private::extract_opt::<
             i32,
         >(element, path, &["size"], errors);
-        let retail_price = ::nomnom_runtime::extract::<
+        let retail_price = ::nomnom_runtime::__private::extract::<
             f64,
         >(element, path, &["retail_price"], errors);
         ::std::option::Option::Some(Self {
@@ -56,15 +56,15 @@ impl Product {
         path: &str,
         errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
     ) {
-        if !::nomnom_runtime::expect_object(element, path, errors) {
+        if !::nomnom_runtime::__private::expect_object(element, path, errors) {
             return;
         }
         let checked_from = errors.len();
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["part_key"], false, ::std::option::Option::None, errors);
         if errors.len() == checked_from {
-            ::nomnom_runtime::check_key_bytes(
+            ::nomnom_runtime::__private::check_key_bytes(
                 element,
                 path,
                 &["part_key"],
@@ -72,13 +72,13 @@ impl Product {
                 errors,
             );
         }
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             ::std::string::String,
         >(element, path, &["name"], false, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             i32,
         >(element, path, &["size"], true, ::std::option::Option::None, errors);
-        ::nomnom_runtime::check_field::<
+        ::nomnom_runtime::__private::check_field::<
             f64,
         >(element, path, &["retail_price"], false, ::std::option::Option::None, errors);
     }
@@ -189,7 +189,7 @@ pub async fn write_rows<'a>(
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
-    let rows = ::nomnom_runtime::dedup_latest(
+    let rows = ::nomnom_runtime::__private::dedup_latest(
         rows,
         true,
         |r| (&r.part_key,),
@@ -200,7 +200,7 @@ pub async fn write_rows<'a>(
         ::nomnom_runtime::WriteMode::Upsert => UPSERT_SQL,
     };
     let mut written = 0;
-    for chunk in rows.chunks(::nomnom_runtime::UPSERT_CHUNK_ROWS) {
+    for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
         written
             += ::diesel::sql_query(sql)
                 .bind::<

@@ -58,7 +58,7 @@ impl RootEntity {
                 r#"{"properties":{"name":{"pattern":"^[^\\x00]*$","type":"string"},"part_key":{"pattern":"^[^\\x00]*$","type":"string"},"retail_price":{"format":"double","type":"number"},"size":{"anyOf":[{"format":"int32","maximum":2147483647,"minimum":-2147483648,"type":"integer"},{"type":"null"}]}},"required":["part_key","name","retail_price"],"type":"object"}"#
             }
         };
-        ::nomnom_runtime::json_schema_value(text)
+        ::nomnom_runtime::__private::json_schema_value(text)
     }
     /// The tables a message of this entity writes to: its own, then its derived
     /// entities' (parents first).
@@ -79,7 +79,7 @@ impl RootEntity {
                 r#"{"name":"example","part_key":"example","retail_price":1.5,"size":42}"#
             }
         };
-        ::nomnom_runtime::json_schema_value(text)
+        ::nomnom_runtime::__private::json_schema_value(text)
     }
     /// Parses a message body (JSON bytes) as a message of this entity.
     pub fn parse_bytes(
