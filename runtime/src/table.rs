@@ -1,0 +1,91 @@
+//! What a stored entity is to the worker: its table and columns, the rows a batch wrote, how
+//! a batch meets existing rows, and where a message stands in arrival order.
+
+use serde::Serialize;
+
+use crate::FieldType;
+
+/// One column of a stored entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnDef {
+    /// Column name.
+    pub name: &'static str,
+    /// The field's type.
+    pub ty: FieldType,
+    /// `max_length` of a `String` (a `VARCHAR(n)` column).
+    pub max_length: Option<u32>,
+    /// PostgreSQL type as declared.
+    pub sql_type: &'static str,
+    /// Whether NULL is allowed.
+    pub nullable: bool,
+}
+
+/// The table of a stored entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDef {
+    /// Entity name.
+    pub entity: &'static str,
+    /// Table name.
+    pub table: &'static str,
+    /// Surrogate key column.
+    pub id_column: &'static str,
+    /// Columns other than the surrogate key.
+    pub columns: &'static [ColumnDef],
+    /// Natural key columns.
+    pub unicity_fields: &'static [&'static str],
+    /// `CREATE TABLE IF NOT EXISTS ...`.
+    pub create_sql: &'static str,
+}
+
+/// Rows written per table by one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RowCounts(pub Vec<(&'static str, usize)>);
+
+impl RowCounts {
+    /// Total rows written.
+    pub fn total(&self) -> usize {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// How a batch's rows meet rows already in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Plain `INSERT`: no row with the same unique key may exist yet (the statement fails with
+    /// `unique_violation`, SQLSTATE 23505, if one does). It skips the speculative insertion of
+    /// `ON CONFLICT` (an index probe and a token per row), which is most of an upsert's extra
+    /// cost when the keys are new.
+    Insert,
+    /// `INSERT ... ON CONFLICT`: the entity's `on_conflict` rule decides by message order.
+    Upsert,
+}
+
+/// Where a message stands in arrival order: the stream's epoch (when the stream was created, in
+/// microseconds since 1970) and the message's sequence in it. Ordered by epoch, then sequence,
+/// so a stream deleted and re-created continues after the old one; a replayed copy carries the
+/// position of the message it copies, not a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    /// When the stream was created, in microseconds since 1970 (0 for rows written before
+    /// epochs were recorded).
+    pub epoch: i64,
+    /// The message's stream sequence.
+    pub sequence: i64,
+}
+
+impl Position {
+    /// `epoch:sequence`, the form carried in the `Nomnom-Position` header.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (epoch, sequence) = text.split_once(':')?;
+        Some(Self {
+            epoch: epoch.parse().ok()?,
+            sequence: sequence.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.sequence)
+    }
+}
