@@ -11,12 +11,16 @@
 //! Swagger UI page needs a key;
 //! `/metrics` needs one scoped `metrics`, or moves to its own port ([`metrics_router`]).
 
+mod answer;
 pub mod auth;
+mod batch;
+mod body;
 pub mod budget;
 mod config;
 mod error;
 mod group;
 pub mod idempotency;
+mod ids;
 mod ingest;
 mod metrics;
 mod openapi;
@@ -41,10 +45,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower::{Layer, Service};
 
+pub use answer::IngestResponse;
 pub use auth::{ApiKeys, Client};
+pub use batch::MAX_ERRORS_SHOWN;
 pub use budget::{BodyBudget, DEFAULT_MAX_INFLIGHT_BODY_BYTES};
 pub use error::{ApiError, Dependency};
-pub use ingest::{IngestResponse, MAX_ERRORS_SHOWN};
 pub use metrics::ApiMetrics;
 pub use openapi::{DocumentOptions, IDEMPOTENCY_KEY_PATTERN, openapi_document};
 pub use server::{HttpLimits, serve};
@@ -137,7 +142,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/ingest/batch/{entity}",
             // Streamed: the handler counts bytes and lines itself.
-            post(ingest::ingest_batch),
+            post(batch::ingest_batch),
         )
         .route("/ingest/status/{message_id}", get(status::message_status))
         .route("/api-docs/openapi.json", get(openapi::openapi_json));
