@@ -10,8 +10,8 @@ use std::io::Read;
 use std::rc::Rc;
 
 use crate::generated::RootEntity;
-use crate::runtime::FieldError;
 use crate::runtime::csv::CsvLayout;
+use crate::runtime::{FieldError, ParseError};
 
 /// One row of a bulk body: a message's JSON text, or why there is none.
 pub enum Row<'a> {
@@ -43,6 +43,63 @@ impl std::fmt::Display for RowProblem {
                     .collect();
                 f.write_str(&shown.join("; "))
             }
+        }
+    }
+}
+
+/// One row checked as the api checks a message: what the batch route and the loader both do
+/// with every row, so a row is judged the same whichever way it arrives.
+pub enum CheckedRow<'a> {
+    /// White space only: not a row (blank NDJSON lines).
+    Blank,
+    /// A valid message: its line and its JSON text.
+    Valid(usize, &'a [u8]),
+    /// A refused row: its line and why.
+    Refused(usize, Refusal),
+}
+
+/// Why a row was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Longer than the largest message (it was not read into memory).
+    TooLong,
+    /// A CSV row that is not UTF-8 text.
+    NotUtf8,
+    /// CSV cells that do not convert, each naming its column.
+    Cells(Vec<FieldError>),
+    /// The JSON is not an object, or not the entity's: field errors name the CSV column when
+    /// the row came from CSV.
+    Message(ParseError),
+}
+
+/// Checks one row against `entity` with the generated validator (`layout`: the CSV layout the
+/// row was read with, whose column names the field errors then carry).
+pub fn check_row<'a>(
+    entity: RootEntity,
+    row: Row<'a>,
+    layout: Option<&CsvLayout>,
+) -> CheckedRow<'a> {
+    match row {
+        Row::Text(_, text) if text.iter().all(u8::is_ascii_whitespace) => CheckedRow::Blank,
+        Row::Text(line, text) => {
+            let checked = crate::runtime::parse_json_object(text).and_then(|doc| {
+                entity
+                    .validate_json(doc.root())
+                    .map_err(ParseError::Invalid)
+            });
+            match (checked, layout) {
+                (Ok(()), _) => CheckedRow::Valid(line, text),
+                (Err(ParseError::Invalid(errors)), Some(layout)) => CheckedRow::Refused(
+                    line,
+                    Refusal::Message(ParseError::Invalid(csv_columns(entity, layout, errors))),
+                ),
+                (Err(e), _) => CheckedRow::Refused(line, Refusal::Message(e)),
+            }
+        }
+        Row::TooLong(line) => CheckedRow::Refused(line, Refusal::TooLong),
+        Row::Invalid(line, RowProblem::NotUtf8) => CheckedRow::Refused(line, Refusal::NotUtf8),
+        Row::Invalid(line, RowProblem::Cells(errors)) => {
+            CheckedRow::Refused(line, Refusal::Cells(errors))
         }
     }
 }

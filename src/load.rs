@@ -21,7 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::bulk::{self, BulkError, Row, RowProblem};
+use crate::bulk::{self, BulkError, CheckedRow, Refusal, Row, RowProblem};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
@@ -213,27 +213,6 @@ fn content_hash(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
-/// Checks one row as the api checks a message.
-fn check(entity: RootEntity, line: usize, text: &[u8]) -> Result<(), RejectedRow> {
-    let checked = crate::runtime::parse_json_object(text).and_then(|doc| {
-        entity
-            .validate_json(doc.root())
-            .map_err(ParseError::Invalid)
-    });
-    checked.map_err(|e| match e {
-        ParseError::Invalid(details) => RejectedRow {
-            line,
-            error: format!("the row does not match entity `{}`", entity.name()),
-            details,
-        },
-        other => RejectedRow {
-            line,
-            error: other.to_string(),
-            details: Vec::new(),
-        },
-    })
-}
-
 /// Reads, frames and checks every row of the file on the calling (blocking) thread, sending
 /// each to `tx`; returns when the file ends, the receiver is gone, or the file is unreadable.
 fn read_rows(
@@ -269,36 +248,32 @@ fn read_rows(
         Stop(Stop),
     }
     let mut each = |row: Row<'_>| -> Result<(), Either> {
-        let checked = match row {
-            Row::Text(_, text) if text.iter().all(u8::is_ascii_whitespace) => return Ok(()),
-            Row::Text(line, text) => match check(entity, line, text) {
-                Ok(()) => Checked::Valid(line, Bytes::copy_from_slice(text)),
-                Err(mut rejected) => {
-                    if let Some(layout) = layout.get() {
-                        rejected.details = bulk::csv_columns(entity, layout, rejected.details);
-                    }
-                    Checked::Rejected(rejected)
-                }
-            },
-            Row::TooLong(line) => Checked::Rejected(RejectedRow {
-                line,
-                error: format!(
-                    "the row is larger than {} bytes (the largest message)",
-                    options.max_row_bytes
-                ),
-                details: Vec::new(),
-            }),
-            Row::Invalid(line, problem) => Checked::Rejected(RejectedRow {
-                line,
-                error: match &problem {
-                    RowProblem::NotUtf8 => problem.to_string(),
-                    RowProblem::Cells(_) => "cells that do not convert".to_string(),
-                },
-                details: match problem {
-                    RowProblem::Cells(errors) => errors,
-                    RowProblem::NotUtf8 => Vec::new(),
-                },
-            }),
+        let checked = match bulk::check_row(entity, row, layout.get()) {
+            CheckedRow::Blank => return Ok(()),
+            CheckedRow::Valid(line, text) => Checked::Valid(line, Bytes::copy_from_slice(text)),
+            CheckedRow::Refused(line, why) => {
+                let (error, details) = match why {
+                    Refusal::TooLong => (
+                        format!(
+                            "the row is larger than {} bytes (the largest message)",
+                            options.max_row_bytes
+                        ),
+                        Vec::new(),
+                    ),
+                    Refusal::NotUtf8 => (RowProblem::NotUtf8.to_string(), Vec::new()),
+                    Refusal::Cells(errors) => ("cells that do not convert".to_string(), errors),
+                    Refusal::Message(ParseError::Invalid(details)) => (
+                        format!("the row does not match entity `{}`", entity.name()),
+                        details,
+                    ),
+                    Refusal::Message(other) => (other.to_string(), Vec::new()),
+                };
+                Checked::Rejected(RejectedRow {
+                    line,
+                    error,
+                    details,
+                })
+            }
         };
         tx.blocking_send(checked).map_err(|_| Either::Stop(Stop))
     };

@@ -16,16 +16,17 @@ use uuid::Uuid;
 use super::auth::Client;
 use super::server::ReadDeadline;
 use super::{ApiError, AppState};
-use crate::bulk::{LineSplitter, Row, RowProblem, csv_columns, each_array_element, each_csv_row};
+use crate::bulk::{
+    CheckedRow, LineSplitter, Refusal, Row, RowProblem, check_row, each_array_element, each_csv_row,
+};
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
-use crate::runtime::FieldError;
+use crate::runtime::{FieldError, ParseError};
 
 use super::body::{body_read_error, check_content_type, is_csv, reserve, within};
 use super::ids::{idempotency_key, message_id};
 use super::ingest::{
-    Validated, allowed_entity, answer, await_ack, check, count_rejected, publish_error,
-    rejection_reason,
+    Validated, allowed_entity, answer, await_ack, count_rejected, publish_error, rejection_reason,
 };
 
 /// One line's outcome in a batch answer.
@@ -145,45 +146,9 @@ pub(super) async fn batch(
     // Set once a CSV body's header is read: field errors then name the CSV column.
     let csv_layout: std::sync::OnceLock<crate::runtime::csv::CsvLayout> =
         std::sync::OnceLock::new();
-    let mut on_line = |line: Row<'_>| -> Result<(), ApiError> {
-        let (number, text) = match line {
-            Row::Invalid(number, problem) => {
-                lines += 1;
-                if lines > state.max_batch_lines {
-                    return Err(ApiError::TooManyLines {
-                        limit: state.max_batch_lines,
-                    });
-                }
-                let e = match problem {
-                    RowProblem::NotUtf8 => ApiError::BadRequest(problem.to_string()),
-                    RowProblem::Cells(errors) => ApiError::Invalid {
-                        entity: Some(entity.name()),
-                        errors,
-                    },
-                };
-                rejections.add(state, entity, number, e);
-                return Ok(());
-            }
-            Row::TooLong(number) => {
-                lines += 1;
-                if lines > state.max_batch_lines {
-                    return Err(ApiError::TooManyLines {
-                        limit: state.max_batch_lines,
-                    });
-                }
-                rejections.add(
-                    state,
-                    entity,
-                    number,
-                    ApiError::TooLarge {
-                        limit: state.body_limit(),
-                    },
-                );
-                return Ok(());
-            }
-            Row::Text(number, text) => (number, text),
-        };
-        if text.iter().all(u8::is_ascii_whitespace) {
+    let mut on_line = |row: Row<'_>| -> Result<(), ApiError> {
+        let checked = check_row(entity, row, csv_layout.get());
+        if matches!(checked, CheckedRow::Blank) {
             return Ok(());
         }
         lines += 1;
@@ -192,22 +157,26 @@ pub(super) async fn batch(
                 limit: state.max_batch_lines,
             });
         }
-        let checked = crate::runtime::parse_json_object(text)
-            .map_err(ApiError::from)
-            .and_then(|doc| check(entity, doc.root()));
-        let checked = match (checked, csv_layout.get()) {
-            (Err(ApiError::Invalid { entity: e, errors }), Some(layout)) => {
-                Err(ApiError::Invalid {
-                    entity: e,
-                    errors: csv_columns(entity, layout, errors),
-                })
-            }
-            (checked, _) => checked,
-        };
         match checked {
+            CheckedRow::Blank => {}
             // Only accepted lines are copied out of the streamed chunk.
-            Ok(()) => valid.push((number, Bytes::copy_from_slice(text))),
-            Err(e) => rejections.add(state, entity, number, e),
+            CheckedRow::Valid(number, text) => valid.push((number, Bytes::copy_from_slice(text))),
+            CheckedRow::Refused(number, why) => {
+                let e = match why {
+                    Refusal::TooLong => ApiError::TooLarge {
+                        limit: state.body_limit(),
+                    },
+                    Refusal::NotUtf8 => ApiError::BadRequest(RowProblem::NotUtf8.to_string()),
+                    Refusal::Cells(errors) | Refusal::Message(ParseError::Invalid(errors)) => {
+                        ApiError::Invalid {
+                            entity: Some(entity.name()),
+                            errors,
+                        }
+                    }
+                    Refusal::Message(other) => ApiError::from(other),
+                };
+                rejections.add(state, entity, number, e);
+            }
         }
         Ok(())
     };
