@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::Read;
+use std::path::Path;
 use std::rc::Rc;
 
 use crate::generated::RootEntity;
@@ -44,6 +45,58 @@ impl std::fmt::Display for RowProblem {
                 f.write_str(&shown.join("; "))
             }
         }
+    }
+}
+
+/// How the rows of a body or file are framed: the one list of input formats (the batch route,
+/// `worker load --format`, the OpenAPI document's batch bodies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// CSV, as the entity's `csv:` block says.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+    /// One JSON array of objects.
+    Json,
+}
+
+impl Format {
+    /// The format a file name says (`.csv`, `.tbl`, `.tsv`; `.ndjson`, `.jsonl`; `.json`),
+    /// and whether it is gzip-compressed (`.gz`).
+    pub fn from_path(path: &Path) -> (Option<Self>, bool) {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let (name, gzip) = match name.strip_suffix(".gz") {
+            Some(inner) => (inner.to_string(), true),
+            None => (name, false),
+        };
+        let ext = name.rsplit('.').next().unwrap_or("");
+        let format = match ext {
+            "csv" | "tbl" | "tsv" | "txt" => Some(Self::Csv),
+            "ndjson" | "jsonl" => Some(Self::Ndjson),
+            "json" => Some(Self::Json),
+            _ => None,
+        };
+        (format, gzip)
+    }
+}
+
+/// Walks every row of `input` as `format` frames it, streaming (one row in memory at a time);
+/// `layout_ready` gets a CSV file's layout once its header is read.
+pub fn each_row<R: Read, E: From<BulkError>>(
+    format: Format,
+    input: R,
+    entity: RootEntity,
+    max_row: usize,
+    layout_ready: impl FnOnce(CsvLayout),
+    each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    match format {
+        Format::Csv => each_csv_row(input, entity, max_row, layout_ready, each),
+        Format::Ndjson => each_ndjson_line(input, max_row, each),
+        Format::Json => each_array_element_read(input, max_row, each),
     }
 }
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::bulk::{self, BulkError, CheckedRow, Refusal, Row, RowProblem};
+use crate::bulk::{self, BulkError, CheckedRow, Format, Refusal, Row, RowProblem};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
@@ -29,40 +29,6 @@ use crate::runtime::{FieldError, ParseError};
 
 /// Namespace of the message ids of loaded rows (UUIDv5 of the file's hash and the row).
 const LOAD_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_6d6e_6f6d_4c6f_9f1d_7a1c_0de5_1d03);
-
-/// How the rows of a file are framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FileFormat {
-    /// CSV, as the entity's `csv:` block says.
-    Csv,
-    /// One JSON object per line.
-    Ndjson,
-    /// One JSON array of objects.
-    Json,
-}
-
-impl FileFormat {
-    /// The format a file name says (`.csv`, `.tbl`, `.tsv`; `.ndjson`, `.jsonl`; `.json`),
-    /// and whether it is gzip-compressed (`.gz`).
-    pub fn from_path(path: &Path) -> (Option<Self>, bool) {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_ascii_lowercase())
-            .unwrap_or_default();
-        let (name, gzip) = match name.strip_suffix(".gz") {
-            Some(inner) => (inner.to_string(), true),
-            None => (name, false),
-        };
-        let ext = name.rsplit('.').next().unwrap_or("");
-        let format = match ext {
-            "csv" | "tbl" | "tsv" | "txt" => Some(Self::Csv),
-            "ndjson" | "jsonl" => Some(Self::Ndjson),
-            "json" => Some(Self::Json),
-            _ => None,
-        };
-        (format, gzip)
-    }
-}
 
 /// What to load and how.
 #[derive(Debug, Clone)]
@@ -72,7 +38,7 @@ pub struct LoadOptions {
     /// The file.
     pub path: PathBuf,
     /// Its framing.
-    pub format: FileFormat,
+    pub format: Format,
     /// Whether it is gzip-compressed.
     pub gzip: bool,
     /// Where rejected rows are written (NDJSON: line, error, details), created only if any.
@@ -89,9 +55,9 @@ impl LoadOptions {
     pub fn for_file(
         entity: RootEntity,
         path: &Path,
-        format: Option<FileFormat>,
+        format: Option<Format>,
     ) -> Result<Self, LoadError> {
-        let (by_name, gzip) = FileFormat::from_path(path);
+        let (by_name, gzip) = Format::from_path(path);
         let format = format
             .or(by_name)
             .ok_or_else(|| LoadError::Format(path.display().to_string()))?;
@@ -277,19 +243,17 @@ fn read_rows(
         };
         tx.blocking_send(checked).map_err(|_| Either::Stop(Stop))
     };
-    let walked = match options.format {
-        FileFormat::Csv => bulk::each_csv_row(
-            input,
-            entity,
-            options.max_row_bytes,
-            |l| {
-                let _ = layout.set(l);
-            },
-            &mut each,
-        ),
-        FileFormat::Ndjson => bulk::each_ndjson_line(input, options.max_row_bytes, &mut each),
-        FileFormat::Json => bulk::each_array_element_read(input, options.max_row_bytes, &mut each),
+    let ready = |l| {
+        let _ = layout.set(l);
     };
+    let walked = bulk::each_row(
+        options.format,
+        input,
+        entity,
+        options.max_row_bytes,
+        ready,
+        &mut each,
+    );
     match walked {
         Ok(()) | Err(Either::Stop(_)) => Ok(()),
         Err(Either::Bulk(BulkError::Io(source))) => Err(LoadError::Io { path, source }),

@@ -17,7 +17,8 @@ use super::auth::Client;
 use super::server::ReadDeadline;
 use super::{ApiError, AppState};
 use crate::bulk::{
-    CheckedRow, LineSplitter, Refusal, Row, RowProblem, check_row, each_array_element, each_csv_row,
+    CheckedRow, Format, LineSplitter, Refusal, Row, RowProblem, check_row, each_array_element,
+    each_csv_row,
 };
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
@@ -86,17 +87,6 @@ impl Rejections {
             self.shown.push(result);
         }
     }
-}
-
-/// How a batch body is framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum BatchFormat {
-    /// One JSON object per line.
-    Ndjson,
-    /// One JSON array of objects.
-    JsonArray,
-    /// CSV (`text/csv`), read as the entity's `csv:` block says.
-    Csv,
 }
 
 /// `POST /ingest/batch/{entity}`: NDJSON, one message per line, read and validated line by line
@@ -186,7 +176,7 @@ pub(super) async fn batch(
     // The first byte that is not white space decides: `[` is a JSON array (buffered whole,
     // within MAX_BATCH_BYTES, then walked element by element), anything else NDJSON (split as
     // it streams). Leading white space waits in `undecided` (it counts for NDJSON lines).
-    let mut format: Option<BatchFormat> = is_csv(headers).then_some(BatchFormat::Csv);
+    let mut format: Option<Format> = is_csv(headers).then_some(Format::Csv);
     // Leading white space, before the format is known, is not kept: it goes through the line
     // splitter (which holds at most one line), too-long lines are noted, and line breaks are
     // counted so that an array's JSON errors keep their line numbers.
@@ -223,12 +213,12 @@ pub(super) async fn batch(
             splitter.feed(blank, &mut note)?;
             let Some(first) = first else { continue };
             if chunk[first] == b'[' {
-                format = Some(BatchFormat::JsonArray);
+                format = Some(Format::Json);
                 array.resize(leading_newlines, b'\n');
                 array.extend_from_slice(&chunk[first..]);
                 continue;
             }
-            format = Some(BatchFormat::Ndjson);
+            format = Some(Format::Ndjson);
             for n in std::mem::take(&mut leading_too_long) {
                 if let Err(e) = on_line(Row::TooLong(n)) {
                     refused = Some(e);
@@ -243,7 +233,7 @@ pub(super) async fn batch(
             continue;
         }
         match format {
-            Some(BatchFormat::JsonArray | BatchFormat::Csv) => array.extend_from_slice(&chunk),
+            Some(Format::Json | Format::Csv) => array.extend_from_slice(&chunk),
             // Once refused, the rest is read and dropped (bounded by MAX_BATCH_BYTES) so that
             // the client, still sending, reads the answer instead of a reset connection.
             _ if refused.is_some() => {}
@@ -254,11 +244,11 @@ pub(super) async fn batch(
             }
         }
     }
-    if format == Some(BatchFormat::JsonArray) {
+    if format == Some(Format::Json) {
         if let Err(e) = each_array_element(&array[..], state.body_limit(), &mut on_line) {
             refused = Some(e);
         }
-    } else if format == Some(BatchFormat::Csv) {
+    } else if format == Some(Format::Csv) {
         let ready = |layout| {
             let _ = csv_layout.set(layout);
         };

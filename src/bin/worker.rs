@@ -2,8 +2,9 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+use nomnom::bulk::Format;
 use nomnom::generated::RootEntity;
-use nomnom::load::{FileFormat, LoadOptions, Progress, load_file};
+use nomnom::load::{LoadOptions, Progress, load_file};
 use nomnom::process::{healthcheck, init_logging, shutdown_signal};
 use nomnom::worker::Worker;
 use nomnom::worker::WorkerConfig;
@@ -50,7 +51,7 @@ enum Command {
         entity: String,
         /// The file's format (default: from its name: .csv/.tbl, .ndjson/.jsonl, .json).
         #[arg(long, value_enum)]
-        format: Option<FileFormat>,
+        format: Option<Format>,
         /// Where rejected rows are written (default: <file>.rejected.ndjson).
         #[arg(long)]
         rejects: Option<PathBuf>,
@@ -132,7 +133,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 async fn load(
     config: WorkerConfig,
     entity_name: &str,
-    format: Option<FileFormat>,
+    format: Option<Format>,
     rejects: Option<PathBuf>,
     file: &std::path::Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
