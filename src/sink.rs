@@ -168,3 +168,38 @@ pub trait Sink: Clone + Send + Sync + 'static {
     /// A cheap round trip, to tell when an outage is over.
     fn probe(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
+
+/// A message's status as the store holds it (what `GET /ingest/status/{id}` answers from).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredStatus {
+    /// The entity name.
+    pub entity: String,
+    /// `processed` or `dead_lettered`.
+    pub status: String,
+    /// When the api accepted it.
+    pub received_at: DateTime<Utc>,
+    /// When it was committed or dead-lettered.
+    pub processed_at: DateTime<Utc>,
+    /// Rows written.
+    pub row_count: i32,
+    /// Deliveries it took.
+    pub attempts: i32,
+    /// Why it was dead-lettered.
+    pub error: Option<String>,
+}
+
+/// A boxed future of the [`StatusStore`] seam (object-safe, so the api can hold any store).
+pub type StoreFuture<'a, T> = std::pin::Pin<
+    Box<dyn Future<Output = Result<T, Box<dyn std::error::Error + Send + Sync>>> + Send + 'a>,
+>;
+
+/// What the api asks of the store: a message's status and whether the store answers. The api
+/// holds it as `Arc<dyn StatusStore>`, so its handlers run against an in-memory store in tests
+/// as well as against PostgreSQL ([`crate::db::PgSink`]).
+pub trait StatusStore: Send + Sync + 'static {
+    /// The status of message `id`, if the store holds one.
+    fn message_status(&self, id: Uuid) -> StoreFuture<'_, Option<StoredStatus>>;
+
+    /// Whether the store answers (`/ready` reports it).
+    fn ready(&self) -> StoreFuture<'_, ()>;
+}

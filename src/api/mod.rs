@@ -54,7 +54,8 @@ pub use metrics::ApiMetrics;
 pub use openapi::{DocumentOptions, IDEMPOTENCY_KEY_PATTERN, openapi_document};
 pub use server::{HttpLimits, serve};
 
-use crate::db::DbPool;
+use crate::db::{DbPool, PgSink};
+use crate::sink::StatusStore;
 
 /// Default limit of a single message body (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -70,8 +71,8 @@ pub struct AppState {
     pub jetstream: jetstream::Context,
     /// Stream name; subjects are `<stream>.<entity>.<message_id>`.
     pub stream: String,
-    /// PostgreSQL, for status lookups and readiness.
-    pub db: DbPool,
+    /// The store, for status lookups and readiness (PostgreSQL, or any [`StatusStore`]).
+    pub store: Arc<dyn StatusStore>,
     /// Prometheus metrics.
     pub metrics: ApiMetrics,
     /// Largest accepted single-message body.
@@ -96,8 +97,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State with default limits and fresh metrics.
+    /// State with default limits and fresh metrics, reading status from PostgreSQL.
     pub fn new(jetstream: jetstream::Context, stream: impl Into<String>, db: DbPool) -> Self {
+        Self::with_store(jetstream, stream, Arc::new(PgSink::new(db)))
+    }
+
+    /// State with default limits and fresh metrics over any status store.
+    pub fn with_store(
+        jetstream: jetstream::Context,
+        stream: impl Into<String>,
+        store: Arc<dyn StatusStore>,
+    ) -> Self {
         let stream = stream.into();
         let metrics = ApiMetrics::new();
         let max_payload = jetstream.client().server_info().max_payload;
@@ -110,7 +120,7 @@ impl AppState {
             )),
             jetstream,
             stream,
-            db,
+            store,
             metrics,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,

@@ -8,17 +8,14 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::{ApiError, AppState, Client, Dependency};
-use crate::db::{self, schema};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
+use crate::sink::StoredStatus;
 
 /// `GET /health`: the process is alive.
 pub(super) async fn health() -> Json<serde_json::Value> {
@@ -61,12 +58,7 @@ pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
             }
         }
     }
-    let pg = async {
-        let mut conn = db::connection(&state.db).await?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
-        Ok::<_, db::DbError>(())
-    };
-    let postgres = match tokio::time::timeout(timeout, pg).await {
+    let postgres = match tokio::time::timeout(timeout, state.store.ready()).await {
         Ok(Ok(())) => "ok".to_string(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "/ready: PostgreSQL does not answer");
@@ -100,36 +92,11 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-#[derive(Queryable)]
-struct StatusRow {
-    entity: String,
-    status: String,
-    received_at: DateTime<Utc>,
-    processed_at: DateTime<Utc>,
-    row_count: i32,
-    attempts: i32,
-    error: Option<String>,
-}
-
-async fn status_row(state: &AppState, id: Uuid) -> Result<Option<StatusRow>, ApiError> {
-    use schema::message_status as s;
-    let mut conn = db::connection(&state.db)
+async fn status_row(state: &AppState, id: Uuid) -> Result<Option<StoredStatus>, ApiError> {
+    state
+        .store
+        .message_status(id)
         .await
-        .map_err(|e| Dependency::StatusLookup.unavailable(e))?;
-    s::table
-        .filter(s::message_id.eq(id))
-        .select((
-            s::entity,
-            s::status,
-            s::received_at,
-            s::processed_at,
-            s::row_count,
-            s::attempts,
-            s::error,
-        ))
-        .first::<StatusRow>(&mut conn)
-        .await
-        .optional()
         .map_err(|e| Dependency::StatusLookup.unavailable(e))
 }
 

@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 use crate::generated::{RowBatch, TABLES};
 pub use crate::sink::{
-    DeadLetter, DeadLetterPage, FaultKind, PendingWrite, StoredDeadLetter, WriteOutcome,
+    DeadLetter, DeadLetterPage, FaultKind, PendingWrite, StoredDeadLetter, StoredStatus,
+    WriteOutcome,
 };
 use crate::sink::{Sink, SinkError};
 use nomnom_runtime::WriteMode;
@@ -884,5 +885,53 @@ impl Sink for PgSink {
             .await
             .map(drop)
             .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
+    }
+}
+
+impl crate::sink::StatusStore for PgSink {
+    fn message_status(&self, id: Uuid) -> crate::sink::StoreFuture<'_, Option<StoredStatus>> {
+        Box::pin(async move {
+            use schema::message_status as s;
+            let mut conn = connection(&self.pool).await?;
+            let row = s::table
+                .filter(s::message_id.eq(id))
+                .select((
+                    s::entity,
+                    s::status,
+                    s::received_at,
+                    s::processed_at,
+                    s::row_count,
+                    s::attempts,
+                    s::error,
+                ))
+                .first::<(
+                    String,
+                    String,
+                    DateTime<Utc>,
+                    DateTime<Utc>,
+                    i32,
+                    i32,
+                    Option<String>,
+                )>(&mut **conn)
+                .await
+                .optional()?;
+            Ok(row.map(
+                |(entity, status, received_at, processed_at, row_count, attempts, error)| {
+                    StoredStatus {
+                        entity,
+                        status,
+                        received_at,
+                        processed_at,
+                        row_count,
+                        attempts,
+                        error,
+                    }
+                },
+            ))
+        })
+    }
+
+    fn ready(&self) -> crate::sink::StoreFuture<'_, ()> {
+        Box::pin(async move { Ok(Sink::probe(self).await?) })
     }
 }

@@ -1006,3 +1006,72 @@ async fn batches_are_bounded_in_lines_bytes_and_answer_size() {
     );
     api.cleanup().await;
 }
+
+/// An in-memory status store: what the api's status and readiness handlers need of a store,
+/// with no PostgreSQL behind it.
+struct MemoryStatus {
+    statuses: std::collections::HashMap<uuid::Uuid, nomnom::sink::StoredStatus>,
+    up: bool,
+}
+
+impl nomnom::sink::StatusStore for MemoryStatus {
+    fn message_status(
+        &self,
+        id: uuid::Uuid,
+    ) -> nomnom::sink::StoreFuture<'_, Option<nomnom::sink::StoredStatus>> {
+        let found = self.statuses.get(&id).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn ready(&self) -> nomnom::sink::StoreFuture<'_, ()> {
+        let up = self.up;
+        Box::pin(async move {
+            if up {
+                Ok(())
+            } else {
+                Err("the in-memory store is down".into())
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn status_and_readiness_run_against_any_status_store() {
+    let api = Api::plain().await;
+    let id = uuid::Uuid::now_v7();
+    let at = chrono::Utc::now();
+    let stored = nomnom::sink::StoredStatus {
+        entity: "Order".into(),
+        status: "processed".into(),
+        received_at: at,
+        processed_at: at,
+        row_count: 3,
+        attempts: 1,
+        error: None,
+    };
+    for up in [true, false] {
+        let mut state = api.state.clone();
+        state.store = std::sync::Arc::new(MemoryStatus {
+            statuses: [(id, stored.clone())].into_iter().collect(),
+            up,
+        });
+        let fake = Api {
+            state,
+            stream: api.stream.clone(),
+        };
+        let (status, body) = fake.get(&format!("/ingest/status/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            (body["status"].clone(), body["row_count"].clone()),
+            (json!("processed"), json!(3)),
+            "{body}"
+        );
+        let (status, body) = fake.get("/ready").await;
+        // The store decides nothing about readiness (messages are accepted without it); it is
+        // reported.
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let postgres = body["postgres"].as_str().expect("reported");
+        assert_eq!(postgres == "ok", up, "{body}");
+    }
+    api.cleanup().await;
+}
