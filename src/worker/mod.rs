@@ -189,10 +189,17 @@ pub struct Worker<S: Sink = PgSink> {
     pull_turn: tokio::sync::Mutex<()>,
 }
 
-impl Worker<PgSink> {
-    /// Connects to NATS and PostgreSQL; creates the streams, the consumer, the database if
-    /// missing, and brings the tables to the YAML's shape.
-    pub async fn connect(mut config: WorkerConfig) -> Result<Self, WorkerError> {
+/// What the worker holds of NATS: the JetStream context, its stream and its consumer.
+struct NatsSide {
+    js: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+}
+
+impl NatsSide {
+    /// Connects; creates the streams and the consumer; fits `WORKER_MAX_BATCH_BYTES` to the
+    /// server's largest message.
+    async fn setup(config: &mut WorkerConfig) -> Result<Self, WorkerError> {
         let js = nats_setup::connect(&config.nats).await?;
         let max_payload = js.client().server_info().max_payload;
         if config.max_batch_bytes < max_payload + 4096
@@ -233,6 +240,19 @@ impl Worker<PgSink> {
                 consumer: config.consumer.clone(),
                 reason: e.to_string(),
             })?;
+        Ok(Self {
+            js,
+            stream,
+            consumer,
+        })
+    }
+}
+
+impl Worker<PgSink> {
+    /// Connects to NATS and PostgreSQL; creates the streams, the consumer, the database if
+    /// missing, and brings the tables to the YAML's shape.
+    pub async fn connect(mut config: WorkerConfig) -> Result<Self, WorkerError> {
+        let nats = NatsSide::setup(&mut config).await?;
         // DATABASE_URL is parsed (and its TLS files read) once.
         let database = db::Database::parse(&config.database_url)?;
         database.ensure_exists().await?;
@@ -244,9 +264,27 @@ impl Worker<PgSink> {
             tracing::info!(column = %column, "added nullable column");
         }
         let pool = database.pool(config.concurrency + 2)?;
+        Ok(Self::assemble(config, nats, PgSink::new(pool)))
+    }
+}
+
+impl<S: Sink> Worker<S> {
+    /// Connects to NATS (streams, consumer) and writes through `sink`, a store its owner has
+    /// prepared: what a store other than PostgreSQL starts from.
+    pub async fn connect_with(mut config: WorkerConfig, sink: S) -> Result<Self, WorkerError> {
+        let nats = NatsSide::setup(&mut config).await?;
+        Ok(Self::assemble(config, nats, sink))
+    }
+
+    fn assemble(config: WorkerConfig, nats: NatsSide, sink: S) -> Self {
+        let NatsSide {
+            js,
+            stream,
+            consumer,
+        } = nats;
         let metrics = Arc::new(WorkerMetrics::new());
         let context = BatchContext {
-            sink: PgSink::new(pool),
+            sink,
             jetstream: js,
             stream: config.nats.stream.clone(),
             epoch: nats_setup::stream_epoch(&stream),
@@ -260,13 +298,13 @@ impl Worker<PgSink> {
         let trim = (stream.cached_info().config.retention
             == jetstream::stream::RetentionPolicy::Limits)
             .then_some(stream);
-        Ok(Self {
+        Self {
             config,
             consumer,
             trim,
             context,
             pull_turn: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 }
 

@@ -670,3 +670,27 @@ async fn the_default_pull_budget_follows_a_larger_max_payload() {
     drop(nats);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A worker over a store its owner prepared (`Worker::connect_with`): what a store other than
+/// PostgreSQL starts from. Here the sink is PostgreSQL's, built by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_over_a_sink_it_is_given() {
+    let p = Pipeline::paused_with(|_| {}).await;
+    let sink = nomnom::db::PgSink::new(nomnom::db::pool(&p.db.url, 2).expect("pool"));
+    let worker = nomnom::worker::Worker::connect_with(p.worker_config.clone(), sink)
+        .await
+        .expect("worker connects");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.run(stop).await }
+    });
+    let (status, body) = p
+        .post("/ingest/message/order", &tpch_order(7, 2).to_string())
+        .await;
+    assert_eq!(status, 202, "{body}");
+    p.db.wait_count("SELECT 1 FROM order_line_items", 2).await;
+    stop.cancel();
+    running.await.expect("joined").expect("clean stop");
+    p.stop().await;
+}
