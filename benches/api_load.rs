@@ -86,7 +86,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let js = nomnom::nats::connect(&nats).await?;
     nomnom::nats::ensure_stream(&js, &nats).await?;
-    let db = nomnom::db::pool("postgres://postgres@127.0.0.1:5432/postgres", 1)?;
+    let db = std::sync::Arc::new(nomnom::store::pg::PgStore::open(
+        "postgres://postgres@127.0.0.1:5432/postgres",
+        1,
+    )?);
     let app = router(AppState::new(js.clone(), stream.clone(), db));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

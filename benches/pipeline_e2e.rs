@@ -80,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = router(AppState::new(
         js.clone(),
         stream.clone(),
-        nomnom::db::pool(&db_url, 2)?,
+        std::sync::Arc::new(nomnom::store::pg::PgStore::open(&db_url, 2)?),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

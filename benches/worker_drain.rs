@@ -237,7 +237,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(stored, i64::try_from(rows)?, "every row stored");
 
     let raw_url = format!("{}/{db_raw}", args.pg);
-    nomnom::db::prepare_schema(&raw_url).await?;
+    nomnom::store::pg::prepare_schema(&raw_url).await?;
     let mut raw_client = pg(&raw_url).await?;
     let raw = raw_insert(&mut raw_client, &orders, args.batch_size).await?;
 

@@ -1,6 +1,6 @@
 //! Reading settings from environment variables: the helpers every layer's settings use and the
 //! error that names the variable. Imports nothing of the crate: each layer owns its settings
-//! (`api::ApiConfig`, `worker::WorkerConfig`, `nats::NatsConfig`, `db::config`).
+//! (`api::ApiConfig`, `worker::WorkerConfig`, `nats::NatsConfig`, `store::pg::config`).
 
 use std::time::Duration;
 

@@ -2,12 +2,11 @@
 //!
 //! `entities/*.yaml` → `build.rs` generates [`generated`] → the [`api`] accepts messages and
 //! publishes them to NATS JetStream → the [`worker`] parses them and writes rows to PostgreSQL
-//! through [`db`].
+//! through the [`store`].
 
 pub mod api;
 pub mod bulk;
 pub mod config;
-pub mod db;
 pub mod defaults;
 pub mod describe;
 pub mod envelope;
@@ -17,7 +16,7 @@ pub mod load;
 pub mod metrics;
 pub mod nats;
 pub mod process;
-pub mod sink;
+pub mod store;
 pub mod text;
 pub mod throttle;
 pub mod worker;

@@ -96,7 +96,7 @@ impl ApiConfig {
             metrics_port,
             nats: NatsConfig::from_env()?,
             port,
-            database_url: crate::db::config::database_url_from_env(),
+            database_url: crate::store::pg::config::database_url_from_env(),
             max_body_bytes: parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
             max_batch_bytes: parsed("MAX_BATCH_BYTES", DEFAULT_MAX_BATCH_BYTES)?,
             max_batch_lines: parsed("MAX_BATCH_LINES", DEFAULT_MAX_BATCH_LINES)?.max(1),
@@ -141,7 +141,7 @@ const API_OWN_ENV_VARS: &[&str] = &[
 pub fn env_vars() -> Vec<&'static str> {
     [
         crate::nats::NATS_ENV_VARS,
-        crate::db::config::DB_ENV_VARS,
+        crate::store::pg::config::DB_ENV_VARS,
         API_OWN_ENV_VARS,
         crate::process::LOG_ENV_VARS,
     ]

@@ -54,8 +54,7 @@ pub use metrics::ApiMetrics;
 pub use openapi::{DocumentOptions, IDEMPOTENCY_KEY_PATTERN, openapi_document};
 pub use server::{HttpLimits, serve};
 
-use crate::db::{DbPool, PgSink};
-use crate::sink::StatusStore;
+use crate::store::Store;
 
 /// Default limit of a single message body (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -71,8 +70,8 @@ pub struct AppState {
     pub jetstream: jetstream::Context,
     /// Stream name; subjects are `<stream>.<entity>.<message_id>`.
     pub stream: String,
-    /// The store, for status lookups and readiness (PostgreSQL, or any [`StatusStore`]).
-    pub store: Arc<dyn StatusStore>,
+    /// The store, for status lookups and readiness (PostgreSQL, or any [`Store`]).
+    pub store: Arc<dyn Store>,
     /// Prometheus metrics.
     pub metrics: ApiMetrics,
     /// Largest accepted single-message body.
@@ -97,16 +96,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State with default limits and fresh metrics, reading status from PostgreSQL.
-    pub fn new(jetstream: jetstream::Context, stream: impl Into<String>, db: DbPool) -> Self {
-        Self::with_store(jetstream, stream, Arc::new(PgSink::new(db)))
-    }
-
-    /// State with default limits and fresh metrics over any status store.
-    pub fn with_store(
+    /// State with default limits and fresh metrics, reading status from `store`.
+    pub fn new(
         jetstream: jetstream::Context,
         stream: impl Into<String>,
-        store: Arc<dyn StatusStore>,
+        store: Arc<dyn Store>,
     ) -> Self {
         let stream = stream.into();
         let metrics = ApiMetrics::new();

@@ -15,7 +15,7 @@ use super::{ApiError, AppState, Client, Dependency};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
 use crate::nats::message_subject;
-use crate::sink::StoredStatus;
+use crate::store::StoredStatus;
 
 /// `GET /health`: the process is alive.
 pub(super) async fn health() -> Json<serde_json::Value> {
@@ -58,7 +58,7 @@ pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
             }
         }
     }
-    let postgres = match tokio::time::timeout(timeout, state.store.ready()).await {
+    let postgres = match tokio::time::timeout(timeout, state.store.probe()).await {
         Ok(Ok(())) => "ok".to_string(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "/ready: PostgreSQL does not answer");

@@ -48,8 +48,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let jetstream = nomnom::nats::connect(&config.nats).await?;
     nomnom::nats::ensure_stream(&jetstream, &config.nats).await?;
     // The pool connects lazily: the api starts (and answers 503 on /ready) while PostgreSQL is down.
-    let db = nomnom::db::pool(&config.database_url, 4)?;
-    let mut state = AppState::new(jetstream, config.nats.stream.clone(), db);
+    let store = nomnom::store::pg::PgStore::open(&config.database_url, 4)?;
+    let mut state = AppState::new(
+        jetstream,
+        config.nats.stream.clone(),
+        std::sync::Arc::new(store),
+    );
     state.max_body_bytes = config.max_body_bytes;
     if state.body_limit() < config.max_body_bytes {
         tracing::info!(

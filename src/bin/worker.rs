@@ -178,9 +178,8 @@ async fn replay(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let js = nomnom::nats::connect(&config.nats).await?;
     nomnom::nats::ensure_stream(&js, &config.nats).await?;
-    let pool = nomnom::db::pool(&config.database_url, 1)?;
-    let sink = nomnom::db::PgSink::new(pool);
-    let report = dead_letter::replay(&js, &config.nats.stream, &sink, filter).await?;
+    let store = nomnom::store::pg::PgStore::open(&config.database_url, 1)?;
+    let report = dead_letter::replay(&js, &config.nats.stream, &store, filter).await?;
     for id in &report.replayed {
         println!("replayed {id}");
     }

@@ -18,7 +18,7 @@ use crate::envelope::MessageEnvelope;
 use crate::generated::{ParsedMessage, RootEntity};
 use crate::labels::entity_label;
 use crate::runtime::Position;
-use crate::sink::{DeadLetter, FaultKind, PendingWrite, Sink, SinkError as _};
+use crate::store::{DeadLetter, FaultKind, PendingWrite};
 use crate::throttle::Throttle;
 
 /// An accepted message read from JetStream, before writing: a JetStream message carries one,
@@ -236,7 +236,7 @@ struct ProgressGuard {
 }
 
 impl ProgressGuard {
-    fn start<S: Sink>(cx: &BatchContext<S>, messages: Arc<Vec<jetstream::Message>>) -> Self {
+    fn start(cx: &BatchContext, messages: Arc<Vec<jetstream::Message>>) -> Self {
         let every = (cx.ack_wait / 3).max(Duration::from_millis(500));
         cx.metrics.progress_tasks.inc();
         let task = tokio::spawn(async move {
@@ -325,7 +325,7 @@ impl Batch {
     /// Processes the batch end to end: give up on messages over their delivery budget, write
     /// the rest (one transaction, isolating data errors), publish dead letters, then answer
     /// JetStream for each message. Progress acks keep the messages meanwhile.
-    pub(super) async fn process<S: Sink>(mut self, cx: &BatchContext<S>) -> BatchReport {
+    pub(super) async fn process(mut self, cx: &BatchContext) -> BatchReport {
         cx.metrics.batch_size.observe(self.incoming.len() as f64);
         let progress = ProgressGuard::start(cx, self.messages.clone());
         if let Some(hook) = &cx.fault_hook {
@@ -373,9 +373,9 @@ impl Batch {
 
     /// Messages delivered more than `MAX_DELIVER` times without an outcome: acked if an earlier
     /// delivery committed them after all, else dead-lettered.
-    async fn give_up_unfinished<S: Sink>(
+    async fn give_up_unfinished(
         &mut self,
-        cx: &BatchContext<S>,
+        cx: &BatchContext,
         idx: Vec<usize>,
     ) -> Result<(), ShuttingDown> {
         if idx.is_empty() {
@@ -385,7 +385,7 @@ impl Batch {
         let mut attempt = 0;
         let committed = loop {
             let started = Instant::now();
-            match cx.sink.committed_among(&ids).await {
+            match cx.store.committed_among(&ids).await {
                 Ok(set) => {
                     cx.outage.recovered(started);
                     break set;
@@ -430,7 +430,7 @@ impl Batch {
     /// a set that has failed [`POISON_ATTEMPTS`] times while other writes of this worker
     /// committed (the store works) is split like a data error, so one message that breaks the
     /// store every time ends as a dead letter instead of holding its batch forever.
-    async fn write<S: Sink>(&mut self, cx: &BatchContext<S>, idx: Vec<usize>) {
+    async fn write(&mut self, cx: &BatchContext, idx: Vec<usize>) {
         // (messages, suspect): a suspect set descends from one isolated as poison, so its
         // transient faults are its own from the first.
         let mut stack = vec![(idx, false)];
@@ -456,7 +456,7 @@ impl Batch {
                 })
                 .collect();
             let started = Instant::now();
-            let result = cx.sink.write_batch(&writes).await;
+            let result = cx.store.write_batch(&writes).await;
             cx.metrics
                 .db_write_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -499,7 +499,7 @@ impl Batch {
                         // an outage (yet): other slots keep pulling, and their commits tell
                         // a poison set from a database that is down.
                         let answers =
-                            attempt + 1 < POISON_ATTEMPTS && cx.sink.probe().await.is_ok();
+                            attempt + 1 < POISON_ATTEMPTS && cx.store.probe().await.is_ok();
                         let held = if answers {
                             cx.metrics
                                 .db_errors
@@ -551,12 +551,12 @@ impl Batch {
     }
 
     /// Settles the messages of a committed set and counts them.
-    fn committed<S: Sink>(
+    fn committed(
         &mut self,
-        cx: &BatchContext<S>,
+        cx: &BatchContext,
         set: &[usize],
         writes: &[PendingWrite<'_>],
-        outcome: crate::sink::WriteOutcome,
+        outcome: crate::store::WriteOutcome,
     ) {
         self.report.rows += outcome.rows.total();
         // A set: one lookup per message instead of a scan of the batch.
@@ -584,7 +584,7 @@ impl Batch {
 
     /// Publishes the dead letters due (bodies of parsed messages are read again from the
     /// stream) and settles each message by whether that worked.
-    async fn publish_dead_letters<S: Sink>(&mut self, cx: &BatchContext<S>) {
+    async fn publish_dead_letters(&mut self, cx: &BatchContext) {
         let mut dead = std::mem::take(&mut self.dead);
         let incoming = &self.incoming;
         let published = futures::future::join_all(dead.iter_mut().map(|(i, dl, _)| {
@@ -623,7 +623,7 @@ impl Batch {
     }
 
     /// Tells JetStream what became of each message: of a group, what became of all its members.
-    async fn answer<S: Sink>(mut self, cx: &BatchContext<S>) -> BatchReport {
+    async fn answer(mut self, cx: &BatchContext) -> BatchReport {
         let mut dispositions: Vec<Option<Disposition>> = vec![None; self.messages.len()];
         for (m, o) in self.incoming.iter().zip(&self.outcomes) {
             let d = Outcome::disposition(*o);
@@ -665,8 +665,8 @@ impl Batch {
 
 /// The body of message `id`, carried by the stream message at `sequence`, read again for its
 /// dead letter.
-async fn body_from_stream<S: Sink>(
-    cx: &BatchContext<S>,
+async fn body_from_stream(
+    cx: &BatchContext,
     sequence: i64,
     id: Uuid,
 ) -> Result<bytes::Bytes, String> {

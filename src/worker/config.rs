@@ -17,7 +17,7 @@ pub struct WorkerConfig {
     pub nats: NatsConfig,
     /// `NATS_CONSUMER` (default [`DEFAULT_CONSUMER`]): the durable pull consumer shared by workers.
     pub consumer: String,
-    /// `DATABASE_URL` (default [`crate::db::config::default_database_url`]).
+    /// `DATABASE_URL` (default [`crate::store::pg::config::default_database_url`]).
     pub database_url: String,
     /// `BATCH_SIZE` (default 500): messages fetched and written per transaction.
     pub batch_size: usize,
@@ -80,7 +80,7 @@ impl WorkerConfig {
         Ok(Self {
             nats: NatsConfig::from_env()?,
             consumer: stream_name("NATS_CONSUMER", DEFAULT_CONSUMER)?,
-            database_url: crate::db::config::database_url_from_env(),
+            database_url: crate::store::pg::config::database_url_from_env(),
             batch_size,
             max_deliver,
             ack_wait: Duration::from_secs(parsed("ACK_WAIT_SECS", 30u64)?.max(1)),
@@ -126,7 +126,7 @@ const WORKER_OWN_ENV_VARS: &[&str] = &[
 pub fn env_vars() -> Vec<&'static str> {
     [
         crate::nats::NATS_ENV_VARS,
-        crate::db::config::DB_ENV_VARS,
+        crate::store::pg::config::DB_ENV_VARS,
         WORKER_OWN_ENV_VARS,
         crate::process::LOG_ENV_VARS,
     ]

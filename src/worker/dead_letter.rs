@@ -22,7 +22,7 @@ use crate::envelope::{ENTITY_HEADER, MESSAGE_ID_HEADER, MessageEnvelope, RECEIVE
 use crate::generated::RootEntity;
 use crate::nats::{NatsError, message_subject};
 use crate::runtime::Position;
-use crate::sink::{DeadLetter, DeadLetterPage, FaultKind, Sink, SinkError as _};
+use crate::store::{DeadLetter, DeadLetterPage, FaultKind, Store};
 use crate::throttle::Throttle;
 
 /// Header of a dead letter: why it was rejected (control characters as spaces, at most
@@ -228,11 +228,11 @@ pub async fn publish(
 /// database outage pauses the worker's pulls like any other; a record the database refuses
 /// (a data error: the text is made storable first, so this should not happen) is logged and
 /// tried again a minute later without pausing anything.
-pub async fn run_recorder<S: Sink>(
+pub async fn run_recorder(
     js: jetstream::Context,
     stream: String,
     consumer_name: String,
-    sink: S,
+    store: std::sync::Arc<dyn Store>,
     outage: std::sync::Arc<crate::worker::DbOutage>,
     shutdown: CancellationToken,
 ) -> Result<(), NatsError> {
@@ -282,7 +282,7 @@ pub async fn run_recorder<S: Sink>(
             };
             let started = std::time::Instant::now();
             let outcome = match decode(message.headers.as_ref(), &message.payload) {
-                Ok(dead) => sink.record_dead_letter(&dead).await,
+                Ok(dead) => store.record_dead_letter(&dead).await,
                 Err(e) => {
                     tracing::error!(error = %e, subject = %message.subject, "unreadable dead-letter record; dropping it");
                     Ok(())
@@ -353,20 +353,21 @@ const REPLAY_PAGE: usize = 16;
 /// again updates it (one more time dead-lettered, attempts added), so a replay before the cause
 /// is fixed loses nothing. A copy carries where the original first arrived, so it never
 /// overwrites what later messages wrote. Reads the dead letters a page at a time.
-pub async fn replay<S: Sink>(
+pub async fn replay(
     js: &jetstream::Context,
     stream: &str,
-    sink: &S,
+    store: &dyn Store,
     filter: &ReplayFilter,
 ) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport::default();
     let mut page = DeadLetterPage {
         message_id: filter.message_id,
+        entity: filter.entity.clone(),
         after: None,
         limit: REPLAY_PAGE,
     };
     loop {
-        let rows = sink
+        let rows = store
             .dead_letters(&page)
             .await
             .map_err(|e| ReplayError::Store(e.to_string()))?;
@@ -376,11 +377,6 @@ pub async fn replay<S: Sink>(
         page.after = Some((last.first_seen, last.message_id));
         let full = rows.len() == page.limit;
         for row in rows {
-            if let Some(want) = &filter.entity
-                && !crate::runtime::same_entity_name(&row.entity, want)
-            {
-                continue;
-            }
             let Some(entity) = RootEntity::from_name(&row.entity) else {
                 report
                     .skipped

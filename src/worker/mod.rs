@@ -28,9 +28,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::{self, DbError, PgSink};
 use crate::nats::{self as nats_setup, NatsError};
-use crate::sink::Sink;
+use crate::store::pg::PgStore;
+use crate::store::{Store, StoreError};
 pub use config::{
     DEFAULT_CONSUMER, DEFAULT_WORKER_BATCH_WAIT, DEFAULT_WORKER_MAX_BATCH_BYTES,
     DEFAULT_WORKER_METRICS_HOST, WorkerConfig, env_vars,
@@ -52,9 +52,9 @@ pub enum WorkerError {
         /// Why.
         reason: String,
     },
-    /// The database could not be prepared.
+    /// The store could not be opened or prepared.
     #[error(transparent)]
-    Db(#[from] DbError),
+    Store(#[from] StoreError),
     /// The metrics port could not be opened.
     #[error("metrics port {port}: {reason}")]
     MetricsPort {
@@ -117,9 +117,9 @@ pub type FaultHook = Arc<dyn Fn(&[(Uuid, i64)]) + Send + Sync>;
 
 /// What a batch needs besides its messages.
 #[derive(Clone)]
-pub struct BatchContext<S: Sink = PgSink> {
+pub struct BatchContext {
     /// Where rows, status rows and dead letters are stored.
-    pub sink: S,
+    pub store: Arc<dyn Store>,
     /// JetStream, for dead letters.
     pub jetstream: jetstream::Context,
     /// Main stream name (the dead-letter stream is `<stream>_DLQ`).
@@ -143,10 +143,15 @@ pub struct BatchContext<S: Sink = PgSink> {
 /// Why a held batch stopped waiting for the database.
 struct ShuttingDown;
 
-impl<S: Sink> BatchContext<S> {
+impl BatchContext {
     /// Records a transient fault and waits before the next attempt; `Err` when the worker is
     /// stopping (the caller hands its messages back).
-    async fn hold(&self, error: &S::Error, held: usize, attempt: u32) -> Result<(), ShuttingDown> {
+    async fn hold(
+        &self,
+        error: &StoreError,
+        held: usize,
+        attempt: u32,
+    ) -> Result<(), ShuttingDown> {
         self.outage.fault(error, held);
         self.pause(outage::hold_delay(attempt)).await
     }
@@ -162,10 +167,7 @@ impl<S: Sink> BatchContext<S> {
 
 /// Processes one batch end to end: decode, write (one transaction), dead-letter, then
 /// ack/nak/term each message (see [`batch::Batch`]).
-pub async fn process_batch<S: Sink>(
-    cx: &BatchContext<S>,
-    messages: Vec<jetstream::Message>,
-) -> BatchReport {
+pub async fn process_batch(cx: &BatchContext, messages: Vec<jetstream::Message>) -> BatchReport {
     batch::Batch::decode(messages, cx.epoch).process(cx).await
 }
 
@@ -175,14 +177,14 @@ const LONG_POLL: Duration = Duration::from_secs(5);
 /// it (a NATS restart loses pending requests).
 const PULL_GRACE: Duration = Duration::from_secs(5);
 
-/// A connected worker, writing to the sink `S`.
-pub struct Worker<S: Sink = PgSink> {
+/// A connected worker, writing to its store.
+pub struct Worker {
     config: WorkerConfig,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     /// The stream, when acknowledged messages leave it only by the worker's trim (limits
     /// retention; a work-queue stream removes each message as it is acked).
     trim: Option<jetstream::stream::Stream>,
-    context: BatchContext<S>,
+    context: BatchContext,
     /// Held by the one slot that is pulling. Slots write concurrently but pull in turn, so a
     /// batch collects everything that arrived while the others were writing instead of the
     /// arriving messages being split between several waiting pull requests.
@@ -248,35 +250,33 @@ impl NatsSide {
     }
 }
 
-impl Worker<PgSink> {
-    /// Connects to NATS and PostgreSQL; creates the streams, the consumer, the database if
-    /// missing, and brings the tables to the YAML's shape.
-    pub async fn connect(mut config: WorkerConfig) -> Result<Self, WorkerError> {
-        let nats = NatsSide::setup(&mut config).await?;
+impl Worker {
+    /// Connects to NATS and PostgreSQL (see [`Worker::connect_with`]).
+    pub async fn connect(config: WorkerConfig) -> Result<Self, WorkerError> {
         // DATABASE_URL is parsed (and its TLS files read) once.
-        let database = db::Database::parse(&config.database_url)?;
-        database.ensure_exists().await?;
-        let changes = database.prepare_schema().await?;
+        let store = PgStore::open(&config.database_url, config.concurrency + 2)
+            .map_err(StoreError::from)?;
+        Self::connect_with(config, Arc::new(store)).await
+    }
+
+    /// Connects to NATS (creating the streams and the consumer), prepares `store` (the
+    /// database if missing, the tables brought to the YAML's shape) and writes through it.
+    pub async fn connect_with(
+        mut config: WorkerConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, WorkerError> {
+        let nats = NatsSide::setup(&mut config).await?;
+        let changes = store.prepare().await?;
         for table in &changes.created {
             tracing::info!(table = %table, "created table");
         }
         for column in &changes.added_columns {
             tracing::info!(column = %column, "added nullable column");
         }
-        let pool = database.pool(config.concurrency + 2)?;
-        Ok(Self::assemble(config, nats, PgSink::new(pool)))
-    }
-}
-
-impl<S: Sink> Worker<S> {
-    /// Connects to NATS (streams, consumer) and writes through `sink`, a store its owner has
-    /// prepared: what a store other than PostgreSQL starts from.
-    pub async fn connect_with(mut config: WorkerConfig, sink: S) -> Result<Self, WorkerError> {
-        let nats = NatsSide::setup(&mut config).await?;
-        Ok(Self::assemble(config, nats, sink))
+        Ok(Self::assemble(config, nats, store))
     }
 
-    fn assemble(config: WorkerConfig, nats: NatsSide, sink: S) -> Self {
+    fn assemble(config: WorkerConfig, nats: NatsSide, store: Arc<dyn Store>) -> Self {
         let NatsSide {
             js,
             stream,
@@ -284,7 +284,7 @@ impl<S: Sink> Worker<S> {
         } = nats;
         let metrics = Arc::new(WorkerMetrics::new());
         let context = BatchContext {
-            sink,
+            store,
             jetstream: js,
             stream: config.nats.stream.clone(),
             epoch: nats_setup::stream_epoch(&stream),
@@ -308,10 +308,10 @@ impl<S: Sink> Worker<S> {
     }
 }
 
-impl<S: Sink> Worker<S> {
+impl Worker {
     /// Where this worker writes.
-    pub fn sink(&self) -> &S {
-        &self.context.sink
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.context.store
     }
 
     /// The metrics.
@@ -420,7 +420,7 @@ impl<S: Sink> Worker<S> {
     /// During an outage: a cheap round trip, ending the outage when it answers.
     async fn probe_database(&self) {
         let started = Instant::now();
-        if self.context.sink.probe().await.is_ok() {
+        if self.context.store.probe().await.is_ok() {
             self.context.outage.recovered(started);
         }
     }
@@ -544,16 +544,12 @@ async fn collect(
     out
 }
 
-async fn dead_letter_recorder<S: Sink>(
-    cx: BatchContext<S>,
-    consumer: String,
-    shutdown: CancellationToken,
-) {
+async fn dead_letter_recorder(cx: BatchContext, consumer: String, shutdown: CancellationToken) {
     if let Err(e) = dead_letter::run_recorder(
         cx.jetstream,
         cx.stream,
         consumer,
-        cx.sink,
+        cx.store,
         cx.outage,
         shutdown,
     )

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::sink::SinkError;
+use crate::store::StoreError;
 use crate::worker::WorkerMetrics;
 
 /// How often a continuing outage is summarised in the log.
@@ -59,7 +59,7 @@ impl DbOutage {
     }
 
     /// A transient fault: starts an outage (logged once) or counts toward the next summary.
-    pub fn fault(&self, error: &impl SinkError, held_messages: usize) {
+    pub fn fault(&self, error: &StoreError, held_messages: usize) {
         self.metrics
             .db_errors
             .with_label_values(&[error.metric_class()])
@@ -153,16 +153,14 @@ pub fn hold_delay(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::FaultKind;
 
     #[test]
     fn an_outage_is_counted_once_and_its_length_recorded() {
         let metrics = Arc::new(WorkerMetrics::new());
         let mut outage = DbOutage::new(metrics.clone());
         outage.quiet = Duration::from_millis(20);
-        let e = crate::db::DbError::Connection {
-            message: "refused".into(),
-            sqlstate: None,
-        };
+        let e = StoreError::new(FaultKind::Transient, "connection", "refused");
         let before_outage = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
         for _ in 0..100 {

@@ -220,7 +220,9 @@ impl Pipeline {
     ) -> Self {
         let id = unique();
         let stream = format!("T_{id}");
-        nomnom::db::prepare_schema(&db.url).await.expect("schema");
+        nomnom::store::pg::prepare_schema(&db.url)
+            .await
+            .expect("schema");
         let mut worker_config = WorkerConfig {
             nats: NatsConfig {
                 url: nats_url(),
@@ -253,7 +255,7 @@ impl Pipeline {
         let mut state = AppState::new(
             jetstream.clone(),
             stream.clone(),
-            nomnom::db::pool(&db.url, 2).expect("pool"),
+            std::sync::Arc::new(nomnom::store::pg::PgStore::open(&db.url, 2).expect("store")),
         );
         api_tweak(&mut state);
         let app = router(state);

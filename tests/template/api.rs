@@ -32,7 +32,8 @@ impl Api {
                 .await
                 .expect("stream");
         }
-        let db = nomnom::db::pool(database_url, 1).expect("pool");
+        let db =
+            std::sync::Arc::new(nomnom::store::pg::PgStore::open(database_url, 1).expect("store"));
         Self {
             state: AppState::new(jetstream, nats.stream.clone(), db),
             stream: nats.stream,
@@ -1007,40 +1008,12 @@ async fn batches_are_bounded_in_lines_bytes_and_answer_size() {
     api.cleanup().await;
 }
 
-/// An in-memory status store: what the api's status and readiness handlers need of a store,
-/// with no PostgreSQL behind it.
-struct MemoryStatus {
-    statuses: std::collections::HashMap<uuid::Uuid, nomnom::sink::StoredStatus>,
-    up: bool,
-}
-
-impl nomnom::sink::StatusStore for MemoryStatus {
-    fn message_status(
-        &self,
-        id: uuid::Uuid,
-    ) -> nomnom::sink::StoreFuture<'_, Option<nomnom::sink::StoredStatus>> {
-        let found = self.statuses.get(&id).cloned();
-        Box::pin(async move { Ok(found) })
-    }
-
-    fn ready(&self) -> nomnom::sink::StoreFuture<'_, ()> {
-        let up = self.up;
-        Box::pin(async move {
-            if up {
-                Ok(())
-            } else {
-                Err("the in-memory store is down".into())
-            }
-        })
-    }
-}
-
 #[tokio::test]
-async fn status_and_readiness_run_against_any_status_store() {
+async fn status_and_readiness_run_against_any_store() {
     let api = Api::plain().await;
     let id = uuid::Uuid::now_v7();
     let at = chrono::Utc::now();
-    let stored = nomnom::sink::StoredStatus {
+    let stored = nomnom::store::StoredStatus {
         entity: "Order".into(),
         status: "processed".into(),
         received_at: at,
@@ -1051,21 +1024,30 @@ async fn status_and_readiness_run_against_any_status_store() {
     };
     for up in [true, false] {
         let mut state = api.state.clone();
-        state.store = std::sync::Arc::new(MemoryStatus {
-            statuses: [(id, stored.clone())].into_iter().collect(),
-            up,
-        });
+        let store = crate::support::store::MemoryStore::with_statuses([(id, stored.clone())]);
+        store.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        state.store = std::sync::Arc::new(store);
         let fake = Api {
             state,
             stream: api.stream.clone(),
         };
         let (status, body) = fake.get(&format!("/ingest/status/{id}")).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(
-            (body["status"].clone(), body["row_count"].clone()),
-            (json!("processed"), json!(3)),
-            "{body}"
-        );
+        if up {
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(
+                (body["status"].clone(), body["row_count"].clone()),
+                (json!("processed"), json!(3)),
+                "{body}"
+            );
+        } else {
+            // A store that does not answer: the client is told to ask again, not the store's text.
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            let error = body["error"].as_str().expect("error");
+            assert!(
+                error.contains("ask again") && !error.contains("in-memory"),
+                "{body}"
+            );
+        }
         let (status, body) = fake.get("/ready").await;
         // The store decides nothing about readiness (messages are accepted without it); it is
         // reported.

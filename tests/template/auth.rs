@@ -40,7 +40,10 @@ impl Api {
         nomnom::nats::ensure_stream(&jetstream, &nats)
             .await
             .expect("stream");
-        let db = nomnom::db::pool("postgres://postgres@127.0.0.1:5432/test", 1).expect("pool");
+        let db = std::sync::Arc::new(
+            nomnom::store::pg::PgStore::open("postgres://postgres@127.0.0.1:5432/test", 1)
+                .expect("store"),
+        );
         let mut state = AppState::new(jetstream, nats.stream.clone(), db);
         state.keys = keys;
         Self {

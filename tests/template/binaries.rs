@@ -624,7 +624,9 @@ async fn replay_pages_through_dead_letters_in_bounded_memory() {
     let id = common::unique();
     let stream = format!("RP_{id}");
     let db = common::TestDb::create().await;
-    nomnom::db::prepare_schema(&db.url).await.expect("schema");
+    nomnom::store::pg::prepare_schema(&db.url)
+        .await
+        .expect("schema");
     db.client()
         .await
         .batch_execute(

@@ -2,9 +2,10 @@
 //! transactional write with its redelivery guard.
 
 use crate::{common, support};
-use nomnom::db::{self, PendingWrite};
 use nomnom::generated::ParsedMessage;
 use nomnom::generated::parse_message;
+use nomnom::store::PendingWrite;
+use nomnom::store::pg as db;
 use nomnom_runtime::WriteMode;
 
 /// A fresh database with the schema, and a pool on it.

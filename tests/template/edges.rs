@@ -42,8 +42,8 @@ async fn allow_big_totals(p: &Pipeline) {
 }
 
 async fn replay_all(p: &Pipeline) -> ReplayReport {
-    let sink = nomnom::db::PgSink::new(nomnom::db::pool(&p.db.url, 1).expect("pool"));
-    replay(&p.jetstream, &p.stream, &sink, &ReplayFilter::default())
+    let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
+    replay(&p.jetstream, &p.stream, &store, &ReplayFilter::default())
         .await
         .expect("replay")
 }

@@ -645,7 +645,10 @@ async fn a_request_timeout_never_hides_a_stored_message() {
     nomnom::nats::ensure_stream(&js, &config)
         .await
         .expect("stream");
-    let db = nomnom::db::pool(&format!("{}/test", common::pg_admin_url()), 1).expect("pool");
+    let db = std::sync::Arc::new(
+        nomnom::store::pg::PgStore::open(&format!("{}/test", common::pg_admin_url()), 1)
+            .expect("store"),
+    );
     let app = nomnom::api::router(nomnom::api::AppState::new(
         js.clone(),
         config.stream.clone(),

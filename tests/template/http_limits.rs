@@ -31,7 +31,10 @@ impl Server {
         nomnom::nats::ensure_stream(&jetstream, &nats)
             .await
             .expect("stream");
-        let db = nomnom::db::pool(&format!("{}/test", common::pg_admin_url()), 1).expect("pool");
+        let db = std::sync::Arc::new(
+            nomnom::store::pg::PgStore::open(&format!("{}/test", common::pg_admin_url()), 1)
+                .expect("store"),
+        );
         let app = router(AppState::new(jetstream.clone(), nats.stream.clone(), db));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

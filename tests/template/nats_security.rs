@@ -422,11 +422,11 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
     let js = nomnom::nats::connect(&worker)
         .await
         .expect("worker connects");
-    let sink = nomnom::db::PgSink::new(nomnom::db::pool(&p.db.url, 1).expect("pool"));
+    let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
     let report = nomnom::worker::dead_letter::replay(
         &js,
         &stream,
-        &sink,
+        &store,
         &nomnom::worker::dead_letter::ReplayFilter::default(),
     )
     .await

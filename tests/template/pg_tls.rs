@@ -6,7 +6,7 @@
 use crate::{common, support};
 use std::path::PathBuf;
 
-use nomnom::db::pg;
+use nomnom::store::pg::connect as pg;
 use support::servers::{OwnPostgres, TestPki};
 
 /// A server that speaks TLS with a certificate for `localhost` only, signed by the test CA;
@@ -189,7 +189,7 @@ async fn the_pipeline_runs_over_verify_full_tls() {
         vec![vec![Some("0".to_string())]]
     );
     // The SQLSTATE tap reads through TLS: a server error's code is seen.
-    let mut conn = nomnom::db::connect(&p.db.url)
+    let mut conn = nomnom::store::pg::connect(&p.db.url)
         .await
         .expect("TLS connection");
     let failed =

@@ -1,7 +1,7 @@
 //! Worker start-up against a live database whose tables differ from the YAML.
 
 use crate::common;
-use nomnom::db;
+use nomnom::store::pg as db;
 
 async fn prepared() -> common::TestDb {
     let test_db = common::TestDb::create().await;
@@ -141,8 +141,8 @@ fn every_type_table(declared_time: nomnom::runtime::FieldType) -> nomnom::runtim
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_in_the_type_table_is_recognised_live() {
     use diesel_async::{AsyncConnection, AsyncPgConnection};
-    use nomnom::db::evolve::{ReconcileError, reconcile};
     use nomnom::runtime::FieldType;
+    use nomnom::store::pg::evolve::{ReconcileError, reconcile};
     let test_db = common::TestDb::create().await;
     let mut conn = AsyncPgConnection::establish(&test_db.url)
         .await

@@ -384,12 +384,12 @@ async fn a_dead_letter_is_replayed_once_the_cause_is_fixed() {
         .batch_execute("ALTER TABLE orders DROP CONSTRAINT no_clerk_7")
         .await
         .expect("drop constraint");
-    let sink = nomnom::db::PgSink::new(nomnom::db::pool(&p.db.url, 1).expect("pool"));
+    let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
     let filter = nomnom::worker::dead_letter::ReplayFilter {
         entity: Some("order".into()),
         message_id: None,
     };
-    let report = nomnom::worker::dead_letter::replay(&p.jetstream, &p.stream, &sink, &filter)
+    let report = nomnom::worker::dead_letter::replay(&p.jetstream, &p.stream, &store, &filter)
         .await
         .expect("replay");
     assert_eq!(report.replayed.len(), 1);
@@ -671,26 +671,48 @@ async fn the_default_pull_budget_follows_a_larger_max_payload() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A worker over a store its owner prepared (`Worker::connect_with`): what a store other than
-/// PostgreSQL starts from. Here the sink is PostgreSQL's, built by hand.
+/// A worker over a store it is given (`Worker::connect_with`): here an in-memory one, so the
+/// worker's whole path (pull, parse, write, status, ack) runs against the [`Store`] seam alone.
+/// The worker prepares the store; a redelivered message is recognised by it.
+///
+/// [`Store`]: nomnom::store::Store
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_runs_over_a_sink_it_is_given() {
+async fn a_worker_runs_over_a_store_it_is_given() {
     let p = Pipeline::paused_with(|_| {}).await;
-    let sink = nomnom::db::PgSink::new(nomnom::db::pool(&p.db.url, 2).expect("pool"));
-    let worker = nomnom::worker::Worker::connect_with(p.worker_config.clone(), sink)
+    let store = std::sync::Arc::new(crate::support::store::MemoryStore::default());
+    let worker = nomnom::worker::Worker::connect_with(p.worker_config.clone(), store.clone())
         .await
         .expect("worker connects");
+    assert!(store.prepared(), "the worker prepares its store");
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn({
         let stop = stop.clone();
         async move { worker.run(stop).await }
     });
-    let (status, body) = p
-        .post("/ingest/message/order", &tpch_order(7, 2).to_string())
-        .await;
-    assert_eq!(status, 202, "{body}");
-    p.db.wait_count("SELECT 1 FROM order_line_items", 2).await;
+    let mut ids = Vec::new();
+    for key in 1..=3 {
+        let (status, body) = p
+            .post("/ingest/message/order", &tpch_order(key, 2).to_string())
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(uuid::Uuid::parse_str(body["message_id"].as_str().expect("id")).expect("uuid"));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.processed() < ids.len() {
+        assert!(std::time::Instant::now() < deadline, "not stored in 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for id in &ids {
+        let status = store.status(*id).expect("a status row");
+        // The root row and two line items.
+        assert_eq!((status.status.as_str(), status.row_count), ("processed", 3));
+    }
     stop.cancel();
     running.await.expect("joined").expect("clean stop");
+    assert_eq!(
+        p.db.count("SELECT 1 FROM orders").await,
+        0,
+        "nothing went to PostgreSQL"
+    );
     p.stop().await;
 }

@@ -8,6 +8,7 @@
 pub(crate) mod memory;
 pub(crate) mod sample;
 pub(crate) mod servers;
+pub(crate) mod store;
 
 #[allow(unused_imports)]
 pub(crate) use sample::order;

@@ -1,11 +1,15 @@
-//! The seam between the worker and the store it writes to.
+//! The store: one interface for everything nomnom asks of the database it writes to.
 //!
-//! The worker's guarantees rest on three operations of a [`Sink`]: a batch's rows are written
-//! together with one status row per message in one atomic step (so a redelivered message is
-//! recognised and not written twice), a dead letter is recorded with its status, and every
-//! error says whether retrying can help ([`SinkError::kind`]). PostgreSQL
-//! ([`crate::db::PgSink`]) is the one implementation; docs/ARCHITECTURE.md says what a second
-//! one needs.
+//! The worker's guarantees rest on it: a batch's rows are written together with one status row
+//! per message in one atomic step (so a redelivered message is recognised and not written
+//! twice), a dead letter is recorded with its status, and every error says whether retrying can
+//! help ([`StoreError::kind`]). The api asks it for message status and readiness; replay reads
+//! dead letters from it; start-up prepares it. [`Store`] is object-safe (boxed futures), so the
+//! api and the worker hold it as `Arc<dyn Store>` and tests can hand them an in-memory one.
+//! PostgreSQL ([`pg::PgStore`]) is the one shipped implementation; docs/ARCHITECTURE.md says
+//! what a second one needs.
+
+pub mod pg;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -28,18 +32,43 @@ pub enum FaultKind {
     Conflict,
 }
 
-/// An error of a [`Sink`], classified.
-pub trait SinkError: std::error::Error + Send + Sync + 'static {
+/// A failed store operation, classified: what it means for the messages it carried.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct StoreError {
+    kind: FaultKind,
+    metric_class: &'static str,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StoreError {
+    /// An error of kind `kind`, counted under `metric_class` (a short, closed-set label).
+    pub fn new(
+        kind: FaultKind,
+        metric_class: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            kind,
+            metric_class,
+            source: source.into(),
+        }
+    }
+
     /// Transient (hold the messages and retry), data (isolate the message, dead-letter it) or
     /// conflict (retry at once).
-    fn kind(&self) -> FaultKind;
+    pub fn kind(&self) -> FaultKind {
+        self.kind
+    }
 
-    /// A short, closed-set label for the `db_errors_total{class}` metric.
-    fn metric_class(&self) -> &'static str;
+    /// The label of the `db_errors_total{class}` metric.
+    pub fn metric_class(&self) -> &'static str {
+        self.metric_class
+    }
 
     /// Whether retrying may help (a transient fault or a conflict).
-    fn is_transient(&self) -> bool {
-        self.kind() != FaultKind::Data
+    pub fn is_transient(&self) -> bool {
+        self.kind != FaultKind::Data
     }
 }
 
@@ -124,49 +153,12 @@ pub struct StoredDeadLetter {
 pub struct DeadLetterPage {
     /// Only this message.
     pub message_id: Option<Uuid>,
+    /// Only this entity (any case: see [`crate::runtime::same_entity_name`]).
+    pub entity: Option<String>,
     /// Start after this one.
     pub after: Option<(DateTime<Utc>, Uuid)>,
     /// At most this many.
     pub limit: usize,
-}
-
-/// Where the worker stores messages. Every method is safe to call again after a failure or a
-/// crash: that is what makes redelivery harmless.
-pub trait Sink: Clone + Send + Sync + 'static {
-    /// The store's error type.
-    type Error: SinkError;
-
-    /// Writes the rows of every message and a "processed" status for each, atomically. A
-    /// message whose status already exists was committed by an earlier delivery: its rows are
-    /// not written again and it is reported in `already_processed`.
-    fn write_batch(
-        &self,
-        messages: &[PendingWrite<'_>],
-    ) -> impl Future<Output = Result<WriteOutcome, Self::Error>> + Send;
-
-    /// Which of `ids` an earlier delivery already committed.
-    fn committed_among(
-        &self,
-        ids: &[Uuid],
-    ) -> impl Future<Output = Result<HashSet<Uuid>, Self::Error>> + Send;
-
-    /// Records a dead letter and its "dead-lettered" status atomically. Recording the same
-    /// `record_id` again changes nothing; another dead-lettering of the same message updates its
-    /// record (reason, attempts added, times dead-lettered); a message already stored is not
-    /// recorded.
-    fn record_dead_letter(
-        &self,
-        dead: &DeadLetter,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// A page of dead letters (see [`DeadLetterPage`]); memory is bounded by the page.
-    fn dead_letters(
-        &self,
-        page: &DeadLetterPage,
-    ) -> impl Future<Output = Result<Vec<StoredDeadLetter>, Self::Error>> + Send;
-
-    /// A cheap round trip, to tell when an outage is over.
-    fn probe(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// A message's status as the store holds it (what `GET /ingest/status/{id}` answers from).
@@ -188,18 +180,54 @@ pub struct StoredStatus {
     pub error: Option<String>,
 }
 
-/// A boxed future of the [`StatusStore`] seam (object-safe, so the api can hold any store).
-pub type StoreFuture<'a, T> = std::pin::Pin<
-    Box<dyn Future<Output = Result<T, Box<dyn std::error::Error + Send + Sync>>> + Send + 'a>,
->;
+/// A boxed future of the [`Store`] (object-safe, so the api and the worker hold any store).
+pub type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// What the api asks of the store: a message's status and whether the store answers. The api
-/// holds it as `Arc<dyn StatusStore>`, so its handlers run against an in-memory store in tests
-/// as well as against PostgreSQL ([`crate::db::PgSink`]).
-pub trait StatusStore: Send + Sync + 'static {
+/// What the entity tables' preparation changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaChanges {
+    /// Tables created.
+    pub created: Vec<String>,
+    /// `table.column` added as nullable columns.
+    pub added_columns: Vec<String>,
+}
+
+/// Where messages are stored, and everything nomnom asks of it. Every method is safe to call
+/// again after a failure or a crash: that is what makes redelivery harmless.
+pub trait Store: Send + Sync + 'static {
+    /// Makes the store ready for this build's entities: creates the database if missing, runs
+    /// the infrastructure migrations, creates entity tables and applies the safe changes;
+    /// refuses anything else with an error naming what differs. Concurrent callers are
+    /// serialised by the store.
+    fn prepare(&self) -> StoreFuture<'_, SchemaChanges>;
+
+    /// Writes the rows of every message and a "processed" status for each, atomically. A
+    /// message whose status already exists was committed by an earlier delivery: its rows are
+    /// not written again and it is reported in `already_processed`.
+    fn write_batch<'a>(&'a self, messages: &'a [PendingWrite<'a>])
+    -> StoreFuture<'a, WriteOutcome>;
+
+    /// Which of `ids` an earlier delivery already committed.
+    fn committed_among<'a>(&'a self, ids: &'a [Uuid]) -> StoreFuture<'a, HashSet<Uuid>>;
+
     /// The status of message `id`, if the store holds one.
     fn message_status(&self, id: Uuid) -> StoreFuture<'_, Option<StoredStatus>>;
 
-    /// Whether the store answers (`/ready` reports it).
-    fn ready(&self) -> StoreFuture<'_, ()>;
+    /// Records a dead letter and its "dead-lettered" status atomically. Recording the same
+    /// `record_id` again changes nothing; another dead-lettering of the same message updates its
+    /// record (reason, attempts added, times dead-lettered); a message already stored is not
+    /// recorded.
+    fn record_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> StoreFuture<'a, ()>;
+
+    /// A page of dead letters (see [`DeadLetterPage`]); memory is bounded by the page. Replay
+    /// takes them from here; a record goes when its replayed copy is written.
+    fn dead_letters<'a>(
+        &'a self,
+        page: &'a DeadLetterPage,
+    ) -> StoreFuture<'a, Vec<StoredDeadLetter>>;
+
+    /// A cheap round trip: whether the store answers (the api's `/ready`, and how the worker
+    /// tells that an outage is over).
+    fn probe(&self) -> StoreFuture<'_, ()>;
 }

@@ -4,7 +4,8 @@
 //! the worker has to tell a full disk (`53100`, wait) from a bad value (`22003`, dead-letter). So
 //! each connection's socket is read through [`SqlStateTap`], which follows the backend's message
 //! framing and keeps the `C` (code) field of every `ErrorResponse`; [`PgConnection`] is a diesel
-//! connection plus that slot, and [`PgManager`] pools them. TLS ([`super::tls`]) sits below the
+//! connection plus that slot, and [`PgManager`] pools them. [`Database`] is the target parsed
+//! once from `DATABASE_URL`: what creating the database, preparing it and pooling share. TLS ([`super::tls`]) sits below the
 //! tap, so the tap always reads plaintext.
 
 use std::io;
@@ -17,6 +18,7 @@ use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::PoolableConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::error::DbError;
 use super::tls::{PgTls, SslParams};
 
 /// A five-character PostgreSQL error code (`23505`, `57P01`).
@@ -402,6 +404,105 @@ impl deadpool::managed::Manager for PgManager {
             Ok(())
         }
     }
+}
+
+/// A pool of async PostgreSQL connections (each knows the SQLSTATE of its last error).
+pub type DbPool = deadpool::managed::Pool<PgManager>;
+
+/// A connection taken from a [`DbPool`].
+pub type PooledConnection = deadpool::managed::Object<PgManager>;
+
+/// A database target, parsed once from `DATABASE_URL` (host, user, database, TLS files read):
+/// what creating it, preparing its schema and pooling connections to it share.
+#[derive(Debug, Clone)]
+pub struct Database {
+    target: PgTarget,
+}
+
+impl Database {
+    /// Parses a URL or key=value connection string (see [`parse_config`]).
+    pub fn parse(database_url: &str) -> Result<Self, DbError> {
+        Ok(Self {
+            target: parse_config(database_url)?,
+        })
+    }
+
+    /// A pool of `size` connections.
+    pub fn pool(&self, size: usize) -> Result<DbPool, DbError> {
+        deadpool::managed::Pool::builder(PgManager::for_target(self.target.clone()))
+            .max_size(size.max(1))
+            .build()
+            .map_err(|e| DbError::Connection {
+                message: e.to_string(),
+                sqlstate: None,
+            })
+    }
+
+    /// One connection outside any pool.
+    pub async fn connect(&self) -> Result<PgConnection, DbError> {
+        Ok(connect(&self.target).await?)
+    }
+
+    /// Creates the database if it does not exist yet (connecting to the `postgres` maintenance
+    /// database of the same server to do so).
+    pub async fn ensure_exists(&self) -> Result<(), DbError> {
+        let config = &self.target;
+        let missing = match connect_client(config).await {
+            Ok(_) => return Ok(()),
+            Err(
+                e @ ConnectError::Server {
+                    sqlstate: Some(code),
+                    ..
+                },
+            ) if code.as_str() == "3D000" => e.to_string(),
+            Err(e) => return Err(e.into()),
+        };
+        let name = config.config.get_dbname().unwrap_or_default().to_string();
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(DbError::Connection {
+                message: missing,
+                sqlstate: None,
+            });
+        }
+        let mut admin_config = config.clone();
+        admin_config.config.dbname("postgres");
+        let failed = |e: &dyn std::fmt::Display| DbError::Connection {
+            message: format!("{missing}; creating it failed: {e}"),
+            sqlstate: None,
+        };
+        let (admin, _) = connect_client(&admin_config)
+            .await
+            .map_err(|e| failed(&e))?;
+        match admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(database = name, "created database");
+                Ok(())
+            }
+            // 42P04 duplicate_database: another worker created it first.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
+                Ok(())
+            }
+            Err(e) => Err(failed(&e)),
+        }
+    }
+}
+
+/// Takes a connection from the pool.
+pub async fn connection(pool: &DbPool) -> Result<PooledConnection, DbError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool::managed::PoolError::Backend(e) => DbError::from(e),
+        other => DbError::Connection {
+            message: other.to_string(),
+            sqlstate: None,
+        },
+    })
 }
 
 #[cfg(test)]

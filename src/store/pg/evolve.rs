@@ -8,6 +8,7 @@ use diesel::{QueryableByName, sql_query};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::runtime::{ColumnDef, FieldType, ReportedColumn, TableDef};
+use crate::store::SchemaChanges;
 
 /// One way the live table differs from the YAML that cannot be applied automatically.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,15 +33,6 @@ impl std::fmt::Display for SchemaMismatch {
             self.table, self.column, self.live, self.declared, self.action
         )
     }
-}
-
-/// What start-up changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SchemaChanges {
-    /// Tables created.
-    pub created: Vec<String>,
-    /// `table.column` added as nullable columns.
-    pub added_columns: Vec<String>,
 }
 
 #[derive(QueryableByName)]

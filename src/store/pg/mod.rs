@@ -1,0 +1,138 @@
+//! PostgreSQL, the shipped [`Store`]: rows and `message_status` rows in one transaction per
+//! batch, dead letters in `dead_letters`, errors classified by SQLSTATE.
+//!
+//! `connect` (connections with an SQLSTATE tap, the pool, the target parsed once), `tls`
+//! (`sslmode`), `schema` (migrations and preparation), `evolve` (entity tables against the
+//! YAML), `write` (the statements), `error` (classification), `config` (`DATABASE_URL`).
+
+pub mod config;
+pub mod connect;
+pub mod error;
+pub mod evolve;
+pub mod schema;
+pub mod tls;
+pub mod write;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+pub use connect::{
+    Database, DbPool, PgConnection, PgManager, PooledConnection, SqlState, connection,
+};
+pub use error::{DbError, classify_sqlstate};
+pub use write::{InsertFirst, write_messages};
+
+use crate::store::{
+    DeadLetter, DeadLetterPage, PendingWrite, SchemaChanges, Store, StoreFuture, StoredDeadLetter,
+    StoredStatus, WriteOutcome,
+};
+
+/// Creates a connection pool of `size` connections to `database_url`.
+pub fn pool(database_url: &str, size: usize) -> Result<DbPool, DbError> {
+    Database::parse(database_url)?.pool(size)
+}
+
+/// Opens one connection to `database_url` outside any pool.
+pub async fn connect(database_url: &str) -> Result<PgConnection, DbError> {
+    Database::parse(database_url)?.connect().await
+}
+
+/// Creates the database named in `database_url` if it does not exist yet.
+pub async fn ensure_database(database_url: &str) -> Result<(), DbError> {
+    Database::parse(database_url)?.ensure_exists().await
+}
+
+/// Prepares the database at `database_url` (see [`Store::prepare`]).
+pub async fn prepare_schema(database_url: &str) -> Result<SchemaChanges, DbError> {
+    schema::prepare(&Database::parse(database_url)?).await
+}
+
+/// The PostgreSQL [`Store`].
+#[derive(Clone)]
+pub struct PgStore {
+    database: Database,
+    pool: DbPool,
+    first: Arc<InsertFirst>,
+}
+
+impl PgStore {
+    /// A store over `database` with a pool of `pool_size` connections (opened when first used).
+    pub fn new(database: Database, pool_size: usize) -> Result<Self, DbError> {
+        Ok(Self {
+            pool: database.pool(pool_size)?,
+            database,
+            first: Default::default(),
+        })
+    }
+
+    /// A store over the database at `database_url` (see [`PgStore::new`]).
+    pub fn open(database_url: &str, pool_size: usize) -> Result<Self, DbError> {
+        Self::new(Database::parse(database_url)?, pool_size)
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+}
+
+impl Store for PgStore {
+    fn prepare(&self) -> StoreFuture<'_, SchemaChanges> {
+        Box::pin(async move { Ok(schema::prepare(&self.database).await?) })
+    }
+
+    fn write_batch<'a>(
+        &'a self,
+        messages: &'a [PendingWrite<'a>],
+    ) -> StoreFuture<'a, WriteOutcome> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(write_messages(&mut conn, messages, &self.first).await?)
+        })
+    }
+
+    fn committed_among<'a>(&'a self, ids: &'a [Uuid]) -> StoreFuture<'a, HashSet<Uuid>> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(write::committed_among(&mut conn, ids).await?)
+        })
+    }
+
+    fn message_status(&self, id: Uuid) -> StoreFuture<'_, Option<StoredStatus>> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(write::message_status(&mut conn, id).await?)
+        })
+    }
+
+    fn record_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(write::record_dead_letter(&mut conn, dead).await?)
+        })
+    }
+
+    fn dead_letters<'a>(
+        &'a self,
+        page: &'a DeadLetterPage,
+    ) -> StoreFuture<'a, Vec<StoredDeadLetter>> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(write::dead_letters(&mut conn, page).await?)
+        })
+    }
+
+    fn probe(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            conn.clear_sqlstate();
+            let result = diesel::sql_query("SELECT 1").execute(&mut **conn).await;
+            result
+                .map(drop)
+                .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()).into())
+        })
+    }
+}

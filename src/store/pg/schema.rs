@@ -1,0 +1,94 @@
+//! The infrastructure tables (`migrations/`, embedded; their diesel definitions) and preparing
+//! a database for this build: migrations, then the entity tables brought to the YAML's shape.
+
+use diesel_async::{AsyncMigrationHarness, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use super::connect::Database;
+use super::error::DbError;
+use super::evolve;
+use crate::generated::TABLES;
+use crate::store::SchemaChanges;
+
+/// Infrastructure migrations (`migrations/`), embedded in the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Advisory lock key held while the schema is set up, so concurrent workers do not race.
+const SCHEMA_LOCK_KEY: i64 = 0x6e6f_6d6e_6f6d;
+
+/// Creates the database if missing, runs the embedded migrations and brings the entity tables
+/// to the YAML's shape (create missing
+/// tables, add new nullable columns; refuse anything else), under an advisory lock.
+pub async fn prepare(database: &Database) -> Result<SchemaChanges, DbError> {
+    database.ensure_exists().await?;
+    let mut lock = database.connect().await?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})"))
+        .execute(&mut lock)
+        .await?;
+    let result = async {
+        let mut harness = AsyncMigrationHarness::new(database.connect().await?.into_inner());
+        harness
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| DbError::Migration(e.to_string()))?;
+        match evolve::reconcile(&mut lock, TABLES).await {
+            Ok(changes) => Ok(changes),
+            Err(evolve::ReconcileError::Query(e)) => Err(DbError::from(e)),
+            Err(e @ evolve::ReconcileError::Mismatch(_)) => Err(DbError::Schema(e.to_string())),
+        }
+    }
+    .await;
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})"))
+        .execute(&mut lock)
+        .await?;
+    result
+}
+
+diesel::table! {
+    /// One row per message whose rows were committed or that was dead-lettered.
+    message_status (message_id) {
+        /// The message id (`Nats-Msg-Id`).
+        message_id -> Uuid,
+        /// The root entity it was posted as.
+        entity -> Text,
+        /// `processed` or `dead_lettered`.
+        status -> Text,
+        /// When the api accepted it.
+        received_at -> Timestamptz,
+        /// When the worker committed its outcome.
+        processed_at -> Timestamptz,
+        /// Rows written for it (root and derived).
+        row_count -> Integer,
+        /// Deliveries it took.
+        attempts -> Integer,
+        /// Why it was dead-lettered, if it was.
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Messages that could not be processed, with the reason.
+    dead_letters (message_id) {
+        /// The message id.
+        message_id -> Uuid,
+        /// The root entity it was posted as.
+        entity -> Text,
+        /// The message body's bytes as received.
+        body -> Binary,
+        /// Why it could not be stored.
+        reason -> Text,
+        /// Deliveries it took.
+        attempts -> Integer,
+        /// When it was first dead-lettered.
+        first_seen -> Timestamptz,
+        /// When it was last dead-lettered (a replay can fail again).
+        last_seen -> Timestamptz,
+        /// Epoch of the stream where the message first arrived.
+        position_epoch -> BigInt,
+        /// Its sequence there.
+        position_seq -> BigInt,
+        /// The id of the last dead-lettering recorded (recording it again changes nothing).
+        record_id -> Text,
+        /// How many times the message was dead-lettered (replays that failed again).
+        times -> Integer,
+    }
+}

@@ -1,0 +1,491 @@
+//! Writing a batch with its status rows in one transaction (plain inserts first, upserts after
+//! a conflict), committed lookups, message status and the dead-letter records.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{self, Array, Integer, Text, Timestamptz};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use nomnom_runtime::WriteMode;
+use uuid::Uuid;
+
+use super::connect::PgConnection;
+use super::error::DbError;
+use super::schema;
+use crate::generated::RowBatch;
+use crate::store::{
+    DeadLetter, DeadLetterPage, PendingWrite, StoredDeadLetter, StoredStatus, WriteOutcome,
+};
+
+/// `INSERT ... SELECT FROM unnest(...)` of a batch's `processed` status rows.
+macro_rules! insert_status_sql {
+    () => {
+        "INSERT INTO message_status \
+         (message_id, entity, status, received_at, row_count, attempts) \
+         SELECT id, entity, 'processed', received_at, row_count, attempts \
+         FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::integer[], $5::integer[]) \
+           AS u(id, entity, received_at, row_count, attempts)"
+    };
+}
+
+/// Status rows of a batch believed new: fails with `unique_violation` if any message has one.
+const INSERT_STATUS_SQL: &str = insert_status_sql!();
+
+/// Status rows of a batch; the ids it returns are the messages not seen before.
+const UPSERT_STATUS_SQL: &str = concat!(
+    insert_status_sql!(),
+    " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+);
+
+/// `unique_violation`: a plain insert met an existing key.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// Longest run of batches written with upserts after plain inserts met existing keys.
+const MAX_UPSERT_RUN: u32 = 1024;
+
+#[derive(QueryableByName)]
+struct InsertedId {
+    #[diesel(sql_type = sql_types::Uuid)]
+    message_id: Uuid,
+}
+
+/// Chooses how the next batch is written. Plain inserts (see [`WriteMode::Insert`]) are tried
+/// first, because in an ingestion pipeline nearly every message and key is new; a batch that
+/// meets an existing key is rolled back and written again with upserts, and so are the batches
+/// after it for a run that doubles with each further conflict (8, 16, … up to 1024 batches) and
+/// halves with each batch that inserts cleanly. A workload of updates thus pays the failed
+/// attempt once per run, not once per batch.
+///
+/// [`WriteMode::Insert`]: nomnom_runtime::WriteMode::Insert
+#[derive(Debug, Default)]
+pub struct InsertFirst {
+    /// (upsert batches left in the current run, length of the last run)
+    state: std::sync::Mutex<(u32, u32)>,
+}
+
+impl InsertFirst {
+    /// The mode for the next batch (and counts it against the current upsert run).
+    pub fn next_mode(&self) -> WriteMode {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 > 0 {
+            state.0 -= 1;
+            WriteMode::Upsert
+        } else {
+            WriteMode::Insert
+        }
+    }
+
+    /// A plain insert met an existing key: upserts for a longer run.
+    fn conflicted(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let run = (state.1 * 2).clamp(8, MAX_UPSERT_RUN);
+        *state = (run, run);
+    }
+
+    /// A plain insert went through: the next run, if any, is shorter.
+    fn inserted(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 /= 2;
+    }
+}
+
+/// The status-row columns of a batch, one array per column.
+struct StatusColumns<'a> {
+    ids: Vec<Uuid>,
+    entities: Vec<&'a str>,
+    received: Vec<DateTime<Utc>>,
+    row_counts: Vec<i32>,
+    attempts: Vec<i32>,
+}
+
+impl<'a> StatusColumns<'a> {
+    fn of(messages: &'a [PendingWrite<'a>]) -> Self {
+        Self {
+            ids: messages.iter().map(|m| m.message_id).collect(),
+            entities: messages.iter().map(|m| m.message.entity().name()).collect(),
+            received: messages.iter().map(|m| m.received_at).collect(),
+            row_counts: messages
+                .iter()
+                .map(|m| i32::try_from(m.message.row_count()).unwrap_or(i32::MAX))
+                .collect(),
+            attempts: messages.iter().map(|m| m.attempts).collect(),
+        }
+    }
+}
+
+/// The status insert `$sql` with the batch's [`StatusColumns`] bound to it (a macro: the bound
+/// query's type is diesel's long nested generic).
+macro_rules! bind_status {
+    ($sql:expr, $status:expr) => {
+        diesel::sql_query($sql)
+            .bind::<Array<sql_types::Uuid>, _>(&$status.ids)
+            .bind::<Array<Text>, _>(&$status.entities)
+            .bind::<Array<Timestamptz>, _>(&$status.received)
+            .bind::<Array<Integer>, _>(&$status.row_counts)
+            .bind::<Array<Integer>, _>(&$status.attempts)
+    };
+}
+
+/// Writes the rows of every message and a `processed` status row for each, in one transaction.
+///
+/// A message whose status row already exists was committed by an earlier delivery; its rows are
+/// not written again, which makes redelivery harmless even for entities without unicity fields.
+/// `first` decides whether plain inserts are tried before upserts.
+pub async fn write_messages(
+    conn: &mut PgConnection,
+    messages: &[PendingWrite<'_>],
+    first: &InsertFirst,
+) -> Result<WriteOutcome, DbError> {
+    if messages.is_empty() {
+        return Ok(WriteOutcome::default());
+    }
+    let status = StatusColumns::of(messages);
+    if first.next_mode() == WriteMode::Insert {
+        conn.clear_sqlstate();
+        let inserted = insert_new(conn, messages, &status).await;
+        match inserted.map_err(|e| e.with_sqlstate(conn.take_sqlstate())) {
+            Ok(outcome) => {
+                first.inserted();
+                return Ok(outcome);
+            }
+            Err(e) if e.sqlstate().is_some_and(|c| c.as_str() == UNIQUE_VIOLATION) => {
+                first.conflicted();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    conn.clear_sqlstate();
+    let result = upsert(conn, messages, &status).await;
+    result.map_err(|e| e.with_sqlstate(conn.take_sqlstate()))
+}
+
+/// Every message new: plain inserts of the status rows and the entity rows.
+async fn insert_new(
+    conn: &mut AsyncPgConnection,
+    messages: &[PendingWrite<'_>],
+    status: &StatusColumns<'_>,
+) -> Result<WriteOutcome, DbError> {
+    conn.transaction(async |conn| {
+        let replayed = reopen_replayed(conn, messages).await?;
+        bind_status!(INSERT_STATUS_SQL, status)
+            .execute(conn)
+            .await?;
+        let mut batch = RowBatch::default();
+        for m in messages {
+            batch.push(m.message, m.position);
+        }
+        let rows = batch.write(conn, WriteMode::Insert).await?;
+        resolve_replayed(conn, &replayed).await?;
+        Ok::<_, DbError>(WriteOutcome {
+            written: status.ids.clone(),
+            already_processed: Vec::new(),
+            rows,
+        })
+    })
+    .await
+}
+
+/// Status rows where missing, then the rows of the messages not seen before, with upserts.
+async fn upsert(
+    conn: &mut AsyncPgConnection,
+    messages: &[PendingWrite<'_>],
+    status: &StatusColumns<'_>,
+) -> Result<WriteOutcome, DbError> {
+    conn.transaction(async |conn| {
+        let replayed = reopen_replayed(conn, messages).await?;
+        // One static statement (prepared once per connection) whatever the batch size.
+        let fresh: Vec<Uuid> = bind_status!(UPSERT_STATUS_SQL, status)
+            .load::<InsertedId>(conn)
+            .await?
+            .into_iter()
+            .map(|r| r.message_id)
+            .collect();
+        let mut fresh_set: HashSet<Uuid> = fresh.iter().copied().collect();
+        let mut batch = RowBatch::default();
+        let mut outcome = WriteOutcome::default();
+        for m in messages {
+            // `remove`: the same message twice in one batch (a redelivery racing the first
+            // delivery) is written once.
+            if fresh_set.remove(&m.message_id) {
+                batch.push(m.message, m.position);
+                outcome.written.push(m.message_id);
+            } else {
+                outcome.already_processed.push(m.message_id);
+            }
+        }
+        outcome.rows = batch.write(conn, WriteMode::Upsert).await?;
+        resolve_replayed(conn, &replayed).await?;
+        Ok::<_, DbError>(outcome)
+    })
+    .await
+}
+
+/// The replayed copies among `messages` (ids), with their `dead_lettered` status removed so
+/// that the write below treats them as new. In the write's transaction: if it fails, the
+/// status (and the dead letter) are still there.
+async fn reopen_replayed(
+    conn: &mut AsyncPgConnection,
+    messages: &[PendingWrite<'_>],
+) -> Result<Vec<Uuid>, DbError> {
+    let replayed: Vec<Uuid> = messages
+        .iter()
+        .filter(|m| m.replayed)
+        .map(|m| m.message_id)
+        .collect();
+    if !replayed.is_empty() {
+        diesel::sql_query(
+            "DELETE FROM message_status WHERE message_id = ANY($1) AND status = 'dead_lettered'",
+        )
+        .bind::<Array<sql_types::Uuid>, _>(&replayed)
+        .execute(conn)
+        .await?;
+    }
+    Ok(replayed)
+}
+
+/// The dead letters of replayed copies just written are resolved: their records go, in the same
+/// transaction as the rows.
+async fn resolve_replayed(conn: &mut AsyncPgConnection, replayed: &[Uuid]) -> Result<(), DbError> {
+    if !replayed.is_empty() {
+        diesel::sql_query(
+            "DELETE FROM dead_letters d WHERE d.message_id = ANY($1) \
+             AND EXISTS (SELECT 1 FROM message_status s \
+                         WHERE s.message_id = d.message_id AND s.status = 'processed')",
+        )
+        .bind::<Array<sql_types::Uuid>, _>(replayed)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Which of `ids` an earlier delivery already committed (`processed` status rows).
+pub async fn committed_among(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, DbError> {
+    use schema::message_status as s;
+    conn.clear_sqlstate();
+    let found: Result<Vec<Uuid>, _> = s::table
+        .filter(s::message_id.eq_any(ids))
+        .filter(s::status.eq("processed"))
+        .select(s::message_id)
+        .load(&mut **conn)
+        .await;
+    found
+        .map(|ids| ids.into_iter().collect())
+        .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
+}
+
+/// Records a dead letter and its `dead_lettered` status in one transaction: a new record, or
+/// the message's record updated when it was dead-lettered again (by a replayed copy); nothing
+/// when this `record_id` was recorded last or the message has been stored meanwhile.
+pub async fn record_dead_letter(conn: &mut PgConnection, dl: &DeadLetter) -> Result<(), DbError> {
+    use schema::message_status as s;
+    conn.clear_sqlstate();
+    let reason = crate::text::printable(&dl.reason);
+    let entity = crate::text::printable(&dl.entity);
+    let result = conn
+        .transaction(async |conn| {
+            let stored: i64 = s::table
+                .filter(s::message_id.eq(dl.message_id))
+                .filter(s::status.eq("processed"))
+                .count()
+                .get_result(conn)
+                .await?;
+            if stored > 0 {
+                tracing::info!(message_id = %dl.message_id, "dead letter of a message stored meanwhile (a replayed copy); not recorded");
+                return Ok(());
+            }
+            diesel::sql_query(RECORD_DEAD_LETTER_SQL)
+                .bind::<sql_types::Uuid, _>(dl.message_id)
+                .bind::<Text, _>(&*entity)
+                .bind::<sql_types::Binary, _>(&dl.body[..])
+                .bind::<Text, _>(&*reason)
+                .bind::<Integer, _>(dl.attempts)
+                .bind::<sql_types::BigInt, _>(dl.position.epoch)
+                .bind::<sql_types::BigInt, _>(dl.position.sequence)
+                .bind::<Text, _>(crate::text::printable(&dl.record_id).as_ref())
+                .execute(conn)
+                .await?;
+            diesel::insert_into(s::table)
+                .values((
+                    s::message_id.eq(dl.message_id),
+                    s::entity.eq(&*entity),
+                    s::status.eq("dead_lettered"),
+                    s::received_at.eq(dl.received_at),
+                    s::attempts.eq(dl.attempts),
+                    s::error.eq(&*reason),
+                ))
+                .on_conflict(s::message_id)
+                .do_nothing()
+                .execute(conn)
+                .await?;
+            Ok::<_, DbError>(())
+        })
+        .await;
+    result.map_err(|e| e.with_sqlstate(conn.take_sqlstate()))
+}
+
+/// A page of dead letters in first-seen order (keyset: `(first_seen, message_id)`).
+pub async fn dead_letters(
+    conn: &mut PgConnection,
+    page: &DeadLetterPage,
+) -> Result<Vec<StoredDeadLetter>, DbError> {
+    use schema::dead_letters as d;
+    conn.clear_sqlstate();
+    let mut query = d::table
+        .select((
+            d::message_id,
+            d::entity,
+            d::body,
+            d::reason,
+            d::attempts,
+            d::times,
+            d::position_epoch,
+            d::position_seq,
+            d::first_seen,
+        ))
+        .order((d::first_seen.asc(), d::message_id.asc()))
+        .limit(i64::try_from(page.limit).unwrap_or(i64::MAX))
+        .into_boxed();
+    if let Some(id) = page.message_id {
+        query = query.filter(d::message_id.eq(id));
+    }
+    if let Some(entity) = &page.entity {
+        // As `same_entity_name` compares: any case, `_` and `-` ignored.
+        let wanted: String = entity
+            .chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        query = query.filter(
+            diesel::dsl::sql::<sql_types::Bool>("lower(translate(entity, '_-', '')) = ")
+                .bind::<Text, _>(wanted),
+        );
+    }
+    if let Some((at, id)) = page.after {
+        query = query.filter(
+            d::first_seen
+                .gt(at)
+                .or(d::first_seen.eq(at).and(d::message_id.gt(id))),
+        );
+    }
+    type Row = (
+        Uuid,
+        String,
+        Vec<u8>,
+        String,
+        i32,
+        i32,
+        i64,
+        i64,
+        DateTime<Utc>,
+    );
+    let rows: Result<Vec<Row>, _> = query.load(&mut **conn).await;
+    let rows = rows.map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(message_id, entity, body, reason, attempts, times, epoch, sequence, first_seen)| {
+                StoredDeadLetter {
+                    message_id,
+                    entity,
+                    body: body.into(),
+                    reason,
+                    attempts,
+                    times,
+                    position: crate::runtime::Position { epoch, sequence },
+                    first_seen,
+                }
+            },
+        )
+        .collect())
+}
+
+/// A dead letter's record: new, or the message's record brought up to this dead-lettering
+/// (attempts added, one more time) unless this one was the last recorded.
+const RECORD_DEAD_LETTER_SQL: &str = "\
+INSERT INTO dead_letters AS d
+    (message_id, entity, body, reason, attempts, position_epoch, position_seq, record_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (message_id) DO UPDATE SET
+    reason = EXCLUDED.reason,
+    body = EXCLUDED.body,
+    attempts = d.attempts + EXCLUDED.attempts,
+    times = d.times + 1,
+    record_id = EXCLUDED.record_id,
+    last_seen = now()
+WHERE d.record_id <> EXCLUDED.record_id";
+
+/// The status row of message `id`, if there is one.
+pub async fn message_status(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<StoredStatus>, DbError> {
+    use schema::message_status as s;
+    let row = s::table
+        .filter(s::message_id.eq(id))
+        .select((
+            s::entity,
+            s::status,
+            s::received_at,
+            s::processed_at,
+            s::row_count,
+            s::attempts,
+            s::error,
+        ))
+        .first::<(
+            String,
+            String,
+            DateTime<Utc>,
+            DateTime<Utc>,
+            i32,
+            i32,
+            Option<String>,
+        )>(&mut **conn)
+        .await
+        .optional()?;
+    Ok(row.map(
+        |(entity, status, received_at, processed_at, row_count, attempts, error)| StoredStatus {
+            entity,
+            status,
+            received_at,
+            processed_at,
+            row_count,
+            attempts,
+            error,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modes(first: &InsertFirst, n: usize) -> Vec<WriteMode> {
+        (0..n).map(|_| first.next_mode()).collect()
+    }
+
+    #[test]
+    fn plain_inserts_until_a_conflict_then_upsert_runs_that_grow_and_shrink() {
+        use WriteMode::{Insert, Upsert};
+        let first = InsertFirst::default();
+        assert_eq!(modes(&first, 3), vec![Insert; 3]);
+        first.conflicted();
+        assert_eq!(modes(&first, 9), [vec![Upsert; 8], vec![Insert]].concat());
+        // Conflicts again right after the run: a run twice as long.
+        first.conflicted();
+        assert_eq!(modes(&first, 17), [vec![Upsert; 16], vec![Insert]].concat());
+        // Clean inserts shorten the next run (16 → 8 → 4, at least 8).
+        first.inserted();
+        first.inserted();
+        first.conflicted();
+        assert_eq!(modes(&first, 9), [vec![Upsert; 8], vec![Insert]].concat());
+        for _ in 0..20 {
+            first.conflicted();
+        }
+        assert_eq!(first.state.lock().unwrap().0, MAX_UPSERT_RUN);
+    }
+}

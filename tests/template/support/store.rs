@@ -1,0 +1,229 @@
+//! An in-memory [`Store`]: what the api and the worker ask of a store, with no database behind
+//! it, for tests of the seam (the real-service tests run against PostgreSQL).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nomnom::generated::RowBatch;
+use nomnom::store::{
+    DeadLetter, DeadLetterPage, FaultKind, PendingWrite, SchemaChanges, Store, StoreError,
+    StoreFuture, StoredDeadLetter, StoredStatus, WriteOutcome,
+};
+use uuid::Uuid;
+
+/// Statuses and dead letters in maps; `up` false makes every call a transient fault.
+pub(crate) struct MemoryStore {
+    /// Whether the store answers.
+    pub(crate) up: AtomicBool,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    statuses: HashMap<Uuid, StoredStatus>,
+    dead_letters: HashMap<Uuid, (StoredDeadLetter, String)>,
+    prepared: bool,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            up: AtomicBool::new(true),
+            state: Mutex::default(),
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A store holding `statuses`.
+    pub(crate) fn with_statuses(statuses: impl IntoIterator<Item = (Uuid, StoredStatus)>) -> Self {
+        let store = Self::default();
+        store.state().statuses.extend(statuses);
+        store
+    }
+
+    /// The status of `id`, if any.
+    pub(crate) fn status(&self, id: Uuid) -> Option<StoredStatus> {
+        self.state().statuses.get(&id).cloned()
+    }
+
+    /// How many messages were stored (`processed`).
+    pub(crate) fn processed(&self) -> usize {
+        let state = self.state();
+        state
+            .statuses
+            .values()
+            .filter(|s| s.status == "processed")
+            .count()
+    }
+
+    /// Whether `prepare` ran.
+    pub(crate) fn prepared(&self) -> bool {
+        self.state().prepared
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn answer<T: Send + 'static>(&self, f: impl FnOnce(&mut State) -> T) -> StoreFuture<'_, T> {
+        let result = if self.up.load(Ordering::SeqCst) {
+            Ok(f(&mut self.state()))
+        } else {
+            Err(StoreError::new(
+                FaultKind::Transient,
+                "connection",
+                "the in-memory store is down",
+            ))
+        };
+        Box::pin(async move { result })
+    }
+}
+
+impl Store for MemoryStore {
+    fn prepare(&self) -> StoreFuture<'_, SchemaChanges> {
+        self.answer(|state| {
+            state.prepared = true;
+            SchemaChanges::default()
+        })
+    }
+
+    fn write_batch<'a>(
+        &'a self,
+        messages: &'a [PendingWrite<'a>],
+    ) -> StoreFuture<'a, WriteOutcome> {
+        self.answer(|state| {
+            let mut outcome = WriteOutcome::default();
+            let mut batch = RowBatch::default();
+            for m in messages {
+                if state
+                    .statuses
+                    .get(&m.message_id)
+                    .is_some_and(|s| s.status == "processed")
+                {
+                    outcome.already_processed.push(m.message_id);
+                    continue;
+                }
+                let now = chrono::Utc::now();
+                state.statuses.insert(
+                    m.message_id,
+                    StoredStatus {
+                        entity: m.message.entity().name().to_string(),
+                        status: "processed".into(),
+                        received_at: m.received_at,
+                        processed_at: now,
+                        row_count: i32::try_from(m.message.row_count()).unwrap_or(i32::MAX),
+                        attempts: m.attempts,
+                        error: None,
+                    },
+                );
+                if m.replayed {
+                    state.dead_letters.remove(&m.message_id);
+                }
+                batch.push(m.message, m.position);
+                outcome.written.push(m.message_id);
+            }
+            outcome.rows = batch.counts();
+            outcome
+        })
+    }
+
+    fn committed_among<'a>(&'a self, ids: &'a [Uuid]) -> StoreFuture<'a, HashSet<Uuid>> {
+        self.answer(|state| {
+            ids.iter()
+                .copied()
+                .filter(|id| {
+                    state
+                        .statuses
+                        .get(id)
+                        .is_some_and(|s| s.status == "processed")
+                })
+                .collect()
+        })
+    }
+
+    fn message_status(&self, id: Uuid) -> StoreFuture<'_, Option<StoredStatus>> {
+        self.answer(move |state| state.statuses.get(&id).cloned())
+    }
+
+    fn record_dead_letter<'a>(&'a self, dead: &'a DeadLetter) -> StoreFuture<'a, ()> {
+        self.answer(|state| {
+            if state
+                .statuses
+                .get(&dead.message_id)
+                .is_some_and(|s| s.status == "processed")
+            {
+                return;
+            }
+            let now = chrono::Utc::now();
+            match state.dead_letters.get_mut(&dead.message_id) {
+                Some((_, last)) if *last == dead.record_id => {}
+                Some((stored, last)) => {
+                    stored.reason = dead.reason.clone();
+                    stored.body = dead.body.clone();
+                    stored.attempts += dead.attempts;
+                    stored.times += 1;
+                    *last = dead.record_id.clone();
+                }
+                None => {
+                    let stored = StoredDeadLetter {
+                        message_id: dead.message_id,
+                        entity: dead.entity.clone(),
+                        body: dead.body.clone(),
+                        reason: dead.reason.clone(),
+                        attempts: dead.attempts,
+                        times: 1,
+                        position: dead.position,
+                        first_seen: now,
+                    };
+                    state
+                        .dead_letters
+                        .insert(dead.message_id, (stored, dead.record_id.clone()));
+                }
+            }
+            state
+                .statuses
+                .entry(dead.message_id)
+                .or_insert_with(|| StoredStatus {
+                    entity: dead.entity.clone(),
+                    status: "dead_lettered".into(),
+                    received_at: dead.received_at,
+                    processed_at: now,
+                    row_count: 0,
+                    attempts: dead.attempts,
+                    error: Some(dead.reason.clone()),
+                });
+        })
+    }
+
+    fn dead_letters<'a>(
+        &'a self,
+        page: &'a DeadLetterPage,
+    ) -> StoreFuture<'a, Vec<StoredDeadLetter>> {
+        self.answer(|state| {
+            let mut all: Vec<StoredDeadLetter> = state
+                .dead_letters
+                .values()
+                .map(|(d, _)| d.clone())
+                .filter(|d| page.message_id.is_none_or(|id| id == d.message_id))
+                .filter(|d| {
+                    page.entity
+                        .as_deref()
+                        .is_none_or(|e| nomnom::runtime::same_entity_name(&d.entity, e))
+                })
+                .filter(|d| {
+                    page.after
+                        .is_none_or(|after| (d.first_seen, d.message_id) > after)
+                })
+                .collect();
+            all.sort_by_key(|d| (d.first_seen, d.message_id));
+            all.truncate(page.limit);
+            all
+        })
+    }
+
+    fn probe(&self) -> StoreFuture<'_, ()> {
+        self.answer(|_| ())
+    }
+}
