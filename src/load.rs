@@ -6,17 +6,13 @@
 //! worker's status rows after it. Memory stays bounded whatever the file size: the reader runs
 //! on its own thread, one row at a time, and at most `in_flight` publishes await their acks.
 
-use std::future::IntoFuture;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -24,7 +20,7 @@ use uuid::Uuid;
 use crate::bulk::{self, BulkError, CheckedRow, Format, Refusal, Row, RowProblem};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
-use crate::nats::message_subject;
+use crate::nats::{Outgoing, Pipeline, Publish, message_subject};
 use crate::runtime::{FieldError, ParseError};
 
 /// Namespace of the message ids of loaded rows (UUIDv5 of the file's hash and the row).
@@ -291,7 +287,7 @@ impl Progress {
 /// Loads the file: every valid row published to `stream` (awaiting JetStream's ack), every
 /// invalid one written to `options.rejects`.
 pub async fn load_file(
-    js: &jetstream::Context,
+    publisher: &dyn Publish,
     stream: &str,
     options: &LoadOptions,
     progress: Progress,
@@ -344,7 +340,7 @@ pub async fn load_file(
     let mut last_draw = Instant::now();
     let mut report = LoadReport::default();
     let mut rejects: Option<BufWriter<std::fs::File>> = None;
-    let mut pending = FuturesUnordered::new();
+    let mut pipeline = Pipeline::new(publisher, options.in_flight);
     let entity = options.entity;
     let mut failure: Option<String> = None;
     let show = |report: &LoadReport| {
@@ -362,12 +358,11 @@ pub async fn load_file(
         // At most `in_flight` acks outstanding; finished ones are taken first.
         let row = tokio::select! {
             biased;
-            Some(ack) = pending.next(), if !pending.is_empty() => {
-                let ack: Result<jetstream::publish::PublishAck, jetstream::context::PublishError> = ack;
-                match ack {
-                    Ok(a) => {
+            Some(((), acked)) = pipeline.next(), if !pipeline.is_idle() => {
+                match acked {
+                    Ok(duplicate) => {
                         report.accepted += 1;
-                        if a.duplicate {
+                        if duplicate {
                             report.already_loaded += 1;
                         }
                     }
@@ -375,7 +370,7 @@ pub async fn load_file(
                 }
                 continue;
             }
-            row = rx.recv(), if reading && failure.is_none() && pending.len() < options.in_flight => row,
+            row = rx.recv(), if reading && failure.is_none() && pipeline.in_flight() < options.in_flight => row,
             else => break,
         };
         let Some(row) = row else {
@@ -391,11 +386,11 @@ pub async fn load_file(
                     format!("{hash}\n{}\n{line}", entity.name()).as_bytes(),
                 );
                 let envelope = MessageEnvelope::new(id, entity.name(), body);
-                let subject = message_subject(stream, entity.snake_name(), &id);
-                match js.send_publish(subject, envelope.to_publish(true)).await {
-                    Ok(ack) => pending.push(ack.into_future()),
-                    Err(e) => failure = Some(e.to_string()),
-                }
+                let outgoing = Outgoing {
+                    subject: message_subject(stream, entity.snake_name(), &id),
+                    message: envelope.to_publish(true),
+                };
+                pipeline.send((), outgoing).await;
             }
             Checked::Rejected(rejected) => {
                 report.rejected += 1;

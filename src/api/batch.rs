@@ -21,13 +21,13 @@ use crate::bulk::{
     each_csv_row,
 };
 use crate::generated::RootEntity;
-use crate::nats::message_subject;
+use crate::nats::{Outgoing, Pipeline, message_subject};
 use crate::runtime::{FieldError, ParseError};
 
 use super::body::{body_read_error, check_content_type, is_csv, reserve, within};
 use super::ids::{idempotency_key, message_id};
 use super::ingest::{
-    Validated, allowed_entity, answer, await_ack, count_rejected, publish_error, rejection_reason,
+    Validated, allowed_entity, answer, count_rejected, publish_error, rejection_reason,
 };
 
 /// One line's outcome in a batch answer.
@@ -293,52 +293,15 @@ pub(super) async fn batch(
             .collect(),
         None => group_lines(state, entity, valid),
     };
-    // Published pipelined, with acks taken as they arrive: the JetStream context allows a
-    // bounded number of unacknowledged publishes (shared by all requests), and a permit comes
-    // back only when its ack future completes, so a request must not hold more than its share
-    // unpolled while it waits for room to send.
-    let mut pending = futures::stream::FuturesUnordered::new();
-    let mut acks = Vec::with_capacity(units.len());
+    // Pipelined (see `nats::Pipeline`), with at most MAX_BATCH_PENDING_ACKS acks in flight.
+    let mut pipeline = Pipeline::new(&*state.publisher, MAX_BATCH_PENDING_ACKS);
     for unit in units {
-        while pending.len() >= MAX_BATCH_PENDING_ACKS {
-            if let Some(done) = futures::StreamExt::next(&mut pending).await {
-                acks.push(done);
-            }
-        }
-        let PublishUnit {
-            lines,
-            subject,
-            message,
-        } = unit;
-        let sending = state.jetstream.send_publish(subject, message);
-        tokio::pin!(sending);
-        let sent = loop {
-            tokio::select! {
-                biased;
-                sent = &mut sending => break sent,
-                Some(done) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
-                    acks.push(done);
-                }
-            }
-        };
-        match sent {
-            Ok(ack) => {
-                pending.push(async move { (lines, await_ack(state, entity, started, ack).await) })
-            }
-            Err(e) => {
-                for (number, _) in lines {
-                    rejections.add(
-                        state,
-                        entity,
-                        number,
-                        publish_error(e.kind(), e.to_string()),
-                    );
-                }
-            }
-        }
+        pipeline.send(unit.lines, unit.outgoing).await;
     }
-    while let Some(done) = futures::StreamExt::next(&mut pending).await {
-        acks.push(done);
+    let acks = pipeline.finish().await;
+    let histogram = &state.metrics.of(entity).publish_seconds;
+    for _ in &acks {
+        histogram.observe(started.elapsed().as_secs_f64());
     }
     let mut results = Vec::with_capacity(acks.len() + rejections.shown.len());
     let mut accepted = 0usize;
@@ -352,9 +315,9 @@ pub(super) async fn batch(
                         .map(|(line, message_id)| LineResult::Accepted { line, message_id }),
                 );
             }
-            Err((kind, detail)) => {
+            Err(e) => {
                 for (line, _) in lines {
-                    rejections.add(state, entity, line, publish_error(kind, detail.clone()));
+                    rejections.add(state, entity, line, publish_error(&e));
                 }
             }
         }
@@ -389,18 +352,15 @@ pub(super) async fn batch(
 pub(super) struct PublishUnit {
     /// `(line number, message id)` of every line in it, in order.
     lines: Vec<(usize, Uuid)>,
-    subject: String,
-    message: async_nats::jetstream::message::PublishMessage,
+    outgoing: Outgoing,
 }
 
 impl PublishUnit {
     /// A line as its own message, deduplicated on its id.
     fn single(state: &AppState, number: usize, v: Validated) -> Self {
-        let id = v.envelope.message_id;
         Self {
-            lines: vec![(number, id)],
-            subject: message_subject(&state.stream, v.entity.snake_name(), &id),
-            message: v.envelope.to_publish(v.dedup),
+            lines: vec![(number, v.envelope.message_id)],
+            outgoing: v.outgoing(&state.stream),
         }
     }
 }
@@ -414,7 +374,7 @@ pub(super) fn group_lines(
     valid: Vec<(usize, Bytes)>,
 ) -> Vec<PublishUnit> {
     use crate::envelope::{MAX_GROUP_MEMBERS, MessageGroup, member_id, new_group_id};
-    let max_bytes = super::group::max_group_bytes(&state.jetstream);
+    let max_bytes = super::group::max_group_bytes(state.publisher.max_payload());
     let mut units = Vec::new();
     let mut valid = valid.into_iter().peekable();
     while let Some((number, first)) = valid.next() {
@@ -441,8 +401,10 @@ pub(super) fn group_lines(
                 .enumerate()
                 .map(|(i, n)| (n, member_id(&group.first_id, i)))
                 .collect(),
-            subject: message_subject(&state.stream, entity.snake_name(), &group.first_id),
-            message: group.to_publish(),
+            outgoing: Outgoing {
+                subject: message_subject(&state.stream, entity.snake_name(), &group.first_id),
+                message: group.to_publish(),
+            },
         });
     }
     units

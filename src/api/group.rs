@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::jetstream::context::PublishErrorKind;
 use bytes::Bytes;
 use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::envelope::{MAX_GROUP_MEMBERS, MessageGroup, member_id, new_group_id};
 use crate::generated::RootEntity;
-use crate::nats::message_subject;
+use crate::nats::{Outgoing, Publish, PublishFailure, message_subject};
 
 /// Bytes of bodies in one group at most (beyond the first member, which goes out whatever its
 /// size and gets the server's own answer): larger groups amortize nothing more.
@@ -23,9 +23,6 @@ const MAX_GROUP_BYTES: usize = 1024 * 1024;
 
 /// Room left in the server's `max_payload` for the lengths header (at most 256 lengths).
 const HEADER_ROOM: usize = 4096;
-
-/// Why a group was not stored: the publish error's kind and text, the same for every member.
-pub(super) type PublishFailure = (PublishErrorKind, String);
 
 /// One request waiting to be published.
 struct Member {
@@ -35,7 +32,7 @@ struct Member {
 
 /// The group publishers of every entity, each started by its first message.
 pub(super) struct GroupPublishers {
-    jetstream: jetstream::Context,
+    publisher: Arc<dyn Publish>,
     stream: String,
     /// Members per publish (`nomnom_publish_group_messages`).
     sizes: Histogram,
@@ -44,9 +41,9 @@ pub(super) struct GroupPublishers {
 
 impl GroupPublishers {
     /// Publishers for `stream`, one per root entity, started on first use.
-    pub(super) fn new(jetstream: jetstream::Context, stream: String, sizes: Histogram) -> Self {
+    pub(super) fn new(publisher: Arc<dyn Publish>, stream: String, sizes: Histogram) -> Self {
         Self {
-            jetstream,
+            publisher,
             stream,
             sizes,
             queues: RootEntity::ALL.iter().map(|_| OnceLock::new()).collect(),
@@ -71,10 +68,10 @@ impl GroupPublishers {
             .expect("a root entity");
         let queue = self.queues[i].get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let max_bytes = max_group_bytes(&self.jetstream);
+            let max_bytes = max_group_bytes(self.publisher.max_payload());
             tokio::spawn(run(
                 rx,
-                self.jetstream.clone(),
+                self.publisher.clone(),
                 Arc::from(message_subject(
                     &self.stream,
                     entity.snake_name(),
@@ -86,7 +83,10 @@ impl GroupPublishers {
             tx
         });
         let (answer, answered) = oneshot::channel();
-        let gone = || (PublishErrorKind::Other, "the publisher stopped".to_string());
+        let gone = || PublishFailure {
+            kind: PublishErrorKind::Other,
+            detail: "the publisher stopped".into(),
+        };
         queue.send(Member { body, answer }).map_err(|_| gone())?;
         answered.await.map_err(|_| gone())?
     }
@@ -94,13 +94,8 @@ impl GroupPublishers {
 
 /// Bytes of bodies one group may carry: within the server's `max_payload` (with room for the
 /// lengths header) and [`MAX_GROUP_BYTES`].
-pub(super) fn max_group_bytes(jetstream: &jetstream::Context) -> usize {
-    jetstream
-        .client()
-        .server_info()
-        .max_payload
-        .saturating_sub(HEADER_ROOM)
-        .min(MAX_GROUP_BYTES)
+pub(super) fn max_group_bytes(max_payload: usize) -> usize {
+    max_payload.saturating_sub(HEADER_ROOM).min(MAX_GROUP_BYTES)
 }
 
 /// Publishes the queue's messages a group at a time, one group in flight: what arrives while
@@ -108,7 +103,7 @@ pub(super) fn max_group_bytes(jetstream: &jetstream::Context) -> usize {
 /// (every group's subject is it with the group's id in place of the nil one).
 async fn run(
     mut queue: mpsc::UnboundedReceiver<Member>,
-    jetstream: jetstream::Context,
+    publisher: Arc<dyn Publish>,
     nil_subject: Arc<str>,
     max_bytes: usize,
     sizes: Histogram,
@@ -145,11 +140,13 @@ async fn run(
         };
         let subject = format!("{prefix}{}", group.first_id);
         sizes.observe(members.len() as f64);
-        let stored = match jetstream.send_publish(subject, group.to_publish()).await {
-            Ok(ack) => ack.await.map(|_| ()),
-            Err(e) => Err(e),
-        }
-        .map_err(|e| (e.kind(), e.to_string()));
+        let stored = publisher
+            .publish(Outgoing {
+                subject,
+                message: group.to_publish(),
+            })
+            .await
+            .map(drop);
         for (i, m) in members.into_iter().enumerate() {
             let _ = m.answer.send(match &stored {
                 Ok(()) => Ok(member_id(&group.first_id, i)),

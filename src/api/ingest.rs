@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::context::PublishErrorKind;
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -15,12 +15,11 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::auth::{self, Client};
-use super::group::PublishFailure;
 use super::server::ReadDeadline;
 use super::{ApiError, AppState, Dependency};
 use crate::envelope::MessageEnvelope;
 use crate::generated::RootEntity;
-use crate::nats::message_subject;
+use crate::nats::{Outgoing, PublishFailure, message_subject};
 use crate::runtime::JsonRef;
 
 use super::answer::IngestResponse;
@@ -78,8 +77,9 @@ pub(super) fn allowed_entity(
     Ok(entity)
 }
 
-pub(super) fn publish_error(kind: PublishErrorKind, detail: String) -> ApiError {
-    match kind {
+pub(super) fn publish_error(failure: &PublishFailure) -> ApiError {
+    let detail = failure.detail.clone();
+    match failure.kind {
         PublishErrorKind::MaxPayloadExceeded => ApiError::Body {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             message: format!("the message is larger than the broker accepts: {detail}"),
@@ -93,34 +93,15 @@ pub(super) fn publish_error(kind: PublishErrorKind, detail: String) -> ApiError 
     }
 }
 
-/// Sends a message to JetStream; the returned future resolves with its ack.
-pub(super) async fn send(state: &AppState, v: &Validated) -> Result<PublishAckFuture, ApiError> {
-    let id = &v.envelope.message_id;
-    let subject = message_subject(&state.stream, v.entity.snake_name(), id);
-    state
-        .jetstream
-        .send_publish(subject, v.envelope.to_publish(v.dedup))
-        .await
-        .map_err(|e| publish_error(e.kind(), e.to_string()))
-}
-
-/// Awaits the ack of one message; returns whether JetStream saw it as a duplicate, or why it
-/// was not stored (the same for every line a group carries).
-pub(super) async fn await_ack(
-    state: &AppState,
-    entity: RootEntity,
-    started: Instant,
-    ack: PublishAckFuture,
-) -> Result<bool, PublishFailure> {
-    let result = ack.await;
-    state
-        .metrics
-        .of(entity)
-        .publish_seconds
-        .observe(started.elapsed().as_secs_f64());
-    result
-        .map(|a| a.duplicate)
-        .map_err(|e| (e.kind(), e.to_string()))
+impl Validated {
+    /// Its subject and JetStream message.
+    pub(super) fn outgoing(&self, stream: &str) -> Outgoing {
+        let id = &self.envelope.message_id;
+        Outgoing {
+            subject: message_subject(stream, self.entity.snake_name(), id),
+            message: self.envelope.to_publish(self.dedup),
+        }
+    }
 }
 
 /// The reason label of a rejection (a closed set).
@@ -168,7 +149,7 @@ pub(super) async fn accept_one(
             let stored = state.groups.publish(entity, body.clone()).await;
             let histogram = &state.metrics.of(entity).publish_seconds;
             histogram.observe(started.elapsed().as_secs_f64());
-            let id = stored.map_err(|(kind, detail)| publish_error(kind, detail))?;
+            let id = stored.map_err(|e| publish_error(&e))?;
             // A fresh id is time-ordered: it carries the arrival.
             let received_at = crate::envelope::id_time(&id).unwrap_or_else(Utc::now);
             (id, received_at, false)
@@ -181,10 +162,10 @@ pub(super) async fn accept_one(
                 .claim(&state.jetstream, &state.stream, id, digest)
                 .await?;
             let v = Validated::new(entity, id, body.clone(), true);
-            let ack = send(state, &v).await?;
-            let duplicate = await_ack(state, entity, started, ack)
-                .await
-                .map_err(|(kind, detail)| publish_error(kind, detail))?;
+            let acked = state.publisher.publish(v.outgoing(&state.stream)).await;
+            let histogram = &state.metrics.of(entity).publish_seconds;
+            histogram.observe(started.elapsed().as_secs_f64());
+            let duplicate = acked.map_err(|e| publish_error(&e))?;
             (id, v.envelope.received_at, duplicate)
         }
     };

@@ -54,6 +54,7 @@ pub use metrics::ApiMetrics;
 pub use openapi::{DocumentOptions, IDEMPOTENCY_KEY_PATTERN, openapi_document};
 pub use server::{HttpLimits, serve};
 
+use crate::nats::{JetStreamPublisher, Publish};
 use crate::store::Store;
 
 /// Default limit of a single message body (1 MiB).
@@ -70,6 +71,8 @@ pub struct AppState {
     pub jetstream: jetstream::Context,
     /// Stream name; subjects are `<stream>.<entity>.<message_id>`.
     pub stream: String,
+    /// Where messages are published (JetStream, or any [`Publish`]).
+    pub publisher: Arc<dyn Publish>,
     /// The store, for status lookups and readiness (PostgreSQL, or any [`Store`]).
     pub store: Arc<dyn Store>,
     /// Prometheus metrics.
@@ -104,14 +107,16 @@ impl AppState {
     ) -> Self {
         let stream = stream.into();
         let metrics = ApiMetrics::new();
-        let max_payload = jetstream.client().server_info().max_payload;
+        let publisher: Arc<dyn Publish> = Arc::new(JetStreamPublisher::new(jetstream.clone()));
+        let max_payload = publisher.max_payload();
         Self {
             max_message_bytes: max_payload.saturating_sub(crate::envelope::DEAD_LETTER_HEADROOM),
             groups: Arc::new(group::GroupPublishers::new(
-                jetstream.clone(),
+                publisher.clone(),
                 stream.clone(),
                 metrics.publish_group_messages.clone(),
             )),
+            publisher,
             jetstream,
             stream,
             store,
@@ -124,6 +129,22 @@ impl AppState {
             keys: ApiKeys::none(),
             metrics_on_main_port: true,
         }
+    }
+}
+
+impl AppState {
+    /// The same state publishing through `publisher` (its groups and message limit follow it).
+    pub fn with_publisher(mut self, publisher: Arc<dyn Publish>) -> Self {
+        self.max_message_bytes = publisher
+            .max_payload()
+            .saturating_sub(crate::envelope::DEAD_LETTER_HEADROOM);
+        self.groups = Arc::new(group::GroupPublishers::new(
+            publisher.clone(),
+            self.stream.clone(),
+            self.metrics.publish_group_messages.clone(),
+        ));
+        self.publisher = publisher;
+        self
     }
 }
 

@@ -151,7 +151,14 @@ async fn load(
     let js = nomnom::nats::connect(&config.nats).await?;
     nomnom::nats::ensure_stream(&js, &config.nats).await?;
     options.max_row_bytes = js.client().server_info().max_payload;
-    let report = load_file(&js, &config.nats.stream, &options, Progress::for_stderr()).await?;
+    let publisher = nomnom::nats::JetStreamPublisher::new(js);
+    let report = load_file(
+        &publisher,
+        &config.nats.stream,
+        &options,
+        Progress::for_stderr(),
+    )
+    .await?;
     println!(
         "{}: {} rows, {} accepted ({} already loaded before), {} rejected",
         file.display(),
@@ -179,7 +186,8 @@ async fn replay(
     let js = nomnom::nats::connect(&config.nats).await?;
     nomnom::nats::ensure_stream(&js, &config.nats).await?;
     let store = nomnom::store::pg::PgStore::open(&config.database_url, 1)?;
-    let report = dead_letter::replay(&js, &config.nats.stream, &store, filter).await?;
+    let publisher = nomnom::nats::JetStreamPublisher::new(js);
+    let report = dead_letter::replay(&publisher, &config.nats.stream, &store, filter).await?;
     for id in &report.replayed {
         println!("replayed {id}");
     }

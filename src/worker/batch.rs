@@ -594,7 +594,7 @@ impl Batch {
                     dl.body = body_from_stream(cx, sequence, dl.message_id).await?;
                 }
                 tracing::warn!(message_id = %dl.message_id, entity = %dl.entity, reason = %dl.reason, "dead-lettering message");
-                super::dead_letter::publish(&cx.jetstream, &cx.stream, dl).await
+                super::dead_letter::publish(&*cx.publisher, &cx.stream, dl).await
             }
         }))
         .await;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::envelope::{ENTITY_HEADER, MESSAGE_ID_HEADER, MessageEnvelope, RECEIVED_AT_HEADER};
 use crate::generated::RootEntity;
-use crate::nats::{NatsError, message_subject};
+use crate::nats::{NatsError, Outgoing, Publish, message_subject};
 use crate::runtime::Position;
 use crate::store::{DeadLetter, DeadLetterPage, FaultKind, Store};
 use crate::throttle::Throttle;
@@ -190,7 +190,7 @@ fn decode_json(payload: &Bytes) -> Result<DeadLetter, String> {
 
 /// Publishes a dead letter and waits for JetStream to store it.
 pub async fn publish(
-    js: &jetstream::Context,
+    publisher: &dyn Publish,
     stream: &str,
     dead: &DeadLetter,
 ) -> Result<(), String> {
@@ -215,9 +215,11 @@ pub async fn publish(
         },
         dead.message_id
     );
-    js.send_publish(subject, to_publish(dead))
-        .await
-        .map_err(|e| e.to_string())?
+    publisher
+        .publish(Outgoing {
+            subject,
+            message: to_publish(dead),
+        })
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
@@ -354,7 +356,7 @@ const REPLAY_PAGE: usize = 16;
 /// is fixed loses nothing. A copy carries where the original first arrived, so it never
 /// overwrites what later messages wrote. Reads the dead letters a page at a time.
 pub async fn replay(
-    js: &jetstream::Context,
+    publisher: &dyn Publish,
     stream: &str,
     store: &dyn Store,
     filter: &ReplayFilter,
@@ -395,9 +397,12 @@ pub async fn replay(
             let publish = copy
                 .to_publish(false)
                 .message_id(format!("{id}:replay:{}", Utc::now().timestamp_micros()));
-            js.send_publish(message_subject(stream, entity.snake_name(), &id), publish)
-                .await
-                .map_err(|e| ReplayError::Publish(e.to_string()))?
+            let outgoing = Outgoing {
+                subject: message_subject(stream, entity.snake_name(), &id),
+                message: publish,
+            };
+            publisher
+                .publish(outgoing)
                 .await
                 .map_err(|e| ReplayError::Publish(e.to_string()))?;
             report.replayed.push(id);

@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::nats::{self as nats_setup, NatsError};
+use crate::nats::{self as nats_setup, JetStreamPublisher, NatsError, Publish};
 use crate::store::pg::PgStore;
 use crate::store::{Store, StoreError};
 pub use config::{
@@ -120,8 +120,10 @@ pub type FaultHook = Arc<dyn Fn(&[(Uuid, i64)]) + Send + Sync>;
 pub struct BatchContext {
     /// Where rows, status rows and dead letters are stored.
     pub store: Arc<dyn Store>,
-    /// JetStream, for dead letters.
+    /// JetStream, for reading message bodies and draining at shutdown.
     pub jetstream: jetstream::Context,
+    /// Where dead letters are published.
+    pub publisher: Arc<dyn Publish>,
     /// Main stream name (the dead-letter stream is `<stream>_DLQ`).
     pub stream: String,
     /// The stream's epoch: when it was created, in microseconds (see `runtime::Position`).
@@ -285,6 +287,7 @@ impl Worker {
         let metrics = Arc::new(WorkerMetrics::new());
         let context = BatchContext {
             store,
+            publisher: Arc::new(JetStreamPublisher::new(js.clone())),
             jetstream: js,
             stream: config.nats.stream.clone(),
             epoch: nats_setup::stream_epoch(&stream),

@@ -1057,3 +1057,56 @@ async fn status_and_readiness_run_against_any_store() {
     }
     api.cleanup().await;
 }
+
+/// The api publishes through the `Publish` seam: single messages, keyed ones and batches reach
+/// an in-memory publisher, and a publisher that fails makes a 503 whose body says what the
+/// client can do, never the publisher's own text.
+#[tokio::test]
+async fn single_keyed_and_batch_messages_go_through_any_publisher() {
+    let api = Api::plain().await;
+    let publisher = std::sync::Arc::new(support::publisher::MemoryPublisher::default());
+    let fake = Api {
+        state: api.state.clone().with_publisher(publisher.clone()),
+        stream: api.stream.clone(),
+    };
+    let (status, body) = fake
+        .post("/ingest/message/order", support::order(1, 1).to_string())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let keyed = Request::post("/ingest/message/order")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "publisher-seam-1")
+        .body(Body::from(support::order(2, 1).to_string()))
+        .expect("request");
+    let (status, body, _) = fake.call(keyed).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let lines = [support::order(3, 1), support::order(4, 2)]
+        .map(|o| o.to_string())
+        .join("\n");
+    let (status, body) = fake.post("/ingest/batch/order", lines).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["accepted"], 2, "{body}");
+    let sent = publisher.sent();
+    // One single, one keyed, one group of two lines.
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|s| s.starts_with(&format!("{}.order.", api.stream))),
+        "{sent:?}"
+    );
+    assert_eq!(api.stream_messages().await, 0, "nothing reached JetStream");
+
+    publisher
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = fake
+        .post("/ingest/message/order", support::order(5, 1).to_string())
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let error = body["error"].as_str().expect("error");
+    assert!(
+        !error.contains("10.0.0.7") && !error.contains("in-memory"),
+        "upstream text reached the client: {body}"
+    );
+    api.cleanup().await;
+}

@@ -43,9 +43,14 @@ async fn allow_big_totals(p: &Pipeline) {
 
 async fn replay_all(p: &Pipeline) -> ReplayReport {
     let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
-    replay(&p.jetstream, &p.stream, &store, &ReplayFilter::default())
-        .await
-        .expect("replay")
+    replay(
+        &nomnom::nats::JetStreamPublisher::new(p.jetstream.clone()),
+        &p.stream,
+        &store,
+        &ReplayFilter::default(),
+    )
+    .await
+    .expect("replay")
 }
 
 async fn accepted(p: &Pipeline, body: &str) -> String {

@@ -31,9 +31,14 @@ const CUSTOMERS: &str = "\
 async fn load(p: &Pipeline, entity: &str, path: &std::path::Path) -> LoadReport {
     let entity = RootEntity::from_name(entity).expect("entity");
     let options = LoadOptions::for_file(entity, path, None).expect("options");
-    load_file(&p.jetstream, &p.stream, &options, Progress::Silent)
-        .await
-        .expect("load runs")
+    load_file(
+        &nomnom::nats::JetStreamPublisher::new(p.jetstream.clone()),
+        &p.stream,
+        &options,
+        Progress::Silent,
+    )
+    .await
+    .expect("load runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

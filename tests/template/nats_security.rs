@@ -424,7 +424,7 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
         .expect("worker connects");
     let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
     let report = nomnom::worker::dead_letter::replay(
-        &js,
+        &nomnom::nats::JetStreamPublisher::new(js),
         &stream,
         &store,
         &nomnom::worker::dead_letter::ReplayFilter::default(),

@@ -389,7 +389,8 @@ async fn a_dead_letter_is_replayed_once_the_cause_is_fixed() {
         entity: Some("order".into()),
         message_id: None,
     };
-    let report = nomnom::worker::dead_letter::replay(&p.jetstream, &p.stream, &store, &filter)
+    let publisher = nomnom::nats::JetStreamPublisher::new(p.jetstream.clone());
+    let report = nomnom::worker::dead_letter::replay(&publisher, &p.stream, &store, &filter)
         .await
         .expect("replay");
     assert_eq!(report.replayed.len(), 1);

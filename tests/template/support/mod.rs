@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod memory;
+pub(crate) mod publisher;
 pub(crate) mod sample;
 pub(crate) mod servers;
 pub(crate) mod store;

@@ -1,0 +1,56 @@
+//! Each root entity's JSON Schema (served in the OpenAPI document).
+
+use crate::example::json_path;
+use crate::model::*;
+use crate::types::FieldType;
+use crate::validate::Schema;
+
+/// A JSON Schema (as JSON text) describing a root entity's message body, built from each
+/// type's fragment in the type table.
+pub(crate) fn json_schema(schema: &Schema, root: &EntityDef) -> String {
+    use serde_json::{Map, Value, json};
+    fn object(schema: &Schema, e: &EntityDef) -> Value {
+        let mut props = Map::new();
+        let mut required = Vec::new();
+        for f in &e.fields {
+            // Only fields read straight from the body by name are part of the body's shape.
+            let direct = match &f.computed_from {
+                None => true,
+                Some(c) => matches!(c.transform, Transform::ExtractField { .. }),
+            };
+            let path = json_path(f);
+            if !direct || path.len() != 1 {
+                continue;
+            }
+            let mut prop = (f.ty.value.info().json_schema)();
+            if let Some(m) = &f.max_length {
+                prop["maxLength"] = json!(m.value);
+            }
+            if f.ty.value == FieldType::ListObject {
+                // The elements are the rows of the entity repeated for this field.
+                let child = schema.children(&e.name.value).into_iter().find(|c| {
+                    c.repeated_for.as_ref().map(|r| r.field.value.as_str())
+                        == Some(f.name.value.as_str())
+                });
+                if let Some(c) = child {
+                    prop["items"] = object(schema, c);
+                }
+            }
+            if let Some(d) = &f.doc {
+                prop["description"] = json!(d);
+            }
+            if f.nullable {
+                prop = json!({"anyOf": [prop, {"type": "null"}]});
+            } else {
+                required.push(json!(path[0]));
+            }
+            props.insert(path[0].clone(), prop);
+        }
+        json!({"type": "object", "properties": props, "required": required})
+    }
+    object(schema, root).to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-entity file
+// ---------------------------------------------------------------------------------------------

@@ -1,0 +1,322 @@
+//! Each entity's parser: reading fields from JSON (paths, transforms, constants) and checking
+//! them against the YAML's limits.
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{ToTokens as _, quote};
+
+use super::common::*;
+use crate::example::json_path;
+use crate::ident::field_ident;
+use crate::model::*;
+use crate::types::{FieldType, TypeTokens as _};
+use crate::validate::Schema;
+use nomnom_runtime::Constant;
+
+pub(crate) fn entity_parser(schema: &Schema, e: &EntityDef) -> TokenStream {
+    let lets = e.fields.iter().map(|f| field_value(schema, e, f));
+    let names: Vec<Ident> = e
+        .fields
+        .iter()
+        .map(|f| field_ident(&f.name.value))
+        .collect();
+    let build = quote! {
+        ::std::option::Option::Some(Self { #(#names: #names?,)* })
+    };
+    let checks: Option<Vec<TokenStream>> =
+        e.fields.iter().map(|f| field_check(schema, e, f)).collect();
+    let checker = match (checks, parent_of(schema, e)) {
+        (None, _) => quote!(),
+        (Some(checks), None) => quote! {
+            /// Checks a message body as [`Self::from_json`] does, keeping nothing: the same
+            /// errors in the same order (the api's validate-only path).
+            pub fn check_json(
+                element: ::nomnom_runtime::JsonRef<'_>,
+                path: &str,
+                errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+            ) {
+                if !::nomnom_runtime::__private::expect_object(element, path, errors) {
+                    return;
+                }
+                #(#checks)*
+            }
+        },
+        (Some(checks), Some(_)) => quote! {
+            /// Checks one element of the parent's list as [`Self::from_element`] does, keeping
+            /// nothing: the same errors in the same order.
+            pub fn check_element(
+                element: ::nomnom_runtime::JsonRef<'_>,
+                path: &str,
+                errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+            ) {
+                #(#checks)*
+            }
+        },
+    };
+    let parser = match parent_of(schema, e) {
+        None => quote! {
+            /// Reads a row from a message body; problems are added to `errors`.
+            pub fn from_json(
+                element: ::nomnom_runtime::JsonRef<'_>,
+                path: &str,
+                errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+            ) -> ::std::option::Option<Self> {
+                if !::nomnom_runtime::__private::expect_object(element, path, errors) {
+                    return ::std::option::Option::None;
+                }
+                #(#lets)*
+                #build
+            }
+        },
+        Some(parent) => {
+            let pm = module_ident(parent);
+            let pt = type_ident(parent);
+            quote! {
+                /// Reads a row from one element of the parent's list; problems are added to
+                /// `errors`. `parent` is `None` when the parent row itself was invalid: the
+                /// element is still checked, but no row is returned.
+                pub fn from_element(
+                    parent: ::std::option::Option<&super::#pm::#pt>,
+                    element: ::nomnom_runtime::JsonRef<'_>,
+                    path: &str,
+                    errors: &mut ::std::vec::Vec<::nomnom_runtime::FieldError>,
+                ) -> ::std::option::Option<Self> {
+                    #(#lets)*
+                    #build
+                }
+            }
+        }
+    };
+    quote!(#parser #checker)
+}
+
+/// What the validate-only `check_json`/`check_element` does for one field: the same errors
+/// as [`field_value`], in the same order, keeping nothing. Fields copied from the parent
+/// record nothing; `None` when the field needs the parent's values (`coalesce` over parent
+/// fields), so the message falls back to the full parse.
+pub(crate) fn field_check(schema: &Schema, e: &EntityDef, f: &FieldDef) -> Option<TokenStream> {
+    let base = f.ty.value.rust_type();
+    let nullable = f.nullable;
+    let read = |path: &[String]| {
+        let segs = path.iter().map(|s| s.as_str());
+        let limit = match &f.max_length {
+            Some(m) => {
+                let n = m.value as usize;
+                let key = json_path(f).join(".");
+                quote!(::std::option::Option::Some((#n, #key)))
+            }
+            None => quote!(::std::option::Option::None),
+        };
+        let key_bytes = match key_byte_limit(e, f) {
+            Some(n) => {
+                let segs = path.iter().map(|s| s.as_str());
+                // Only when the field itself was fine, as the parse checks it only then.
+                quote! {
+                    if errors.len() == checked_from {
+                        ::nomnom_runtime::__private::check_key_bytes(element, path, &[#(#segs),*], #n, errors);
+                    }
+                }
+            }
+            None => quote!(),
+        };
+        if key_bytes.is_empty() {
+            quote!(::nomnom_runtime::__private::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);)
+        } else {
+            quote! {
+                let checked_from = errors.len();
+                ::nomnom_runtime::__private::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);
+                #key_bytes
+            }
+        }
+    };
+    match &f.computed_from {
+        None => Some(read(&json_path(f))),
+        Some(c) => match &c.transform {
+            Transform::ExtractField { .. } => Some(read(&json_path(f))),
+            Transform::CopyFromParent => Some(quote!()),
+            Transform::Coalesce
+                if c.sources
+                    .iter()
+                    .any(|s| matches!(s, SourceRef::ParentField(_))) =>
+            {
+                None
+            }
+            // Constants and element-only coalesces: the parse's own expression, dropped.
+            Transform::Constant | Transform::Coalesce => {
+                let value = field_expr(schema, e, f);
+                Some(quote!(let _ = #value;))
+            }
+        },
+    }
+}
+
+/// `let <field> = <expr producing Option<FieldType>>;` (None means an error was recorded).
+pub(crate) fn field_value(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
+    let id = field_ident(&f.name.value);
+    let limited = field_expr(schema, e, f);
+    quote!(let #id = #limited;)
+}
+
+/// The expression of [`field_value`]: `Option<FieldType>`, `None` when an error was recorded.
+pub(crate) fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenStream {
+    let base = f.ty.value.rust_type();
+    let name = &f.name.value;
+    let extract = |path: &[String]| -> TokenStream {
+        let segs = path.iter().map(|s| s.as_str());
+        if f.nullable {
+            quote!(::nomnom_runtime::__private::extract_opt::<#base>(element, path, &[#(#segs),*], errors))
+        } else {
+            quote!(::nomnom_runtime::__private::extract::<#base>(element, path, &[#(#segs),*], errors))
+        }
+    };
+    let value = match &f.computed_from {
+        None => extract(&json_path(f)),
+        Some(c) => match &c.transform {
+            Transform::ExtractField { .. } => extract(&json_path(f)),
+            Transform::CopyFromParent => {
+                let src = match c.sources.first() {
+                    Some(SourceRef::ParentField(p)) => p.value.as_str(),
+                    _ => unreachable_source(),
+                };
+                let parent_nullable = parent_of(schema, e)
+                    .and_then(|p| p.field(src))
+                    .is_some_and(|pf| pf.nullable);
+                let sid = field_ident(src);
+                let value = read_parent_field(&sid, f.ty.value);
+                if f.nullable && !parent_nullable {
+                    quote!(parent.map(|parent| ::std::option::Option::Some(#value)))
+                } else {
+                    quote!(parent.map(|parent| #value))
+                }
+            }
+            Transform::Constant => {
+                let lit = c
+                    .value
+                    .as_ref()
+                    .map(|l| l.text.as_str())
+                    .unwrap_or_default();
+                let v = constant_expr(f.ty.value, lit, name);
+                if f.nullable {
+                    quote!(#v.map(::std::option::Option::Some))
+                } else {
+                    v
+                }
+            }
+            Transform::Coalesce => {
+                let base_ty = f.ty.value;
+                let parent = parent_of(schema, e);
+                let mut exprs = c.sources.iter().map(|s| match s {
+                    SourceRef::ParentField(p) => {
+                        let sid = field_ident(&p.value);
+                        let value = read_parent_field(&sid, base_ty);
+                        let nullable = parent
+                            .and_then(|pe| pe.field(&p.value))
+                            .is_some_and(|pf| pf.nullable);
+                        if nullable {
+                            quote!(parent.and_then(|parent| #value))
+                        } else {
+                            quote!(parent.map(|parent| #value))
+                        }
+                    }
+                    SourceRef::Element { path, .. } => {
+                        let segs = path.iter().map(|s| s.as_str());
+                        quote!(::nomnom_runtime::__private::extract_opt::<#base>(element, path, &[#(#segs),*], errors).flatten())
+                    }
+                });
+                let first = exprs
+                    .next()
+                    .unwrap_or_else(|| quote!(::std::option::Option::None));
+                let chain = quote!(#first #(.or_else(|| #exprs))*);
+                let uses_parent = c
+                    .sources
+                    .iter()
+                    .any(|s| matches!(s, SourceRef::ParentField(_)));
+                if f.nullable {
+                    quote!(::std::option::Option::Some(#chain))
+                } else if uses_parent {
+                    // Without a parent row its error is already recorded; don't add another.
+                    quote!({
+                        let value = #chain;
+                        if parent.is_some() { ::nomnom_runtime::__private::require(value, path, #name, errors) } else { value }
+                    })
+                } else {
+                    quote!(::nomnom_runtime::__private::require(#chain, path, #name, errors))
+                }
+            }
+        },
+    };
+    let value = match &f.max_length {
+        Some(m) => {
+            let n = m.value as usize;
+            let key = json_path(f).join(".");
+            quote!(#value.and_then(|v| ::nomnom_runtime::__private::max_len(v, #n, path, #key, errors)))
+        }
+        None => value,
+    };
+    match key_byte_limit(e, f) {
+        Some(n) => {
+            let key = json_path(f).join(".");
+            quote!(#value.and_then(|v| ::nomnom_runtime::__private::max_key_bytes(v, #n, path, #key, errors)))
+        }
+        None => value,
+    }
+}
+
+/// The byte limit of a `String` key field read from the body, when its key could outgrow
+/// PostgreSQL's index entry (see `validate::key_byte_limits`).
+pub(crate) fn key_byte_limit(e: &EntityDef, f: &FieldDef) -> Option<usize> {
+    let from_body = match &f.computed_from {
+        None => true,
+        Some(c) => matches!(c.transform, Transform::ExtractField { .. }),
+    };
+    if !from_body {
+        return None;
+    }
+    crate::validate::key_byte_limits(e)
+        .into_iter()
+        .find(|(name, _)| *name == f.name.value)
+        .map(|(_, n)| n)
+}
+
+/// `parent.<field>`, cloned unless the type is `Copy`.
+pub(crate) fn read_parent_field(field: &Ident, ty: FieldType) -> TokenStream {
+    if ty.info().copy {
+        quote!(parent.#field)
+    } else {
+        quote!(parent.#field.clone())
+    }
+}
+
+pub(crate) fn unreachable_source() -> &'static str {
+    // validate() guarantees copy_from_parent has exactly one parent-field source.
+    "__invalid_source__"
+}
+
+/// A `constant` value: a Rust literal for the types the table marks so, else the type's
+/// run-time conversion of the literal text (validate() checked the literal with the same check).
+pub(crate) fn constant_expr(ty: FieldType, lit: &str, name: &str) -> TokenStream {
+    use proc_macro2::Literal;
+    let literal = match ty {
+        FieldType::String => Some(quote!(::std::string::String::from(#lit))),
+        FieldType::Integer => lit
+            .parse()
+            .ok()
+            .map(|v| Literal::i32_suffixed(v).into_token_stream()),
+        FieldType::BigInt => lit
+            .parse()
+            .ok()
+            .map(|v| Literal::i64_suffixed(v).into_token_stream()),
+        FieldType::Float => lit
+            .parse()
+            .ok()
+            .map(|v| Literal::f64_suffixed(v).into_token_stream()),
+        FieldType::Boolean => lit.parse::<bool>().ok().map(|v| quote!(#v)),
+        _ => None,
+    };
+    match (ty.info().constant, literal) {
+        (Constant::RustLiteral(_), Some(v)) => quote!(::std::option::Option::Some(#v)),
+        _ => {
+            let base = ty.rust_type();
+            quote!(::nomnom_runtime::__private::constant::<#base>(#lit, path, #name, errors))
+        }
+    }
+}
