@@ -100,6 +100,117 @@ pub fn each_row<R: Read, E: From<BulkError>>(
     }
 }
 
+/// Reads a body that arrives in chunks (the api's batch route) with the same row readers as
+/// [`each_row`]: the format is given (CSV, by content type) or decided by the first byte that
+/// is not white space (`[`: a JSON array; anything else: NDJSON). NDJSON rows are handed over
+/// as their lines complete, holding at most one line; a JSON array or CSV is kept (the caller
+/// bounds the body) and walked by [`ChunkWalker::finish`].
+pub struct ChunkWalker {
+    format: Option<Format>,
+    entity: RootEntity,
+    max_row: usize,
+    splitter: LineSplitter,
+    /// Line breaks before the format was known: a JSON array keeps them, so its errors keep
+    /// their line numbers.
+    leading_newlines: usize,
+    /// Over-long white-space lines before the format was known (NDJSON rows after all).
+    leading_too_long: Vec<usize>,
+    kept: Vec<u8>,
+}
+
+impl ChunkWalker {
+    /// A walker of rows of `entity`, each at most `max_row` bytes; `format` when known up front.
+    pub fn new(format: Option<Format>, entity: RootEntity, max_row: usize) -> Self {
+        Self {
+            format,
+            entity,
+            max_row,
+            splitter: LineSplitter::new(max_row),
+            leading_newlines: 0,
+            leading_too_long: Vec::new(),
+            kept: Vec::new(),
+        }
+    }
+
+    /// Feeds the next chunk; calls `each` for every NDJSON row it completes (stops at the
+    /// first `Err`).
+    pub fn feed<E>(
+        &mut self,
+        chunk: &[u8],
+        each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match self.format {
+            Some(Format::Json | Format::Csv) => {
+                self.kept.extend_from_slice(chunk);
+                Ok(())
+            }
+            Some(Format::Ndjson) => self.splitter.feed(chunk, each),
+            None => self.sniff(chunk, each),
+        }
+    }
+
+    /// Leading white space is not kept: it goes through the line splitter (which notes
+    /// over-long lines) and its line breaks are counted; the first other byte decides.
+    fn sniff<E>(
+        &mut self,
+        chunk: &[u8],
+        each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let first = chunk.iter().position(|b| !b.is_ascii_whitespace());
+        let blank = &chunk[..first.unwrap_or(chunk.len())];
+        self.leading_newlines += blank.iter().filter(|b| **b == b'\n').count();
+        let too_long = &mut self.leading_too_long;
+        self.splitter
+            .feed(blank, &mut |row: Row<'_>| {
+                if let Row::TooLong(n) = row {
+                    too_long.push(n);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .unwrap_or_else(|never| match never {});
+        let Some(first) = first else {
+            return Ok(());
+        };
+        if chunk[first] == b'[' {
+            self.format = Some(Format::Json);
+            self.kept.resize(self.leading_newlines, b'\n');
+            self.kept.extend_from_slice(&chunk[first..]);
+            return Ok(());
+        }
+        self.format = Some(Format::Ndjson);
+        for n in std::mem::take(&mut self.leading_too_long) {
+            each(Row::TooLong(n))?;
+        }
+        self.splitter.feed(&chunk[first..], each)
+    }
+
+    /// The body is complete: walks a kept JSON array or CSV (`layout_ready` gets the CSV
+    /// header's layout first), or hands over NDJSON's last line.
+    pub fn finish<E: From<BulkError>>(
+        mut self,
+        layout_ready: impl FnOnce(CsvLayout),
+        each: &mut impl FnMut(Row<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match self.format {
+            Some(Format::Json) => each_array_element(&self.kept[..], self.max_row, each),
+            Some(Format::Csv) => each_csv_row(
+                &self.kept[..],
+                self.entity,
+                self.max_row,
+                layout_ready,
+                each,
+            ),
+            // NDJSON, or nothing but white space.
+            _ => {
+                for n in std::mem::take(&mut self.leading_too_long) {
+                    each(Row::TooLong(n))?;
+                }
+                self.splitter.finish(each)
+            }
+        }
+    }
+}
+
 /// One row checked as the api checks a message: what the batch route and the loader both do
 /// with every row, so a row is judged the same whichever way it arrives.
 pub enum CheckedRow<'a> {
@@ -641,6 +752,68 @@ pub fn csv_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn describe(row: Row<'_>) -> String {
+        match row {
+            Row::Text(n, t) => format!("{n}:{}", String::from_utf8_lossy(t).trim()),
+            Row::TooLong(n) => format!("{n}:too long"),
+            Row::Invalid(n, p) => format!("{n}:{p}"),
+        }
+    }
+
+    /// The rows a chunked walk gives, chunks of `chunk` bytes (blank lines, which every caller
+    /// skips, left out: before the format is known they are not handed over).
+    fn walk_chunks(body: &[u8], chunk: usize, max_row: usize) -> Vec<String> {
+        let entity = RootEntity::ALL[0];
+        let mut out = Vec::new();
+        let mut each = |row: Row<'_>| -> Result<(), BulkError> {
+            out.push(describe(row));
+            Ok(())
+        };
+        let mut walker = ChunkWalker::new(None, entity, max_row);
+        for part in body.chunks(chunk) {
+            walker.feed(part, &mut each).expect("feeds");
+        }
+        walker.finish(|_| {}, &mut each).expect("finishes");
+        out.retain(|r| !r.ends_with(':'));
+        out
+    }
+
+    /// The rows the file reader gives for the same bytes and format.
+    fn walk_whole(format: Format, body: &[u8], max_row: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut each = |row: Row<'_>| -> Result<(), BulkError> {
+            out.push(describe(row));
+            Ok(())
+        };
+        each_row(format, body, RootEntity::ALL[0], max_row, |_| {}, &mut each).expect("reads");
+        out.retain(|r| !r.ends_with(':'));
+        out
+    }
+
+    #[test]
+    fn a_chunked_body_gives_the_rows_the_file_reader_gives_whatever_the_chunking() {
+        let ndjson = b"\n  \n{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}";
+        let array = b"\n\n [ {\"a\":1},\n {\"b\":2} ]\n";
+        for chunk in [1, 2, 5, 64] {
+            assert_eq!(
+                walk_chunks(ndjson, chunk, 64),
+                walk_whole(Format::Ndjson, ndjson, 64),
+                "NDJSON in chunks of {chunk}"
+            );
+            assert_eq!(
+                walk_chunks(array, chunk, 64),
+                walk_whole(Format::Json, array, 64),
+                "a JSON array in chunks of {chunk}"
+            );
+        }
+        // Leading white space longer than a row: an over-long (blank) NDJSON line.
+        let long_blank = [vec![b' '; 20], b"\n{\"a\":1}\n".to_vec()].concat();
+        assert_eq!(
+            walk_chunks(&long_blank, 3, 8),
+            ["1:too long", "2:{\"a\":1}"]
+        );
+    }
 
     fn split(body: &[u8], chunk: usize, max_line: usize) -> Vec<String> {
         let mut out = Vec::new();

@@ -14,12 +14,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::Client;
+use super::error::UpstreamFailure;
 use super::server::ReadDeadline;
 use super::{ApiError, AppState};
-use crate::bulk::{
-    CheckedRow, Format, LineSplitter, Refusal, Row, RowProblem, check_row, each_array_element,
-    each_csv_row,
-};
+use crate::bulk::{CheckedRow, ChunkWalker, Format, Refusal, Row, RowProblem, check_row};
 use crate::generated::RootEntity;
 use crate::nats::{Outgoing, Pipeline, message_subject};
 use crate::runtime::{FieldError, ParseError};
@@ -69,6 +67,8 @@ pub(super) struct Rejections {
     total: usize,
     retryable: usize,
     by_reason: std::collections::BTreeMap<&'static str, usize>,
+    /// The first dependency failure among them, for the log.
+    upstream: Option<UpstreamFailure>,
 }
 
 impl Rejections {
@@ -76,6 +76,14 @@ impl Rejections {
         count_rejected(state, entity.snake_name(), &e);
         self.total += 1;
         *self.by_reason.entry(rejection_reason(&e)).or_default() += 1;
+        if let ApiError::Unavailable { what, detail } = &e
+            && self.upstream.is_none()
+        {
+            self.upstream = Some(UpstreamFailure {
+                what: *what,
+                detail: detail.clone(),
+            });
+        }
         let result = rejected(line, e);
         if let LineResult::Rejected {
             retryable: true, ..
@@ -129,10 +137,64 @@ pub(super) async fn batch(
         reserve(state, headers, state.max_batch_bytes, body),
     )
     .await?;
+    let read = read_rows(state, entity, headers, body, deadline, key.is_some()).await?;
+    let ReadRows {
+        valid,
+        mut rejections,
+        lines,
+        digest,
+    } = read;
+    if lines == 0 {
+        return Err(ApiError::BadRequest(
+            "the batch is empty: send one JSON object per line, or a JSON array of objects".into(),
+        ));
+    }
+    if let (Some(key), Some(digest)) = (key.as_deref(), digest) {
+        let id = message_id(client, entity, Some(key), None);
+        state
+            .fingerprints
+            .claim(&state.jetstream, &state.stream, id, digest)
+            .await?;
+    }
+    let units = match key.as_deref() {
+        // Keyed lines keep a message each, deduplicated on its own id (derived from the key
+        // and the line number), so a retry names every line as before whatever else changed.
+        Some(key) => valid
+            .into_iter()
+            .map(|(number, body)| {
+                let id = message_id(client, entity, Some(key), Some(number));
+                PublishUnit::single(state, number, Validated::new(entity, id, body, true))
+            })
+            .collect(),
+        None => group_lines(state, entity, valid),
+    };
+    let accepted = publish_units(state, entity, units, &mut rejections).await;
+    Ok(batch_answer(entity, accepted, rejections))
+}
+
+/// A batch body read and checked: its valid rows, the refused ones, how many rows it had
+/// (blank lines aside) and, when asked for, its digest.
+struct ReadRows {
+    valid: Vec<(usize, Bytes)>,
+    rejections: Rejections,
+    lines: usize,
+    digest: Option<[u8; 32]>,
+}
+
+/// Reads the body as it streams in (within the deadline and `MAX_BATCH_BYTES`) through the
+/// format's row reader (`bulk::ChunkWalker`), checking every row; fails on a body that cannot
+/// be read as a whole or has more than `MAX_BATCH_LINES` rows.
+async fn read_rows(
+    state: &AppState,
+    entity: RootEntity,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    deadline: Option<ReadDeadline>,
+    digest: bool,
+) -> Result<ReadRows, ApiError> {
     let mut valid: Vec<(usize, Bytes)> = Vec::new();
     let mut rejections = Rejections::default();
     let mut lines = 0usize;
-    let mut splitter = LineSplitter::new(state.body_limit());
     // Set once a CSV body's header is read: field errors then name the CSV column.
     let csv_layout: std::sync::OnceLock<crate::runtime::csv::CsvLayout> =
         std::sync::OnceLock::new();
@@ -152,46 +214,25 @@ pub(super) async fn batch(
             // Only accepted lines are copied out of the streamed chunk.
             CheckedRow::Valid(number, text) => valid.push((number, Bytes::copy_from_slice(text))),
             CheckedRow::Refused(number, why) => {
-                let e = match why {
-                    Refusal::TooLong => ApiError::TooLarge {
-                        limit: state.body_limit(),
-                    },
-                    Refusal::NotUtf8 => ApiError::BadRequest(RowProblem::NotUtf8.to_string()),
-                    Refusal::Cells(errors) | Refusal::Message(ParseError::Invalid(errors)) => {
-                        ApiError::Invalid {
-                            entity: Some(entity.name()),
-                            errors,
-                        }
-                    }
-                    Refusal::Message(other) => ApiError::from(other),
-                };
-                rejections.add(state, entity, number, e);
+                rejections.add(state, entity, number, refusal_error(state, entity, why));
             }
         }
         Ok(())
     };
+    let format = is_csv(headers).then_some(Format::Csv);
+    let mut walker = ChunkWalker::new(format, entity, state.body_limit());
     let mut stream = body.into_data_stream();
     let mut read = 0usize;
     let mut refused: Option<ApiError> = None;
-    // The first byte that is not white space decides: `[` is a JSON array (buffered whole,
-    // within MAX_BATCH_BYTES, then walked element by element), anything else NDJSON (split as
-    // it streams). Leading white space waits in `undecided` (it counts for NDJSON lines).
-    let mut format: Option<Format> = is_csv(headers).then_some(Format::Csv);
-    // Leading white space, before the format is known, is not kept: it goes through the line
-    // splitter (which holds at most one line), too-long lines are noted, and line breaks are
-    // counted so that an array's JSON errors keep their line numbers.
-    let mut leading_newlines = 0usize;
-    let mut leading_too_long: Vec<usize> = Vec::new();
-    let mut array: Vec<u8> = Vec::new();
     // With a key, the whole body's digest (see `idempotency`).
-    let mut body_digest = key.is_some().then(<sha2::Sha256 as sha2::Digest>::new);
+    let mut hasher = digest.then(<sha2::Sha256 as sha2::Digest>::new);
     while let Some(chunk) = within(deadline, async {
         Ok(futures::StreamExt::next(&mut stream).await)
     })
     .await?
     {
         let chunk = chunk.map_err(body_read_error)?;
-        if let Some(hasher) = &mut body_digest {
+        if let Some(hasher) = &mut hasher {
             sha2::Digest::update(hasher, &chunk);
         }
         read += chunk.len();
@@ -200,121 +241,71 @@ pub(super) async fn batch(
                 limit: state.max_batch_bytes,
             });
         }
-        if format.is_none() {
-            let first = chunk.iter().position(|b| !b.is_ascii_whitespace());
-            let blank = &chunk[..first.unwrap_or(chunk.len())];
-            leading_newlines += blank.iter().filter(|b| **b == b'\n').count();
-            let mut note = |row: Row<'_>| {
-                if let Row::TooLong(n) = row {
-                    leading_too_long.push(n);
-                }
-                Ok::<(), ApiError>(())
-            };
-            splitter.feed(blank, &mut note)?;
-            let Some(first) = first else { continue };
-            if chunk[first] == b'[' {
-                format = Some(Format::Json);
-                array.resize(leading_newlines, b'\n');
-                array.extend_from_slice(&chunk[first..]);
-                continue;
-            }
-            format = Some(Format::Ndjson);
-            for n in std::mem::take(&mut leading_too_long) {
-                if let Err(e) = on_line(Row::TooLong(n)) {
-                    refused = Some(e);
-                    break;
-                }
-            }
-            if refused.is_none()
-                && let Err(e) = splitter.feed(&chunk[first..], &mut on_line)
-            {
-                refused = Some(e);
-            }
-            continue;
-        }
-        match format {
-            Some(Format::Json | Format::Csv) => array.extend_from_slice(&chunk),
-            // Once refused, the rest is read and dropped (bounded by MAX_BATCH_BYTES) so that
-            // the client, still sending, reads the answer instead of a reset connection.
-            _ if refused.is_some() => {}
-            _ => {
-                if let Err(e) = splitter.feed(&chunk, &mut on_line) {
-                    refused = Some(e);
-                }
-            }
-        }
-    }
-    if format == Some(Format::Json) {
-        if let Err(e) = each_array_element(&array[..], state.body_limit(), &mut on_line) {
-            refused = Some(e);
-        }
-    } else if format == Some(Format::Csv) {
-        let ready = |layout| {
-            let _ = csv_layout.set(layout);
-        };
-        if let Err(e) = each_csv_row(&array[..], entity, state.body_limit(), ready, &mut on_line) {
-            refused = Some(e);
-        }
-    } else if refused.is_none() {
-        // NDJSON, or nothing but white space.
-        let replayed = std::mem::take(&mut leading_too_long)
-            .into_iter()
-            .try_for_each(|n| on_line(Row::TooLong(n)));
-        if let Err(e) = replayed.and_then(|()| splitter.finish(&mut on_line)) {
+        // Once refused, the rest is read and dropped (bounded by MAX_BATCH_BYTES) so that the
+        // client, still sending, reads the answer instead of a reset connection.
+        if refused.is_none()
+            && let Err(e) = walker.feed(&chunk, &mut on_line)
+        {
             refused = Some(e);
         }
     }
     if let Some(e) = refused {
         return Err(e);
     }
-    if lines == 0 {
-        return Err(ApiError::BadRequest(
-            "the batch is empty: send one JSON object per line, or a JSON array of objects".into(),
-        ));
-    }
-    if let (Some(key), Some(hasher)) = (key.as_deref(), body_digest) {
-        let id = message_id(client, entity, Some(key), None);
-        let digest: [u8; 32] = sha2::Digest::finalize(hasher).into();
-        state
-            .fingerprints
-            .claim(&state.jetstream, &state.stream, id, digest)
-            .await?;
-    }
-    let started = Instant::now();
-    let units = match key.as_deref() {
-        // Keyed lines keep a message each, deduplicated on its own id (derived from the key
-        // and the line number), so a retry names every line as before whatever else changed.
-        Some(key) => valid
-            .into_iter()
-            .map(|(number, body)| {
-                let id = message_id(client, entity, Some(key), Some(number));
-                PublishUnit::single(state, number, Validated::new(entity, id, body, true))
-            })
-            .collect(),
-        None => group_lines(state, entity, valid),
+    let ready = |layout| {
+        let _ = csv_layout.set(layout);
     };
-    // Pipelined (see `nats::Pipeline`), with at most MAX_BATCH_PENDING_ACKS acks in flight.
+    walker.finish(ready, &mut on_line)?;
+    Ok(ReadRows {
+        valid,
+        rejections,
+        lines,
+        digest: hasher.map(|h| sha2::Digest::finalize(h).into()),
+    })
+}
+
+/// The answer's error for a refused row.
+fn refusal_error(state: &AppState, entity: RootEntity, why: Refusal) -> ApiError {
+    match why {
+        Refusal::TooLong => ApiError::TooLarge {
+            limit: state.body_limit(),
+        },
+        Refusal::NotUtf8 => ApiError::BadRequest(RowProblem::NotUtf8.to_string()),
+        Refusal::Cells(errors) | Refusal::Message(ParseError::Invalid(errors)) => {
+            ApiError::Invalid {
+                entity: Some(entity.name()),
+                errors,
+            }
+        }
+        Refusal::Message(other) => ApiError::from(other),
+    }
+}
+
+/// Publishes the units pipelined (see `nats::Pipeline`, at most [`MAX_BATCH_PENDING_ACKS`]
+/// acks in flight); returns the accepted lines, and adds the lines whose publish failed to
+/// `rejections`.
+async fn publish_units(
+    state: &AppState,
+    entity: RootEntity,
+    units: Vec<PublishUnit>,
+    rejections: &mut Rejections,
+) -> Vec<LineResult> {
+    let started = Instant::now();
     let mut pipeline = Pipeline::new(&*state.publisher, MAX_BATCH_PENDING_ACKS);
     for unit in units {
         pipeline.send(unit.lines, unit.outgoing).await;
     }
     let acks = pipeline.finish().await;
     let histogram = &state.metrics.of(entity).publish_seconds;
-    for _ in &acks {
-        histogram.observe(started.elapsed().as_secs_f64());
-    }
-    let mut results = Vec::with_capacity(acks.len() + rejections.shown.len());
-    let mut accepted = 0usize;
+    let mut accepted = Vec::new();
     for (lines, ack) in acks {
+        histogram.observe(started.elapsed().as_secs_f64());
         match ack {
-            Ok(_) => {
-                accepted += lines.len();
-                results.extend(
-                    lines
-                        .into_iter()
-                        .map(|(line, message_id)| LineResult::Accepted { line, message_id }),
-                );
-            }
+            Ok(_) => accepted.extend(
+                lines
+                    .into_iter()
+                    .map(|(line, message_id)| LineResult::Accepted { line, message_id }),
+            ),
             Err(e) => {
                 for (line, _) in lines {
                     rejections.add(state, entity, line, publish_error(&e));
@@ -322,20 +313,32 @@ pub(super) async fn batch(
             }
         }
     }
-    state.metrics.of(entity).accepted.inc_by(accepted as u64);
-    results.extend(std::mem::take(&mut rejections.shown));
+    state
+        .metrics
+        .of(entity)
+        .accepted
+        .inc_by(accepted.len() as u64);
+    accepted
+}
+
+/// The answer: every accepted line and the first rejected ones, in line order; 202 if any
+/// line was accepted, else 503 when every refusal may pass later, else 422.
+fn batch_answer(entity: RootEntity, accepted: Vec<LineResult>, rejections: Rejections) -> Response {
+    let accepted_count = accepted.len();
+    let mut results = accepted;
+    results.extend(rejections.shown);
     results.sort_by_key(LineResult::line);
-    let status = if accepted > 0 {
+    let status = if accepted_count > 0 {
         StatusCode::ACCEPTED
     } else if rejections.retryable == rejections.total {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    let omitted = rejections.total - results.len().saturating_sub(accepted);
+    let omitted = rejections.total - results.len().saturating_sub(accepted_count);
     let body = json!({
         "entity": entity.name(),
-        "accepted": accepted,
+        "accepted": accepted_count,
         "rejected": rejections.total,
         "results": results,
         "errors_omitted": omitted,
@@ -345,7 +348,10 @@ pub(super) async fn batch(
     if status == StatusCode::SERVICE_UNAVAILABLE {
         super::error::retry_after(&mut response, 1);
     }
-    Ok(response)
+    if let Some(failure) = rejections.upstream {
+        response.extensions_mut().insert(failure);
+    }
+    response
 }
 
 /// One JetStream message of a batch: the lines it carries, each with its message id.

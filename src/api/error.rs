@@ -262,18 +262,17 @@ impl IntoResponse for ApiError {
                     .collect();
                 body["known_entities"] = json!(known);
             }
-            ApiError::Unavailable { what, detail } => {
-                // The upstream error goes to the log, never to the client. During an outage
-                // every request fails the same way: one line per 10 s.
-                static FAILED: crate::throttle::Throttle =
-                    crate::throttle::Throttle::new(std::time::Duration::from_secs(10));
-                if let Some(held_back) = FAILED.allow() {
-                    tracing::warn!(dependency = ?what, error = %detail, similar_since_last = held_back, "request failed: 503");
-                }
-            }
             _ => {}
         }
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::Unavailable { what, detail } = &self {
+            // The upstream error goes to the log, never to the client: the request layer logs
+            // it with the request's id.
+            response.extensions_mut().insert(UpstreamFailure {
+                what: *what,
+                detail: detail.clone(),
+            });
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             retry_after(&mut response, 1);
         }
@@ -290,6 +289,26 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// A dependency's failure behind a 503, carried from the handler to the request layer in the
+/// response's extensions and logged there with the request id (see [`log_upstream_failure`]).
+#[derive(Debug, Clone)]
+pub(super) struct UpstreamFailure {
+    /// What failed.
+    pub(super) what: Dependency,
+    /// The upstream error's text.
+    pub(super) detail: String,
+}
+
+/// Logs a 503's upstream failure with the request id the client got in `x-request-id`. During
+/// an outage every request fails the same way: one line per 10 s.
+pub(super) fn log_upstream_failure(failure: &UpstreamFailure, request_id: &str) {
+    static FAILED: crate::throttle::Throttle =
+        crate::throttle::Throttle::new(std::time::Duration::from_secs(10));
+    if let Some(held_back) = FAILED.allow() {
+        tracing::warn!(request_id, dependency = ?failure.what, error = %failure.detail, similar_since_last = held_back, "request failed: 503");
     }
 }
 

@@ -252,7 +252,9 @@ where
         // MatchedPath is a shared string: cloning it does not copy the route.
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = crate::labels::method_label(request.method());
+        let request_id = request.headers().get(REQUEST_ID).cloned();
         Counted {
+            request_id,
             inner: self.inner.call(request),
             state: Some(self.state.clone()),
             route,
@@ -271,15 +273,35 @@ pin_project_lite::pin_project! {
         route: Option<MatchedPath>,
         method: &'static str,
         started: Instant,
+        // The client's `x-request-id`, if it sent one.
+        request_id: Option<axum::http::HeaderValue>,
     }
 }
+
+/// The header that names a request in the api's log lines (the client's, or one the api
+/// makes up when it logs a failure).
+const REQUEST_ID: &str = "x-request-id";
 
 impl<F: Future<Output = Result<Response, Infallible>>> Future for Counted<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
+        if let Some(failure) = response.extensions_mut().remove::<error::UpstreamFailure>() {
+            // Only a failure pays for an id: a printable one the client sent, or a new one,
+            // returned so that the client can quote it.
+            let id = this
+                .request_id
+                .take()
+                .filter(|v| v.to_str().is_ok_and(|s| s.len() <= 128))
+                .unwrap_or_else(|| {
+                    axum::http::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+                        .expect("a UUID is a header value")
+                });
+            error::log_upstream_failure(&failure, id.to_str().unwrap_or_default());
+            response.headers_mut().insert(REQUEST_ID, id);
+        }
         let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         if let Some(state) = this.state.take() {
             state

@@ -52,7 +52,10 @@ fn error_response(description: &str) -> Value {
 fn retry_later(description: &str, schema: Value) -> Value {
     json!({
         "description": description,
-        "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
+        "headers": {
+            "Retry-After": {"$ref": "#/components/headers/RetryAfter"},
+            "X-Request-Id": {"$ref": "#/components/headers/RequestId"}
+        },
         "content": {"application/json": {"schema": schema}}
     })
 }
@@ -383,6 +386,7 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
         }},
         "headers": {
             "RetryAfter": {"description": "Seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}},
+            "RequestId": {"description": "When a dependency (the broker, the store) failed: the request's `X-Request-Id`, or one the api made up, naming the api's log line about it", "schema": {"type": "string"}},
             "WwwAuthenticate": {"description": "`Bearer`, with `error=\"invalid_token\"` when a key was sent", "schema": {"type": "string"}}
         }
     });

@@ -1099,14 +1099,44 @@ async fn single_keyed_and_batch_messages_go_through_any_publisher() {
     publisher
         .refuse
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let (status, body) = fake
-        .post("/ingest/message/order", support::order(5, 1).to_string())
+    // The failure is logged with a request id, which the answer carries: the client's own, or
+    // one the api made up.
+    for sent_id in [None, Some("client-chosen-id-7")] {
+        let mut request =
+            Request::post("/ingest/message/order").header("content-type", "application/json");
+        if let Some(id) = sent_id {
+            request = request.header("x-request-id", id);
+        }
+        let request = request
+            .body(Body::from(support::order(5, 1).to_string()))
+            .expect("request");
+        let (status, body, headers) = fake.call(request).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let error = body["error"].as_str().expect("error");
+        assert!(
+            !error.contains("10.0.0.7") && !error.contains("in-memory"),
+            "upstream text reached the client: {body}"
+        );
+        let answered_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("a request id on the 503");
+        match sent_id {
+            Some(id) => assert_eq!(answered_id, id),
+            None => assert!(uuid::Uuid::parse_str(answered_id).is_ok(), "{answered_id}"),
+        }
+    }
+    // A batch whose every line failed to publish: the same.
+    let (status, body, headers) = fake
+        .call(
+            Request::post("/ingest/batch/order")
+                .header("content-type", "application/x-ndjson")
+                .body(Body::from(support::order(6, 1).to_string()))
+                .expect("request"),
+        )
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let error = body["error"].as_str().expect("error");
-    assert!(
-        !error.contains("10.0.0.7") && !error.contains("in-memory"),
-        "upstream text reached the client: {body}"
-    );
+    assert!(!body.to_string().contains("10.0.0.7"), "{body}");
+    assert!(headers.contains_key("x-request-id"), "{headers:?}");
     api.cleanup().await;
 }
