@@ -61,6 +61,26 @@ pub enum Format {
 }
 
 impl Format {
+    /// The media types of batch bodies, for a 415's answer.
+    pub const MEDIA_TYPES: &'static str = "application/x-ndjson (one JSON object per line), application/json (an array of objects) or text/csv";
+
+    /// What a batch's media type (lower case, no parameters) says: `Some(Some(format))` for a
+    /// type of one format, `Some(None)` for JSON and NDJSON types (the body's first byte then
+    /// decides: `[` an array, else NDJSON), `None` for a type no format has.
+    pub fn from_media_type(mime: &str) -> Option<Option<Self>> {
+        match mime {
+            "text/csv" | "application/csv" => Some(Some(Format::Csv)),
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/jsonlines"
+            | "application/json" => Some(None),
+            m if m.starts_with("application/") && m.ends_with("+json") => Some(None),
+            _ => None,
+        }
+    }
+
     /// The format a file name says (`.csv`, `.tbl`, `.tsv`; `.ndjson`, `.jsonl`; `.json`),
     /// and whether it is gzip-compressed (`.gz`).
     pub fn from_path(path: &Path) -> (Option<Self>, bool) {

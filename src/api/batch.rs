@@ -22,7 +22,7 @@ use crate::generated::RootEntity;
 use crate::nats::{Outgoing, Pipeline, message_subject};
 use crate::runtime::{FieldError, ParseError};
 
-use super::body::{body_read_error, check_content_type, is_csv, reserve, within};
+use super::body::{batch_format, body_read_error, reserve, within};
 use super::ids::{idempotency_key, message_id};
 use super::ingest::{
     Validated, allowed_entity, answer, count_rejected, publish_error, rejection_reason,
@@ -125,7 +125,7 @@ pub(super) async fn batch(
     deadline: Option<ReadDeadline>,
 ) -> Result<Response, ApiError> {
     let entity = allowed_entity(state, client, entity_name)?;
-    check_content_type(headers, true)?;
+    let format = batch_format(headers)?;
     let key = idempotency_key(headers)?;
     if super::budget::declared_length(headers).is_some_and(|n| n > state.max_batch_bytes) {
         return Err(ApiError::TooLarge {
@@ -137,7 +137,7 @@ pub(super) async fn batch(
         reserve(state, headers, state.max_batch_bytes, body),
     )
     .await?;
-    let read = read_rows(state, entity, headers, body, deadline, key.is_some()).await?;
+    let read = read_rows(state, entity, format, body, deadline, key.is_some()).await?;
     let ReadRows {
         valid,
         mut rejections,
@@ -187,7 +187,7 @@ struct ReadRows {
 async fn read_rows(
     state: &AppState,
     entity: RootEntity,
-    headers: &HeaderMap,
+    format: Option<Format>,
     body: axum::body::Body,
     deadline: Option<ReadDeadline>,
     digest: bool,
@@ -219,7 +219,6 @@ async fn read_rows(
         }
         Ok(())
     };
-    let format = is_csv(headers).then_some(Format::Csv);
     let mut walker = ChunkWalker::new(format, entity, state.body_limit());
     let mut stream = body.into_data_stream();
     let mut read = 0usize;

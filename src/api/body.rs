@@ -6,54 +6,63 @@ use bytes::Bytes;
 
 use super::server::ReadDeadline;
 use super::{ApiError, AppState};
+use crate::bulk::Format;
 
-/// Checks the Content-Type. Missing, JSON types, `text/plain`, and curl's default for `-d`
-/// (`application/x-www-form-urlencoded`) are accepted, since the body is checked as JSON anyway;
-/// anything else (XML, multipart, HTML...) is refused with 415.
-pub(super) fn check_content_type(headers: &HeaderMap, batch: bool) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let expected = if batch {
-        "application/x-ndjson (one JSON object per line), application/json (an array of objects) or text/csv"
-    } else {
-        "application/json"
-    };
-    if batch && is_csv(headers) {
-        return Ok(());
+/// Checks a single message's Content-Type. Missing, JSON types, `text/plain`, and curl's
+/// default for `-d` (`application/x-www-form-urlencoded`) are accepted, since the body is
+/// checked as JSON anyway; anything else (XML, multipart, HTML...) is refused with 415.
+pub(super) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    const EXPECTED: &str = "application/json";
+    match media_type(headers, EXPECTED)? {
+        None => Ok(()),
+        Some(mime) if is_json(&mime) || is_lenient(&mime) => Ok(()),
+        Some(mime) => Err(ApiError::UnsupportedMediaType {
+            found: mime,
+            expected: EXPECTED,
+        }),
     }
+}
+
+/// The format a batch's Content-Type names (`bulk::Format::from_media_type`): `None` when the
+/// body's first byte decides (JSON types, and the lenient ones of [`check_content_type`]); 415
+/// for a type no format has.
+pub(super) fn batch_format(headers: &HeaderMap) -> Result<Option<Format>, ApiError> {
+    match media_type(headers, Format::MEDIA_TYPES)? {
+        None => Ok(None),
+        Some(mime) => match Format::from_media_type(&mime) {
+            Some(format) => Ok(format),
+            None if is_lenient(&mime) => Ok(None),
+            None => Err(ApiError::UnsupportedMediaType {
+                found: mime,
+                expected: Format::MEDIA_TYPES,
+            }),
+        },
+    }
+}
+
+/// The Content-Type's media type, lower case, parameters left out; `None` without one.
+fn media_type(headers: &HeaderMap, expected: &'static str) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(None);
+    };
     let raw = value.to_str().map_err(|_| ApiError::UnsupportedMediaType {
         found: String::from_utf8_lossy(value.as_bytes()).into_owned(),
         expected,
     })?;
-    let mime = raw
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let json =
-        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
-    let ndjson = matches!(
-        mime.as_str(),
-        "application/x-ndjson"
-            | "application/ndjson"
-            | "application/jsonl"
-            | "application/x-jsonlines"
-            | "application/jsonlines"
-    );
-    let lenient = matches!(
-        mime.as_str(),
+    let mime = raw.split(';').next().unwrap_or("").trim();
+    Ok(Some(mime.to_ascii_lowercase()))
+}
+
+fn is_json(mime: &str) -> bool {
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// What clients send for JSON without meaning anything else.
+fn is_lenient(mime: &str) -> bool {
+    matches!(
+        mime,
         "" | "text/plain" | "application/x-www-form-urlencoded"
-    );
-    if json || lenient || (batch && ndjson) {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType {
-            found: raw.to_string(),
-            expected,
-        })
-    }
+    )
 }
 
 /// Reads a single message's body, of at most `limit` bytes. Read here rather than by axum's
@@ -144,19 +153,4 @@ pub(super) fn body_read_error(e: axum::Error) -> ApiError {
             message: format!("the request body could not be read: {e}"),
         }
     }
-}
-
-/// Whether the body is CSV (`text/csv`, `application/csv`).
-pub(super) fn is_csv(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|m| m == "text/csv" || m == "application/csv")
 }

@@ -199,7 +199,7 @@ pub(super) async fn ingest_entity(
 ) -> Response {
     let result = async {
         let entity = allowed_entity(&state, &client, &entity_name)?;
-        check_content_type(&headers, false)?;
+        check_content_type(&headers)?;
         let deadline = deadline.map(|Extension(d)| d);
         let (_held, body) = within(
             deadline,
@@ -241,7 +241,7 @@ pub(super) async fn ingest_untyped(
     let deadline = deadline.map(|Extension(d)| d);
     let mut named = String::from("unknown");
     let result = async {
-        check_content_type(&headers, false)?;
+        check_content_type(&headers)?;
         let Query(query) =
             query.map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))?;
         let from_query = query.entity_type;
