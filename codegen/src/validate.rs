@@ -279,12 +279,9 @@ fn key_sizes<'a>(e: &'a EntityDef, p: &'a Persistence) -> KeySizes<'a> {
                 sizes.strings.push(u.value.as_str());
                 sizes.unbounded.push(u.value.as_str());
             }
-            (FieldType::Integer | FieldType::Date, _) => sizes.fixed += 4,
-            (FieldType::BigInt | FieldType::DateTime | FieldType::Time, _) => sizes.fixed += 8,
-            (FieldType::Uuid, _) => sizes.fixed += 16,
-            (FieldType::Boolean, _) => sizes.fixed += 1,
-            // Decimals, bytes and lists: their own limits, far below this in practice.
-            _ => {}
+            // The type table's size; decimals, bytes and lists have their own limits, far
+            // below an index key's in practice.
+            (ty, _) => sizes.fixed += ty.info().key_bytes.unwrap_or(0),
         }
     }
     sizes

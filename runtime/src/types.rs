@@ -137,6 +137,9 @@ pub struct TypeInfo {
     pub constant: Constant,
     /// How a CSV cell is read.
     pub csv: CsvCell,
+    /// Bytes a value takes in a unique index's key when that is fixed (`None`: its size
+    /// depends on the value; `String` keys are sized by `max_length`).
+    pub key_bytes: Option<usize>,
 }
 
 fn parses<T: std::str::FromStr>(text: &str) -> Result<(), String> {
@@ -196,6 +199,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#""example""#,
         constant: Constant::RustLiteral(|_| Ok(())),
         csv: CsvCell::Text,
+        key_bytes: None,
     },
     TypeInfo {
         ty: FieldType::Integer,
@@ -217,6 +221,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#"42"#,
         constant: Constant::RustLiteral(parses::<i32>),
         csv: CsvCell::Number,
+        key_bytes: Some(4),
     },
     TypeInfo {
         ty: FieldType::BigInt,
@@ -238,6 +243,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#"4200000000"#,
         constant: Constant::RustLiteral(parses::<i64>),
         csv: CsvCell::Number,
+        key_bytes: Some(8),
     },
     TypeInfo {
         ty: FieldType::Float,
@@ -259,6 +265,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#"1.5"#,
         constant: Constant::RustLiteral(finite_float),
         csv: CsvCell::Number,
+        key_bytes: None,
     },
     TypeInfo {
         ty: FieldType::Decimal,
@@ -288,6 +295,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#""12.50""#,
         constant: Constant::Converted(converts::<crate::Numeric>),
         csv: CsvCell::Number,
+        key_bytes: None,
     },
     TypeInfo {
         ty: FieldType::Boolean,
@@ -309,6 +317,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#"true"#,
         constant: Constant::RustLiteral(parses::<bool>),
         csv: CsvCell::Boolean,
+        key_bytes: Some(1),
     },
     TypeInfo {
         ty: FieldType::Date,
@@ -330,6 +339,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#""2024-01-31""#,
         constant: Constant::Converted(converts::<crate::NaiveDate>),
         csv: CsvCell::Date,
+        key_bytes: Some(4),
     },
     TypeInfo {
         ty: FieldType::Time,
@@ -358,6 +368,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#""12:30:00""#,
         constant: Constant::Converted(converts::<crate::NaiveTime>),
         csv: CsvCell::Text,
+        key_bytes: Some(8),
     },
     TypeInfo {
         ty: FieldType::DateTime,
@@ -379,6 +390,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#""2024-01-31T12:30:00Z""#,
         constant: Constant::Converted(converts::<crate::DateTimeUtc>),
         csv: CsvCell::Text,
+        key_bytes: Some(8),
     },
     TypeInfo {
         ty: FieldType::Uuid,
@@ -400,6 +412,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#""0191f3a6-7c1e-7d2a-9b3c-4d5e6f708192""#,
         constant: Constant::Converted(converts::<crate::Uuid>),
         csv: CsvCell::Text,
+        key_bytes: Some(16),
     },
     TypeInfo {
         ty: FieldType::Bytes,
@@ -427,6 +440,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#""bm9tbm9t""#,
         constant: Constant::Converted(converts::<Vec<u8>>),
         csv: CsvCell::Text,
+        key_bytes: None,
     },
     TypeInfo {
         ty: FieldType::Json,
@@ -448,6 +462,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#"{"example": true}"#,
         constant: Constant::Converted(converts::<JsonValue>),
         csv: CsvCell::Json,
+        key_bytes: None,
     },
     TypeInfo {
         ty: FieldType::ListObject,
@@ -462,6 +477,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#"[]"#,
         constant: Constant::Unsupported,
         csv: CsvCell::Json,
+        key_bytes: None,
     },
     TypeInfo {
         ty: FieldType::ListString,
@@ -485,6 +501,7 @@ pub const TYPES: &[TypeInfo] = &[
         example: r#"["example"]"#,
         constant: Constant::Unsupported,
         csv: CsvCell::Json,
+        key_bytes: None,
     },
 ];
 
