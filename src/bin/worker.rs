@@ -32,6 +32,16 @@ enum Command {
         #[arg(long)]
         id: Option<Uuid>,
     },
+    /// Discard one dead letter: it leaves the dead letters (replay no longer sees it) and is kept
+    /// whole in `discarded_dead_letters` with the note and who discarded it ($USER).
+    DiscardDeadLetter {
+        /// The dead letter's message id.
+        #[arg(long)]
+        id: Uuid,
+        /// Why (kept with it).
+        #[arg(long)]
+        note: String,
+    },
     /// Exit 0 if the worker on WORKER_METRICS_PORT answers /health (container HEALTHCHECK).
     Healthcheck,
     /// List the entities this build was generated from (entities/*.yaml): their routes and tables.
@@ -100,6 +110,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             return replay(config, &filter).await;
         }
+        Some(Command::DiscardDeadLetter { id, note }) => return discard(config, id, &note).await,
         Some(Command::Load {
             entity,
             format,
@@ -176,6 +187,26 @@ async fn load(
         .into());
     }
     Ok(())
+}
+
+/// `worker discard-dead-letter --id ID --note TEXT`.
+async fn discard(
+    config: WorkerConfig,
+    id: Uuid,
+    note: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use nomnom::store::Store as _;
+    let store = nomnom::store::pg::PgStore::open(&config.database_url, 1)?;
+    let by = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    if store.discard_dead_letter(id, &by, note).await? {
+        println!("discarded {id} (kept in discarded_dead_letters)");
+        Ok(())
+    } else {
+        Err(format!("no dead letter with message id {id}").into())
+    }
 }
 
 /// `worker replay-dead-letters [--entity E] [--id ID]`.

@@ -227,6 +227,16 @@ pub trait Store: Send + Sync + 'static {
         page: &'a DeadLetterPage,
     ) -> StoreFuture<'a, Vec<StoredDeadLetter>>;
 
+    /// Forgets a dead letter on an operator's word: its record leaves the dead letters (replay
+    /// no longer sees it) and is kept whole among the discarded ones with `by` and `note`, in
+    /// one step; its status stays dead-lettered. `false` when the message has no dead letter.
+    fn discard_dead_letter<'a>(
+        &'a self,
+        message_id: Uuid,
+        by: &'a str,
+        note: &'a str,
+    ) -> StoreFuture<'a, bool>;
+
     /// A cheap round trip: whether the store answers (the api's `/ready`, and how the worker
     /// tells that an outage is over).
     fn probe(&self) -> StoreFuture<'_, ()>;

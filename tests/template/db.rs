@@ -47,6 +47,7 @@ async fn missing_database_is_created_and_schema_is_idempotent() {
             "__diesel_schema_migrations",
             "customers",
             "dead_letters",
+            "discarded_dead_letters",
             "message_status",
             "order_events",
             "order_line_items",
@@ -385,4 +386,70 @@ async fn numerics_bound_in_binary_are_what_postgresql_reads_from_their_text() {
     }
     drop(conn);
     test_db.drop_db().await;
+}
+
+/// Discarding a dead letter moves its record, whole, among the discarded ones with who and why;
+/// replay no longer sees it, its status stays dead-lettered, and a second discard finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discarded_dead_letter_is_kept_whole_with_who_and_why() {
+    use nomnom::store::{DeadLetter, DeadLetterPage, Store as _};
+    let test_db = common::TestDb::create().await;
+    let store = db::PgStore::open(&test_db.url, 2).expect("store");
+    store.prepare().await.expect("prepared");
+    let id = uuid::Uuid::now_v7();
+    let body = bytes::Bytes::from_static(b"{\"order_key\": \x00 not json");
+    store
+        .record_dead_letter(&DeadLetter {
+            message_id: id,
+            entity: "Order".into(),
+            body: body.clone(),
+            reason: "invalid JSON".into(),
+            attempts: 3,
+            received_at: chrono::Utc::now(),
+            position: nomnom::runtime::Position {
+                epoch: 5,
+                sequence: 42,
+            },
+            record_id: format!("{id}:1"),
+        })
+        .await
+        .expect("recorded");
+    assert!(
+        store
+            .discard_dead_letter(id, "cli:ops", "a test message, not a customer's")
+            .await
+            .expect("discarded")
+    );
+    let page = DeadLetterPage {
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store.dead_letters(&page).await.expect("page").is_empty());
+    let kept = test_db
+        .count(&format!(
+            "SELECT 1 FROM discarded_dead_letters WHERE message_id = '{id}' \
+             AND body = decode('{}', 'hex') AND reason = 'invalid JSON' AND attempts = 3 \
+             AND position_epoch = 5 AND position_seq = 42 \
+             AND discarded_by = 'cli:ops' AND note = 'a test message, not a customer''s'",
+            hex(&body)
+        ))
+        .await;
+    assert_eq!(kept, 1);
+    let status = store
+        .message_status(id)
+        .await
+        .expect("status")
+        .expect("a row");
+    assert_eq!(status.status, "dead_lettered");
+    assert!(
+        !store
+            .discard_dead_letter(id, "cli:ops", "again")
+            .await
+            .expect("answers")
+    );
+    test_db.drop_db().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -125,6 +125,18 @@ impl Store for PgStore {
         })
     }
 
+    fn discard_dead_letter<'a>(
+        &'a self,
+        message_id: Uuid,
+        by: &'a str,
+        note: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(write::discard_dead_letter(&mut conn, message_id, by, note).await?)
+        })
+    }
+
     fn probe(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut conn = connection(&self.pool).await?;

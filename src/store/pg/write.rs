@@ -404,6 +404,38 @@ pub async fn dead_letters(
         .collect())
 }
 
+/// Moves a dead letter's record to `discarded_dead_letters` with who and why, in one statement;
+/// `false` when there was none.
+pub async fn discard_dead_letter(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    by: &str,
+    note: &str,
+) -> Result<bool, DbError> {
+    conn.clear_sqlstate();
+    let by = crate::text::printable(by);
+    let note = crate::text::printable(note);
+    let moved: Result<usize, _> = diesel::sql_query(DISCARD_DEAD_LETTER_SQL)
+        .bind::<sql_types::Uuid, _>(message_id)
+        .bind::<Text, _>(&*by)
+        .bind::<Text, _>(&*note)
+        .execute(&mut **conn)
+        .await;
+    moved
+        .map(|n| n > 0)
+        .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
+}
+
+/// The record leaves `dead_letters` and arrives whole in `discarded_dead_letters`.
+const DISCARD_DEAD_LETTER_SQL: &str = "\
+WITH moved AS (DELETE FROM dead_letters WHERE message_id = $1 RETURNING *)
+INSERT INTO discarded_dead_letters
+    (message_id, entity, body, reason, attempts, times, position_epoch, position_seq,
+     first_seen, last_seen, discarded_by, note)
+SELECT message_id, entity, body, reason, attempts, times, position_epoch, position_seq,
+       first_seen, last_seen, $2, $3
+FROM moved";
+
 /// A dead letter's record: new, or the message's record brought up to this dead-lettering
 /// (attempts added, one more time) unless this one was the last recorded.
 const RECORD_DEAD_LETTER_SQL: &str = "\

@@ -23,6 +23,7 @@ pub(crate) struct MemoryStore {
 struct State {
     statuses: HashMap<Uuid, StoredStatus>,
     dead_letters: HashMap<Uuid, (StoredDeadLetter, String)>,
+    discarded: Vec<StoredDeadLetter>,
     prepared: bool,
 }
 
@@ -220,6 +221,21 @@ impl Store for MemoryStore {
             all.sort_by_key(|d| (d.first_seen, d.message_id));
             all.truncate(page.limit);
             all
+        })
+    }
+
+    fn discard_dead_letter<'a>(
+        &'a self,
+        message_id: Uuid,
+        _by: &'a str,
+        _note: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        self.answer(|state| match state.dead_letters.remove(&message_id) {
+            Some(record) => {
+                state.discarded.push(record.0);
+                true
+            }
+            None => false,
         })
     }
 

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS discarded_dead_letters;
