@@ -1,9 +1,57 @@
-//! The database's errors, classified by SQLSTATE into what they mean for the messages.
+//! The database's errors, classified by SQLSTATE into what they mean for the messages, and
+//! the codes themselves.
 
 use diesel::result::DatabaseErrorKind;
 
-use super::connect::{ConnectError, SqlState};
 use crate::store::{FaultKind, StoreError};
+
+/// A five-character PostgreSQL error code (`23505`, `57P01`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SqlState([u8; 5]);
+
+impl SqlState {
+    /// Parses a code; `None` unless it is five ASCII letters or digits.
+    pub fn new(code: &str) -> Option<Self> {
+        let bytes: [u8; 5] = code.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(u8::is_ascii_alphanumeric)
+            .then_some(Self(bytes))
+    }
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        // Constructed from ASCII only.
+        std::str::from_utf8(&self.0).unwrap_or("?????")
+    }
+
+    /// Its class: the first two characters (`23` for integrity constraint violations).
+    pub fn class(&self) -> &str {
+        &self.as_str()[..2]
+    }
+}
+
+impl std::fmt::Display for SqlState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `DATABASE_URL` is not a PostgreSQL URL or connection string.
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    /// The server could not be reached, refused us, or failed during start-up.
+    #[error("{message}")]
+    Server {
+        /// What happened (never includes a password).
+        message: String,
+        /// The server's error code, when it sent one (`3D000`: no such database).
+        sqlstate: Option<SqlState>,
+    },
+}
 
 /// A database operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -19,10 +19,8 @@ use std::sync::Arc;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-pub use connect::{
-    Database, DbPool, PgConnection, PgManager, PooledConnection, SqlState, connection,
-};
-pub use error::{DbError, classify_sqlstate};
+pub use connect::{Database, DbPool, PgConnection, PgManager, PooledConnection, connection};
+pub use error::{ConnectError, DbError, SqlState, classify_sqlstate};
 pub use write::{InsertFirst, write_messages};
 
 use crate::store::{
