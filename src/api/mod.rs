@@ -26,6 +26,7 @@ mod metrics;
 mod openapi;
 pub mod server;
 mod status;
+mod validate;
 
 pub use config::{ApiConfig, env_vars};
 
@@ -164,6 +165,7 @@ pub fn router(state: AppState) -> Router {
     let mut keyed = Router::new()
         .route("/ingest/message/{entity}", post(ingest::ingest_entity))
         .route("/ingest/message", post(ingest::ingest_untyped))
+        .route("/ingest/validate/{entity}", post(validate::validate))
         .route(
             "/ingest/batch/{entity}",
             // Streamed: the handler counts bytes and lines itself.

@@ -233,6 +233,24 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
             }}),
         );
 
+        let mut dry_run = ingest_errors(false);
+        dry_run.remove("409");
+        dry_run.insert(
+            "200".into(),
+            json!({"description": "The body would be accepted (nothing was published)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Valid"}}}}),
+        );
+        paths.insert(
+            format!("/ingest/validate/{snake}"),
+            json!({"post": {
+                "operationId": format!("validate_{snake}"),
+                "summary": format!("Check one {name} message as ingesting would, without publishing it"),
+                "requestBody": {"required": true, "content": {"application/json": {
+                    "schema": schema_ref, "example": example
+                }}},
+                "responses": dry_run,
+            }}),
+        );
+
         let mut batch = ingest_errors(true);
         batch.insert(
             "202".into(),
@@ -271,6 +289,14 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
             }}),
         );
     }
+    schemas.insert(
+        "Valid".into(),
+        json!({
+            "type": "object",
+            "required": ["valid", "entity"],
+            "properties": {"valid": {"const": true}, "entity": {"type": "string"}}
+        }),
+    );
     schemas.insert(
         "TaggedMessage".into(),
         json!({

@@ -1140,3 +1140,31 @@ async fn single_keyed_and_batch_messages_go_through_any_publisher() {
     assert!(headers.contains_key("x-request-id"), "{headers:?}");
     api.cleanup().await;
 }
+
+/// The dry run answers what ingesting would — 200 for a body it would accept, the same 422 for
+/// one it would refuse — and publishes nothing.
+#[tokio::test]
+async fn validate_answers_as_ingest_would_and_publishes_nothing() {
+    let api = Api::plain().await;
+    let (status, body) = api
+        .post("/ingest/validate/order", support::order(1, 2).to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"valid": true, "entity": "Order"}));
+    let mut bad = support::order(2, 1);
+    bad["total_price"] = json!("lots");
+    let (dry_status, dry) = api
+        .post("/ingest/validate/order", bad.to_string())
+        .await;
+    let (status, ingested) = api.post("/ingest/message/order", bad.to_string()).await;
+    assert_eq!(
+        (dry_status, &dry),
+        (status, &ingested),
+        "the dry run's answer is ingest's"
+    );
+    assert_eq!(dry_status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api.post("/ingest/validate/nope", "{}").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(api.stream_messages().await, 0, "nothing was published");
+    api.cleanup().await;
+}
