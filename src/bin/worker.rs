@@ -6,8 +6,10 @@ use nomnom::bulk::Format;
 use nomnom::generated::RootEntity;
 use nomnom::load::{LoadOptions, Progress, load_file};
 use nomnom::process::{healthcheck, init_logging, shutdown_signal};
+use nomnom::store::DeadLetterFilter;
 use nomnom::worker::Worker;
 use nomnom::worker::WorkerConfig;
+use nomnom::worker::admin;
 use nomnom::worker::dead_letter::{self, ReplayFilter};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -23,24 +25,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Publish dead letters again for processing (all, or those matching the filters).
-    ReplayDeadLetters {
-        /// Only dead letters of this entity (any case).
-        #[arg(long)]
-        entity: Option<String>,
-        /// Only the dead letter of this message id.
-        #[arg(long)]
-        id: Option<Uuid>,
+    /// Dead letters: list, show, replay, discard.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterCommand,
     },
-    /// Discard one dead letter: it leaves the dead letters (replay no longer sees it) and is kept
-    /// whole in `discarded_dead_letters` with the note and who discarded it ($USER).
-    DiscardDeadLetter {
-        /// The dead letter's message id.
-        #[arg(long)]
-        id: Uuid,
-        /// Why (kept with it).
-        #[arg(long)]
-        note: String,
+    /// Publish dead letters again for processing (as `dead-letters replay`).
+    ReplayDeadLetters {
+        #[command(flatten)]
+        filter: FilterArgs,
     },
     /// Exit 0 if the worker on WORKER_METRICS_PORT answers /health (container HEALTHCHECK).
     Healthcheck,
@@ -67,6 +60,79 @@ enum Command {
         rejects: Option<PathBuf>,
         /// The file.
         file: PathBuf,
+    },
+}
+
+/// Which dead letters (every filter given must hold).
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Only dead letters of this entity (any case).
+    #[arg(long)]
+    entity: Option<String>,
+    /// Only the dead letter of this message id.
+    #[arg(long)]
+    id: Option<Uuid>,
+    /// Only those whose reason contains this text (any case).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only those first dead-lettered since this time (2026-12-07T10:00:00Z) or age (30m, 2h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(self) -> Result<DeadLetterFilter, Box<dyn std::error::Error>> {
+        let since = match &self.since {
+            Some(text) => Some(admin::parse_since(text, chrono::Utc::now())?),
+            None => None,
+        };
+        Ok(DeadLetterFilter {
+            message_id: self.id,
+            entity: self.entity,
+            reason: self.reason,
+            since,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// A page of dead letters, oldest first: a table, or JSON with --json.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Start after this cursor (printed at the end of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter in full, its body pretty-printed.
+    Show {
+        /// Its message id.
+        id: Uuid,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the filter's dead letters again for processing (all without a filter).
+    Replay {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Discard one dead letter: it leaves the dead letters (replay no longer sees it) and is kept
+    /// whole in `discarded_dead_letters` with the note and who discarded it (`cli:$USER`).
+    Discard {
+        /// Its message id.
+        #[arg(long)]
+        id: Uuid,
+        /// Why (kept with it).
+        #[arg(long)]
+        note: String,
     },
 }
 
@@ -103,14 +169,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = WorkerConfig::from_env()?;
     match cli.command {
         None | Some(Command::Entities | Command::Example { .. }) => {}
-        Some(Command::ReplayDeadLetters { entity, id }) => {
-            let filter = ReplayFilter {
-                entity,
-                message_id: id,
-            };
-            return replay(config, &filter).await;
+        Some(Command::ReplayDeadLetters { filter }) => {
+            return replay(config, &filter.filter()?).await;
         }
-        Some(Command::DiscardDeadLetter { id, note }) => return discard(config, id, &note).await,
+        Some(Command::DeadLetters { action }) => return dead_letters(config, action).await,
         Some(Command::Load {
             entity,
             format,
@@ -189,27 +251,76 @@ async fn load(
     Ok(())
 }
 
-/// `worker discard-dead-letter --id ID --note TEXT`.
-async fn discard(
+/// `worker dead-letters list|show|replay|discard`.
+async fn dead_letters(
     config: WorkerConfig,
-    id: Uuid,
-    note: &str,
+    action: DeadLetterCommand,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use nomnom::store::Store as _;
+    use nomnom::store::{DeadLetterPage, Store as _};
     let store = nomnom::store::pg::PgStore::open(&config.database_url, 1)?;
-    let by = format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
-    if store.discard_dead_letter(id, &by, note).await? {
-        println!("discarded {id} (kept in discarded_dead_letters)");
-        Ok(())
-    } else {
-        Err(format!("no dead letter with message id {id}").into())
+    match action {
+        DeadLetterCommand::List {
+            filter,
+            limit,
+            after,
+            json,
+        } => {
+            let after = after.as_deref().map(admin::parse_cursor).transpose()?;
+            let page = DeadLetterPage {
+                filter: filter.filter()?,
+                after,
+                limit: limit.clamp(1, 10_000),
+            };
+            let (rows, next) = admin::page(&store, &page).await?;
+            if json {
+                let rows: Vec<_> = rows.iter().map(admin::to_json).collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                print!("{}", admin::table(&rows));
+                match next {
+                    Some(cursor) => println!("{} shown; more: --after {cursor}", rows.len()),
+                    None => println!("{} shown", rows.len()),
+                }
+            }
+            Ok(())
+        }
+        DeadLetterCommand::Show { id, json } => {
+            let page = DeadLetterPage {
+                filter: DeadLetterFilter {
+                    message_id: Some(id),
+                    ..Default::default()
+                },
+                after: None,
+                limit: 1,
+            };
+            let found = store.dead_letters(&page).await?;
+            let dead = found
+                .first()
+                .ok_or_else(|| format!("no dead letter with message id {id}"))?;
+            if json {
+                println!("{}", admin::to_json(dead));
+            } else {
+                print!("{}", admin::detail(dead));
+            }
+            Ok(())
+        }
+        DeadLetterCommand::Replay { filter } => replay(config, &filter.filter()?).await,
+        DeadLetterCommand::Discard { id, note } => {
+            let by = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            );
+            if store.discard_dead_letter(id, &by, &note).await? {
+                println!("discarded {id} (kept in discarded_dead_letters)");
+                Ok(())
+            } else {
+                Err(format!("no dead letter with message id {id}").into())
+            }
+        }
     }
 }
 
-/// `worker replay-dead-letters [--entity E] [--id ID]`.
+/// `worker dead-letters replay [filters]` (and `worker replay-dead-letters`).
 async fn replay(
     config: WorkerConfig,
     filter: &ReplayFilter,

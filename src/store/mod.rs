@@ -145,16 +145,29 @@ pub struct StoredDeadLetter {
     pub position: Position,
     /// When it was first dead-lettered: with the id, the order of pages.
     pub first_seen: DateTime<Utc>,
+    /// When it was last dead-lettered.
+    pub last_seen: DateTime<Utc>,
 }
 
-/// Which dead letters to read: a page of at most `limit` in first-seen order, after `after`
-/// (the `(first_seen, message_id)` of the last one of the previous page).
+/// Which dead letters: every condition given must hold.
 #[derive(Debug, Clone, Default)]
-pub struct DeadLetterPage {
+pub struct DeadLetterFilter {
     /// Only this message.
     pub message_id: Option<Uuid>,
     /// Only this entity (any case: see [`crate::runtime::same_entity_name`]).
     pub entity: Option<String>,
+    /// Only those whose reason contains this text (any case).
+    pub reason: Option<String>,
+    /// Only those first dead-lettered at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// A page of dead letters: at most `limit` of the filter's in first-seen order, after `after`
+/// (the `(first_seen, message_id)` of the last one of the previous page).
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterPage {
+    /// Which dead letters.
+    pub filter: DeadLetterFilter,
     /// Start after this one.
     pub after: Option<(DateTime<Utc>, Uuid)>,
     /// At most this many.

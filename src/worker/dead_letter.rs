@@ -22,7 +22,7 @@ use crate::envelope::{ENTITY_HEADER, MESSAGE_ID_HEADER, MessageEnvelope, RECEIVE
 use crate::generated::RootEntity;
 use crate::nats::{NatsError, Outgoing, Publish, message_subject};
 use crate::runtime::Position;
-use crate::store::{DeadLetter, DeadLetterPage, FaultKind, Store};
+use crate::store::{DeadLetter, DeadLetterFilter, DeadLetterPage, FaultKind, Store};
 use crate::throttle::Throttle;
 
 /// Header of a dead letter: why it was rejected (control characters as spaces, at most
@@ -318,13 +318,7 @@ pub async fn run_recorder(
 }
 
 /// Which dead letters to replay.
-#[derive(Debug, Clone, Default)]
-pub struct ReplayFilter {
-    /// Only this entity (any case).
-    pub entity: Option<String>,
-    /// Only this message.
-    pub message_id: Option<Uuid>,
-}
+pub type ReplayFilter = DeadLetterFilter;
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -363,8 +357,7 @@ pub async fn replay(
 ) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport::default();
     let mut page = DeadLetterPage {
-        message_id: filter.message_id,
-        entity: filter.entity.clone(),
+        filter: filter.clone(),
         after: None,
         limit: REPLAY_PAGE,
     };

@@ -1153,9 +1153,7 @@ async fn validate_answers_as_ingest_would_and_publishes_nothing() {
     assert_eq!(body, json!({"valid": true, "entity": "Order"}));
     let mut bad = support::order(2, 1);
     bad["total_price"] = json!("lots");
-    let (dry_status, dry) = api
-        .post("/ingest/validate/order", bad.to_string())
-        .await;
+    let (dry_status, dry) = api.post("/ingest/validate/order", bad.to_string()).await;
     let (status, ingested) = api.post("/ingest/message/order", bad.to_string()).await;
     assert_eq!(
         (dry_status, &dry),

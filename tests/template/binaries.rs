@@ -247,7 +247,7 @@ fn help_lists_the_subcommands() {
     for (bin, commands) in [
         (
             env!("CARGO_BIN_EXE_worker"),
-            &["replay-dead-letters", "healthcheck", "load"][..],
+            &["dead-letters", "replay-dead-letters", "healthcheck", "load"][..],
         ),
         (env!("CARGO_BIN_EXE_api"), &["healthcheck"][..]),
     ] {
@@ -675,4 +675,93 @@ fn non_loopback_ipv4() -> Option<std::net::IpAddr> {
     socket.connect("10.255.255.255:9").ok()?;
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// `worker dead-letters`: a page as a table and as JSON, filters, one in detail, and a discard
+/// that takes it out of the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_commands_list_show_filter_and_discard() {
+    use nomnom::store::{DeadLetter, Store as _};
+    let db = common::TestDb::create().await;
+    let store = nomnom::store::pg::PgStore::open(&db.url, 1).expect("store");
+    store.prepare().await.expect("prepared");
+    let mut ids = Vec::new();
+    for (n, reason) in ["total_price: expected a decimal", "order_key: missing"]
+        .iter()
+        .enumerate()
+    {
+        let id = uuid::Uuid::now_v7();
+        ids.push(id);
+        store
+            .record_dead_letter(&DeadLetter {
+                message_id: id,
+                entity: "Order".into(),
+                body: format!("{{\"order_key\": {n}, \"note\": \"<script>\"}}").into(),
+                reason: (*reason).into(),
+                attempts: 1,
+                received_at: chrono::Utc::now(),
+                position: Default::default(),
+                record_id: format!("{id}:1"),
+            })
+            .await
+            .expect("recorded");
+    }
+    let worker = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .arg("dead-letters")
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, table, err) = worker(&["list", "--entity", "order"]);
+    assert!(ok, "{err}");
+    assert!(
+        table.contains(&ids[0].to_string()) && table.contains(&ids[1].to_string()),
+        "{table}"
+    );
+    assert!(table.contains("2 shown"), "{table}");
+    let (ok, table, err) = worker(&["list", "--limit", "1"]);
+    assert!(ok, "{err}");
+    let cursor = table
+        .split("--after ")
+        .nth(1)
+        .map(str::trim)
+        .expect("a cursor for the next page");
+    let (ok, next, err) = worker(&["list", "--limit", "1", "--after", cursor]);
+    assert!(ok, "{err}");
+    assert!(
+        next.contains(&ids[1].to_string()) && next.contains("1 shown"),
+        "{next}"
+    );
+    let (ok, json, err) = worker(&["list", "--reason", "DECIMAL", "--since", "1h", "--json"]);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(rows[0]["message_id"], ids[0].to_string());
+    assert_eq!(rows[0]["body"]["note"], "<script>");
+    let (ok, shown, err) = worker(&["show", &ids[0].to_string()]);
+    assert!(ok, "{err}");
+    assert!(
+        shown.contains("\"order_key\": 0") && shown.contains("expected a decimal"),
+        "{shown}"
+    );
+    let (ok, _, err) = worker(&["list", "--since", "yesterday"]);
+    assert!(!ok && err.contains("--since"), "{err}");
+    let (ok, said, err) = worker(&["discard", "--id", &ids[0].to_string(), "--note", "a test"]);
+    assert!(ok, "{err}");
+    assert!(said.contains("discarded"), "{said}");
+    let (ok, table, _) = worker(&["list"]);
+    assert!(
+        ok && !table.contains(&ids[0].to_string()) && table.contains("1 shown"),
+        "{table}"
+    );
+    let (ok, _, err) = worker(&["discard", "--id", &ids[0].to_string(), "--note", "again"]);
+    assert!(!ok && err.contains("no dead letter"), "{err}");
+    db.drop_db().await;
 }

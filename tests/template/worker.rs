@@ -387,7 +387,7 @@ async fn a_dead_letter_is_replayed_once_the_cause_is_fixed() {
     let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
     let filter = nomnom::worker::dead_letter::ReplayFilter {
         entity: Some("order".into()),
-        message_id: None,
+        ..Default::default()
     };
     let publisher = nomnom::nats::JetStreamPublisher::new(p.jetstream.clone());
     let report = nomnom::worker::dead_letter::replay(&publisher, &p.stream, &store, &filter)

@@ -346,14 +346,26 @@ pub async fn dead_letters(
             d::position_epoch,
             d::position_seq,
             d::first_seen,
+            d::last_seen,
         ))
         .order((d::first_seen.asc(), d::message_id.asc()))
         .limit(i64::try_from(page.limit).unwrap_or(i64::MAX))
         .into_boxed();
-    if let Some(id) = page.message_id {
+    let filter = &page.filter;
+    if let Some(id) = filter.message_id {
         query = query.filter(d::message_id.eq(id));
     }
-    if let Some(entity) = &page.entity {
+    if let Some(text) = &filter.reason {
+        let escaped = text
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        query = query.filter(d::reason.ilike(format!("%{escaped}%")));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(d::first_seen.ge(since));
+    }
+    if let Some(entity) = &filter.entity {
         // As `same_entity_name` compares: any case, `_` and `-` ignored.
         let wanted: String = entity
             .chars()
@@ -382,13 +394,25 @@ pub async fn dead_letters(
         i64,
         i64,
         DateTime<Utc>,
+        DateTime<Utc>,
     );
     let rows: Result<Vec<Row>, _> = query.load(&mut **conn).await;
     let rows = rows.map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))?;
     Ok(rows
         .into_iter()
         .map(
-            |(message_id, entity, body, reason, attempts, times, epoch, sequence, first_seen)| {
+            |(
+                message_id,
+                entity,
+                body,
+                reason,
+                attempts,
+                times,
+                epoch,
+                sequence,
+                first_seen,
+                last_seen,
+            )| {
                 StoredDeadLetter {
                     message_id,
                     entity,
@@ -398,6 +422,7 @@ pub async fn dead_letters(
                     times,
                     position: crate::runtime::Position { epoch, sequence },
                     first_seen,
+                    last_seen,
                 }
             },
         )

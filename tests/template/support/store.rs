@@ -165,6 +165,7 @@ impl Store for MemoryStore {
                     stored.body = dead.body.clone();
                     stored.attempts += dead.attempts;
                     stored.times += 1;
+                    stored.last_seen = chrono::Utc::now();
                     *last = dead.record_id.clone();
                 }
                 None => {
@@ -177,6 +178,7 @@ impl Store for MemoryStore {
                         times: 1,
                         position: dead.position,
                         first_seen: now,
+                        last_seen: now,
                     };
                     state
                         .dead_letters
@@ -207,9 +209,17 @@ impl Store for MemoryStore {
                 .dead_letters
                 .values()
                 .map(|(d, _)| d.clone())
-                .filter(|d| page.message_id.is_none_or(|id| id == d.message_id))
+                .filter(|d| page.filter.message_id.is_none_or(|id| id == d.message_id))
                 .filter(|d| {
-                    page.entity
+                    page.filter
+                        .reason
+                        .as_deref()
+                        .is_none_or(|r| d.reason.to_lowercase().contains(&r.to_lowercase()))
+                })
+                .filter(|d| page.filter.since.is_none_or(|t| d.first_seen >= t))
+                .filter(|d| {
+                    page.filter
+                        .entity
                         .as_deref()
                         .is_none_or(|e| nomnom::runtime::same_entity_name(&d.entity, e))
                 })
