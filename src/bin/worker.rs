@@ -10,7 +10,7 @@ use nomnom::store::DeadLetterFilter;
 use nomnom::worker::Worker;
 use nomnom::worker::WorkerConfig;
 use nomnom::worker::admin;
-use nomnom::worker::dead_letter::{self, ReplayFilter};
+use nomnom::worker::dead_letter::ReplayFilter;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -118,6 +118,11 @@ enum DeadLetterCommand {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// How many of the filter's dead letters would pass validation now (nothing is published).
+    DryRun {
+        #[command(flatten)]
+        filter: FilterArgs,
     },
     /// Publish the filter's dead letters again for processing (all without a filter).
     Replay {
@@ -306,16 +311,23 @@ async fn dead_letters(
         }
         DeadLetterCommand::Replay { filter } => replay(config, &filter.filter()?).await,
         DeadLetterCommand::Discard { id, note } => {
-            let by = format!(
-                "cli:{}",
-                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-            );
-            if store.discard_dead_letter(id, &by, &note).await? {
+            if admin::discard(&store, id, &admin::cli_operator(), &note).await? {
                 println!("discarded {id} (kept in discarded_dead_letters)");
                 Ok(())
             } else {
                 Err(format!("no dead letter with message id {id}").into())
             }
+        }
+        DeadLetterCommand::DryRun { filter } => {
+            let found = admin::dry_run(&store, &filter.filter()?, &admin::cli_operator()).await?;
+            for (why, n) in &found.refusals {
+                println!("{n:>8}  would be refused: {why}");
+            }
+            println!(
+                "{} of {} would pass validation now",
+                found.would_pass, found.total
+            );
+            Ok(())
         }
     }
 }
@@ -329,7 +341,14 @@ async fn replay(
     nomnom::nats::ensure_stream(&js, &config.nats).await?;
     let store = nomnom::store::pg::PgStore::open(&config.database_url, 1)?;
     let publisher = nomnom::nats::JetStreamPublisher::new(js);
-    let report = dead_letter::replay(&publisher, &config.nats.stream, &store, filter).await?;
+    let report = admin::replay(
+        &store,
+        &publisher,
+        &config.nats.stream,
+        filter,
+        &admin::cli_operator(),
+    )
+    .await?;
     for id in &report.replayed {
         println!("replayed {id}");
     }

@@ -193,6 +193,21 @@ pub struct StoredStatus {
     pub error: Option<String>,
 }
 
+/// An operator's action on dead letters, as the audit keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminAction {
+    /// An API key's name, or `cli:<user>`.
+    pub who: String,
+    /// `replay`, `dry_run` or `discard`.
+    pub action: &'static str,
+    /// Which dead letters: the filter, or the id.
+    pub target: serde_json::Value,
+    /// How many it concerned.
+    pub count: i64,
+    /// The operator's note (discards).
+    pub note: Option<String>,
+}
+
 /// A boxed future of the [`Store`] (object-safe, so the api and the worker hold any store).
 pub type StoreFuture<'a, T> =
     std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -249,6 +264,9 @@ pub trait Store: Send + Sync + 'static {
         by: &'a str,
         note: &'a str,
     ) -> StoreFuture<'a, bool>;
+
+    /// Records an operator's action in the audit.
+    fn record_action<'a>(&'a self, action: &'a AdminAction) -> StoreFuture<'a, ()>;
 
     /// A cheap round trip: whether the store answers (the api's `/ready`, and how the worker
     /// tells that an outage is over).

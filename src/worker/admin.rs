@@ -1,6 +1,6 @@
-//! What the operator's dead-letter commands (`worker dead-letters list|show|replay|discard`)
-//! read and print: pages of dead letters through the store, as a table for a terminal or as
-//! JSON, and one dead letter in detail.
+//! The operator's dead-letter actions (`worker dead-letters …`): pages of dead letters through
+//! the store, as a table for a terminal or as JSON, one in detail; a dry run (how many would
+//! pass validation now), replay and discard, each recorded in the audit (`admin_actions`).
 
 use std::fmt::Write as _;
 
@@ -9,7 +9,12 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::store::{DeadLetterPage, Store, StoreError, StoredDeadLetter};
+use crate::generated::RootEntity;
+use crate::nats::Publish;
+use crate::store::{
+    AdminAction, DeadLetterFilter, DeadLetterPage, Store, StoreError, StoredDeadLetter,
+};
+use crate::worker::dead_letter::{self, ReplayError, ReplayReport};
 
 /// Why an operator's argument was refused.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +148,138 @@ pub fn detail(d: &StoredDeadLetter) -> String {
         d.position.sequence,
         d.body.len(),
         body
+    )
+}
+
+/// A filter as the audit records it.
+pub fn filter_json(filter: &DeadLetterFilter) -> Value {
+    json!({
+        "message_id": filter.message_id,
+        "entity": filter.entity,
+        "reason": filter.reason,
+        "since": filter.since,
+    })
+}
+
+/// What a dry run found: how many of the filter's dead letters the generated validator would
+/// accept now, and why the others would be refused (the first error of each, counted).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DryRun {
+    /// Dead letters looked at.
+    pub total: u64,
+    /// Those whose body would be accepted now.
+    pub would_pass: u64,
+    /// Why the others would not, with how many.
+    pub refusals: std::collections::BTreeMap<String, u64>,
+}
+
+/// Dead letters read per page by the dry run (bodies up to the largest message each).
+const DRY_RUN_PAGE: usize = 64;
+
+/// Checks every dead letter of `filter` with the generated validator, as the api would check
+/// it now (after a fix to the YAML, say), publishing nothing; recorded in the audit as `who`'s.
+pub async fn dry_run(
+    store: &dyn Store,
+    filter: &DeadLetterFilter,
+    who: &str,
+) -> Result<DryRun, StoreError> {
+    let mut found = DryRun::default();
+    let mut page = DeadLetterPage {
+        filter: filter.clone(),
+        after: None,
+        limit: DRY_RUN_PAGE,
+    };
+    loop {
+        let rows = store.dead_letters(&page).await?;
+        for row in &rows {
+            found.total += 1;
+            match would_pass(row) {
+                Ok(()) => found.would_pass += 1,
+                Err(why) => *found.refusals.entry(why).or_default() += 1,
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() == page.limit => {
+                page.after = Some((last.first_seen, last.message_id))
+            }
+            _ => break,
+        }
+    }
+    store
+        .record_action(&AdminAction {
+            who: who.to_string(),
+            action: "dry_run",
+            target: filter_json(filter),
+            count: i64::try_from(found.would_pass).unwrap_or(i64::MAX),
+            note: None,
+        })
+        .await?;
+    Ok(found)
+}
+
+/// Whether the api would accept the dead letter's body now; why not, in a few words.
+fn would_pass(d: &StoredDeadLetter) -> Result<(), String> {
+    let entity = RootEntity::from_name(&d.entity)
+        .ok_or_else(|| format!("unknown entity `{}`", crate::text::printable(&d.entity)))?;
+    let doc = crate::runtime::parse_json_object(&d.body).map_err(|e| e.to_string())?;
+    entity.validate_json(doc.root()).map_err(|errors| {
+        errors
+            .first()
+            .map(|e| format!("{}: {}", e.field, e.error))
+            .unwrap_or_else(|| "invalid".into())
+    })
+}
+
+/// Replays the filter's dead letters (see [`dead_letter::replay`]) and records it in the audit.
+pub async fn replay(
+    store: &dyn Store,
+    publisher: &dyn Publish,
+    stream: &str,
+    filter: &DeadLetterFilter,
+    who: &str,
+) -> Result<ReplayReport, ReplayError> {
+    let report = dead_letter::replay(publisher, stream, store, filter).await?;
+    store
+        .record_action(&AdminAction {
+            who: who.to_string(),
+            action: "replay",
+            target: filter_json(filter),
+            count: i64::try_from(report.replayed.len()).unwrap_or(i64::MAX),
+            note: None,
+        })
+        .await
+        .map_err(|e| ReplayError::Store(e.to_string()))?;
+    Ok(report)
+}
+
+/// Discards one dead letter (see [`Store::discard_dead_letter`]) and records it in the audit;
+/// `false` when there was none.
+pub async fn discard(
+    store: &dyn Store,
+    id: Uuid,
+    who: &str,
+    note: &str,
+) -> Result<bool, StoreError> {
+    let discarded = store.discard_dead_letter(id, who, note).await?;
+    if discarded {
+        store
+            .record_action(&AdminAction {
+                who: who.to_string(),
+                action: "discard",
+                target: json!({"message_id": id}),
+                count: 1,
+                note: Some(note.to_string()),
+            })
+            .await?;
+    }
+    Ok(discarded)
+}
+
+/// Who an action from the command line is: `cli:$USER`.
+pub fn cli_operator() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
     )
 }
 

@@ -753,15 +753,44 @@ async fn the_dead_letter_commands_list_show_filter_and_discard() {
     );
     let (ok, _, err) = worker(&["list", "--since", "yesterday"]);
     assert!(!ok && err.contains("--since"), "{err}");
+    // A dead letter whose body is a valid order (the database refused it): the dry run counts
+    // it as passing now, the other two as refused, and publishes nothing.
+    let valid = uuid::Uuid::now_v7();
+    store
+        .record_dead_letter(&DeadLetter {
+            message_id: valid,
+            entity: "order".into(),
+            body: support::order(9, 1).to_string().into(),
+            reason: "check constraint".into(),
+            attempts: 1,
+            received_at: chrono::Utc::now(),
+            position: Default::default(),
+            record_id: format!("{valid}:1"),
+        })
+        .await
+        .expect("recorded");
+    let (ok, dry, err) = worker(&["dry-run"]);
+    assert!(ok, "{err}");
+    assert!(dry.contains("1 of 3 would pass validation now"), "{dry}");
+    assert!(dry.contains("would be refused"), "{dry}");
     let (ok, said, err) = worker(&["discard", "--id", &ids[0].to_string(), "--note", "a test"]);
     assert!(ok, "{err}");
     assert!(said.contains("discarded"), "{said}");
     let (ok, table, _) = worker(&["list"]);
     assert!(
-        ok && !table.contains(&ids[0].to_string()) && table.contains("1 shown"),
+        ok && !table.contains(&ids[0].to_string()) && table.contains("2 shown"),
         "{table}"
     );
     let (ok, _, err) = worker(&["discard", "--id", &ids[0].to_string(), "--note", "again"]);
     assert!(!ok && err.contains("no dead letter"), "{err}");
+    // The audit: the dry run and the discard, by the command line's operator.
+    let audit = db
+        .rows(
+            "SELECT action || ':' || count || ':' || (who LIKE 'cli:%') \
+             FROM admin_actions ORDER BY id",
+        )
+        .await;
+    let audit: Vec<String> = audit.into_iter().filter_map(|mut r| r.remove(0)).collect();
+    assert_eq!(audit, ["dry_run:1:true", "discard:1:true"]);
     db.drop_db().await;
 }

@@ -45,6 +45,7 @@ async fn missing_database_is_created_and_schema_is_idempotent() {
         tables,
         vec![
             "__diesel_schema_migrations",
+            "admin_actions",
             "customers",
             "dead_letters",
             "discarded_dead_letters",

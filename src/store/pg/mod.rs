@@ -24,8 +24,8 @@ pub use error::{ConnectError, DbError, SqlState, classify_sqlstate};
 pub use write::{InsertFirst, write_messages};
 
 use crate::store::{
-    DeadLetter, DeadLetterPage, PendingWrite, SchemaChanges, Store, StoreFuture, StoredDeadLetter,
-    StoredStatus, WriteOutcome,
+    AdminAction, DeadLetter, DeadLetterPage, PendingWrite, SchemaChanges, Store, StoreFuture,
+    StoredDeadLetter, StoredStatus, WriteOutcome,
 };
 
 /// Creates a connection pool of `size` connections to `database_url`.
@@ -132,6 +132,13 @@ impl Store for PgStore {
         Box::pin(async move {
             let mut conn = connection(&self.pool).await?;
             Ok(write::discard_dead_letter(&mut conn, message_id, by, note).await?)
+        })
+    }
+
+    fn record_action<'a>(&'a self, action: &'a AdminAction) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(write::record_action(&mut conn, action).await?)
         })
     }
 

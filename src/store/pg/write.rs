@@ -15,7 +15,8 @@ use super::error::DbError;
 use super::schema;
 use crate::generated::RowBatch;
 use crate::store::{
-    DeadLetter, DeadLetterPage, PendingWrite, StoredDeadLetter, StoredStatus, WriteOutcome,
+    AdminAction, DeadLetter, DeadLetterPage, PendingWrite, StoredDeadLetter, StoredStatus,
+    WriteOutcome,
 };
 
 /// `INSERT ... SELECT FROM unnest(...)` of a batch's `processed` status rows.
@@ -448,6 +449,30 @@ pub async fn discard_dead_letter(
         .await;
     moved
         .map(|n| n > 0)
+        .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
+}
+
+/// Appends an operator's action to `admin_actions`.
+pub async fn record_action(conn: &mut PgConnection, action: &AdminAction) -> Result<(), DbError> {
+    conn.clear_sqlstate();
+    let done: Result<usize, _> = diesel::sql_query(
+        "INSERT INTO admin_actions (who, action, target, count, note) \
+         VALUES ($1, $2, $3::jsonb, $4, $5)",
+    )
+    .bind::<Text, _>(crate::text::printable(&action.who).as_ref())
+    .bind::<Text, _>(action.action)
+    .bind::<Text, _>(action.target.to_string())
+    .bind::<sql_types::BigInt, _>(action.count)
+    .bind::<sql_types::Nullable<Text>, _>(
+        action
+            .note
+            .as_deref()
+            .map(crate::text::printable)
+            .as_deref(),
+    )
+    .execute(&mut **conn)
+    .await;
+    done.map(drop)
         .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
 }
 

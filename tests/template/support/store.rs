@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nomnom::generated::RowBatch;
 use nomnom::store::{
-    DeadLetter, DeadLetterPage, FaultKind, PendingWrite, SchemaChanges, Store, StoreError,
-    StoreFuture, StoredDeadLetter, StoredStatus, WriteOutcome,
+    AdminAction, DeadLetter, DeadLetterPage, FaultKind, PendingWrite, SchemaChanges, Store,
+    StoreError, StoreFuture, StoredDeadLetter, StoredStatus, WriteOutcome,
 };
 use uuid::Uuid;
 
@@ -24,6 +24,7 @@ struct State {
     statuses: HashMap<Uuid, StoredStatus>,
     dead_letters: HashMap<Uuid, (StoredDeadLetter, String)>,
     discarded: Vec<StoredDeadLetter>,
+    actions: Vec<AdminAction>,
     prepared: bool,
 }
 
@@ -247,6 +248,10 @@ impl Store for MemoryStore {
             }
             None => false,
         })
+    }
+
+    fn record_action<'a>(&'a self, action: &'a AdminAction) -> StoreFuture<'a, ()> {
+        self.answer(|state| state.actions.push(action.clone()))
     }
 
     fn probe(&self) -> StoreFuture<'_, ()> {
