@@ -10,7 +10,7 @@ use nomnom::store::DeadLetterFilter;
 use nomnom::worker::Worker;
 use nomnom::worker::WorkerConfig;
 use nomnom::worker::admin;
-use nomnom::worker::dead_letter::ReplayFilter;
+use nomnom::worker::dead_letter::{self, ReplayFilter};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -341,14 +341,32 @@ async fn replay(
     nomnom::nats::ensure_stream(&js, &config.nats).await?;
     let store = nomnom::store::pg::PgStore::open(&config.database_url, 1)?;
     let publisher = nomnom::nats::JetStreamPublisher::new(js);
+    // On a terminal, a spinner with the counts so far (a page at a time).
+    let spinner = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        .then(indicatif::ProgressBar::new_spinner);
+    let mut on_page = |so_far: &dead_letter::ReplayReport| {
+        if let Some(bar) = &spinner {
+            bar.set_message(format!(
+                "{} replayed, {} skipped",
+                so_far.replayed.len(),
+                so_far.skipped.len()
+            ));
+            bar.tick();
+        }
+    };
     let report = admin::replay(
         &store,
         &publisher,
         &config.nats.stream,
         filter,
         &admin::cli_operator(),
+        &mut on_page,
     )
-    .await?;
+    .await;
+    if let Some(bar) = &spinner {
+        bar.finish_and_clear();
+    }
+    let report = report?;
     for id in &report.replayed {
         println!("replayed {id}");
     }

@@ -230,15 +230,18 @@ fn would_pass(d: &StoredDeadLetter) -> Result<(), String> {
     })
 }
 
-/// Replays the filter's dead letters (see [`dead_letter::replay`]) and records it in the audit.
+/// Replays the filter's dead letters (see [`dead_letter::replay`]; `on_page` sees the report
+/// after each page) and records it in the audit.
 pub async fn replay(
     store: &dyn Store,
     publisher: &dyn Publish,
     stream: &str,
     filter: &DeadLetterFilter,
     who: &str,
+    on_page: &mut (dyn FnMut(&ReplayReport) + Send),
 ) -> Result<ReplayReport, ReplayError> {
-    let report = dead_letter::replay(publisher, stream, store, filter).await?;
+    let report =
+        dead_letter::replay_with_progress(publisher, stream, store, filter, on_page).await?;
     store
         .record_action(&AdminAction {
             who: who.to_string(),

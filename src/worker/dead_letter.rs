@@ -355,6 +355,17 @@ pub async fn replay(
     store: &dyn Store,
     filter: &ReplayFilter,
 ) -> Result<ReplayReport, ReplayError> {
+    replay_with_progress(publisher, stream, store, filter, &mut |_| {}).await
+}
+
+/// [`replay`], calling `on_page` with the report so far after each page (for a progress bar).
+pub async fn replay_with_progress(
+    publisher: &dyn Publish,
+    stream: &str,
+    store: &dyn Store,
+    filter: &ReplayFilter,
+    on_page: &mut (dyn FnMut(&ReplayReport) + Send),
+) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport::default();
     let mut page = DeadLetterPage {
         filter: filter.clone(),
@@ -400,6 +411,7 @@ pub async fn replay(
                 .map_err(|e| ReplayError::Publish(e.to_string()))?;
             report.replayed.push(id);
         }
+        on_page(&report);
         if !full {
             break;
         }
