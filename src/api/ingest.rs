@@ -15,6 +15,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::auth::{self, Client};
+use super::budget::BodyPermit;
 use super::server::ReadDeadline;
 use super::{ApiError, AppState, Dependency};
 use crate::envelope::MessageEnvelope;
@@ -198,21 +199,33 @@ pub(super) async fn ingest_entity(
     body: axum::body::Body,
 ) -> Response {
     let result = async {
-        let entity = allowed_entity(&state, &client, &entity_name)?;
-        check_content_type(&headers)?;
         let deadline = deadline.map(|Extension(d)| d);
-        let (_held, body) = within(
-            deadline,
-            reserve(&state, &headers, state.body_limit(), body),
-        )
-        .await?;
-        let body = within(deadline, read_body(body, state.body_limit())).await?;
+        let (entity, _held, body) =
+            read_message(&state, &client, &entity_name, &headers, body, deadline).await?;
         // The parsed document is dropped before the publish is awaited (it is not `Send`).
         let checked = check(entity, crate::runtime::parse_json_object(&body)?.root());
         accept_one(&state, &client, entity, checked, &body, &headers).await
     }
     .await;
     answer(&state, &entity_name, result)
+}
+
+/// A single message's request read: the entity its path names (one the key may post), the
+/// hold on the budget of body bytes (kept while the body is), and the body, read within the
+/// deadline and the message limit.
+pub(super) async fn read_message(
+    state: &AppState,
+    client: &Client,
+    entity_name: &str,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    deadline: Option<ReadDeadline>,
+) -> Result<(RootEntity, BodyPermit, Bytes), ApiError> {
+    let entity = allowed_entity(state, client, entity_name)?;
+    check_content_type(headers)?;
+    let (held, body) = within(deadline, reserve(state, headers, state.body_limit(), body)).await?;
+    let body = within(deadline, read_body(body, state.body_limit())).await?;
+    Ok((entity, held, body))
 }
 
 /// The answer of an ingest route: the response, or the error counted under the entity name

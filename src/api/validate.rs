@@ -11,8 +11,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use super::auth::Client;
-use super::body::{check_content_type, read_body, reserve, within};
-use super::ingest::{allowed_entity, check};
+use super::ingest::{check, read_message};
 use super::server::ReadDeadline;
 use super::{ApiError, AppState};
 
@@ -26,15 +25,9 @@ pub(super) async fn validate(
     body: axum::body::Body,
 ) -> Response {
     let result = async {
-        let entity = allowed_entity(&state, &client, &entity_name)?;
-        check_content_type(&headers)?;
         let deadline = deadline.map(|Extension(d)| d);
-        let (_held, body) = within(
-            deadline,
-            reserve(&state, &headers, state.body_limit(), body),
-        )
-        .await?;
-        let body = within(deadline, read_body(body, state.body_limit())).await?;
+        let (entity, _held, body) =
+            read_message(&state, &client, &entity_name, &headers, body, deadline).await?;
         check(entity, crate::runtime::parse_json_object(&body)?.root())?;
         Ok::<_, ApiError>(entity)
     }
