@@ -282,7 +282,8 @@ pin_project_lite::pin_project! {
 
 /// The header that names a request in the api's log lines (the client's, or one the api
 /// makes up when it logs a failure).
-const REQUEST_ID: &str = "x-request-id";
+/// (A `HeaderName`, so that looking it up on every request parses nothing.)
+const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
 impl<F: Future<Output = Result<Response, Infallible>>> Future for Counted<F> {
     type Output = F::Output;
