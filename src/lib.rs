@@ -4,6 +4,7 @@
 //! publishes them to NATS JetStream → the [`worker`] parses them and writes rows to PostgreSQL
 //! through the [`store`].
 
+pub mod admin;
 pub mod api;
 pub mod bulk;
 pub mod config;

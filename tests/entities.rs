@@ -13,7 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use nomnom::generated::{RootEntity, RowBatch};
-use nomnom::runtime::Position;
+use nomnom::runtime::Origin;
 use serde_json::{Value, json};
 
 /// Where an entity's YAML is, for failure messages.
@@ -45,7 +45,7 @@ fn expected_rows(entity: RootEntity, example: &Value) -> Vec<(&'static str, i64)
         )
     });
     let mut batch = RowBatch::default();
-    batch.push(&parsed, Position::default());
+    batch.push(&parsed, Origin::default());
     batch
         .counts()
         .0

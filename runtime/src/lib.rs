@@ -31,10 +31,11 @@ pub use convert::{
 };
 pub use error::{FieldError, ParseError, parse_json_object};
 pub use numeric::{NUMERIC_MAX_INTEGER_DIGITS, NUMERIC_MAX_SCALE, Numeric, check_numeric};
-pub use table::{ColumnDef, Position, RowCounts, TableDef, WriteMode};
+pub use table::{ColumnDef, MESSAGE_ID_COLUMN, Origin, Position, RowCounts, TableDef, WriteMode};
 
 pub use __private::{
-    MAX_INDEX_KEY_BYTES, convert_literal, same_entity_name, unicity_constraint_name,
+    MAX_INDEX_KEY_BYTES, convert_literal, message_index_name, same_entity_name,
+    unicity_constraint_name,
 };
 
 /// `DateTime` fields: a UTC timestamp.
@@ -302,7 +303,10 @@ mod tests {
 
     #[test]
     fn dedup_keeps_the_latest_or_earliest_message_of_each_key() {
-        let at = |epoch, sequence| Position { epoch, sequence };
+        let at = |epoch, sequence| Origin {
+            position: Position { epoch, sequence },
+            message_id: Uuid::nil(),
+        };
         let rows = [(1, "a"), (2, "b"), (1, "c"), (1, "d")];
         let with_pos = || {
             vec![
@@ -336,7 +340,10 @@ mod tests {
 
     #[test]
     fn a_declared_version_decides_before_the_position() {
-        let at = |sequence| Position { epoch: 1, sequence };
+        let at = |sequence| Origin {
+            position: Position { epoch: 1, sequence },
+            message_id: Uuid::nil(),
+        };
         // (key, version): version 3 arrived first, version 2 later.
         let rows = [(1, 3), (1, 2), (2, 1), (2, 1)];
         let pos = vec![
@@ -353,7 +360,10 @@ mod tests {
 
     #[test]
     fn rows_come_out_in_one_key_order_whatever_order_they_came_in() {
-        let at = |sequence| Position { epoch: 1, sequence };
+        let at = |sequence| Origin {
+            position: Position { epoch: 1, sequence },
+            message_id: Uuid::nil(),
+        };
         let keys: Vec<u32> = (0..200).collect();
         let forward: Vec<_> = keys.iter().map(|k| (k, at(1))).collect();
         let backward: Vec<_> = keys.iter().rev().map(|k| (k, at(1))).collect();

@@ -6,9 +6,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use crate::{
-    Elements, FieldError, FromJson, JsonDoc, JsonRef, JsonValue, Position, doc_from_value,
-};
+use crate::{Elements, FieldError, FromJson, JsonDoc, JsonRef, JsonValue, Origin, doc_from_value};
 
 /// `base` + `.key` (no leading dot at the top level).
 pub fn join_path(base: &str, segments: &[&str]) -> String {
@@ -341,20 +339,30 @@ fn key_too_long(len: usize, limit: usize, base: &str, key: &str) -> FieldError {
 /// PostgreSQL's 63-byte identifiers (which it would cut silently), the table name cut and a hash
 /// of the whole of it, the same at create and at schema evolution.
 pub fn unicity_constraint_name(table: &str) -> String {
-    const SUFFIX: &str = "_unicity";
+    derived_identifier(table, "_unicity")
+}
+
+/// The name of the index on a table's [`crate::MESSAGE_ID_COLUMN`] (within PostgreSQL's 63
+/// bytes, like [`unicity_constraint_name`]).
+pub fn message_index_name(table: &str) -> String {
+    derived_identifier(table, "_message_idx")
+}
+
+/// `table` + `suffix`, cut and told apart by a hash when it would pass 63 bytes.
+fn derived_identifier(table: &str, suffix: &str) -> String {
     const MAX_IDENTIFIER: usize = 63;
-    if table.len() + SUFFIX.len() <= MAX_IDENTIFIER {
-        return format!("{table}{SUFFIX}");
+    if table.len() + suffix.len() <= MAX_IDENTIFIER {
+        return format!("{table}{suffix}");
     }
     // FNV-1a: fixed, so every build and every worker names it the same.
     let hash = table.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    let mut cut = MAX_IDENTIFIER - SUFFIX.len() - 9;
+    let mut cut = MAX_IDENTIFIER - suffix.len() - 9;
     while !table.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}_{:08x}{SUFFIX}", &table[..cut], hash as u32)
+    format!("{}_{:08x}{suffix}", &table[..cut], hash as u32)
 }
 
 /// Entity names match ignoring case, `_` and `-` (`order_line_item` = `OrderLineItem`).
@@ -381,31 +389,31 @@ pub fn json_schema_value(text: &str) -> JsonValue {
 /// of their keys that every worker shares (a hash with a fixed seed), so concurrent batches
 /// take the keys' locks in the same order and do not deadlock.
 pub fn dedup_latest<'a, T, K: Hash + Eq, V: Ord>(
-    rows: Vec<(&'a T, Position)>,
+    rows: Vec<(&'a T, Origin)>,
     keep_latest: bool,
     key: impl Fn(&'a T) -> K,
     version: impl Fn(&'a T) -> V,
-) -> Vec<(&'a T, Position)> {
+) -> Vec<(&'a T, Origin)> {
     // foldhash: randomly seeded like std's SipHash, several times faster on short keys.
     let mut index: HashMap<K, usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(rows.len(), Default::default());
-    let mut out: Vec<(&'a T, Position)> = Vec::with_capacity(rows.len());
-    for (row, position) in rows {
+    let mut out: Vec<(&'a T, Origin)> = Vec::with_capacity(rows.len());
+    for (row, origin) in rows {
         match index.entry(key(row)) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let kept = &mut out[*e.get()];
                 let replace = if keep_latest {
-                    (version(row), position) >= (version(kept.0), kept.1)
+                    (version(row), origin.position) >= (version(kept.0), kept.1.position)
                 } else {
-                    position < kept.1
+                    origin.position < kept.1.position
                 };
                 if replace {
-                    *kept = (row, position);
+                    *kept = (row, origin);
                 }
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(out.len());
-                out.push((row, position));
+                out.push((row, origin));
             }
         }
     }

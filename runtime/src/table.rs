@@ -35,6 +35,24 @@ pub struct TableDef {
     pub unicity_fields: &'static [&'static str],
     /// `CREATE TABLE IF NOT EXISTS ...`.
     pub create_sql: &'static str,
+    /// The root entity whose messages write this table (the entity itself, or the one it is
+    /// derived from).
+    pub root_entity: &'static str,
+}
+
+/// The column of every entity table naming the message that last wrote the row (a UUID;
+/// NULL for rows written before it existed), indexed, so that a row leads to its message and a
+/// message to its rows (the console's trace).
+pub const MESSAGE_ID_COLUMN: &str = "_nomnom_message_id";
+
+/// Which message a row comes from: where it arrived (which orders unique-key conflicts) and
+/// its id (kept in [`MESSAGE_ID_COLUMN`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Origin {
+    /// Where the message arrived (a replayed copy keeps the original's).
+    pub position: Position,
+    /// The message id.
+    pub message_id: uuid::Uuid,
 }
 
 /// Rows written per table by one batch.

@@ -2,15 +2,14 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+use nomnom::admin::{self, dead_letters};
 use nomnom::bulk::Format;
 use nomnom::generated::RootEntity;
 use nomnom::load::{LoadOptions, Progress, load_file};
 use nomnom::process::{healthcheck, init_logging, shutdown_signal};
-use nomnom::store::DeadLetterFilter;
+use nomnom::store::{DeadLetterFilter, ReasonClass};
 use nomnom::worker::Worker;
 use nomnom::worker::WorkerConfig;
-use nomnom::worker::admin;
-use nomnom::worker::dead_letter::{self, ReplayFilter};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -75,6 +74,10 @@ struct FilterArgs {
     /// Only those whose reason contains this text (any case).
     #[arg(long)]
     reason: Option<String>,
+    /// Only those of this reason class (invalid, refused_by_database, unknown_entity,
+    /// undecodable, max_deliveries, unclassified).
+    #[arg(long, value_parser = parse_class)]
+    class: Option<ReasonClass>,
     /// Only those first dead-lettered since this time (2026-12-07T10:00:00Z) or age (30m, 2h, 7d).
     #[arg(long)]
     since: Option<String>,
@@ -83,16 +86,24 @@ struct FilterArgs {
 impl FilterArgs {
     fn filter(self) -> Result<DeadLetterFilter, Box<dyn std::error::Error>> {
         let since = match &self.since {
-            Some(text) => Some(admin::parse_since(text, chrono::Utc::now())?),
+            Some(text) => Some(dead_letters::parse_since(text, chrono::Utc::now())?),
             None => None,
         };
         Ok(DeadLetterFilter {
             message_id: self.id,
             entity: self.entity,
             reason: self.reason,
+            class: self.class,
             since,
         })
     }
+}
+
+fn parse_class(label: &str) -> Result<ReasonClass, String> {
+    ReasonClass::parse(label).ok_or_else(|| {
+        let known: Vec<&str> = ReasonClass::ALL.iter().map(|c| c.label()).collect();
+        format!("not a reason class (known: {})", known.join(", "))
+    })
 }
 
 #[derive(Subcommand)]
@@ -270,18 +281,21 @@ async fn dead_letters(
             after,
             json,
         } => {
-            let after = after.as_deref().map(admin::parse_cursor).transpose()?;
+            let after = after
+                .as_deref()
+                .map(dead_letters::parse_cursor)
+                .transpose()?;
             let page = DeadLetterPage {
                 filter: filter.filter()?,
                 after,
                 limit: limit.clamp(1, 10_000),
             };
-            let (rows, next) = admin::page(&store, &page).await?;
+            let (rows, next) = dead_letters::page(&store, &page).await?;
             if json {
-                let rows: Vec<_> = rows.iter().map(admin::to_json).collect();
+                let rows: Vec<_> = rows.iter().map(dead_letters::to_json).collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                print!("{}", admin::table(&rows));
+                print!("{}", dead_letters::table(&rows));
                 match next {
                     Some(cursor) => println!("{} shown; more: --after {cursor}", rows.len()),
                     None => println!("{} shown", rows.len()),
@@ -303,15 +317,15 @@ async fn dead_letters(
                 .first()
                 .ok_or_else(|| format!("no dead letter with message id {id}"))?;
             if json {
-                println!("{}", admin::to_json(dead));
+                println!("{}", dead_letters::to_json(dead));
             } else {
-                print!("{}", admin::detail(dead));
+                print!("{}", dead_letters::detail(dead));
             }
             Ok(())
         }
         DeadLetterCommand::Replay { filter } => replay(config, &filter.filter()?).await,
         DeadLetterCommand::Discard { id, note } => {
-            if admin::discard(&store, id, &admin::cli_operator(), &note).await? {
+            if dead_letters::discard(&store, id, &dead_letters::cli_operator(), &note).await? {
                 println!("discarded {id} (kept in discarded_dead_letters)");
                 Ok(())
             } else {
@@ -319,7 +333,9 @@ async fn dead_letters(
             }
         }
         DeadLetterCommand::DryRun { filter } => {
-            let found = admin::dry_run(&store, &filter.filter()?, &admin::cli_operator()).await?;
+            let found =
+                dead_letters::dry_run(&store, &filter.filter()?, &dead_letters::cli_operator())
+                    .await?;
             for (why, n) in &found.refusals {
                 println!("{n:>8}  would be refused: {why}");
             }
@@ -335,7 +351,7 @@ async fn dead_letters(
 /// `worker dead-letters replay [filters]` (and `worker replay-dead-letters`).
 async fn replay(
     config: WorkerConfig,
-    filter: &ReplayFilter,
+    filter: &DeadLetterFilter,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let js = nomnom::nats::connect(&config.nats).await?;
     nomnom::nats::ensure_stream(&js, &config.nats).await?;
@@ -344,7 +360,7 @@ async fn replay(
     // On a terminal, a spinner with the counts so far (a page at a time).
     let spinner = std::io::IsTerminal::is_terminal(&std::io::stderr())
         .then(indicatif::ProgressBar::new_spinner);
-    let mut on_page = |so_far: &dead_letter::ReplayReport| {
+    let mut on_page = |so_far: &admin::ReplayReport| {
         if let Some(bar) = &spinner {
             bar.set_message(format!(
                 "{} replayed, {} skipped",
@@ -354,12 +370,12 @@ async fn replay(
             bar.tick();
         }
     };
-    let report = admin::replay(
+    let report = dead_letters::replay(
         &store,
         &publisher,
         &config.nats.stream,
         filter,
-        &admin::cli_operator(),
+        &dead_letters::cli_operator(),
         &mut on_page,
     )
     .await;

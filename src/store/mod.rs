@@ -91,6 +91,16 @@ pub struct PendingWrite<'a> {
     pub message: &'a ParsedMessage,
 }
 
+impl PendingWrite<'_> {
+    /// Where the message stands and its id, as its rows keep them.
+    pub fn origin(&self) -> crate::runtime::Origin {
+        crate::runtime::Origin {
+            position: self.position,
+            message_id: self.message_id,
+        }
+    }
+}
+
 /// What a committed batch wrote.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOutcome {
@@ -100,6 +110,59 @@ pub struct WriteOutcome {
     pub already_processed: Vec<Uuid>,
     /// Rows written per table.
     pub rows: RowCounts,
+}
+
+/// Why a message was dead-lettered, as a closed set: the `reason` label of
+/// `nomnom_worker_dead_lettered_total` and how the console groups dead letters (the record
+/// carries the full text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReasonClass {
+    /// Not a message envelope the worker can read.
+    Undecodable,
+    /// The envelope names no entity of this build.
+    UnknownEntity,
+    /// The body does not match its entity.
+    Invalid,
+    /// The database refused its rows (a data error, e.g. SQLSTATE class 22 or 23).
+    RefusedByDatabase,
+    /// Delivered MAX_DELIVER times without an outcome.
+    MaxDeliveries,
+    /// Recorded before dead letters carried a class.
+    Unclassified,
+}
+
+impl ReasonClass {
+    /// Every class, in the order the console lists them.
+    pub const ALL: [ReasonClass; 6] = [
+        ReasonClass::Invalid,
+        ReasonClass::RefusedByDatabase,
+        ReasonClass::UnknownEntity,
+        ReasonClass::Undecodable,
+        ReasonClass::MaxDeliveries,
+        ReasonClass::Unclassified,
+    ];
+
+    /// The label (metrics, the `reason_class` column, the console's filters).
+    pub fn label(self) -> &'static str {
+        match self {
+            ReasonClass::Undecodable => "undecodable",
+            ReasonClass::UnknownEntity => "unknown_entity",
+            ReasonClass::Invalid => "invalid",
+            ReasonClass::RefusedByDatabase => "refused_by_database",
+            ReasonClass::MaxDeliveries => "max_deliveries",
+            ReasonClass::Unclassified => "unclassified",
+        }
+    }
+
+    /// The class of a label, if it is one.
+    pub fn parse(label: &str) -> Option<ReasonClass> {
+        Self::ALL.into_iter().find(|c| c.label() == label)
+    }
+
+    /// The class of a stored label; an unknown one (a newer version's) is unclassified.
+    pub fn from_label(label: &str) -> ReasonClass {
+        Self::parse(label).unwrap_or(ReasonClass::Unclassified)
+    }
 }
 
 /// A message that will not be processed, and why (carried by the dead-letter stream as the
@@ -113,6 +176,8 @@ pub struct DeadLetter {
     pub entity: String,
     /// The body's bytes as received (the whole payload if the envelope was unreadable).
     pub body: bytes::Bytes,
+    /// Why it was rejected, as a class.
+    pub class: ReasonClass,
     /// Why it was rejected.
     pub reason: String,
     /// Deliveries so far (of this trip through the stream).
@@ -135,6 +200,8 @@ pub struct StoredDeadLetter {
     pub entity: String,
     /// The body's bytes as received.
     pub body: bytes::Bytes,
+    /// Why it was last rejected, as a class.
+    pub class: ReasonClass,
     /// Why it was last rejected.
     pub reason: String,
     /// Deliveries over every trip through the stream.
@@ -158,6 +225,8 @@ pub struct DeadLetterFilter {
     pub entity: Option<String>,
     /// Only those whose reason contains this text (any case).
     pub reason: Option<String>,
+    /// Only those of this class.
+    pub class: Option<ReasonClass>,
     /// Only those first dead-lettered at or after this time.
     pub since: Option<DateTime<Utc>>,
 }
@@ -206,6 +275,90 @@ pub struct AdminAction {
     pub count: i64,
     /// The operator's note (discards).
     pub note: Option<String>,
+}
+
+/// Messages of one entity the store holds, by outcome: in total and recently.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EntityCounts {
+    /// The entity name as posted.
+    pub entity: String,
+    /// Messages whose rows were committed.
+    pub processed: i64,
+    /// Messages dead-lettered (replayed and stored since, they count as processed).
+    pub dead_lettered: i64,
+    /// Of `processed`, those committed since the time asked for.
+    pub processed_recent: i64,
+    /// Of `dead_lettered`, those dead-lettered since the time asked for.
+    pub dead_lettered_recent: i64,
+}
+
+/// The dead letters kept of one entity and reason class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterGroup {
+    /// The entity name as posted.
+    pub entity: String,
+    /// The reason class.
+    pub class: ReasonClass,
+    /// How many.
+    pub count: i64,
+    /// When the oldest was first dead-lettered.
+    pub first_seen: DateTime<Utc>,
+    /// When the latest was last dead-lettered.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// An operator's action as the audit holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAction {
+    /// Its number in the audit.
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who: an API key's name, `local` (the console on a loopback port) or `cli:<user>`.
+    pub who: String,
+    /// `replay`, `dry_run` or `discard`.
+    pub action: String,
+    /// Which dead letters: the filter, or the id.
+    pub target: serde_json::Value,
+    /// How many it concerned.
+    pub count: i64,
+    /// The operator's note.
+    pub note: Option<String>,
+}
+
+/// Who discarded a dead letter, when and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscardedNote {
+    /// An API key's name, `local` or `cli:<user>`.
+    pub by: String,
+    /// The operator's note.
+    pub note: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// One row a message last wrote: its table and key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracedRow {
+    /// The table.
+    pub table: String,
+    /// Column → value (as text) of the surrogate key and the unique key.
+    pub key: serde_json::Value,
+}
+
+/// Everything the store knows of one message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageTrace {
+    /// Its status, once committed or dead-lettered.
+    pub status: Option<StoredStatus>,
+    /// Its dead letter, while one is kept.
+    pub dead_letter: Option<StoredDeadLetter>,
+    /// Who discarded its dead letter, if someone did.
+    pub discarded: Option<DiscardedNote>,
+    /// The rows it last wrote (a row a later message overwrote is that message's).
+    pub rows: Vec<TracedRow>,
+    /// More rows than were asked for.
+    pub rows_truncated: bool,
 }
 
 /// A boxed future of the [`Store`] (object-safe, so the api and the worker hold any store).
@@ -267,6 +420,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records an operator's action in the audit.
     fn record_action<'a>(&'a self, action: &'a AdminAction) -> StoreFuture<'a, ()>;
+
+    /// The latest `limit` actions of the audit, newest first.
+    fn admin_actions(&self, limit: usize) -> StoreFuture<'_, Vec<StoredAction>>;
+
+    /// Messages held per entity by outcome, in total and since `since`.
+    fn entity_counts(&self, since: DateTime<Utc>) -> StoreFuture<'_, Vec<EntityCounts>>;
+
+    /// The dead letters kept, counted per entity and reason class.
+    fn dead_letter_groups(&self) -> StoreFuture<'_, Vec<DeadLetterGroup>>;
+
+    /// Message `id` as the store knows it, with at most `row_limit` rows per table that it
+    /// last wrote.
+    fn message_trace(&self, id: Uuid, row_limit: usize) -> StoreFuture<'_, MessageTrace>;
 
     /// A cheap round trip: whether the store answers (the api's `/ready`, and how the worker
     /// tells that an outage is over).

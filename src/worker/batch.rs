@@ -18,7 +18,7 @@ use crate::envelope::MessageEnvelope;
 use crate::generated::{ParsedMessage, RootEntity};
 use crate::labels::entity_label;
 use crate::runtime::Position;
-use crate::store::{DeadLetter, FaultKind, PendingWrite};
+use crate::store::{DeadLetter, FaultKind, PendingWrite, ReasonClass};
 use crate::throttle::Throttle;
 
 /// An accepted message read from JetStream, before writing: a JetStream message carries one,
@@ -33,42 +33,13 @@ pub(super) struct Incoming {
 }
 
 /// A message parsed, or the dead letter it will be (boxed: a dead letter is large and rare).
-type Decoded = Result<Parsed, Box<(DeadLetter, DeadLetterCause)>>;
-
-/// Why a message is dead-lettered: the `reason` label of `nomnom_worker_dead_lettered_total`
-/// (the dead letter itself carries the full text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum DeadLetterCause {
-    /// Not a message envelope the worker can read.
-    Undecodable,
-    /// The envelope names no entity of this build.
-    UnknownEntity,
-    /// The body does not match its entity.
-    Invalid,
-    /// PostgreSQL refused its rows (a data error, SQLSTATE class 22 or 23).
-    RefusedByDatabase,
-    /// Delivered MAX_DELIVER times without an outcome.
-    MaxDeliveries,
-}
-
-impl DeadLetterCause {
-    /// The metric label.
-    pub(super) fn label(self) -> &'static str {
-        match self {
-            DeadLetterCause::Undecodable => "undecodable",
-            DeadLetterCause::UnknownEntity => "unknown_entity",
-            DeadLetterCause::Invalid => "invalid",
-            DeadLetterCause::RefusedByDatabase => "refused_by_database",
-            DeadLetterCause::MaxDeliveries => "max_deliveries",
-        }
-    }
-}
+type Decoded = Result<Parsed, Box<DeadLetter>>;
 
 impl Incoming {
     fn entity(&self) -> &str {
         match &self.decoded {
             Ok(p) => &p.entity,
-            Err(dead) => &dead.0.entity,
+            Err(dead) => &dead.entity,
         }
     }
 }
@@ -91,11 +62,12 @@ struct Parsed {
 
 impl Parsed {
     /// A dead letter whose body is filled in from the stream before it is published.
-    fn dead_letter(&self, delivered: i64, reason: String) -> DeadLetter {
+    fn dead_letter(&self, delivered: i64, class: ReasonClass, reason: String) -> DeadLetter {
         DeadLetter {
             message_id: self.message_id,
             entity: self.entity.clone(),
             body: bytes::Bytes::new(),
+            class,
             reason,
             attempts: attempts(delivered),
             received_at: self.received_at,
@@ -145,13 +117,14 @@ fn decode(message: &jetstream::Message, delivery: Delivery) -> Vec<Decoded> {
                 message_id: id,
                 entity: crate::nats::entity_of_subject(&message.subject).to_string(),
                 body: message.payload.clone(),
+                class: ReasonClass::Undecodable,
                 reason: e.to_string(),
                 attempts: attempts(delivered),
                 received_at: chrono::Utc::now(),
                 position: delivery.position,
                 record_id: delivery.record_id(&id),
             };
-            return vec![Err(Box::new((dl, DeadLetterCause::Undecodable)))];
+            return vec![Err(Box::new(dl))];
         }
     };
     envelopes
@@ -163,23 +136,23 @@ fn decode(message: &jetstream::Message, delivery: Delivery) -> Vec<Decoded> {
 /// Parses one accepted message; anything wrong becomes a dead letter.
 fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
     let position = envelope.replay_of.unwrap_or(delivery.position);
-    let dead_letter = |reason: String, cause| {
-        let dl = DeadLetter {
+    let dead_letter = |reason: String, class| {
+        Box::new(DeadLetter {
             message_id: envelope.message_id,
             entity: envelope.entity.clone(),
             body: envelope.body.clone(),
+            class,
             reason,
             attempts: attempts(delivery.delivered),
             received_at: envelope.received_at,
             position,
             record_id: delivery.record_id(&envelope.message_id),
-        };
-        Box::new((dl, cause))
+        })
     };
     let Some(entity) = RootEntity::from_name(&envelope.entity) else {
         return Err(dead_letter(
             format!("unknown entity `{}`", envelope.entity),
-            DeadLetterCause::UnknownEntity,
+            ReasonClass::UnknownEntity,
         ));
     };
     match entity.parse_bytes(&envelope.body) {
@@ -192,7 +165,7 @@ fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
             delivery,
             message,
         }),
-        Err(e) => Err(dead_letter(e.to_string(), DeadLetterCause::Invalid)),
+        Err(e) => Err(dead_letter(e.to_string(), ReasonClass::Invalid)),
     }
 }
 
@@ -267,7 +240,7 @@ pub(super) struct Batch {
     messages: Arc<Vec<jetstream::Message>>,
     incoming: Arc<Vec<Incoming>>,
     outcomes: Vec<Option<Outcome>>,
-    dead: Vec<(usize, DeadLetter, DeadLetterCause)>,
+    dead: Vec<(usize, DeadLetter)>,
     report: BatchReport,
 }
 
@@ -315,8 +288,8 @@ impl Batch {
         };
         for i in 0..batch.incoming.len() {
             if let Err(dead) = &batch.incoming[i].decoded {
-                let (dl, cause) = (dead.0.clone(), dead.1);
-                batch.dead_letter(i, dl, cause);
+                let dl = DeadLetter::clone(dead);
+                batch.dead_letter(i, dl);
             }
         }
         batch
@@ -359,9 +332,9 @@ impl Batch {
         self.outcomes[i] = Some(outcome);
     }
 
-    fn dead_letter(&mut self, i: usize, dl: DeadLetter, cause: DeadLetterCause) {
+    fn dead_letter(&mut self, i: usize, dl: DeadLetter) {
         self.settle(i, Outcome::DeadLetterDue);
-        self.dead.push((i, dl, cause));
+        self.dead.push((i, dl));
     }
 
     /// Every message not settled yet goes back to JetStream.
@@ -412,8 +385,8 @@ impl Batch {
                 "delivered {delivered} times without an outcome (MAX_DELIVER={}): the worker stopped or crashed while processing it each time",
                 cx.max_deliver
             );
-            let dl = p.dead_letter(delivered, reason);
-            self.dead_letter(i, dl, DeadLetterCause::MaxDeliveries);
+            let dl = p.dead_letter(delivered, ReasonClass::MaxDeliveries, reason);
+            self.dead_letter(i, dl);
         }
         Ok(())
     }
@@ -537,8 +510,12 @@ impl Batch {
                 .inc();
             if let [i] = set[..] {
                 if let Ok(p) = &incoming[i].decoded {
-                    let dl = p.dead_letter(incoming[i].delivered, e.to_string());
-                    self.dead_letter(i, dl, DeadLetterCause::RefusedByDatabase);
+                    let dl = p.dead_letter(
+                        incoming[i].delivered,
+                        ReasonClass::RefusedByDatabase,
+                        e.to_string(),
+                    );
+                    self.dead_letter(i, dl);
                 }
             } else {
                 tracing::info!(error = %e, messages = set.len(), "data error in batch; splitting to isolate it");
@@ -587,7 +564,7 @@ impl Batch {
     async fn publish_dead_letters(&mut self, cx: &BatchContext) {
         let mut dead = std::mem::take(&mut self.dead);
         let incoming = &self.incoming;
-        let published = futures::future::join_all(dead.iter_mut().map(|(i, dl, _)| {
+        let published = futures::future::join_all(dead.iter_mut().map(|(i, dl)| {
             let reread = incoming[*i].decoded.is_ok().then_some(incoming[*i].sequence);
             async move {
                 if let Some(sequence) = reread {
@@ -598,7 +575,7 @@ impl Batch {
             }
         }))
         .await;
-        for ((i, dl, cause), result) in dead.iter().zip(published) {
+        for ((i, dl), result) in dead.iter().zip(published) {
             if self.outcomes[*i] == Some(Outcome::HandedBack) {
                 continue;
             }
@@ -608,7 +585,7 @@ impl Batch {
                     self.report.dead_lettered += 1;
                     cx.metrics
                         .dead_lettered
-                        .with_label_values(&[entity_label(&dl.entity), cause.label()])
+                        .with_label_values(&[entity_label(&dl.entity), dl.class.label()])
                         .inc();
                 }
                 Err(e) => {

@@ -18,16 +18,17 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::envelope::{ENTITY_HEADER, MESSAGE_ID_HEADER, MessageEnvelope, RECEIVED_AT_HEADER};
-use crate::generated::RootEntity;
-use crate::nats::{NatsError, Outgoing, Publish, message_subject};
+use crate::envelope::{ENTITY_HEADER, MESSAGE_ID_HEADER, RECEIVED_AT_HEADER};
+use crate::nats::{NatsError, Outgoing, Publish};
 use crate::runtime::Position;
-use crate::store::{DeadLetter, DeadLetterFilter, DeadLetterPage, FaultKind, Store};
+use crate::store::{DeadLetter, FaultKind, ReasonClass, Store};
 use crate::throttle::Throttle;
 
 /// Header of a dead letter: why it was rejected (control characters as spaces, at most
 /// [`REASON_HEADER_BYTES`]).
 pub const REASON_HEADER: HeaderName = HeaderName::from_static("Nomnom-Reason");
+/// Header of a dead letter: its reason's class (`store::ReasonClass::label`).
+pub const REASON_CLASS_HEADER: HeaderName = HeaderName::from_static("Nomnom-Reason-Class");
 /// Header of a dead letter: deliveries of this trip through the stream.
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("Nomnom-Attempts");
 /// Header of a dead letter: where the message first arrived (`epoch:sequence`).
@@ -123,6 +124,7 @@ pub fn to_publish(dead: &DeadLetter) -> jetstream::message::PublishMessage {
         REASON_HEADER,
         crate::text::header_value(&dead.reason, REASON_HEADER_BYTES).as_str(),
     );
+    headers.insert(REASON_CLASS_HEADER, dead.class.label());
     headers.insert(ATTEMPTS_HEADER, dead.attempts.to_string());
     headers.insert(POSITION_HEADER, dead.position.to_string());
     jetstream::message::PublishMessage::build()
@@ -150,6 +152,11 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<DeadLetter
         entity: header(ENTITY_HEADER)?,
         body: payload.clone(),
         reason: header(REASON_HEADER)?,
+        class: headers
+            .get(REASON_CLASS_HEADER)
+            .map_or(ReasonClass::Unclassified, |v| {
+                ReasonClass::from_label(v.as_str())
+            }),
         attempts: header(ATTEMPTS_HEADER)?.parse().unwrap_or(1),
         received_at: DateTime::parse_from_rfc3339(&at)
             .map_err(|e| format!("received-at `{at}`: {e}"))?
@@ -181,6 +188,7 @@ fn decode_json(payload: &Bytes) -> Result<DeadLetter, String> {
         message_id: old.message_id,
         entity: old.entity,
         body: old.body.into(),
+        class: ReasonClass::Unclassified,
         reason: old.reason,
         attempts: old.attempts,
         received_at: old.received_at,
@@ -315,106 +323,4 @@ pub async fn run_recorder(
         }
     }
     Ok(())
-}
-
-/// Which dead letters to replay.
-pub type ReplayFilter = DeadLetterFilter;
-
-/// What a replay did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayReport {
-    /// Messages published again.
-    pub replayed: Vec<Uuid>,
-    /// Dead letters whose body is not a JSON message (e.g. an unreadable envelope).
-    pub skipped: Vec<(Uuid, String)>,
-}
-
-/// Why a replay failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    /// The store could not be read.
-    #[error("reading dead letters: {0}")]
-    Store(String),
-    /// Publishing failed.
-    #[error("publishing the replayed message failed: {0}")]
-    Publish(String),
-}
-
-/// Dead letters read per page by replay: with bodies up to the largest message (1 MiB by
-/// default), a page holds at most 16 MiB.
-const REPLAY_PAGE: usize = 16;
-
-/// Publishes a copy of each dead letter (the filter's) for processing again. The records stay:
-/// the worker removes a record in the transaction that stores its copy, and a copy rejected
-/// again updates it (one more time dead-lettered, attempts added), so a replay before the cause
-/// is fixed loses nothing. A copy carries where the original first arrived, so it never
-/// overwrites what later messages wrote. Reads the dead letters a page at a time.
-pub async fn replay(
-    publisher: &dyn Publish,
-    stream: &str,
-    store: &dyn Store,
-    filter: &ReplayFilter,
-) -> Result<ReplayReport, ReplayError> {
-    replay_with_progress(publisher, stream, store, filter, &mut |_| {}).await
-}
-
-/// [`replay`], calling `on_page` with the report so far after each page (for a progress bar).
-pub async fn replay_with_progress(
-    publisher: &dyn Publish,
-    stream: &str,
-    store: &dyn Store,
-    filter: &ReplayFilter,
-    on_page: &mut (dyn FnMut(&ReplayReport) + Send),
-) -> Result<ReplayReport, ReplayError> {
-    let mut report = ReplayReport::default();
-    let mut page = DeadLetterPage {
-        filter: filter.clone(),
-        after: None,
-        limit: REPLAY_PAGE,
-    };
-    loop {
-        let rows = store
-            .dead_letters(&page)
-            .await
-            .map_err(|e| ReplayError::Store(e.to_string()))?;
-        let Some(last) = rows.last() else {
-            break;
-        };
-        page.after = Some((last.first_seen, last.message_id));
-        let full = rows.len() == page.limit;
-        for row in rows {
-            let Some(entity) = RootEntity::from_name(&row.entity) else {
-                report
-                    .skipped
-                    .push((row.message_id, format!("unknown entity `{}`", row.entity)));
-                continue;
-            };
-            if serde_json::from_slice::<serde::de::IgnoredAny>(&row.body).is_err() {
-                report
-                    .skipped
-                    .push((row.message_id, "the body is not JSON".into()));
-                continue;
-            }
-            let id = row.message_id;
-            let mut copy = MessageEnvelope::new(id, entity.name(), row.body);
-            copy.replay_of = Some(row.position);
-            let publish = copy
-                .to_publish(false)
-                .message_id(format!("{id}:replay:{}", Utc::now().timestamp_micros()));
-            let outgoing = Outgoing {
-                subject: message_subject(stream, entity.snake_name(), &id),
-                message: publish,
-            };
-            publisher
-                .publish(outgoing)
-                .await
-                .map_err(|e| ReplayError::Publish(e.to_string()))?;
-            report.replayed.push(id);
-        }
-        on_page(&report);
-        if !full {
-            break;
-        }
-    }
-    Ok(report)
 }

@@ -13,7 +13,6 @@
 //! - delivered more than `MAX_DELIVER` times without an outcome (the worker died or the batch
 //!   panicked while holding it each time) → dead letter, unless an earlier delivery committed it.
 
-pub mod admin;
 mod batch;
 mod config;
 pub mod dead_letter;

@@ -404,6 +404,7 @@ async fn a_discarded_dead_letter_is_kept_whole_with_who_and_why() {
             message_id: id,
             entity: "Order".into(),
             body: body.clone(),
+            class: nomnom::store::ReasonClass::Invalid,
             reason: "invalid JSON".into(),
             attempts: 3,
             received_at: chrono::Utc::now(),
@@ -453,4 +454,99 @@ async fn a_discarded_dead_letter_is_kept_whole_with_who_and_why() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every row keeps the id of the message that last wrote it: the trace of a message lists the
+/// rows it wrote that no later message overwrote (its order and line items), bounded per table;
+/// the counts per entity and the dead letters grouped by entity and reason class read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_leads_to_the_message_that_last_wrote_it() {
+    use nomnom::store::{DeadLetter, ReasonClass, Store as _};
+    let test_db = common::TestDb::create().await;
+    let store = db::PgStore::open(&test_db.url, 2).expect("store");
+    store.prepare().await.expect("prepared");
+    let first = parse_message("order", support::order(11, 2).to_string().as_bytes()).expect("ok");
+    let later = parse_message("order", support::order(11, 3).to_string().as_bytes()).expect("ok");
+    let (first, later) = (write(&first, 10), write(&later, 20));
+    store.write_batch(&[first]).await.expect("first");
+    store.write_batch(&[later]).await.expect("later");
+    assert_eq!(
+        test_db
+            .rows("SELECT _nomnom_message_id::text FROM orders")
+            .await,
+        vec![vec![Some(later.message_id.to_string())]]
+    );
+    let trace = store
+        .message_trace(first.message_id, 10)
+        .await
+        .expect("trace");
+    assert_eq!(trace.status.expect("status").status, "processed");
+    assert!(trace.rows.is_empty(), "{:?}", trace.rows);
+    let trace = store
+        .message_trace(later.message_id, 10)
+        .await
+        .expect("trace");
+    let tables: Vec<&str> = trace.rows.iter().map(|r| r.table.as_str()).collect();
+    assert_eq!(
+        tables,
+        [
+            "orders",
+            "order_line_items",
+            "order_line_items",
+            "order_line_items"
+        ]
+    );
+    assert_eq!(trace.rows[0].key["order_key"], "ORD-000011");
+    assert_eq!(trace.rows[3].key["line_number"], "3");
+    assert!(!trace.rows_truncated);
+    let bounded = store
+        .message_trace(later.message_id, 2)
+        .await
+        .expect("trace");
+    assert_eq!(bounded.rows.len(), 3);
+    assert!(bounded.rows_truncated);
+    // A message the store never saw has an empty trace.
+    let unknown = store
+        .message_trace(uuid::Uuid::now_v7(), 10)
+        .await
+        .expect("trace");
+    assert_eq!(unknown, Default::default());
+
+    let dead = uuid::Uuid::now_v7();
+    store
+        .record_dead_letter(&DeadLetter {
+            message_id: dead,
+            entity: "Order".into(),
+            body: bytes::Bytes::from_static(b"{}"),
+            class: ReasonClass::Invalid,
+            reason: "order_key: required".into(),
+            attempts: 1,
+            received_at: chrono::Utc::now(),
+            position: Default::default(),
+            record_id: format!("{dead}:1"),
+        })
+        .await
+        .expect("recorded");
+    let groups = store.dead_letter_groups().await.expect("groups");
+    assert_eq!(groups.len(), 1);
+    assert_eq!(
+        (groups[0].entity.as_str(), groups[0].class, groups[0].count),
+        ("Order", ReasonClass::Invalid, 1)
+    );
+    let trace = store.message_trace(dead, 10).await.expect("trace");
+    assert_eq!(trace.dead_letter.expect("kept").class, ReasonClass::Invalid);
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let counts = store.entity_counts(hour_ago).await.expect("counts");
+    let total: (i64, i64, i64) = counts.iter().fold((0, 0, 0), |t, c| {
+        (
+            t.0 + c.processed,
+            t.1 + c.dead_lettered,
+            t.2 + c.processed_recent,
+        )
+    });
+    assert_eq!(total, (2, 1, 2));
+    let future = chrono::Utc::now() + chrono::Duration::hours(1);
+    let later_counts = store.entity_counts(future).await.expect("counts");
+    assert!(later_counts.iter().all(|c| c.processed_recent == 0));
+    test_db.drop_db().await;
 }

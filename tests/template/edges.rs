@@ -7,7 +7,8 @@ use crate::{common, support};
 use std::time::Duration;
 
 use common::Pipeline;
-use nomnom::worker::dead_letter::{ReplayFilter, ReplayReport, replay};
+use nomnom::admin::{ReplayReport, replay};
+use nomnom::store::DeadLetterFilter as ReplayFilter;
 use serde_json::json;
 use support::order as tpch_order;
 use tokio_util::sync::CancellationToken;

@@ -423,11 +423,11 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
         .await
         .expect("worker connects");
     let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
-    let report = nomnom::worker::dead_letter::replay(
+    let report = nomnom::admin::replay(
         &nomnom::nats::JetStreamPublisher::new(js),
         &stream,
         &store,
-        &nomnom::worker::dead_letter::ReplayFilter::default(),
+        &nomnom::store::DeadLetterFilter::default(),
     )
     .await
     .expect("replay");

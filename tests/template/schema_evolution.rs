@@ -132,6 +132,7 @@ fn every_type_table(declared_time: nomnom::runtime::FieldType) -> nomnom::runtim
         id_column: "id",
         columns: Box::leak(columns.into_boxed_slice()),
         unicity_fields: &[],
+        root_entity: "EveryType",
         create_sql: Box::leak(
             format!("CREATE TABLE IF NOT EXISTS every_type ({})", ddl.join(", ")).into_boxed_str(),
         ),

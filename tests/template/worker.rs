@@ -385,12 +385,12 @@ async fn a_dead_letter_is_replayed_once_the_cause_is_fixed() {
         .await
         .expect("drop constraint");
     let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
-    let filter = nomnom::worker::dead_letter::ReplayFilter {
+    let filter = nomnom::store::DeadLetterFilter {
         entity: Some("order".into()),
         ..Default::default()
     };
     let publisher = nomnom::nats::JetStreamPublisher::new(p.jetstream.clone());
-    let report = nomnom::worker::dead_letter::replay(&publisher, &p.stream, &store, &filter)
+    let report = nomnom::admin::replay(&publisher, &p.stream, &store, &filter)
         .await
         .expect("replay");
     assert_eq!(report.replayed.len(), 1);

@@ -311,7 +311,7 @@ async fn upserts_follow_on_conflict_and_unicity() {
         // `write` takes the batch: one per attempt.
         let batch = || {
             let mut batch = nomnom_codegen_fixtures::kitchen_sink::RowBatch::default();
-            batch.push(m, nomnom_runtime::Position { epoch: 1, sequence });
+            batch.push(m, origin(1, sequence));
             batch
         };
         if sequence == 1 {
@@ -391,7 +391,6 @@ async fn upserts_follow_on_conflict_and_unicity() {
 #[tokio::test]
 async fn a_declared_version_keeps_the_highest_whatever_the_arrival_order() {
     use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
-    use nomnom_runtime::Position;
     let db = FixtureDb::create().await;
     let (url, mut conn) = (db.url.clone(), db.connect().await);
     let reading = |sensor: &str, version: i64, value: f64| {
@@ -404,7 +403,7 @@ async fn a_declared_version_keeps_the_highest_whatever_the_arrival_order() {
             }))
             .expect("valid")
     };
-    let at = |epoch, sequence| Position { epoch, sequence };
+    let at = origin;
     // One batch, versions reversed: 3 arrives first, 2 after it.
     let (v3, v2) = (reading("s1", 3, 3.0), reading("s1", 2, 2.0));
     let mut batch = RowBatch::default();
@@ -490,13 +489,7 @@ async fn an_unbounded_string_key_is_refused_past_what_the_index_holds() {
         .parse_value(&body(&sensor))
         .expect("at the limit");
     let mut batch = RowBatch::default();
-    batch.push(
-        &m,
-        nomnom_runtime::Position {
-            epoch: 1,
-            sequence: 1,
-        },
-    );
+    batch.push(&m, origin(1, 1));
     batch
         .write(&mut conn, WriteMode::Insert)
         .await
@@ -512,7 +505,6 @@ async fn an_unbounded_string_key_is_refused_past_what_the_index_holds() {
 #[tokio::test]
 async fn text_and_decimal_versions_order_as_postgresql_orders_them() {
     use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
-    use nomnom_runtime::Position;
     // A database whose own collation orders text as a locale does (ICU en-US: `a` before `B`).
     let db = FixtureDb::create_with(
         "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
@@ -533,7 +525,7 @@ async fn text_and_decimal_versions_order_as_postgresql_orders_them() {
         .expect("json");
         RootEntity::Level.parse_value(&body).expect("valid")
     };
-    let at = |sequence| Position { epoch: 1, sequence };
+    let at = |sequence| origin(1, sequence);
     let (q_old, q_new, q_stale) = (
         quote("B-2", "1.5"),
         quote("a-1", "2.5"),
@@ -571,4 +563,13 @@ async fn text_and_decimal_versions_order_as_postgresql_orders_them() {
     drop(client);
     drop(conn);
     db.drop().await;
+}
+
+/// The origin of a row from the message at `epoch:sequence` (its id made from the sequence, so
+/// that a test can tell which message wrote a row).
+fn origin(epoch: i64, sequence: i64) -> nomnom_runtime::Origin {
+    nomnom_runtime::Origin {
+        position: nomnom_runtime::Position { epoch, sequence },
+        message_id: nomnom_runtime::Uuid::from_u128(sequence as u128),
+    }
 }

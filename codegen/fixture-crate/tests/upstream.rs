@@ -74,7 +74,13 @@ async fn reference_rows_are_stored_with_their_surrogate_key_and_upserted_on_unic
     for (body, sequence) in rows {
         let m = RootEntity::Customer.parse_value(&body).expect("valid");
         let mut batch = RowBatch::default();
-        batch.push(&m, nomnom_runtime::Position { epoch: 1, sequence });
+        batch.push(
+            &m,
+            nomnom_runtime::Origin {
+                position: nomnom_runtime::Position { epoch: 1, sequence },
+                message_id: nomnom_runtime::Uuid::new_v4(),
+            },
+        );
         batch
             .write(&mut conn, WriteMode::Upsert)
             .await

@@ -76,9 +76,19 @@ pub(crate) fn schema_module(schema: &Schema) -> String {
 }
 
 pub(crate) fn table_defs(schema: &Schema) -> TokenStream {
+    let root_of: std::collections::HashMap<&str, &str> = roots(schema)
+        .into_iter()
+        .flat_map(|root| {
+            schema
+                .subtree(&root.name.value)
+                .into_iter()
+                .map(move |e| (e.name.value.as_str(), root.name.value.as_str()))
+        })
+        .collect();
     let defs = stored(schema).into_iter().map(|e| {
         let p = e.persistence.as_ref().expect("stored");
         let entity = &e.name.value;
+        let root_entity = root_of.get(entity.as_str()).copied().unwrap_or(entity);
         let table = &p.table.value;
         let id = &p.id_column.value;
         let id_sql = if p.id_type == FieldType::Integer {
@@ -118,6 +128,18 @@ pub(crate) fn table_defs(schema: &Schema) -> TokenStream {
                 }
             });
         }
+        // Which message last wrote the row, so that the console can trace either way.
+        let message_id = nomnom_runtime::MESSAGE_ID_COLUMN;
+        lines.push(format!("    {} UUID", quote_ident(message_id)));
+        columns.push(quote! {
+            ::nomnom_runtime::ColumnDef {
+                name: #message_id,
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            }
+        });
         let unicity: Vec<&str> = p.unicity_fields.iter().map(|u| u.value.as_str()).collect();
         if !unicity.is_empty() {
             // Which message last wrote the row (its stream's epoch and sequence), so
@@ -162,6 +184,7 @@ pub(crate) fn table_defs(schema: &Schema) -> TokenStream {
                 columns: &[#(#columns),*],
                 unicity_fields: &[#(#unicity),*],
                 create_sql: #create,
+                root_entity: #root_entity,
             }
         }
     });
@@ -181,7 +204,7 @@ pub(crate) fn row_batch(schema: &Schema) -> TokenStream {
         let r = rows_ident(e);
         let t = type_ident(e);
         let d = format!(" `{}` rows.", e.name.value);
-        quote!(#[doc = #d] pub #r: ::std::vec::Vec<(&'a #t, ::nomnom_runtime::Position)>,)
+        quote!(#[doc = #d] pub #r: ::std::vec::Vec<(&'a #t, ::nomnom_runtime::Origin)>,)
     });
     let pushes = roots(schema).into_iter().map(|root| {
         let v = type_ident(root);
@@ -192,9 +215,9 @@ pub(crate) fn row_batch(schema: &Schema) -> TokenStream {
             .map(|e| {
                 let r = rows_ident(e);
                 if e.is_ingested() {
-                    quote!(self.#r.push((&m.#r, position));)
+                    quote!(self.#r.push((&m.#r, origin));)
                 } else {
-                    quote!(self.#r.extend(m.#r.iter().map(|row| (row, position)));)
+                    quote!(self.#r.extend(m.#r.iter().map(|row| (row, origin)));)
                 }
             })
             .collect::<Vec<_>>();
@@ -221,8 +244,8 @@ pub(crate) fn row_batch(schema: &Schema) -> TokenStream {
     } else {
         (quote!(), false)
     };
-    let unused_position = if unused {
-        quote!(let _ = position;)
+    let unused_origin = if unused {
+        quote!(let _ = origin;)
     } else {
         quote!()
     };
@@ -240,12 +263,13 @@ pub(crate) fn row_batch(schema: &Schema) -> TokenStream {
         }
 
         impl<'a> RowBatch<'a> {
-            /// Adds every stored row of a message. `position` orders messages (stream epoch and
-            /// sequence, kept by replayed copies): on a unique-key conflict the later message
-            /// (or the higher `order_by` version) wins (`on_conflict: update`) or the earlier
-            /// one stays (`ignore`), whatever order the batches commit in.
-            pub fn push(&mut self, message: &'a ParsedMessage, position: ::nomnom_runtime::Position) {
-                #unused_position
+            /// Adds every stored row of a message. `origin.position` orders messages (stream
+            /// epoch and sequence, kept by replayed copies): on a unique-key conflict the later
+            /// message (or the higher `order_by` version) wins (`on_conflict: update`) or the
+            /// earlier one stays (`ignore`), whatever order the batches commit in. Every row
+            /// keeps `origin.message_id`.
+            pub fn push(&mut self, message: &'a ParsedMessage, origin: ::nomnom_runtime::Origin) {
+                #unused_origin
                 match message {
                     #(#pushes)*
                 }
@@ -321,10 +345,14 @@ pub(crate) fn write_rows_fn(e: &EntityDef) -> TokenStream {
         .collect();
     let seq = quote_ident(SEQUENCE_COLUMN);
     let epoch = quote_ident(EPOCH_COLUMN);
+    let message_id = quote_ident(nomnom_runtime::MESSAGE_ID_COLUMN);
+    columns.push(message_id.clone());
+    params.push(format!("${}::uuid[]", fields.len() + 1));
+    selected.push(message_id.clone());
     if ordered {
         for (i, c) in [&seq, &epoch].into_iter().enumerate() {
             columns.push(c.clone());
-            params.push(format!("${}::bigint[]", fields.len() + 1 + i));
+            params.push(format!("${}::bigint[]", fields.len() + 2 + i));
             selected.push(c.clone());
         }
     }
@@ -372,6 +400,7 @@ pub(crate) fn write_rows_fn(e: &EntityDef) -> TokenStream {
             };
             sql.push(format!("ON CONFLICT ({}) DO UPDATE SET", keys.join(", ")));
             sql.extend(updates);
+            sql.push(format!("  {message_id} = EXCLUDED.{message_id},"));
             sql.push(format!("  {seq} = EXCLUDED.{seq},"));
             sql.push(format!("  {epoch} = EXCLUDED.{epoch}"));
             sql.push(format!("WHERE {winner}"));
@@ -438,10 +467,10 @@ pub(crate) fn write_rows_fn(e: &EntityDef) -> TokenStream {
     let seq_bind = if ordered {
         quote! {
             .bind::<::diesel::sql_types::Array<::diesel::sql_types::BigInt>, _>(
-                chunk.iter().map(|(_, p)| p.sequence).collect::<::std::vec::Vec<i64>>()
+                chunk.iter().map(|(_, o)| o.position.sequence).collect::<::std::vec::Vec<i64>>()
             )
             .bind::<::diesel::sql_types::Array<::diesel::sql_types::BigInt>, _>(
-                chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>()
+                chunk.iter().map(|(_, o)| o.position.epoch).collect::<::std::vec::Vec<i64>>()
             )
         }
     } else {
@@ -458,7 +487,7 @@ pub(crate) fn write_rows_fn(e: &EntityDef) -> TokenStream {
         /// (see `on_conflict` and `order_by`). Returns rows affected.
         pub async fn write_rows #lifetime(
             conn: &mut ::diesel_async::AsyncPgConnection,
-            rows: ::std::vec::Vec<(& #row_lifetime #t, ::nomnom_runtime::Position)>,
+            rows: ::std::vec::Vec<(& #row_lifetime #t, ::nomnom_runtime::Origin)>,
             mode: ::nomnom_runtime::WriteMode,
         ) -> ::diesel::QueryResult<usize> {
             use ::diesel_async::RunQueryDsl as _;
@@ -468,6 +497,9 @@ pub(crate) fn write_rows_fn(e: &EntityDef) -> TokenStream {
             for chunk in rows.chunks(::nomnom_runtime::__private::UPSERT_CHUNK_ROWS) {
                 written += ::diesel::sql_query(sql)
                     #(#binds)*
+                    .bind::<::diesel::sql_types::Array<::diesel::sql_types::Uuid>, _>(
+                        chunk.iter().map(|(_, o)| o.message_id).collect::<::std::vec::Vec<_>>()
+                    )
                     #seq_bind
                     .execute(conn)
                     .await?;

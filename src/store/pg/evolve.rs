@@ -103,6 +103,7 @@ pub async fn reconcile(
         .await?;
         if live.is_empty() {
             sql_query(table.create_sql).execute(conn).await?;
+            index_message_ids(conn, table).await?;
             changes.created.push(table.table.to_string());
             continue;
         }
@@ -123,6 +124,7 @@ pub async fn reconcile(
                     .added_columns
                     .push(format!("{}.{}", table.table, c.name));
             }
+            index_message_ids(conn, table).await?;
         }
     }
     if mismatches.is_empty() {
@@ -130,6 +132,28 @@ pub async fn reconcile(
     } else {
         Err(ReconcileError::Mismatch(mismatches))
     }
+}
+
+/// The index that finds a message's rows (the console's trace). Built once; on a large table
+/// that predates it, this takes a while and holds writes to the table meanwhile (the worker
+/// applies it before consuming).
+async fn index_message_ids(
+    conn: &mut AsyncPgConnection,
+    table: &TableDef,
+) -> Result<(), diesel::result::Error> {
+    let column = nomnom_runtime::MESSAGE_ID_COLUMN;
+    if !table.columns.iter().any(|c| c.name == column) {
+        return Ok(());
+    }
+    sql_query(format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+        quote(&nomnom_runtime::message_index_name(table.table)),
+        quote(table.table),
+        quote(column)
+    ))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 fn compare_columns<'t>(

@@ -3,12 +3,13 @@
 //!
 //! `connect` (connections with an SQLSTATE tap, the pool, the target parsed once), `tls`
 //! (`sslmode`), `schema` (migrations and preparation), `evolve` (entity tables against the
-//! YAML), `write` (the statements), `error` (classification), `config` (`DATABASE_URL`).
+//! YAML), `write` (the statements), `read` (what the console reads), `error` (classification), `config` (`DATABASE_URL`).
 
 pub mod config;
 pub mod connect;
 pub mod error;
 pub mod evolve;
+pub mod read;
 pub mod schema;
 pub mod tls;
 pub mod write;
@@ -23,9 +24,12 @@ pub use connect::{Database, DbPool, PgConnection, PgManager, PooledConnection, c
 pub use error::{ConnectError, DbError, SqlState, classify_sqlstate};
 pub use write::{InsertFirst, write_messages};
 
+use chrono::{DateTime, Utc};
+
 use crate::store::{
-    AdminAction, DeadLetter, DeadLetterPage, PendingWrite, SchemaChanges, Store, StoreFuture,
-    StoredDeadLetter, StoredStatus, WriteOutcome,
+    AdminAction, DeadLetter, DeadLetterGroup, DeadLetterPage, EntityCounts, MessageTrace,
+    PendingWrite, SchemaChanges, Store, StoreFuture, StoredAction, StoredDeadLetter, StoredStatus,
+    WriteOutcome,
 };
 
 /// Creates a connection pool of `size` connections to `database_url`.
@@ -139,6 +143,34 @@ impl Store for PgStore {
         Box::pin(async move {
             let mut conn = connection(&self.pool).await?;
             Ok(write::record_action(&mut conn, action).await?)
+        })
+    }
+
+    fn admin_actions(&self, limit: usize) -> StoreFuture<'_, Vec<StoredAction>> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(read::admin_actions(&mut conn, limit).await?)
+        })
+    }
+
+    fn entity_counts(&self, since: DateTime<Utc>) -> StoreFuture<'_, Vec<EntityCounts>> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(read::entity_counts(&mut conn, since).await?)
+        })
+    }
+
+    fn dead_letter_groups(&self) -> StoreFuture<'_, Vec<DeadLetterGroup>> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(read::dead_letter_groups(&mut conn).await?)
+        })
+    }
+
+    fn message_trace(&self, id: Uuid, row_limit: usize) -> StoreFuture<'_, MessageTrace> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(read::message_trace(&mut conn, id, row_limit).await?)
         })
     }
 

@@ -90,5 +90,7 @@ diesel::table! {
         record_id -> Text,
         /// How many times the message was dead-lettered (replays that failed again).
         times -> Integer,
+        /// The reason's class (`store::ReasonClass::label`).
+        reason_class -> Text,
     }
 }

@@ -15,8 +15,8 @@ use super::error::DbError;
 use super::schema;
 use crate::generated::RowBatch;
 use crate::store::{
-    AdminAction, DeadLetter, DeadLetterPage, PendingWrite, StoredDeadLetter, StoredStatus,
-    WriteOutcome,
+    AdminAction, DeadLetter, DeadLetterPage, PendingWrite, ReasonClass, StoredDeadLetter,
+    StoredStatus, WriteOutcome,
 };
 
 /// `INSERT ... SELECT FROM unnest(...)` of a batch's `processed` status rows.
@@ -174,7 +174,7 @@ async fn insert_new(
             .await?;
         let mut batch = RowBatch::default();
         for m in messages {
-            batch.push(m.message, m.position);
+            batch.push(m.message, m.origin());
         }
         let rows = batch.write(conn, WriteMode::Insert).await?;
         resolve_replayed(conn, &replayed).await?;
@@ -209,7 +209,7 @@ async fn upsert(
             // `remove`: the same message twice in one batch (a redelivery racing the first
             // delivery) is written once.
             if fresh_set.remove(&m.message_id) {
-                batch.push(m.message, m.position);
+                batch.push(m.message, m.origin());
                 outcome.written.push(m.message_id);
             } else {
                 outcome.already_processed.push(m.message_id);
@@ -308,6 +308,7 @@ pub async fn record_dead_letter(conn: &mut PgConnection, dl: &DeadLetter) -> Res
                 .bind::<sql_types::BigInt, _>(dl.position.epoch)
                 .bind::<sql_types::BigInt, _>(dl.position.sequence)
                 .bind::<Text, _>(crate::text::printable(&dl.record_id).as_ref())
+                .bind::<Text, _>(dl.class.label())
                 .execute(conn)
                 .await?;
             diesel::insert_into(s::table)
@@ -342,6 +343,7 @@ pub async fn dead_letters(
             d::entity,
             d::body,
             d::reason,
+            d::reason_class,
             d::attempts,
             d::times,
             d::position_epoch,
@@ -365,6 +367,9 @@ pub async fn dead_letters(
     }
     if let Some(since) = filter.since {
         query = query.filter(d::first_seen.ge(since));
+    }
+    if let Some(class) = filter.class {
+        query = query.filter(d::reason_class.eq(class.label()));
     }
     if let Some(entity) = &filter.entity {
         // As `same_entity_name` compares: any case, `_` and `-` ignored.
@@ -390,6 +395,7 @@ pub async fn dead_letters(
         String,
         Vec<u8>,
         String,
+        String,
         i32,
         i32,
         i64,
@@ -407,6 +413,7 @@ pub async fn dead_letters(
                 entity,
                 body,
                 reason,
+                class,
                 attempts,
                 times,
                 epoch,
@@ -418,6 +425,7 @@ pub async fn dead_letters(
                     message_id,
                     entity,
                     body: body.into(),
+                    class: ReasonClass::from_label(&class),
                     reason,
                     attempts,
                     times,
@@ -480,20 +488,22 @@ pub async fn record_action(conn: &mut PgConnection, action: &AdminAction) -> Res
 const DISCARD_DEAD_LETTER_SQL: &str = "\
 WITH moved AS (DELETE FROM dead_letters WHERE message_id = $1 RETURNING *)
 INSERT INTO discarded_dead_letters
-    (message_id, entity, body, reason, attempts, times, position_epoch, position_seq,
-     first_seen, last_seen, discarded_by, note)
-SELECT message_id, entity, body, reason, attempts, times, position_epoch, position_seq,
-       first_seen, last_seen, $2, $3
+    (message_id, entity, body, reason, reason_class, attempts, times, position_epoch,
+     position_seq, first_seen, last_seen, discarded_by, note)
+SELECT message_id, entity, body, reason, reason_class, attempts, times, position_epoch,
+     position_seq, first_seen, last_seen, $2, $3
 FROM moved";
 
 /// A dead letter's record: new, or the message's record brought up to this dead-lettering
 /// (attempts added, one more time) unless this one was the last recorded.
 const RECORD_DEAD_LETTER_SQL: &str = "\
 INSERT INTO dead_letters AS d
-    (message_id, entity, body, reason, attempts, position_epoch, position_seq, record_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    (message_id, entity, body, reason, attempts, position_epoch, position_seq, record_id,
+     reason_class)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (message_id) DO UPDATE SET
     reason = EXCLUDED.reason,
+    reason_class = EXCLUDED.reason_class,
     body = EXCLUDED.body,
     attempts = d.attempts + EXCLUDED.attempts,
     times = d.times + 1,

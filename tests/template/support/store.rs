@@ -5,10 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use chrono::{DateTime, Utc};
 use nomnom::generated::RowBatch;
 use nomnom::store::{
-    AdminAction, DeadLetter, DeadLetterPage, FaultKind, PendingWrite, SchemaChanges, Store,
-    StoreError, StoreFuture, StoredDeadLetter, StoredStatus, WriteOutcome,
+    AdminAction, DeadLetter, DeadLetterGroup, DeadLetterPage, DiscardedNote, EntityCounts,
+    FaultKind, MessageTrace, PendingWrite, SchemaChanges, Store, StoreError, StoreFuture,
+    StoredAction, StoredDeadLetter, StoredStatus, WriteOutcome,
 };
 use uuid::Uuid;
 
@@ -23,8 +25,8 @@ pub(crate) struct MemoryStore {
 struct State {
     statuses: HashMap<Uuid, StoredStatus>,
     dead_letters: HashMap<Uuid, (StoredDeadLetter, String)>,
-    discarded: Vec<StoredDeadLetter>,
-    actions: Vec<AdminAction>,
+    discarded: Vec<(StoredDeadLetter, DiscardedNote)>,
+    actions: Vec<(DateTime<Utc>, AdminAction)>,
     prepared: bool,
 }
 
@@ -123,7 +125,7 @@ impl Store for MemoryStore {
                 if m.replayed {
                     state.dead_letters.remove(&m.message_id);
                 }
-                batch.push(m.message, m.position);
+                batch.push(m.message, m.origin());
                 outcome.written.push(m.message_id);
             }
             outcome.rows = batch.counts();
@@ -163,6 +165,7 @@ impl Store for MemoryStore {
                 Some((_, last)) if *last == dead.record_id => {}
                 Some((stored, last)) => {
                     stored.reason = dead.reason.clone();
+                    stored.class = dead.class;
                     stored.body = dead.body.clone();
                     stored.attempts += dead.attempts;
                     stored.times += 1;
@@ -174,6 +177,7 @@ impl Store for MemoryStore {
                         message_id: dead.message_id,
                         entity: dead.entity.clone(),
                         body: dead.body.clone(),
+                        class: dead.class,
                         reason: dead.reason.clone(),
                         attempts: dead.attempts,
                         times: 1,
@@ -218,6 +222,7 @@ impl Store for MemoryStore {
                         .is_none_or(|r| d.reason.to_lowercase().contains(&r.to_lowercase()))
                 })
                 .filter(|d| page.filter.since.is_none_or(|t| d.first_seen >= t))
+                .filter(|d| page.filter.class.is_none_or(|c| d.class == c))
                 .filter(|d| {
                     page.filter
                         .entity
@@ -238,12 +243,17 @@ impl Store for MemoryStore {
     fn discard_dead_letter<'a>(
         &'a self,
         message_id: Uuid,
-        _by: &'a str,
-        _note: &'a str,
+        by: &'a str,
+        note: &'a str,
     ) -> StoreFuture<'a, bool> {
         self.answer(|state| match state.dead_letters.remove(&message_id) {
             Some(record) => {
-                state.discarded.push(record.0);
+                let note = DiscardedNote {
+                    by: by.to_string(),
+                    note: note.to_string(),
+                    at: Utc::now(),
+                };
+                state.discarded.push((record.0, note));
                 true
             }
             None => false,
@@ -251,7 +261,91 @@ impl Store for MemoryStore {
     }
 
     fn record_action<'a>(&'a self, action: &'a AdminAction) -> StoreFuture<'a, ()> {
-        self.answer(|state| state.actions.push(action.clone()))
+        self.answer(|state| state.actions.push((Utc::now(), action.clone())))
+    }
+
+    fn admin_actions(&self, limit: usize) -> StoreFuture<'_, Vec<StoredAction>> {
+        self.answer(move |state| {
+            let numbered = state.actions.iter().enumerate().rev().take(limit);
+            numbered
+                .map(|(i, (at, a))| StoredAction {
+                    id: i as i64 + 1,
+                    at: *at,
+                    who: a.who.clone(),
+                    action: a.action.to_string(),
+                    target: a.target.clone(),
+                    count: a.count,
+                    note: a.note.clone(),
+                })
+                .collect()
+        })
+    }
+
+    fn entity_counts(&self, since: DateTime<Utc>) -> StoreFuture<'_, Vec<EntityCounts>> {
+        self.answer(move |state| {
+            let mut by_entity: std::collections::BTreeMap<String, EntityCounts> =
+                Default::default();
+            for s in state.statuses.values() {
+                let c = by_entity
+                    .entry(s.entity.clone())
+                    .or_insert_with(|| EntityCounts {
+                        entity: s.entity.clone(),
+                        ..Default::default()
+                    });
+                let recent = i64::from(s.processed_at >= since);
+                if s.status == "processed" {
+                    c.processed += 1;
+                    c.processed_recent += recent;
+                } else {
+                    c.dead_lettered += 1;
+                    c.dead_lettered_recent += recent;
+                }
+            }
+            by_entity.into_values().collect()
+        })
+    }
+
+    fn dead_letter_groups(&self) -> StoreFuture<'_, Vec<DeadLetterGroup>> {
+        self.answer(|state| {
+            let mut groups: Vec<DeadLetterGroup> = Vec::new();
+            for (d, _) in state.dead_letters.values() {
+                match groups
+                    .iter_mut()
+                    .find(|g| g.entity == d.entity && g.class == d.class)
+                {
+                    Some(g) => {
+                        g.count += 1;
+                        g.first_seen = g.first_seen.min(d.first_seen);
+                        g.last_seen = g.last_seen.max(d.last_seen);
+                    }
+                    None => groups.push(DeadLetterGroup {
+                        entity: d.entity.clone(),
+                        class: d.class,
+                        count: 1,
+                        first_seen: d.first_seen,
+                        last_seen: d.last_seen,
+                    }),
+                }
+            }
+            groups.sort_by_key(|g| std::cmp::Reverse(g.count));
+            groups
+        })
+    }
+
+    /// Statuses and dead letters; this store keeps no rows, so the trace lists none.
+    fn message_trace(&self, id: Uuid, _row_limit: usize) -> StoreFuture<'_, MessageTrace> {
+        self.answer(move |state| MessageTrace {
+            status: state.statuses.get(&id).cloned(),
+            dead_letter: state.dead_letters.get(&id).map(|(d, _)| d.clone()),
+            discarded: state
+                .discarded
+                .iter()
+                .rev()
+                .find(|(d, _)| d.message_id == id)
+                .map(|(_, n)| n.clone()),
+            rows: Vec::new(),
+            rows_truncated: false,
+        })
     }
 
     fn probe(&self) -> StoreFuture<'_, ()> {

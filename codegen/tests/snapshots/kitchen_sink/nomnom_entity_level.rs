@@ -128,18 +128,23 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
     ],
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
-pub const INSERT_SQL: &str = r#"INSERT INTO "levels" AS t ("tank", "revision", "litres", "_nomnom_seq", "_nomnom_epoch")
-SELECT "tank", "revision", "litres", "_nomnom_seq", "_nomnom_epoch"
-FROM unnest($1::integer[], $2::numeric[], $3::double precision[], $4::bigint[], $5::bigint[])
-  AS u("tank", "revision", "litres", "_nomnom_seq", "_nomnom_epoch")"#;
+pub const INSERT_SQL: &str = r#"INSERT INTO "levels" AS t ("tank", "revision", "litres", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
+SELECT "tank", "revision", "litres", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
+FROM unnest($1::integer[], $2::numeric[], $3::double precision[], $4::uuid[], $5::bigint[],
+    $6::bigint[])
+  AS u("tank", "revision", "litres", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = r#"INSERT INTO "levels" AS t ("tank", "revision", "litres", "_nomnom_seq", "_nomnom_epoch")
-SELECT "tank", "revision", "litres", "_nomnom_seq", "_nomnom_epoch"
-FROM unnest($1::integer[], $2::numeric[], $3::double precision[], $4::bigint[], $5::bigint[])
-  AS u("tank", "revision", "litres", "_nomnom_seq", "_nomnom_epoch")
+pub const UPSERT_SQL: &str = r#"INSERT INTO "levels" AS t ("tank", "revision", "litres", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
+SELECT "tank", "revision", "litres", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
+FROM unnest($1::integer[], $2::numeric[], $3::double precision[], $4::uuid[], $5::bigint[],
+    $6::bigint[])
+  AS u("tank", "revision", "litres", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("tank") DO UPDATE SET
   "revision" = EXCLUDED."revision",
   "litres" = EXCLUDED."litres",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (t."revision", COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."revision", EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
@@ -148,7 +153,7 @@ WHERE (t."revision", COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&'a Level, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&'a Level, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -183,18 +188,32 @@ pub async fn write_rows<'a>(
                     _,
                 >(chunk.iter().map(|(r, _)| r.litres).collect::<::std::vec::Vec<_>>())
                 .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(_, p)| p.sequence)
+                        .map(|(_, o)| o.position.sequence)
                         .collect::<::std::vec::Vec<i64>>(),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.position.epoch)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
                 .execute(conn)
                 .await?;
     }

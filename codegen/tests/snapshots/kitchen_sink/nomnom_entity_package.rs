@@ -87,22 +87,22 @@ impl Package {
 }
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
-    "handled_at", "dims", "_nomnom_seq", "_nomnom_epoch")
+    "handled_at", "dims", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
-    "_nomnom_seq", "_nomnom_epoch"
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::time[], $7::time[],
-    $8::numeric[], $9::bigint[], $10::bigint[])
+    $8::numeric[], $9::uuid[], $10::bigint[], $11::bigint[])
   AS u("shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
-    "_nomnom_seq", "_nomnom_epoch")"#;
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
-    "handled_at", "dims", "_nomnom_seq", "_nomnom_epoch")
+    "handled_at", "dims", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
-    "_nomnom_seq", "_nomnom_epoch"
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::time[], $7::time[],
-    $8::numeric[], $9::bigint[], $10::bigint[])
+    $8::numeric[], $9::uuid[], $10::bigint[], $11::bigint[])
   AS u("shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
-    "_nomnom_seq", "_nomnom_epoch")
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("shipment_code", "label") DO UPDATE SET
   "carrier" = EXCLUDED."carrier",
   "source" = EXCLUDED."source",
@@ -110,6 +110,7 @@ ON CONFLICT ("shipment_code", "label") DO UPDATE SET
   "cutoff" = EXCLUDED."cutoff",
   "handled_at" = EXCLUDED."handled_at",
   "dims" = EXCLUDED."dims",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
@@ -118,7 +119,7 @@ WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDE
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&'a Package, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&'a Package, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -199,18 +200,32 @@ pub async fn write_rows<'a>(
                     ),
                 )
                 .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(_, p)| p.sequence)
+                        .map(|(_, o)| o.position.sequence)
                         .collect::<::std::vec::Vec<i64>>(),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.position.epoch)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
                 .execute(conn)
                 .await?;
     }

@@ -50,16 +50,16 @@ impl PackageItem {
     }
 }
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
-pub const INSERT_SQL: &str = r#"INSERT INTO "package_items" AS t ("label", "sku", "qty")
-SELECT "label", "sku", "qty"
-FROM unnest($1::text[], $2::text[], $3::integer[])
-  AS u("label", "sku", "qty")"#;
+pub const INSERT_SQL: &str = r#"INSERT INTO "package_items" AS t ("label", "sku", "qty", "_nomnom_message_id")
+SELECT "label", "sku", "qty", "_nomnom_message_id"
+FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[])
+  AS u("label", "sku", "qty", "_nomnom_message_id")"#;
 /// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&PackageItem, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&PackageItem, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -91,6 +91,15 @@ pub async fn write_rows(
                     ::diesel::sql_types::Array<::diesel::sql_types::Integer>,
                     _,
                 >(chunk.iter().map(|(r, _)| r.qty).collect::<::std::vec::Vec<_>>())
+                .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
                 .execute(conn)
                 .await?;
     }

@@ -156,18 +156,21 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
     ],
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
-pub const INSERT_SQL: &str = r#"INSERT INTO "quotes" AS t ("symbol", "stamp", "price", "_nomnom_seq", "_nomnom_epoch")
-SELECT "symbol", "stamp", "price", "_nomnom_seq", "_nomnom_epoch"
-FROM unnest($1::text[], $2::text[], $3::numeric[], $4::bigint[], $5::bigint[])
-  AS u("symbol", "stamp", "price", "_nomnom_seq", "_nomnom_epoch")"#;
+pub const INSERT_SQL: &str = r#"INSERT INTO "quotes" AS t ("symbol", "stamp", "price", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
+SELECT "symbol", "stamp", "price", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
+FROM unnest($1::text[], $2::text[], $3::numeric[], $4::uuid[], $5::bigint[], $6::bigint[])
+  AS u("symbol", "stamp", "price", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = r#"INSERT INTO "quotes" AS t ("symbol", "stamp", "price", "_nomnom_seq", "_nomnom_epoch")
-SELECT "symbol", "stamp", "price", "_nomnom_seq", "_nomnom_epoch"
-FROM unnest($1::text[], $2::text[], $3::numeric[], $4::bigint[], $5::bigint[])
-  AS u("symbol", "stamp", "price", "_nomnom_seq", "_nomnom_epoch")
+pub const UPSERT_SQL: &str = r#"INSERT INTO "quotes" AS t ("symbol", "stamp", "price", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
+SELECT "symbol", "stamp", "price", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
+FROM unnest($1::text[], $2::text[], $3::numeric[], $4::uuid[], $5::bigint[], $6::bigint[])
+  AS u("symbol", "stamp", "price", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("symbol") DO UPDATE SET
   "stamp" = EXCLUDED."stamp",
   "price" = EXCLUDED."price",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (t."stamp" COLLATE "C", COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."stamp" COLLATE "C", EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
@@ -176,7 +179,7 @@ WHERE (t."stamp" COLLATE "C", COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomno
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&'a Quote, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&'a Quote, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -219,18 +222,32 @@ pub async fn write_rows<'a>(
                     ),
                 )
                 .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(_, p)| p.sequence)
+                        .map(|(_, o)| o.position.sequence)
                         .collect::<::std::vec::Vec<i64>>(),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.position.epoch)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
                 .execute(conn)
                 .await?;
     }

@@ -160,23 +160,28 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
     ],
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
-pub const INSERT_SQL: &str = r#"INSERT INTO "readings" AS t ("sensor", "version", "taken_at", "value", "_nomnom_seq",
-    "_nomnom_epoch")
-SELECT "sensor", "version", "taken_at", "value", "_nomnom_seq", "_nomnom_epoch"
-FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::double precision[], $5::bigint[],
-    $6::bigint[])
-  AS u("sensor", "version", "taken_at", "value", "_nomnom_seq", "_nomnom_epoch")"#;
+pub const INSERT_SQL: &str = r#"INSERT INTO "readings" AS t ("sensor", "version", "taken_at", "value", "_nomnom_message_id",
+    "_nomnom_seq", "_nomnom_epoch")
+SELECT "sensor", "version", "taken_at", "value", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch"
+FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::double precision[], $5::uuid[],
+    $6::bigint[], $7::bigint[])
+  AS u("sensor", "version", "taken_at", "value", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
-pub const UPSERT_SQL: &str = r#"INSERT INTO "readings" AS t ("sensor", "version", "taken_at", "value", "_nomnom_seq",
+pub const UPSERT_SQL: &str = r#"INSERT INTO "readings" AS t ("sensor", "version", "taken_at", "value", "_nomnom_message_id",
+    "_nomnom_seq", "_nomnom_epoch")
+SELECT "sensor", "version", "taken_at", "value", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch"
+FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::double precision[], $5::uuid[],
+    $6::bigint[], $7::bigint[])
+  AS u("sensor", "version", "taken_at", "value", "_nomnom_message_id", "_nomnom_seq",
     "_nomnom_epoch")
-SELECT "sensor", "version", "taken_at", "value", "_nomnom_seq", "_nomnom_epoch"
-FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::double precision[], $5::bigint[],
-    $6::bigint[])
-  AS u("sensor", "version", "taken_at", "value", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("sensor") DO UPDATE SET
   "version" = EXCLUDED."version",
   "taken_at" = EXCLUDED."taken_at",
   "value" = EXCLUDED."value",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (t."version", COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."version", EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
@@ -185,7 +190,7 @@ WHERE (t."version", COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&'a Reading, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&'a Reading, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -224,18 +229,32 @@ pub async fn write_rows<'a>(
                     _,
                 >(chunk.iter().map(|(r, _)| r.value).collect::<::std::vec::Vec<_>>())
                 .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(_, p)| p.sequence)
+                        .map(|(_, o)| o.position.sequence)
                         .collect::<::std::vec::Vec<i64>>(),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.position.epoch)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
                 .execute(conn)
                 .await?;
     }

@@ -423,29 +423,29 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "shipments" AS t ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
     "tags", "carrier", "fallback_carrier", "pickup_time", "label_png", "signature", "match",
-    "origin_city", "_nomnom_seq", "_nomnom_epoch")
+    "origin_city", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 SELECT "id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags"::text[], "carrier",
     "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
-    "_nomnom_seq", "_nomnom_epoch"
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::uuid[], $2::timestamptz[], $3::double precision[], $4::bigint[], $5::boolean[],
     $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::time[], $11::bytea[], $12::bytea[],
-    $13::text[], $14::text[], $15::bigint[], $16::bigint[])
+    $13::text[], $14::text[], $15::uuid[], $16::bigint[], $17::bigint[])
   AS u("id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags", "carrier",
     "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
-    "_nomnom_seq", "_nomnom_epoch")"#;
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "shipments" AS t ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
     "tags", "carrier", "fallback_carrier", "pickup_time", "label_png", "signature", "match",
-    "origin_city", "_nomnom_seq", "_nomnom_epoch")
+    "origin_city", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 SELECT "id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags"::text[], "carrier",
     "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
-    "_nomnom_seq", "_nomnom_epoch"
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::uuid[], $2::timestamptz[], $3::double precision[], $4::bigint[], $5::boolean[],
     $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::time[], $11::bytea[], $12::bytea[],
-    $13::text[], $14::text[], $15::bigint[], $16::bigint[])
+    $13::text[], $14::text[], $15::uuid[], $16::bigint[], $17::bigint[])
   AS u("id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags", "carrier",
     "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
-    "_nomnom_seq", "_nomnom_epoch")
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("id_code") DO UPDATE SET
   "shipped_at" = EXCLUDED."shipped_at",
   "weight" = EXCLUDED."weight",
@@ -460,6 +460,7 @@ ON CONFLICT ("id_code") DO UPDATE SET
   "signature" = EXCLUDED."signature",
   "match" = EXCLUDED."match",
   "origin_city" = EXCLUDED."origin_city",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) > (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
@@ -468,7 +469,7 @@ WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) > (EXCLUDED
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&'a Shipment, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&'a Shipment, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -599,18 +600,32 @@ pub async fn write_rows<'a>(
                     ),
                 )
                 .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(_, p)| p.sequence)
+                        .map(|(_, o)| o.position.sequence)
                         .collect::<::std::vec::Vec<i64>>(),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.position.epoch)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
                 .execute(conn)
                 .await?;
     }

@@ -340,6 +340,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -371,10 +378,12 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "signature" BYTEA,
     "match" TEXT NOT NULL,
     "origin_city" TEXT,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "shipments_unicity" UNIQUE ("id_code")
 )"#,
+        root_entity: "Shipment",
     },
     ::nomnom_runtime::TableDef {
         entity: "Package",
@@ -438,6 +447,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -463,10 +479,12 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "cutoff" TIME NOT NULL,
     "handled_at" TIME,
     "dims" NUMERIC,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "packages_unicity" UNIQUE ("shipment_code", "label")
 )"#,
+        root_entity: "Shipment",
     },
     ::nomnom_runtime::TableDef {
         entity: "PackageItem",
@@ -494,14 +512,23 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 sql_type: "INTEGER",
                 nullable: false,
             },
+            ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
         ],
         unicity_fields: &[],
         create_sql: r#"CREATE TABLE IF NOT EXISTS "package_items" (
     "id" BIGSERIAL PRIMARY KEY,
     "label" TEXT NOT NULL,
     "sku" TEXT NOT NULL,
-    "qty" INTEGER NOT NULL
+    "qty" INTEGER NOT NULL,
+    "_nomnom_message_id" UUID
 )"#,
+        root_entity: "Shipment",
     },
     ::nomnom_runtime::TableDef {
         entity: "Reading",
@@ -537,6 +564,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -558,10 +592,12 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "version" BIGINT NOT NULL,
     "taken_at" TIMESTAMPTZ NOT NULL,
     "value" DOUBLE PRECISION NOT NULL,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "readings_unicity" UNIQUE ("sensor")
 )"#,
+        root_entity: "Reading",
     },
     ::nomnom_runtime::TableDef {
         entity: "Quote",
@@ -590,6 +626,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -610,10 +653,12 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "symbol" VARCHAR(12) NOT NULL,
     "stamp" VARCHAR(40) NOT NULL,
     "price" NUMERIC NOT NULL,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "quotes_unicity" UNIQUE ("symbol")
 )"#,
+        root_entity: "Quote",
     },
     ::nomnom_runtime::TableDef {
         entity: "Level",
@@ -642,6 +687,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -662,53 +714,55 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "tank" INTEGER NOT NULL,
     "revision" NUMERIC NOT NULL,
     "litres" DOUBLE PRECISION NOT NULL,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "levels_unicity" UNIQUE ("tank")
 )"#,
+        root_entity: "Level",
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Shipment` rows.
-    pub shipment: ::std::vec::Vec<(&'a Shipment, ::nomnom_runtime::Position)>,
+    pub shipment: ::std::vec::Vec<(&'a Shipment, ::nomnom_runtime::Origin)>,
     /// `Package` rows.
-    pub package: ::std::vec::Vec<(&'a Package, ::nomnom_runtime::Position)>,
+    pub package: ::std::vec::Vec<(&'a Package, ::nomnom_runtime::Origin)>,
     /// `PackageItem` rows.
-    pub package_item: ::std::vec::Vec<(&'a PackageItem, ::nomnom_runtime::Position)>,
+    pub package_item: ::std::vec::Vec<(&'a PackageItem, ::nomnom_runtime::Origin)>,
     /// `Reading` rows.
-    pub reading: ::std::vec::Vec<(&'a Reading, ::nomnom_runtime::Position)>,
+    pub reading: ::std::vec::Vec<(&'a Reading, ::nomnom_runtime::Origin)>,
     /// `Quote` rows.
-    pub quote: ::std::vec::Vec<(&'a Quote, ::nomnom_runtime::Position)>,
+    pub quote: ::std::vec::Vec<(&'a Quote, ::nomnom_runtime::Origin)>,
     /// `Level` rows.
-    pub level: ::std::vec::Vec<(&'a Level, ::nomnom_runtime::Position)>,
+    pub level: ::std::vec::Vec<(&'a Level, ::nomnom_runtime::Origin)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message. `position` orders messages (stream epoch and
-    /// sequence, kept by replayed copies): on a unique-key conflict the later message
-    /// (or the higher `order_by` version) wins (`on_conflict: update`) or the earlier
-    /// one stays (`ignore`), whatever order the batches commit in.
+    /// Adds every stored row of a message. `origin.position` orders messages (stream
+    /// epoch and sequence, kept by replayed copies): on a unique-key conflict the later
+    /// message (or the higher `order_by` version) wins (`on_conflict: update`) or the
+    /// earlier one stays (`ignore`), whatever order the batches commit in. Every row
+    /// keeps `origin.message_id`.
     pub fn push(
         &mut self,
         message: &'a ParsedMessage,
-        position: ::nomnom_runtime::Position,
+        origin: ::nomnom_runtime::Origin,
     ) {
         match message {
             ParsedMessage::Shipment(m) => {
-                self.shipment.push((&m.shipment, position));
-                self.package.extend(m.package.iter().map(|row| (row, position)));
-                self.package_item
-                    .extend(m.package_item.iter().map(|row| (row, position)));
+                self.shipment.push((&m.shipment, origin));
+                self.package.extend(m.package.iter().map(|row| (row, origin)));
+                self.package_item.extend(m.package_item.iter().map(|row| (row, origin)));
             }
             ParsedMessage::Reading(m) => {
-                self.reading.push((&m.reading, position));
+                self.reading.push((&m.reading, origin));
             }
             ParsedMessage::Quote(m) => {
-                self.quote.push((&m.quote, position));
+                self.quote.push((&m.quote, origin));
             }
             ParsedMessage::Level(m) => {
-                self.level.push((&m.level, position));
+                self.level.push((&m.level, origin));
             }
         }
     }

@@ -202,6 +202,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -222,31 +229,34 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "event_id" VARCHAR(40) NOT NULL,
     "count" INTEGER NOT NULL,
     "ratio" NUMERIC,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "events_unicity" UNIQUE ("event_id")
 )"#,
+        root_entity: "Event",
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Event` rows.
-    pub event: ::std::vec::Vec<(&'a Event, ::nomnom_runtime::Position)>,
+    pub event: ::std::vec::Vec<(&'a Event, ::nomnom_runtime::Origin)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message. `position` orders messages (stream epoch and
-    /// sequence, kept by replayed copies): on a unique-key conflict the later message
-    /// (or the higher `order_by` version) wins (`on_conflict: update`) or the earlier
-    /// one stays (`ignore`), whatever order the batches commit in.
+    /// Adds every stored row of a message. `origin.position` orders messages (stream
+    /// epoch and sequence, kept by replayed copies): on a unique-key conflict the later
+    /// message (or the higher `order_by` version) wins (`on_conflict: update`) or the
+    /// earlier one stays (`ignore`), whatever order the batches commit in. Every row
+    /// keeps `origin.message_id`.
     pub fn push(
         &mut self,
         message: &'a ParsedMessage,
-        position: ::nomnom_runtime::Position,
+        origin: ::nomnom_runtime::Origin,
     ) {
         match message {
             ParsedMessage::Event(m) => {
-                self.event.push((&m.event, position));
+                self.event.push((&m.event, origin));
             }
             ParsedMessage::Heartbeat(_) => {}
         }

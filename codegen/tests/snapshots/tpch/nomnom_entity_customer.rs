@@ -281,22 +281,24 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "address", "nation_key", "phone",
-    "account_balance", "market_segment", "comment", "_nomnom_seq", "_nomnom_epoch")
+    "account_balance", "market_segment", "comment", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
 SELECT "customer_key", "name", "address", "nation_key", "phone", "account_balance",
-    "market_segment", "comment", "_nomnom_seq", "_nomnom_epoch"
+    "market_segment", "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::numeric[],
-    $7::text[], $8::text[], $9::bigint[], $10::bigint[])
+    $7::text[], $8::text[], $9::uuid[], $10::bigint[], $11::bigint[])
   AS u("customer_key", "name", "address", "nation_key", "phone", "account_balance",
-    "market_segment", "comment", "_nomnom_seq", "_nomnom_epoch")"#;
+    "market_segment", "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "address", "nation_key", "phone",
-    "account_balance", "market_segment", "comment", "_nomnom_seq", "_nomnom_epoch")
+    "account_balance", "market_segment", "comment", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
 SELECT "customer_key", "name", "address", "nation_key", "phone", "account_balance",
-    "market_segment", "comment", "_nomnom_seq", "_nomnom_epoch"
+    "market_segment", "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::numeric[],
-    $7::text[], $8::text[], $9::bigint[], $10::bigint[])
+    $7::text[], $8::text[], $9::uuid[], $10::bigint[], $11::bigint[])
   AS u("customer_key", "name", "address", "nation_key", "phone", "account_balance",
-    "market_segment", "comment", "_nomnom_seq", "_nomnom_epoch")
+    "market_segment", "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("customer_key") DO UPDATE SET
   "name" = EXCLUDED."name",
   "address" = EXCLUDED."address",
@@ -305,6 +307,7 @@ ON CONFLICT ("customer_key") DO UPDATE SET
   "account_balance" = EXCLUDED."account_balance",
   "market_segment" = EXCLUDED."market_segment",
   "comment" = EXCLUDED."comment",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
@@ -313,7 +316,7 @@ WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDE
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -399,18 +402,32 @@ pub async fn write_rows<'a>(
                     ),
                 )
                 .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(_, p)| p.sequence)
+                        .map(|(_, o)| o.position.sequence)
                         .collect::<::std::vec::Vec<i64>>(),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.position.epoch)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
                 .execute(conn)
                 .await?;
     }

@@ -375,22 +375,24 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "orders" AS t ("order_key", "customer_key", "order_status", "total_price", "order_date",
-    "order_priority", "clerk", "ship_priority", "comment", "_nomnom_seq", "_nomnom_epoch")
+    "order_priority", "clerk", "ship_priority", "comment", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
 SELECT "order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
-    "clerk", "ship_priority", "comment", "_nomnom_seq", "_nomnom_epoch"
+    "clerk", "ship_priority", "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::date[], $6::text[], $7::text[],
-    $8::integer[], $9::text[], $10::bigint[], $11::bigint[])
+    $8::integer[], $9::text[], $10::uuid[], $11::bigint[], $12::bigint[])
   AS u("order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
-    "clerk", "ship_priority", "comment", "_nomnom_seq", "_nomnom_epoch")"#;
+    "clerk", "ship_priority", "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "orders" AS t ("order_key", "customer_key", "order_status", "total_price", "order_date",
-    "order_priority", "clerk", "ship_priority", "comment", "_nomnom_seq", "_nomnom_epoch")
+    "order_priority", "clerk", "ship_priority", "comment", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
 SELECT "order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
-    "clerk", "ship_priority", "comment", "_nomnom_seq", "_nomnom_epoch"
+    "clerk", "ship_priority", "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::date[], $6::text[], $7::text[],
-    $8::integer[], $9::text[], $10::bigint[], $11::bigint[])
+    $8::integer[], $9::text[], $10::uuid[], $11::bigint[], $12::bigint[])
   AS u("order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
-    "clerk", "ship_priority", "comment", "_nomnom_seq", "_nomnom_epoch")
+    "clerk", "ship_priority", "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("order_key") DO UPDATE SET
   "customer_key" = EXCLUDED."customer_key",
   "order_status" = EXCLUDED."order_status",
@@ -400,6 +402,7 @@ ON CONFLICT ("order_key") DO UPDATE SET
   "clerk" = EXCLUDED."clerk",
   "ship_priority" = EXCLUDED."ship_priority",
   "comment" = EXCLUDED."comment",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
@@ -408,7 +411,7 @@ WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDE
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&'a Order, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&'a Order, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -503,18 +506,32 @@ pub async fn write_rows<'a>(
                     ),
                 )
                 .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(_, p)| p.sequence)
+                        .map(|(_, o)| o.position.sequence)
                         .collect::<::std::vec::Vec<i64>>(),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.position.epoch)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
                 .execute(conn)
                 .await?;
     }

@@ -236,29 +236,31 @@ impl OrderLineItem {
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
     "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
-    "commit_date", "receipt_date", "ship_mode", "_nomnom_seq", "_nomnom_epoch")
+    "commit_date", "receipt_date", "ship_mode", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
 SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
-    "ship_mode", "_nomnom_seq", "_nomnom_epoch"
+    "ship_mode", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
     $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[],
-    $14::text[], $15::bigint[], $16::bigint[])
+    $14::text[], $15::uuid[], $16::bigint[], $17::bigint[])
   AS u("order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
-    "ship_mode", "_nomnom_seq", "_nomnom_epoch")"#;
+    "ship_mode", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
     "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
-    "commit_date", "receipt_date", "ship_mode", "_nomnom_seq", "_nomnom_epoch")
+    "commit_date", "receipt_date", "ship_mode", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
 SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
-    "ship_mode", "_nomnom_seq", "_nomnom_epoch"
+    "ship_mode", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
     $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::date[], $12::date[], $13::date[],
-    $14::text[], $15::bigint[], $16::bigint[])
+    $14::text[], $15::uuid[], $16::bigint[], $17::bigint[])
   AS u("order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
     "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
-    "ship_mode", "_nomnom_seq", "_nomnom_epoch")
+    "ship_mode", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("order_key", "line_number") DO UPDATE SET
   "part_key" = EXCLUDED."part_key",
   "supplier_key" = EXCLUDED."supplier_key",
@@ -272,6 +274,7 @@ ON CONFLICT ("order_key", "line_number") DO UPDATE SET
   "commit_date" = EXCLUDED."commit_date",
   "receipt_date" = EXCLUDED."receipt_date",
   "ship_mode" = EXCLUDED."ship_mode",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
@@ -280,7 +283,7 @@ WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDE
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&'a OrderLineItem, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&'a OrderLineItem, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -418,18 +421,32 @@ pub async fn write_rows<'a>(
                     ),
                 )
                 .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(_, p)| p.sequence)
+                        .map(|(_, o)| o.position.sequence)
                         .collect::<::std::vec::Vec<i64>>(),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.position.epoch)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
                 .execute(conn)
                 .await?;
     }

@@ -303,22 +303,22 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
-    "container", "retail_price", "comment", "_nomnom_seq", "_nomnom_epoch")
+    "container", "retail_price", "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
-    "comment", "_nomnom_seq", "_nomnom_epoch"
+    "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
-    $8::numeric[], $9::text[], $10::bigint[], $11::bigint[])
+    $8::numeric[], $9::text[], $10::uuid[], $11::bigint[], $12::bigint[])
   AS u("part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
-    "comment", "_nomnom_seq", "_nomnom_epoch")"#;
+    "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "manufacturer", "brand", "type", "size",
-    "container", "retail_price", "comment", "_nomnom_seq", "_nomnom_epoch")
+    "container", "retail_price", "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 SELECT "part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
-    "comment", "_nomnom_seq", "_nomnom_epoch"
+    "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch"
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
-    $8::numeric[], $9::text[], $10::bigint[], $11::bigint[])
+    $8::numeric[], $9::text[], $10::uuid[], $11::bigint[], $12::bigint[])
   AS u("part_key", "name", "manufacturer", "brand", "type", "size", "container", "retail_price",
-    "comment", "_nomnom_seq", "_nomnom_epoch")
+    "comment", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
 ON CONFLICT ("part_key") DO UPDATE SET
   "name" = EXCLUDED."name",
   "manufacturer" = EXCLUDED."manufacturer",
@@ -328,6 +328,7 @@ ON CONFLICT ("part_key") DO UPDATE SET
   "container" = EXCLUDED."container",
   "retail_price" = EXCLUDED."retail_price",
   "comment" = EXCLUDED."comment",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
@@ -336,7 +337,7 @@ WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDE
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -425,18 +426,32 @@ pub async fn write_rows<'a>(
                     ),
                 )
                 .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(_, p)| p.sequence)
+                        .map(|(_, o)| o.position.sequence)
                         .collect::<::std::vec::Vec<i64>>(),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.position.epoch)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
                 .execute(conn)
                 .await?;
     }

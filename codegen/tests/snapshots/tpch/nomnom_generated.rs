@@ -266,6 +266,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -291,10 +298,12 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "account_balance" NUMERIC NOT NULL,
     "market_segment" VARCHAR(10) NOT NULL,
     "comment" TEXT,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "customers_unicity" UNIQUE ("customer_key")
 )"#,
+        root_entity: "Customer",
     },
     ::nomnom_runtime::TableDef {
         entity: "Order",
@@ -365,6 +374,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -391,10 +407,12 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "clerk" VARCHAR(15) NOT NULL,
     "ship_priority" INTEGER NOT NULL,
     "comment" TEXT,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "orders_unicity" UNIQUE ("order_key")
 )"#,
+        root_entity: "Order",
     },
     ::nomnom_runtime::TableDef {
         entity: "OrderLineItem",
@@ -500,6 +518,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -531,10 +556,12 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "commit_date" DATE,
     "receipt_date" DATE,
     "ship_mode" VARCHAR(10),
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "order_line_items_unicity" UNIQUE ("order_key", "line_number")
 )"#,
+        root_entity: "Order",
     },
     ::nomnom_runtime::TableDef {
         entity: "Product",
@@ -605,6 +632,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -631,47 +665,48 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "container" VARCHAR(10) NOT NULL,
     "retail_price" NUMERIC NOT NULL,
     "comment" TEXT,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "products_unicity" UNIQUE ("part_key")
 )"#,
+        root_entity: "Product",
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Customer` rows.
-    pub customer: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Position)>,
+    pub customer: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Origin)>,
     /// `Order` rows.
-    pub order: ::std::vec::Vec<(&'a Order, ::nomnom_runtime::Position)>,
+    pub order: ::std::vec::Vec<(&'a Order, ::nomnom_runtime::Origin)>,
     /// `OrderLineItem` rows.
-    pub order_line_item: ::std::vec::Vec<
-        (&'a OrderLineItem, ::nomnom_runtime::Position),
-    >,
+    pub order_line_item: ::std::vec::Vec<(&'a OrderLineItem, ::nomnom_runtime::Origin)>,
     /// `Product` rows.
-    pub product: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Position)>,
+    pub product: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Origin)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message. `position` orders messages (stream epoch and
-    /// sequence, kept by replayed copies): on a unique-key conflict the later message
-    /// (or the higher `order_by` version) wins (`on_conflict: update`) or the earlier
-    /// one stays (`ignore`), whatever order the batches commit in.
+    /// Adds every stored row of a message. `origin.position` orders messages (stream
+    /// epoch and sequence, kept by replayed copies): on a unique-key conflict the later
+    /// message (or the higher `order_by` version) wins (`on_conflict: update`) or the
+    /// earlier one stays (`ignore`), whatever order the batches commit in. Every row
+    /// keeps `origin.message_id`.
     pub fn push(
         &mut self,
         message: &'a ParsedMessage,
-        position: ::nomnom_runtime::Position,
+        origin: ::nomnom_runtime::Origin,
     ) {
         match message {
             ParsedMessage::Customer(m) => {
-                self.customer.push((&m.customer, position));
+                self.customer.push((&m.customer, origin));
             }
             ParsedMessage::Order(m) => {
-                self.order.push((&m.order, position));
+                self.order.push((&m.order, origin));
                 self.order_line_item
-                    .extend(m.order_line_item.iter().map(|row| (row, position)));
+                    .extend(m.order_line_item.iter().map(|row| (row, origin)));
             }
             ParsedMessage::Product(m) => {
-                self.product.push((&m.product, position));
+                self.product.push((&m.product, origin));
             }
         }
     }

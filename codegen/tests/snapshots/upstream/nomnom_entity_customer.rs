@@ -183,27 +183,28 @@ pub const CSV: ::nomnom_runtime::CsvSpec = ::nomnom_runtime::CsvSpec {
 };
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "nation_key", "account_balance", "comment",
-    "_nomnom_seq", "_nomnom_epoch")
-SELECT "customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq",
-    "_nomnom_epoch"
-FROM unnest($1::text[], $2::text[], $3::text[], $4::double precision[], $5::text[], $6::bigint[],
-    $7::bigint[])
-  AS u("customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq",
-    "_nomnom_epoch")"#;
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
+SELECT "customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_message_id",
+    "_nomnom_seq", "_nomnom_epoch"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::double precision[], $5::text[], $6::uuid[],
+    $7::bigint[], $8::bigint[])
+  AS u("customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_message_id",
+    "_nomnom_seq", "_nomnom_epoch")"#;
 /// The multi-row upsert statement of this table.
 pub const UPSERT_SQL: &str = r#"INSERT INTO "customers" AS t ("customer_key", "name", "nation_key", "account_balance", "comment",
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
+SELECT "customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_message_id",
+    "_nomnom_seq", "_nomnom_epoch"
+FROM unnest($1::text[], $2::text[], $3::text[], $4::double precision[], $5::text[], $6::uuid[],
+    $7::bigint[], $8::bigint[])
+  AS u("customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_message_id",
     "_nomnom_seq", "_nomnom_epoch")
-SELECT "customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq",
-    "_nomnom_epoch"
-FROM unnest($1::text[], $2::text[], $3::text[], $4::double precision[], $5::text[], $6::bigint[],
-    $7::bigint[])
-  AS u("customer_key", "name", "nation_key", "account_balance", "comment", "_nomnom_seq",
-    "_nomnom_epoch")
 ON CONFLICT ("customer_key") DO UPDATE SET
   "name" = EXCLUDED."name",
   "nation_key" = EXCLUDED."nation_key",
   "account_balance" = EXCLUDED."account_balance",
   "comment" = EXCLUDED."comment",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
@@ -212,7 +213,7 @@ WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDE
 /// (see `on_conflict` and `order_by`). Returns rows affected.
 pub async fn write_rows<'a>(
     conn: &mut ::diesel_async::AsyncPgConnection,
-    rows: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Position)>,
+    rows: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Origin)>,
     mode: ::nomnom_runtime::WriteMode,
 ) -> ::diesel::QueryResult<usize> {
     use ::diesel_async::RunQueryDsl as _;
@@ -276,18 +277,32 @@ pub async fn write_rows<'a>(
                     ),
                 )
                 .bind::<
+                    ::diesel::sql_types::Array<::diesel::sql_types::Uuid>,
+                    _,
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.message_id)
+                        .collect::<::std::vec::Vec<_>>(),
+                )
+                .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
                 >(
                     chunk
                         .iter()
-                        .map(|(_, p)| p.sequence)
+                        .map(|(_, o)| o.position.sequence)
                         .collect::<::std::vec::Vec<i64>>(),
                 )
                 .bind::<
                     ::diesel::sql_types::Array<::diesel::sql_types::BigInt>,
                     _,
-                >(chunk.iter().map(|(_, p)| p.epoch).collect::<::std::vec::Vec<i64>>())
+                >(
+                    chunk
+                        .iter()
+                        .map(|(_, o)| o.position.epoch)
+                        .collect::<::std::vec::Vec<i64>>(),
+                )
                 .execute(conn)
                 .await?;
     }

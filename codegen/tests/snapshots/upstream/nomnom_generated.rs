@@ -213,6 +213,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: true,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -235,10 +242,12 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "nation_key" TEXT,
     "account_balance" DOUBLE PRECISION NOT NULL,
     "comment" TEXT,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "customers_unicity" UNIQUE ("customer_key")
 )"#,
+        root_entity: "Customer",
     },
     ::nomnom_runtime::TableDef {
         entity: "Product",
@@ -274,6 +283,13 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
                 nullable: false,
             },
             ::nomnom_runtime::ColumnDef {
+                name: "_nomnom_message_id",
+                ty: ::nomnom_runtime::FieldType::Uuid,
+                max_length: ::std::option::Option::None,
+                sql_type: "UUID",
+                nullable: true,
+            },
+            ::nomnom_runtime::ColumnDef {
                 name: "_nomnom_seq",
                 ty: ::nomnom_runtime::FieldType::BigInt,
                 max_length: ::std::option::Option::None,
@@ -295,36 +311,39 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "name" TEXT NOT NULL,
     "size" INTEGER,
     "retail_price" DOUBLE PRECISION NOT NULL,
+    "_nomnom_message_id" UUID,
     "_nomnom_seq" BIGINT,
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "products_unicity" UNIQUE ("part_key")
 )"#,
+        root_entity: "Product",
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
 #[derive(Debug, Default)]
 pub struct RowBatch<'a> {
     /// `Customer` rows.
-    pub customer: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Position)>,
+    pub customer: ::std::vec::Vec<(&'a Customer, ::nomnom_runtime::Origin)>,
     /// `Product` rows.
-    pub product: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Position)>,
+    pub product: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Origin)>,
 }
 impl<'a> RowBatch<'a> {
-    /// Adds every stored row of a message. `position` orders messages (stream epoch and
-    /// sequence, kept by replayed copies): on a unique-key conflict the later message
-    /// (or the higher `order_by` version) wins (`on_conflict: update`) or the earlier
-    /// one stays (`ignore`), whatever order the batches commit in.
+    /// Adds every stored row of a message. `origin.position` orders messages (stream
+    /// epoch and sequence, kept by replayed copies): on a unique-key conflict the later
+    /// message (or the higher `order_by` version) wins (`on_conflict: update`) or the
+    /// earlier one stays (`ignore`), whatever order the batches commit in. Every row
+    /// keeps `origin.message_id`.
     pub fn push(
         &mut self,
         message: &'a ParsedMessage,
-        position: ::nomnom_runtime::Position,
+        origin: ::nomnom_runtime::Origin,
     ) {
         match message {
             ParsedMessage::Customer(m) => {
-                self.customer.push((&m.customer, position));
+                self.customer.push((&m.customer, origin));
             }
             ParsedMessage::Product(m) => {
-                self.product.push((&m.product, position));
+                self.product.push((&m.product, origin));
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The operator's dead-letter actions (`worker dead-letters …`): pages of dead letters through
+//! The operator's dead-letter actions (`worker dead-letters …` and the console): pages of dead letters through
 //! the store, as a table for a terminal or as JSON, one in detail; a dry run (how many would
 //! pass validation now), replay and discard, each recorded in the audit (`admin_actions`).
 
@@ -9,12 +9,12 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::admin::replay::{self, ReplayError, ReplayReport};
 use crate::generated::RootEntity;
 use crate::nats::Publish;
 use crate::store::{
-    AdminAction, DeadLetterFilter, DeadLetterPage, Store, StoreError, StoredDeadLetter,
+    AdminAction, DeadLetterFilter, DeadLetterPage, ReasonClass, Store, StoreError, StoredDeadLetter,
 };
-use crate::worker::dead_letter::{self, ReplayError, ReplayReport};
 
 /// Why an operator's argument was refused.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +157,7 @@ pub fn filter_json(filter: &DeadLetterFilter) -> Value {
         "message_id": filter.message_id,
         "entity": filter.entity,
         "reason": filter.reason,
+        "class": filter.class.map(ReasonClass::label),
         "since": filter.since,
     })
 }
@@ -230,7 +231,7 @@ fn would_pass(d: &StoredDeadLetter) -> Result<(), String> {
     })
 }
 
-/// Replays the filter's dead letters (see [`dead_letter::replay`]; `on_page` sees the report
+/// Replays the filter's dead letters (see [`replay::replay`]; `on_page` sees the report
 /// after each page) and records it in the audit.
 pub async fn replay(
     store: &dyn Store,
@@ -240,8 +241,7 @@ pub async fn replay(
     who: &str,
     on_page: &mut (dyn FnMut(&ReplayReport) + Send),
 ) -> Result<ReplayReport, ReplayError> {
-    let report =
-        dead_letter::replay_with_progress(publisher, stream, store, filter, on_page).await?;
+    let report = replay::replay_with_progress(publisher, stream, store, filter, on_page).await?;
     store
         .record_action(&AdminAction {
             who: who.to_string(),
@@ -324,6 +324,7 @@ mod tests {
             message_id: Uuid::now_v7(),
             entity: "Order".into(),
             body: bytes::Bytes::from_static(b"\x1b[31m{"),
+            class: crate::store::ReasonClass::Invalid,
             reason: "bad\nreason".into(),
             attempts: 1,
             times: 1,
