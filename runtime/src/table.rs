@@ -35,6 +35,8 @@ pub struct TableDef {
     pub unicity_fields: &'static [&'static str],
     /// `CREATE TABLE IF NOT EXISTS ...`.
     pub create_sql: &'static str,
+    /// The field whose higher value wins a unique-key conflict (`order_by`), if any.
+    pub version_field: Option<&'static str>,
     /// The root entity whose messages write this table (the entity itself, or the one it is
     /// derived from).
     pub root_entity: &'static str,

@@ -4,5 +4,7 @@
 
 pub mod dead_letters;
 pub mod replay;
+pub mod stats;
+pub mod workers;
 
 pub use replay::{ReplayError, ReplayReport, replay, replay_with_progress};

@@ -4,8 +4,9 @@
 //! the variable): `name:secret[:scopes]`. `secret` is the key itself (at least
 //! [`MIN_SECRET_LEN`] characters) or `sha256:<64 hex digits>`, its digest, so that the
 //! plaintext need not be stored anywhere. `scopes` is a `|`-separated list of entity names, `*`
-//! (every entity) and `metrics` (read `/metrics`); without it a key may post every entity and
-//! read status and the OpenAPI document, but not metrics. Only SHA-256 digests are kept in
+//! (every entity), `metrics` (read `/metrics`) and `admin` (the console and its endpoints on
+//! `ADMIN_PORT`); without it a key may post every entity and read status and the OpenAPI
+//! document, but not metrics nor the console. Only SHA-256 digests are kept in
 //! memory, and a presented key is compared with every digest in constant time.
 
 use std::convert::Infallible;
@@ -46,6 +47,8 @@ pub struct Scope {
     entities: Option<Vec<RootEntity>>,
     /// Whether it may read `/metrics`.
     metrics: bool,
+    /// Whether it may use the console (`ADMIN_PORT`).
+    admin: bool,
 }
 
 impl Scope {
@@ -53,6 +56,7 @@ impl Scope {
     const EVERYTHING: Scope = Scope {
         entities: None,
         metrics: true,
+        admin: true,
     };
 
     /// Whether messages of `entity` may be posted.
@@ -73,6 +77,11 @@ impl Scope {
     /// Whether `/metrics` may be read.
     pub fn may_read_metrics(&self) -> bool {
         self.metrics
+    }
+
+    /// Whether the console may be used (its pages, dead letters, replay, discard).
+    pub fn may_administer(&self) -> bool {
+        self.admin
     }
 }
 
@@ -164,20 +173,23 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
 fn parse_scope(text: &str) -> Result<Scope, String> {
     let mut entities = Some(Vec::new());
     let mut metrics = false;
+    let mut admin = false;
     for item in text.split('|').map(str::trim) {
         match item {
             "" => {
                 return Err(
-                    "an empty scope; list entities, `*` or `metrics` separated by `|`".into(),
+                    "an empty scope; list entities, `*`, `metrics` or `admin` separated by `|`"
+                        .into(),
                 );
             }
             "*" => entities = None,
             "metrics" => metrics = true,
+            "admin" => admin = true,
             name => {
                 let entity = RootEntity::from_name(name).ok_or_else(|| {
                     let known: Vec<&str> = RootEntity::ALL.iter().map(|e| e.snake_name()).collect();
                     format!(
-                        "unknown entity `{name}` in the scope (known: {}; or `*`, `metrics`)",
+                        "unknown entity `{name}` in the scope (known: {}; or `*`, `metrics`, `admin`)",
                         known.join(", ")
                     )
                 })?;
@@ -189,7 +201,11 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
             }
         }
     }
-    Ok(Scope { entities, metrics })
+    Ok(Scope {
+        entities,
+        metrics,
+        admin,
+    })
 }
 
 impl ApiKeys {
@@ -283,6 +299,7 @@ impl ApiKeys {
                 None => Scope {
                     entities: None,
                     metrics: false,
+                    admin: false,
                 },
             };
             keys.push(ApiKey {
@@ -436,6 +453,36 @@ pub(super) async fn require_metrics_scope(
             )),
         );
     }
+    next.run(request).await
+}
+
+/// Middleware of the console's port: with keys, only a key scoped `admin` (401 without a valid
+/// key, 403 without the scope); without keys the port is loopback-only (see `ApiConfig`) and
+/// every request is `local`. The request carries a [`Client`] that may check any entity (the
+/// console's validate box publishes nothing) under the key's name.
+pub(super) async fn require_admin_scope(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let client = match authenticate(&state, request.headers()) {
+        Ok(client) => client,
+        Err(refused) => return *refused,
+    };
+    if !client.scope.may_administer() {
+        return failure(
+            &state,
+            "forbidden",
+            ApiError::Forbidden(format!(
+                "the key `{}` may not use the console; give it the `admin` scope",
+                client.name
+            )),
+        );
+    }
+    request.extensions_mut().insert(Client {
+        name: client.name,
+        scope: Arc::new(Scope::EVERYTHING),
+    });
     next.run(request).await
 }
 

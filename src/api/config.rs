@@ -67,7 +67,24 @@ pub struct ApiConfig {
     pub require_auth: bool,
     /// `METRICS_PORT` (default unset): serve `/metrics` there, without a key, and not on `PORT`.
     pub metrics_port: Option<u16>,
+    /// `ADMIN_PORT` (default 8081; `0` turns it off): the console and its JSON endpoints.
+    /// Never on `PORT`: the ingest port is the one a load balancer exposes.
+    pub admin_port: Option<u16>,
+    /// `ADMIN_HOST` (default `127.0.0.1`): the address the console listens on. Without API
+    /// keys it must be a loopback address (anyone reaching the port could replay and discard);
+    /// with keys, the console takes only keys scoped `admin`.
+    pub admin_host: std::net::IpAddr,
+    /// `NATS_CONSUMER`: the workers' durable consumer, whose backlog the console shows.
+    pub consumer: String,
 }
+
+/// Default `ADMIN_PORT`.
+pub const DEFAULT_ADMIN_PORT: u16 = 8081;
+
+/// Default `ADMIN_HOST`: loopback, reachable from the pod or host itself (`kubectl
+/// port-forward`, an SSH tunnel) and nowhere else.
+pub const DEFAULT_ADMIN_HOST: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 impl ApiConfig {
     /// Reads the api's variables.
@@ -90,10 +107,31 @@ impl ApiConfig {
                 reason: "must differ from PORT".into(),
             });
         }
+        let admin_port = Some(parsed("ADMIN_PORT", DEFAULT_ADMIN_PORT)?).filter(|p| *p != 0);
+        let admin_host = parsed("ADMIN_HOST", DEFAULT_ADMIN_HOST)?;
+        if let Some(admin) = admin_port
+            && (admin == port || Some(admin) == metrics_port)
+        {
+            return Err(ConfigError {
+                name: "ADMIN_PORT",
+                value: admin.to_string(),
+                reason: "must differ from PORT and METRICS_PORT".into(),
+            });
+        }
+        if admin_port.is_some() && !keys.enabled() && !admin_host.is_loopback() {
+            return Err(ConfigError {
+                name: "ADMIN_HOST",
+                value: admin_host.to_string(),
+                reason: "with no API keys configured the console would let anyone who reaches it replay and discard dead letters: keep ADMIN_HOST=127.0.0.1, or set API_KEYS with a key scoped `admin`, or turn the console off with ADMIN_PORT=0".into(),
+            });
+        }
         Ok(Self {
             keys,
             require_auth,
             metrics_port,
+            admin_port,
+            admin_host,
+            consumer: crate::nats::consumer_from_env()?,
             nats: NatsConfig::from_env()?,
             port,
             database_url: crate::store::pg::config::database_url_from_env(),
@@ -134,6 +172,9 @@ const API_OWN_ENV_VARS: &[&str] = &[
     "API_KEYS_FILE",
     "REQUIRE_AUTH",
     "METRICS_PORT",
+    "ADMIN_PORT",
+    "ADMIN_HOST",
+    "NATS_CONSUMER",
 ];
 
 /// Every environment variable the api reads (documented in docs/OPERATIONS.md and

@@ -128,6 +128,8 @@ pub enum Dependency {
     IdempotencyRecords,
     /// Where message status is looked up (the database, and the stream for pending messages).
     StatusLookup,
+    /// What the console reads and records (dead letters, the audit, counts: the database).
+    OperatorRecords,
 }
 
 impl Dependency {
@@ -145,6 +147,9 @@ impl Dependency {
             }
             Dependency::StatusLookup => {
                 "message status cannot be looked up right now; ask again after the Retry-After header"
+            }
+            Dependency::OperatorRecords => {
+                "the database holding dead letters and the audit cannot be reached right now; nothing was changed; try again after the Retry-After header"
             }
         }
     }

@@ -17,6 +17,7 @@ mod batch;
 mod body;
 pub mod budget;
 mod config;
+pub mod console;
 mod error;
 mod group;
 pub mod idempotency;
@@ -28,7 +29,8 @@ pub mod server;
 mod status;
 mod validate;
 
-pub use config::{ApiConfig, env_vars};
+pub use config::{ApiConfig, DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT, env_vars};
+pub use console::{CONTENT_SECURITY_POLICY, admin_openapi_document, admin_router};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -97,6 +99,10 @@ pub struct AppState {
     /// The NATS server's `max_payload` less the room a dead letter's headers take: a message
     /// larger than this could not be dead-lettered whole.
     max_message_bytes: usize,
+    /// The workers' durable consumer (`NATS_CONSUMER`), whose backlog the console shows.
+    pub consumer: String,
+    /// The console's own state (when the process started, the overview last read).
+    console: Arc<console::ConsoleState>,
 }
 
 impl AppState {
@@ -129,6 +135,8 @@ impl AppState {
             fingerprints: Arc::default(),
             keys: ApiKeys::none(),
             metrics_on_main_port: true,
+            consumer: crate::defaults::CONSUMER.to_string(),
+            console: Arc::default(),
         }
     }
 }

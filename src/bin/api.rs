@@ -75,6 +75,19 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     state.keys = config.keys.clone();
     state.metrics_on_main_port = config.metrics_port.is_none();
+    state.consumer = config.consumer.clone();
+    let admin_server = match config.admin_port {
+        Some(port) => {
+            let listener = tokio::net::TcpListener::bind((config.admin_host, port)).await?;
+            tracing::info!(host = %config.admin_host, port, "console listening");
+            let app = nomnom::api::admin_router(state.clone());
+            let limits = config.limits.clone();
+            Some(tokio::spawn(async move {
+                nomnom::api::serve(listener, app, &limits, std::future::pending()).await;
+            }))
+        }
+        None => None,
+    };
     let metrics_server = match config.metrics_port {
         Some(port) => {
             let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
@@ -91,7 +104,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
     tracing::info!(port = config.port, stream = %config.nats.stream, "api listening");
     nomnom::api::serve(listener, app, &config.limits, shutdown_signal()).await;
-    if let Some(task) = metrics_server {
+    for task in [metrics_server, admin_server].into_iter().flatten() {
         task.abort();
     }
     Ok(())

@@ -9,6 +9,12 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Default `NATS_STREAM`: the stream named when the project was generated.
 pub const DEFAULT_STREAM: &str = crate::defaults::STREAM;
 
+/// `NATS_CONSUMER` (default `<project name>-worker`): the durable pull consumer the workers
+/// share (the worker pulls from it; the api's console reads its backlog).
+pub fn consumer_from_env() -> Result<String, ConfigError> {
+    stream_name("NATS_CONSUMER", crate::defaults::CONSUMER)
+}
+
 /// The variables [`NatsConfig::from_env`] reads.
 pub const NATS_ENV_VARS: &[&str] = &[
     "NATS_URL",

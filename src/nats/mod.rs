@@ -7,7 +7,9 @@ use async_nats::jetstream::{self, stream};
 mod config;
 pub mod publish;
 
-pub use config::{DEFAULT_NATS_URL, DEFAULT_STREAM, NATS_ENV_VARS, NatsAuth, NatsConfig};
+pub use config::{
+    DEFAULT_NATS_URL, DEFAULT_STREAM, NATS_ENV_VARS, NatsAuth, NatsConfig, consumer_from_env,
+};
 pub use publish::{Acked, JetStreamPublisher, Outgoing, Pipeline, Publish, PublishFailure};
 
 /// Connecting to NATS or setting up the stream failed.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{ConfigError, parsed, stream_name};
+use crate::config::{ConfigError, parsed};
 use crate::nats::NatsConfig;
 
 use super::dead_letter::DlqLimits;
@@ -79,7 +79,7 @@ impl WorkerConfig {
         }
         Ok(Self {
             nats: NatsConfig::from_env()?,
-            consumer: stream_name("NATS_CONSUMER", DEFAULT_CONSUMER)?,
+            consumer: crate::nats::consumer_from_env()?,
             database_url: crate::store::pg::config::database_url_from_env(),
             batch_size,
             max_deliver,

@@ -44,6 +44,16 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
+    /// Messages committed since the worker started, over every entity.
+    pub fn processed_total(&self) -> u64 {
+        sum(&self.processed)
+    }
+
+    /// Messages dead-lettered since the worker started, over every entity and reason.
+    pub fn dead_lettered_total(&self) -> u64 {
+        sum(&self.dead_lettered)
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -194,4 +204,15 @@ pub fn router(metrics: Arc<WorkerMetrics>) -> Router {
             }),
         )
         .with_state(metrics)
+}
+
+/// The sum of a counter over all its labels.
+fn sum(counter: &IntCounterVec) -> u64 {
+    use prometheus::core::Collector as _;
+    counter
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
 }

@@ -142,6 +142,53 @@ pub struct BatchContext {
     pub fault_hook: Option<FaultHook>,
 }
 
+/// Reports this worker in the workers' bucket every `REPORT_EVERY` until it stops (the console
+/// lists the workers alive from there). A NATS failure costs a log line, never the worker.
+async fn report_alive(cx: BatchContext, consumer: String, shutdown: CancellationToken) {
+    use crate::admin::workers;
+    let host = workers::host_name();
+    let started_at = chrono::Utc::now();
+    let id = workers::worker_id(&host);
+    let mut bucket = None;
+    let mut failures = 0u32;
+    loop {
+        if bucket.is_none() {
+            bucket = workers::open(&cx.jetstream, &cx.stream).await.ok();
+        }
+        if let Some(b) = &bucket {
+            let report = workers::WorkerReport {
+                id: id.clone(),
+                host: host.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                consumer: consumer.clone(),
+                started_at,
+                at: chrono::Utc::now(),
+                database_up: !cx.outage.is_down(),
+                database_down_seconds: cx.outage.down_for().map(|d| d.as_secs()),
+                committed: cx.metrics.processed_total(),
+                dead_lettered: cx.metrics.dead_lettered_total(),
+            };
+            match workers::report(b, &report).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    if failures.is_multiple_of(60) {
+                        tracing::warn!(error = %e, "cannot report this worker to the console's roster");
+                    }
+                    failures += 1;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(workers::REPORT_EVERY) => {}
+        }
+    }
+    if let Some(b) = &bucket {
+        // Leaving: off the roster at once rather than when the report expires.
+        let _ = b.delete(&id).await;
+    }
+}
+
 /// Why a held batch stopped waiting for the database.
 struct ShuttingDown;
 
@@ -352,6 +399,11 @@ impl Worker {
         background.spawn(dead_letter_recorder(
             self.context.clone(),
             format!("{}_dlq_recorder", self.config.consumer),
+            shutdown.clone(),
+        ));
+        background.spawn(report_alive(
+            self.context.clone(),
+            self.config.consumer.clone(),
             shutdown.clone(),
         ));
         background.spawn(watch_consumer(

@@ -414,22 +414,14 @@ async fn batch_answers_per_line_and_publishes_valid_lines() {
     api.cleanup().await;
 }
 
-fn customer(n: u32) -> serde_json::Value {
-    json!({
-        "customer_key": format!("CUST-{n:04}"), "name": format!("Customer#{n}"), "address": "x",
-        "nation_key": 3, "phone": "25-989-741-2988", "account_balance": "711.56",
-        "market_segment": "BUILDING", "comment": null
-    })
-}
-
 #[tokio::test]
 async fn a_json_array_batch_is_checked_element_by_element_and_published_as_sent() {
     let api = Api::plain().await;
     // Leading white space, a reference entity (customer), odd spacing kept byte for byte.
-    let good = customer(1).to_string().replace(",", " ,");
+    let good = crate::support::customer(1).to_string().replace(",", " ,");
     let body = format!(
         "\n  [{good}, {{\"customer_key\": \"X\"}}, 42,\n{}]  ",
-        customer(2)
+        crate::support::customer(2)
     );
     let req = Request::post("/ingest/batch/customer")
         .header("content-type", "application/json")
@@ -472,7 +464,10 @@ async fn a_json_array_batch_is_checked_element_by_element_and_published_as_sent(
 async fn json_array_batches_keep_the_batch_limits_and_report_bad_json() {
     let mut api = Api::plain().await;
     api.state.max_batch_lines = 3;
-    let four = format!("[{}]", vec![customer(1).to_string(); 4].join(","));
+    let four = format!(
+        "[{}]",
+        vec![crate::support::customer(1).to_string(); 4].join(",")
+    );
     let (status, body) = api.post("/ingest/batch/customer", four).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(
@@ -487,7 +482,10 @@ async fn json_array_batches_keep_the_batch_limits_and_report_bad_json() {
         "{body}"
     );
     let (status, body) = api
-        .post("/ingest/batch/customer", format!("[{},\n  ", customer(1)))
+        .post(
+            "/ingest/batch/customer",
+            format!("[{},\n  ", crate::support::customer(1)),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(
@@ -500,13 +498,16 @@ async fn json_array_batches_keep_the_batch_limits_and_report_bad_json() {
     let (status, body) = api
         .post(
             "/ingest/batch/customer",
-            format!("[{}] trailing", customer(1)),
+            format!("[{}] trailing", crate::support::customer(1)),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // Leading blank lines are not kept, but still count for the error's line.
     let (status, body) = api
-        .post("/ingest/batch/customer", format!("\n \n[{},", customer(1)))
+        .post(
+            "/ingest/batch/customer",
+            format!("\n \n[{},", crate::support::customer(1)),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(
@@ -518,10 +519,13 @@ async fn json_array_batches_keep_the_batch_limits_and_report_bad_json() {
     );
     // An element larger than MAX_BODY_BYTES is refused on its own.
     api.state.max_body_bytes = 300;
-    let mut big = customer(5);
+    let mut big = crate::support::customer(5);
     big["comment"] = json!("x".repeat(400));
     let (status, body) = api
-        .post("/ingest/batch/customer", format!("[{},{big}]", customer(4)))
+        .post(
+            "/ingest/batch/customer",
+            format!("[{},{big}]", crate::support::customer(4)),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["rejected_by_reason"]["too_large"], 1, "{body}");
@@ -639,7 +643,7 @@ async fn batches_larger_than_the_ack_window_are_accepted_whole() {
     let api = Api::plain().await;
     let body = |offset: u32| {
         (0..6000)
-            .map(|n| customer(offset + n).to_string())
+            .map(|n| crate::support::customer(offset + n).to_string())
             .collect::<Vec<_>>()
             .join("\n")
     };

@@ -97,12 +97,7 @@ fn bearer(key: &str) -> String {
 }
 
 fn customer() -> String {
-    serde_json::json!({
-        "customer_key": "CUST-1", "name": "Customer#1", "address": "x", "nation_key": 3,
-        "phone": "25-989-741-2988", "account_balance": "711.56", "market_segment": "BUILDING",
-        "comment": null
-    })
-    .to_string()
+    crate::support::customer(1).to_string()
 }
 
 /// The value of one series of `nomnom_auth_failures_total`.

@@ -9,6 +9,7 @@ mod support;
 mod api;
 mod auth;
 mod binaries;
+mod console;
 mod contract;
 mod db;
 mod deploy;

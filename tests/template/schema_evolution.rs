@@ -133,6 +133,7 @@ fn every_type_table(declared_time: nomnom::runtime::FieldType) -> nomnom::runtim
         columns: Box::leak(columns.into_boxed_slice()),
         unicity_fields: &[],
         root_entity: "EveryType",
+        version_field: None,
         create_sql: Box::leak(
             format!("CREATE TABLE IF NOT EXISTS every_type ({})", ddl.join(", ")).into_boxed_str(),
         ),

@@ -89,6 +89,13 @@ pub(crate) fn table_defs(schema: &Schema) -> TokenStream {
         let p = e.persistence.as_ref().expect("stored");
         let entity = &e.name.value;
         let root_entity = root_of.get(entity.as_str()).copied().unwrap_or(entity);
+        let version_field = match &p.order_by {
+            Some(o) => {
+                let v = &o.value;
+                quote!(::std::option::Option::Some(#v))
+            }
+            None => quote!(::std::option::Option::None),
+        };
         let table = &p.table.value;
         let id = &p.id_column.value;
         let id_sql = if p.id_type == FieldType::Integer {
@@ -184,6 +191,7 @@ pub(crate) fn table_defs(schema: &Schema) -> TokenStream {
                 columns: &[#(#columns),*],
                 unicity_fields: &[#(#unicity),*],
                 create_sql: #create,
+                version_field: #version_field,
                 root_entity: #root_entity,
             }
         }

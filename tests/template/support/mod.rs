@@ -12,7 +12,7 @@ pub(crate) mod servers;
 pub(crate) mod store;
 
 #[allow(unused_imports)]
-pub(crate) use sample::order;
+pub(crate) use sample::{customer, order};
 
 /// Publishing straight to a test pipeline's stream, bypassing the api (on subjects of the
 /// example's `order` entity: the worker reads the entity from the envelope).

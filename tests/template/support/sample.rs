@@ -42,3 +42,12 @@ pub(crate) fn tpch_order(n: u64, lines: u32) -> Value {
 pub(crate) fn order(n: u32, lines: u32) -> Value {
     tpch_order(u64::from(n), lines)
 }
+
+/// A valid customer (a reference entity) with key `CUST-<n>`.
+pub(crate) fn customer(n: u32) -> Value {
+    serde_json::json!({
+        "customer_key": format!("CUST-{n:04}"), "name": format!("Customer#{n}"), "address": "x",
+        "nation_key": 3, "phone": "25-989-741-2988", "account_balance": "711.56",
+        "market_segment": "BUILDING", "comment": null
+    })
+}

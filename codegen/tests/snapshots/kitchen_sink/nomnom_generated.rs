@@ -383,6 +383,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "shipments_unicity" UNIQUE ("id_code")
 )"#,
+        version_field: ::std::option::Option::None,
         root_entity: "Shipment",
     },
     ::nomnom_runtime::TableDef {
@@ -484,6 +485,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "packages_unicity" UNIQUE ("shipment_code", "label")
 )"#,
+        version_field: ::std::option::Option::None,
         root_entity: "Shipment",
     },
     ::nomnom_runtime::TableDef {
@@ -528,6 +530,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "qty" INTEGER NOT NULL,
     "_nomnom_message_id" UUID
 )"#,
+        version_field: ::std::option::Option::None,
         root_entity: "Shipment",
     },
     ::nomnom_runtime::TableDef {
@@ -597,6 +600,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "readings_unicity" UNIQUE ("sensor")
 )"#,
+        version_field: ::std::option::Option::Some("version"),
         root_entity: "Reading",
     },
     ::nomnom_runtime::TableDef {
@@ -658,6 +662,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "quotes_unicity" UNIQUE ("symbol")
 )"#,
+        version_field: ::std::option::Option::Some("stamp"),
         root_entity: "Quote",
     },
     ::nomnom_runtime::TableDef {
@@ -719,6 +724,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "levels_unicity" UNIQUE ("tank")
 )"#,
+        version_field: ::std::option::Option::Some("revision"),
         root_entity: "Level",
     },
 ];

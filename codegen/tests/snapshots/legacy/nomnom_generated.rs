@@ -234,6 +234,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "events_unicity" UNIQUE ("event_id")
 )"#,
+        version_field: ::std::option::Option::None,
         root_entity: "Event",
     },
 ];

@@ -303,6 +303,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "customers_unicity" UNIQUE ("customer_key")
 )"#,
+        version_field: ::std::option::Option::None,
         root_entity: "Customer",
     },
     ::nomnom_runtime::TableDef {
@@ -412,6 +413,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "orders_unicity" UNIQUE ("order_key")
 )"#,
+        version_field: ::std::option::Option::None,
         root_entity: "Order",
     },
     ::nomnom_runtime::TableDef {
@@ -561,6 +563,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "order_line_items_unicity" UNIQUE ("order_key", "line_number")
 )"#,
+        version_field: ::std::option::Option::None,
         root_entity: "Order",
     },
     ::nomnom_runtime::TableDef {
@@ -670,6 +673,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "products_unicity" UNIQUE ("part_key")
 )"#,
+        version_field: ::std::option::Option::None,
         root_entity: "Product",
     },
 ];

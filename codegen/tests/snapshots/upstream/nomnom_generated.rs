@@ -247,6 +247,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "customers_unicity" UNIQUE ("customer_key")
 )"#,
+        version_field: ::std::option::Option::None,
         root_entity: "Customer",
     },
     ::nomnom_runtime::TableDef {
@@ -316,6 +317,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
     "_nomnom_epoch" BIGINT,
     CONSTRAINT "products_unicity" UNIQUE ("part_key")
 )"#,
+        version_field: ::std::option::Option::None,
         root_entity: "Product",
     },
 ];
