@@ -125,7 +125,9 @@ pub(crate) fn api_command(stream: &str, database_url: &str, port: u16) -> Comman
         .env("NATS_URL", super::nats_url())
         .env("NATS_STREAM", stream)
         .env("DATABASE_URL", database_url)
-        .env("PORT", port.to_string());
+        .env("PORT", port.to_string())
+        // Tests run many apis at once: the console's port only where a test asks for it.
+        .env("ADMIN_PORT", "0");
     command
 }
 

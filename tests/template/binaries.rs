@@ -20,12 +20,17 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
         name: format!("nomnom_test_{id}"),
         url: format!("{}/nomnom_test_{id}", common::pg_admin_url()),
     };
-    let (api_port, metrics_port) = (free_port(), free_port());
+    let (api_port, metrics_port, admin_port) = (free_port(), free_port(), free_port());
     let mut worker = Service::spawn(
         "worker",
         worker_command(&stream, &format!("c_{id}"), &db.url, metrics_port).env("BATCH_SIZE", "50"),
     );
-    let mut api = Service::spawn("api", &mut api_command(&stream, &db.url, api_port));
+    let mut api = Service::spawn(
+        "api",
+        api_command(&stream, &db.url, api_port)
+            .env("ADMIN_PORT", admin_port.to_string())
+            .env("NATS_CONSUMER", format!("c_{id}")),
+    );
     api.wait_ok(&format!("http://127.0.0.1:{api_port}/health"), START)
         .await;
     worker
@@ -105,6 +110,31 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
             std::net::TcpStream::connect((ip, metrics_port)).is_err(),
             "the worker's metrics port answers on {ip}: WORKER_METRICS_HOST must default to 127.0.0.1"
         );
+        assert!(
+            std::net::TcpStream::connect((ip, admin_port)).is_err(),
+            "the console answers on {ip} without API keys: ADMIN_HOST must default to 127.0.0.1"
+        );
+    }
+    // Without keys the console is open on loopback, and the worker reports itself there.
+    let start = Instant::now();
+    loop {
+        let stats: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{admin_port}/stats"))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        let order = stats["entities"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["entity"] == "Order"))
+            .cloned()
+            .unwrap_or_default();
+        if order["committed"] == 1 && stats["workers"].as_array().is_some_and(|w| w.len() == 1) {
+            assert_eq!(stats["workers"][0]["database_up"], true, "{stats}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     assert!(api.terminate().success(), "api exits 0 on SIGTERM");
@@ -172,6 +202,12 @@ fn auth_configuration_errors_are_clear_and_keep_secrets() {
         "{stderr}"
     );
     assert!(!stderr.contains("a-long-enough-secret-1") && !stderr.contains("tooshort"));
+    // The console never listens beyond loopback without keys.
+    let stderr = run(&[("ADMIN_HOST", "0.0.0.0")]);
+    assert!(
+        stderr.contains("ADMIN_HOST") && stderr.contains("API_KEYS"),
+        "{stderr}"
+    );
     let stderr = run(&[("API_KEYS_FILE", "/nonexistent/keys")]);
     assert!(
         stderr.contains("API_KEYS_FILE") && stderr.contains("cannot read it"),
@@ -188,7 +224,7 @@ async fn api_with_keys_from_a_file_and_metrics_on_their_own_port() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("api-keys");
     std::fs::write(&file, "# clients\ningest:file-key-0123456789abcdef:order\n").expect("write");
-    let (api_port, metrics_port) = (free_port(), free_port());
+    let (api_port, metrics_port, admin_port) = (free_port(), free_port(), free_port());
     let mut api = Service::spawn(
         "api",
         Command::new(env!("CARGO_BIN_EXE_api"))
@@ -196,6 +232,7 @@ async fn api_with_keys_from_a_file_and_metrics_on_their_own_port() {
             .env("NATS_STREAM", &stream)
             .env("PORT", api_port.to_string())
             .env("METRICS_PORT", metrics_port.to_string())
+            .env("ADMIN_PORT", admin_port.to_string())
             .env("REQUIRE_AUTH", "true")
             .env("API_KEYS_FILE", &file),
     );
@@ -236,6 +273,42 @@ async fn api_with_keys_from_a_file_and_metrics_on_their_own_port() {
         "{text}"
     );
     assert!(text.contains(r#"nomnom_messages_accepted_total{entity="order"} 1"#));
+    // The console: on its own port only; with keys, a key without the `admin` scope is refused.
+    let console = |path: &str, key: Option<&'static str>| {
+        let mut req = client.get(format!("http://127.0.0.1:{admin_port}{path}"));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        req.send()
+    };
+    assert_eq!(
+        console("/console/", None)
+            .await
+            .expect("page")
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        console("/stats", None)
+            .await
+            .expect("stats")
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        console("/stats", Some("file-key-0123456789abcdef"))
+            .await
+            .expect("stats")
+            .status()
+            .as_u16(),
+        403
+    );
+    let on_ingest_port = reqwest::get(format!("http://127.0.0.1:{api_port}/console/"))
+        .await
+        .expect("get");
+    assert_eq!(on_ingest_port.status().as_u16(), 404);
     assert!(api.terminate().success(), "api exits 0 on SIGTERM");
     common::delete_streams(&stream).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -299,7 +372,8 @@ async fn hostile_bodies_keep_api_memory_growth_under_64_mb() {
             .env("NATS_URL", common::nats_url())
             .env("NATS_STREAM", &stream)
             .env("DATABASE_URL", format!("{}/test", common::pg_admin_url()))
-            .env("PORT", port.to_string()),
+            .env("PORT", port.to_string())
+            .env("ADMIN_PORT", "0"),
     );
     let base = format!("http://127.0.0.1:{port}");
     api.wait_ok(&format!("{base}/ready"), START).await;
