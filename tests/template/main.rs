@@ -9,6 +9,7 @@ mod support;
 mod api;
 mod auth;
 mod binaries;
+mod browser;
 mod console;
 mod contract;
 mod db;

@@ -388,8 +388,11 @@ async function schema(name) {
     let data = null;
     try { data = await r.json(); } catch (_) { data = null; }
     if (r.ok) result.replaceChildren(h("div.notice.good", {}, `Valid: /ingest/message/${snake} would accept it (nothing was published).`));
-    else result.replaceChildren(h("div.notice.bad", {}, `${r.status}: ${(data && data.error) || "refused"}`),
-      data && data.errors ? table([["Field"], ["Error"]], data.errors.map((e) => h("tr", {}, h("td.mono", {}, e.field), h("td", {}, e.error)))) : null);
+    else {
+      const details = (data && data.details) || [];
+      result.replaceChildren(h("div.notice.bad", {}, `${r.status}: ${(data && data.error) || "refused"}`),
+        ...(details.length ? [table([["Field"], ["Error"]], details.map((e) => h("tr", {}, h("td.mono", {}, e.field), h("td", {}, e.error))))] : []));
+    }
   };
   show(h("h1", {}, "Schema"), tabs,
     h("div.panel", {}, h("p", {}, "Posted to ", h("span.mono", {}, entity.route)), tables),
@@ -401,11 +404,17 @@ async function schema(name) {
 
 // ---- Audit -------------------------------------------------------------------------------
 
+// The dead letters an action concerned: the filter's conditions, or "every dead letter".
+function which(target) {
+  const parts = Object.entries(target || {}).filter(([, v]) => v !== null && v !== "").map(([k, v]) => `${k}=${v}`);
+  return parts.length ? parts.join("  ") : "every dead letter";
+}
+
 async function audit() {
   let a;
   try { a = await api("/admin/actions?limit=100"); } catch (e) { return show(h("h1", {}, "Audit"), failure(e)); }
   const rows = a.actions.map((x) => h("tr", {}, h("td", {}, fmtTime(x.at)), h("td", {}, x.who), h("td", {}, x.action),
-    h("td.mono", {}, h("span.clip", {}, JSON.stringify(x.target))), h("td.num", {}, fmtNum(x.count)), h("td", {}, x.note || "")));
+    h("td.mono", {}, h("span.clip", {}, which(x.target))), h("td.num", {}, fmtNum(x.count)), h("td", {}, x.note || "")));
   show(h("h1", {}, "Audit"), h("div.panel", {}, rows.length
     ? table([["When"], ["Who"], ["Action"], ["Which"], ["How many", "num"], ["Note"]], rows)
     : h("p.muted", {}, "No action yet.")));
