@@ -27,13 +27,18 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Argu
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
     }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    // The unit is the last character, whatever its width (any text may be given).
+    let unit = text
+        .chars()
+        .next_back()
+        .ok_or_else(|| refused_since(text))?;
+    let number = &text[..text.len() - unit.len_utf8()];
     let amount: i64 = number.parse().map_err(|_| refused_since(text))?;
     let age = match unit {
-        "s" => Duration::try_seconds(amount),
-        "m" => Duration::try_minutes(amount),
-        "h" => Duration::try_hours(amount),
-        "d" => Duration::try_days(amount),
+        's' => Duration::try_seconds(amount),
+        'm' => Duration::try_minutes(amount),
+        'h' => Duration::try_hours(amount),
+        'd' => Duration::try_days(amount),
         _ => None,
     }
     .ok_or_else(|| refused_since(text))?;
@@ -313,7 +318,17 @@ mod tests {
             at("2026-12-01T08:30:00+01:00").expect("time"),
             "2026-12-01T07:30:00+00:00"
         );
-        for bad in ["", "h", "2w", "-", "99999999999999999d", "yesterday"] {
+        for bad in [
+            "",
+            "h",
+            "2w",
+            "-",
+            "99999999999999999d",
+            "yesterday",
+            "\u{80}",
+            "2é",
+            "é",
+        ] {
             assert!(at(bad).is_err(), "{bad}");
         }
     }

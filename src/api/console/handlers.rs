@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -103,7 +104,8 @@ impl FilterParams {
             ),
             None => None,
         };
-        let message_id = match given(&self.message_id) {
+        // Not `given`: a blank id is a malformed id, not "any message".
+        let message_id = match &self.message_id {
             Some(text) => Some(parse_id(text)?),
             None => None,
         };
@@ -114,6 +116,23 @@ impl FilterParams {
             class,
             since,
         })
+    }
+}
+
+/// A query string that does not read as the route's parameters: a 400 with JSON, as every
+/// other refusal.
+fn refused_query(rejection: QueryRejection) -> ApiError {
+    ApiError::BadRequest(rejection.body_text())
+}
+
+/// `limit`: 50 when not given, else 1 to [`MAX_PAGE`].
+fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::BadRequest(format!(
+            "`limit` {n}: give 1 to {MAX_PAGE}"
+        ))),
     }
 }
 
@@ -156,8 +175,9 @@ fn summary(d: &StoredDeadLetter) -> Value {
 /// of the next page.
 pub(super) async fn dead_letters(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<ListParams>,
+    params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(refused_query)?;
     let after = match params.after.as_deref().filter(|a| !a.is_empty()) {
         Some(cursor) => Some(
             dl::parse_cursor(cursor).map_err(|e| ApiError::BadRequest(format!("`after`: {e}")))?,
@@ -167,7 +187,7 @@ pub(super) async fn dead_letters(
     let page = DeadLetterPage {
         filter: params.filter.filter()?,
         after,
-        limit: params.limit.unwrap_or(50).clamp(1, MAX_PAGE),
+        limit: page_size(params.limit)?,
     };
     let (rows, next) = dl::page(state.store.as_ref(), &page)
         .await
@@ -281,14 +301,24 @@ pub(super) struct Selection {
 impl Selection {
     /// The filters to run: one per id, or the one filter (an empty filter: every dead letter).
     fn filters(body: &[u8]) -> Result<Vec<DeadLetterFilter>, ApiError> {
+        let refused = |why: String| {
+            ApiError::BadRequest(format!(
+                "the body must be {{\"ids\": [...]}} or {{\"filter\": {{...}}}}: {why}"
+            ))
+        };
         let selection: Selection = if body.iter().all(u8::is_ascii_whitespace) {
             Selection::default()
         } else {
-            serde_json::from_slice(body).map_err(|e| {
-                ApiError::BadRequest(format!(
-                    "the body must be {{\"ids\": [...]}} or {{\"filter\": {{...}}}}: {e}"
-                ))
-            })?
+            // An object only (serde would also read a struct from an array).
+            match serde_json::from_slice::<Value>(body).map_err(|e| refused(e.to_string()))? {
+                object @ Value::Object(_) => {
+                    if let Some(member) = null_member(&object) {
+                        return Err(refused(format!("`{member}` is null; leave it out instead")));
+                    }
+                    serde_json::from_value(object).map_err(|e| refused(e.to_string()))?
+                }
+                _ => return Err(refused("not a JSON object".into())),
+            }
         };
         match (selection.ids, selection.filter) {
             (Some(_), Some(_)) => Err(ApiError::BadRequest(
@@ -313,6 +343,22 @@ impl Selection {
             (None, None) => Ok(vec![DeadLetterFilter::default()]),
         }
     }
+}
+
+/// The first member that is `null`, in the object or its `filter` (absent and null are not the
+/// same request: a null is refused rather than read as "any").
+fn null_member(object: &Value) -> Option<String> {
+    let members = object.as_object()?;
+    for (name, value) in members {
+        if value.is_null() {
+            return Some(name.clone());
+        }
+    }
+    let filter = members.get("filter")?.as_object()?;
+    filter
+        .iter()
+        .find(|(_, v)| v.is_null())
+        .map(|(name, _)| format!("filter.{name}"))
 }
 
 /// `POST /admin/dead-letters/dry-run`: how many of the selected dead letters the validator
@@ -391,11 +437,18 @@ pub(super) async fn discard(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let request: DiscardBody = serde_json::from_slice(&body).map_err(|e| {
+    let refused = |why: String| {
         ApiError::BadRequest(format!(
-            "the body must be {{\"note\": \"why it is discarded\"}}: {e}"
+            "the body must be {{\"note\": \"why it is discarded\"}}: {why}"
         ))
-    })?;
+    };
+    let request: DiscardBody =
+        match serde_json::from_slice::<Value>(&body).map_err(|e| refused(e.to_string()))? {
+            object @ Value::Object(_) => {
+                serde_json::from_value(object).map_err(|e| refused(e.to_string()))?
+            }
+            _ => return Err(refused("not a JSON object".into())),
+        };
     let note = request.note.trim();
     if note.is_empty() || note.chars().count() > MAX_NOTE {
         return Err(ApiError::BadRequest(format!(
@@ -428,9 +481,10 @@ pub(super) struct ActionParams {
 /// `GET /admin/actions`: the latest actions of the audit, newest first.
 pub(super) async fn actions(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<ActionParams>,
+    params: Result<Query<ActionParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = params.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let Query(params) = params.map_err(refused_query)?;
+    let limit = page_size(params.limit)?;
     let actions = state
         .store
         .admin_actions(limit)

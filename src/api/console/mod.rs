@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -59,19 +59,23 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// The router of `ADMIN_PORT`.
 pub fn admin_router(state: AppState) -> Router {
     let state = Arc::new(state);
+    // Changes: JSON from the console's own page only (see `from_this_origin`).
+    let changes = Router::new()
+        .route("/admin/dead-letters/dry-run", post(handlers::dry_run))
+        .route("/admin/dead-letters/replay", post(handlers::replay))
+        .route("/admin/dead-letters/{id}/discard", post(handlers::discard))
+        .route("/ingest/validate/{entity}", post(validate::validate))
+        .route_layer(middleware::from_fn(from_this_origin));
     let endpoints = Router::new()
         .route("/stats", get(handlers::stats))
         .route("/admin/dead-letters", get(handlers::dead_letters))
         .route("/admin/dead-letters/groups", get(handlers::groups))
-        .route("/admin/dead-letters/dry-run", post(handlers::dry_run))
-        .route("/admin/dead-letters/replay", post(handlers::replay))
         .route("/admin/dead-letters/{id}", get(handlers::dead_letter))
-        .route("/admin/dead-letters/{id}/discard", post(handlers::discard))
         .route("/admin/actions", get(handlers::actions))
         .route("/admin/schema", get(handlers::schema))
         .route("/messages/{id}/trace", get(handlers::trace))
-        .route("/ingest/validate/{entity}", post(validate::validate))
         .route("/api-docs/admin.json", get(openapi::admin_openapi_json))
+        .merge(changes)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_scope,
@@ -84,7 +88,8 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/health", get(status::health))
         .merge(endpoints)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), same_origin))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), loopback_host))
         .layer(middleware::map_response(secure_headers))
         .with_state(state)
 }
@@ -93,13 +98,19 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {} on the console's port", uri.path()))
 }
 
-/// Refuses what another origin could send from an operator's browser: a POST that is not
-/// `application/json` (a form or a `text/plain` fetch, which need no CORS preflight) or that
-/// says it comes from another origin; and, without API keys, a request naming a host that is
-/// not loopback (DNS rebinding).
-async fn same_origin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let host = headers
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Without API keys, answers only requests naming a loopback host: a page of another site whose
+/// DNS name was rebound to 127.0.0.1 cannot read the console.
+async fn loopback_host(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
@@ -110,45 +121,51 @@ async fn same_origin(State(state): State<Arc<AppState>>, request: Request, next:
         ))
         .into_response();
     }
-    if request.method() == Method::POST {
-        let json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            });
-        if !json {
-            return ApiError::UnsupportedMediaType {
-                found: headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| crate::text::printable(v).into_owned())
-                    .unwrap_or_default(),
-                expected: "application/json",
-            }
-            .into_response();
+    next.run(request).await
+}
+
+/// Refuses a change another origin could send from an operator's browser: a body that is not
+/// `application/json` (a form or a `text/plain` fetch, which need no CORS preflight) or a
+/// request that says it comes from another origin.
+async fn from_this_origin(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let json = content_type
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return ApiError::UnsupportedMediaType {
+            found: crate::text::printable(content_type).into_owned(),
+            expected: "application/json",
         }
-        let cross_site = headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v != "same-origin" && v != "none");
-        let foreign_origin = headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|origin| {
-                let origin = origin
-                    .trim_start_matches("http://")
-                    .trim_start_matches("https://");
-                origin != host
-            });
-        if cross_site || foreign_origin {
-            return ApiError::Forbidden(
-                "the console's actions are taken from the console's own page only".into(),
-            )
-            .into_response();
-        }
+        .into_response();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "same-origin" && v != "none");
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|origin| {
+            let origin = origin
+                .trim_start_matches("http://")
+                .trim_start_matches("https://");
+            origin != host
+        });
+    if cross_site || foreign_origin {
+        return ApiError::Forbidden(
+            "the console's actions are taken from the console's own page only".into(),
+        )
+        .into_response();
     }
     next.run(request).await
 }

@@ -184,7 +184,7 @@ pub fn admin_openapi_document(options: DocumentOptions) -> Value {
         "operationId": "list_actions",
         "summary": "The audit: operators' replays, dry runs and discards, newest first",
         "parameters": [query("limit", "At most this many", json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE}))],
-        "responses": {"200": ok("The actions", "Actions"), "503": unavailable()}
+        "responses": {"200": ok("The actions", "Actions"), "400": error("A malformed limit"), "503": unavailable()}
     }}));
     paths.insert("/admin/schema".into(), json!({"get": {
         "operationId": "schema",
