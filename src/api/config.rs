@@ -174,7 +174,6 @@ const API_OWN_ENV_VARS: &[&str] = &[
     "METRICS_PORT",
     "ADMIN_PORT",
     "ADMIN_HOST",
-    "NATS_CONSUMER",
 ];
 
 /// Every environment variable the api reads (documented in docs/OPERATIONS.md and

@@ -15,9 +15,10 @@ pub fn consumer_from_env() -> Result<String, ConfigError> {
     stream_name("NATS_CONSUMER", crate::defaults::CONSUMER)
 }
 
-/// The variables [`NatsConfig::from_env`] reads.
+/// The variables [`NatsConfig::from_env`] and [`consumer_from_env`] read.
 pub const NATS_ENV_VARS: &[&str] = &[
     "NATS_URL",
+    "NATS_CONSUMER",
     "NATS_STREAM",
     "NATS_DUPLICATE_WINDOW_SECS",
     "NATS_STREAM_REPLICAS",

@@ -108,7 +108,6 @@ impl WorkerConfig {
 
 /// The variables this file reads (the rest of worker's are NATS's, the store's and the log's).
 const WORKER_OWN_ENV_VARS: &[&str] = &[
-    "NATS_CONSUMER",
     "BATCH_SIZE",
     "WORKER_CONCURRENCY",
     "MAX_DELIVER",
