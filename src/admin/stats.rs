@@ -111,11 +111,8 @@ pub async fn overview(sources: &Sources<'_>) -> Result<Overview, crate::store::S
     let counts = sources.store.entity_counts(since).await?;
     let groups = sources.store.dead_letter_groups().await?;
     let (stream, waiting) = read_stream(sources).await;
-    let (workers, workers_error) = match workers::open(sources.jetstream, sources.stream).await {
-        Ok(bucket) => match workers::alive(&bucket).await {
-            Ok(list) => (list, None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        },
+    let (workers, workers_error) = match workers::alive(sources.jetstream, sources.stream).await {
+        Ok(list) => (list, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     let down: Vec<&WorkerReport> = workers.iter().filter(|w| !w.database_up).collect();
@@ -240,8 +237,9 @@ async fn read_stream(sources: &Sources<'_>) -> (StreamOverview, Option<Vec<(Root
 }
 
 /// Messages of `entity` from stream sequence `start` on: the pending count of a short-lived
-/// consumer filtered to the entity's subjects (JetStream counts it from its subject index; the
-/// consumer delivers nothing and is deleted at once, or expires by itself).
+/// consumer filtered to the entity's subjects, as JetStream answers its creation (counted from
+/// its subject index). Nothing pulls from it, so it delivers nothing; it expires by itself
+/// after a few seconds, so a reader needs no right to delete consumers.
 async fn count_from(
     stream: &jetstream::stream::Stream,
     stream_name: &str,
@@ -253,20 +251,18 @@ async fn count_from(
         entity.snake_name(),
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    let mut consumer = stream
+    let consumer = stream
         .create_consumer(consumer::pull::Config {
-            name: Some(name.clone()),
+            name: Some(name),
             filter_subject: format!("{stream_name}.{}.>", entity.snake_name()),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: start.max(1),
             },
             ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(10),
+            inactive_threshold: Duration::from_secs(5),
             memory_storage: true,
             ..Default::default()
         })
         .await?;
-    let pending = consumer.info().await?.num_pending;
-    let _ = stream.delete_consumer(&name).await;
-    Ok(pending)
+    Ok(consumer.cached_info().num_pending)
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 /// How often a worker reports.
@@ -97,21 +96,50 @@ pub async fn report(bucket: &kv::Store, report: &WorkerReport) -> Result<(), Ros
         })
 }
 
-/// The workers that reported within [`REPORT_TTL`], by id.
-pub async fn alive(bucket: &kv::Store) -> Result<Vec<WorkerReport>, RosterError> {
+/// The workers that reported within [`REPORT_TTL`], by id: the latest report under each key,
+/// read with direct gets (one per worker; no consumer, so a reader needs no right to create
+/// one). No bucket yet: no worker has reported.
+pub async fn alive(
+    js: &jetstream::Context,
+    stream: &str,
+) -> Result<Vec<WorkerReport>, RosterError> {
+    let name = bucket_name(stream);
     let err = |e: &dyn std::fmt::Display| RosterError {
-        bucket: bucket.name.clone(),
+        bucket: name.clone(),
         reason: e.to_string(),
     };
-    let mut keys = bucket.keys().await.map_err(|e| err(&e))?.take(MAX_LISTED);
+    let bucket_stream = match js.get_stream(format!("KV_{name}")).await {
+        Ok(s) => s,
+        Err(e) => {
+            return match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(Vec::new())
+                }
+                _ => Err(err(&e)),
+            };
+        }
+    };
+    let subjects = format!("$KV.{name}.>");
     let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| err(&e))?;
-        let Some(value) = bucket.get(&key).await.map_err(|e| err(&e))? else {
-            continue;
+    let mut next = 1u64;
+    while out.len() < MAX_LISTED {
+        let message = match bucket_stream
+            .direct_get_next_for_subject(subjects.clone(), Some(next))
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => break,
+            Err(e) => return Err(err(&e)),
         };
+        next = message.sequence + 1;
+        // A worker that stopped deleted its key: the marker is the subject's last message.
+        if message.headers.get("KV-Operation").is_some() {
+            continue;
+        }
         // A report this version cannot read (another version's) is skipped, not fatal.
-        if let Ok(report) = serde_json::from_slice::<WorkerReport>(&value) {
+        if let Ok(report) = serde_json::from_slice::<WorkerReport>(&message.payload) {
             out.push(report);
         }
     }

@@ -351,7 +351,48 @@ fn kubernetes_manifests_deploy_nats_api_and_keda_scaled_workers() {
     let c = &api["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(str_of(c, &["readinessProbe", "httpGet", "path"]), "/ready");
     assert_eq!(str_of(c, &["livenessProbe", "httpGet", "path"]), "/health");
-    kind(&docs, "Service", "api");
+    // The console listens on the pod's loopback and no Service, port or policy leads to it.
+    let env_value = |name: &str| {
+        c["env"]
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("the api sets {name}"))
+            .to_string()
+    };
+    let admin_port: u64 = env_value("ADMIN_PORT").parse().expect("port");
+    assert!(
+        env_value("ADMIN_HOST")
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    );
+    let numbers = |ports: &Value, field: &str| -> Vec<u64> {
+        ports
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p[field].as_u64())
+            .collect()
+    };
+    assert!(!numbers(&c["ports"], "containerPort").contains(&admin_port));
+    let service = kind(&docs, "Service", "api");
+    assert!(!numbers(&service["spec"]["ports"], "port").contains(&admin_port));
+    assert!(!numbers(&service["spec"]["ports"], "targetPort").contains(&admin_port));
+    let policy = docs
+        .iter()
+        .find(|d| {
+            d["kind"].as_str() == Some("NetworkPolicy")
+                && d["spec"]["podSelector"]["matchLabels"]["app"].as_str() == Some("api")
+        })
+        .expect("the api's NetworkPolicy");
+    for rule in policy["spec"]["ingress"].as_sequence().expect("ingress") {
+        assert!(
+            !numbers(&rule["ports"], "port").contains(&admin_port),
+            "{rule:?}"
+        );
+    }
 
     let worker = kind(&docs, "Deployment", "worker");
     for d in [api, worker] {

@@ -411,6 +411,41 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
     let metrics = p.start_worker().await;
     p.db.wait_count("SELECT 1 FROM order_line_items", 23).await;
     p.db.wait_count("SELECT 1 FROM dead_letters", 2).await;
+    // The console's overview with the api's rights: the workers' backlog, what waits per
+    // entity (counting consumers), the roster the worker reports to with its own rights.
+    let (console_js, console_seen) = watched(&api).await;
+    let console_store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
+    let sources = nomnom::admin::stats::Sources {
+        store: &console_store,
+        jetstream: &console_js,
+        stream: &stream,
+        consumer: &consumer,
+        started: std::time::Instant::now(),
+    };
+    let mut overview = nomnom::admin::stats::overview(&sources)
+        .await
+        .expect("overview");
+    for _ in 0..100 {
+        if !overview.workers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        overview = nomnom::admin::stats::overview(&sources)
+            .await
+            .expect("overview");
+    }
+    assert_eq!(overview.stream.error, None, "{overview:?}");
+    assert_eq!(overview.workers_error, None, "{overview:?}");
+    assert_eq!(overview.workers.len(), 1, "{overview:?}");
+    assert!(
+        overview.entities.iter().all(|e| e.waiting.is_some()),
+        "{overview:?}"
+    );
+    assert!(
+        console_seen.lock().expect("lock").is_empty(),
+        "{:?}",
+        console_seen.lock().expect("lock")
+    );
     let (status, answer) = p.get(&format!("/ingest/status/{message_id}")).await;
     assert_eq!(
         (status, answer["status"].as_str()),
@@ -473,6 +508,30 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
         .await;
     assert!(consumer_attempt.is_err(), "the api created a consumer");
     assert!(refused(&seen, &format!("$JS.API.CONSUMER.CREATE.{stream}.intruder")).await);
+    // Counting consumers do not let the api read messages, nor remove the workers' consumer.
+    assert!(stream_handle.delete_consumer(&consumer).await.is_err());
+    assert!(
+        refused(
+            &seen,
+            &format!("$JS.API.CONSUMER.DELETE.{stream}.{consumer}")
+        )
+        .await
+    );
+    let _ = api_js
+        .client()
+        .publish(
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+            "1".into(),
+        )
+        .await;
+    assert!(
+        refused(
+            &seen,
+            &format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}")
+        )
+        .await,
+        "the api pulled messages"
+    );
     let _ = api_js
         .client()
         .publish(format!("{dlq}.order.x"), "forged".into())
