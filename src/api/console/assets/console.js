@@ -153,11 +153,11 @@ async function overview() {
   const workerRows = stats.workers.map((w) => h("tr", {},
     h("td.mono", {}, w.id),
     h("td", {}, w.version),
-    h("td", {}, fmtTime(w.started_at)),
+    h("td.time", {}, fmtTime(w.started_at)),
     h("td", {}, w.database_up ? badge("up", "ok") : badge(`down ${fmtAge(w.database_down_seconds)}`, "bad")),
     h("td.num", {}, fmtNum(w.committed)),
     h("td.num", {}, fmtNum(w.dead_lettered)),
-    h("td", {}, fmtTime(w.at))));
+    h("td.time", {}, fmtTime(w.at))));
   show(
     h("h1", {}, "Overview"),
     stats.stream.error ? h("div.notice.bad", {}, `JetStream: ${stats.stream.error}`) : null,
@@ -202,13 +202,13 @@ async function deadLetters() {
   const groupRows = groups.groups.map((g) => h("tr.clickable", {
     onclick: () => go(`#/dead-letters?entity=${encodeURIComponent(g.entity)}&class=${g.reason_class}`),
   }, h("td", {}, g.entity), h("td", {}, classBadge(g.reason_class)), h("td.num", {}, fmtNum(g.count)),
-    h("td", {}, fmtTime(g.first_seen)), h("td", {}, fmtTime(g.last_seen))));
+    h("td.time", {}, fmtTime(g.first_seen)), h("td.time", {}, fmtTime(g.last_seen))));
   const inputs = {
     entity: h("input", { name: "entity", value: filter.entity || "", placeholder: "any", size: 14 }),
     class: h("select", { name: "class" }, h("option", { value: "" }, "any"),
       CLASSES.map((c) => h("option", { value: c, selected: filter.class === c }, c))),
     reason: h("input", { name: "reason", value: filter.reason || "", placeholder: "text in the reason", size: 22 }),
-    since: h("input", { name: "since", value: filter.since || "", placeholder: "30m, 2h, 7d or a time", size: 16 }),
+    since: h("input", { name: "since", value: filter.since || "", placeholder: "30m, 2h, 7d or a time", size: 20 }),
   };
   const form = h("form.filters", {
     onsubmit: (e) => {
@@ -232,7 +232,7 @@ async function deadLetters() {
       h("td", {}, classBadge(d.reason_class)),
       h("td", {}, h("span.clip", { title: d.reason }, d.reason)),
       h("td.num", {}, fmtNum(d.attempts)),
-      h("td", {}, fmtTime(d.first_seen)));
+      h("td.time", {}, fmtTime(d.first_seen)));
   });
   const selected = () => checks.filter((c) => c.checked).map((c) => c.getAttribute("data-id"));
   const act = async (what, body, confirmText) => {
@@ -413,7 +413,7 @@ function which(target) {
 async function audit() {
   let a;
   try { a = await api("/admin/actions?limit=100"); } catch (e) { return show(h("h1", {}, "Audit"), failure(e)); }
-  const rows = a.actions.map((x) => h("tr", {}, h("td", {}, fmtTime(x.at)), h("td", {}, x.who), h("td", {}, x.action),
+  const rows = a.actions.map((x) => h("tr", {}, h("td.time", {}, fmtTime(x.at)), h("td", {}, x.who), h("td", {}, x.action),
     h("td.mono", {}, h("span.clip", {}, which(x.target))), h("td.num", {}, fmtNum(x.count)), h("td", {}, x.note || "")));
   show(h("h1", {}, "Audit"), h("div.panel", {}, rows.length
     ? table([["When"], ["Who"], ["Action"], ["Which"], ["How many", "num"], ["Note"]], rows)
