@@ -31,7 +31,10 @@ pub use convert::{
 };
 pub use error::{FieldError, ParseError, parse_json_object};
 pub use numeric::{NUMERIC_MAX_INTEGER_DIGITS, NUMERIC_MAX_SCALE, Numeric, check_numeric};
-pub use table::{ColumnDef, MESSAGE_ID_COLUMN, Origin, Position, RowCounts, TableDef, WriteMode};
+pub use table::{
+    ColumnDef, EPOCH_COLUMN, MESSAGE_ID_COLUMN, Origin, Position, RowCounts, SEQUENCE_COLUMN,
+    TableDef, WriteMode,
+};
 
 pub use __private::{
     MAX_INDEX_KEY_BYTES, convert_literal, message_index_name, same_entity_name,

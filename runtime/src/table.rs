@@ -42,6 +42,13 @@ pub struct TableDef {
     pub root_entity: &'static str,
 }
 
+/// Columns of tables with `unicity_fields` recording the position of the message that last
+/// wrote the row: its stream's epoch and its stream sequence ([`Position`]). Field names cannot
+/// start with `_`, so they never clash.
+pub const EPOCH_COLUMN: &str = "_nomnom_epoch";
+/// See [`EPOCH_COLUMN`].
+pub const SEQUENCE_COLUMN: &str = "_nomnom_seq";
+
 /// The column of every entity table naming the message that last wrote the row (a UUID;
 /// NULL for rows written before it existed), indexed, so that a row leads to its message and a
 /// message to its rows (the console's trace).

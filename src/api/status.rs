@@ -100,10 +100,13 @@ async fn status_row(state: &AppState, id: Uuid) -> Result<Option<StoredStatus>, 
         .map_err(|e| Dependency::StatusLookup.unavailable(e))
 }
 
-/// Whether the message is still in the stream (accepted, not yet committed by a worker): the
-/// last message on the subject of its group (its id with the last byte zero), or, for a
-/// message published alone under an id of another form, on its own subject.
-async fn in_stream(state: &AppState, id: Uuid) -> Result<Option<RootEntity>, ApiError> {
+/// Whether the message is still in the stream (accepted, not yet committed by a worker), and
+/// where: the last message on the subject of its group (its id with the last byte zero), or,
+/// for a message published alone under an id of another form, on its own subject.
+pub(super) async fn in_stream(
+    state: &AppState,
+    id: Uuid,
+) -> Result<Option<(RootEntity, u64)>, ApiError> {
     let stream = state
         .jetstream
         .get_stream_no_info(&state.stream)
@@ -122,7 +125,7 @@ async fn in_stream(state: &AppState, id: Uuid) -> Result<Option<RootEntity>, Api
                         &stored.payload,
                     );
                     if members.is_ok_and(|m| m.iter().any(|e| e.message_id == id)) {
-                        return Ok(Some(*entity));
+                        return Ok(Some((*entity, stored.sequence)));
                     }
                 }
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => {}
@@ -151,7 +154,7 @@ pub(super) async fn message_status(
     // and one that left the stream meanwhile is not missed.
     let mut row = status_row(&state, id).await?;
     if row.is_none() {
-        let queued = in_stream(&state, id).await?;
+        let queued = in_stream(&state, id).await?.map(|(entity, _)| entity);
         row = status_row(&state, id).await?;
         if let (None, Some(entity)) = (&row, queued) {
             if !client.scope.may_post(entity) {

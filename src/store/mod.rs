@@ -355,6 +355,8 @@ pub struct MessageTrace {
     pub dead_letter: Option<StoredDeadLetter>,
     /// Who discarded its dead letter, if someone did.
     pub discarded: Option<DiscardedNote>,
+    /// Where it arrived in the stream, when a row or its dead letter keeps it.
+    pub position: Option<Position>,
     /// The rows it last wrote (a row a later message overwrote is that message's).
     pub rows: Vec<TracedRow>,
     /// More rows than were asked for.

@@ -131,14 +131,20 @@ await page.click("#replay-one");
 await page.waitForSelector("#replay-result");
 check((await page.textContent("#replay-result")).includes("Replayed 1"), "the page replayed it");
 await page.click('#replay-result a:has-text("trace")');
-await until("the replayed order stored", async () => (await page.textContent("main")).includes("stored"), 60);
-await page.waitForSelector("table");
+await page.waitForSelector('main h1:text-is("Message trace")');
+// The page refreshes itself while the message is dead-lettered or waiting.
+await until("the replayed order stored", async () => {
+  const outcome = page.locator("#outcome");
+  return (await outcome.count()) > 0 && (await outcome.textContent()).includes("stored");
+}, 60);
+await page.waitForSelector("main table");
 const trace = await page.textContent("main");
 check(trace.includes("orders") && trace.includes("ORD-B000003") && trace.includes("order_line_items"), "the trace lists the rows it wrote");
 await shot("5-trace");
 
 // --- Schema with the validate box; the audit --------------------------------------------------
 await page.click('nav a[data-page="schema"]');
+await page.waitForSelector('main h1:text-is("Schema")');
 await page.waitForSelector("#validate");
 await page.click("#validate");
 await page.waitForSelector("#validate-result .notice");
@@ -150,7 +156,8 @@ check((await page.textContent("#validate-result")).includes("422"), "a bad body 
 await shot("6-schema");
 
 await page.click('nav a[data-page="audit"]');
-await page.waitForSelector("table");
+await page.waitForSelector('main h1:text-is("Audit")');
+await page.waitForSelector("main table");
 const audit = await page.textContent("main");
 check(audit.includes("replay") && audit.includes("dry_run") && audit.includes("local"), "the audit lists the replay and the dry run");
 await shot("7-audit");

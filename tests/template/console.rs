@@ -468,6 +468,7 @@ async fn a_trace_shows_the_rows_a_message_wrote() {
     assert_eq!(trace.status, StatusCode::OK, "{}", trace.text);
     assert_eq!(trace.body["outcome"], json!("stored"));
     assert_eq!(trace.body["status"]["row_count"], json!(3));
+    assert_eq!(trace.body["position"], json!({"epoch": 1, "sequence": 1}));
     let tables: Vec<&str> = trace.body["rows"]
         .as_array()
         .expect("rows")
@@ -507,6 +508,7 @@ async fn the_overview_counts_from_the_store_and_jetstream_and_lists_the_workers(
         .await
         .expect("consumer");
     let ingest = nomnom::api::router(console.state.clone());
+    let mut accepted = Vec::new();
     for n in 0..3 {
         let response = ingest
             .clone()
@@ -519,7 +521,33 @@ async fn the_overview_counts_from_the_store_and_jetstream_and_lists_the_workers(
             .await
             .expect("answer");
         assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: Value = serde_json::from_slice(
+            &response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes(),
+        )
+        .expect("json");
+        accepted.push(body["message_id"].as_str().expect("id").to_string());
     }
+    // Accepted, not yet stored: the trace finds it waiting in the stream.
+    let waiting = console
+        .get(&format!("/messages/{}/trace", accepted[0]))
+        .await;
+    assert_eq!(
+        waiting.body["outcome"],
+        json!("waiting"),
+        "{}",
+        waiting.text
+    );
+    assert_eq!(waiting.body["waiting"]["entity"], json!("Order"));
+    assert!(
+        waiting.body["waiting"]["stream_sequence"]
+            .as_u64()
+            .is_some()
+    );
     let message =
         nomnom::generated::parse_message("customer", support::customer(5).to_string().as_bytes())
             .expect("valid");

@@ -11,12 +11,7 @@ use crate::types::{FieldType, TypeTokens as _};
 use crate::validate::Schema;
 use nomnom_runtime::Bind;
 
-/// Columns of tables with `unicity_fields` recording the position of the message that last
-/// wrote the row: its stream's epoch and its stream sequence (`nomnom_runtime::Position`).
-/// Field names cannot start with `_`, so they never clash.
-pub(crate) const EPOCH_COLUMN: &str = "_nomnom_epoch";
-/// See [`EPOCH_COLUMN`].
-pub(crate) const SEQUENCE_COLUMN: &str = "_nomnom_seq";
+use nomnom_runtime::{EPOCH_COLUMN, SEQUENCE_COLUMN};
 
 /// The diesel `schema` module, as text: prettyplease leaves macro bodies on a few long lines,
 /// so `table!` is laid out here the way `diesel print-schema` writes it (types by their

@@ -526,16 +526,26 @@ pub(super) async fn trace(
             "error": s.error,
         })
     });
-    let outcome = match (&trace.status, &trace.dead_letter, &trace.discarded) {
+    let mut outcome = match (&trace.status, &trace.dead_letter, &trace.discarded) {
         (Some(s), _, _) if s.status == "processed" => "stored",
         (_, Some(_), _) => "dead_lettered",
         (_, None, Some(_)) => "discarded",
         (Some(_), None, None) => "dead_lettered",
         (None, None, None) => "unknown",
     };
+    // Not in the store: still waiting in the stream, perhaps (as `/ingest/status` finds it).
+    let mut waiting = None;
+    if outcome == "unknown"
+        && let Some((entity, sequence)) = super::super::status::in_stream(&state, id).await?
+    {
+        outcome = "waiting";
+        waiting = Some(json!({"entity": entity.name(), "stream_sequence": sequence}));
+    }
     Ok(Json(json!({
         "message_id": id,
         "outcome": outcome,
+        "waiting": waiting,
+        "position": trace.position.map(|p| json!({"epoch": p.epoch, "sequence": p.sequence})),
         "status": status,
         "dead_letter": trace.dead_letter.as_ref().map(|d| json!({
             "reason_class": d.class.label(),

@@ -195,7 +195,7 @@ pub fn admin_openapi_document(options: DocumentOptions) -> Value {
         "operationId": "trace_message",
         "summary": "A message's fate: status, dead letter or discard, and the rows it last wrote",
         "parameters": [message_id_param()],
-        "responses": {"200": ok("The trace (outcome `unknown` when the store has no record of it)", "Trace"), "400": error("Not a message id"), "503": unavailable()}
+        "responses": {"200": ok("The trace (`waiting` while it is in the stream, `unknown` when neither the store nor the stream has it)", "Trace"), "400": error("Not a message id"), "503": unavailable()}
     }}));
 
     let mut schemas: Map<String, Value> = ingest["components"]["schemas"]
@@ -321,7 +321,9 @@ pub fn admin_openapi_document(options: DocumentOptions) -> Value {
             "Trace",
             json!({"type": "object", "required": ["message_id", "outcome", "rows", "rows_truncated"], "properties": {
                 "message_id": uuid,
-                "outcome": {"enum": ["stored", "dead_lettered", "discarded", "unknown"]},
+                "outcome": {"enum": ["stored", "dead_lettered", "discarded", "waiting", "unknown"]},
+            "waiting": {"type": ["object", "null"], "properties": {"entity": {"type": "string"}, "stream_sequence": int}},
+            "position": {"type": ["object", "null"], "properties": {"epoch": int, "sequence": int}},
                 "status": {"type": ["object", "null"]},
                 "dead_letter": {"type": ["object", "null"]},
                 "discarded": {"type": ["object", "null"]},

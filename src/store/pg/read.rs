@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::connect::PgConnection;
 use super::error::DbError;
 use crate::generated::TABLES;
-use crate::runtime::{MESSAGE_ID_COLUMN, TableDef};
+use crate::runtime::{EPOCH_COLUMN, MESSAGE_ID_COLUMN, SEQUENCE_COLUMN, TableDef};
 use crate::store::{
     DeadLetterGroup, DiscardedNote, EntityCounts, MessageTrace, ReasonClass, StoredAction,
     TracedRow,
@@ -178,6 +178,10 @@ struct DiscardRow {
 struct KeyRow {
     #[diesel(sql_type = Text)]
     key: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    epoch: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    sequence: Option<i64>,
 }
 
 /// Message `id` as the store knows it: its status, its dead letter or discard, and up to
@@ -200,6 +204,7 @@ pub async fn message_trace(
         limit: 1,
     };
     trace.dead_letter = super::write::dead_letters(conn, &page).await?.pop();
+    trace.position = trace.dead_letter.as_ref().map(|d| d.position);
     let discards: Vec<DiscardRow> = classified(conn, async |c| {
         diesel::sql_query(
             "SELECT discarded_by, note, discarded_at FROM discarded_dead_letters \
@@ -235,6 +240,18 @@ pub async fn message_trace(
         if found.len() > row_limit {
             trace.rows_truncated = true;
         }
+        if trace.position.is_none()
+            && let Some(KeyRow {
+                epoch: Some(epoch),
+                sequence: Some(sequence),
+                ..
+            }) = found.iter().next()
+        {
+            trace.position = Some(crate::runtime::Position {
+                epoch: *epoch,
+                sequence: *sequence,
+            });
+        }
         trace
             .rows
             .extend(found.into_iter().take(row_limit).map(|r| TracedRow {
@@ -267,8 +284,19 @@ fn key_query(table: &TableDef) -> String {
         .iter()
         .map(|c| format!("{}, left({}::text, 200)", literal(c), quote(c)))
         .collect();
+    // Where the message arrived, kept by tables with a unique key (see `runtime::Origin`).
+    let position = if table.unicity_fields.is_empty() {
+        "NULL::bigint AS epoch, NULL::bigint AS sequence".to_string()
+    } else {
+        format!(
+            "{} AS epoch, {} AS sequence",
+            quote(EPOCH_COLUMN),
+            quote(SEQUENCE_COLUMN)
+        )
+    };
     format!(
-        "SELECT jsonb_build_object({})::text AS key FROM {} WHERE {} = $1 ORDER BY {} LIMIT $2",
+        "SELECT jsonb_build_object({})::text AS key, {position} FROM {} WHERE {} = $1 \
+         ORDER BY {} LIMIT $2",
         pairs.join(", "),
         quote(table.table),
         quote(MESSAGE_ID_COLUMN),

@@ -343,6 +343,7 @@ impl Store for MemoryStore {
                 .rev()
                 .find(|(d, _)| d.message_id == id)
                 .map(|(_, n)| n.clone()),
+            position: state.dead_letters.get(&id).map(|(d, _)| d.position),
             rows: Vec::new(),
             rows_truncated: false,
         })

@@ -331,7 +331,7 @@ async function trace(id) {
   try { t = await api(`/messages/${encodeURIComponent(id)}/trace`); } catch (e) {
     return show(h("h1", {}, "Message trace"), h("div.panel", {}, form), failure(e));
   }
-  const outcome = { stored: badge("stored", "ok"), dead_lettered: badge("dead-lettered", "bad"), discarded: badge("discarded", "warn"), unknown: badge("not stored yet", "") }[t.outcome];
+  const outcome = { stored: badge("stored", "ok"), dead_lettered: badge("dead-lettered", "bad"), discarded: badge("discarded", "warn"), waiting: badge("waiting in the stream", "warn"), unknown: badge("unknown", "") }[t.outcome];
   const s = t.status;
   const facts = [h("dt", {}, "Outcome"), h("dd", { id: "outcome" }, outcome)];
   if (s) {
@@ -341,12 +341,16 @@ async function trace(id) {
       h("dt", {}, "Deliveries"), h("dd", {}, String(s.attempts)),
       h("dt", {}, "Rows written"), h("dd", {}, String(s.row_count)));
     if (s.error) facts.push(h("dt", {}, "Reason"), h("dd", {}, s.error));
+  } else if (t.waiting) {
+    facts.push(h("dt", {}, "Entity"), h("dd", {}, t.waiting.entity),
+      h("dt", {}, "Stream sequence"), h("dd", {}, String(t.waiting.stream_sequence)),
+      h("dt", {}, "Status"), h("dd.muted", {}, "Accepted, not yet committed by a worker (this page refreshes)."));
   } else {
-    facts.push(h("dt", {}, "Status"), h("dd.muted", {}, "The store has no record of it: still waiting in the stream, or never accepted."));
+    facts.push(h("dt", {}, "Status"), h("dd.muted", {}, "Neither the store nor the stream has it: never accepted, or the id is mistyped."));
   }
+  if (t.position) facts.push(h("dt", {}, "Stream position"), h("dd", {}, `epoch ${t.position.epoch}, sequence ${t.position.sequence}`));
   if (t.dead_letter) {
-    facts.push(h("dt", {}, "Stream position"), h("dd", {}, `epoch ${t.dead_letter.position.epoch}, sequence ${t.dead_letter.position.sequence}`),
-      h("dt", {}, "Dead letter"), h("dd", {}, classBadge(t.dead_letter.reason_class), " ", h("a", { href: `#/dead-letters/${t.message_id}` }, "open")));
+    facts.push(h("dt", {}, "Dead letter"), h("dd", {}, classBadge(t.dead_letter.reason_class), " ", h("a", { href: `#/dead-letters/${t.message_id}` }, "open")));
   }
   if (t.discarded) facts.push(h("dt", {}, "Discarded"), h("dd", {}, `by ${t.discarded.by} at ${fmtTime(t.discarded.at)}: ${t.discarded.note}`));
   const rows = t.rows.map((r) => h("tr", {}, h("td", {}, r.table),
@@ -356,7 +360,7 @@ async function trace(id) {
     h("div.panel", {}, h("h2", {}, "Rows it last wrote"),
       rows.length ? table([["Table"], ["Key"]], rows) : h("p.muted", { id: "no-rows" }, "None (not stored, or later messages overwrote them)."),
       t.rows_truncated ? h("p.muted", {}, `Only the first ${t.rows_per_table_shown} rows per table are shown.`) : null));
-  if (t.outcome === "unknown" || (t.outcome === "dead_lettered" && t.dead_letter)) {
+  if (t.outcome === "waiting" || (t.outcome === "dead_lettered" && t.dead_letter)) {
     refreshTimer = setTimeout(() => { if (page() === "trace") trace(id); }, 3000);
   }
 }
