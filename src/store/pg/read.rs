@@ -245,7 +245,7 @@ pub async fn message_trace(
                 epoch: Some(epoch),
                 sequence: Some(sequence),
                 ..
-            }) = found.iter().next()
+            }) = <[KeyRow]>::first(&found)
         {
             trace.position = Some(crate::runtime::Position {
                 epoch: *epoch,
