@@ -301,24 +301,10 @@ pub(super) struct Selection {
 impl Selection {
     /// The filters to run: one per id, or the one filter (an empty filter: every dead letter).
     fn filters(body: &[u8]) -> Result<Vec<DeadLetterFilter>, ApiError> {
-        let refused = |why: String| {
-            ApiError::BadRequest(format!(
-                "the body must be {{\"ids\": [...]}} or {{\"filter\": {{...}}}}: {why}"
-            ))
-        };
         let selection: Selection = if body.iter().all(u8::is_ascii_whitespace) {
             Selection::default()
         } else {
-            // An object only (serde would also read a struct from an array).
-            match serde_json::from_slice::<Value>(body).map_err(|e| refused(e.to_string()))? {
-                object @ Value::Object(_) => {
-                    if let Some(member) = null_member(&object) {
-                        return Err(refused(format!("`{member}` is null; leave it out instead")));
-                    }
-                    serde_json::from_value(object).map_err(|e| refused(e.to_string()))?
-                }
-                _ => return Err(refused("not a JSON object".into())),
-            }
+            json_object(body, "{\"ids\": [...]} or {\"filter\": {...}}")?
         };
         match (selection.ids, selection.filter) {
             (Some(_), Some(_)) => Err(ApiError::BadRequest(
@@ -345,20 +331,30 @@ impl Selection {
     }
 }
 
-/// The first member that is `null`, in the object or its `filter` (absent and null are not the
-/// same request: a null is refused rather than read as "any").
-fn null_member(object: &Value) -> Option<String> {
-    let members = object.as_object()?;
-    for (name, value) in members {
-        if value.is_null() {
-            return Some(name.clone());
-        }
-    }
-    let filter = members.get("filter")?.as_object()?;
-    filter
+/// A request body read as `T`: a JSON object only (serde would also read a struct from an
+/// array), without `null` members, in it or in its `filter` (absent and null are not the same
+/// request: a null is refused rather than read as "any"); else a 400 saying what `shape` is.
+fn json_object<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
+    let refused = |why: String| ApiError::BadRequest(format!("the body must be {shape}: {why}"));
+    let value: Value = serde_json::from_slice(body).map_err(|e| refused(e.to_string()))?;
+    let Some(members) = value.as_object() else {
+        return Err(refused("not a JSON object".into()));
+    };
+    let filter = members.get("filter").and_then(Value::as_object);
+    let null = members
         .iter()
-        .find(|(_, v)| v.is_null())
-        .map(|(name, _)| format!("filter.{name}"))
+        .map(|(name, v)| (name.clone(), v))
+        .chain(
+            filter
+                .into_iter()
+                .flatten()
+                .map(|(name, v)| (format!("filter.{name}"), v)),
+        )
+        .find(|(_, v)| v.is_null());
+    if let Some((name, _)) = null {
+        return Err(refused(format!("`{name}` is null; leave it out instead")));
+    }
+    serde_json::from_value(value).map_err(|e| refused(e.to_string()))
 }
 
 /// `POST /admin/dead-letters/dry-run`: how many of the selected dead letters the validator
@@ -437,18 +433,7 @@ pub(super) async fn discard(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let refused = |why: String| {
-        ApiError::BadRequest(format!(
-            "the body must be {{\"note\": \"why it is discarded\"}}: {why}"
-        ))
-    };
-    let request: DiscardBody =
-        match serde_json::from_slice::<Value>(&body).map_err(|e| refused(e.to_string()))? {
-            object @ Value::Object(_) => {
-                serde_json::from_value(object).map_err(|e| refused(e.to_string()))?
-            }
-            _ => return Err(refused("not a JSON object".into())),
-        };
+    let request: DiscardBody = json_object(&body, "{\"note\": \"why it is discarded\"}")?;
     let note = request.note.trim();
     if note.is_empty() || note.chars().count() > MAX_NOTE {
         return Err(ApiError::BadRequest(format!(
