@@ -357,17 +357,28 @@ async fn replay(
     nomnom::nats::ensure_stream(&js, &config.nats).await?;
     let store = nomnom::store::pg::PgStore::open(&config.database_url, 1)?;
     let publisher = nomnom::nats::JetStreamPublisher::new(js);
-    // On a terminal, a spinner with the counts so far (a page at a time).
-    let spinner = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        .then(indicatif::ProgressBar::new_spinner);
+    // On a terminal, a progress bar over the dead letters the filter matches (a page at a time).
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let total = nomnom::store::Store::count_dead_letters(&store, filter).await?;
+        let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} dead letters ({elapsed}, {eta} left) {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
     let mut on_page = |so_far: &admin::ReplayReport| {
-        if let Some(bar) = &spinner {
+        if let Some(bar) = &progress {
+            bar.set_position((so_far.replayed.len() + so_far.skipped.len()) as u64);
             bar.set_message(format!(
                 "{} replayed, {} skipped",
                 so_far.replayed.len(),
                 so_far.skipped.len()
             ));
-            bar.tick();
         }
     };
     let report = dead_letters::replay(
@@ -379,7 +390,7 @@ async fn replay(
         &mut on_page,
     )
     .await;
-    if let Some(bar) = &spinner {
+    if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
     let report = report?;

@@ -410,6 +410,9 @@ pub trait Store: Send + Sync + 'static {
         page: &'a DeadLetterPage,
     ) -> StoreFuture<'a, Vec<StoredDeadLetter>>;
 
+    /// How many dead letters `filter` matches (a replay's progress bar, the console's counts).
+    fn count_dead_letters<'a>(&'a self, filter: &'a DeadLetterFilter) -> StoreFuture<'a, i64>;
+
     /// Forgets a dead letter on an operator's word: its record leaves the dead letters (replay
     /// no longer sees it) and is kept whole among the discarded ones with `by` and `note`, in
     /// one step; its status stays dead-lettered. `false` when the message has no dead letter.

@@ -273,6 +273,18 @@ async fn dead_letters_are_triaged_replayed_and_discarded_with_an_audit() {
     assert_eq!(list.status, StatusCode::OK, "{}", list.text);
     let items = list.body["items"].as_array().expect("items");
     assert_eq!(items.len(), 1);
+    assert_eq!(list.body["total"], json!(1));
+    let everything = console.get("/admin/dead-letters?limit=1").await;
+    assert_eq!(
+        (
+            everything.body["items"].as_array().map(Vec::len),
+            everything.body["total"].clone()
+        ),
+        (Some(1), json!(2)),
+        "{}",
+        everything.text
+    );
+    assert!(everything.body["next"].is_string());
     let reason = items[0]["reason"].as_str().expect("reason");
     assert!(reason.chars().count() <= 300 && items[0]["reason_truncated"] == json!(true));
     assert!(

@@ -535,6 +535,29 @@ async fn every_row_leads_to_the_message_that_last_wrote_it() {
     );
     let trace = store.message_trace(dead, 10).await.expect("trace");
     assert_eq!(trace.dead_letter.expect("kept").class, ReasonClass::Invalid);
+    // Counted with the same filters as the pages.
+    let count = |filter: nomnom::store::DeadLetterFilter| {
+        let store = &store;
+        async move { store.count_dead_letters(&filter).await.expect("count") }
+    };
+    assert_eq!(count(Default::default()).await, 1);
+    let of = |entity: &str, class: Option<ReasonClass>, reason: Option<&str>| {
+        nomnom::store::DeadLetterFilter {
+            entity: Some(entity.into()),
+            class,
+            reason: reason.map(str::to_string),
+            ..Default::default()
+        }
+    };
+    assert_eq!(
+        count(of("order", Some(ReasonClass::Invalid), Some("REQUIRED"))).await,
+        1
+    );
+    assert_eq!(
+        count(of("order", Some(ReasonClass::RefusedByDatabase), None)).await,
+        0
+    );
+    assert_eq!(count(of("customer", None, None)).await, 0);
     let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
     let counts = store.entity_counts(hour_ago).await.expect("counts");
     let total: (i64, i64, i64) = counts.iter().fold((0, 0, 0), |t, c| {

@@ -192,9 +192,15 @@ pub(super) async fn dead_letters(
     let (rows, next) = dl::page(state.store.as_ref(), &page)
         .await
         .map_err(unavailable)?;
+    let total = state
+        .store
+        .count_dead_letters(&page.filter)
+        .await
+        .map_err(unavailable)?;
     Ok(Json(json!({
         "items": rows.iter().map(summary).collect::<Vec<_>>(),
         "next": next,
+        "total": total,
     })))
 }
 

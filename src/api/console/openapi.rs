@@ -265,9 +265,10 @@ pub fn admin_openapi_document(options: DocumentOptions) -> Value {
         ),
         (
             "DeadLetterPage",
-            json!({"type": "object", "required": ["items", "next"], "properties": {
+            json!({"type": "object", "required": ["items", "next", "total"], "properties": {
                 "items": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetterSummary"}, "maxItems": MAX_PAGE},
-                "next": nullable("string")
+                "next": nullable("string"),
+                "total": {"type": "integer", "minimum": 0, "description": "Dead letters the filter matches, on every page"}
             }}),
         ),
         (

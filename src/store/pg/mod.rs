@@ -27,9 +27,9 @@ pub use write::{InsertFirst, write_messages};
 use chrono::{DateTime, Utc};
 
 use crate::store::{
-    AdminAction, DeadLetter, DeadLetterGroup, DeadLetterPage, EntityCounts, MessageTrace,
-    PendingWrite, SchemaChanges, Store, StoreFuture, StoredAction, StoredDeadLetter, StoredStatus,
-    WriteOutcome,
+    AdminAction, DeadLetter, DeadLetterFilter, DeadLetterGroup, DeadLetterPage, EntityCounts,
+    MessageTrace, PendingWrite, SchemaChanges, Store, StoreFuture, StoredAction, StoredDeadLetter,
+    StoredStatus, WriteOutcome,
 };
 
 /// Creates a connection pool of `size` connections to `database_url`.
@@ -124,6 +124,13 @@ impl Store for PgStore {
         Box::pin(async move {
             let mut conn = connection(&self.pool).await?;
             Ok(write::dead_letters(&mut conn, page).await?)
+        })
+    }
+
+    fn count_dead_letters<'a>(&'a self, filter: &'a DeadLetterFilter) -> StoreFuture<'a, i64> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(write::count_dead_letters(&mut conn, filter).await?)
         })
     }
 

@@ -15,8 +15,8 @@ use super::error::DbError;
 use super::schema;
 use crate::generated::RowBatch;
 use crate::store::{
-    AdminAction, DeadLetter, DeadLetterPage, PendingWrite, ReasonClass, StoredDeadLetter,
-    StoredStatus, WriteOutcome,
+    AdminAction, DeadLetter, DeadLetterFilter, DeadLetterPage, PendingWrite, ReasonClass,
+    StoredDeadLetter, StoredStatus, WriteOutcome,
 };
 
 /// `INSERT ... SELECT FROM unnest(...)` of a batch's `processed` status rows.
@@ -330,31 +330,12 @@ pub async fn record_dead_letter(conn: &mut PgConnection, dl: &DeadLetter) -> Res
     result.map_err(|e| e.with_sqlstate(conn.take_sqlstate()))
 }
 
-/// A page of dead letters in first-seen order (keyset: `(first_seen, message_id)`).
-pub async fn dead_letters(
-    conn: &mut PgConnection,
-    page: &DeadLetterPage,
-) -> Result<Vec<StoredDeadLetter>, DbError> {
+/// `query` narrowed to the dead letters of `filter` (every condition given must hold).
+fn filtered<'a, ST>(
+    mut query: schema::dead_letters::BoxedQuery<'a, diesel::pg::Pg, ST>,
+    filter: &DeadLetterFilter,
+) -> schema::dead_letters::BoxedQuery<'a, diesel::pg::Pg, ST> {
     use schema::dead_letters as d;
-    conn.clear_sqlstate();
-    let mut query = d::table
-        .select((
-            d::message_id,
-            d::entity,
-            d::body,
-            d::reason,
-            d::reason_class,
-            d::attempts,
-            d::times,
-            d::position_epoch,
-            d::position_seq,
-            d::first_seen,
-            d::last_seen,
-        ))
-        .order((d::first_seen.asc(), d::message_id.asc()))
-        .limit(i64::try_from(page.limit).unwrap_or(i64::MAX))
-        .into_boxed();
-    let filter = &page.filter;
     if let Some(id) = filter.message_id {
         query = query.filter(d::message_id.eq(id));
     }
@@ -383,6 +364,45 @@ pub async fn dead_letters(
                 .bind::<Text, _>(wanted),
         );
     }
+    query
+}
+
+/// How many dead letters `filter` matches.
+pub async fn count_dead_letters(
+    conn: &mut PgConnection,
+    filter: &DeadLetterFilter,
+) -> Result<i64, DbError> {
+    conn.clear_sqlstate();
+    let query = filtered(schema::dead_letters::table.count().into_boxed(), filter);
+    let counted: Result<i64, _> = query.get_result(&mut **conn).await;
+    counted.map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
+}
+
+/// A page of dead letters in first-seen order (keyset: `(first_seen, message_id)`).
+pub async fn dead_letters(
+    conn: &mut PgConnection,
+    page: &DeadLetterPage,
+) -> Result<Vec<StoredDeadLetter>, DbError> {
+    use schema::dead_letters as d;
+    conn.clear_sqlstate();
+    let mut query = d::table
+        .select((
+            d::message_id,
+            d::entity,
+            d::body,
+            d::reason,
+            d::reason_class,
+            d::attempts,
+            d::times,
+            d::position_epoch,
+            d::position_seq,
+            d::first_seen,
+            d::last_seen,
+        ))
+        .order((d::first_seen.asc(), d::message_id.asc()))
+        .limit(i64::try_from(page.limit).unwrap_or(i64::MAX))
+        .into_boxed();
+    query = filtered(query, &page.filter);
     if let Some((at, id)) = page.after {
         query = query.filter(
             d::first_seen

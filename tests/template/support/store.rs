@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{DateTime, Utc};
 use nomnom::generated::RowBatch;
 use nomnom::store::{
-    AdminAction, DeadLetter, DeadLetterGroup, DeadLetterPage, DiscardedNote, EntityCounts,
-    FaultKind, MessageTrace, PendingWrite, SchemaChanges, Store, StoreError, StoreFuture,
-    StoredAction, StoredDeadLetter, StoredStatus, WriteOutcome,
+    AdminAction, DeadLetter, DeadLetterFilter, DeadLetterGroup, DeadLetterPage, DiscardedNote,
+    EntityCounts, FaultKind, MessageTrace, PendingWrite, SchemaChanges, Store, StoreError,
+    StoreFuture, StoredAction, StoredDeadLetter, StoredStatus, WriteOutcome,
 };
 use uuid::Uuid;
 
@@ -214,21 +214,7 @@ impl Store for MemoryStore {
                 .dead_letters
                 .values()
                 .map(|(d, _)| d.clone())
-                .filter(|d| page.filter.message_id.is_none_or(|id| id == d.message_id))
-                .filter(|d| {
-                    page.filter
-                        .reason
-                        .as_deref()
-                        .is_none_or(|r| d.reason.to_lowercase().contains(&r.to_lowercase()))
-                })
-                .filter(|d| page.filter.since.is_none_or(|t| d.first_seen >= t))
-                .filter(|d| page.filter.class.is_none_or(|c| d.class == c))
-                .filter(|d| {
-                    page.filter
-                        .entity
-                        .as_deref()
-                        .is_none_or(|e| nomnom::runtime::same_entity_name(&d.entity, e))
-                })
+                .filter(|d| matches(&page.filter, d))
                 .filter(|d| {
                     page.after
                         .is_none_or(|after| (d.first_seen, d.message_id) > after)
@@ -237,6 +223,17 @@ impl Store for MemoryStore {
             all.sort_by_key(|d| (d.first_seen, d.message_id));
             all.truncate(page.limit);
             all
+        })
+    }
+
+    fn count_dead_letters<'a>(&'a self, filter: &'a DeadLetterFilter) -> StoreFuture<'a, i64> {
+        self.answer(|state| {
+            let n = state
+                .dead_letters
+                .values()
+                .filter(|(d, _)| matches(filter, d))
+                .count();
+            i64::try_from(n).unwrap_or(i64::MAX)
         })
     }
 
@@ -352,4 +349,19 @@ impl Store for MemoryStore {
     fn probe(&self) -> StoreFuture<'_, ()> {
         self.answer(|_| ())
     }
+}
+
+/// Whether dead letter `d` is one of `filter`'s, as the PostgreSQL store decides it.
+fn matches(filter: &DeadLetterFilter, d: &StoredDeadLetter) -> bool {
+    filter.message_id.is_none_or(|id| id == d.message_id)
+        && filter
+            .reason
+            .as_deref()
+            .is_none_or(|r| d.reason.to_lowercase().contains(&r.to_lowercase()))
+        && filter.since.is_none_or(|t| d.first_seen >= t)
+        && filter.class.is_none_or(|c| d.class == c)
+        && filter
+            .entity
+            .as_deref()
+            .is_none_or(|e| nomnom::runtime::same_entity_name(&d.entity, e))
 }

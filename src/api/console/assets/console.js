@@ -247,7 +247,7 @@ async function deadLetters() {
           ". They leave this list once the worker stores them."));
     } catch (e) { notice.replaceChildren(failure(e)); }
   };
-  const described = Object.keys(filter).length ? "matching the filter" : "(every dead letter)";
+  const described = `${Object.keys(filter).length ? "matching the filter" : "(every dead letter)"} · ${fmtNum(list.total)}`;
   const actions = h("div.row", {},
     h("button", { type: "button", id: "dry-run-all", onclick: () => act("dry-run", { filter }) }, `Dry run all ${described}`),
     h("button", { type: "button", id: "replay-selected", onclick: () => {
@@ -259,7 +259,7 @@ async function deadLetters() {
   const pager = h("div.pager", {},
     p.get("after") ? h("a", { href: `#/dead-letters?${new URLSearchParams(filter)}` }, "First page") : null,
     list.next ? h("a", { href: `#/dead-letters?${new URLSearchParams({ ...filter, after: list.next })}` }, "Next page") : null,
-    h("span.muted", {}, `${list.items.length} shown`));
+    h("span.muted", {}, `${fmtNum(list.total)} match · ${list.items.length} on this page`));
   show(
     h("h1", {}, "Dead letters"),
     h("div.panel", {}, h("h2", {}, "By entity and reason class"),
