@@ -3,9 +3,14 @@
 # customer file as dbgen writes it (`|`-separated, no header, trailing `|`; what
 # entities/customer.yaml's csv block reads), loads it end to end with the release binaries
 # (`worker load` → JetStream → worker → PostgreSQL, until every row is committed), then COPYs
-# the same file into a plain table of the same columns, and prints rows/s of both, their ratio
-# and the peak RSS of the loader and the worker. The api is not involved: `worker load`
-# publishes to JetStream itself.
+# the same file into a table of the same columns with what the entity table has too — a
+# bigserial id and the same unique key (a fair baseline: the index is part of what storing a
+# row costs) — and prints rows/s of both, their ratio and the peak RSS of the loader and the
+# worker. The api is not involved: `worker load` publishes to JetStream itself.
+#
+# Then a re-load: the same file with every tenth row changed, through `worker load` (upserts
+# on the unique key, newest wins) against what one would write by hand — `\copy` into a staging
+# table and `INSERT … ON CONFLICT DO UPDATE` into the COPY table.
 #
 # The stream BENCH_LOAD_<id> stays on the NATS server, empty (its messages are acked and
 # removed), as compare.sh's streams do; the database is dropped.
@@ -91,14 +96,49 @@ kill $WORKER; wait $WORKER 2>/dev/null || true; WORKER=
 PIPE_S=$(echo "$STORED - $START" | bc -l)
 LOAD_S=$(echo "$LOADED - $START" | bc -l)
 
-# 2. COPY of the same file into a table of the same columns (the trailing | is one more).
-$PG -d "$DB" -c "CREATE TABLE copy_customers (customer_key varchar(32), name varchar(25),
-  address varchar(40), nation_key integer, phone varchar(15), account_balance numeric,
-  market_segment varchar(10), comment text, trailing_empty text)"
+# 2. COPY of the same file into a table of the same columns, a bigserial id and the same unique
+#    key as `customers` (the trailing | is one more column).
+CUSTOMER_COLUMNS="customer_key, name, address, nation_key, phone, account_balance, market_segment, comment"
+$PG -d "$DB" -c "CREATE TABLE copy_customers (id bigserial PRIMARY KEY,
+  customer_key varchar(32) NOT NULL UNIQUE, name varchar(25), address varchar(40),
+  nation_key integer, phone varchar(15), account_balance numeric, market_segment varchar(10),
+  comment text, trailing_empty text)"
 C0=$(date +%s.%N)
-$PG -d "$DB" -c "\\copy copy_customers FROM '$FILE' WITH (FORMAT csv, DELIMITER '|')"
+$PG -d "$DB" -c "\\copy copy_customers ($CUSTOMER_COLUMNS, trailing_empty) FROM '$FILE' WITH (FORMAT csv, DELIMITER '|')"
 C1=$(date +%s.%N)
 COPY_S=$(echo "$C1 - $C0" | bc -l)
+
+# 2b. A re-load with every tenth row changed (its balance and comment): `worker load` of the new
+#     file (every row a new message: upserted, the newest wins) until every row is committed,
+#     against `\copy` into a staging table + `INSERT … ON CONFLICT DO UPDATE` (same run).
+awk -F'|' 'BEGIN { OFS = "|" } NR % 10 == 0 { $6 = sprintf("%.2f", $6 + 1); $8 = $8 " (changed)" } { print }' \
+  "$FILE" > "$DIR/customer-changed.tbl"
+$BIN > "$DIR/worker-reload.log" 2>&1 & WORKER=$!
+R0=$(date +%s.%N)
+$BIN load --entity customer "$DIR/customer-changed.tbl" > "$DIR/reload.out" 2> "$DIR/reload.err" & LOADER=$!
+RELOADER_KB=$(wait_peak_kb $LOADER)
+wait $LOADER || { cat "$DIR/reload.err" >&2; exit 1; }
+while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM message_status')" -lt "$((2 * ROWS))" ]; do sleep 0.2; done
+R1=$(date +%s.%N)
+RELOAD_WORKER_KB=$(peak_kb $WORKER)
+kill $WORKER; wait $WORKER 2>/dev/null || true; WORKER=
+RELOAD_S=$(echo "$R1 - $R0" | bc -l)
+CHANGED=$($PG -d "$DB" -Atc "SELECT count(*) FROM customers WHERE comment LIKE '%(changed)'")
+[ "$CHANGED" -eq "$((ROWS / 10))" ] || { echo "re-load: $CHANGED rows changed, expected $((ROWS / 10))" >&2; exit 1; }
+U0=$(date +%s.%N)
+$PG -d "$DB" <<SQL
+CREATE TEMP TABLE staging (LIKE copy_customers INCLUDING DEFAULTS);
+ALTER TABLE staging DROP COLUMN id;
+\\copy staging ($CUSTOMER_COLUMNS, trailing_empty) FROM '$DIR/customer-changed.tbl' WITH (FORMAT csv, DELIMITER '|')
+INSERT INTO copy_customers ($CUSTOMER_COLUMNS)
+SELECT $CUSTOMER_COLUMNS FROM staging
+ON CONFLICT (customer_key) DO UPDATE SET name = EXCLUDED.name, address = EXCLUDED.address,
+  nation_key = EXCLUDED.nation_key, phone = EXCLUDED.phone,
+  account_balance = EXCLUDED.account_balance, market_segment = EXCLUDED.market_segment,
+  comment = EXCLUDED.comment;
+SQL
+U1=$(date +%s.%N)
+UPSERT_S=$(echo "$U1 - $U0" | bc -l)
 
 # 3. The same file through the api, in CSV batches, into emptied tables.
 $PG -d "$DB" -c "TRUNCATE customers, message_status"
@@ -148,12 +188,13 @@ I1=$(date +%s.%N)
 WORKER2_KB=$(peak_kb $WORKER)
 kill $WORKER; wait $WORKER 2>/dev/null || true; WORKER=
 ITEMS_S=$(echo "$I1 - $I0" | bc -l)
-$PG -d "$DB" -c "CREATE TABLE copy_items (order_key varchar(32), line_number integer,
-  part_key varchar(32), supplier_key varchar(32), quantity integer, extended_price numeric,
-  discount numeric, tax numeric, return_flag char(1), line_status char(1), ship_date date,
-  commit_date date, receipt_date date, ship_mode varchar(10))"
+$PG -d "$DB" -c "CREATE TABLE copy_items (id bigserial PRIMARY KEY, order_key varchar(32),
+  line_number integer, part_key varchar(32), supplier_key varchar(32), quantity integer,
+  extended_price numeric, discount numeric, tax numeric, return_flag char(1),
+  line_status char(1), ship_date date, commit_date date, receipt_date date, ship_mode varchar(10),
+  UNIQUE (order_key, line_number))"
 C2=$(date +%s.%N)
-$PG -d "$DB" -c "\\copy copy_items FROM '$DIR/items.csv' WITH (FORMAT csv)"
+$PG -d "$DB" -c "\\copy copy_items (order_key, line_number, part_key, supplier_key, quantity, extended_price, discount, tax, return_flag, line_status, ship_date, commit_date, receipt_date, ship_mode) FROM '$DIR/items.csv' WITH (FORMAT csv)"
 C3=$(date +%s.%N)
 COPY2_S=$(echo "$C3 - $C2" | bc -l)
 
@@ -162,6 +203,12 @@ printf 'pipeline: %d rows published in %.1f s, all committed after %.1f s: %.0f 
 printf 'COPY:     %d rows in %.1f s: %.0f rows/s\n' "$ROWS" "$COPY_S" "$(echo "$ROWS / $COPY_S" | bc -l)"
 printf 'ratio (pipeline rows/s / COPY rows/s): %.3f\n' "$(echo "$COPY_S / $PIPE_S" | bc -l)"
 printf 'peak RSS: loader %d MB, worker %d MB\n' $((LOADER_KB / 1024)) $((WORKER_KB / 1024))
+printf 're-load, every tenth row changed: all committed after %.1f s: %.0f rows/s\n' \
+  "$RELOAD_S" "$(echo "$ROWS / $RELOAD_S" | bc -l)"
+printf 'staging \\copy + INSERT ON CONFLICT of the same file: %.1f s: %.0f rows/s\n' \
+  "$UPSERT_S" "$(echo "$ROWS / $UPSERT_S" | bc -l)"
+printf 'ratio (re-load rows/s / staging upsert rows/s): %.3f\n' "$(echo "$UPSERT_S / $RELOAD_S" | bc -l)"
+printf 'peak RSS: loader %d MB, worker %d MB\n' $((RELOADER_KB / 1024)) $((RELOAD_WORKER_KB / 1024))
 printf 'through the api (CSV batches of 10 000): all committed after %.1f s: %.0f rows/s, ratio to COPY %.3f\n' \
   "$API_S" "$(echo "$ROWS / $API_S" | bc -l)" "$(echo "$COPY_S / $API_S" | bc -l)"
 printf 'peak RSS: api %d MB, worker %d MB\n' $((API_KB / 1024)) $((WORKER3_KB / 1024))
