@@ -81,10 +81,13 @@ const card = (label) => page.evaluate((l) => {
   const c = [...document.querySelectorAll(".card")].find((e) => e.querySelector(".label").textContent === l);
   return c ? c.querySelector(".value").textContent : null;
 }, label);
+// Waits until the page shows `hash` (not the page before it).
+const view = (hash) => page.waitForSelector(`main[data-view="${hash}"]`);
 const shot = (name) => page.screenshot({ path: `${config.screenshots}/${name}.png`, fullPage: true });
 
 // --- Overview: the dead letters show up in the counts ---------------------------------------
 await page.goto(`${config.console}/console/#/overview`);
+await view("#/overview");
 await until("two dead letters, one order committed and the worker on the overview", async () => {
   await page.reload();
   await page.waitForSelector(".cards");
@@ -95,12 +98,13 @@ await shot("1-overview");
 
 // --- Dead letters: grouped, listed, the reason found ----------------------------------------
 await page.click('nav a[data-page="dead-letters"]');
-await page.waitForSelector("text=By entity and reason class");
+await view("#/dead-letters");
 const groups = await page.textContent("main");
 check(groups.includes("refused_by_database"), "the group of refused orders is listed");
 await shot("2-dead-letters");
 await page.selectOption('select[name="class"]', "refused_by_database");
 await page.click('button:has-text("Filter")');
+await view("#/dead-letters?class=refused_by_database");
 await page.waitForSelector(`a:has-text("${refusedId}")`);
 await page.click("#dry-run-all");
 await page.waitForSelector("#dry-run-result");
@@ -108,7 +112,7 @@ check((await page.textContent("#dry-run-result")).includes("2 of 2 would pass"),
 
 // The hostile one: shown as text, inert and bounded.
 await page.goto(`${config.console}/console/#/dead-letters/${hostileId}`);
-await page.waitForSelector("#body");
+await view(`#/dead-letters/${hostileId}`);
 const body = await page.textContent("#body");
 check(body.includes("<script>window.__pwned = 1</script>") && body.includes("onerror"), "the hostile body is shown as text");
 check(await page.evaluate(() => window.__pwned === undefined), "nothing in the body ran");
@@ -119,7 +123,7 @@ check(body.length <= 64 * 1024, `at most 64 KiB of the body is shown (${body.len
 await shot("3-dead-letter-hostile");
 
 await page.goto(`${config.console}/console/#/dead-letters/${refusedId}`);
-await page.waitForSelector("#reason");
+await view(`#/dead-letters/${refusedId}`);
 const reason = await page.textContent("#reason");
 check(/check constraint|violates/i.test(reason), `the reason names the refusal: ${reason}`);
 await shot("4-dead-letter");
@@ -131,7 +135,7 @@ await page.click("#replay-one");
 await page.waitForSelector("#replay-result");
 check((await page.textContent("#replay-result")).includes("Replayed 1"), "the page replayed it");
 await page.click('#replay-result a:has-text("trace")');
-await page.waitForSelector('main h1:text-is("Message trace")');
+await view(`#/trace/${refusedId}`);
 // The page refreshes itself while the message is dead-lettered or waiting.
 await until("the replayed order stored", async () => {
   const outcome = page.locator("#outcome");
@@ -144,7 +148,7 @@ await shot("5-trace");
 
 // --- Schema with the validate box; the audit --------------------------------------------------
 await page.click('nav a[data-page="schema"]');
-await page.waitForSelector('main h1:text-is("Schema")');
+await view("#/schema");
 await page.waitForSelector("#validate");
 await page.click("#validate");
 await page.waitForSelector("#validate-result .notice");
@@ -156,14 +160,14 @@ check((await page.textContent("#validate-result")).includes("422"), "a bad body 
 await shot("6-schema");
 
 await page.click('nav a[data-page="audit"]');
-await page.waitForSelector('main h1:text-is("Audit")');
+await view("#/audit");
 await page.waitForSelector("main table");
 const audit = await page.textContent("main");
 check(audit.includes("replay") && audit.includes("dry_run") && audit.includes("local"), "the audit lists the replay and the dry run");
 await shot("7-audit");
 
 await page.goto(`${config.console}/console/#/overview`);
-await page.waitForSelector(".cards");
+await view("#/overview");
 await until("one dead letter left", async () => {
   await page.reload();
   await page.waitForSelector(".cards");

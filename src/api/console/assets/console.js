@@ -25,9 +25,12 @@ function h(spec, attrs, ...children) {
   return el;
 }
 
+// Puts a page in place, marked with the address it shows (`data-view`), so that a reader (the
+// browser test) can tell it from the page before.
 function show(...nodes) {
   const m = main();
   m.replaceChildren(...nodes.flat().filter(Boolean));
+  m.setAttribute("data-view", location.hash || "#/overview");
 }
 
 function fmtTime(t) {
