@@ -118,7 +118,7 @@ R0=$(date +%s.%N)
 $BIN load --entity customer "$DIR/customer-changed.tbl" > "$DIR/reload.out" 2> "$DIR/reload.err" & LOADER=$!
 RELOADER_KB=$(wait_peak_kb $LOADER)
 wait $LOADER || { cat "$DIR/reload.err" >&2; exit 1; }
-while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM message_status')" -lt "$((2 * ROWS))" ]; do sleep 0.2; done
+while [ "$($PG -d "$DB" -Atc 'SELECT COALESCE(sum(COALESCE(members, 1)), 0) FROM message_status')" -lt "$((2 * ROWS))" ]; do sleep 0.2; done
 R1=$(date +%s.%N)
 RELOAD_WORKER_KB=$(peak_kb $WORKER)
 kill $WORKER; wait $WORKER 2>/dev/null || true; WORKER=

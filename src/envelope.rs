@@ -10,6 +10,12 @@
 //! named by the first member's id, and member `i`'s id that id with `i` in its last byte. Every
 //! cost JetStream has per message (storing, acking, delivering, the subject's index) is then
 //! paid once per group.
+//!
+//! Bulk loads travel as *chunks* ([`MessageChunk`]): many rows of one entity in one JetStream
+//! message with the envelope in headers and each row's source line and length in one more. The
+//! worker stores a chunk with one status row (per run of its members it wrote), so a loaded
+//! row costs neither a JetStream message nor a status row of its own. Member `i`'s id is the
+//! chunk's id with `i` in its last two bytes ([`chunk_member_id`]).
 
 use async_nats::HeaderMap;
 use async_nats::header::HeaderName;
@@ -40,6 +46,11 @@ pub const REPLAY_OF_HEADER: HeaderName = HeaderName::from_static("Nomnom-Replay-
 pub const DEAD_LETTER_HEADROOM: usize = 4096;
 /// Most members of one group: a member's index is the last byte of its id.
 pub const MAX_GROUP_MEMBERS: usize = 256;
+/// Header of a chunk: each member's line in its source and its body's byte length,
+/// `line:length`, space-separated, in member order.
+pub const CHUNK_ROWS_HEADER: HeaderName = HeaderName::from_static("Nomnom-Chunk-Rows");
+/// Most members of one chunk: a member's index is the last two bytes of its id.
+pub const MAX_CHUNK_MEMBERS: usize = 1 << 16;
 
 /// An accepted message: its id, entity, arrival time and the body exactly as received.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +123,161 @@ pub fn member_id(first_id: &Uuid, index: usize) -> Uuid {
     let mut bytes = *first_id.as_bytes();
     bytes[15] = index as u8;
     Uuid::from_bytes(bytes)
+}
+
+/// The id of member `index` (below [`MAX_CHUNK_MEMBERS`]) of the chunk `chunk_id` (whose last
+/// two bytes are zero).
+pub fn chunk_member_id(chunk_id: &Uuid, index: usize) -> Uuid {
+    debug_assert!(index < MAX_CHUNK_MEMBERS);
+    let mut bytes = *chunk_id.as_bytes();
+    bytes[14..].copy_from_slice(&(index as u16).to_be_bytes());
+    Uuid::from_bytes(bytes)
+}
+
+/// The chunk id and member index `id` would have as a chunk's member (its last two bytes).
+pub fn chunk_of(id: &Uuid) -> (Uuid, usize) {
+    let mut bytes = *id.as_bytes();
+    let index = u16::from_be_bytes([bytes[14], bytes[15]]);
+    bytes[14] = 0;
+    bytes[15] = 0;
+    (Uuid::from_bytes(bytes), usize::from(index))
+}
+
+/// A fresh time-ordered chunk id (its last two bytes zero).
+pub fn new_chunk_id() -> Uuid {
+    chunk_of(&Uuid::now_v7()).0
+}
+
+/// Many rows of one entity published as one JetStream message (see the module documentation):
+/// member `i` has the id [`chunk_member_id`]`(id, i)`; later members are newer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageChunk {
+    /// The chunk's id (last two bytes zero); also its `Nats-Msg-Id`.
+    pub id: Uuid,
+    /// Root entity name as written in YAML.
+    pub entity: String,
+    /// When it was accepted.
+    pub received_at: DateTime<Utc>,
+    /// Each member's line in its source (file or request body), for reports.
+    pub lines: Vec<u64>,
+    /// The bodies, byte for byte, in member order.
+    pub bodies: Vec<Bytes>,
+}
+
+impl MessageChunk {
+    /// The JetStream publish of this chunk, to be sent to the [`message_subject`] of its id:
+    /// the bodies one after another, the envelope and the rows' lines and lengths in headers,
+    /// `Nats-Msg-Id` its id (a chunk re-sent after a failure is stored once).
+    ///
+    /// [`message_subject`]: crate::nats::message_subject
+    pub fn to_publish(&self) -> PublishMessage {
+        let (payload, headers) = self.parts();
+        PublishMessage::build().payload(payload).headers(headers)
+    }
+
+    /// The payload and headers of [`MessageChunk::to_publish`].
+    pub fn parts(&self) -> (Bytes, HeaderMap) {
+        let total = self.bodies.iter().map(Bytes::len).sum();
+        let mut payload = bytes::BytesMut::with_capacity(total);
+        let mut rows = String::with_capacity(self.bodies.len() * 12);
+        for (body, line) in self.bodies.iter().zip(&self.lines) {
+            payload.extend_from_slice(body);
+            if !rows.is_empty() {
+                rows.push(' ');
+            }
+            rows.push_str(&format!("{line}:{}", body.len()));
+        }
+        let mut headers = MessageEnvelope::new(self.id, &self.entity, Bytes::new()).headers(true);
+        headers.insert(
+            RECEIVED_AT_HEADER,
+            self.received_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true)
+                .as_str(),
+        );
+        headers.insert(CHUNK_ROWS_HEADER, rows);
+        (payload.freeze(), headers)
+    }
+
+    /// Bytes the publish of `bodies` with these `lines` takes beyond the bodies (headers).
+    pub fn overhead(members: usize) -> usize {
+        // The envelope headers, then up to 20 digits of line and 8 of length per member.
+        512 + members * 30
+    }
+
+    /// Reads a chunk from the stream: `None` if the message is not one (no rows header).
+    pub fn decode(
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: &Bytes,
+    ) -> Option<Result<Self, EnvelopeError>> {
+        let headers = headers?;
+        let rows = headers.get(CHUNK_ROWS_HEADER)?.as_str();
+        Some(Self::decode_rows(subject, headers, rows, payload))
+    }
+
+    fn decode_rows(
+        subject: &str,
+        headers: &HeaderMap,
+        rows: &str,
+        payload: &Bytes,
+    ) -> Result<Self, EnvelopeError> {
+        let envelope = MessageEnvelope::decode(subject, Some(headers), &Bytes::new())?;
+        let (id, first) = chunk_of(&envelope.message_id);
+        if first != 0 {
+            return Err(EnvelopeError(format!(
+                "`{}` is not the id of a chunk",
+                envelope.message_id
+            )));
+        }
+        let bad = || {
+            EnvelopeError(format!(
+                "chunk rows `{}` do not fit a payload of {} bytes",
+                rows.chars().take(64).collect::<String>(),
+                payload.len()
+            ))
+        };
+        let mut lines = Vec::new();
+        let mut bodies = Vec::new();
+        let mut at = 0usize;
+        for row in rows.split(' ') {
+            let (line, length) = row.split_once(':').ok_or_else(bad)?;
+            let line: u64 = line.parse().map_err(|_| bad())?;
+            let length: usize = length
+                .parse()
+                .ok()
+                .filter(|l| *l <= payload.len() - at && bodies.len() < MAX_CHUNK_MEMBERS)
+                .ok_or_else(bad)?;
+            lines.push(line);
+            bodies.push(payload.slice(at..at + length));
+            at += length;
+        }
+        if at != payload.len() {
+            return Err(bad());
+        }
+        Ok(Self {
+            id,
+            entity: envelope.entity,
+            received_at: envelope.received_at,
+            lines,
+            bodies,
+        })
+    }
+
+    /// The members as accepted messages (for reading one member's body again, or its status
+    /// while it waits in the stream).
+    pub fn members(&self) -> Vec<MessageEnvelope> {
+        self.bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| MessageEnvelope {
+                message_id: chunk_member_id(&self.id, i),
+                entity: self.entity.clone(),
+                received_at: self.received_at,
+                body: body.clone(),
+                replay_of: None,
+            })
+            .collect()
+    }
 }
 
 impl MessageGroup {
@@ -253,13 +419,16 @@ impl MessageEnvelope {
         headers
     }
 
-    /// Reads every accepted message a stream message carries: the members of a group, or the
-    /// one message [`MessageEnvelope::decode`] reads.
+    /// Reads every accepted message a stream message carries: the members of a group or of a
+    /// chunk, or the one message [`MessageEnvelope::decode`] reads.
     pub fn decode_all(
         subject: &str,
         headers: Option<&HeaderMap>,
         payload: &Bytes,
     ) -> Result<Vec<Self>, EnvelopeError> {
+        if let Some(chunk) = MessageChunk::decode(subject, headers, payload) {
+            return chunk.map(|c| c.members());
+        }
         match headers.and_then(|h| h.get(GROUP_LENGTHS_HEADER)) {
             Some(lengths) => MessageGroup::decode(subject, lengths.as_str(), payload),
             None => Self::decode(subject, headers, payload).map(|e| vec![e]),
@@ -493,6 +662,70 @@ mod tests {
         assert!(read("2 7", &subject(&member_id(&id, 1))).is_err());
         assert!(read("2 7", &subject(&group_id(&Uuid::new_v4()))).is_err());
         assert!(read("2 7", "NOMNOM.order.x").is_err());
+    }
+
+    #[test]
+    fn a_chunk_carries_its_rows_lines_and_bodies_and_its_members_ids_resolve_to_it() {
+        let id = new_chunk_id();
+        assert_eq!(&id.as_bytes()[14..], &[0, 0]);
+        let chunk = MessageChunk {
+            id,
+            entity: ENTITY.name().into(),
+            received_at: Utc::now().trunc_subsecs(6),
+            lines: vec![3, 4, 9],
+            bodies: vec![
+                Bytes::from_static(b"{\"a\": 1.000000000000000000001}"),
+                Bytes::from_static(b"{\n  \"b\": 2\n}"),
+                Bytes::from_static(b"{}"),
+            ],
+        };
+        let (payload, headers) = chunk.parts();
+        assert_eq!(
+            headers.get(CHUNK_ROWS_HEADER).map(|v| v.as_str()),
+            Some("3:30 4:12 9:2")
+        );
+        assert_eq!(
+            headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str().to_string()),
+            Some(id.to_string())
+        );
+        let subject = subject(&id);
+        let decoded = MessageChunk::decode(&subject, Some(&headers), &payload)
+            .expect("a chunk")
+            .expect("readable");
+        assert_eq!(decoded, chunk);
+        let members = MessageEnvelope::decode_all(&subject, Some(&headers), &payload).unwrap();
+        assert_eq!(members.len(), 3);
+        for (i, m) in members.iter().enumerate() {
+            assert_eq!(m.message_id, chunk_member_id(&id, i));
+            assert_eq!(chunk_of(&m.message_id), (id, i));
+            assert_eq!(m.body, chunk.bodies[i]);
+        }
+        assert_eq!(chunk_of(&chunk_member_id(&id, 65_535)), (id, 65_535));
+        // Rows that do not fit the payload, or a member's id as the chunk's, are refused.
+        for rows in [
+            "3:30 4:12 9:3",
+            "3:30 4:12",
+            "3:30 4:12 x:2",
+            "3:30 4:12 9",
+            "",
+        ] {
+            let mut h = headers.clone();
+            h.insert(CHUNK_ROWS_HEADER, rows);
+            let e = MessageChunk::decode(&subject, Some(&h), &payload).unwrap();
+            assert!(e.is_err(), "{rows}");
+        }
+        let mut h = headers.clone();
+        h.insert(
+            MESSAGE_ID_HEADER,
+            chunk_member_id(&id, 1).to_string().as_str(),
+        );
+        assert!(
+            MessageChunk::decode(&subject, Some(&h), &payload)
+                .unwrap()
+                .is_err()
+        );
     }
 
     #[test]

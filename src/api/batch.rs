@@ -166,6 +166,8 @@ pub(super) async fn batch(
                 PublishUnit::single(state, number, Validated::new(entity, id, body, true))
             })
             .collect(),
+        // Large batches travel as chunks (one status row per chunk, as `worker load`'s).
+        None if valid.len() >= CHUNK_MIN_LINES => chunk_lines(state, entity, valid),
         None => group_lines(state, entity, valid),
     };
     let accepted = publish_units(state, entity, units, &mut rejections).await;
@@ -368,6 +370,62 @@ impl PublishUnit {
             outgoing: v.outgoing(&state.stream),
         }
     }
+}
+
+/// Batches of at least this many valid lines (without an `Idempotency-Key`) are published as
+/// chunks: the worker stores each with one status row instead of one per line.
+pub(super) const CHUNK_MIN_LINES: usize = 1000;
+
+/// Lines with fresh ids in [`MessageChunk`](crate::envelope::MessageChunk)s, in order: up to
+/// [`CHUNK_ROWS`](crate::load::CHUNK_ROWS) lines and [`CHUNK_BYTES`](crate::load::CHUNK_BYTES)
+/// each, within the server's `max_payload` (a line larger than that goes alone). Line `i` of a
+/// chunk has the chunk's id with `i` in its last two bytes.
+pub(super) fn chunk_lines(
+    state: &AppState,
+    entity: RootEntity,
+    valid: Vec<(usize, Bytes)>,
+) -> Vec<PublishUnit> {
+    use crate::envelope::{MessageChunk, chunk_member_id, new_chunk_id};
+    use crate::load::{CHUNK_BYTES, CHUNK_ROWS};
+    let room = state.publisher.max_payload();
+    let mut units = Vec::new();
+    let mut valid = valid.into_iter().peekable();
+    let received_at = chrono::Utc::now();
+    while let Some((number, first)) = valid.next() {
+        let mut bytes = first.len();
+        let mut lines = vec![number as u64];
+        let mut bodies = vec![first];
+        while bodies.len() < CHUNK_ROWS
+            && let Some((_, next)) = valid.peek()
+            && bytes + next.len() <= CHUNK_BYTES
+            && bytes + next.len() + MessageChunk::overhead(bodies.len() + 1) <= room
+        {
+            let (number, next) = valid.next().expect("peeked");
+            bytes += next.len();
+            lines.push(number as u64);
+            bodies.push(next);
+        }
+        let chunk = MessageChunk {
+            id: new_chunk_id(),
+            entity: entity.name().to_string(),
+            received_at,
+            lines,
+            bodies,
+        };
+        units.push(PublishUnit {
+            lines: chunk
+                .lines
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (*n as usize, chunk_member_id(&chunk.id, i)))
+                .collect(),
+            outgoing: Outgoing {
+                subject: message_subject(&state.stream, entity.snake_name(), &chunk.id),
+                message: chunk.to_publish(),
+            },
+        });
+    }
+    units
 }
 
 /// Lines with fresh ids in [`MessageGroup`](crate::envelope::MessageGroup)s, in order: up to

@@ -391,7 +391,11 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
         "status": {"enum": ["pending", "processed", "dead_lettered"]},
         "entity": {"type": "string"}, "received_at": {"type": "string", "format": "date-time"},
         "processed_at": {"type": "string", "format": "date-time"}, "row_count": {"type": "integer"},
-        "attempts": {"type": "integer"}, "reason": {"type": "string"}
+        "attempts": {"type": "integer"}, "reason": {"type": "string"},
+        "chunk_run": {"type": "object", "description": "A bulk-loaded row: the run of its chunk stored with it (row_count is the run's)",
+            "required": ["first_message_id", "messages"], "properties": {
+            "first_message_id": {"type": "string", "format": "uuid"}, "messages": {"type": "integer"}
+        }}
     }}));
     schemas.insert("Health".into(), json!({"type": "object", "required": ["status", "entities", "version"], "properties": {
         "status": {"const": "ok"}, "entities": {"type": "array", "items": {"type": "string"}}, "version": {"type": "string"}

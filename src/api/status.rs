@@ -112,10 +112,13 @@ pub(super) async fn in_stream(
         .get_stream_no_info(&state.stream)
         .await
         .map_err(|e| Dependency::StatusLookup.unavailable(e))?;
-    let group = crate::envelope::group_id(&id);
-    let candidates: &[Uuid] = if group == id { &[id] } else { &[group, id] };
+    // A group's member (last byte), a chunk's (last two bytes), or a message alone.
+    let mut candidates = vec![crate::envelope::group_id(&id)];
+    candidates.push(crate::envelope::chunk_of(&id).0);
+    candidates.push(id);
+    candidates.dedup();
     for entity in RootEntity::ALL {
-        for candidate in candidates {
+        for candidate in &candidates {
             let subject = message_subject(&state.stream, entity.snake_name(), candidate);
             match stream.direct_get_last_for_subject(subject).await {
                 Ok(stored) => {
@@ -180,6 +183,9 @@ pub(super) async fn message_status(
     if row.status == "processed" {
         body["processed_at"] = json!(row.processed_at);
         body["row_count"] = json!(row.row_count);
+        if let Some((first, members)) = row.run {
+            body["chunk_run"] = json!({"first_message_id": first, "messages": members});
+        }
     } else {
         body["dead_lettered_at"] = json!(row.processed_at);
         body["reason"] = json!(row.error);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use nomnom::admin::{self, dead_letters};
 use nomnom::bulk::Format;
+use nomnom::envelope::MessageChunk;
 use nomnom::generated::RootEntity;
 use nomnom::load::{LoadOptions, Progress, load_file};
 use nomnom::process::{healthcheck, init_logging, shutdown_signal};
@@ -239,22 +240,38 @@ async fn load(
     }
     let js = nomnom::nats::connect(&config.nats).await?;
     nomnom::nats::ensure_stream(&js, &config.nats).await?;
-    options.max_row_bytes = js.client().server_info().max_payload;
+    let max_payload = js.client().server_info().max_payload;
+    options.max_row_bytes = max_payload.saturating_sub(MessageChunk::overhead(1));
+    if options.largest_message() > max_payload {
+        return Err(format!(
+            "the NATS server's max_payload is {max_payload} bytes; loading needs at least {} (a chunk of {} KiB of rows and its headers): raise max_payload",
+            options.largest_message(),
+            nomnom::load::CHUNK_BYTES / 1024
+        )
+        .into());
+    }
     let publisher = nomnom::nats::JetStreamPublisher::new(js);
+    // Which chunks the database holds already (a re-run skips them).
+    let store = nomnom::store::pg::PgStore::open(&config.database_url, 1)?;
+    let started = std::time::Instant::now();
     let report = load_file(
         &publisher,
+        Some(&store),
         &config.nats.stream,
         &options,
         Progress::for_stderr(),
     )
     .await?;
+    let secs = started.elapsed().as_secs_f64();
     println!(
-        "{}: {} rows, {} accepted ({} already loaded before), {} rejected",
+        "{}: {} rows, {} accepted ({} already loaded before), {} rejected, in {secs:.1} s ({:.0} rows/s); {} chunks published for the worker to store",
         file.display(),
         report.rows,
         report.accepted,
         report.already_loaded,
-        report.rejected
+        report.rejected,
+        report.rows as f64 / secs.max(0.001),
+        report.chunks_sent
     );
     if report.rejected > 0 {
         return Err(format!(

@@ -72,10 +72,31 @@ impl StoreError {
     }
 }
 
-/// One parsed message to be written.
+/// What one write stores: a message, or members of a chunk.
+#[derive(Debug, Clone, Copy)]
+pub enum Content<'a> {
+    /// One parsed message, with a status row of its own.
+    Message(&'a ParsedMessage),
+    /// Parsed members of a chunk (in member order; later members are newer), with one status
+    /// row per run of consecutive members written.
+    Chunk(&'a [ChunkMember]),
+}
+
+/// A parsed member of a chunk.
+#[derive(Debug, Clone)]
+pub struct ChunkMember {
+    /// Its index in the chunk (its id is the chunk's with this index).
+    pub index: usize,
+    /// Its line in the source the chunk was made from.
+    pub line: u64,
+    /// The parsed message.
+    pub message: ParsedMessage,
+}
+
+/// One parsed message, or members of one chunk, to be written.
 #[derive(Debug, Clone, Copy)]
 pub struct PendingWrite<'a> {
-    /// The envelope's id.
+    /// The envelope's id (a chunk's id for a chunk).
     pub message_id: Uuid,
     /// When the api accepted it.
     pub received_at: DateTime<Utc>,
@@ -87,11 +108,27 @@ pub struct PendingWrite<'a> {
     /// A copy of a dead letter published by replay: written, it resolves that dead letter (the
     /// record and its `dead_lettered` status go in the same transaction).
     pub replayed: bool,
-    /// The parsed message.
-    pub message: &'a ParsedMessage,
+    /// What it stores.
+    pub content: Content<'a>,
 }
 
 impl PendingWrite<'_> {
+    /// The root entity's name (as written in YAML).
+    pub fn entity(&self) -> &'static str {
+        match self.content {
+            Content::Message(m) => m.entity().name(),
+            Content::Chunk(members) => members.first().map_or("", |m| m.message.entity().name()),
+        }
+    }
+
+    /// Messages it stores (a chunk's members).
+    pub fn messages(&self) -> usize {
+        match self.content {
+            Content::Message(_) => 1,
+            Content::Chunk(members) => members.len(),
+        }
+    }
+
     /// Where the message stands and its id, as its rows keep them.
     pub fn origin(&self) -> crate::runtime::Origin {
         crate::runtime::Origin {
@@ -104,10 +141,15 @@ impl PendingWrite<'_> {
 /// What a committed batch wrote.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOutcome {
-    /// Messages whose rows were written now.
+    /// Messages whose rows were written now (for a chunk, its id when any member was).
     pub written: Vec<Uuid>,
-    /// Messages already committed earlier (a redelivery): nothing was written for them.
+    /// Messages already committed earlier (a redelivery): nothing was written for them (for a
+    /// chunk, its id when every member was).
     pub already_processed: Vec<Uuid>,
+    /// Chunk members written now.
+    pub members_written: u64,
+    /// Chunk members an earlier delivery had committed (or dead-lettered).
+    pub members_already: u64,
     /// Rows written per table.
     pub rows: RowCounts,
 }
@@ -260,6 +302,9 @@ pub struct StoredStatus {
     pub attempts: i32,
     /// Why it was dead-lettered.
     pub error: Option<String>,
+    /// For a chunk's member: the status row of its run (its first member's id) and how many
+    /// members that run covers; `row_count` is then the run's.
+    pub run: Option<(Uuid, i32)>,
 }
 
 /// An operator's action on dead letters, as the audit keeps it.
@@ -387,12 +432,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes the rows of every message and a "processed" status for each, atomically. A
     /// message whose status already exists was committed by an earlier delivery: its rows are
-    /// not written again and it is reported in `already_processed`.
+    /// not written again and it is reported in `already_processed`. A chunk gets one status
+    /// per run of consecutive members written; members an earlier delivery covered (committed
+    /// or dead-lettered) are not written again.
     fn write_batch<'a>(&'a self, messages: &'a [PendingWrite<'a>])
     -> StoreFuture<'a, WriteOutcome>;
 
     /// Which of `ids` an earlier delivery already committed.
     fn committed_among<'a>(&'a self, ids: &'a [Uuid]) -> StoreFuture<'a, HashSet<Uuid>>;
+
+    /// The status rows with ids from `first` to `last`, each with how many messages it covers
+    /// (a chunk's run: its members; else 1): what a bulk load already has in the store.
+    fn status_runs(&self, first: Uuid, last: Uuid) -> StoreFuture<'_, Vec<(Uuid, i32)>>;
 
     /// The status of message `id`, if the store holds one.
     fn message_status(&self, id: Uuid) -> StoreFuture<'_, Option<StoredStatus>>;

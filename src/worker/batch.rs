@@ -15,10 +15,11 @@ use super::{BatchContext, BatchReport, Disposition, ShuttingDown, outage};
 /// taken to be its own (see [`Batch::write`]): with the hold delays, about 1.75 s.
 pub(super) const POISON_ATTEMPTS: u32 = 3;
 use crate::envelope::MessageEnvelope;
+use crate::envelope::{MessageChunk, chunk_member_id};
 use crate::generated::{ParsedMessage, RootEntity};
 use crate::labels::entity_label;
 use crate::runtime::Position;
-use crate::store::{DeadLetter, FaultKind, PendingWrite, ReasonClass};
+use crate::store::{ChunkMember, Content, DeadLetter, FaultKind, PendingWrite, ReasonClass};
 use crate::throttle::Throttle;
 
 /// An accepted message read from JetStream, before writing: a JetStream message carries one,
@@ -57,7 +58,31 @@ struct Parsed {
     replayed: bool,
     /// The delivery that carried it (its dead-letter record id is made from it, if needed).
     delivery: Delivery,
-    message: ParsedMessage,
+    content: ParsedContent,
+}
+
+/// What a parsed message holds: one message, or a chunk's members that parsed.
+enum ParsedContent {
+    One(ParsedMessage),
+    Chunk(Vec<ChunkMember>),
+}
+
+impl Parsed {
+    /// What the store writes for the members `range` (a chunk's; a message is whole).
+    fn content(&self, range: &std::ops::Range<usize>) -> Content<'_> {
+        match &self.content {
+            ParsedContent::One(m) => Content::Message(m),
+            ParsedContent::Chunk(members) => Content::Chunk(&members[range.clone()]),
+        }
+    }
+
+    /// How many members can be written (1 for a message).
+    fn members(&self) -> usize {
+        match &self.content {
+            ParsedContent::One(_) => 1,
+            ParsedContent::Chunk(members) => members.len(),
+        }
+    }
 }
 
 impl Parsed {
@@ -99,38 +124,110 @@ impl Delivery {
 
 /// Decodes one JetStream message and parses what it carries; anything wrong becomes a dead
 /// letter (a message that cannot be read at all, one).
-fn decode(message: &jetstream::Message, delivery: Delivery) -> Vec<Decoded> {
+fn decode(message: &jetstream::Message, delivery: Delivery) -> (Vec<Decoded>, Vec<DeadLetter>) {
     let delivered = delivery.delivered;
+    let undecodable = |e: crate::envelope::EnvelopeError| {
+        // Keep a stable id across redeliveries of the same stream message.
+        let id = Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("{}:{}", message.subject, delivery.position).as_bytes(),
+        );
+        let dl = DeadLetter {
+            message_id: id,
+            entity: crate::nats::entity_of_subject(&message.subject).to_string(),
+            body: message.payload.clone(),
+            class: ReasonClass::Undecodable,
+            reason: e.to_string(),
+            attempts: attempts(delivered),
+            received_at: chrono::Utc::now(),
+            position: delivery.position,
+            record_id: delivery.record_id(&id),
+        };
+        vec![Err(Box::new(dl))]
+    };
+    if let Some(chunk) =
+        MessageChunk::decode(&message.subject, message.headers.as_ref(), &message.payload)
+    {
+        return match chunk {
+            Ok(chunk) => {
+                let (parsed, dead) = parse_chunk(chunk, delivery);
+                (vec![parsed], dead)
+            }
+            Err(e) => (undecodable(e), Vec::new()),
+        };
+    }
     let envelopes = match MessageEnvelope::decode_all(
         &message.subject,
         message.headers.as_ref(),
         &message.payload,
     ) {
         Ok(e) => e,
-        Err(e) => {
-            // Keep a stable id across redeliveries of the same stream message.
-            let id = Uuid::new_v5(
-                &Uuid::NAMESPACE_OID,
-                format!("{}:{}", message.subject, delivery.position).as_bytes(),
-            );
-            let dl = DeadLetter {
-                message_id: id,
-                entity: crate::nats::entity_of_subject(&message.subject).to_string(),
-                body: message.payload.clone(),
-                class: ReasonClass::Undecodable,
-                reason: e.to_string(),
-                attempts: attempts(delivered),
-                received_at: chrono::Utc::now(),
-                position: delivery.position,
-                record_id: delivery.record_id(&id),
-            };
-            return vec![Err(Box::new(dl))];
-        }
+        Err(e) => return (undecodable(e), Vec::new()),
     };
-    envelopes
+    let decoded = envelopes
         .into_iter()
         .map(|envelope| parse(envelope, delivery))
-        .collect()
+        .collect();
+    (decoded, Vec::new())
+}
+
+/// Parses every member of a chunk: the chunk with the members that parsed, and a dead letter
+/// (its line in the reason) for each that did not.
+fn parse_chunk(chunk: MessageChunk, delivery: Delivery) -> (Decoded, Vec<DeadLetter>) {
+    let position = delivery.position;
+    let mut dead = Vec::new();
+    let dead_letter = |index: usize, body: &bytes::Bytes, reason: String, class| {
+        let id = chunk_member_id(&chunk.id, index);
+        DeadLetter {
+            message_id: id,
+            entity: chunk.entity.clone(),
+            body: body.clone(),
+            class,
+            reason,
+            attempts: attempts(delivery.delivered),
+            received_at: chunk.received_at,
+            position,
+            record_id: delivery.record_id(&id),
+        }
+    };
+    let Some(entity) = RootEntity::from_name(&chunk.entity) else {
+        let reason = format!("unknown entity `{}`", chunk.entity);
+        for (i, body) in chunk.bodies.iter().enumerate() {
+            dead.push(dead_letter(
+                i,
+                body,
+                reason.clone(),
+                ReasonClass::UnknownEntity,
+            ));
+        }
+        return (Err(Box::new(dead.remove(0))), dead);
+    };
+    let mut members = Vec::with_capacity(chunk.bodies.len());
+    for (index, (body, &line)) in chunk.bodies.iter().zip(&chunk.lines).enumerate() {
+        match entity.parse_bytes(body) {
+            Ok(message) => members.push(ChunkMember {
+                index,
+                line,
+                message,
+            }),
+            Err(e) => dead.push(dead_letter(
+                index,
+                body,
+                format!("line {line}: {e}"),
+                ReasonClass::Invalid,
+            )),
+        }
+    }
+    let parsed = Parsed {
+        message_id: chunk.id,
+        entity: chunk.entity,
+        received_at: chunk.received_at,
+        position,
+        replayed: false,
+        delivery,
+        content: ParsedContent::Chunk(members),
+    };
+    (Ok(parsed), dead)
 }
 
 /// Parses one accepted message; anything wrong becomes a dead letter.
@@ -163,7 +260,7 @@ fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
             position,
             replayed: envelope.replay_of.is_some(),
             delivery,
-            message,
+            content: ParsedContent::One(message),
         }),
         Err(e) => Err(dead_letter(e.to_string(), ReasonClass::Invalid)),
     }
@@ -241,7 +338,18 @@ pub(super) struct Batch {
     incoming: Arc<Vec<Incoming>>,
     outcomes: Vec<Option<Outcome>>,
     dead: Vec<(usize, DeadLetter)>,
+    /// Dead letters of single members of the chunk at that index: the chunk's answer waits for
+    /// them (published, it stands; not, the chunk comes back).
+    member_dead: Vec<(usize, DeadLetter)>,
     report: BatchReport,
+}
+
+/// What one write covers: a message (`0..1`), or members `range` of a chunk (indexes into its
+/// parsed members), split when a chunk must be narrowed to the member the database refuses.
+#[derive(Clone)]
+struct Unit {
+    incoming: usize,
+    range: std::ops::Range<usize>,
 }
 
 impl Batch {
@@ -250,6 +358,7 @@ impl Batch {
     /// `epoch` is the stream's (see [`Position`]).
     pub(super) fn decode(mut messages: Vec<jetstream::Message>, epoch: i64) -> Self {
         let mut incoming: Vec<Incoming> = Vec::with_capacity(messages.len());
+        let mut member_dead = Vec::new();
         for (source, message) in messages.iter_mut().enumerate() {
             let (delivered, sequence) = message
                 .info()
@@ -267,16 +376,14 @@ impl Batch {
                 position: Position { epoch, sequence },
                 delivered,
             };
-            incoming.extend(
-                decode(message, delivery)
-                    .into_iter()
-                    .map(|decoded| Incoming {
-                        source,
-                        delivered,
-                        sequence,
-                        decoded,
-                    }),
-            );
+            let (decoded, dead_members) = decode(message, delivery);
+            member_dead.extend(dead_members.into_iter().map(|dl| (incoming.len(), dl)));
+            incoming.extend(decoded.into_iter().map(|decoded| Incoming {
+                source,
+                delivered,
+                sequence,
+                decoded,
+            }));
             message.message.payload = bytes::Bytes::new();
         }
         let mut batch = Self {
@@ -284,6 +391,7 @@ impl Batch {
             outcomes: vec![None; incoming.len()],
             incoming: Arc::new(incoming),
             dead: Vec::new(),
+            member_dead,
             report: BatchReport::default(),
         };
         for i in 0..batch.incoming.len() {
@@ -308,12 +416,36 @@ impl Batch {
                 .collect();
             hook(&ids);
         }
+        // A chunk is not given up for its deliveries: its rows were checked before it was sent,
+        // and each delivery writes only the members none before it covered.
         let (over_budget, within): (Vec<usize>, Vec<usize>) = self
             .parsed()
+            .filter(|(_, p)| matches!(p.content, ParsedContent::One(_)))
             .map(|(i, _)| i)
             .partition(|&i| self.incoming[i].delivered > cx.max_deliver);
+        let chunks: Vec<usize> = self
+            .parsed()
+            .filter(|(_, p)| matches!(p.content, ParsedContent::Chunk(_)))
+            .map(|(i, _)| i)
+            .collect();
+        let within: Vec<usize> = within.into_iter().chain(chunks).collect();
         if self.give_up_unfinished(cx, over_budget).await.is_ok() {
-            self.write(cx, within).await;
+            let units = within
+                .into_iter()
+                .filter_map(|i| {
+                    let members = self.incoming[i].decoded.as_ref().ok()?.members();
+                    if members == 0 {
+                        // A chunk none of whose members parsed: its dead letters are all.
+                        self.settle(i, Outcome::Committed);
+                        return None;
+                    }
+                    Some(Unit {
+                        incoming: i,
+                        range: 0..members,
+                    })
+                })
+                .collect();
+            self.write(cx, units).await;
         }
         self.publish_dead_letters(cx).await;
         drop(progress);
@@ -337,8 +469,12 @@ impl Batch {
         self.dead.push((i, dl));
     }
 
-    /// Every message not settled yet goes back to JetStream.
-    fn hand_back_the_rest(&mut self) {
+    /// Every message not settled yet goes back to JetStream, and so does every chunk with
+    /// members still to write (`unfinished`): its next delivery writes only those.
+    fn hand_back_the_rest(&mut self, unfinished: impl IntoIterator<Item = usize>) {
+        for i in unfinished {
+            self.outcomes[i] = Some(Outcome::HandedBack);
+        }
         for o in &mut self.outcomes {
             o.get_or_insert(Outcome::HandedBack);
         }
@@ -365,7 +501,7 @@ impl Batch {
                 }
                 Err(e) => {
                     if cx.hold(&e, idx.len(), attempt).await.is_err() {
-                        self.hand_back_the_rest();
+                        self.hand_back_the_rest([]);
                         return Err(ShuttingDown);
                     }
                     attempt += 1;
@@ -395,20 +531,29 @@ impl Batch {
         self.incoming[i].decoded.as_ref().ok().map(|p| p.message_id)
     }
 
-    /// Writes the parsed messages `idx` in one transaction. A data error splits the set in
-    /// halves until the offending message is alone; it is then dead-lettered and the rest
-    /// commit. A conflict with a concurrent transaction (deadlock, serialization) is retried at
-    /// once. A transient fault holds the set and retries it until the store is back (or the
-    /// worker stops, when the set is handed back for redelivery), unless it is the set's own:
-    /// a set that has failed [`POISON_ATTEMPTS`] times while other writes of this worker
-    /// committed (the store works) is split like a data error, so one message that breaks the
-    /// store every time ends as a dead letter instead of holding its batch forever.
-    async fn write(&mut self, cx: &BatchContext, idx: Vec<usize>) {
-        // (messages, suspect): a suspect set descends from one isolated as poison, so its
+    /// Writes the parsed messages and chunk members of `units` in one transaction. A data
+    /// error splits the set in halves (a chunk alone, its members in halves) until the
+    /// offending message or member is alone; it is then dead-lettered and the rest commit. A
+    /// conflict with a concurrent transaction (deadlock, serialization) is retried at once. A
+    /// transient fault holds the set and retries it until the store is back (or the worker
+    /// stops, when the set is handed back for redelivery), unless it is the set's own: a set
+    /// that has failed [`POISON_ATTEMPTS`] times while other writes of this worker committed
+    /// (the store works) is split like a data error, so one message that breaks the store
+    /// every time ends as a dead letter instead of holding its batch forever.
+    async fn write(&mut self, cx: &BatchContext, units: Vec<Unit>) {
+        // (units, suspect): a suspect set descends from one isolated as poison, so its
         // transient faults are its own from the first.
-        let mut stack = vec![(idx, false)];
+        let mut stack = vec![(units, false)];
         let mut attempt = 0u32;
         let mut first_failure: Option<Instant> = None;
+        let unfinished = |stack: &[(Vec<Unit>, bool)], set: &[Unit]| -> Vec<usize> {
+            stack
+                .iter()
+                .flat_map(|(s, _)| s.iter())
+                .chain(set)
+                .map(|u| u.incoming)
+                .collect()
+        };
         while let Some((set, suspect)) = stack.pop() {
             if set.is_empty() {
                 continue;
@@ -416,7 +561,8 @@ impl Batch {
             let incoming = self.incoming.clone();
             let writes: Vec<PendingWrite<'_>> = set
                 .iter()
-                .filter_map(|&i| {
+                .filter_map(|u| {
+                    let i = u.incoming;
                     let p = incoming[i].decoded.as_ref().ok()?;
                     Some(PendingWrite {
                         message_id: p.message_id,
@@ -424,7 +570,7 @@ impl Batch {
                         attempts: attempts(incoming[i].delivered),
                         position: p.position,
                         replayed: p.replayed,
-                        message: &p.message,
+                        content: p.content(&u.range),
                     })
                 })
                 .collect();
@@ -457,7 +603,8 @@ impl Batch {
                     // At once, then a little later each time (a few ms, at most 0.5 s).
                     let pause = Duration::from_millis(u64::from(attempt.min(50)) * 10);
                     if cx.pause(pause).await.is_err() {
-                        self.hand_back_the_rest();
+                        let left = unfinished(&stack, &set);
+                        self.hand_back_the_rest(left);
                         return;
                     }
                     stack.push((set, suspect));
@@ -487,7 +634,8 @@ impl Batch {
                             cx.hold(&e, set.len(), attempt).await
                         };
                         if held.is_err() {
-                            self.hand_back_the_rest();
+                            let left = unfinished(&stack, &set);
+                            self.hand_back_the_rest(left);
                             return;
                         }
                         attempt += 1;
@@ -498,8 +646,8 @@ impl Batch {
                 }
                 FaultKind::Data => {}
             }
-            // A data error, or a poison set: split until the message is alone, then
-            // dead-letter it.
+            // A data error, or a poison set: split until the message (or a chunk's member) is
+            // alone, then dead-letter it.
             let poison = e.kind() == FaultKind::Transient;
             attempt = 0;
             first_failure = None;
@@ -508,50 +656,96 @@ impl Batch {
                 .db_errors
                 .with_label_values(&[e.metric_class()])
                 .inc();
-            if let [i] = set[..] {
-                if let Ok(p) = &incoming[i].decoded {
-                    let dl = p.dead_letter(
-                        incoming[i].delivered,
-                        ReasonClass::RefusedByDatabase,
-                        e.to_string(),
-                    );
-                    self.dead_letter(i, dl);
+            match &set[..] {
+                [unit] if unit.range.len() <= 1 => {
+                    let i = unit.incoming;
+                    if let Ok(p) = &incoming[i].decoded {
+                        let dl = p.dead_letter(
+                            incoming[i].delivered,
+                            ReasonClass::RefusedByDatabase,
+                            e.to_string(),
+                        );
+                        match &p.content {
+                            ParsedContent::One(_) => self.dead_letter(i, dl),
+                            ParsedContent::Chunk(members) => {
+                                let member = &members[unit.range.start];
+                                let id = chunk_member_id(&p.message_id, member.index);
+                                let dl = DeadLetter {
+                                    message_id: id,
+                                    reason: format!("line {}: {}", member.line, dl.reason),
+                                    record_id: p.delivery.record_id(&id),
+                                    ..dl
+                                };
+                                self.member_dead.push((i, dl));
+                            }
+                        }
+                    }
                 }
-            } else {
-                tracing::info!(error = %e, messages = set.len(), "data error in batch; splitting to isolate it");
-                let mut left = set;
-                let right = left.split_off(left.len() / 2);
-                stack.push((right, poison));
-                stack.push((left, poison));
+                [unit] => {
+                    tracing::info!(error = %e, members = unit.range.len(), "data error in a chunk; splitting it to isolate the member");
+                    let middle = unit.range.start + unit.range.len() / 2;
+                    let left = Unit {
+                        incoming: unit.incoming,
+                        range: unit.range.start..middle,
+                    };
+                    let right = Unit {
+                        incoming: unit.incoming,
+                        range: middle..unit.range.end,
+                    };
+                    stack.push((vec![right], poison));
+                    stack.push((vec![left], poison));
+                }
+                _ => {
+                    tracing::info!(error = %e, messages = set.len(), "data error in batch; splitting to isolate it");
+                    let mut left = set;
+                    let right = left.split_off(left.len() / 2);
+                    stack.push((right, poison));
+                    stack.push((left, poison));
+                }
             }
         }
     }
 
-    /// Settles the messages of a committed set and counts them.
+    /// Settles the messages of a committed set and counts them: a chunk stays committed only
+    /// if every part of it written so far committed.
     fn committed(
         &mut self,
         cx: &BatchContext,
-        set: &[usize],
+        set: &[Unit],
         writes: &[PendingWrite<'_>],
         outcome: crate::store::WriteOutcome,
     ) {
         self.report.rows += outcome.rows.total();
+        self.report.processed += outcome.members_written as usize;
+        self.report.duplicates += outcome.members_already as usize;
         // A set: one lookup per message instead of a scan of the batch.
         let written: std::collections::HashSet<Uuid> = outcome.written.iter().copied().collect();
         // Counted per entity, then added to the metric once per batch.
         let mut processed: Vec<(&'static str, u64)> = Vec::new();
-        for (&i, w) in set.iter().zip(writes) {
-            if written.contains(&w.message_id) {
-                self.report.processed += 1;
-                self.settle(i, Outcome::Committed);
-                let entity = w.message.entity().snake_name();
-                match processed.iter_mut().find(|(e, _)| *e == entity) {
-                    Some((_, n)) => *n += 1,
-                    None => processed.push((entity, 1)),
+        for (unit, w) in set.iter().zip(writes) {
+            let i = unit.incoming;
+            let chunk = matches!(w.content, Content::Chunk(_));
+            let outcome = if written.contains(&w.message_id) {
+                if !chunk {
+                    self.report.processed += 1;
                 }
+                let entity = crate::labels::entity_label(w.entity());
+                let n = w.messages() as u64;
+                match processed.iter_mut().find(|(e, _)| *e == entity) {
+                    Some((_, count)) => *count += n,
+                    None => processed.push((entity, n)),
+                }
+                Outcome::Committed
             } else {
-                self.report.duplicates += 1;
-                self.settle(i, Outcome::AlreadyCommitted);
+                if !chunk {
+                    self.report.duplicates += 1;
+                }
+                Outcome::AlreadyCommitted
+            };
+            // A part of a chunk cannot undo what another part's outcome said.
+            match self.outcomes[i] {
+                None | Some(Outcome::AlreadyCommitted) => self.settle(i, outcome),
+                _ => {}
             }
         }
         for (entity, n) in processed {
@@ -563,9 +757,13 @@ impl Batch {
     /// stream) and settles each message by whether that worked.
     async fn publish_dead_letters(&mut self, cx: &BatchContext) {
         let mut dead = std::mem::take(&mut self.dead);
+        let members = dead.len();
+        dead.append(&mut self.member_dead);
         let incoming = &self.incoming;
         let published = futures::future::join_all(dead.iter_mut().map(|(i, dl)| {
-            let reread = incoming[*i].decoded.is_ok().then_some(incoming[*i].sequence);
+            // A parsed message's body (or a chunk member's the database refused) was dropped.
+            let reread = (incoming[*i].decoded.is_ok() && dl.body.is_empty())
+                .then_some(incoming[*i].sequence);
             async move {
                 if let Some(sequence) = reread {
                     dl.body = body_from_stream(cx, sequence, dl.message_id).await?;
@@ -575,8 +773,25 @@ impl Batch {
             }
         }))
         .await;
-        for ((i, dl), result) in dead.iter().zip(published) {
+        for (n, ((i, dl), result)) in dead.iter().zip(published).enumerate() {
             if self.outcomes[*i] == Some(Outcome::HandedBack) {
+                continue;
+            }
+            if n >= members {
+                // A chunk's member: the chunk comes back if its dead letter was not published.
+                match result {
+                    Ok(()) => {
+                        self.report.dead_lettered += 1;
+                        cx.metrics
+                            .dead_lettered
+                            .with_label_values(&[entity_label(&dl.entity), dl.class.label()])
+                            .inc();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot publish a chunk member's dead letter; the chunk will come back");
+                        self.settle(*i, Outcome::DeadLetterFailed);
+                    }
+                }
                 continue;
             }
             match result {

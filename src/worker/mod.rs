@@ -217,7 +217,22 @@ impl BatchContext {
 /// Processes one batch end to end: decode, write (one transaction), dead-letter, then
 /// ack/nak/term each message (see [`batch::Batch`]).
 pub async fn process_batch(cx: &BatchContext, messages: Vec<jetstream::Message>) -> BatchReport {
-    batch::Batch::decode(messages, cx.epoch).process(cx).await
+    // A chunk's thousands of rows are parsed on a blocking thread, not on the runtime's.
+    let chunked = messages.iter().any(|m| {
+        m.headers
+            .as_ref()
+            .is_some_and(|h| h.get(crate::envelope::CHUNK_ROWS_HEADER).is_some())
+    });
+    let epoch = cx.epoch;
+    let batch = if chunked {
+        match tokio::task::spawn_blocking(move || batch::Batch::decode(messages, epoch)).await {
+            Ok(batch) => batch,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    } else {
+        batch::Batch::decode(messages, epoch)
+    };
+    batch.process(cx).await
 }
 
 /// How long an idle slot's pull request waits for the first message.

@@ -1025,6 +1025,7 @@ async fn status_and_readiness_run_against_any_store() {
         row_count: 3,
         attempts: 1,
         error: None,
+        run: None,
     };
     for up in [true, false] {
         let mut state = api.state.clone();

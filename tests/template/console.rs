@@ -471,7 +471,7 @@ async fn a_trace_shows_the_rows_a_message_wrote() {
             sequence: 1,
         },
         replayed: false,
-        message: &message,
+        content: nomnom::store::Content::Message(&message),
     };
     console.store.write_batch(&[write]).await.expect("written");
     let trace = console
@@ -569,7 +569,7 @@ async fn the_overview_counts_from_the_store_and_jetstream_and_lists_the_workers(
         attempts: 1,
         position: Default::default(),
         replayed: false,
-        message: &message,
+        content: nomnom::store::Content::Message(&message),
     };
     console.store.write_batch(&[write]).await.expect("written");
     let bucket = nomnom::admin::workers::open(&console.state.jetstream, &console.nats.stream)

@@ -24,7 +24,7 @@ fn write(message: &ParsedMessage, sequence: i64) -> PendingWrite<'_> {
         attempts: 1,
         position: nomnom::runtime::Position { epoch: 1, sequence },
         replayed: false,
-        message,
+        content: nomnom::store::Content::Message(message),
     }
 }
 

@@ -31,8 +31,10 @@ const CUSTOMERS: &str = "\
 async fn load(p: &Pipeline, entity: &str, path: &std::path::Path) -> LoadReport {
     let entity = RootEntity::from_name(entity).expect("entity");
     let options = LoadOptions::for_file(entity, path, None).expect("options");
+    let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
     load_file(
         &nomnom::nats::JetStreamPublisher::new(p.jetstream.clone()),
+        Some(&store),
         &p.stream,
         &options,
         Progress::Silent,
@@ -54,7 +56,8 @@ async fn a_file_with_bad_rows_ends_with_exact_counts_and_loading_it_again_stores
             rows: 6,
             accepted: 4,
             already_loaded: 0,
-            rejected: 2
+            rejected: 2,
+            chunks_sent: 1,
         }
     );
     // The reasons, with the CSV line (past the blank line) and the column.
@@ -69,17 +72,27 @@ async fn a_file_with_bad_rows_ends_with_exact_counts_and_loading_it_again_stores
     assert_eq!(rejects[0]["details"][0]["field"], "nation_key (column 4)");
     assert_eq!(rejects[1]["line"], 6);
     assert_eq!(rejects[1]["details"][0]["field"], "name (column 2)");
-    p.db.wait_count("SELECT 1 FROM message_status", 4).await;
-    assert_eq!(p.db.count("SELECT 1 FROM customers").await, 4);
+    p.db.wait_count("SELECT 1 FROM customers", 4).await;
+    // One chunk: one status row covering its four rows.
+    assert_eq!(
+        p.db.count("SELECT 1 FROM message_status WHERE members = 4")
+            .await,
+        1
+    );
 
-    // Again: the same ids, so nothing is stored twice.
+    // Again: the database holds the chunk, so it is not even sent.
     let second = load(&p, "customer", &file).await;
     assert_eq!(
-        (second.accepted, second.already_loaded, second.rejected),
-        (4, 4, 2)
+        (
+            second.accepted,
+            second.already_loaded,
+            second.rejected,
+            second.chunks_sent
+        ),
+        (4, 4, 2, 0)
     );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(p.db.count("SELECT 1 FROM message_status").await, 4);
+    assert_eq!(p.db.count("SELECT 1 FROM message_status").await, 1);
     assert_eq!(p.db.count("SELECT 1 FROM customers").await, 4);
     p.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -120,7 +133,11 @@ async fn gzipped_ndjson_orders_and_a_json_array_of_products_are_stored() {
     .expect("write");
     let report = load(&p, "product", &products).await;
     assert_eq!((report.rows, report.accepted, report.rejected), (3, 3, 0));
-    p.db.wait_count("SELECT 1 FROM message_status", 23).await;
+    p.db.wait_count(
+        "SELECT 1 FROM message_status s, generate_series(1, COALESCE(s.members, 1))",
+        23,
+    )
+    .await;
     let lines: i64 = (1..=20).map(|n| 1 + i64::from(n % 4)).sum();
     assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, lines);
     assert_eq!(p.db.count("SELECT 1 FROM products").await, 3);
@@ -383,4 +400,232 @@ fn csv_rows_carry_the_line_they_start_on_past_blank_lines() {
             "trickle {trickle}"
         );
     }
+}
+
+/// Publishes through JetStream until `budget` chunks went out, then fails every publish: a
+/// loader that stops part-way (its host lost, the connection gone).
+struct FailingAfter {
+    inner: nomnom::nats::JetStreamPublisher,
+    budget: std::sync::atomic::AtomicUsize,
+}
+
+impl nomnom::nats::Publish for FailingAfter {
+    fn send(
+        &self,
+        out: nomnom::nats::Outgoing,
+    ) -> nomnom::nats::publish::PublishFuture<
+        '_,
+        Result<
+            nomnom::nats::publish::PublishFuture<'static, nomnom::nats::Acked>,
+            nomnom::nats::PublishFailure,
+        >,
+    > {
+        use std::sync::atomic::Ordering;
+        let left = self.budget.fetch_sub(1, Ordering::SeqCst);
+        if left == 0 || left > usize::MAX / 2 {
+            self.budget.store(0, Ordering::SeqCst);
+            return Box::pin(async {
+                Err(nomnom::nats::PublishFailure {
+                    kind: async_nats::jetstream::context::PublishErrorKind::Other,
+                    detail: "the loader's connection is gone".into(),
+                })
+            });
+        }
+        self.inner.send(out)
+    }
+
+    fn max_payload(&self) -> usize {
+        self.inner.max_payload()
+    }
+}
+
+/// `n` small dbgen customers, `|`-separated.
+fn customers(n: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            format!(
+                "{i}|Customer#{i:09}|addr {i}|{}|25-989-741-2988|{}.56|BUILDING|c {i}|\n",
+                i % 25,
+                i % 9999
+            )
+        })
+        .collect()
+}
+
+/// A load stopped after 3 of its 5 chunks resumes: the re-run sends only the 2 chunks the
+/// database does not hold, and the table then holds the file exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_stopped_part_way_resumes_with_the_chunks_the_database_lacks() {
+    use nomnom::load::CHUNK_ROWS;
+    let p = Pipeline::start().await;
+    let dir = scratch();
+    let file = dir.join("customer.tbl");
+    let rows = CHUNK_ROWS * 4 + 100;
+    std::fs::write(&file, customers(rows)).expect("write");
+    let entity = RootEntity::from_name("customer").expect("entity");
+    let mut options = LoadOptions::for_file(entity, &file, None).expect("options");
+    // One chunk in flight at a time: exactly the first three are stored (chunks of at most
+    // CHUNK_ROWS rows and CHUNK_BYTES: at least five here).
+    options.in_flight = 1;
+    let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
+    let failing = FailingAfter {
+        inner: nomnom::nats::JetStreamPublisher::new(p.jetstream.clone()),
+        budget: 3.into(),
+    };
+    let stopped = load_file(
+        &failing,
+        Some(&store),
+        &p.stream,
+        &options,
+        Progress::Silent,
+    )
+    .await;
+    let e = stopped.expect_err("the publisher failed");
+    assert!(
+        e.to_string().contains("loading the file again is safe"),
+        "{e}"
+    );
+    p.db.wait_count("SELECT 1 FROM message_status", 3).await;
+    let stored = p.db.count("SELECT 1 FROM customers").await;
+    assert!(stored > 0 && stored < rows as i64 * 3 / 4, "{stored}");
+
+    let resumed = load(&p, "customer", &file).await;
+    assert_eq!(resumed.rows, rows as u64);
+    assert_eq!(resumed.rejected, 0);
+    assert!(resumed.chunks_sent >= 2, "{resumed:?}");
+    assert_eq!(resumed.already_loaded, stored as u64, "{resumed:?}");
+    p.db.wait_count("SELECT 1 FROM customers", rows as i64)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Every row once, as the file has it.
+    assert_eq!(p.db.count("SELECT 1 FROM customers").await, rows as i64);
+    assert_eq!(
+        p.db.count(&format!(
+            "SELECT 1 FROM customers WHERE name = 'Customer#' || lpad(customer_key, 9, '0') \
+             AND comment = 'c ' || customer_key AND customer_key::int BETWEEN 1 AND {rows}"
+        ))
+        .await,
+        rows as i64
+    );
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A chunk whose third member the worker cannot parse (a loader of another schema version sent
+/// it): that member alone becomes a dead letter naming its line, the others are stored under
+/// one status row per run, a member's status resolves through its run, and the chunk delivered
+/// again stores nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_member_the_worker_refuses_is_dead_lettered_alone_and_a_redelivery_adds_nothing() {
+    use nomnom::envelope::{MessageChunk, chunk_member_id, new_chunk_id};
+    use nomnom::store::Store as _;
+    let p = Pipeline::start().await;
+    let id = new_chunk_id();
+    let row = |key: usize, nation: &str| {
+        bytes::Bytes::from(format!(
+            r#"{{"customer_key":"{key}","name":"Customer#{key}","address":"a","nation_key":{nation},"phone":"p","account_balance":"1.50","market_segment":"m"}}"#
+        ))
+    };
+    let chunk = MessageChunk {
+        id,
+        entity: "Customer".into(),
+        received_at: chrono::Utc::now(),
+        lines: vec![10, 20, 30, 40, 50],
+        bodies: vec![
+            row(1, "1"),
+            row(2, "2"),
+            row(3, "\"three\""),
+            row(4, "4"),
+            row(5, "5"),
+        ],
+    };
+    let publish = |msg_id: String| {
+        let (payload, mut headers) = chunk.parts();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
+        let js = p.jetstream.clone();
+        let subject = nomnom::nats::message_subject(&p.stream, "customer", &id);
+        async move {
+            js.publish_with_headers(subject, headers, payload)
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+        }
+    };
+    publish(id.to_string()).await;
+    p.db.wait_count("SELECT 1 FROM dead_letters", 1).await;
+    p.db.wait_count("SELECT 1 FROM customers", 4).await;
+    let dead =
+        p.db.rows("SELECT message_id::text, reason FROM dead_letters")
+            .await;
+    assert_eq!(
+        dead[0][0].as_deref(),
+        Some(chunk_member_id(&id, 2).to_string().as_str())
+    );
+    let reason = dead[0][1].clone().unwrap_or_default();
+    assert!(reason.starts_with("line 30: "), "{reason}");
+    assert!(reason.contains("nation_key"), "{reason}");
+    // Two runs, [0, 2) and [3, 5), and the dead letter's own status.
+    let runs = p
+        .db
+        .rows("SELECT message_id::text, members FROM message_status WHERE status = 'processed' ORDER BY message_id")
+        .await;
+    let runs: Vec<(String, String)> = runs
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap_or_default(),
+                r[1].clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        vec![
+            (chunk_member_id(&id, 0).to_string(), "2".to_string()),
+            (chunk_member_id(&id, 3).to_string(), "2".to_string()),
+        ]
+    );
+    let store = nomnom::store::pg::PgStore::open(&p.db.url, 1).expect("store");
+    let status = store
+        .message_status(chunk_member_id(&id, 4))
+        .await
+        .expect("store answers")
+        .expect("member 4 has a status");
+    assert_eq!(status.status, "processed");
+    assert_eq!(status.run, Some((chunk_member_id(&id, 3), 2)));
+    let refused = store
+        .message_status(chunk_member_id(&id, 2))
+        .await
+        .expect("store answers")
+        .expect("member 2 has a status");
+    assert_eq!(refused.status, "dead_lettered");
+    assert_eq!(
+        store
+            .message_status(chunk_member_id(&id, 5))
+            .await
+            .expect("answers"),
+        None
+    );
+    // The api answers a member's status through its run too.
+    let answer: serde_json::Value = reqwest::get(format!(
+        "{}/ingest/status/{}",
+        p.base,
+        chunk_member_id(&id, 1)
+    ))
+    .await
+    .expect("status")
+    .json()
+    .await
+    .expect("JSON");
+    assert_eq!(answer["status"], "processed", "{answer}");
+    assert_eq!(answer["chunk_run"]["messages"], 2, "{answer}");
+
+    // The same chunk again, past JetStream's de-duplication (another Nats-Msg-Id).
+    publish(format!("{id}-again")).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(p.db.count("SELECT 1 FROM customers").await, 4);
+    assert_eq!(p.db.count("SELECT 1 FROM message_status").await, 3);
+    assert_eq!(p.db.count("SELECT 1 FROM dead_letters").await, 1);
+    p.stop().await;
 }

@@ -103,6 +103,13 @@ impl Store for PgStore {
         })
     }
 
+    fn status_runs(&self, first: Uuid, last: Uuid) -> StoreFuture<'_, Vec<(Uuid, i32)>> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            Ok(write::status_runs(&mut conn, first, last).await?)
+        })
+    }
+
     fn message_status(&self, id: Uuid) -> StoreFuture<'_, Option<StoredStatus>> {
         Box::pin(async move {
             let mut conn = connection(&self.pool).await?;

@@ -39,15 +39,16 @@ struct CountRow {
 }
 
 /// Messages stored per entity and outcome, in total and since `since` (by when the outcome was
-/// committed). One pass over `message_status`.
+/// committed; a chunk's run counts its members). One pass over `message_status`.
 pub async fn entity_counts(
     conn: &mut PgConnection,
     since: DateTime<Utc>,
 ) -> Result<Vec<EntityCounts>, DbError> {
     let rows: Vec<CountRow> = classified(conn, async |c| {
         diesel::sql_query(
-            "SELECT entity, status, count(*) AS total, \
-                    count(*) FILTER (WHERE processed_at >= $1) AS recent \
+            "SELECT entity, status, sum(COALESCE(members, 1))::bigint AS total, \
+                    COALESCE(sum(COALESCE(members, 1)) FILTER (WHERE processed_at >= $1), 0)::bigint \
+                      AS recent \
              FROM message_status GROUP BY entity, status ORDER BY entity",
         )
         .bind::<Timestamptz, _>(since)

@@ -62,6 +62,8 @@ diesel::table! {
         attempts -> Integer,
         /// Why it was dead-lettered, if it was.
         error -> Nullable<Text>,
+        /// Of a chunk's run: how many of its members the row covers (NULL: one message).
+        members -> Nullable<Integer>,
     }
 }
 

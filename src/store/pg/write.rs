@@ -13,20 +13,22 @@ use uuid::Uuid;
 use super::connect::PgConnection;
 use super::error::DbError;
 use super::schema;
+use crate::envelope::{MAX_CHUNK_MEMBERS, chunk_member_id, chunk_of};
 use crate::generated::RowBatch;
 use crate::store::{
-    AdminAction, DeadLetter, DeadLetterFilter, DeadLetterPage, PendingWrite, ReasonClass,
-    StoredDeadLetter, StoredStatus, WriteOutcome,
+    AdminAction, ChunkMember, Content, DeadLetter, DeadLetterFilter, DeadLetterPage, PendingWrite,
+    ReasonClass, StoredDeadLetter, StoredStatus, WriteOutcome,
 };
 
 /// `INSERT ... SELECT FROM unnest(...)` of a batch's `processed` status rows.
 macro_rules! insert_status_sql {
     () => {
         "INSERT INTO message_status \
-         (message_id, entity, status, received_at, row_count, attempts) \
-         SELECT id, entity, 'processed', received_at, row_count, attempts \
-         FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::integer[], $5::integer[]) \
-           AS u(id, entity, received_at, row_count, attempts)"
+         (message_id, entity, status, received_at, row_count, attempts, members) \
+         SELECT id, entity, 'processed', received_at, row_count, attempts, members \
+         FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::integer[], $5::integer[], \
+                     $6::integer[]) \
+           AS u(id, entity, received_at, row_count, attempts, members)"
     };
 }
 
@@ -39,6 +41,16 @@ const UPSERT_STATUS_SQL: &str = concat!(
     " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
 );
 
+/// Serialises writes of the same chunks (a redelivery racing the first delivery): the key
+/// space `CHUNK_LOCK_CLASS` of two-int advisory locks, one key per chunk, taken in order.
+const LOCK_CHUNKS_SQL: &str =
+    "SELECT pg_advisory_xact_lock(1852796014, k) FROM unnest($1::integer[]) AS k";
+
+/// The status rows within each chunk's ids (`lo`..`hi`): what earlier deliveries covered.
+const CHUNK_STATUS_SQL: &str = "SELECT s.message_id, COALESCE(s.members, 1) AS members \
+     FROM unnest($1::uuid[], $2::uuid[]) AS c(lo, hi) \
+     JOIN message_status s ON s.message_id BETWEEN c.lo AND c.hi";
+
 /// `unique_violation`: a plain insert met an existing key.
 const UNIQUE_VIOLATION: &str = "23505";
 
@@ -49,6 +61,14 @@ const MAX_UPSERT_RUN: u32 = 1024;
 struct InsertedId {
     #[diesel(sql_type = sql_types::Uuid)]
     message_id: Uuid,
+}
+
+#[derive(QueryableByName)]
+struct CoveredRun {
+    #[diesel(sql_type = sql_types::Uuid)]
+    message_id: Uuid,
+    #[diesel(sql_type = Integer)]
+    members: i32,
 }
 
 /// Chooses how the next batch is written. Plain inserts (see [`WriteMode::Insert`]) are tried
@@ -91,6 +111,29 @@ impl InsertFirst {
     }
 }
 
+/// What one status row stands for: a message, or a run of consecutive members of a chunk.
+struct Unit<'a> {
+    /// The message's id, or the run's first member's.
+    id: Uuid,
+    /// Which pending write it comes from.
+    write: usize,
+    entity: &'a str,
+    received_at: DateTime<Utc>,
+    attempts: i32,
+    /// The run's members (`None`: the write's one message).
+    run: Option<&'a [ChunkMember]>,
+}
+
+impl Unit<'_> {
+    fn row_count(&self, write: &PendingWrite<'_>) -> usize {
+        match (self.run, write.content) {
+            (Some(run), _) => run.iter().map(|m| m.message.row_count()).sum(),
+            (None, Content::Message(m)) => m.row_count(),
+            (None, Content::Chunk(_)) => 0,
+        }
+    }
+}
+
 /// The status-row columns of a batch, one array per column.
 struct StatusColumns<'a> {
     ids: Vec<Uuid>,
@@ -98,19 +141,24 @@ struct StatusColumns<'a> {
     received: Vec<DateTime<Utc>>,
     row_counts: Vec<i32>,
     attempts: Vec<i32>,
+    members: Vec<Option<i32>>,
 }
 
 impl<'a> StatusColumns<'a> {
-    fn of(messages: &'a [PendingWrite<'a>]) -> Self {
+    fn of(units: &[Unit<'a>], writes: &[PendingWrite<'_>]) -> Self {
         Self {
-            ids: messages.iter().map(|m| m.message_id).collect(),
-            entities: messages.iter().map(|m| m.message.entity().name()).collect(),
-            received: messages.iter().map(|m| m.received_at).collect(),
-            row_counts: messages
+            ids: units.iter().map(|u| u.id).collect(),
+            entities: units.iter().map(|u| u.entity).collect(),
+            received: units.iter().map(|u| u.received_at).collect(),
+            row_counts: units
                 .iter()
-                .map(|m| i32::try_from(m.message.row_count()).unwrap_or(i32::MAX))
+                .map(|u| i32::try_from(u.row_count(&writes[u.write])).unwrap_or(i32::MAX))
                 .collect(),
-            attempts: messages.iter().map(|m| m.attempts).collect(),
+            attempts: units.iter().map(|u| u.attempts).collect(),
+            members: units
+                .iter()
+                .map(|u| u.run.map(|r| i32::try_from(r.len()).unwrap_or(i32::MAX)))
+                .collect(),
         }
     }
 }
@@ -125,6 +173,7 @@ macro_rules! bind_status {
             .bind::<Array<Timestamptz>, _>(&$status.received)
             .bind::<Array<Integer>, _>(&$status.row_counts)
             .bind::<Array<Integer>, _>(&$status.attempts)
+            .bind::<Array<sql_types::Nullable<Integer>>, _>(&$status.members)
     };
 }
 
@@ -132,7 +181,9 @@ macro_rules! bind_status {
 ///
 /// A message whose status row already exists was committed by an earlier delivery; its rows are
 /// not written again, which makes redelivery harmless even for entities without unicity fields.
-/// `first` decides whether plain inserts are tried before upserts.
+/// A chunk's members that an earlier delivery covered are skipped the same way; the rest are
+/// written with one status row per run of consecutive members. `first` decides whether plain
+/// inserts are tried before upserts.
 pub async fn write_messages(
     conn: &mut PgConnection,
     messages: &[PendingWrite<'_>],
@@ -141,10 +192,9 @@ pub async fn write_messages(
     if messages.is_empty() {
         return Ok(WriteOutcome::default());
     }
-    let status = StatusColumns::of(messages);
     if first.next_mode() == WriteMode::Insert {
         conn.clear_sqlstate();
-        let inserted = insert_new(conn, messages, &status).await;
+        let inserted = write_units(conn, messages, WriteMode::Insert).await;
         match inserted.map_err(|e| e.with_sqlstate(conn.take_sqlstate())) {
             Ok(outcome) => {
                 first.inserted();
@@ -157,65 +207,190 @@ pub async fn write_messages(
         }
     }
     conn.clear_sqlstate();
-    let result = upsert(conn, messages, &status).await;
+    let result = write_units(conn, messages, WriteMode::Upsert).await;
     result.map_err(|e| e.with_sqlstate(conn.take_sqlstate()))
 }
 
-/// Every message new: plain inserts of the status rows and the entity rows.
-async fn insert_new(
-    conn: &mut AsyncPgConnection,
-    messages: &[PendingWrite<'_>],
-    status: &StatusColumns<'_>,
-) -> Result<WriteOutcome, DbError> {
-    conn.transaction(async |conn| {
-        let replayed = reopen_replayed(conn, messages).await?;
-        bind_status!(INSERT_STATUS_SQL, status)
-            .execute(conn)
-            .await?;
-        let mut batch = RowBatch::default();
-        for m in messages {
-            batch.push(m.message, m.origin());
-        }
-        let rows = batch.write(conn, WriteMode::Insert).await?;
-        resolve_replayed(conn, &replayed).await?;
-        Ok::<_, DbError>(WriteOutcome {
-            written: status.ids.clone(),
-            already_processed: Vec::new(),
-            rows,
-        })
-    })
-    .await
+/// The lock key of chunk `id` (its 32 leading bits: chunk ids are time-ordered or hashes).
+fn chunk_lock_key(id: &Uuid) -> i32 {
+    let b = id.as_bytes();
+    // Bytes 10..14 vary between the chunks of one load; the leading bytes between loads.
+    i32::from_be_bytes([b[0] ^ b[10], b[1] ^ b[11], b[2] ^ b[12], b[3] ^ b[13]])
 }
 
-/// Status rows where missing, then the rows of the messages not seen before, with upserts.
-async fn upsert(
+/// The units of the writes: each message, and each run of a chunk's members that no status row
+/// covers yet (read under the chunks' locks, in the transaction). Returns them with the members
+/// already covered.
+async fn units<'a>(
+    conn: &mut AsyncPgConnection,
+    messages: &'a [PendingWrite<'a>],
+) -> Result<(Vec<Unit<'a>>, u64), DbError> {
+    let mut units = Vec::with_capacity(messages.len());
+    let chunks: Vec<(usize, &'a [ChunkMember])> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| match m.content {
+            Content::Chunk(members) => Some((i, members)),
+            Content::Message(_) => None,
+        })
+        .collect();
+    let mut covered: HashSet<Uuid> = HashSet::new();
+    if !chunks.is_empty() {
+        let mut keys: Vec<i32> = chunks
+            .iter()
+            .map(|(i, _)| chunk_lock_key(&messages[*i].message_id))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        diesel::sql_query(LOCK_CHUNKS_SQL)
+            .bind::<Array<Integer>, _>(&keys)
+            .execute(conn)
+            .await?;
+        let lo: Vec<Uuid> = chunks
+            .iter()
+            .map(|(i, _)| messages[*i].message_id)
+            .collect();
+        let hi: Vec<Uuid> = lo
+            .iter()
+            .map(|id| chunk_member_id(id, MAX_CHUNK_MEMBERS - 1))
+            .collect();
+        let runs: Vec<CoveredRun> = diesel::sql_query(CHUNK_STATUS_SQL)
+            .bind::<Array<sql_types::Uuid>, _>(&lo)
+            .bind::<Array<sql_types::Uuid>, _>(&hi)
+            .load(conn)
+            .await?;
+        for run in runs {
+            let (chunk, first) = chunk_of(&run.message_id);
+            let count = usize::try_from(run.members).unwrap_or(0);
+            for index in first..(first + count).min(MAX_CHUNK_MEMBERS) {
+                covered.insert(chunk_member_id(&chunk, index));
+            }
+        }
+    }
+    let mut already = 0u64;
+    let mut seen_chunks: HashSet<Uuid> = HashSet::new();
+    for (i, m) in messages.iter().enumerate() {
+        let members = match m.content {
+            Content::Message(message) => {
+                units.push(Unit {
+                    id: m.message_id,
+                    write: i,
+                    entity: message.entity().name(),
+                    received_at: m.received_at,
+                    attempts: m.attempts,
+                    run: None,
+                });
+                continue;
+            }
+            Content::Chunk(members) => members,
+        };
+        // The same chunk twice in one batch (a redelivery racing the first): written once.
+        if !seen_chunks.insert(m.message_id) {
+            already += members.len() as u64;
+            continue;
+        }
+        let entity = m.entity();
+        let mut start = 0;
+        while start < members.len() {
+            let member_id = chunk_member_id(&m.message_id, members[start].index);
+            if covered.contains(&member_id) {
+                already += 1;
+                start += 1;
+                continue;
+            }
+            let mut end = start + 1;
+            while end < members.len()
+                && members[end].index == members[end - 1].index + 1
+                && !covered.contains(&chunk_member_id(&m.message_id, members[end].index))
+            {
+                end += 1;
+            }
+            units.push(Unit {
+                id: member_id,
+                write: i,
+                entity,
+                received_at: m.received_at,
+                attempts: m.attempts,
+                run: Some(&members[start..end]),
+            });
+            start = end;
+        }
+    }
+    Ok((units, already))
+}
+
+/// One transaction: status rows of every unit, then the rows of the units — all of them with
+/// plain inserts (`Insert`: fails with `unique_violation` if anything exists), or with upserts
+/// of the units whose status row is new (`Upsert`).
+async fn write_units(
     conn: &mut AsyncPgConnection,
     messages: &[PendingWrite<'_>],
-    status: &StatusColumns<'_>,
+    mode: WriteMode,
 ) -> Result<WriteOutcome, DbError> {
     conn.transaction(async |conn| {
         let replayed = reopen_replayed(conn, messages).await?;
-        // One static statement (prepared once per connection) whatever the batch size.
-        let fresh: Vec<Uuid> = bind_status!(UPSERT_STATUS_SQL, status)
-            .load::<InsertedId>(conn)
-            .await?
-            .into_iter()
-            .map(|r| r.message_id)
-            .collect();
-        let mut fresh_set: HashSet<Uuid> = fresh.iter().copied().collect();
+        let (units, members_already) = units(conn, messages).await?;
+        let status = StatusColumns::of(&units, messages);
+        let fresh: Option<HashSet<Uuid>> = match mode {
+            WriteMode::Insert => {
+                bind_status!(INSERT_STATUS_SQL, status)
+                    .execute(conn)
+                    .await?;
+                None
+            }
+            // One static statement (prepared once per connection) whatever the batch size.
+            WriteMode::Upsert => Some(
+                bind_status!(UPSERT_STATUS_SQL, status)
+                    .load::<InsertedId>(conn)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.message_id)
+                    .collect(),
+            ),
+        };
+        let mut fresh = fresh;
         let mut batch = RowBatch::default();
-        let mut outcome = WriteOutcome::default();
-        for m in messages {
+        let mut outcome = WriteOutcome {
+            members_already,
+            ..Default::default()
+        };
+        let mut wrote = vec![false; messages.len()];
+        for unit in &units {
             // `remove`: the same message twice in one batch (a redelivery racing the first
             // delivery) is written once.
-            if fresh_set.remove(&m.message_id) {
-                batch.push(m.message, m.origin());
+            if let Some(fresh) = &mut fresh
+                && !fresh.remove(&unit.id)
+            {
+                outcome.members_already += unit.run.map_or(0, |r| r.len() as u64);
+                continue;
+            }
+            let write = &messages[unit.write];
+            match (unit.run, write.content) {
+                (Some(run), _) => {
+                    for member in run {
+                        batch.push(
+                            &member.message,
+                            crate::runtime::Origin {
+                                position: write.position,
+                                message_id: chunk_member_id(&write.message_id, member.index),
+                            },
+                        );
+                    }
+                    outcome.members_written += run.len() as u64;
+                }
+                (None, Content::Message(message)) => batch.push(message, write.origin()),
+                (None, Content::Chunk(_)) => {}
+            }
+            wrote[unit.write] = true;
+        }
+        for (m, wrote) in messages.iter().zip(wrote) {
+            if wrote {
                 outcome.written.push(m.message_id);
             } else {
                 outcome.already_processed.push(m.message_id);
             }
         }
-        outcome.rows = batch.write(conn, WriteMode::Upsert).await?;
+        outcome.rows = batch.write(conn, mode).await?;
         resolve_replayed(conn, &replayed).await?;
         Ok::<_, DbError>(outcome)
     })
@@ -531,15 +706,40 @@ ON CONFLICT (message_id) DO UPDATE SET
     last_seen = now()
 WHERE d.record_id <> EXCLUDED.record_id";
 
-/// The status row of message `id`, if there is one.
+/// The status rows with ids from `first` to `last` and how many messages each covers.
+pub async fn status_runs(
+    conn: &mut PgConnection,
+    first: Uuid,
+    last: Uuid,
+) -> Result<Vec<(Uuid, i32)>, DbError> {
+    use schema::message_status as s;
+    conn.clear_sqlstate();
+    let rows: Result<Vec<(Uuid, Option<i32>)>, _> = s::table
+        .filter(s::message_id.between(first, last))
+        .select((s::message_id, s::members))
+        .load(&mut **conn)
+        .await;
+    rows.map(|rows| {
+        rows.into_iter()
+            .map(|(id, members)| (id, members.unwrap_or(1)))
+            .collect()
+    })
+    .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()))
+}
+
+/// The status row of message `id`, if there is one: its own, or (a chunk's member) that of the
+/// run covering it — the row with the greatest id at or below `id` within its chunk.
 pub async fn message_status(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<StoredStatus>, DbError> {
     use schema::message_status as s;
+    let (chunk, index) = chunk_of(&id);
     let row = s::table
-        .filter(s::message_id.eq(id))
+        .filter(s::message_id.between(chunk, id))
+        .order(s::message_id.desc())
         .select((
+            s::message_id,
             s::entity,
             s::status,
             s::received_at,
@@ -547,8 +747,10 @@ pub async fn message_status(
             s::row_count,
             s::attempts,
             s::error,
+            s::members,
         ))
         .first::<(
+            Uuid,
             String,
             String,
             DateTime<Utc>,
@@ -556,20 +758,36 @@ pub async fn message_status(
             i32,
             i32,
             Option<String>,
+            Option<i32>,
         )>(&mut **conn)
         .await
         .optional()?;
-    Ok(row.map(
-        |(entity, status, received_at, processed_at, row_count, attempts, error)| StoredStatus {
-            entity,
-            status,
-            received_at,
-            processed_at,
-            row_count,
-            attempts,
-            error,
-        },
-    ))
+    let Some((found, entity, status, received_at, processed_at, row_count, attempts, error, run)) =
+        row
+    else {
+        return Ok(None);
+    };
+    let run = match run {
+        Some(members) => {
+            let first = chunk_of(&found).1;
+            if index >= first + usize::try_from(members).unwrap_or(0) {
+                return Ok(None);
+            }
+            Some((found, members))
+        }
+        None if found == id => None,
+        None => return Ok(None),
+    };
+    Ok(Some(StoredStatus {
+        entity,
+        status,
+        received_at,
+        processed_at,
+        row_count,
+        attempts,
+        error,
+        run,
+    }))
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{DateTime, Utc};
 use nomnom::generated::RowBatch;
 use nomnom::store::{
-    AdminAction, DeadLetter, DeadLetterFilter, DeadLetterGroup, DeadLetterPage, DiscardedNote,
-    EntityCounts, FaultKind, MessageTrace, PendingWrite, SchemaChanges, Store, StoreError,
-    StoreFuture, StoredAction, StoredDeadLetter, StoredStatus, WriteOutcome,
+    AdminAction, Content, DeadLetter, DeadLetterFilter, DeadLetterGroup, DeadLetterPage,
+    DiscardedNote, EntityCounts, FaultKind, MessageTrace, PendingWrite, SchemaChanges, Store,
+    StoreError, StoreFuture, StoredAction, StoredDeadLetter, StoredStatus, WriteOutcome,
 };
 use uuid::Uuid;
 
@@ -101,35 +101,74 @@ impl Store for MemoryStore {
             let mut outcome = WriteOutcome::default();
             let mut batch = RowBatch::default();
             for m in messages {
-                if state
-                    .statuses
-                    .get(&m.message_id)
-                    .is_some_and(|s| s.status == "processed")
-                {
-                    outcome.already_processed.push(m.message_id);
-                    continue;
-                }
                 let now = chrono::Utc::now();
-                state.statuses.insert(
-                    m.message_id,
-                    StoredStatus {
-                        entity: m.message.entity().name().to_string(),
-                        status: "processed".into(),
-                        received_at: m.received_at,
-                        processed_at: now,
-                        row_count: i32::try_from(m.message.row_count()).unwrap_or(i32::MAX),
-                        attempts: m.attempts,
-                        error: None,
-                    },
-                );
-                if m.replayed {
-                    state.dead_letters.remove(&m.message_id);
+                // A chunk's members get a status each here (the database keeps one per run).
+                let members: Vec<(Uuid, &nomnom::generated::ParsedMessage)> = match m.content {
+                    Content::Message(message) => vec![(m.message_id, message)],
+                    Content::Chunk(members) => members
+                        .iter()
+                        .map(|c| {
+                            let id = nomnom::envelope::chunk_member_id(&m.message_id, c.index);
+                            (id, &c.message)
+                        })
+                        .collect(),
+                };
+                let mut wrote = false;
+                for (id, message) in members {
+                    if state.statuses.contains_key(&id)
+                        && (matches!(m.content, Content::Chunk(_))
+                            || state.statuses[&id].status == "processed")
+                    {
+                        outcome.members_already += 1;
+                        continue;
+                    }
+                    state.statuses.insert(
+                        id,
+                        StoredStatus {
+                            entity: message.entity().name().to_string(),
+                            status: "processed".into(),
+                            received_at: m.received_at,
+                            processed_at: now,
+                            row_count: i32::try_from(message.row_count()).unwrap_or(i32::MAX),
+                            attempts: m.attempts,
+                            error: None,
+                            run: None,
+                        },
+                    );
+                    if m.replayed {
+                        state.dead_letters.remove(&id);
+                    }
+                    batch.push(
+                        message,
+                        nomnom::runtime::Origin {
+                            position: m.position,
+                            message_id: id,
+                        },
+                    );
+                    wrote = true;
+                    if matches!(m.content, Content::Chunk(_)) {
+                        outcome.members_written += 1;
+                    }
                 }
-                batch.push(m.message, m.origin());
-                outcome.written.push(m.message_id);
+                if wrote {
+                    outcome.written.push(m.message_id);
+                } else {
+                    outcome.already_processed.push(m.message_id);
+                }
             }
             outcome.rows = batch.counts();
             outcome
+        })
+    }
+
+    fn status_runs(&self, first: Uuid, last: Uuid) -> StoreFuture<'_, Vec<(Uuid, i32)>> {
+        self.answer(|state| {
+            state
+                .statuses
+                .keys()
+                .filter(|id| (first..=last).contains(*id))
+                .map(|id| (*id, 1))
+                .collect()
         })
     }
 
@@ -201,6 +240,7 @@ impl Store for MemoryStore {
                     row_count: 0,
                     attempts: dead.attempts,
                     error: Some(dead.reason.clone()),
+                    run: None,
                 });
         })
     }

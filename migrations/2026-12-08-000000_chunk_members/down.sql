@@ -1,0 +1,1 @@
+ALTER TABLE message_status DROP COLUMN IF EXISTS members;
