@@ -637,7 +637,8 @@ async fn csv_with_a_header_maps_columns_by_name_and_refuses_a_header_that_does_n
 }
 
 /// More lines than the JetStream context lets be unacknowledged at once (5 000, shared by all
-/// requests): two such batches at the same time are still accepted whole.
+/// requests): two such batches at the same time are still accepted whole. Keyed, so every line
+/// is a message of its own (unkeyed, 6 000 lines are a few chunks).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_larger_than_the_ack_window_are_accepted_whole() {
     let api = Api::plain().await;
@@ -649,9 +650,11 @@ async fn batches_larger_than_the_ack_window_are_accepted_whole() {
     };
     let send = |body: String| {
         let app = router(api.state.clone());
+        let key = format!("ack-window-{}", common::unique());
         async move {
             let req = Request::post("/ingest/batch/customer")
                 .header("content-type", "application/x-ndjson")
+                .header("idempotency-key", key)
                 .body(Body::from(body))
                 .expect("request");
             let response = app.oneshot(req).await.expect("router answers");
@@ -674,12 +677,36 @@ async fn batches_larger_than_the_ack_window_are_accepted_whole() {
         assert_eq!(answer["accepted"], 6000);
     }
     assert_eq!(api.stream_messages().await, 12_000);
-    // Unkeyed lines go out in groups of up to 256.
-    let publishes = api.stream_publishes().await;
-    assert!(
-        (48..=100).contains(&publishes),
-        "{publishes} JetStream messages"
-    );
+    assert_eq!(api.stream_publishes().await, 12_000);
+    api.cleanup().await;
+}
+
+/// Unkeyed batches: under 1 000 lines in groups of up to 256 (a status row per line), from
+/// 1 000 lines in chunks (a status row per chunk); every line has its id either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_unkeyed_batches_travel_in_chunks_and_small_ones_in_groups() {
+    let api = Api::plain().await;
+    for (lines, publishes) in [(999u32, 4..=4), (6000, 2..=6)] {
+        let before = api.stream_publishes().await;
+        let body: String = (0..lines)
+            .map(|n| crate::support::customer(lines * 10 + n).to_string() + "\n")
+            .collect();
+        let (status, answer) = api.post("/ingest/batch/customer", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["accepted"], lines);
+        let ids: std::collections::HashSet<&str> = answer["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .filter_map(|r| r["message_id"].as_str())
+            .collect();
+        assert_eq!(ids.len(), lines as usize, "every line its own id");
+        let sent = api.stream_publishes().await - before;
+        assert!(
+            publishes.contains(&sent),
+            "{lines} lines: {sent} JetStream messages"
+        );
+    }
     api.cleanup().await;
 }
 
