@@ -33,7 +33,7 @@ pub use error::{FieldError, ParseError, parse_json_object};
 pub use numeric::{NUMERIC_MAX_INTEGER_DIGITS, NUMERIC_MAX_SCALE, Numeric, check_numeric};
 pub use table::{
     ColumnDef, EPOCH_COLUMN, MESSAGE_ID_COLUMN, Origin, Position, RowCounts, SEQUENCE_COLUMN,
-    TableDef, WriteMode,
+    TableCopy, TableDef, WriteMode,
 };
 
 pub use __private::{

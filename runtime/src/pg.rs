@@ -197,6 +197,202 @@ impl ToSql<Array<Nullable<SqlNumeric>>, Pg> for NumericArray {
     }
 }
 
+/// Rows in PostgreSQL's binary `COPY` format (`COPY … FROM STDIN (FORMAT binary)`): the header,
+/// then per row its field count and each field as its length (-1 for NULL) and its binary
+/// (`*_recv`) form, then the trailer. The worker writes bulk chunks this way: PostgreSQL stores
+/// them with its multi-row insert, and reads each value without parsing text.
+#[derive(Debug, Clone)]
+pub struct CopyRows {
+    bytes: Vec<u8>,
+    rows: usize,
+    /// The first value that could not be encoded (none can: the parsers admit only what the
+    /// format holds).
+    error: Option<String>,
+}
+
+/// `PGCOPY\n\377\r\n\0`, flags and header extension length: the binary `COPY` header.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+/// Microseconds from 1970-01-01 to 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl Default for CopyRows {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl CopyRows {
+    /// An empty set of rows with room for `bytes`.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut out = Vec::with_capacity(bytes + COPY_HEADER.len() + 2);
+        out.extend_from_slice(COPY_HEADER);
+        Self {
+            bytes: out,
+            rows: 0,
+            error: None,
+        }
+    }
+
+    /// Starts a row of `fields` fields.
+    pub fn row(&mut self, fields: i16) {
+        self.bytes.extend_from_slice(&fields.to_be_bytes());
+        self.rows += 1;
+    }
+
+    /// Adds a field to the current row (`None` is NULL).
+    pub fn field<T: CopyField + ?Sized>(&mut self, value: &T) {
+        value.copy_to(self);
+    }
+
+    /// Adds NULL.
+    fn null(&mut self) {
+        self.bytes.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+
+    /// Adds the value `encode` writes, length-prefixed.
+    fn encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), String>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 4]);
+        match encode(&mut self.bytes) {
+            Ok(()) => {
+                let len = i32::try_from(self.bytes.len() - start - 4).unwrap_or(i32::MAX);
+                self.bytes[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            Err(e) => {
+                self.bytes.truncate(start);
+                self.null();
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Rows added.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The `COPY` data (with its trailer), or the first value that could not be encoded.
+    pub fn finish(mut self) -> Result<Vec<u8>, String> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.bytes.extend_from_slice(&(-1i16).to_be_bytes());
+        Ok(self.bytes)
+    }
+}
+
+/// A value with a binary `COPY` form.
+pub trait CopyField {
+    /// Writes the value (length-prefixed, or NULL) as a field of the current row.
+    fn copy_to(&self, rows: &mut CopyRows);
+}
+
+impl<T: CopyField> CopyField for Option<T> {
+    fn copy_to(&self, rows: &mut CopyRows) {
+        match self {
+            Some(v) => v.copy_to(rows),
+            None => rows.null(),
+        }
+    }
+}
+
+impl<T: CopyField + ?Sized> CopyField for &T {
+    fn copy_to(&self, rows: &mut CopyRows) {
+        (**self).copy_to(rows)
+    }
+}
+
+macro_rules! copy_bytes {
+    ($($t:ty => |$v:ident| $bytes:expr),* $(,)?) => {$(
+        impl CopyField for $t {
+            fn copy_to(&self, rows: &mut CopyRows) {
+                let $v = self;
+                rows.encoded(|out| {
+                    out.extend_from_slice($bytes);
+                    Ok(())
+                });
+            }
+        }
+    )*};
+}
+
+copy_bytes! {
+    str => |v| v.as_bytes(),
+    String => |v| v.as_bytes(),
+    [u8] => |v| v,
+    Vec<u8> => |v| v,
+    i32 => |v| &v.to_be_bytes(),
+    i64 => |v| &v.to_be_bytes(),
+    f64 => |v| &v.to_bits().to_be_bytes(),
+    bool => |v| &[u8::from(*v)],
+    uuid::Uuid => |v| v.as_bytes(),
+    chrono::NaiveDate => |v| &(chrono::Datelike::num_days_from_ce(v) - 719_163 - PG_EPOCH_DAYS).to_be_bytes(),
+}
+
+impl CopyField for chrono::NaiveTime {
+    fn copy_to(&self, rows: &mut CopyRows) {
+        use chrono::Timelike as _;
+        let micros = i64::from(self.num_seconds_from_midnight()) * 1_000_000
+            + i64::from(self.nanosecond() / 1_000);
+        micros.copy_to(rows)
+    }
+}
+
+impl CopyField for chrono::DateTime<chrono::Utc> {
+    fn copy_to(&self, rows: &mut CopyRows) {
+        // Whole microseconds, as PostgreSQL keeps them (and as diesel sends them).
+        (self.timestamp_micros() - PG_EPOCH_MICROS).copy_to(rows)
+    }
+}
+
+impl CopyField for Numeric {
+    fn copy_to(&self, rows: &mut CopyRows) {
+        rows.encoded(|out| encode_numeric(self.as_str(), out))
+    }
+}
+
+impl CopyField for serde_json::Value {
+    /// `jsonb`: its version (1) and the JSON text.
+    fn copy_to(&self, rows: &mut CopyRows) {
+        rows.encoded(|out| {
+            out.push(1);
+            serde_json::to_writer(&mut *out, self).map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl CopyField for [String] {
+    /// `text[]`: one dimension (none when empty), no NULLs, element type `text` (OID 25).
+    fn copy_to(&self, rows: &mut CopyRows) {
+        rows.encoded(|out| {
+            let dims = i32::from(!self.is_empty());
+            out.extend_from_slice(&dims.to_be_bytes());
+            out.extend_from_slice(&0i32.to_be_bytes());
+            out.extend_from_slice(&25u32.to_be_bytes());
+            if !self.is_empty() {
+                let len = i32::try_from(self.len()).map_err(|e| e.to_string())?;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&1i32.to_be_bytes());
+                for item in self {
+                    let n = i32::try_from(item.len()).map_err(|e| e.to_string())?;
+                    out.extend_from_slice(&n.to_be_bytes());
+                    out.extend_from_slice(item.as_bytes());
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl CopyField for Vec<String> {
+    fn copy_to(&self, rows: &mut CopyRows) {
+        self.as_slice().copy_to(rows)
+    }
+}
+
 /// `numeric_recv`'s sign of a positive value (and of zero).
 const NUMERIC_POS: u16 = 0x0000;
 /// `numeric_recv`'s sign of a negative value.

@@ -75,6 +75,27 @@ impl RowCounts {
     }
 }
 
+/// One table's rows of a batch in binary `COPY` form, with the statements that store them: a
+/// `COPY` straight into the table (every key new), or into a temporary staging table and an
+/// upsert from it (the entity's `on_conflict` rule, as [`WriteMode::Upsert`]).
+#[derive(Debug, Clone)]
+pub struct TableCopy {
+    /// The table.
+    pub table: &'static str,
+    /// `COPY <table> (…) FROM STDIN (FORMAT binary)`.
+    pub copy_sql: &'static str,
+    /// Creates the staging table, if the table has a unique key (`None`: rows only append).
+    pub stage_sql: Option<&'static str>,
+    /// `COPY` into the staging table.
+    pub stage_copy_sql: Option<&'static str>,
+    /// The upsert from the staging table.
+    pub merge_sql: Option<&'static str>,
+    /// Rows (after rows with the same unique key were merged, the later winning).
+    pub rows: usize,
+    /// The `COPY` data, or the first value that could not be encoded.
+    pub data: Result<Vec<u8>, String>,
+}
+
 /// How a batch's rows meet rows already in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {

@@ -141,6 +141,55 @@ async fn gzipped_ndjson_orders_and_a_json_array_of_products_are_stored() {
     let lines: i64 = (1..=20).map(|n| 1 + i64::from(n % 4)).sum();
     assert_eq!(p.db.count("SELECT 1 FROM order_line_items").await, lines);
     assert_eq!(p.db.count("SELECT 1 FROM products").await, 3);
+    // Stored by binary COPY, every value reads back as the file has it (dates, decimals,
+    // NULLs, text).
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "NULL".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut expected = Vec::new();
+    for n in 1..=20u32 {
+        let order = support::order(n, 1 + n % 4);
+        for item in order["line_items"].as_array().expect("items") {
+            expected.push(
+                [
+                    &order["order_key"],
+                    &order["order_date"],
+                    &order["total_price"],
+                    &item["line_number"],
+                    &item["supplier_key"],
+                    &item["extended_price"],
+                    &item["discount"],
+                    &item["ship_date"],
+                    &item["commit_date"],
+                    &item["receipt_date"],
+                ]
+                .map(text)
+                .join("|"),
+            );
+        }
+    }
+    expected.sort();
+    let stored: Vec<String> =
+        p.db.rows(
+            "SELECT o.order_key, o.order_date::text, o.total_price::text, i.line_number::text, \
+                    coalesce(i.supplier_key, 'NULL'), i.extended_price::text, i.discount::text, \
+                    i.ship_date::text, coalesce(i.commit_date::text, 'NULL'), i.receipt_date::text \
+             FROM order_line_items i JOIN orders o USING (order_key) ORDER BY 1, 4",
+        )
+        .await
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(Option::unwrap_or_default)
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    let mut stored_sorted = stored.clone();
+    stored_sorted.sort();
+    assert_eq!(stored_sorted, expected);
     p.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -628,4 +677,85 @@ async fn a_chunk_member_the_worker_refuses_is_dead_lettered_alone_and_a_redelive
     assert_eq!(p.db.count("SELECT 1 FROM message_status").await, 3);
     assert_eq!(p.db.count("SELECT 1 FROM dead_letters").await, 1);
     p.stop().await;
+}
+
+/// Keys met again: within a file the later line wins, and a second file's changed rows replace
+/// the stored ones (staged `COPY` merged with the entity's `on_conflict: update` rule), while
+/// rows it repeats unchanged stay as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_lines_and_later_files_win_a_key() {
+    let p = Pipeline::start().await;
+    let dir = scratch();
+    let first = dir.join("customers-1.tbl");
+    let mut text = customers(20);
+    // Key 7 again at the end, with another name: the later line wins.
+    text.push_str("7|Customer#late|addr 7|7|25-989-741-2988|7.56|BUILDING|c 7|\n");
+    std::fs::write(&first, &text).expect("write");
+    let report = load(&p, "customer", &first).await;
+    assert_eq!((report.rows, report.accepted), (21, 21));
+    p.db.wait_count("SELECT 1 FROM customers", 20).await;
+    p.db.wait_count("SELECT 1 FROM customers WHERE name = 'Customer#late'", 1)
+        .await;
+    // A second file: rows 1–10 again, row 3 changed.
+    let second = dir.join("customers-2.tbl");
+    let text = customers(10).replace("|c 3|", "|c 3 changed|");
+    std::fs::write(&second, text).expect("write");
+    let report = load(&p, "customer", &second).await;
+    assert_eq!(
+        (report.rows, report.accepted, report.already_loaded),
+        (10, 10, 0)
+    );
+    p.db.wait_count("SELECT 1 FROM customers WHERE comment = 'c 3 changed'", 1)
+        .await;
+    assert_eq!(p.db.count("SELECT 1 FROM customers").await, 20);
+    assert_eq!(
+        p.db.count("SELECT 1 FROM customers WHERE comment = 'c ' || customer_key")
+            .await,
+        19
+    );
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A row PostgreSQL refuses (a CHECK constraint the YAML does not know) inside a loaded chunk:
+/// the chunk is halved until that row is alone; it is dead-lettered as refused by the database
+/// with its line, and every other row is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_database_refuses_is_isolated_from_its_chunk() {
+    let p = Pipeline::start().await;
+    p.db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE customers ADD CONSTRAINT no_key_13 CHECK (customer_key <> '13')",
+        )
+        .await
+        .expect("constraint");
+    let dir = scratch();
+    let file = dir.join("customers.tbl");
+    std::fs::write(&file, customers(40)).expect("write");
+    let report = load(&p, "customer", &file).await;
+    assert_eq!((report.rows, report.accepted, report.rejected), (40, 40, 0));
+    p.db.wait_count("SELECT 1 FROM dead_letters", 1).await;
+    p.db.wait_count("SELECT 1 FROM customers", 39).await;
+    let dead =
+        p.db.rows("SELECT reason, reason_class, convert_from(body, 'UTF8') FROM dead_letters")
+            .await;
+    let reason = dead[0][0].clone().unwrap_or_default();
+    assert!(reason.starts_with("line 13: "), "{reason}");
+    assert!(reason.contains("no_key_13"), "{reason}");
+    assert_eq!(dead[0][1].as_deref(), Some("refused_by_database"));
+    assert!(
+        dead[0][2]
+            .as_deref()
+            .unwrap_or("")
+            .contains("\"customer_key\":\"13\""),
+        "{dead:?}"
+    );
+    assert_eq!(
+        p.db.count("SELECT 1 FROM customers WHERE customer_key = '13'")
+            .await,
+        0
+    );
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -565,6 +565,110 @@ async fn text_and_decimal_versions_order_as_postgresql_orders_them() {
     db.drop().await;
 }
 
+/// Stores `batch`'s rows with binary `COPY` over `client`: straight into the tables, or (with
+/// `staged`) into the staging tables merged with the `ON CONFLICT` rules, as the worker does.
+async fn copy_batch(
+    client: &mut tokio_postgres::Client,
+    batch: nomnom_codegen_fixtures::kitchen_sink::RowBatch<'_>,
+    staged: bool,
+) {
+    use futures::SinkExt as _;
+    let tx = client.transaction().await.expect("begin");
+    for table in batch.copy() {
+        if table.rows == 0 {
+            continue;
+        }
+        let data = bytes::Bytes::from(table.data.expect("every value encodes"));
+        let copy_sql = match (staged, table.stage_sql, table.stage_copy_sql) {
+            (true, Some(stage), Some(copy)) => {
+                tx.batch_execute(stage).await.expect("staging table");
+                copy
+            }
+            _ => table.copy_sql,
+        };
+        let sink = tx.copy_in::<_, bytes::Bytes>(copy_sql).await.expect("copy");
+        futures::pin_mut!(sink);
+        sink.send(data).await.expect("rows sent");
+        sink.finish().await.expect("rows copied");
+        if let (true, Some(merge)) = (staged, table.merge_sql) {
+            tx.execute(merge, &[]).await.expect("merge");
+        }
+    }
+    tx.commit().await.expect("commit");
+}
+
+/// Every stored column of every table as text, rows in order, for exact comparisons.
+async fn every_column(client: &tokio_postgres::Client) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for t in nomnom_codegen_fixtures::kitchen_sink::TABLES {
+        let columns: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "coalesce(\"{}\"::text, 'NULL')",
+                    c.name.replace('"', "\"\"")
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM \"{}\" ORDER BY 1",
+            columns.join(" || '|' || "),
+            t.table
+        );
+        out.push((t.table.to_string(), texts(client, &sql).await));
+    }
+    out
+}
+
+/// Binary `COPY` stores every type exactly as the `unnest` inserts do (numbers to the last
+/// digit, NULLs, times to the microsecond, bytes, JSON, text arrays, the message id and
+/// position), and a staged `COPY` merged with the `ON CONFLICT` rules leaves what the upserts
+/// leave.
+#[tokio::test]
+async fn copy_stores_every_type_as_the_inserts_do() {
+    use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
+    let (by_insert, by_copy) = (FixtureDb::create().await, FixtureDb::create().await);
+    let mut conn = by_insert.connect().await;
+    let mut client = pg(&by_copy.url).await;
+    let first = RootEntity::Shipment
+        .parse_value(&shipment())
+        .expect("valid");
+    let mut changed = shipment();
+    changed["weight"] = json!(99.0);
+    changed["packages"][0]["carrier"] = json!("TNT");
+    let second = RootEntity::Shipment.parse_value(&changed).expect("valid");
+    for (m, sequence) in [(&first, 1), (&second, 2)] {
+        let batch = || {
+            let mut batch = RowBatch::default();
+            batch.push(m, origin(1, sequence));
+            batch
+        };
+        let mode = if sequence == 1 {
+            WriteMode::Insert
+        } else {
+            WriteMode::Upsert
+        };
+        batch().write(&mut conn, mode).await.expect("inserts");
+        copy_batch(&mut client, batch(), sequence > 1).await;
+        let reader = pg(&by_insert.url).await;
+        let expected = every_column(&reader).await;
+        let written = expected.iter().filter(|(_, rows)| !rows.is_empty()).count();
+        assert_eq!(
+            written, 3,
+            "shipments, packages, package items: {expected:?}"
+        );
+        assert_eq!(
+            every_column(&client).await,
+            expected,
+            "after message {sequence}"
+        );
+    }
+    drop((conn, client));
+    by_insert.drop().await;
+    by_copy.drop().await;
+}
+
 /// The origin of a row from the message at `epoch:sequence` (its id made from the sequence, so
 /// that a test can tell which message wrote a row).
 fn origin(epoch: i64, sequence: i64) -> nomnom_runtime::Origin {

@@ -236,6 +236,11 @@ pub(crate) fn row_batch(schema: &Schema) -> TokenStream {
         let table = &e.persistence.as_ref().expect("stored").table.value;
         quote!((#table, self::#m::write_rows(conn, self.#r, mode).await?))
     });
+    let copies = stored.iter().map(|e| {
+        let r = rows_ident(e);
+        let m = module_ident(e);
+        quote!(self::#m::copy_rows(self.#r))
+    });
     let counts = stored.iter().map(|e| {
         let r = rows_ident(e);
         let table = &e.persistence.as_ref().expect("stored").table.value;
@@ -283,6 +288,12 @@ pub(crate) fn row_batch(schema: &Schema) -> TokenStream {
                 ::nomnom_runtime::RowCounts(::std::vec![#(#counts),*])
             }
 
+            /// Every table's rows (parents first) in binary `COPY` form with the statements
+            /// that store them. Rows with the same unique key are merged first (last wins).
+            pub fn copy(self) -> ::std::vec::Vec<::nomnom_runtime::TableCopy> {
+                ::std::vec![#(#copies),*]
+            }
+
             /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
             /// returns rows written per table. Rows with the same unique key are merged first
             /// (last wins).
@@ -306,6 +317,7 @@ pub(crate) fn row_batch(schema: &Schema) -> TokenStream {
 pub(crate) fn write_rows_fn(e: &EntityDef) -> TokenStream {
     let p = e.persistence.as_ref().expect("stored");
     let t = type_ident(e);
+    let table_name = &p.table.value;
     let unicity: Vec<&str> = p.unicity_fields.iter().map(|u| u.value.as_str()).collect();
     let key_fields: Vec<Ident> = unicity.iter().map(|u| field_ident(u)).collect();
     let keep_latest = p.on_conflict == OnConflict::Update;
@@ -409,6 +421,82 @@ pub(crate) fn write_rows_fn(e: &EntityDef) -> TokenStream {
             sql.push(format!("WHERE {winner}"));
         }
     }
+    // Binary COPY: straight into the table, or (with a unique key) into a staging table that
+    // the same ON CONFLICT clause merges from.
+    let table_q = quote_ident(&p.table.value);
+    let stage_q = quote_ident(&format!("_nomnom_stage_{}", p.table.value));
+    let copy_sql = sql_lines(&wrapped(
+        &format!("COPY {table_q} ("),
+        &columns,
+        ") FROM STDIN (FORMAT binary)",
+    ));
+    let copy_consts = if unicity.is_empty() {
+        quote!()
+    } else {
+        let stage_sql = sql_lines(
+            &[
+                vec![format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {stage_q} ON COMMIT DELETE ROWS AS"
+                )],
+                wrapped(
+                    "SELECT ",
+                    &columns,
+                    &format!(" FROM {table_q} WITH NO DATA"),
+                ),
+            ]
+            .concat(),
+        );
+        let stage_copy_sql = sql_lines(&wrapped(
+            &format!("COPY {stage_q} ("),
+            &columns,
+            ") FROM STDIN (FORMAT binary)",
+        ));
+        let mut merge = wrapped(&format!("INSERT INTO {table_q} AS t ("), &columns, ")");
+        merge.extend(wrapped("SELECT ", &columns, &format!(" FROM {stage_q}")));
+        merge.extend(
+            sql[sql
+                .iter()
+                .position(|l| l.starts_with("ON CONFLICT"))
+                .unwrap_or(sql.len())..]
+                .iter()
+                .cloned(),
+        );
+        let merge_sql = sql_lines(&merge);
+        quote! {
+            /// Creates the temporary staging table of upserts by `COPY` (emptied at commit).
+            pub const STAGE_SQL: &str = #stage_sql;
+            /// `COPY` into the staging table.
+            pub const STAGE_COPY_SQL: &str = #stage_copy_sql;
+            /// The upsert from the staging table (the same `ON CONFLICT` rule as `UPSERT_SQL`).
+            pub const MERGE_SQL: &str = #merge_sql;
+        }
+    };
+    let (stage, stage_copy, merge) = if unicity.is_empty() {
+        (
+            quote!(::std::option::Option::None),
+            quote!(::std::option::Option::None),
+            quote!(::std::option::Option::None),
+        )
+    } else {
+        (
+            quote!(::std::option::Option::Some(STAGE_SQL)),
+            quote!(::std::option::Option::Some(STAGE_COPY_SQL)),
+            quote!(::std::option::Option::Some(MERGE_SQL)),
+        )
+    };
+    let field_count = (columns.len()) as i16;
+    let copy_fields = fields.iter().map(|f| {
+        let id = field_ident(&f.name.value);
+        quote!(out.field(&r.#id);)
+    });
+    let copy_order = if ordered {
+        quote! {
+            out.field(&o.position.sequence);
+            out.field(&o.position.epoch);
+        }
+    } else {
+        quote!()
+    };
     // Without a unique key there is nothing to conflict on: both modes are the plain insert.
     let (upsert_const, statement) = if unicity.is_empty() {
         (
@@ -484,6 +572,35 @@ pub(crate) fn write_rows_fn(e: &EntityDef) -> TokenStream {
         pub const INSERT_SQL: &str = #insert_sql;
 
         #upsert_const
+
+        /// `COPY` of this table's rows (binary format).
+        pub const COPY_SQL: &str = #copy_sql;
+
+        #copy_consts
+
+        /// `(row, message position)` pairs in binary `COPY` form, rows with the same unique key
+        /// merged first (last wins), with the statements that store them.
+        pub fn copy_rows #lifetime(
+            rows: ::std::vec::Vec<(& #row_lifetime #t, ::nomnom_runtime::Origin)>,
+        ) -> ::nomnom_runtime::TableCopy {
+            #dedup
+            let mut out = ::nomnom_runtime::pg::CopyRows::with_capacity(rows.len() * 128);
+            for (r, o) in &rows {
+                out.row(#field_count);
+                #(#copy_fields)*
+                out.field(&o.message_id);
+                #copy_order
+            }
+            ::nomnom_runtime::TableCopy {
+                table: #table_name,
+                copy_sql: COPY_SQL,
+                stage_sql: #stage,
+                stage_copy_sql: #stage_copy,
+                merge_sql: #merge,
+                rows: out.rows(),
+                data: out.finish(),
+            }
+        }
 
         /// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
         /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides

@@ -372,6 +372,11 @@ pub struct Database {
 }
 
 impl Database {
+    /// Where and how to connect.
+    pub fn target(&self) -> &PgTarget {
+        &self.target
+    }
+
     /// Parses a URL or key=value connection string (see [`parse_config`]).
     pub fn parse(database_url: &str) -> Result<Self, DbError> {
         Ok(Self {

@@ -72,6 +72,17 @@ pub enum DbError {
         /// The server's code for it, read off the connection.
         sqlstate: Option<SqlState>,
     },
+    /// A statement on a tokio-postgres client (bulk `COPY` writes) failed.
+    #[error("database statement{}: {message}", sqlstate.map(|s| format!(" (SQLSTATE {s})")).unwrap_or_default())]
+    Statement {
+        /// The server's message, or the client's.
+        message: String,
+        /// The server's code, when it sent one.
+        sqlstate: Option<SqlState>,
+    },
+    /// A value could not be put in PostgreSQL's binary form (the parsers admit none such).
+    #[error("a value cannot be encoded for PostgreSQL: {0}")]
+    Encode(String),
     /// Running the embedded migrations failed.
     #[error("database migration: {0}")]
     Migration(String),
@@ -120,7 +131,9 @@ impl DbError {
     /// The server's SQLSTATE, when the error came with one.
     pub fn sqlstate(&self) -> Option<SqlState> {
         match self {
-            DbError::Connection { sqlstate, .. } | DbError::Query { sqlstate, .. } => *sqlstate,
+            DbError::Connection { sqlstate, .. }
+            | DbError::Query { sqlstate, .. }
+            | DbError::Statement { sqlstate, .. } => *sqlstate,
             _ => None,
         }
     }
@@ -143,7 +156,8 @@ impl DbError {
             return classify_sqlstate(code);
         }
         match self {
-            DbError::Connection { .. } => FaultKind::Transient,
+            DbError::Connection { .. } | DbError::Statement { .. } => FaultKind::Transient,
+            DbError::Encode(_) => FaultKind::Data,
             DbError::Migration(_) | DbError::Schema(_) => FaultKind::Transient,
             DbError::Query { source, .. } => match source {
                 diesel::result::Error::DatabaseError(

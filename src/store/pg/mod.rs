@@ -1,12 +1,14 @@
 //! PostgreSQL, the shipped [`Store`]: rows and `message_status` rows in one transaction per
 //! batch, dead letters in `dead_letters`, errors classified by SQLSTATE.
 //!
-//! `connect` (connections with an SQLSTATE tap, the pool, the target parsed once), `tls`
+//! `connect` (connections with an SQLSTATE tap, the pool, the target parsed once), `copy`
+//! (chunks written with binary `COPY`), `tls`
 //! (`sslmode`), `schema` (migrations and preparation), `evolve` (entity tables against the
 //! YAML), `write` (the statements), `read` (what the console reads), `error` (classification), `config` (`DATABASE_URL`).
 
 pub mod config;
 pub mod connect;
+pub mod copy;
 pub mod error;
 pub mod evolve;
 pub mod read;
@@ -58,6 +60,9 @@ pub struct PgStore {
     database: Database,
     pool: DbPool,
     first: Arc<InsertFirst>,
+    /// Clients of chunk writes (`COPY`), and their own insert-first state.
+    copy: Arc<copy::CopyClients>,
+    copy_first: Arc<InsertFirst>,
 }
 
 impl PgStore {
@@ -65,8 +70,10 @@ impl PgStore {
     pub fn new(database: Database, pool_size: usize) -> Result<Self, DbError> {
         Ok(Self {
             pool: database.pool(pool_size)?,
+            copy: Arc::new(copy::CopyClients::new(database.target().clone())),
             database,
             first: Default::default(),
+            copy_first: Default::default(),
         })
     }
 
@@ -91,8 +98,26 @@ impl Store for PgStore {
         messages: &'a [PendingWrite<'a>],
     ) -> StoreFuture<'a, WriteOutcome> {
         Box::pin(async move {
-            let mut conn = connection(&self.pool).await?;
-            Ok(write_messages(&mut conn, messages, &self.first).await?)
+            // Chunks go by `COPY` over a client of their own; messages by diesel. Each in its
+            // own transaction: every message and chunk is atomic with its status rows either
+            // way, and a write retried after either failed skips what the other committed.
+            let (chunks, singles): (Vec<PendingWrite<'_>>, Vec<PendingWrite<'_>>) = messages
+                .iter()
+                .partition(|m| matches!(m.content, crate::store::Content::Chunk(_)));
+            let mut outcome = WriteOutcome::default();
+            if !singles.is_empty() {
+                let mut conn = connection(&self.pool).await?;
+                outcome = write_messages(&mut conn, &singles, &self.first).await?;
+            }
+            if !chunks.is_empty() {
+                let copied = copy::write_chunks(&self.copy, &chunks, &self.copy_first).await?;
+                outcome.written.extend(copied.written);
+                outcome.already_processed.extend(copied.already_processed);
+                outcome.members_written += copied.members_written;
+                outcome.members_already += copied.members_already;
+                outcome.rows.0.extend(copied.rows.0);
+            }
+            Ok(outcome)
         })
     }
 

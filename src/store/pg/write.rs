@@ -33,26 +33,26 @@ macro_rules! insert_status_sql {
 }
 
 /// Status rows of a batch believed new: fails with `unique_violation` if any message has one.
-const INSERT_STATUS_SQL: &str = insert_status_sql!();
+pub(super) const INSERT_STATUS_SQL: &str = insert_status_sql!();
 
 /// Status rows of a batch; the ids it returns are the messages not seen before.
-const UPSERT_STATUS_SQL: &str = concat!(
+pub(super) const UPSERT_STATUS_SQL: &str = concat!(
     insert_status_sql!(),
     " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
 );
 
 /// Serialises writes of the same chunks (a redelivery racing the first delivery): the key
 /// space `CHUNK_LOCK_CLASS` of two-int advisory locks, one key per chunk, taken in order.
-const LOCK_CHUNKS_SQL: &str =
+pub(super) const LOCK_CHUNKS_SQL: &str =
     "SELECT pg_advisory_xact_lock(1852796014, k) FROM unnest($1::integer[]) AS k";
 
 /// The status rows within each chunk's ids (`lo`..`hi`): what earlier deliveries covered.
-const CHUNK_STATUS_SQL: &str = "SELECT s.message_id, COALESCE(s.members, 1) AS members \
+pub(super) const CHUNK_STATUS_SQL: &str = "SELECT s.message_id, COALESCE(s.members, 1) AS members \
      FROM unnest($1::uuid[], $2::uuid[]) AS c(lo, hi) \
      JOIN message_status s ON s.message_id BETWEEN c.lo AND c.hi";
 
 /// `unique_violation`: a plain insert met an existing key.
-const UNIQUE_VIOLATION: &str = "23505";
+pub(super) const UNIQUE_VIOLATION: &str = "23505";
 
 /// Longest run of batches written with upserts after plain inserts met existing keys.
 const MAX_UPSERT_RUN: u32 = 1024;
@@ -98,30 +98,30 @@ impl InsertFirst {
     }
 
     /// A plain insert met an existing key: upserts for a longer run.
-    fn conflicted(&self) {
+    pub(super) fn conflicted(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let run = (state.1 * 2).clamp(8, MAX_UPSERT_RUN);
         *state = (run, run);
     }
 
     /// A plain insert went through: the next run, if any, is shorter.
-    fn inserted(&self) {
+    pub(super) fn inserted(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.1 /= 2;
     }
 }
 
 /// What one status row stands for: a message, or a run of consecutive members of a chunk.
-struct Unit<'a> {
+pub(super) struct Unit<'a> {
     /// The message's id, or the run's first member's.
-    id: Uuid,
+    pub(super) id: Uuid,
     /// Which pending write it comes from.
-    write: usize,
-    entity: &'a str,
-    received_at: DateTime<Utc>,
-    attempts: i32,
+    pub(super) write: usize,
+    pub(super) entity: &'a str,
+    pub(super) received_at: DateTime<Utc>,
+    pub(super) attempts: i32,
     /// The run's members (`None`: the write's one message).
-    run: Option<&'a [ChunkMember]>,
+    pub(super) run: Option<&'a [ChunkMember]>,
 }
 
 impl Unit<'_> {
@@ -135,17 +135,17 @@ impl Unit<'_> {
 }
 
 /// The status-row columns of a batch, one array per column.
-struct StatusColumns<'a> {
-    ids: Vec<Uuid>,
-    entities: Vec<&'a str>,
-    received: Vec<DateTime<Utc>>,
-    row_counts: Vec<i32>,
-    attempts: Vec<i32>,
-    members: Vec<Option<i32>>,
+pub(super) struct StatusColumns<'a> {
+    pub(super) ids: Vec<Uuid>,
+    pub(super) entities: Vec<&'a str>,
+    pub(super) received: Vec<DateTime<Utc>>,
+    pub(super) row_counts: Vec<i32>,
+    pub(super) attempts: Vec<i32>,
+    pub(super) members: Vec<Option<i32>>,
 }
 
 impl<'a> StatusColumns<'a> {
-    fn of(units: &[Unit<'a>], writes: &[PendingWrite<'_>]) -> Self {
+    pub(super) fn of(units: &[Unit<'a>], writes: &[PendingWrite<'_>]) -> Self {
         Self {
             ids: units.iter().map(|u| u.id).collect(),
             entities: units.iter().map(|u| u.entity).collect(),
@@ -218,55 +218,48 @@ fn chunk_lock_key(id: &Uuid) -> i32 {
     i32::from_be_bytes([b[0] ^ b[10], b[1] ^ b[11], b[2] ^ b[12], b[3] ^ b[13]])
 }
 
-/// The units of the writes: each message, and each run of a chunk's members that no status row
-/// covers yet (read under the chunks' locks, in the transaction). Returns them with the members
-/// already covered.
-async fn units<'a>(
-    conn: &mut AsyncPgConnection,
-    messages: &'a [PendingWrite<'a>],
-) -> Result<(Vec<Unit<'a>>, u64), DbError> {
-    let mut units = Vec::with_capacity(messages.len());
-    let chunks: Vec<(usize, &'a [ChunkMember])> = messages
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| match m.content {
-            Content::Chunk(members) => Some((i, members)),
-            Content::Message(_) => None,
-        })
-        .collect();
-    let mut covered: HashSet<Uuid> = HashSet::new();
-    if !chunks.is_empty() {
-        let mut keys: Vec<i32> = chunks
+/// The chunks among the writes: their lock keys (sorted, once each) and the first and last
+/// id each can have, for [`LOCK_CHUNKS_SQL`] and [`CHUNK_STATUS_SQL`].
+pub(super) struct ChunkIds {
+    pub(super) keys: Vec<i32>,
+    pub(super) lo: Vec<Uuid>,
+    pub(super) hi: Vec<Uuid>,
+}
+
+impl ChunkIds {
+    pub(super) fn of(messages: &[PendingWrite<'_>]) -> Self {
+        let lo: Vec<Uuid> = messages
             .iter()
-            .map(|(i, _)| chunk_lock_key(&messages[*i].message_id))
+            .filter(|m| matches!(m.content, Content::Chunk(_)))
+            .map(|m| m.message_id)
             .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        diesel::sql_query(LOCK_CHUNKS_SQL)
-            .bind::<Array<Integer>, _>(&keys)
-            .execute(conn)
-            .await?;
-        let lo: Vec<Uuid> = chunks
-            .iter()
-            .map(|(i, _)| messages[*i].message_id)
-            .collect();
-        let hi: Vec<Uuid> = lo
+        let hi = lo
             .iter()
             .map(|id| chunk_member_id(id, MAX_CHUNK_MEMBERS - 1))
             .collect();
-        let runs: Vec<CoveredRun> = diesel::sql_query(CHUNK_STATUS_SQL)
-            .bind::<Array<sql_types::Uuid>, _>(&lo)
-            .bind::<Array<sql_types::Uuid>, _>(&hi)
-            .load(conn)
-            .await?;
-        for run in runs {
-            let (chunk, first) = chunk_of(&run.message_id);
-            let count = usize::try_from(run.members).unwrap_or(0);
-            for index in first..(first + count).min(MAX_CHUNK_MEMBERS) {
-                covered.insert(chunk_member_id(&chunk, index));
-            }
+        let mut keys: Vec<i32> = lo.iter().map(chunk_lock_key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Self { keys, lo, hi }
+    }
+}
+
+/// The units of the writes: each message, and each run of a chunk's members that no status row
+/// of `runs` (what [`CHUNK_STATUS_SQL`] found) covers yet. Returns them with the members
+/// already covered.
+pub(super) fn plan_units<'a>(
+    messages: &'a [PendingWrite<'a>],
+    runs: impl IntoIterator<Item = (Uuid, i32)>,
+) -> (Vec<Unit<'a>>, u64) {
+    let mut covered: HashSet<Uuid> = HashSet::new();
+    for (id, members) in runs {
+        let (chunk, first) = chunk_of(&id);
+        let count = usize::try_from(members).unwrap_or(0);
+        for index in first..(first + count).min(MAX_CHUNK_MEMBERS) {
+            covered.insert(chunk_member_id(&chunk, index));
         }
     }
+    let mut units = Vec::with_capacity(messages.len());
     let mut already = 0u64;
     let mut seen_chunks: HashSet<Uuid> = HashSet::new();
     for (i, m) in messages.iter().enumerate() {
@@ -316,7 +309,29 @@ async fn units<'a>(
             start = end;
         }
     }
-    Ok((units, already))
+    (units, already)
+}
+
+/// [`plan_units`] over the status rows read now, under the chunks' locks (in the transaction).
+async fn units<'a>(
+    conn: &mut AsyncPgConnection,
+    messages: &'a [PendingWrite<'a>],
+) -> Result<(Vec<Unit<'a>>, u64), DbError> {
+    let ids = ChunkIds::of(messages);
+    let mut runs = Vec::new();
+    if !ids.lo.is_empty() {
+        diesel::sql_query(LOCK_CHUNKS_SQL)
+            .bind::<Array<Integer>, _>(&ids.keys)
+            .execute(conn)
+            .await?;
+        let found: Vec<CoveredRun> = diesel::sql_query(CHUNK_STATUS_SQL)
+            .bind::<Array<sql_types::Uuid>, _>(&ids.lo)
+            .bind::<Array<sql_types::Uuid>, _>(&ids.hi)
+            .load(conn)
+            .await?;
+        runs.extend(found.into_iter().map(|r| (r.message_id, r.members)));
+    }
+    Ok(plan_units(messages, runs))
 }
 
 /// One transaction: status rows of every unit, then the rows of the units — all of them with

@@ -114,6 +114,69 @@ ON CONFLICT ("shipment_code", "label") DO UPDATE SET
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// `COPY` of this table's rows (binary format).
+pub const COPY_SQL: &str = r#"COPY "packages" ("shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at",
+    "dims", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch") FROM STDIN (FORMAT binary)"#;
+/// Creates the temporary staging table of upserts by `COPY` (emptied at commit).
+pub const STAGE_SQL: &str = r#"CREATE TEMP TABLE IF NOT EXISTS "_nomnom_stage_packages" ON COMMIT DELETE ROWS AS
+SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch" FROM "packages" WITH NO DATA"#;
+/// `COPY` into the staging table.
+pub const STAGE_COPY_SQL: &str = r#"COPY "_nomnom_stage_packages" ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
+    "handled_at", "dims", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch") FROM STDIN (FORMAT binary)"#;
+/// The upsert from the staging table (the same `ON CONFLICT` rule as `UPSERT_SQL`).
+pub const MERGE_SQL: &str = r#"INSERT INTO "packages" AS t ("shipment_code", "label", "carrier", "source", "priority", "cutoff",
+    "handled_at", "dims", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
+SELECT "shipment_code", "label", "carrier", "source", "priority", "cutoff", "handled_at", "dims",
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch" FROM "_nomnom_stage_packages"
+ON CONFLICT ("shipment_code", "label") DO UPDATE SET
+  "carrier" = EXCLUDED."carrier",
+  "source" = EXCLUDED."source",
+  "priority" = EXCLUDED."priority",
+  "cutoff" = EXCLUDED."cutoff",
+  "handled_at" = EXCLUDED."handled_at",
+  "dims" = EXCLUDED."dims",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// `(row, message position)` pairs in binary `COPY` form, rows with the same unique key
+/// merged first (last wins), with the statements that store them.
+pub fn copy_rows<'a>(
+    rows: ::std::vec::Vec<(&'a Package, ::nomnom_runtime::Origin)>,
+) -> ::nomnom_runtime::TableCopy {
+    let rows = ::nomnom_runtime::__private::dedup_latest(
+        rows,
+        true,
+        |r| (&r.shipment_code, &r.label),
+        |_: &'a Package| (),
+    );
+    let mut out = ::nomnom_runtime::pg::CopyRows::with_capacity(rows.len() * 128);
+    for (r, o) in &rows {
+        out.row(11i16);
+        out.field(&r.shipment_code);
+        out.field(&r.label);
+        out.field(&r.carrier);
+        out.field(&r.source);
+        out.field(&r.priority);
+        out.field(&r.cutoff);
+        out.field(&r.handled_at);
+        out.field(&r.dims);
+        out.field(&o.message_id);
+        out.field(&o.position.sequence);
+        out.field(&o.position.epoch);
+    }
+    ::nomnom_runtime::TableCopy {
+        table: "packages",
+        copy_sql: COPY_SQL,
+        stage_sql: ::std::option::Option::Some(STAGE_SQL),
+        stage_copy_sql: ::std::option::Option::Some(STAGE_COPY_SQL),
+        merge_sql: ::std::option::Option::Some(MERGE_SQL),
+        rows: out.rows(),
+        data: out.finish(),
+    }
+}
 /// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
 /// (see `on_conflict` and `order_by`). Returns rows affected.

@@ -54,6 +54,31 @@ pub const INSERT_SQL: &str = r#"INSERT INTO "package_items" AS t ("label", "sku"
 SELECT "label", "sku", "qty", "_nomnom_message_id"
 FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[])
   AS u("label", "sku", "qty", "_nomnom_message_id")"#;
+/// `COPY` of this table's rows (binary format).
+pub const COPY_SQL: &str = r#"COPY "package_items" ("label", "sku", "qty", "_nomnom_message_id") FROM STDIN (FORMAT binary)"#;
+/// `(row, message position)` pairs in binary `COPY` form, rows with the same unique key
+/// merged first (last wins), with the statements that store them.
+pub fn copy_rows(
+    rows: ::std::vec::Vec<(&PackageItem, ::nomnom_runtime::Origin)>,
+) -> ::nomnom_runtime::TableCopy {
+    let mut out = ::nomnom_runtime::pg::CopyRows::with_capacity(rows.len() * 128);
+    for (r, o) in &rows {
+        out.row(4i16);
+        out.field(&r.label);
+        out.field(&r.sku);
+        out.field(&r.qty);
+        out.field(&o.message_id);
+    }
+    ::nomnom_runtime::TableCopy {
+        table: "package_items",
+        copy_sql: COPY_SQL,
+        stage_sql: ::std::option::Option::None,
+        stage_copy_sql: ::std::option::Option::None,
+        merge_sql: ::std::option::Option::None,
+        rows: out.rows(),
+        data: out.finish(),
+    }
+}
 /// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
 /// (see `on_conflict` and `order_by`). Returns rows affected.

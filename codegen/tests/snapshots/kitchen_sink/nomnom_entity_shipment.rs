@@ -464,6 +464,86 @@ ON CONFLICT ("id_code") DO UPDATE SET
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) > (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// `COPY` of this table's rows (binary format).
+pub const COPY_SQL: &str = r#"COPY "shipments" ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags", "carrier",
+    "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch") FROM STDIN (FORMAT binary)"#;
+/// Creates the temporary staging table of upserts by `COPY` (emptied at commit).
+pub const STAGE_SQL: &str = r#"CREATE TEMP TABLE IF NOT EXISTS "_nomnom_stage_shipments" ON COMMIT DELETE ROWS AS
+SELECT "id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags", "carrier",
+    "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch" FROM "shipments" WITH NO DATA"#;
+/// `COPY` into the staging table.
+pub const STAGE_COPY_SQL: &str = r#"COPY "_nomnom_stage_shipments" ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
+    "tags", "carrier", "fallback_carrier", "pickup_time", "label_png", "signature", "match",
+    "origin_city", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch") FROM STDIN (FORMAT binary)"#;
+/// The upsert from the staging table (the same `ON CONFLICT` rule as `UPSERT_SQL`).
+pub const MERGE_SQL: &str = r#"INSERT INTO "shipments" AS t ("id_code", "shipped_at", "weight", "pieces", "fragile", "meta",
+    "tags", "carrier", "fallback_carrier", "pickup_time", "label_png", "signature", "match",
+    "origin_city", "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")
+SELECT "id_code", "shipped_at", "weight", "pieces", "fragile", "meta", "tags", "carrier",
+    "fallback_carrier", "pickup_time", "label_png", "signature", "match", "origin_city",
+    "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch" FROM "_nomnom_stage_shipments"
+ON CONFLICT ("id_code") DO UPDATE SET
+  "shipped_at" = EXCLUDED."shipped_at",
+  "weight" = EXCLUDED."weight",
+  "pieces" = EXCLUDED."pieces",
+  "fragile" = EXCLUDED."fragile",
+  "meta" = EXCLUDED."meta",
+  "tags" = EXCLUDED."tags",
+  "carrier" = EXCLUDED."carrier",
+  "fallback_carrier" = EXCLUDED."fallback_carrier",
+  "pickup_time" = EXCLUDED."pickup_time",
+  "label_png" = EXCLUDED."label_png",
+  "signature" = EXCLUDED."signature",
+  "match" = EXCLUDED."match",
+  "origin_city" = EXCLUDED."origin_city",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) > (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// `(row, message position)` pairs in binary `COPY` form, rows with the same unique key
+/// merged first (last wins), with the statements that store them.
+pub fn copy_rows<'a>(
+    rows: ::std::vec::Vec<(&'a Shipment, ::nomnom_runtime::Origin)>,
+) -> ::nomnom_runtime::TableCopy {
+    let rows = ::nomnom_runtime::__private::dedup_latest(
+        rows,
+        false,
+        |r| (&r.id_code,),
+        |_: &'a Shipment| (),
+    );
+    let mut out = ::nomnom_runtime::pg::CopyRows::with_capacity(rows.len() * 128);
+    for (r, o) in &rows {
+        out.row(17i16);
+        out.field(&r.id_code);
+        out.field(&r.shipped_at);
+        out.field(&r.weight);
+        out.field(&r.pieces);
+        out.field(&r.fragile);
+        out.field(&r.meta);
+        out.field(&r.tags);
+        out.field(&r.carrier);
+        out.field(&r.fallback_carrier);
+        out.field(&r.pickup_time);
+        out.field(&r.label_png);
+        out.field(&r.signature);
+        out.field(&r.r#match);
+        out.field(&r.origin_city);
+        out.field(&o.message_id);
+        out.field(&o.position.sequence);
+        out.field(&o.position.epoch);
+    }
+    ::nomnom_runtime::TableCopy {
+        table: "shipments",
+        copy_sql: COPY_SQL,
+        stage_sql: ::std::option::Option::Some(STAGE_SQL),
+        stage_copy_sql: ::std::option::Option::Some(STAGE_COPY_SQL),
+        merge_sql: ::std::option::Option::Some(MERGE_SQL),
+        rows: out.rows(),
+        data: out.finish(),
+    }
+}
 /// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
 /// (see `on_conflict` and `order_by`). Returns rows affected.

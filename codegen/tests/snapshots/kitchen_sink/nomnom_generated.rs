@@ -782,6 +782,16 @@ impl<'a> RowBatch<'a> {
             ],
         )
     }
+    /// Every table's rows (parents first) in binary `COPY` form with the statements
+    /// that store them. Rows with the same unique key are merged first (last wins).
+    pub fn copy(self) -> ::std::vec::Vec<::nomnom_runtime::TableCopy> {
+        ::std::vec![
+            self::shipment::copy_rows(self.shipment), self::package::copy_rows(self
+            .package), self::package_item::copy_rows(self.package_item),
+            self::reading::copy_rows(self.reading), self::quote::copy_rows(self.quote),
+            self::level::copy_rows(self.level)
+        ]
+    }
     /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
     /// returns rows written per table. Rows with the same unique key are merged first
     /// (last wins).

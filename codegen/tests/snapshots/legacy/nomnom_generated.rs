@@ -266,6 +266,11 @@ impl<'a> RowBatch<'a> {
     pub fn counts(&self) -> ::nomnom_runtime::RowCounts {
         ::nomnom_runtime::RowCounts(::std::vec![("events", self.event.len())])
     }
+    /// Every table's rows (parents first) in binary `COPY` form with the statements
+    /// that store them. Rows with the same unique key are merged first (last wins).
+    pub fn copy(self) -> ::std::vec::Vec<::nomnom_runtime::TableCopy> {
+        ::std::vec![self::event::copy_rows(self.event)]
+    }
     /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
     /// returns rows written per table. Rows with the same unique key are merged first
     /// (last wins).

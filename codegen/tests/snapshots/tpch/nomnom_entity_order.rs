@@ -406,6 +406,76 @@ ON CONFLICT ("order_key") DO UPDATE SET
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// `COPY` of this table's rows (binary format).
+pub const COPY_SQL: &str = r#"COPY "orders" ("order_key", "customer_key", "order_status", "total_price", "order_date",
+    "order_priority", "clerk", "ship_priority", "comment", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch") FROM STDIN (FORMAT binary)"#;
+/// Creates the temporary staging table of upserts by `COPY` (emptied at commit).
+pub const STAGE_SQL: &str = r#"CREATE TEMP TABLE IF NOT EXISTS "_nomnom_stage_orders" ON COMMIT DELETE ROWS AS
+SELECT "order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
+    "clerk", "ship_priority", "comment", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch" FROM "orders" WITH NO DATA"#;
+/// `COPY` into the staging table.
+pub const STAGE_COPY_SQL: &str = r#"COPY "_nomnom_stage_orders" ("order_key", "customer_key", "order_status", "total_price",
+    "order_date", "order_priority", "clerk", "ship_priority", "comment", "_nomnom_message_id",
+    "_nomnom_seq", "_nomnom_epoch") FROM STDIN (FORMAT binary)"#;
+/// The upsert from the staging table (the same `ON CONFLICT` rule as `UPSERT_SQL`).
+pub const MERGE_SQL: &str = r#"INSERT INTO "orders" AS t ("order_key", "customer_key", "order_status", "total_price", "order_date",
+    "order_priority", "clerk", "ship_priority", "comment", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
+SELECT "order_key", "customer_key", "order_status", "total_price", "order_date", "order_priority",
+    "clerk", "ship_priority", "comment", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch" FROM "_nomnom_stage_orders"
+ON CONFLICT ("order_key") DO UPDATE SET
+  "customer_key" = EXCLUDED."customer_key",
+  "order_status" = EXCLUDED."order_status",
+  "total_price" = EXCLUDED."total_price",
+  "order_date" = EXCLUDED."order_date",
+  "order_priority" = EXCLUDED."order_priority",
+  "clerk" = EXCLUDED."clerk",
+  "ship_priority" = EXCLUDED."ship_priority",
+  "comment" = EXCLUDED."comment",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// `(row, message position)` pairs in binary `COPY` form, rows with the same unique key
+/// merged first (last wins), with the statements that store them.
+pub fn copy_rows<'a>(
+    rows: ::std::vec::Vec<(&'a Order, ::nomnom_runtime::Origin)>,
+) -> ::nomnom_runtime::TableCopy {
+    let rows = ::nomnom_runtime::__private::dedup_latest(
+        rows,
+        true,
+        |r| (&r.order_key,),
+        |_: &'a Order| (),
+    );
+    let mut out = ::nomnom_runtime::pg::CopyRows::with_capacity(rows.len() * 128);
+    for (r, o) in &rows {
+        out.row(12i16);
+        out.field(&r.order_key);
+        out.field(&r.customer_key);
+        out.field(&r.order_status);
+        out.field(&r.total_price);
+        out.field(&r.order_date);
+        out.field(&r.order_priority);
+        out.field(&r.clerk);
+        out.field(&r.ship_priority);
+        out.field(&r.comment);
+        out.field(&o.message_id);
+        out.field(&o.position.sequence);
+        out.field(&o.position.epoch);
+    }
+    ::nomnom_runtime::TableCopy {
+        table: "orders",
+        copy_sql: COPY_SQL,
+        stage_sql: ::std::option::Option::Some(STAGE_SQL),
+        stage_copy_sql: ::std::option::Option::Some(STAGE_COPY_SQL),
+        merge_sql: ::std::option::Option::Some(MERGE_SQL),
+        rows: out.rows(),
+        data: out.finish(),
+    }
+}
 /// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
 /// (see `on_conflict` and `order_by`). Returns rows affected.

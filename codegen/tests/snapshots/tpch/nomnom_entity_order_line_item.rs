@@ -278,6 +278,90 @@ ON CONFLICT ("order_key", "line_number") DO UPDATE SET
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// `COPY` of this table's rows (binary format).
+pub const COPY_SQL: &str = r#"COPY "order_line_items" ("order_key", "line_number", "part_key", "supplier_key", "quantity",
+    "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date",
+    "receipt_date", "ship_mode", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch") FROM STDIN (FORMAT binary)"#;
+/// Creates the temporary staging table of upserts by `COPY` (emptied at commit).
+pub const STAGE_SQL: &str = r#"CREATE TEMP TABLE IF NOT EXISTS "_nomnom_stage_order_line_items" ON COMMIT DELETE ROWS AS
+SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
+    "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
+    "ship_mode", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch" FROM "order_line_items" WITH NO DATA"#;
+/// `COPY` into the staging table.
+pub const STAGE_COPY_SQL: &str = r#"COPY "_nomnom_stage_order_line_items" ("order_key", "line_number", "part_key", "supplier_key",
+    "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
+    "commit_date", "receipt_date", "ship_mode", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch") FROM STDIN (FORMAT binary)"#;
+/// The upsert from the staging table (the same `ON CONFLICT` rule as `UPSERT_SQL`).
+pub const MERGE_SQL: &str = r#"INSERT INTO "order_line_items" AS t ("order_key", "line_number", "part_key", "supplier_key",
+    "quantity", "extended_price", "discount", "tax", "return_flag", "line_status", "ship_date",
+    "commit_date", "receipt_date", "ship_mode", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch")
+SELECT "order_key", "line_number", "part_key", "supplier_key", "quantity", "extended_price",
+    "discount", "tax", "return_flag", "line_status", "ship_date", "commit_date", "receipt_date",
+    "ship_mode", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch" FROM "_nomnom_stage_order_line_items"
+ON CONFLICT ("order_key", "line_number") DO UPDATE SET
+  "part_key" = EXCLUDED."part_key",
+  "supplier_key" = EXCLUDED."supplier_key",
+  "quantity" = EXCLUDED."quantity",
+  "extended_price" = EXCLUDED."extended_price",
+  "discount" = EXCLUDED."discount",
+  "tax" = EXCLUDED."tax",
+  "return_flag" = EXCLUDED."return_flag",
+  "line_status" = EXCLUDED."line_status",
+  "ship_date" = EXCLUDED."ship_date",
+  "commit_date" = EXCLUDED."commit_date",
+  "receipt_date" = EXCLUDED."receipt_date",
+  "ship_mode" = EXCLUDED."ship_mode",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// `(row, message position)` pairs in binary `COPY` form, rows with the same unique key
+/// merged first (last wins), with the statements that store them.
+pub fn copy_rows<'a>(
+    rows: ::std::vec::Vec<(&'a OrderLineItem, ::nomnom_runtime::Origin)>,
+) -> ::nomnom_runtime::TableCopy {
+    let rows = ::nomnom_runtime::__private::dedup_latest(
+        rows,
+        true,
+        |r| (&r.order_key, &r.line_number),
+        |_: &'a OrderLineItem| (),
+    );
+    let mut out = ::nomnom_runtime::pg::CopyRows::with_capacity(rows.len() * 128);
+    for (r, o) in &rows {
+        out.row(17i16);
+        out.field(&r.order_key);
+        out.field(&r.line_number);
+        out.field(&r.part_key);
+        out.field(&r.supplier_key);
+        out.field(&r.quantity);
+        out.field(&r.extended_price);
+        out.field(&r.discount);
+        out.field(&r.tax);
+        out.field(&r.return_flag);
+        out.field(&r.line_status);
+        out.field(&r.ship_date);
+        out.field(&r.commit_date);
+        out.field(&r.receipt_date);
+        out.field(&r.ship_mode);
+        out.field(&o.message_id);
+        out.field(&o.position.sequence);
+        out.field(&o.position.epoch);
+    }
+    ::nomnom_runtime::TableCopy {
+        table: "order_line_items",
+        copy_sql: COPY_SQL,
+        stage_sql: ::std::option::Option::Some(STAGE_SQL),
+        stage_copy_sql: ::std::option::Option::Some(STAGE_COPY_SQL),
+        merge_sql: ::std::option::Option::Some(MERGE_SQL),
+        rows: out.rows(),
+        data: out.finish(),
+    }
+}
 /// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
 /// (see `on_conflict` and `order_by`). Returns rows affected.

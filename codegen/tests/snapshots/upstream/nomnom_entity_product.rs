@@ -185,6 +185,61 @@ ON CONFLICT ("part_key") DO UPDATE SET
   "_nomnom_seq" = EXCLUDED."_nomnom_seq",
   "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
 WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// `COPY` of this table's rows (binary format).
+pub const COPY_SQL: &str = r#"COPY "products" ("part_key", "name", "size", "retail_price", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch") FROM STDIN (FORMAT binary)"#;
+/// Creates the temporary staging table of upserts by `COPY` (emptied at commit).
+pub const STAGE_SQL: &str = r#"CREATE TEMP TABLE IF NOT EXISTS "_nomnom_stage_products" ON COMMIT DELETE ROWS AS
+SELECT "part_key", "name", "size", "retail_price", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch" FROM "products" WITH NO DATA"#;
+/// `COPY` into the staging table.
+pub const STAGE_COPY_SQL: &str = r#"COPY "_nomnom_stage_products" ("part_key", "name", "size", "retail_price", "_nomnom_message_id",
+    "_nomnom_seq", "_nomnom_epoch") FROM STDIN (FORMAT binary)"#;
+/// The upsert from the staging table (the same `ON CONFLICT` rule as `UPSERT_SQL`).
+pub const MERGE_SQL: &str = r#"INSERT INTO "products" AS t ("part_key", "name", "size", "retail_price", "_nomnom_message_id",
+    "_nomnom_seq", "_nomnom_epoch")
+SELECT "part_key", "name", "size", "retail_price", "_nomnom_message_id", "_nomnom_seq",
+    "_nomnom_epoch" FROM "_nomnom_stage_products"
+ON CONFLICT ("part_key") DO UPDATE SET
+  "name" = EXCLUDED."name",
+  "size" = EXCLUDED."size",
+  "retail_price" = EXCLUDED."retail_price",
+  "_nomnom_message_id" = EXCLUDED."_nomnom_message_id",
+  "_nomnom_seq" = EXCLUDED."_nomnom_seq",
+  "_nomnom_epoch" = EXCLUDED."_nomnom_epoch"
+WHERE (COALESCE(t."_nomnom_epoch", 0), COALESCE(t."_nomnom_seq", 0)) <= (EXCLUDED."_nomnom_epoch", EXCLUDED."_nomnom_seq")"#;
+/// `(row, message position)` pairs in binary `COPY` form, rows with the same unique key
+/// merged first (last wins), with the statements that store them.
+pub fn copy_rows<'a>(
+    rows: ::std::vec::Vec<(&'a Product, ::nomnom_runtime::Origin)>,
+) -> ::nomnom_runtime::TableCopy {
+    let rows = ::nomnom_runtime::__private::dedup_latest(
+        rows,
+        true,
+        |r| (&r.part_key,),
+        |_: &'a Product| (),
+    );
+    let mut out = ::nomnom_runtime::pg::CopyRows::with_capacity(rows.len() * 128);
+    for (r, o) in &rows {
+        out.row(7i16);
+        out.field(&r.part_key);
+        out.field(&r.name);
+        out.field(&r.size);
+        out.field(&r.retail_price);
+        out.field(&o.message_id);
+        out.field(&o.position.sequence);
+        out.field(&o.position.epoch);
+    }
+    ::nomnom_runtime::TableCopy {
+        table: "products",
+        copy_sql: COPY_SQL,
+        stage_sql: ::std::option::Option::Some(STAGE_SQL),
+        stage_copy_sql: ::std::option::Option::Some(STAGE_COPY_SQL),
+        merge_sql: ::std::option::Option::Some(MERGE_SQL),
+        rows: out.rows(),
+        data: out.finish(),
+    }
+}
 /// Writes `(row, message position)` pairs with multi-row statements, plain inserts or
 /// upserts by `mode`; on a unique-key conflict of an upsert the message order decides
 /// (see `on_conflict` and `order_by`). Returns rows affected.

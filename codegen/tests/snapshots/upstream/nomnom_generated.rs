@@ -357,6 +357,14 @@ impl<'a> RowBatch<'a> {
             ],
         )
     }
+    /// Every table's rows (parents first) in binary `COPY` form with the statements
+    /// that store them. Rows with the same unique key are merged first (last wins).
+    pub fn copy(self) -> ::std::vec::Vec<::nomnom_runtime::TableCopy> {
+        ::std::vec![
+            self::customer::copy_rows(self.customer), self::product::copy_rows(self
+            .product)
+        ]
+    }
     /// Writes all rows (parents first), plain inserts or upserts by `mode`, and
     /// returns rows written per table. Rows with the same unique key are merged first
     /// (last wins).
