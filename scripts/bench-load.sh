@@ -23,7 +23,7 @@
 # (ROWS/4 orders), loaded the same way and timed until every line item is committed, against
 # COPY of the same line items as CSV into a plain table.
 #
-# usage: scripts/bench-load.sh [rows=1000000] [line_items=ROWS]
+# usage: [BIG_MB=1024] scripts/bench-load.sh [rows=1000000] [line_items=ROWS]
 # needs: psql, NATS on 127.0.0.1:4222, PostgreSQL on 127.0.0.1:5432 (trust auth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,9 +92,15 @@ cat "$DIR/load.out"
 while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM customers')" -lt "$ROWS" ]; do sleep 0.2; done
 STORED=$(date +%s.%N)
 WORKER_KB=$(peak_kb $WORKER)
-kill $WORKER; wait $WORKER 2>/dev/null || true; WORKER=
 PIPE_S=$(echo "$STORED - $START" | bc -l)
 LOAD_S=$(echo "$LOADED - $START" | bc -l)
+# 1b. The same command again: the database holds every chunk, so nothing is sent.
+AGAIN0=$(date +%s.%N)
+$BIN load --entity customer "$FILE" > "$DIR/again.out" 2> "$DIR/again.err" \
+  || { cat "$DIR/again.err" >&2; exit 1; }
+AGAIN_S=$(echo "$(date +%s.%N) - $AGAIN0" | bc -l)
+grep -q " 0 chunks published" "$DIR/again.out" || { cat "$DIR/again.out" >&2; exit 1; }
+kill $WORKER; wait $WORKER 2>/dev/null || true; WORKER=
 
 # 2. COPY of the same file into a table of the same columns, a bigserial id and the same unique
 #    key as `customers` (the trailing | is one more column).
@@ -203,6 +209,8 @@ printf 'pipeline: %d rows published in %.1f s, all committed after %.1f s: %.0f 
 printf 'COPY:     %d rows in %.1f s: %.0f rows/s\n' "$ROWS" "$COPY_S" "$(echo "$ROWS / $COPY_S" | bc -l)"
 printf 'ratio (pipeline rows/s / COPY rows/s): %.3f\n' "$(echo "$COPY_S / $PIPE_S" | bc -l)"
 printf 'peak RSS: loader %d MB, worker %d MB\n' $((LOADER_KB / 1024)) $((WORKER_KB / 1024))
+printf 'the same command again: %.1f s (%.0f %% of the first load), nothing sent\n' \
+  "$AGAIN_S" "$(echo "100 * $AGAIN_S / $PIPE_S" | bc -l)"
 printf 're-load, every tenth row changed: all committed after %.1f s: %.0f rows/s\n' \
   "$RELOAD_S" "$(echo "$ROWS / $RELOAD_S" | bc -l)"
 printf 'staging \\copy + INSERT ON CONFLICT of the same file: %.1f s: %.0f rows/s\n' \
@@ -217,3 +225,26 @@ printf 'line items: %d in %d orders committed after %.1f s: %.0f line items/s (%
 printf 'COPY of the same line items: %.1f s: %.0f rows/s\n' "$COPY2_S" "$(echo "$ORDERS * 4 / $COPY2_S" | bc -l)"
 printf 'ratio (pipeline line items/s / COPY rows/s): %.3f\n' "$(echo "$COPY2_S / $ITEMS_S" | bc -l)"
 printf 'peak RSS: loader %d MB, worker %d MB\n' $((LOADER2_KB / 1024)) $((WORKER2_KB / 1024))
+
+# 5. With BIG_MB set (e.g. BIG_MB=1024): a generated customer file of that many MB through
+#    `worker load` into a fresh table, with the loader's and the worker's peak RSS — the
+#    loader's memory is bounded by its settings, not by the file.
+if [ "${BIG_MB:-0}" -gt 0 ]; then
+  BIG_ROWS=$(( BIG_MB * 1024 * 1024 / 125 ))
+  awk -v n="$BIG_ROWS" 'BEGIN {
+    for (i = 1; i <= n; i++) printf "%d|Customer#%09d|addr %d|%d|25-989-741-2988|%d.56|BUILDING|regular deposits %d|\n", i, i, i, i % 25, i % 9999, i
+  }' > "$DIR/big.tbl"
+  $PG -d "$DB" -c "TRUNCATE customers, message_status"
+  $BIN > "$DIR/worker-big.log" 2>&1 & WORKER=$!
+  B0=$(date +%s.%N)
+  $BIN load --entity customer "$DIR/big.tbl" > "$DIR/big.out" 2> "$DIR/big.err" & LOADER=$!
+  BIG_LOADER_KB=$(wait_peak_kb $LOADER)
+  wait $LOADER || { cat "$DIR/big.err" >&2; exit 1; }
+  while [ "$($PG -d "$DB" -Atc 'SELECT count(*) FROM customers')" -lt "$BIG_ROWS" ]; do sleep 0.5; done
+  B1=$(date +%s.%N)
+  BIG_WORKER_KB=$(peak_kb $WORKER)
+  kill $WORKER; wait $WORKER 2>/dev/null || true; WORKER=
+  printf 'big file: %d MB, %d rows, all committed after %.1f s: %.0f rows/s; peak RSS: loader %d MB, worker %d MB\n' \
+    "$(( $(stat -c %s "$DIR/big.tbl") / 1024 / 1024 ))" "$BIG_ROWS" "$(echo "$B1 - $B0" | bc -l)" \
+    "$(echo "$BIG_ROWS / ($B1 - $B0)" | bc -l)" $((BIG_LOADER_KB / 1024)) $((BIG_WORKER_KB / 1024))
+fi

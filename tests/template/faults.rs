@@ -704,3 +704,198 @@ async fn a_request_timeout_never_hides_a_stored_message() {
     drop(nats);
     let _ = std::fs::remove_dir_all(&store);
 }
+
+/// `worker load` of a customer file while every process it needs is killed with SIGKILL once —
+/// the loader, the worker, nats-server and PostgreSQL (the postmaster and every backend) — each
+/// at a later point of the load, the loader run again (the same command) whenever it died or
+/// failed, the rest restarted: at the end the table holds every row of the file exactly once,
+/// with its values, and a last run of the command finds everything loaded. NATS and PostgreSQL
+/// are servers of this test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_survives_sigkill_of_the_loader_the_worker_nats_and_postgres() {
+    let rows: u64 = std::env::var("FAULT_LOAD_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120_000);
+    let dir = scratch_dir("load-sigkill");
+    let file = dir.join("customers.tbl");
+    {
+        use std::io::Write as _;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).expect("file"));
+        for i in 1..=rows {
+            writeln!(
+                out,
+                "{i}|Customer#{i:09}|addr {i}|{}|25-989-741-2988|{}.56|BUILDING|c {i}|",
+                i % 25,
+                i % 9999
+            )
+            .expect("write");
+        }
+    }
+    let nats_port = free_port();
+    let mut nats = NatsNode::start(
+        vec![
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            nats_port.to_string(),
+            "-js".into(),
+            "-sd".into(),
+            dir.join("nats").display().to_string(),
+        ],
+        nats_port,
+    );
+    let pg = OwnPostgres::start();
+    let db = common::TestDb::create_on(&pg.url(), "postgres").await;
+    let id = common::unique();
+    let env = |c: &mut Command| {
+        c.env("NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
+            .env("NATS_STREAM", format!("LOADKILL_{id}"))
+            .env("NATS_CONSUMER", format!("c_{id}"))
+            .env("DATABASE_URL", &db.url)
+            .env("WORKER_METRICS_PORT", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    };
+    let worker = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_worker"));
+        env(&mut c);
+        c.spawn().expect("worker binary")
+    };
+    let loader = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_worker"));
+        env(&mut c);
+        c.args(["load", "--entity", "customer"]).arg(&file);
+        c.spawn().expect("worker binary")
+    };
+    let stored = || async {
+        db.rows("SELECT count(*) FROM customers")
+            .await
+            .first()
+            .and_then(|r| r[0].as_deref()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Waits until `share` of the file is stored, running the loader again each time it ends
+    // without having loaded everything (killed, or failed while a server was down).
+    let until = |share: u64, mut load: Child| async move {
+        let start = Instant::now();
+        loop {
+            if stored().await >= rows * share / 100 {
+                return load;
+            }
+            if let Ok(Some(_)) = load.try_wait() {
+                load = loader();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "{share}% of the rows not stored within 300 s ({} stored)",
+                stored().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let begun = Instant::now();
+    let mut work = worker();
+    // The schema is the worker's to make.
+    let start = Instant::now();
+    while db.rows("SELECT to_regclass('customers') IS NOT NULL").await[0][0].as_deref() != Some("t")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no customers table"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The loader as soon as the worker has stored its first chunk: it is still publishing.
+    let mut load = until(1, loader()).await;
+    assert!(
+        matches!(load.try_wait(), Ok(None)),
+        "the loader ended before it could be killed mid-load: raise FAULT_LOAD_ROWS"
+    );
+    signal(&load, "-KILL");
+    let _ = load.wait();
+    println!(
+        "load under SIGKILL: loader killed after {:?}",
+        begun.elapsed()
+    );
+    let load = until(30, loader()).await;
+    signal(&work, "-KILL");
+    let _ = work.wait();
+    work = worker();
+    println!(
+        "load under SIGKILL: worker killed after {:?}",
+        begun.elapsed()
+    );
+    let load = until(50, load).await;
+    nats.stop("-KILL");
+    nats.spawn();
+    println!(
+        "load under SIGKILL: nats-server killed after {:?}",
+        begun.elapsed()
+    );
+    let load = until(70, load).await;
+    // PostgreSQL: the postmaster and every backend at once, then crash recovery.
+    let postmaster = std::fs::read_to_string(pg.dir.join("data/postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_string))
+        .expect("postmaster.pid");
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-P", &postmaster])
+        .status();
+    let _ = Command::new("kill").args(["-KILL", &postmaster]).status();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Their lock files name pids that may linger as zombies here (no init reaps them).
+    for stale in [
+        "data/postmaster.pid".to_string(),
+        format!(".s.PGSQL.{}.lock", pg.port),
+        format!(".s.PGSQL.{}", pg.port),
+    ] {
+        let _ = std::fs::remove_file(pg.dir.join(stale));
+    }
+    pg.pg_ctl_start();
+    println!(
+        "load under SIGKILL: PostgreSQL back after {:?}",
+        begun.elapsed()
+    );
+    let mut load = until(100, load).await;
+    let _ = load.wait();
+    println!(
+        "load under SIGKILL: {rows} rows stored after {:?}",
+        begun.elapsed()
+    );
+    // Every row once, as the file has it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stored().await, rows);
+    let exact = db
+        .rows(&format!(
+            "SELECT count(DISTINCT customer_key) FROM customers \
+             WHERE name = 'Customer#' || lpad(customer_key, 9, '0') \
+               AND address = 'addr ' || customer_key AND comment = 'c ' || customer_key \
+               AND customer_key::bigint BETWEEN 1 AND {rows}"
+        ))
+        .await;
+    assert_eq!(exact[0][0].as_deref(), Some(rows.to_string().as_str()));
+    // The same command once more: nothing to send, nothing stored twice.
+    let mut again = Command::new(env!("CARGO_BIN_EXE_worker"));
+    env(&mut again);
+    let out = again
+        .args(["load", "--entity", "customer"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .output()
+        .expect("worker load");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{summary}");
+    assert!(
+        summary.contains(&format!("{rows} accepted ({rows} already loaded before)"))
+            && summary.contains("0 chunks published"),
+        "{summary}"
+    );
+    signal(&work, "-TERM");
+    let _ = work.wait();
+    assert_eq!(stored().await, rows);
+    drop(nats);
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
