@@ -225,6 +225,12 @@ printf 'line items: %d in %d orders committed after %.1f s: %.0f line items/s (%
 printf 'COPY of the same line items: %.1f s: %.0f rows/s\n' "$COPY2_S" "$(echo "$ORDERS * 4 / $COPY2_S" | bc -l)"
 printf 'ratio (pipeline line items/s / COPY rows/s): %.3f\n' "$(echo "$COPY2_S / $ITEMS_S" | bc -l)"
 printf 'peak RSS: loader %d MB, worker %d MB\n' $((LOADER2_KB / 1024)) $((WORKER2_KB / 1024))
+# The servers run before and after this script: their high-water marks are since they started.
+NATS_PID=$(pgrep -x nats-server | head -1 || true)
+PG_MAX_KB=0
+for p in $(pgrep -x postgres); do k=$(peak_kb "$p"); [ "${k:-0}" -gt "$PG_MAX_KB" ] && PG_MAX_KB=$k; done
+printf 'servers (peak RSS since they started): nats-server %d MB, largest PostgreSQL process %d MB\n' \
+  $(( $(peak_kb "${NATS_PID:-0}") / 1024 )) $((PG_MAX_KB / 1024))
 
 # 5. With BIG_MB set (e.g. BIG_MB=1024): a generated customer file of that many MB through
 #    `worker load` into a fresh table, with the loader's and the worker's peak RSS — the

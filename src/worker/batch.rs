@@ -777,31 +777,22 @@ impl Batch {
             if self.outcomes[*i] == Some(Outcome::HandedBack) {
                 continue;
             }
-            if n >= members {
-                // A chunk's member: the chunk comes back if its dead letter was not published.
-                match result {
-                    Ok(()) => {
-                        self.report.dead_lettered += 1;
-                        cx.metrics
-                            .dead_lettered
-                            .with_label_values(&[entity_label(&dl.entity), dl.class.label()])
-                            .inc();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot publish a chunk member's dead letter; the chunk will come back");
-                        self.settle(*i, Outcome::DeadLetterFailed);
-                    }
-                }
-                continue;
+            let member = n >= members;
+            if result.is_ok() {
+                self.report.dead_lettered += 1;
+                cx.metrics
+                    .dead_lettered
+                    .with_label_values(&[entity_label(&dl.entity), dl.class.label()])
+                    .inc();
             }
             match result {
-                Ok(()) => {
-                    self.settle(*i, Outcome::DeadLettered);
-                    self.report.dead_lettered += 1;
-                    cx.metrics
-                        .dead_lettered
-                        .with_label_values(&[entity_label(&dl.entity), dl.class.label()])
-                        .inc();
+                // A chunk's member: the chunk stands as its writes left it.
+                Ok(()) if member => {}
+                Ok(()) => self.settle(*i, Outcome::DeadLettered),
+                // The chunk comes back: its next delivery dead-letters the member again.
+                Err(e) if member => {
+                    tracing::warn!(error = %e, "cannot publish a chunk member's dead letter; the chunk will come back");
+                    self.settle(*i, Outcome::DeadLetterFailed);
                 }
                 Err(e) => {
                     static PUBLISH_FAILED: Throttle = Throttle::new(Duration::from_secs(10));

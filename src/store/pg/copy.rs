@@ -18,11 +18,10 @@ use super::connect::{PgTarget, connect_client};
 use super::error::{DbError, SqlState};
 use super::write::{
     CHUNK_STATUS_SQL, ChunkIds, INSERT_STATUS_SQL, InsertFirst, LOCK_CHUNKS_SQL, StatusColumns,
-    UNIQUE_VIOLATION, UPSERT_STATUS_SQL, plan_units,
+    UNIQUE_VIOLATION, UPSERT_STATUS_SQL, plan_units, push_units,
 };
-use crate::envelope::chunk_member_id;
 use crate::generated::RowBatch;
-use crate::store::{Content, PendingWrite, WriteOutcome};
+use crate::store::{PendingWrite, WriteOutcome};
 
 /// Idle tokio-postgres clients for chunk writes, opened when first needed (at most one per
 /// concurrent write: the worker's `WORKER_CONCURRENCY`).
@@ -145,40 +144,7 @@ async fn write_once(
         ),
     };
     let mut batch = RowBatch::default();
-    let mut outcome = WriteOutcome {
-        members_already,
-        ..Default::default()
-    };
-    let mut wrote = vec![false; chunks.len()];
-    for unit in &units {
-        let Some(run) = unit.run else { continue };
-        if let Some(fresh) = &fresh
-            && !fresh.contains(&unit.id)
-        {
-            outcome.members_already += run.len() as u64;
-            continue;
-        }
-        let write = &chunks[unit.write];
-        for member in run {
-            batch.push(
-                &member.message,
-                crate::runtime::Origin {
-                    position: write.position,
-                    message_id: chunk_member_id(&write.message_id, member.index),
-                },
-            );
-        }
-        outcome.members_written += run.len() as u64;
-        wrote[unit.write] = true;
-    }
-    for (m, wrote) in chunks.iter().zip(wrote) {
-        debug_assert!(matches!(m.content, Content::Chunk(_)));
-        if wrote {
-            outcome.written.push(m.message_id);
-        } else {
-            outcome.already_processed.push(m.message_id);
-        }
-    }
+    let mut outcome = push_units(&mut batch, chunks, &units, fresh, members_already);
     let mut counts = Vec::new();
     for table in batch.copy() {
         let written = copy_table(&tx, table, mode).await?;

@@ -334,6 +334,59 @@ async fn units<'a>(
     Ok(plan_units(messages, runs))
 }
 
+/// Adds to `batch` the rows of every unit whose status row was inserted (`fresh`: the ids an
+/// upsert of the status rows returned; `None`: all, a plain insert) and says what that writes:
+/// the messages and chunks written or already stored, and the members of each kind.
+pub(super) fn push_units<'a>(
+    batch: &mut RowBatch<'a>,
+    messages: &'a [PendingWrite<'a>],
+    units: &[Unit<'a>],
+    mut fresh: Option<HashSet<Uuid>>,
+    members_already: u64,
+) -> WriteOutcome {
+    let mut outcome = WriteOutcome {
+        members_already,
+        ..Default::default()
+    };
+    let mut wrote = vec![false; messages.len()];
+    for unit in units {
+        // `remove`: the same message twice in one batch (a redelivery racing the first
+        // delivery) is written once.
+        if let Some(fresh) = &mut fresh
+            && !fresh.remove(&unit.id)
+        {
+            outcome.members_already += unit.run.map_or(0, |r| r.len() as u64);
+            continue;
+        }
+        let write = &messages[unit.write];
+        match (unit.run, write.content) {
+            (Some(run), _) => {
+                for member in run {
+                    batch.push(
+                        &member.message,
+                        crate::runtime::Origin {
+                            position: write.position,
+                            message_id: chunk_member_id(&write.message_id, member.index),
+                        },
+                    );
+                }
+                outcome.members_written += run.len() as u64;
+            }
+            (None, Content::Message(message)) => batch.push(message, write.origin()),
+            (None, Content::Chunk(_)) => {}
+        }
+        wrote[unit.write] = true;
+    }
+    for (m, wrote) in messages.iter().zip(wrote) {
+        if wrote {
+            outcome.written.push(m.message_id);
+        } else {
+            outcome.already_processed.push(m.message_id);
+        }
+    }
+    outcome
+}
+
 /// One transaction: status rows of every unit, then the rows of the units — all of them with
 /// plain inserts (`Insert`: fails with `unique_violation` if anything exists), or with upserts
 /// of the units whose status row is new (`Upsert`).
@@ -363,48 +416,8 @@ async fn write_units(
                     .collect(),
             ),
         };
-        let mut fresh = fresh;
         let mut batch = RowBatch::default();
-        let mut outcome = WriteOutcome {
-            members_already,
-            ..Default::default()
-        };
-        let mut wrote = vec![false; messages.len()];
-        for unit in &units {
-            // `remove`: the same message twice in one batch (a redelivery racing the first
-            // delivery) is written once.
-            if let Some(fresh) = &mut fresh
-                && !fresh.remove(&unit.id)
-            {
-                outcome.members_already += unit.run.map_or(0, |r| r.len() as u64);
-                continue;
-            }
-            let write = &messages[unit.write];
-            match (unit.run, write.content) {
-                (Some(run), _) => {
-                    for member in run {
-                        batch.push(
-                            &member.message,
-                            crate::runtime::Origin {
-                                position: write.position,
-                                message_id: chunk_member_id(&write.message_id, member.index),
-                            },
-                        );
-                    }
-                    outcome.members_written += run.len() as u64;
-                }
-                (None, Content::Message(message)) => batch.push(message, write.origin()),
-                (None, Content::Chunk(_)) => {}
-            }
-            wrote[unit.write] = true;
-        }
-        for (m, wrote) in messages.iter().zip(wrote) {
-            if wrote {
-                outcome.written.push(m.message_id);
-            } else {
-                outcome.already_processed.push(m.message_id);
-            }
-        }
+        let mut outcome = push_units(&mut batch, messages, &units, fresh, members_already);
         outcome.rows = batch.write(conn, mode).await?;
         resolve_replayed(conn, &replayed).await?;
         Ok::<_, DbError>(outcome)
