@@ -721,6 +721,7 @@ pub fn each_csv_row<R: Read, E: From<BulkError>>(
         .map(|h| h.iter().map(String::as_str).collect());
     let layout = spec.layout(cells.as_deref()).map_err(BulkError::Header)?;
     layout_ready(layout.clone());
+    let mut json = Vec::new();
     loop {
         next_record(&reader);
         match reader.read_record(&mut record) {
@@ -737,13 +738,12 @@ pub fn each_csv_row<R: Read, E: From<BulkError>>(
             .position()
             .map_or(0, |p| recent.borrow().first_line(p));
         let cells: Vec<&str> = record.iter().collect();
-        match spec.row_to_json(&layout, &cells) {
-            Ok(value) => {
-                let json = value.to_string();
+        match spec.row_to_json_text(&layout, &cells, &mut json) {
+            Ok(()) => {
                 if json.len() > max_row {
                     each(Row::TooLong(line))?;
                 } else {
-                    each(Row::Text(line, json.as_bytes()))?;
+                    each(Row::Text(line, &json))?;
                 }
             }
             Err(errors) => each(Row::Invalid(line, RowProblem::Cells(errors)))?,

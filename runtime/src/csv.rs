@@ -203,6 +203,59 @@ impl CsvSpec {
     }
 }
 
+impl CsvSpec {
+    /// [`CsvSpec::row_to_json`] written as JSON text into `out` (cleared first). Fields at the
+    /// top level (no dotted path) are written as they convert, in column order, without an
+    /// object in between: the loader converts every row of a file, and building and sorting a
+    /// map per row was most of that work.
+    pub fn row_to_json_text(
+        &self,
+        layout: &CsvLayout,
+        cells: &[&str],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Vec<FieldError>> {
+        out.clear();
+        let flat = layout
+            .columns
+            .iter()
+            .flatten()
+            .all(|i| self.fields[*i].path.len() == 1);
+        if !flat || cells.len() != layout.columns.len() {
+            let value = self.row_to_json(layout, cells)?;
+            // Writing JSON into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &value);
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        out.push(b'{');
+        for (column, (cell, target)) in cells.iter().zip(&layout.columns).enumerate() {
+            let Some(index) = target else { continue };
+            let field = &self.fields[*index];
+            match self.cell(field, cell) {
+                Ok(Some(value)) if errors.is_empty() => {
+                    if out.len() > 1 {
+                        out.push(b',');
+                    }
+                    let _ = serde_json::to_writer(&mut *out, field.path[0]);
+                    out.push(b':');
+                    let _ = serde_json::to_writer(&mut *out, &value);
+                }
+                Ok(_) => {}
+                Err(error) => errors.push(FieldError {
+                    field: layout.column_label(column, field.name),
+                    error,
+                }),
+            }
+        }
+        out.push(b'}');
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// Puts `value` at `path` (nested objects created on the way).
 fn insert(object: &mut Map<String, Value>, path: &[&str], value: Value) {
     match path {
@@ -403,6 +456,42 @@ mod tests {
         date_format: Some("%d/%m/%Y"),
         fields: FIELDS,
     };
+
+    #[test]
+    fn rows_written_as_text_read_as_the_converted_values() {
+        for (header, rows) in [
+            (
+                &["KEY", "quantity", "on", "ok"][..],
+                &[&["a", "12", "31/12/2024", "Yes"][..], &["a", "", "\\N", ""]][..],
+            ),
+            // All at the top level: written without a map.
+            (
+                &["key", "qty", "ok"][..],
+                &[
+                    &["k", "3", "yes"][..],
+                    &["k \"q\"", "", "\\N"],
+                    &["", "x", "maybe"],
+                ][..],
+            ),
+        ] {
+            let layout = SPEC.layout(Some(header)).expect("layout");
+            for cells in rows {
+                let mut text = Vec::new();
+                match SPEC.row_to_json(&layout, cells) {
+                    Ok(value) => {
+                        SPEC.row_to_json_text(&layout, cells, &mut text)
+                            .expect("converts as the value does");
+                        let read: Value = serde_json::from_slice(&text).expect("JSON");
+                        assert_eq!(read, value, "{cells:?}");
+                    }
+                    Err(errors) => assert_eq!(
+                        SPEC.row_to_json_text(&layout, cells, &mut text),
+                        Err(errors)
+                    ),
+                }
+            }
+        }
+    }
 
     #[test]
     fn cells_convert_by_the_type_table_into_nested_json() {

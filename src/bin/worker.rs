@@ -157,6 +157,11 @@ enum DeadLetterCommand {
 // messages no longer followed WORKER_MAX_BATCH_BYTES (152 MB against a 130 MB bound in
 // tests/template/binaries.rs), and the purge settings that fixed that cost more CPU than mimalloc saved
 // (docs/BENCHMARKS.md).
+// `worker load` converts and parses every row of a file, the worker every row of a chunk:
+// mimalloc, as in the api (glibc malloc's free lists were a sixth of the loader's profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
