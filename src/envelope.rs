@@ -51,6 +51,11 @@ pub const MAX_GROUP_MEMBERS: usize = 256;
 pub const CHUNK_ROWS_HEADER: HeaderName = HeaderName::from_static("Nomnom-Chunk-Rows");
 /// Most members of one chunk: a member's index is the last two bytes of its id.
 pub const MAX_CHUNK_MEMBERS: usize = 1 << 16;
+/// Most rows the loader and the api put in one chunk.
+pub const CHUNK_ROWS: usize = 4096;
+/// Most bytes of bodies in one chunk (a row larger than this goes in a chunk alone). Fixed, not
+/// a setting: the loader's chunk boundaries must be the same on every run over the same file.
+pub const CHUNK_BYTES: usize = 512 * 1024;
 
 /// An accepted message: its id, entity, arrival time and the body exactly as received.
 #[derive(Debug, Clone, PartialEq)]

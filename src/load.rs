@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::bulk::{self, BulkError, CheckedRow, Format, Refusal, Row, RowProblem};
-use crate::envelope::{MAX_CHUNK_MEMBERS, MessageChunk, chunk_of};
+use crate::envelope::{CHUNK_BYTES, CHUNK_ROWS, MAX_CHUNK_MEMBERS, MessageChunk, chunk_of};
 use crate::generated::RootEntity;
 use crate::nats::{Outgoing, Pipeline, Publish, message_subject};
 use crate::runtime::csv::CsvLayout;
@@ -39,11 +39,6 @@ use crate::store::Store;
 /// Namespace of the ids of loaded chunks (UUIDv5 of the file's hash and the entity).
 const LOAD_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_6d6e_6f6d_4c6f_9f1d_7a1c_0de5_1d03);
 
-/// Most rows of one chunk.
-pub const CHUNK_ROWS: usize = 4096;
-/// Most bytes of JSON bodies in one chunk (a row larger than this goes in a chunk alone).
-/// Fixed, not a setting: chunk boundaries must be the same on every run over the same file.
-pub const CHUNK_BYTES: usize = 512 * 1024;
 /// Chunks read ahead of the checkers.
 const READ_AHEAD: usize = 4;
 

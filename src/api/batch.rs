@@ -377,7 +377,7 @@ impl PublishUnit {
 pub(super) const CHUNK_MIN_LINES: usize = 1000;
 
 /// Lines with fresh ids in [`MessageChunk`](crate::envelope::MessageChunk)s, in order: up to
-/// [`CHUNK_ROWS`](crate::load::CHUNK_ROWS) lines and [`CHUNK_BYTES`](crate::load::CHUNK_BYTES)
+/// [`CHUNK_ROWS`](crate::envelope::CHUNK_ROWS) lines and [`CHUNK_BYTES`](crate::envelope::CHUNK_BYTES)
 /// each, within the server's `max_payload` (a line larger than that goes alone). Line `i` of a
 /// chunk has the chunk's id with `i` in its last two bytes.
 pub(super) fn chunk_lines(
@@ -385,8 +385,7 @@ pub(super) fn chunk_lines(
     entity: RootEntity,
     valid: Vec<(usize, Bytes)>,
 ) -> Vec<PublishUnit> {
-    use crate::envelope::{MessageChunk, chunk_member_id, new_chunk_id};
-    use crate::load::{CHUNK_BYTES, CHUNK_ROWS};
+    use crate::envelope::{CHUNK_BYTES, CHUNK_ROWS, MessageChunk, chunk_member_id, new_chunk_id};
     let room = state.publisher.max_payload();
     let mut units = Vec::new();
     let mut valid = valid.into_iter().peekable();

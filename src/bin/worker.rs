@@ -157,11 +157,6 @@ enum DeadLetterCommand {
 // messages no longer followed WORKER_MAX_BATCH_BYTES (152 MB against a 130 MB bound in
 // tests/template/binaries.rs), and the purge settings that fixed that cost more CPU than mimalloc saved
 // (docs/BENCHMARKS.md).
-// `worker load` converts and parses every row of a file, the worker every row of a chunk:
-// mimalloc, as in the api (glibc malloc's free lists were a sixth of the loader's profile).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -251,7 +246,7 @@ async fn load(
         return Err(format!(
             "the NATS server's max_payload is {max_payload} bytes; loading needs at least {} (a chunk of {} KiB of rows and its headers): raise max_payload",
             options.largest_message(),
-            nomnom::load::CHUNK_BYTES / 1024
+            nomnom::envelope::CHUNK_BYTES / 1024
         )
         .into());
     }

@@ -505,7 +505,7 @@ fn customers(n: usize) -> String {
 /// database does not hold, and the table then holds the file exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_stopped_part_way_resumes_with_the_chunks_the_database_lacks() {
-    use nomnom::load::CHUNK_ROWS;
+    use nomnom::envelope::CHUNK_ROWS;
     let p = Pipeline::start().await;
     let dir = scratch();
     let file = dir.join("customer.tbl");
