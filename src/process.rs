@@ -23,6 +23,67 @@ pub fn init_logging() {
     drop(result);
 }
 
+/// Names the file of settings the binaries read at start: `.env` in the current directory by
+/// default; `none` reads no file (the tests set it, so a developer's `.env` never reaches them).
+/// Read before any file, so it cannot be set in one.
+pub const ENV_FILE_VAR: &str = "NOMNOM_ENV_FILE";
+
+/// Reads settings from `.env` in the current directory (or the file [`ENV_FILE_VAR`] names)
+/// into the environment, never over a variable already set: the environment wins. `Ok(None)`
+/// when there is no such file (or `none`); an unreadable or malformed file is an error naming
+/// it and the line. Call before any thread starts (it sets environment variables).
+pub fn load_env_file() -> Result<Option<std::path::PathBuf>, String> {
+    let named = std::env::var_os(ENV_FILE_VAR);
+    let path = match named.as_deref() {
+        Some(v) if v == "none" => return Ok(None),
+        Some(v) if !v.is_empty() => std::path::PathBuf::from(v),
+        _ => std::path::PathBuf::from(".env"),
+    };
+    if named.is_none() && !path.is_file() {
+        return Ok(None);
+    }
+    match dotenvy::from_path(&path) {
+        Ok(()) => Ok(Some(path)),
+        Err(dotenvy::Error::LineParse(line, at)) => Err(format!(
+            "{}: cannot read the line `{line}` (at character {at}): write NAME=value",
+            path.display()
+        )),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// What both binaries' `main` does: parses nothing itself, but reads the settings file (before
+/// any thread starts: it sets environment variables), sets up logging (so `RUST_LOG` may come
+/// from the file), then runs `run` on a multi-threaded runtime. An error is logged once, through
+/// the log, and exits 1.
+pub fn run_main<F>(run: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+{
+    let env_file = load_env_file();
+    init_logging();
+    let result = env_file
+        .map_err(Into::into)
+        .and_then(|file| {
+            if let Some(file) = file {
+                tracing::debug!(file = %file.display(), "settings read from the file (the environment wins)");
+            }
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(Into::into)
+        })
+        .and_then(|runtime| runtime.block_on(run));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Once, through the log (stderr), whatever its format.
+            tracing::error!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The variables logging reads (`RUST_LOG` through tracing's `EnvFilter`).
 pub const LOG_ENV_VARS: &[&str] = &["RUST_LOG", "LOG_FORMAT"];
 

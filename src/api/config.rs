@@ -45,6 +45,9 @@ fn api_keys() -> Result<ApiKeys, ConfigError> {
 pub struct ApiConfig {
     /// NATS settings.
     pub nats: NatsConfig,
+    /// `HOST` (default `0.0.0.0`, every interface): the address `PORT` and `METRICS_PORT`
+    /// listen on.
+    pub host: std::net::IpAddr,
     /// `PORT` (default 8080).
     pub port: u16,
     /// `DATABASE_URL`: read by `/ingest/status` and checked by `/ready`.
@@ -78,6 +81,10 @@ pub struct ApiConfig {
     pub consumer: String,
 }
 
+/// Default `HOST`: every interface (a container's port is reached from outside it).
+pub(super) const DEFAULT_HOST: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
 /// Default `ADMIN_PORT`.
 pub const DEFAULT_ADMIN_PORT: u16 = 8081;
 
@@ -98,6 +105,7 @@ impl ApiConfig {
                 reason: "no API keys are configured: set API_KEYS or API_KEYS_FILE".into(),
             });
         }
+        let host = parsed("HOST", DEFAULT_HOST)?;
         let port = parsed("PORT", 8080u16)?;
         let metrics_port = Some(parsed("METRICS_PORT", 0u16)?).filter(|p| *p != 0);
         if metrics_port == Some(port) {
@@ -133,6 +141,7 @@ impl ApiConfig {
             admin_host,
             consumer: crate::nats::consumer_from_env()?,
             nats: NatsConfig::from_env()?,
+            host,
             port,
             database_url: crate::store::pg::config::database_url_from_env(),
             max_body_bytes: parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
@@ -158,6 +167,7 @@ impl ApiConfig {
 
 /// The variables this file reads (the rest of api's are NATS's, the store's and the log's).
 const API_OWN_ENV_VARS: &[&str] = &[
+    "HOST",
     "PORT",
     "MAX_BODY_BYTES",
     "MAX_BATCH_BYTES",

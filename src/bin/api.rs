@@ -2,7 +2,7 @@
 use clap::{Parser, Subcommand};
 use nomnom::api::ApiConfig;
 use nomnom::api::{AppState, metrics_router, router};
-use nomnom::process::{healthcheck, init_logging, shutdown_signal};
+use nomnom::process::{healthcheck, shutdown_signal};
 
 /// Accepts messages over HTTP, validates them against entities/*.yaml and publishes them to
 /// NATS JetStream. Configuration comes from the environment (PORT, NATS_URL, … see README).
@@ -22,24 +22,15 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // Once, through the log (stderr), whatever its format.
-            tracing::error!("{e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    nomnom::process::run_main(run(cli))
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = ApiConfig::from_env()?;
     if let Some(Command::Healthcheck) = cli.command {
-        return if healthcheck(std::net::Ipv4Addr::LOCALHOST.into(), config.port) {
+        return if healthcheck(config.host, config.port) {
             Ok(())
         } else {
             Err(format!("no healthy api on port {}", config.port).into())
@@ -90,7 +81,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     };
     let metrics_server = match config.metrics_port {
         Some(port) => {
-            let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+            let listener = tokio::net::TcpListener::bind((config.host, port)).await?;
             tracing::info!(port, "metrics listening");
             let app = metrics_router(state.clone());
             let limits = config.limits.clone();
@@ -101,7 +92,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let app = router(state);
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await?;
+    let listener = tokio::net::TcpListener::bind((config.host, config.port)).await?;
     tracing::info!(port = config.port, stream = %config.nats.stream, "api listening");
     nomnom::api::serve(listener, app, &config.limits, shutdown_signal()).await;
     for task in [metrics_server, admin_server].into_iter().flatten() {

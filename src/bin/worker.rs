@@ -7,7 +7,7 @@ use nomnom::bulk::Format;
 use nomnom::envelope::MessageChunk;
 use nomnom::generated::RootEntity;
 use nomnom::load::{LoadOptions, Progress, load_file};
-use nomnom::process::{healthcheck, init_logging, shutdown_signal};
+use nomnom::process::{healthcheck, shutdown_signal};
 use nomnom::store::{DeadLetterFilter, ReasonClass};
 use nomnom::worker::Worker;
 use nomnom::worker::WorkerConfig;
@@ -157,18 +157,9 @@ enum DeadLetterCommand {
 // messages no longer followed WORKER_MAX_BATCH_BYTES (152 MB against a 130 MB bound in
 // tests/template/binaries.rs), and the purge settings that fixed that cost more CPU than mimalloc saved
 // (docs/BENCHMARKS.md).
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // Once, through the log (stderr), whatever its format.
-            tracing::error!("{e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    nomnom::process::run_main(run(cli))
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {

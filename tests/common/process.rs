@@ -108,7 +108,7 @@ pub(crate) fn worker_command(
     database_url: &str,
     metrics_port: u16,
 ) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+    let mut command = binary(env!("CARGO_BIN_EXE_worker"));
     command
         .env("NATS_URL", super::nats_url())
         .env("NATS_STREAM", stream)
@@ -118,9 +118,17 @@ pub(crate) fn worker_command(
     command
 }
 
+/// A command running one of this package's binaries (`env!("CARGO_BIN_EXE_…")`), which reads
+/// no `.env`: a developer's settings must never reach the tests.
+pub(crate) fn binary(path: &str) -> Command {
+    let mut command = Command::new(path);
+    command.env(nomnom::process::ENV_FILE_VAR, "none");
+    command
+}
+
 /// The api binary on a test's stream and database, listening on `port`.
 pub(crate) fn api_command(stream: &str, database_url: &str, port: u16) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_api"));
+    let mut command = binary(env!("CARGO_BIN_EXE_api"));
     command
         .env("NATS_URL", super::nats_url())
         .env("NATS_STREAM", stream)

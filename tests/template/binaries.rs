@@ -2,7 +2,6 @@
 //! graceful shutdown on SIGTERM (exit 0), clear errors for bad configuration.
 
 use crate::{common, support};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::process::{Service, api_command, worker_command};
@@ -68,7 +67,7 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
     }
 
     // The replay command runs against the same configuration (nothing is dead-lettered here).
-    let replay = Command::new(env!("CARGO_BIN_EXE_worker"))
+    let replay = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
         .args(["replay-dead-letters", "--entity", "order"])
         .env("NATS_URL", common::nats_url())
         .env("NATS_STREAM", &stream)
@@ -81,7 +80,7 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
         String::from_utf8_lossy(&replay.stderr)
     );
     assert!(String::from_utf8_lossy(&replay.stdout).contains("0 replayed, 0 skipped"));
-    let healthy = Command::new(env!("CARGO_BIN_EXE_worker"))
+    let healthy = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
         .arg("healthcheck")
         .env("WORKER_METRICS_PORT", metrics_port.to_string())
         .status()
@@ -90,7 +89,7 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
         healthy.success(),
         "worker healthcheck sees the running worker"
     );
-    let api_healthy = Command::new(env!("CARGO_BIN_EXE_api"))
+    let api_healthy = crate::common::process::binary(env!("CARGO_BIN_EXE_api"))
         .arg("healthcheck")
         .env("PORT", api_port.to_string())
         .status()
@@ -145,7 +144,7 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
 
 #[test]
 fn bad_configuration_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+    let out = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
         .env("BATCH_SIZE", "lots")
         .output()
         .expect("run worker");
@@ -156,7 +155,7 @@ fn bad_configuration_is_a_clear_error() {
         "{stderr}"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_api"))
+    let out = crate::common::process::binary(env!("CARGO_BIN_EXE_api"))
         .env("NATS_STREAM", "has.dots")
         .output()
         .expect("run api");
@@ -164,13 +163,13 @@ fn bad_configuration_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("NATS_STREAM"));
 
     // Command lines are parsed by clap: a usage error exits 2 and names the problem.
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+    let out = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
         .arg("frobnicate")
         .output()
         .expect("run worker");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand 'frobnicate'"));
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+    let out = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
         .args(["replay-dead-letters", "--id", "not-a-uuid"])
         .output()
         .expect("run worker");
@@ -183,7 +182,7 @@ fn bad_configuration_is_a_clear_error() {
 #[test]
 fn auth_configuration_errors_are_clear_and_keep_secrets() {
     let run = |vars: &[(&str, &str)]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_api"));
+        let mut cmd = crate::common::process::binary(env!("CARGO_BIN_EXE_api"));
         for (k, v) in vars {
             cmd.env(k, v);
         }
@@ -227,7 +226,7 @@ async fn api_with_keys_from_a_file_and_metrics_on_their_own_port() {
     let (api_port, metrics_port, admin_port) = (free_port(), free_port(), free_port());
     let mut api = Service::spawn(
         "api",
-        Command::new(env!("CARGO_BIN_EXE_api"))
+        crate::common::process::binary(env!("CARGO_BIN_EXE_api"))
             .env("NATS_URL", common::nats_url())
             .env("NATS_STREAM", &stream)
             .env("PORT", api_port.to_string())
@@ -324,7 +323,7 @@ fn help_lists_the_subcommands() {
         ),
         (env!("CARGO_BIN_EXE_api"), &["healthcheck"][..]),
     ] {
-        let out = Command::new(bin)
+        let out = crate::common::process::binary(bin)
             .arg("--help")
             .env("NATS_STREAM", "has.dots")
             .output()
@@ -335,7 +334,7 @@ fn help_lists_the_subcommands() {
             assert!(text.contains(c), "{bin} --help does not list {c}:\n{text}");
         }
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+    let out = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
         .args(["replay-dead-letters", "--help"])
         .output()
         .expect("run");
@@ -368,7 +367,7 @@ async fn hostile_bodies_keep_api_memory_growth_under_64_mb() {
     let port = free_port();
     let mut api = Service::spawn(
         "api",
-        Command::new(env!("CARGO_BIN_EXE_api"))
+        crate::common::process::binary(env!("CARGO_BIN_EXE_api"))
             .env("NATS_URL", common::nats_url())
             .env("NATS_STREAM", &stream)
             .env("DATABASE_URL", format!("{}/test", common::pg_admin_url()))
@@ -782,7 +781,7 @@ async fn the_dead_letter_commands_list_show_filter_and_discard() {
             .expect("recorded");
     }
     let worker = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        let out = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
             .arg("dead-letters")
             .args(args)
             .env("DATABASE_URL", &db.url)
@@ -869,4 +868,59 @@ async fn the_dead_letter_commands_list_show_filter_and_discard() {
     let audit: Vec<String> = audit.into_iter().filter_map(|mut r| r.remove(0)).collect();
     assert_eq!(audit, ["dry_run:1:true", "discard:1:true"]);
     db.drop_db().await;
+}
+
+/// The api reads `.env` from its current directory: a setting the environment does not set
+/// comes from the file (`METRICS_PORT`, `HOST`), one it sets wins over the file (`PORT`); `HOST`
+/// binds the api to that address only; a line that is not `NAME=value` stops it with the file
+/// and the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_reads_dotenv_where_the_environment_is_silent() {
+    let dir = std::env::temp_dir().join(format!("nomnom-dotenv-{}", common::unique()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let (file_port, port, metrics_port) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        dir.join(".env"),
+        format!(
+            "# settings of a local run\nPORT={file_port}\nHOST=127.0.0.1\nMETRICS_PORT={metrics_port}\n"
+        ),
+    )
+    .expect(".env");
+    let stream = format!("T_{}", common::unique());
+    let mut command =
+        common::process::api_command(&stream, "postgres://postgres@127.0.0.1:1/none", port);
+    command
+        .current_dir(&dir)
+        .env_remove(nomnom::process::ENV_FILE_VAR);
+    let mut api = Service::spawn("api", &mut command);
+    api.wait_ok(&format!("http://127.0.0.1:{port}/health"), START)
+        .await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .expect("METRICS_PORT from .env");
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", file_port)).is_err(),
+        "the environment's PORT wins over the file's"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.2", port)).is_err(),
+        "HOST=127.0.0.1 binds that address only"
+    );
+    api.terminate();
+
+    std::fs::write(dir.join(".env"), "PORT=8080\nthis is not a setting\n").expect(".env");
+    let out = common::process::api_command(&stream, "postgres://postgres@127.0.0.1:1/none", port)
+        .current_dir(&dir)
+        .env_remove(nomnom::process::ENV_FILE_VAR)
+        .output()
+        .expect("api");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(".env") && stderr.contains("this is not a setting"),
+        "{stderr}"
+    );
+    common::delete_streams(&stream).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

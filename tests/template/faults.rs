@@ -138,7 +138,7 @@ async fn assert_all_landed(p: &Pipeline, accepted: u64, lines: u64) {
 async fn worker_killed_with_sigkill_every_second_loses_and_duplicates_nothing() {
     let p = Pipeline::paused_with(|c| c.ack_wait = Duration::from_secs(2)).await;
     let spawn_worker = || {
-        Command::new(env!("CARGO_BIN_EXE_worker"))
+        crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
             .env("NATS_URL", common::nats_url())
             .env("NATS_STREAM", &p.stream)
             .env("NATS_CONSUMER", &p.worker_config.consumer)
@@ -454,7 +454,7 @@ async fn scrape(port: u16) -> String {
 
 /// The worker binary with nothing but its addresses set: every other setting is its default.
 fn default_worker(p: &Pipeline, metrics_port: u16, log: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_worker"))
+    crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
         .env("NATS_URL", common::nats_url())
         .env("NATS_STREAM", &p.stream)
         .env("NATS_CONSUMER", &p.worker_config.consumer)
@@ -575,7 +575,7 @@ async fn a_message_whose_every_delivery_dies_with_the_worker_ends_dead_lettered(
     assert_eq!(status, 202);
     let id = answer["message_id"].as_str().expect("id").to_string();
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_worker"))
+        crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
             .env("NATS_URL", common::nats_url())
             .env("NATS_STREAM", &p.stream)
             .env("NATS_CONSUMER", &p.worker_config.consumer)
@@ -759,12 +759,12 @@ async fn a_load_survives_sigkill_of_the_loader_the_worker_nats_and_postgres() {
             .stderr(Stdio::null());
     };
     let worker = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_worker"));
+        let mut c = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"));
         env(&mut c);
         c.spawn().expect("worker binary")
     };
     let loader = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_worker"));
+        let mut c = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"));
         env(&mut c);
         c.args(["load", "--entity", "customer"]).arg(&file);
         c.spawn().expect("worker binary")
@@ -877,7 +877,7 @@ async fn a_load_survives_sigkill_of_the_loader_the_worker_nats_and_postgres() {
         .await;
     assert_eq!(exact[0][0].as_deref(), Some(rows.to_string().as_str()));
     // The same command once more: nothing to send, nothing stored twice.
-    let mut again = Command::new(env!("CARGO_BIN_EXE_worker"));
+    let mut again = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"));
     env(&mut again);
     let out = again
         .args(["load", "--entity", "customer"])

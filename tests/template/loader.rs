@@ -5,7 +5,6 @@
 use crate::{common, support};
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
 
 use common::Pipeline;
 use nomnom::generated::RootEntity;
@@ -202,7 +201,7 @@ async fn the_load_command_prints_a_summary_and_fails_when_rows_were_rejected() {
     std::fs::write(&file, CUSTOMERS).expect("write");
     let rejects = dir.join("bad-rows.ndjson");
     let run = |path: &std::path::Path, extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_worker"))
+        crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
             .arg("load")
             .args(extra)
             .arg(path)
@@ -323,7 +322,7 @@ async fn a_file_larger_than_the_memory_bound_streams_through_the_loader() {
 /// success, stdout+stderr and the peak.
 async fn load_binary(entity: &str, file: &std::path::Path) -> (bool, String, u64) {
     let stream = format!("LOADBOUND_{}", common::unique());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
+    let mut child = crate::common::process::binary(env!("CARGO_BIN_EXE_worker"))
         .args(["load", "--entity", entity])
         .arg(file)
         .env("NATS_URL", common::nats_url())

@@ -87,7 +87,9 @@ pub(crate) async fn drain(
     }
     let url = format!("{pg_admin_url}/{db}");
     let started = Instant::now();
+    // Shared with a bench, which has no test helpers: never a developer's `.env`, by hand.
     let mut worker = Command::new(worker_bin)
+        .env(nomnom::process::ENV_FILE_VAR, "none")
         .env("NATS_URL", nats_url)
         .env("NATS_STREAM", &stream)
         .env("NATS_CONSUMER", format!("c_{id}"))
