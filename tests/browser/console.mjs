@@ -70,6 +70,9 @@ const hostileId = hostile.body.message_id;
 
 const browser = await chromium.launch({ executablePath: config.chromium, args: ["--no-sandbox"] });
 const page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
+// CI runs this beside builds that take both cores: playwright's 30 s default is too short there.
+page.setDefaultTimeout(180_000);
+page.setDefaultNavigationTimeout(180_000);
 const problems = [];
 page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
 // The validate box's refusal (422) is the one failed request the page makes on purpose.
@@ -93,7 +96,7 @@ await until("two dead letters, one order committed and the worker on the overvie
   await page.waitForSelector(".cards");
   return (await card("Dead letters kept")) === "2" && (await card("Committed")) === "1" &&
     (await card("Workers alive")) === "1";
-}, 60);
+}, 180);
 await shot("1-overview");
 
 // --- Dead letters: grouped, listed, the reason found ----------------------------------------
@@ -140,7 +143,7 @@ await view(`#/trace/${refusedId}`);
 await until("the replayed order stored", async () => {
   const outcome = page.locator("#outcome");
   return (await outcome.count()) > 0 && (await outcome.textContent()).includes("stored");
-}, 60);
+}, 180);
 await page.waitForSelector("main table");
 const trace = await page.textContent("main");
 check(trace.includes("orders") && trace.includes("ORD-B000003") && trace.includes("order_line_items"), "the trace lists the rows it wrote");
@@ -172,7 +175,7 @@ await until("one dead letter left", async () => {
   await page.reload();
   await page.waitForSelector(".cards");
   return (await card("Dead letters kept")) === "1" && (await card("Committed")) === "2";
-}, 30);
+}, 180);
 await shot("8-overview-after");
 
 await browser.close();

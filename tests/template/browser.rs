@@ -114,7 +114,7 @@ async fn an_operator_fixes_and_replays_a_dead_letter_in_the_browser() {
     std::fs::write(&config_file, config.to_string()).expect("config");
     let run = tokio::task::spawn_blocking(move || {
         Command::new("timeout")
-            .args(["300", "node", "console.mjs"])
+            .args(["900", "node", "console.mjs"])
             .arg(&config_file)
             .current_dir(&scripts)
             .output()
