@@ -60,6 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
         auth: Default::default(),
+        limits: Default::default(),
     };
     let config = WorkerConfig {
         nats: nats.clone(),

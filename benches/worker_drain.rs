@@ -145,6 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
         auth: Default::default(),
+        limits: Default::default(),
     };
     let js = nomnom::nats::connect(&nats).await?;
     nomnom::nats::ensure_stream(&js, &nats).await?;

@@ -22,6 +22,8 @@ pub const NATS_ENV_VARS: &[&str] = &[
     "NATS_STREAM",
     "NATS_DUPLICATE_WINDOW_SECS",
     "NATS_STREAM_REPLICAS",
+    "NATS_STREAM_MAX_BYTES",
+    "NATS_STREAM_MAX_AGE_SECS",
     "NATS_CREDS",
     "NATS_USER",
     "NATS_PASSWORD",
@@ -132,6 +134,53 @@ pub struct NatsConfig {
     pub replicas: usize,
     /// Credentials and TLS.
     pub auth: NatsAuth,
+    /// How much the stream may hold.
+    pub limits: StreamLimits,
+}
+
+/// The shortest `NATS_STREAM_MAX_AGE_SECS` taken: a limit on age removes messages whether a
+/// worker has stored them or not, so it must outlast any outage the workers are meant to wait
+/// out.
+pub const MIN_STREAM_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// What the stream may hold. At a limit it refuses new messages (the api answers 503) and
+/// keeps every message it accepted, except past `max_age`, which removes messages however
+/// they stand (see [`MIN_STREAM_MAX_AGE`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// `NATS_STREAM_MAX_BYTES` (default: none): bytes of messages kept at once.
+    pub max_bytes: Option<i64>,
+    /// `NATS_STREAM_MAX_AGE_SECS` (default: none): the age at which a message is removed.
+    pub max_age: Option<Duration>,
+}
+
+impl StreamLimits {
+    /// Reads `NATS_STREAM_MAX_BYTES` and `NATS_STREAM_MAX_AGE_SECS` (0 or unset: no limit).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let max_bytes = parsed("NATS_STREAM_MAX_BYTES", 0i64)?;
+        if max_bytes < 0 {
+            return Err(ConfigError {
+                name: "NATS_STREAM_MAX_BYTES",
+                value: max_bytes.to_string(),
+                reason: "give a number of bytes, or 0 for no limit".into(),
+            });
+        }
+        let max_age = parsed("NATS_STREAM_MAX_AGE_SECS", 0u64)?;
+        if max_age > 0 && max_age < MIN_STREAM_MAX_AGE.as_secs() {
+            return Err(ConfigError {
+                name: "NATS_STREAM_MAX_AGE_SECS",
+                value: max_age.to_string(),
+                reason: format!(
+                    "the stream would remove messages no worker has stored yet after {max_age} s; give at least {} (an hour), or 0 for no limit",
+                    MIN_STREAM_MAX_AGE.as_secs()
+                ),
+            });
+        }
+        Ok(Self {
+            max_bytes: (max_bytes > 0).then_some(max_bytes),
+            max_age: (max_age > 0).then(|| Duration::from_secs(max_age)),
+        })
+    }
 }
 
 impl NatsConfig {
@@ -143,6 +192,7 @@ impl NatsConfig {
             duplicate_window: Duration::from_secs(parsed("NATS_DUPLICATE_WINDOW_SECS", 120u64)?),
             replicas: parsed("NATS_STREAM_REPLICAS", 1usize)?.clamp(1, 5),
             auth: NatsAuth::from_env()?,
+            limits: StreamLimits::from_env()?,
         })
     }
 }

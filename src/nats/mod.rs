@@ -8,7 +8,8 @@ mod config;
 pub mod publish;
 
 pub use config::{
-    DEFAULT_NATS_URL, DEFAULT_STREAM, NATS_ENV_VARS, NatsAuth, NatsConfig, consumer_from_env,
+    DEFAULT_NATS_URL, DEFAULT_STREAM, MIN_STREAM_MAX_AGE, NATS_ENV_VARS, NatsAuth, NatsConfig,
+    StreamLimits, consumer_from_env,
 };
 pub use publish::{Acked, JetStreamPublisher, Outgoing, Pipeline, Publish, PublishFailure};
 
@@ -296,6 +297,7 @@ pub async fn ensure_stream(
         stream: config.stream.clone(),
         reason: e.to_string(),
     };
+    let limits = config.limits;
     let mut stream = get_or_create_stream(
         js,
         stream::Config {
@@ -307,29 +309,101 @@ pub async fn ensure_stream(
             duplicate_window: config.duplicate_window,
             allow_direct: true,
             num_replicas: config.replicas,
+            max_bytes: limits.max_bytes.unwrap_or(-1),
+            max_age: limits.max_age.unwrap_or_default(),
             ..Default::default()
         },
     )
     .await
     .map_err(|e| err(&e))?;
-    // A stream created by an older version or by hand: turn on what the api relies on.
+    // A stream created by an older version, by hand or under other limits: turn on what the
+    // api relies on and apply the limits configured now.
     let current = stream.cached_info().config.clone();
-    if !current.allow_direct || current.duplicate_window != config.duplicate_window {
-        js.update_stream(stream::Config {
-            allow_direct: true,
-            duplicate_window: config.duplicate_window,
-            ..current
-        })
-        .await
-        .map_err(|e| err(&e))?;
+    let wanted = stream::Config {
+        allow_direct: true,
+        duplicate_window: config.duplicate_window,
+        max_bytes: limits.max_bytes.unwrap_or(-1),
+        max_age: limits.max_age.unwrap_or_default(),
+        ..current.clone()
+    };
+    if wanted.allow_direct != current.allow_direct
+        || wanted.duplicate_window != current.duplicate_window
+        || wanted.max_bytes != current.max_bytes
+        || wanted.max_age != current.max_age
+    {
+        if let Some(max_age) = limits.max_age
+            && (current.max_age.is_zero() || max_age < current.max_age)
+        {
+            refuse_removing_waiting(&mut stream, max_age)
+                .await
+                .map_err(|reason| NatsError::Stream {
+                    stream: config.stream.clone(),
+                    reason,
+                })?;
+        }
+        js.update_stream(wanted).await.map_err(|e| err(&e))?;
         stream = js.get_stream(&config.stream).await.map_err(|e| err(&e))?;
     }
     Ok(stream)
 }
 
+/// Refuses a shorter `max_age` that would at once remove messages the stream holds: what the
+/// workers finished is trimmed within a second, so the stream's oldest message is one no
+/// worker has stored yet (or one a worker may not trim, which its log reports).
+async fn refuse_removing_waiting(
+    stream: &mut stream::Stream,
+    max_age: Duration,
+) -> Result<(), String> {
+    match oldest_message(stream).await? {
+        Some((oldest, messages)) if oldest >= max_age => Err(format!(
+            "NATS_STREAM_MAX_AGE_SECS={} would remove messages waiting in the stream now (the oldest is {} s old, {messages} messages in all) before any worker stores them; let the workers drain the stream first, or give a longer age",
+            max_age.as_secs(),
+            oldest.as_secs(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The age of the stream's oldest message and how many it holds; `None` when it is empty.
+pub async fn oldest_message(
+    stream: &mut stream::Stream,
+) -> Result<Option<(Duration, u64)>, String> {
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| e.to_string())?
+        .state
+        .clone();
+    if state.messages == 0 {
+        return Ok(None);
+    }
+    let age = chrono::Utc::now().timestamp() - state.first_timestamp.unix_timestamp();
+    Ok(Some((
+        Duration::from_secs(u64::try_from(age).unwrap_or(0)),
+        state.messages,
+    )))
+}
+
+/// Whether messages waiting `oldest` are close enough to the stream's `max_age` (half of it)
+/// that an operator must hear of it before the stream removes them.
+pub fn nearing_max_age(oldest: Duration, max_age: Duration) -> bool {
+    !max_age.is_zero() && oldest >= max_age / 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_the_max_age_is_when_an_operator_hears_of_it() {
+        let hour = Duration::from_secs(3600);
+        assert!(!nearing_max_age(Duration::from_secs(1799), hour));
+        assert!(nearing_max_age(Duration::from_secs(1800), hour));
+        assert!(!nearing_max_age(
+            Duration::from_secs(1_000_000),
+            Duration::ZERO
+        ));
+    }
 
     #[test]
     fn urls_lose_their_passwords_and_tokens() {

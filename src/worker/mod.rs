@@ -669,6 +669,34 @@ async fn may_trim(
     }
 }
 
+/// How many [`WATCH_EVERY`] ticks pass between checks of the backlog's age against the
+/// stream's `max_age`.
+const MAX_AGE_CHECK_TICKS: u64 = 10;
+
+/// Logs an error (at most once a minute) while the stream's oldest message has waited half of
+/// the stream's `max_age` (`NATS_STREAM_MAX_AGE_SECS`): past it, the stream removes messages no
+/// worker has stored.
+async fn warn_near_max_age(stream: &mut jetstream::stream::Stream) {
+    static NEARING: crate::throttle::Throttle =
+        crate::throttle::Throttle::new(Duration::from_secs(60));
+    let max_age = stream.cached_info().config.max_age;
+    if max_age.is_zero() {
+        return;
+    }
+    if let Ok(Some((oldest, messages))) = nats_setup::oldest_message(stream).await
+        && nats_setup::nearing_max_age(oldest, max_age)
+        && let Some(held_back) = NEARING.allow()
+    {
+        tracing::error!(
+            oldest_seconds = oldest.as_secs(),
+            messages,
+            max_age_seconds = max_age.as_secs(),
+            similar_since_last = held_back,
+            "messages have waited over half of the stream's max age (NATS_STREAM_MAX_AGE_SECS): at that age the stream removes them whether stored or not; add workers, mend what holds them back, or raise the limit"
+        );
+    }
+}
+
 /// Keeps the `consumer_pending` gauge current and, on a limits-retention stream (`trim`),
 /// trims what the consumer has finished ([`trim_acknowledged`]). The api's status lookup reads
 /// the database around the stream, so a committed message not yet trimmed reads as processed.
@@ -697,7 +725,8 @@ async fn watch_consumer(
         trim_failed(&e, stream);
     }
     let mut kept_from = 1u64;
-    loop {
+    let mut trim = trim;
+    for tick in 0u64.. {
         if let Ok(info) = consumer.get_info().await {
             metrics
                 .consumer_pending
@@ -708,6 +737,11 @@ async fn watch_consumer(
                     Err(e) => trim_failed(&e, stream),
                 }
             }
+        }
+        if tick % MAX_AGE_CHECK_TICKS == 0
+            && let Some(stream) = &mut trim
+        {
+            warn_near_max_age(stream).await;
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -230,6 +230,7 @@ impl Pipeline {
                 duplicate_window: Duration::from_secs(120),
                 replicas: 1,
                 auth: Default::default(),
+                limits: Default::default(),
             },
             consumer: format!("c_{id}"),
             database_url: db.url.clone(),
@@ -399,6 +400,7 @@ pub(crate) async fn delete_streams(stream: &str) {
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
         auth: Default::default(),
+        limits: Default::default(),
     })
     .await
     .expect("NATS reachable");

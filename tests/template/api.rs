@@ -25,6 +25,7 @@ impl Api {
             duplicate_window: std::time::Duration::from_secs(120),
             replicas: 1,
             auth: Default::default(),
+            limits: Default::default(),
         };
         let jetstream = nomnom::nats::connect(&nats).await.expect("NATS reachable");
         if create_stream {

@@ -35,6 +35,7 @@ impl Api {
             duplicate_window: std::time::Duration::from_secs(120),
             replicas: 1,
             auth: Default::default(),
+            limits: Default::default(),
         };
         let jetstream = nomnom::nats::connect(&nats).await.expect("NATS reachable");
         nomnom::nats::ensure_stream(&jetstream, &nats)

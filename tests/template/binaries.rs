@@ -909,6 +909,31 @@ async fn the_api_reads_dotenv_where_the_environment_is_silent() {
     );
     api.terminate();
 
+    // The shipped .env.example copied to .env with compose's passwords filled in, as the
+    // README says: a local run still starts (the binaries never read compose's names).
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+        .expect(".env.example");
+    let filled = example
+        .replace(
+            "\nPOSTGRES_PASSWORD=\n",
+            "\nPOSTGRES_PASSWORD=pg-secret-1\n",
+        )
+        .replace(
+            "\nNATS_SERVER_PASSWORD=\n",
+            "\nNATS_SERVER_PASSWORD=nats-secret-1\n",
+        );
+    assert_ne!(filled, example, "compose's passwords are in .env.example");
+    std::fs::write(dir.join(".env"), filled).expect(".env");
+    let mut command =
+        common::process::api_command(&stream, "postgres://postgres@127.0.0.1:1/none", port);
+    command
+        .current_dir(&dir)
+        .env_remove(nomnom::process::ENV_FILE_VAR);
+    let mut api = Service::spawn("api", &mut command);
+    api.wait_ok(&format!("http://127.0.0.1:{port}/health"), START)
+        .await;
+    api.terminate();
+
     std::fs::write(dir.join(".env"), "PORT=8080\nthis is not a setting\n").expect(".env");
     let out = common::process::api_command(&stream, "postgres://postgres@127.0.0.1:1/none", port)
         .current_dir(&dir)
@@ -923,4 +948,45 @@ async fn the_api_reads_dotenv_where_the_environment_is_silent() {
     );
     common::delete_streams(&stream).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `NATS_STREAM_MAX_AGE_SECS` shorter than an hour is refused at start (the stream would remove
+/// messages no worker has stored); the limits given are the stream's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_limits_are_applied_and_a_short_max_age_is_refused() {
+    let stream = format!("T_{}", common::unique());
+    let out = api_command(&stream, "postgres://postgres@127.0.0.1:1/none", free_port())
+        .env("NATS_STREAM_MAX_AGE_SECS", "60")
+        .output()
+        .expect("api");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("NATS_STREAM_MAX_AGE_SECS") && stderr.contains("3600"),
+        "{stderr}"
+    );
+
+    let port = free_port();
+    let mut command = api_command(&stream, "postgres://postgres@127.0.0.1:1/none", port);
+    command
+        .env("NATS_STREAM_MAX_AGE_SECS", "7200")
+        .env("NATS_STREAM_MAX_BYTES", "1000000");
+    let mut api = Service::spawn("api", &mut command);
+    api.wait_ok(&format!("http://127.0.0.1:{port}/health"), START)
+        .await;
+    let js =
+        async_nats::jetstream::new(async_nats::connect(common::nats_url()).await.expect("NATS"));
+    let config = js
+        .get_stream(&stream)
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .config
+        .clone();
+    assert_eq!(config.max_age, Duration::from_secs(7200));
+    assert_eq!(config.max_bytes, 1_000_000);
+    api.terminate();
+    common::delete_streams(&stream).await;
 }

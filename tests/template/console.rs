@@ -42,6 +42,7 @@ impl Console {
             duplicate_window: std::time::Duration::from_secs(120),
             replicas: 1,
             auth: Default::default(),
+            limits: Default::default(),
         };
         let jetstream = nomnom::nats::connect(&nats).await.expect("NATS reachable");
         nomnom::nats::ensure_stream(&jetstream, &nats)

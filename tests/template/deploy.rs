@@ -113,7 +113,7 @@ fn compose_file_runs_the_pipeline_and_scales_workers() {
             .starts_with("${POSTGRES_PASSWORD:?")
     );
     assert!(
-        command.contains("${NATS_PASSWORD:?"),
+        command.contains("${NATS_SERVER_PASSWORD:?"),
         "NATS requires a password from .env"
     );
     for name in ["api", "worker"] {
@@ -121,7 +121,7 @@ fn compose_file_runs_the_pipeline_and_scales_workers() {
         assert!(url.contains("${POSTGRES_PASSWORD:?"), "{name}: {url}");
         assert_eq!(
             str_of(&services[name], &["environment", "NATS_PASSWORD"]),
-            "${NATS_PASSWORD:?set NATS_PASSWORD in .env}"
+            "${NATS_SERVER_PASSWORD:?set NATS_SERVER_PASSWORD in .env}"
         );
     }
     let worker = &services["worker"];
@@ -188,7 +188,7 @@ fn env_example_documents_exactly_the_variables_read() {
         .chain(nomnom::worker::env_vars())
         .collect();
     // Variables only docker compose reads (from .env), each used by the compose file.
-    let compose_only = ["POSTGRES_PASSWORD"];
+    let compose_only = ["POSTGRES_PASSWORD", "NATS_SERVER_PASSWORD"];
     let compose = read("docker-compose.nats.yml");
     for var in compose_only {
         assert!(compose.contains(&format!("${{{var}")), "compose uses {var}");

@@ -253,6 +253,7 @@ async fn stream_setup_waits_for_jetstream_and_names_it_when_it_never_comes() {
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
         auth: Default::default(),
+        limits: Default::default(),
     };
     let (late_port, never_port) = (free_port(), free_port());
     let mut late = NatsNode::start(plain(late_port), late_port);
@@ -339,6 +340,7 @@ async fn three_node_cluster_survives_losing_a_node() {
         duplicate_window: Duration::from_secs(120),
         replicas: 3,
         auth: Default::default(),
+        limits: Default::default(),
     };
     let js = nomnom::nats::connect(&nats)
         .await
@@ -640,6 +642,7 @@ async fn a_request_timeout_never_hides_a_stored_message() {
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
         auth: Default::default(),
+        limits: Default::default(),
     };
     let js = nomnom::nats::connect(&config).await.expect("NATS");
     nomnom::nats::ensure_stream(&js, &config)

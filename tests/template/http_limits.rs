@@ -26,6 +26,7 @@ impl Server {
             duplicate_window: Duration::from_secs(120),
             replicas: 1,
             auth: Default::default(),
+            limits: Default::default(),
         };
         let jetstream = nomnom::nats::connect(&nats).await.expect("NATS");
         nomnom::nats::ensure_stream(&jetstream, &nats)

@@ -87,6 +87,7 @@ authorization {{
             stream: stream.to_string(),
             duplicate_window: Duration::from_secs(120),
             replicas: 1,
+            limits: Default::default(),
             auth,
         }
     }
@@ -221,6 +222,7 @@ async fn a_token_server_takes_the_token_and_refuses_others() {
         stream,
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
+        limits: Default::default(),
         auth: NatsAuth {
             token: Some("the-test-token-0123".into()),
             ..NatsAuth::default()
@@ -339,6 +341,7 @@ async fn the_manifests_least_privilege_users_run_the_pipeline_and_nothing_more()
         stream: stream.clone(),
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
+        limits: Default::default(),
         auth: NatsAuth {
             user: Some((name.into(), password.into())),
             ..NatsAuth::default()
@@ -631,6 +634,7 @@ async fn a_creds_file_logs_in_to_an_operator_mode_server() {
         stream: stream.clone(),
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
+        limits: Default::default(),
         auth: nkey_auth(&creds_file),
     };
     let mut p = common::Pipeline::paused_full(
@@ -702,6 +706,7 @@ async fn a_worker_that_may_not_trim_says_so_at_start() {
         stream: stream.clone(),
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
+        limits: Default::default(),
         auth: NatsAuth {
             user: Some(("worker".into(), "worker-pw-0123456789".into())),
             ..NatsAuth::default()

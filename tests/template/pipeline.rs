@@ -3,6 +3,7 @@
 use crate::{common, support};
 use common::Pipeline;
 use serde_json::json;
+use std::time::{Duration, Instant};
 use support::order as tpch_order;
 
 fn s(v: &str) -> Option<String> {
@@ -443,5 +444,66 @@ async fn batch_lines_go_out_in_groups_each_with_its_own_id_and_order() {
         })
         .collect();
     assert_eq!(comments, expected);
+    p.stop().await;
+}
+
+/// A stream at its `NATS_STREAM_MAX_BYTES` refuses new messages (503, nothing stored, the
+/// reason said) and keeps every message it accepted: the worker stores them all, its trim frees
+/// the room, and the api takes messages again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_answers_503_and_keeps_every_message_it_accepted() {
+    let mut p = Pipeline::paused_with(|w| w.nats.limits.max_bytes = Some(16 * 1024)).await;
+    let mut stream = p.jetstream.get_stream(&p.stream).await.expect("stream");
+    assert_eq!(
+        stream.info().await.expect("info").config.max_bytes,
+        16 * 1024
+    );
+    let event = |n: usize| {
+        json!({
+            "order_key": format!("ORD-FULL-{n}"), "event_type": "created",
+            "occurred_at": "2026-12-07T10:00:00Z", "note": "n".repeat(900)
+        })
+        .to_string()
+    };
+    let mut accepted = 0;
+    let mut refused = None;
+    for n in 0..200 {
+        let (status, answer) = p.post("/ingest/message/order_event", &event(n)).await;
+        match status {
+            202 => accepted += 1,
+            503 => {
+                refused = Some(answer);
+                break;
+            }
+            other => panic!("unexpected {other}: {answer}"),
+        }
+    }
+    let refused = refused.expect("the stream fills up and the api says so");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("reached its limits") && e.contains("nothing was stored")),
+        "{refused}"
+    );
+    assert!(
+        accepted >= 5,
+        "{accepted} accepted before the stream was full"
+    );
+    p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM order_events", accepted as i64)
+        .await;
+    // The worker trims what it stored, so the stream takes messages again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, answer) = p.post("/ingest/message/order_event", &event(1000)).await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(Instant::now() < deadline, "the stream never drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    p.db.wait_count("SELECT 1 FROM order_events", accepted as i64 + 1)
+        .await;
     p.stop().await;
 }

@@ -73,6 +73,7 @@ async fn the_trim_removes_only_what_the_consumer_has_finished() {
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
         auth: Default::default(),
+        limits: Default::default(),
     };
     let js = nomnom::nats::connect(&config).await.expect("nats");
     let stream = nomnom::nats::ensure_stream(&js, &config)

@@ -53,6 +53,7 @@ pub(crate) async fn drain(
         duplicate_window: Duration::from_secs(120),
         replicas: 1,
         auth: Default::default(),
+        limits: Default::default(),
     };
     let js = nomnom::nats::connect(&nats)
         .await
