@@ -43,6 +43,18 @@ fn body_paths(e: &EntityDef) -> Vec<(Vec<String>, &FieldDef)> {
     out
 }
 
+/// The top-level members a body (element) of `e` is read from, sorted: a member outside them
+/// is one the entity does not know.
+pub(crate) fn body_members(e: &EntityDef) -> Vec<String> {
+    let mut members: Vec<String> = body_paths(e)
+        .into_iter()
+        .map(|(p, _)| p[0].clone())
+        .collect();
+    members.sort();
+    members.dedup();
+    members
+}
+
 /// The derived entity whose rows are the elements of `f`, a list field of `e`.
 fn list_child<'a>(entities: &'a [EntityDef], e: &EntityDef, f: &FieldDef) -> Option<&'a EntityDef> {
     entities.iter().find(|c| {

@@ -11,6 +11,7 @@ mod convert;
 pub mod csv;
 mod error;
 mod json;
+mod names;
 mod numeric;
 #[cfg(feature = "diesel")]
 pub mod pg;
@@ -21,6 +22,7 @@ pub use bigdecimal::BigDecimal as Decimal;
 pub use chrono::{NaiveDate, NaiveTime};
 pub use csv::{CsvField, CsvSpec};
 pub use json::{Elements, JsonDoc, JsonNumber, JsonRef, Members, doc_from_value};
+pub use names::closest_name;
 pub use serde_json::Value as JsonValue;
 pub use types::{Bind, ColumnType, Constant, CsvCell, FieldType, ReportedColumn, TYPES, TypeInfo};
 pub use uuid::Uuid;

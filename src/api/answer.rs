@@ -11,6 +11,8 @@ pub struct IngestResponse {
     pub message_id: Uuid,
     /// Always `accepted`: JetStream has stored the message.
     pub status: &'static str,
+    /// The entity it was accepted as (snake_case), as named or as detected.
+    pub entity: &'static str,
     /// When the message was accepted.
     pub timestamp: DateTime<Utc>,
     /// True when an earlier request with the same `Idempotency-Key` was already stored.
@@ -33,6 +35,9 @@ impl IngestResponse {
         );
         out.extend_from_slice(b"\",\"status\":\"");
         out.extend_from_slice(self.status.as_bytes());
+        out.extend_from_slice(b"\",\"entity\":\"");
+        // Snake_case names of the schema: nothing to escape.
+        out.extend_from_slice(self.entity.as_bytes());
         out.extend_from_slice(b"\",\"timestamp\":");
         match rfc3339_utc(&self.timestamp) {
             Some(text) => {

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -25,7 +26,8 @@ use crate::runtime::{FieldError, ParseError};
 use super::body::{batch_format, body_read_error, reserve, within};
 use super::ids::{idempotency_key, message_id};
 use super::ingest::{
-    Validated, allowed_entity, answer, count_rejected, publish_error, rejection_reason,
+    UntypedQuery, Validated, allowed_entity, answer, check, count_rejected, entity_hint,
+    member_hint, publish_error, rejection_reason,
 };
 
 /// One line's outcome in a batch answer.
@@ -38,6 +40,9 @@ pub(super) enum LineResult {
         line: usize,
         /// The message id.
         message_id: Uuid,
+        /// The entity the line was accepted as, in a batch that did not name one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        entity: Option<&'static str>,
     },
     /// Refused; the line was not published (or its publish failed).
     Rejected {
@@ -72,8 +77,8 @@ pub(super) struct Rejections {
 }
 
 impl Rejections {
-    fn add(&mut self, state: &AppState, entity: RootEntity, line: usize, e: ApiError) {
-        count_rejected(state, entity.snake_name(), &e);
+    fn add(&mut self, state: &AppState, entity: &str, line: usize, e: ApiError) {
+        count_rejected(state, entity, &e);
         self.total += 1;
         *self.by_reason.entry(rejection_reason(&e)).or_default() += 1;
         if let ApiError::Unavailable { what, detail } = &e
@@ -116,6 +121,49 @@ pub(super) async fn ingest_batch(
     answer(&state, &entity_name, result)
 }
 
+/// `POST /ingest/batch` without an entity in the path: `?entity_type=` or `X-Entity-Type`
+/// names one for every line; without either, each line is routed on its own (its
+/// `entity_type` member, or the one entity it matches, see `detect`) and the answer names each
+/// accepted line's entity. CSV rows carry no member names to route by: they need an entity.
+pub(super) async fn ingest_batch_untyped(
+    State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    deadline: Option<Extension<ReadDeadline>>,
+    query: Result<Query<UntypedQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let deadline = deadline.map(|Extension(d)| d);
+    let named = match entity_hint(query, &headers) {
+        Ok(named) => named,
+        Err(e) => return answer(&state, "unknown", Err(e)),
+    };
+    let result = match &named {
+        Some(name) => batch(&state, &client, name, &headers, body, deadline).await,
+        None => {
+            batch_of(
+                &state,
+                &client,
+                LineEntity::Detected,
+                &headers,
+                body,
+                deadline,
+            )
+            .await
+        }
+    };
+    answer(&state, named.as_deref().unwrap_or("unknown"), result)
+}
+
+/// How a batch's lines get their entity.
+#[derive(Debug, Clone, Copy)]
+enum LineEntity {
+    /// The request names it for every line.
+    Named(RootEntity),
+    /// Each line's own (see [`detect_line`]).
+    Detected,
+}
+
 pub(super) async fn batch(
     state: &AppState,
     client: &Client,
@@ -125,7 +173,31 @@ pub(super) async fn batch(
     deadline: Option<ReadDeadline>,
 ) -> Result<Response, ApiError> {
     let entity = allowed_entity(state, client, entity_name)?;
+    batch_of(
+        state,
+        client,
+        LineEntity::Named(entity),
+        headers,
+        body,
+        deadline,
+    )
+    .await
+}
+
+async fn batch_of(
+    state: &AppState,
+    client: &Client,
+    lines_of: LineEntity,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    deadline: Option<ReadDeadline>,
+) -> Result<Response, ApiError> {
     let format = batch_format(headers)?;
+    if matches!(lines_of, LineEntity::Detected) && format == Some(Format::Csv) {
+        return Err(ApiError::BadRequest(
+            "CSV rows have no member names to find their entity by: name it (POST /ingest/batch/{entity}, ?entity_type= or an X-Entity-Type header)".into(),
+        ));
+    }
     let key = idempotency_key(headers)?;
     if super::budget::declared_length(headers).is_some_and(|n| n > state.max_batch_bytes) {
         return Err(ApiError::TooLarge {
@@ -137,7 +209,16 @@ pub(super) async fn batch(
         reserve(state, headers, state.max_batch_bytes, body),
     )
     .await?;
-    let read = read_rows(state, entity, format, body, deadline, key.is_some()).await?;
+    let read = read_rows(
+        state,
+        client,
+        lines_of,
+        format,
+        body,
+        deadline,
+        key.is_some(),
+    )
+    .await?;
     let ReadRows {
         valid,
         mut rejections,
@@ -149,35 +230,54 @@ pub(super) async fn batch(
             "the batch is empty: send one JSON object per line, or a JSON array of objects".into(),
         ));
     }
-    if let (Some(key), Some(digest)) = (key.as_deref(), digest) {
+    // The key's record is claimed under the request's entity (a routed batch: its first
+    // accepted line's).
+    let key_entity = match lines_of {
+        LineEntity::Named(entity) => Some(entity),
+        LineEntity::Detected => valid.first().map(|(_, entity, _)| *entity),
+    };
+    if let (Some(key), Some(digest), Some(entity)) = (key.as_deref(), digest, key_entity) {
         let id = message_id(client, entity, Some(key), None);
         state
             .fingerprints
             .claim(&state.jetstream, &state.stream, id, digest)
             .await?;
     }
-    let units = match key.as_deref() {
-        // Keyed lines keep a message each, deduplicated on its own id (derived from the key
-        // and the line number), so a retry names every line as before whatever else changed.
-        Some(key) => valid
-            .into_iter()
-            .map(|(number, body)| {
-                let id = message_id(client, entity, Some(key), Some(number));
-                PublishUnit::single(state, number, Validated::new(entity, id, body, true))
-            })
-            .collect(),
-        // Large batches travel as chunks (one status row per chunk, as `worker load`'s).
-        None if valid.len() >= CHUNK_MIN_LINES => chunk_lines(state, entity, valid),
-        None => group_lines(state, entity, valid),
+    let mut by_entity: std::collections::BTreeMap<RootEntity, Vec<(usize, Bytes)>> =
+        Default::default();
+    for (number, entity, body) in valid {
+        by_entity.entry(entity).or_default().push((number, body));
+    }
+    let mut units = Vec::new();
+    for (entity, valid) in by_entity {
+        units.extend(match key.as_deref() {
+            // Keyed lines keep a message each, deduplicated on its own id (derived from the
+            // key and the line number), so a retry names every line as before whatever else
+            // changed.
+            Some(key) => valid
+                .into_iter()
+                .map(|(number, body)| {
+                    let id = message_id(client, entity, Some(key), Some(number));
+                    PublishUnit::single(state, number, Validated::new(entity, id, body, true))
+                })
+                .collect(),
+            // Large batches travel as chunks (one status row per chunk, as `worker load`'s).
+            None if valid.len() >= CHUNK_MIN_LINES => chunk_lines(state, entity, valid),
+            None => group_lines(state, entity, valid),
+        });
+    }
+    let named = match lines_of {
+        LineEntity::Named(entity) => Some(entity),
+        LineEntity::Detected => None,
     };
-    let accepted = publish_units(state, entity, units, &mut rejections).await;
-    Ok(batch_answer(entity, accepted, rejections))
+    let accepted = publish_units(state, named.is_none(), units, &mut rejections).await;
+    Ok(batch_answer(named, accepted, rejections))
 }
 
 /// A batch body read and checked: its valid rows, the refused ones, how many rows it had
 /// (blank lines aside) and, when asked for, its digest.
 struct ReadRows {
-    valid: Vec<(usize, Bytes)>,
+    valid: Vec<(usize, RootEntity, Bytes)>,
     rejections: Rejections,
     lines: usize,
     digest: Option<[u8; 32]>,
@@ -188,23 +288,34 @@ struct ReadRows {
 /// be read as a whole or has more than `MAX_BATCH_LINES` rows.
 async fn read_rows(
     state: &AppState,
-    entity: RootEntity,
+    client: &Client,
+    lines_of: LineEntity,
     format: Option<Format>,
     body: axum::body::Body,
     deadline: Option<ReadDeadline>,
     digest: bool,
 ) -> Result<ReadRows, ApiError> {
-    let mut valid: Vec<(usize, Bytes)> = Vec::new();
+    let mut valid: Vec<(usize, RootEntity, Bytes)> = Vec::new();
     let mut rejections = Rejections::default();
     let mut lines = 0usize;
     // Set once a CSV body's header is read: field errors then name the CSV column.
     let csv_layout: std::sync::OnceLock<crate::runtime::csv::CsvLayout> =
         std::sync::OnceLock::new();
     let mut on_line = |row: Row<'_>| -> Result<(), ApiError> {
-        let checked = check_row(entity, row, csv_layout.get());
-        if matches!(checked, CheckedRow::Blank) {
-            return Ok(());
-        }
+        let (number, checked) = match lines_of {
+            LineEntity::Named(entity) => match check_row(entity, row, csv_layout.get()) {
+                CheckedRow::Blank => return Ok(()),
+                CheckedRow::Valid(number, text) => (number, Ok((entity, text))),
+                CheckedRow::Refused(number, why) => (
+                    number,
+                    Err((entity.snake_name(), refusal_error(state, entity, why))),
+                ),
+            },
+            LineEntity::Detected => match detect_line(state, client, row) {
+                None => return Ok(()),
+                Some((number, checked)) => (number, checked),
+            },
+        };
         lines += 1;
         if lines > state.max_batch_lines {
             return Err(ApiError::TooManyLines {
@@ -212,16 +323,18 @@ async fn read_rows(
             });
         }
         match checked {
-            CheckedRow::Blank => {}
             // Only accepted lines are copied out of the streamed chunk.
-            CheckedRow::Valid(number, text) => valid.push((number, Bytes::copy_from_slice(text))),
-            CheckedRow::Refused(number, why) => {
-                rejections.add(state, entity, number, refusal_error(state, entity, why));
-            }
+            Ok((entity, text)) => valid.push((number, entity, Bytes::copy_from_slice(text))),
+            Err((label, e)) => rejections.add(state, label, number, e),
         }
         Ok(())
     };
-    let mut walker = ChunkWalker::new(format, entity, state.body_limit());
+    // The entity only matters to CSV, which a routed batch refuses.
+    let walker_entity = match lines_of {
+        LineEntity::Named(entity) => entity,
+        LineEntity::Detected => RootEntity::ALL[0],
+    };
+    let mut walker = ChunkWalker::new(format, walker_entity, state.body_limit());
     let mut stream = body.into_data_stream();
     let mut read = 0usize;
     let mut refused: Option<ApiError> = None;
@@ -276,9 +389,62 @@ fn refusal_error(state: &AppState, entity: RootEntity, why: Refusal) -> ApiError
             ApiError::Invalid {
                 entity: Some(entity.name()),
                 errors,
+                unknown: Vec::new(),
+                guessed: false,
             }
         }
         Refusal::Message(other) => ApiError::from(other),
+    }
+}
+
+/// A line of a batch that names no entity: blank (`None`), or its number with the entity it
+/// was accepted as and its text, or the refusal (with the entity label it is counted under).
+#[allow(clippy::type_complexity)]
+fn detect_line<'a>(
+    state: &AppState,
+    client: &Client,
+    row: Row<'a>,
+) -> Option<(
+    usize,
+    Result<(RootEntity, &'a [u8]), (&'static str, ApiError)>,
+)> {
+    // Refusals of lines no entity was found for are counted under `unknown`.
+    let unknown = "unknown";
+    match row {
+        Row::Text(_, text) if text.iter().all(u8::is_ascii_whitespace) => None,
+        Row::Text(number, text) => {
+            let checked = crate::runtime::parse_json_object(text)
+                .map_err(|e| (unknown, ApiError::from(e)))
+                .and_then(|doc| {
+                    let entity = match member_hint(doc.root()) {
+                        Some(name) => {
+                            let entity =
+                                allowed_entity(state, client, &name).map_err(|e| (unknown, e))?;
+                            check(entity, doc.root()).map_err(|e| (entity.snake_name(), e))?;
+                            entity
+                        }
+                        // A detected entity has accepted the line already.
+                        None => {
+                            super::detect::detect(client, doc.root()).map_err(|e| (unknown, e))?
+                        }
+                    };
+                    Ok((entity, text))
+                });
+            Some((number, checked))
+        }
+        Row::TooLong(number) => Some((
+            number,
+            Err((
+                unknown,
+                ApiError::TooLarge {
+                    limit: state.body_limit(),
+                },
+            )),
+        )),
+        Row::Invalid(number, problem) => Some((
+            number,
+            Err((unknown, ApiError::BadRequest(problem.to_string()))),
+        )),
     }
 }
 
@@ -287,44 +453,55 @@ fn refusal_error(state: &AppState, entity: RootEntity, why: Refusal) -> ApiError
 /// `rejections`.
 async fn publish_units(
     state: &AppState,
-    entity: RootEntity,
+    name_entities: bool,
     units: Vec<PublishUnit>,
     rejections: &mut Rejections,
 ) -> Vec<LineResult> {
     let started = Instant::now();
     let mut pipeline = Pipeline::new(&*state.publisher, MAX_BATCH_PENDING_ACKS);
     for unit in units {
-        pipeline.send(unit.lines, unit.outgoing).await;
+        pipeline
+            .send((unit.entity, unit.lines), unit.outgoing)
+            .await;
     }
     let acks = pipeline.finish().await;
-    let histogram = &state.metrics.of(entity).publish_seconds;
     let mut accepted = Vec::new();
-    for (lines, ack) in acks {
-        histogram.observe(started.elapsed().as_secs_f64());
+    for ((entity, lines), ack) in acks {
+        let metrics = state.metrics.of(entity);
+        metrics
+            .publish_seconds
+            .observe(started.elapsed().as_secs_f64());
         match ack {
-            Ok(_) => accepted.extend(
-                lines
-                    .into_iter()
-                    .map(|(line, message_id)| LineResult::Accepted { line, message_id }),
-            ),
+            Ok(_) => {
+                metrics.accepted.inc_by(lines.len() as u64);
+                let named = name_entities.then(|| entity.snake_name());
+                accepted.extend(
+                    lines
+                        .into_iter()
+                        .map(|(line, message_id)| LineResult::Accepted {
+                            line,
+                            message_id,
+                            entity: named,
+                        }),
+                );
+            }
             Err(e) => {
                 for (line, _) in lines {
-                    rejections.add(state, entity, line, publish_error(&e));
+                    rejections.add(state, entity.snake_name(), line, publish_error(&e));
                 }
             }
         }
     }
-    state
-        .metrics
-        .of(entity)
-        .accepted
-        .inc_by(accepted.len() as u64);
     accepted
 }
 
 /// The answer: every accepted line and the first rejected ones, in line order; 202 if any
 /// line was accepted, else 503 when every refusal may pass later, else 422.
-fn batch_answer(entity: RootEntity, accepted: Vec<LineResult>, rejections: Rejections) -> Response {
+fn batch_answer(
+    entity: Option<RootEntity>,
+    accepted: Vec<LineResult>,
+    rejections: Rejections,
+) -> Response {
     let accepted_count = accepted.len();
     let mut results = accepted;
     results.extend(rejections.shown);
@@ -338,7 +515,7 @@ fn batch_answer(entity: RootEntity, accepted: Vec<LineResult>, rejections: Rejec
     };
     let omitted = rejections.total - results.len().saturating_sub(accepted_count);
     let body = json!({
-        "entity": entity.name(),
+        "entity": entity.map(RootEntity::name),
         "accepted": accepted_count,
         "rejected": rejections.total,
         "results": results,
@@ -357,6 +534,8 @@ fn batch_answer(entity: RootEntity, accepted: Vec<LineResult>, rejections: Rejec
 
 /// One JetStream message of a batch: the lines it carries, each with its message id.
 pub(super) struct PublishUnit {
+    /// The entity of its lines.
+    entity: RootEntity,
     /// `(line number, message id)` of every line in it, in order.
     lines: Vec<(usize, Uuid)>,
     outgoing: Outgoing,
@@ -366,6 +545,7 @@ impl PublishUnit {
     /// A line as its own message, deduplicated on its id.
     fn single(state: &AppState, number: usize, v: Validated) -> Self {
         Self {
+            entity: v.entity,
             lines: vec![(number, v.envelope.message_id)],
             outgoing: v.outgoing(&state.stream),
         }
@@ -412,6 +592,7 @@ pub(super) fn chunk_lines(
             bodies,
         };
         units.push(PublishUnit {
+            entity,
             lines: chunk
                 .lines
                 .iter()
@@ -458,6 +639,7 @@ pub(super) fn group_lines(
         };
         state.groups.observe(group.bodies.len());
         units.push(PublishUnit {
+            entity,
             lines: numbers
                 .into_iter()
                 .enumerate()

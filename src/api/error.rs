@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::detect::UnknownMember;
 use crate::runtime::{FieldError, ParseError};
 
 /// Everything a request can fail with.
@@ -26,17 +27,25 @@ pub enum ApiError {
     /// The body is JSON but not an object.
     #[error("the message body must be a JSON object, not {0}")]
     NotAnObject(&'static str),
-    /// The body is JSON but does not match the entity.
-    #[error("the message does not match {}", match .entity {
-        Some(e) => format!("entity `{e}`"),
-        None => "its entity".into(),
+    /// The body is JSON but does not match the entity (or, unnamed, any entity).
+    #[error("{}", match (.entity, .guessed) {
+        (Some(e), true) => format!("the message matches no entity this key may post; the closest is `{e}`: fix the problems listed, or name the entity (POST /ingest/message/{{entity}})"),
+        (Some(e), false) => format!("the message does not match entity `{e}`"),
+        (None, _) => "the message does not match its entity".into(),
     })]
     Invalid {
         /// Entity name, when known.
         entity: Option<&'static str>,
         /// Every problem, per field.
         errors: Vec<FieldError>,
+        /// Members of the body the entity does not read, with hints.
+        unknown: Vec<UnknownMember>,
+        /// Whether the entity was the closest of those tried for an unnamed body.
+        guessed: bool,
     },
+    /// An unnamed body matches several entities.
+    #[error("the message matches several entities ({}); name one: POST /ingest/message/{{entity}}, ?entity_type=, an X-Entity-Type header or an \"entity_type\" member", .0.join(", "))]
+    Ambiguous(Vec<&'static str>),
     /// The request body could not be read (too large, connection dropped).
     #[error("{message}")]
     Body {
@@ -96,9 +105,14 @@ pub enum ApiError {
         "the server holds as many request bytes as it may; retry after the Retry-After header (a smaller body, or one with a Content-Length, is let in sooner)"
     )]
     BodiesInFlight,
-    /// No such route, or no such message.
+    /// No such message (or other resource).
     #[error("{0}")]
     NotFound(String),
+    /// No route has this path; the answer lists the routes.
+    #[error(
+        "no route for {0}; the routes are listed in `routes` (and described at GET /api-docs/openapi.json)"
+    )]
+    NoRoute(String),
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -180,6 +194,8 @@ impl From<ParseError> for ApiError {
             ParseError::Invalid(errors) => ApiError::Invalid {
                 entity: None,
                 errors,
+                unknown: Vec::new(),
+                guessed: false,
             },
         }
     }
@@ -229,8 +245,12 @@ impl ApiError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::UnknownEntity(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::InvalidJson { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownEntity(_) | ApiError::NotFound(_) | ApiError::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::InvalidJson { .. } | ApiError::BadRequest(_) | ApiError::Ambiguous(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge { .. } | ApiError::TooManyLines { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -254,8 +274,25 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut body = json!({ "error": self.to_string(), "status": status.as_u16() });
         match &self {
-            ApiError::Invalid { .. } | ApiError::NotAnObject(_) => {
+            ApiError::Invalid {
+                entity, unknown, ..
+            } => {
                 body["details"] = json!(self.field_errors());
+                if let Some(entity) = entity {
+                    body["entity"] = json!(entity);
+                }
+                if !unknown.is_empty() {
+                    body["unknown_members"] = json!(unknown);
+                }
+            }
+            ApiError::NotAnObject(_) => {
+                body["details"] = json!(self.field_errors());
+            }
+            ApiError::Ambiguous(names) => {
+                body["matching_entities"] = json!(names);
+            }
+            ApiError::NoRoute(_) => {
+                body["routes"] = json!(super::ROUTES);
             }
             ApiError::KeyReused { first } => {
                 body["message_id"] = json!(first);

@@ -50,14 +50,17 @@ impl Validated {
     }
 }
 
-/// Checks a parsed body against `entity`: every field error, or nothing. The generated
-/// validate-only path: the parse's errors without building the rows the worker builds.
+/// Checks a parsed body against `entity`: every field error (and the members it does not
+/// know, with hints), or nothing. The generated validate-only path: the parse's errors without
+/// building the rows the worker builds.
 pub(super) fn check(entity: RootEntity, value: JsonRef<'_>) -> Result<(), ApiError> {
     entity
         .validate_json(value)
         .map_err(|errors| ApiError::Invalid {
             entity: Some(entity.name()),
             errors,
+            unknown: super::detect::unknown_members(entity, value),
+            guessed: false,
         })
 }
 
@@ -109,7 +112,7 @@ impl Validated {
 pub(super) fn rejection_reason(e: &ApiError) -> &'static str {
     match e {
         ApiError::InvalidJson { .. } => "invalid_json",
-        ApiError::Invalid { .. } | ApiError::NotAnObject(_) => "invalid",
+        ApiError::Invalid { .. } | ApiError::NotAnObject(_) | ApiError::Ambiguous(_) => "invalid",
         ApiError::UnknownEntity(_) => "unknown_entity",
         ApiError::TooLarge { .. } | ApiError::TooManyLines { .. } => "too_large",
         ApiError::UnsupportedMediaType { .. } => "content_type",
@@ -175,6 +178,7 @@ pub(super) async fn accept_one(
     let answer = IngestResponse {
         message_id,
         status: "accepted",
+        entity: entity.snake_name(),
         timestamp: received_at,
         duplicate,
     };
@@ -242,7 +246,9 @@ pub(super) fn answer(
 }
 
 /// `POST /ingest/message`: the entity comes from `?entity_type=`, the `X-Entity-Type` header,
-/// or a top-level `entity_type` member of the body (compatibility with the earlier generator).
+/// or a top-level `entity_type` member of the body (the earlier generator's convention);
+/// without any, from the body itself (see [`detect`](super::detect::detect)). The answer names
+/// the entity.
 pub(super) async fn ingest_untyped(
     State(state): State<Arc<AppState>>,
     Extension(client): Extension<Client>,
@@ -255,34 +261,56 @@ pub(super) async fn ingest_untyped(
     let mut named = String::from("unknown");
     let result = async {
         check_content_type(&headers)?;
-        let Query(query) =
-            query.map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))?;
-        let from_query = query.entity_type;
-        let from_header = headers
-            .get("x-entity-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let (_held, body) =
-            within(deadline, reserve(&state, &headers, state.body_limit(), body)).await?;
+        let preset = entity_hint(query, &headers)?;
+        let (_held, body) = within(
+            deadline,
+            reserve(&state, &headers, state.body_limit(), body),
+        )
+        .await?;
         let body = within(deadline, read_body(body, state.body_limit())).await?;
-        let preset = from_query.or(from_header);
         let (entity, checked) = {
             let doc = crate::runtime::parse_json_object(&body)?;
-            let name = preset
-                .or_else(|| doc.root().get("entity_type").and_then(JsonRef::as_str).map(str::to_string))
-                .ok_or_else(|| {
-                    ApiError::BadRequest(
-                        "no entity type: post to /ingest/message/{entity}, or give ?entity_type=, an X-Entity-Type header or a top-level \"entity_type\" member".into(),
-                    )
-                })?;
-            named = name.clone();
-            let entity = allowed_entity(&state, &client, &name)?;
-            (entity, check(entity, doc.root()))
+            let (entity, checked) = match preset.or_else(|| member_hint(doc.root())) {
+                Some(name) => {
+                    named = name.clone();
+                    let entity = allowed_entity(&state, &client, &name)?;
+                    (entity, check(entity, doc.root()))
+                }
+                // A detected entity has accepted the body already.
+                None => (super::detect::detect(&client, doc.root())?, Ok(())),
+            };
+            named = entity.snake_name().to_string();
+            (entity, checked)
         };
         accept_one(&state, &client, entity, checked, &body, &headers).await
     }
     .await;
     answer(&state, &named, result)
+}
+
+/// The header naming the entity of an untyped request.
+pub(super) const ENTITY_HEADER: &str = "x-entity-type";
+
+/// The entity a request names outside its body: `?entity_type=` or `X-Entity-Type`.
+pub(super) fn entity_hint(
+    query: Result<Query<UntypedQuery>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    let Query(query) = query
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))?;
+    Ok(query.entity_type.or_else(|| {
+        headers
+            .get(ENTITY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }))
+}
+
+/// The entity a body names in its top-level `entity_type` member.
+pub(super) fn member_hint(body: JsonRef<'_>) -> Option<String> {
+    body.get(super::detect::ENTITY_TYPE_MEMBER)
+        .and_then(JsonRef::as_str)
+        .map(str::to_string)
 }
 
 /// The query string of `POST /ingest/message` (other parameters are ignored).
@@ -324,6 +352,7 @@ mod tests {
                     let answer = IngestResponse {
                         message_id: Uuid::now_v7(),
                         status: "accepted",
+                        entity: "order_line_item",
                         timestamp,
                         duplicate,
                     };

@@ -18,6 +18,7 @@ mod body;
 pub mod budget;
 mod config;
 pub mod console;
+pub mod detect;
 mod error;
 mod group;
 pub mod idempotency;
@@ -179,6 +180,7 @@ pub fn router(state: AppState) -> Router {
             // Streamed: the handler counts bytes and lines itself.
             post(batch::ingest_batch),
         )
+        .route("/ingest/batch", post(batch::ingest_batch_untyped))
         .route("/ingest/status/{message_id}", get(status::message_status))
         .route("/api-docs/openapi.json", get(openapi::openapi_json));
     if metrics_here {
@@ -212,12 +214,32 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(status::metrics))
         .route("/health", get(status::health))
-        .fallback(not_found)
+        .fallback(|uri: Uri| async move {
+            ApiError::NotFound(format!(
+                "no route for {}; this port serves GET /metrics and GET /health",
+                uri.path().chars().take(200).collect::<String>()
+            ))
+        })
         .with_state(Arc::new(state))
 }
 
+/// The routes of [`router`], as a 404 lists them.
+pub const ROUTES: &[&str] = &[
+    "POST /ingest/message/{entity}",
+    "POST /ingest/message",
+    "POST /ingest/validate/{entity}",
+    "POST /ingest/batch/{entity}",
+    "POST /ingest/batch",
+    "GET /ingest/status/{message_id}",
+    "GET /health",
+    "GET /ready",
+    "GET /metrics",
+    "GET /api-docs/openapi.json",
+    "GET /swagger-ui",
+];
+
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {}", uri.path()))
+    ApiError::NoRoute(uri.path().chars().take(200).collect())
 }
 
 async fn method_not_allowed() -> ApiError {

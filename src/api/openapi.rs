@@ -197,6 +197,7 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
     });
     let mut tagged = Vec::new();
     let mut mapping = serde_json::Map::new();
+    let mut untyped_bodies = vec![json!({"$ref": "#/components/schemas/TaggedMessage"})];
     for entity in RootEntity::ALL {
         let name = entity.name();
         let snake = entity.snake_name();
@@ -217,6 +218,13 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
         let tagged_ref = format!("#/components/schemas/{tagged_name}");
         tagged.push(json!({"$ref": tagged_ref}));
         mapping.insert(snake.to_string(), json!(tagged_ref));
+        // The untyped route's body without `entity_type`: the entity's, with no member it does
+        // not know (that is what makes a body match it).
+        let unnamed_name = format!("{name}Unnamed");
+        let mut unnamed = schema.clone();
+        unnamed["additionalProperties"] = json!(false);
+        schemas.insert(unnamed_name.clone(), unnamed);
+        untyped_bodies.push(json!({"$ref": format!("#/components/schemas/{unnamed_name}")}));
 
         let mut single = ingest_errors(false);
         single.insert("202".into(), accepted.clone());
@@ -304,21 +312,62 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
             "discriminator": {"propertyName": "entity_type", "mapping": mapping}
         }),
     );
+    schemas.insert("UntypedMessage".into(), json!({"anyOf": untyped_bodies}));
+    let untyped_ref = json!({"$ref": "#/components/schemas/UntypedMessage"});
     let mut untyped = ingest_errors(false);
     untyped.insert("202".into(), accepted);
     untyped.insert(
         "404".into(),
         error_response("`entity_type` names no entity"),
     );
+    untyped.insert(
+        "400".into(),
+        error_response(
+            "Invalid JSON, a malformed header, or a body several entities match (`matching_entities` names them; name one)",
+        ),
+    );
+    untyped.insert(
+        "422".into(),
+        error_response(
+            "No entity matches: `entity` names the closest, `details` its field errors, `unknown_members` the members it does not know (with `did_you_mean`)",
+        ),
+    );
     paths.insert(
         "/ingest/message".into(),
         json!({"post": {
             "operationId": "ingest_untyped",
-            "summary": "Ingest one message naming its entity in a top-level `entity_type` member",
-            "description": "For clients of the earlier generator. The entity may also be given as `?entity_type=` or an `X-Entity-Type` header, which then take precedence over the member; those aliases are not described here because a body can only be checked against one entity.",
+            "summary": "Ingest one message of whichever entity it is",
+            "description": "The entity is the one a top-level `entity_type` member (or `?entity_type=`, or an `X-Entity-Type` header, which take precedence; not described here because a body can only be checked against one entity) names; without one, the one entity the body matches: its validator accepts it and the body has no member it does not know. The answer names the entity.",
             "parameters": [idempotency],
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaggedMessage"}}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": untyped_ref}}},
             "responses": untyped,
+        }}),
+    );
+    let mut untyped_batch = ingest_errors(true);
+    untyped_batch.insert(
+        "202".into(),
+        json!({"description": "At least one message stored; the result of every line, naming each accepted line's entity", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResult"}}}}),
+    );
+    let untyped_messages = json!({
+        "type": "array", "items": untyped_ref,
+        "minItems": 1, "maxItems": options.max_batch_lines
+    });
+    let mut untyped_ndjson = untyped_messages.clone();
+    untyped_ndjson["description"] = json!(
+        "One message per line, each routed as POST /ingest/message routes a body. Shown as an array of the lines' objects."
+    );
+    paths.insert(
+        "/ingest/batch".into(),
+        json!({"post": {
+            "operationId": "ingest_batch_untyped",
+            "summary": "Ingest messages of any entities as NDJSON or a JSON array, each line routed on its own",
+            "description": "Each line goes to the entity its `entity_type` member names, or the one entity it matches (as POST /ingest/message); `?entity_type=` or `X-Entity-Type` name one entity for every line instead. CSV needs an entity (POST /ingest/batch/{entity}).",
+            "parameters": [idempotency],
+            "requestBody": {"required": true, "content": {
+                "application/x-ndjson": {"schema": untyped_ndjson},
+                "application/json": {"schema": untyped_messages}
+            }},
+            "responses": untyped_batch,
         }}),
     );
     paths.insert(
@@ -360,13 +409,21 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
     schemas.insert(
         "Error".into(),
         json!({"type": "object", "required": ["error", "status"], "properties": {
-            "error": {"type": "string"}, "status": {"type": "integer"}, "details": field_errors
+            "error": {"type": "string"}, "status": {"type": "integer"}, "details": field_errors,
+            "entity": {"type": "string", "description": "The entity the body was checked against (for an unnamed body: the closest)"},
+            "unknown_members": {"type": "array", "items": {
+                "type": "object", "required": ["member"],
+                "properties": {"member": {"type": "string"}, "did_you_mean": {"type": "string"}}
+            }},
+            "matching_entities": {"type": "array", "items": {"type": "string"}},
+            "routes": {"type": "array", "items": {"type": "string"}}
         }}),
     );
     schemas.insert(
         "Accepted".into(),
-        json!({"type": "object", "required": ["message_id", "status", "timestamp"], "properties": {
+        json!({"type": "object", "required": ["message_id", "status", "entity", "timestamp"], "properties": {
             "message_id": {"type": "string", "format": "uuid"}, "status": {"const": "accepted"},
+            "entity": {"type": "string", "description": "The entity the message was accepted as"},
             "timestamp": {"type": "string", "format": "date-time"}, "duplicate": {"type": "boolean"}
         }}),
     );
@@ -374,11 +431,13 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
         "type": "object",
         "required": ["entity", "accepted", "rejected", "results", "errors_omitted", "rejected_by_reason"],
         "properties": {
-            "entity": {"type": "string"}, "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
+            "entity": {"type": ["string", "null"], "description": "The entity of every line; null when each line was routed on its own"},
+            "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
             "results": {
                 "description": "Every accepted line with its message_id, and the first 100 rejected lines in full",
                 "type": "array", "items": {"type": "object", "required": ["line"], "properties": {
                     "line": {"type": "integer"}, "message_id": {"type": "string", "format": "uuid"},
+                    "entity": {"type": "string", "description": "A routed line's entity"},
                     "error": {"type": "string"}, "retryable": {"type": "boolean"}, "details": field_errors
                 }}
             },

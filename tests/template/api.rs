@@ -219,7 +219,12 @@ async fn errors_are_json_with_the_right_status() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     let (status, body) = api.get("/nowhere").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body["error"], "no route for /nowhere");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no route for /nowhere;")),
+        "{body}"
+    );
 
     let xml = Request::post("/ingest/message/order")
         .header("content-type", "application/xml")
@@ -300,14 +305,10 @@ async fn untyped_route_finds_the_entity_three_ways() {
         StatusCode::ACCEPTED
     );
 
+    // Without any name: the one entity the body matches, named in the answer.
     let (status, body) = api.post("/ingest/message", order.to_string()).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        body["error"]
-            .as_str()
-            .expect("error")
-            .starts_with("no entity type")
-    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["entity"], "order");
     let (status, _) = api
         .post("/ingest/message?entity_type=invoice", order.to_string())
         .await;
@@ -329,7 +330,114 @@ async fn untyped_route_finds_the_entity_three_ways() {
             .as_str()
             .is_some_and(|e| e.starts_with("invalid query string"))
     );
-    assert_eq!(api.stream_messages().await, 4);
+    assert_eq!(api.stream_messages().await, 5);
+    api.cleanup().await;
+}
+
+/// A body without an entity matches the one entity whose validator accepts it and which knows
+/// all its members; the notes' body that matches none is refused naming the closest entity,
+/// its field errors and did-you-mean hints for the members it does not know.
+#[tokio::test]
+async fn an_unnamed_body_is_routed_to_the_one_entity_it_matches() {
+    let api = Api::plain().await;
+    for (body, entity) in [
+        (support::order(7, 2), "order"),
+        (support::customer(7), "customer"),
+        (
+            json!({"order_key": "ORD-7", "event_type": "shipped", "occurred_at": "2026-12-07T10:00:00Z", "note": null}),
+            "order_event",
+        ),
+    ] {
+        let (status, answer) = api.post("/ingest/message", body.to_string()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["entity"], entity, "{answer}");
+    }
+    // An order with a member no entity reads matches nothing: the closest is the order.
+    let mut extra = support::order(8, 1);
+    extra["shipping_adress"] = json!("somewhere");
+    let (status, answer) = api.post("/ingest/message", extra.to_string()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["entity"], "Order", "{answer}");
+    assert_eq!(answer["unknown_members"][0]["member"], "shipping_adress");
+
+    let (status, answer) = api
+        .post("/ingest/message", r#"{"order_id": "123", "total": 100.50}"#)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["entity"], "Order", "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("matches no entity") && e.contains("closest is `Order`")),
+        "{answer}"
+    );
+    let hints: Vec<(String, String)> = answer["unknown_members"]
+        .as_array()
+        .expect("unknown members")
+        .iter()
+        .map(|m| {
+            (
+                m["member"].as_str().unwrap_or_default().to_string(),
+                m["did_you_mean"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hints,
+        [
+            ("order_id".to_string(), "order_key".to_string()),
+            ("total".to_string(), "total_price".to_string())
+        ]
+    );
+    assert!(
+        answer["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|e| e["field"] == "order_key")),
+        "{answer}"
+    );
+    // A named route lists the members it does not know too.
+    let (status, answer) = api
+        .post("/ingest/message/order", r#"{"order_id": "123"}"#)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["unknown_members"][0]["did_you_mean"], "order_key");
+    assert_eq!(api.stream_messages().await, 3);
+    api.cleanup().await;
+}
+
+/// An unknown route is a 404 listing the routes.
+#[tokio::test]
+async fn an_unknown_route_lists_the_routes() {
+    let api = Api::plain().await;
+    let (status, answer) = api.post("/ingest/mesage", "{}").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let routes: Vec<&str> = answer["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert_eq!(routes, nomnom::api::ROUTES);
+    assert!(routes.contains(&"POST /ingest/message") && routes.contains(&"POST /ingest/batch"));
+    // Every ingest and status route listed is one the document describes.
+    let (_, document) = api.get("/api-docs/openapi.json").await;
+    for route in routes {
+        let (method, path) = route.split_once(' ').expect("METHOD path");
+        // The document does not describe itself, its UI page, or metrics without a key scope.
+        if matches!(path, "/swagger-ui" | "/metrics" | "/api-docs/openapi.json") {
+            continue;
+        }
+        let described = document["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .any(|(p, item)| {
+                let template = p.starts_with(path.split('{').next().unwrap_or(path))
+                    && (path.contains('{') || p == path);
+                template && item.get(method.to_lowercase()).is_some()
+            });
+        assert!(described, "{route} is in the OpenAPI document");
+    }
     api.cleanup().await;
 }
 

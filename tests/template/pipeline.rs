@@ -507,3 +507,75 @@ async fn a_full_stream_answers_503_and_keeps_every_message_it_accepted() {
         .await;
     p.stop().await;
 }
+
+/// `POST /ingest/batch` without an entity routes every line on its own (its `entity_type`, or
+/// the one entity it matches), names each accepted line's entity, refuses lines that match
+/// none with the closest entity's problems, and the worker stores each as its entity. CSV,
+/// which has no member names to route by, needs an entity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_batch_routes_each_line_to_its_entity() {
+    let p = Pipeline::start().await;
+    let mut tagged = json!({"order_key": "ORD-U1", "event_type": "created",
+        "occurred_at": "2026-12-07T10:00:00Z", "note": null});
+    tagged["entity_type"] = json!("order_event");
+    let lines = [
+        tpch_order(71, 2).to_string(),
+        support::customer(71).to_string(),
+        r#"{"order_id": "123", "total": 100.50}"#.to_string(),
+        tagged.to_string(),
+    ];
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/ingest/batch", p.base))
+        .header("content-type", "application/x-ndjson")
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(response.status(), 202);
+    let answer: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(answer["accepted"], 3, "{answer}");
+    assert_eq!(answer["rejected"], 1, "{answer}");
+    assert!(answer["entity"].is_null(), "{answer}");
+    let results = answer["results"].as_array().expect("results");
+    let entities: Vec<&str> = results
+        .iter()
+        .map(|r| r["entity"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        entities,
+        ["order", "customer", "-", "order_event"],
+        "{answer}"
+    );
+    assert!(
+        results[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("closest is `Order`")),
+        "{answer}"
+    );
+    p.db.wait_count("SELECT 1 FROM orders WHERE order_key = 'ORD-000071'", 1)
+        .await;
+    p.db.wait_count(
+        "SELECT 1 FROM customers WHERE customer_key = 'CUST-0071'",
+        1,
+    )
+    .await;
+    p.db.wait_count("SELECT 1 FROM order_events WHERE order_key = 'ORD-U1'", 1)
+        .await;
+    let csv = client
+        .post(format!("{}/ingest/batch", p.base))
+        .header("content-type", "text/csv")
+        .body("customer_key,name\nC1,x\n")
+        .send()
+        .await
+        .expect("csv");
+    assert_eq!(csv.status(), 400);
+    let answer: serde_json::Value = csv.json().await.expect("JSON");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/ingest/batch/{entity}")),
+        "{answer}"
+    );
+    p.stop().await;
+}

@@ -15,7 +15,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::quote;
 
-use crate::example::example_of;
+use crate::example::{body_members, example_of};
 use crate::ident::{field_ident, snake};
 use crate::model::*;
 use crate::validate::Schema;
@@ -131,6 +131,10 @@ fn top_file(schema: &Schema) -> TokenStream {
         .iter()
         .map(|e| raw_str(&example_of(&schema.entities, e).to_string()));
     let root_mods: Vec<Ident> = roots.iter().map(|e| module_ident(e)).collect();
+    let members = roots.iter().map(|e| {
+        let names = body_members(e);
+        quote!(&[#(#names),*])
+    });
     quote! {
         #(#modules)*
         #(#reexports)*
@@ -178,6 +182,12 @@ fn top_file(schema: &Schema) -> TokenStream {
             /// entities' (parents first).
             pub fn tables(self) -> &'static [&'static str] {
                 match self { #(RootEntity::#root_variants => #subtree_tables,)* }
+            }
+
+            /// The top-level members a body is read from, sorted: any other member is one the
+            /// entity does not know.
+            pub fn members(self) -> &'static [&'static str] {
+                match self { #(RootEntity::#root_variants => #members,)* }
             }
 
             /// An example body: the entity's `example:` in YAML, or one built from its fields'

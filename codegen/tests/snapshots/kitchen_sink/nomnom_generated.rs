@@ -116,6 +116,34 @@ impl RootEntity {
             RootEntity::Level => &["levels"],
         }
     }
+    /// The top-level members a body is read from, sorted: any other member is one the
+    /// entity does not know.
+    pub fn members(self) -> &'static [&'static str] {
+        match self {
+            RootEntity::Shipment => {
+                &[
+                    "carrier",
+                    "fallback_carrier",
+                    "fragile",
+                    "id_code",
+                    "label_png",
+                    "match",
+                    "meta",
+                    "origin",
+                    "packages",
+                    "pickup_time",
+                    "pieces",
+                    "shipped_at",
+                    "signature",
+                    "tags",
+                    "weight",
+                ]
+            }
+            RootEntity::Reading => &["sensor", "taken_at", "value", "version"],
+            RootEntity::Quote => &["price", "stamp", "symbol"],
+            RootEntity::Level => &["litres", "revision", "tank"],
+        }
+    }
     /// An example body: the entity's `example:` in YAML, or one built from its fields'
     /// types (what the OpenAPI document shows and the tests post).
     pub fn example(self) -> ::nomnom_runtime::JsonValue {

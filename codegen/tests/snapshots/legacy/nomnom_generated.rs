@@ -73,6 +73,14 @@ impl RootEntity {
             RootEntity::Heartbeat => &[],
         }
     }
+    /// The top-level members a body is read from, sorted: any other member is one the
+    /// entity does not know.
+    pub fn members(self) -> &'static [&'static str] {
+        match self {
+            RootEntity::Event => &["count", "entries", "event_id", "ratio"],
+            RootEntity::Heartbeat => &["at", "day", "labels", "source"],
+        }
+    }
     /// An example body: the entity's `example:` in YAML, or one built from its fields'
     /// types (what the OpenAPI document shows and the tests post).
     pub fn example(self) -> ::nomnom_runtime::JsonValue {

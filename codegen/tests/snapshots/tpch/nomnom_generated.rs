@@ -91,6 +91,51 @@ impl RootEntity {
             RootEntity::Product => &["products"],
         }
     }
+    /// The top-level members a body is read from, sorted: any other member is one the
+    /// entity does not know.
+    pub fn members(self) -> &'static [&'static str] {
+        match self {
+            RootEntity::Customer => {
+                &[
+                    "account_balance",
+                    "address",
+                    "comment",
+                    "customer_key",
+                    "market_segment",
+                    "name",
+                    "nation_key",
+                    "phone",
+                ]
+            }
+            RootEntity::Order => {
+                &[
+                    "clerk",
+                    "comment",
+                    "customer_key",
+                    "line_items",
+                    "order_date",
+                    "order_key",
+                    "order_priority",
+                    "order_status",
+                    "ship_priority",
+                    "total_price",
+                ]
+            }
+            RootEntity::Product => {
+                &[
+                    "brand",
+                    "comment",
+                    "container",
+                    "manufacturer",
+                    "name",
+                    "part_key",
+                    "retail_price",
+                    "size",
+                    "type",
+                ]
+            }
+        }
+    }
     /// An example body: the entity's `example:` in YAML, or one built from its fields'
     /// types (what the OpenAPI document shows and the tests post).
     pub fn example(self) -> ::nomnom_runtime::JsonValue {

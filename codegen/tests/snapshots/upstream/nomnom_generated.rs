@@ -68,6 +68,16 @@ impl RootEntity {
             RootEntity::Product => &["products"],
         }
     }
+    /// The top-level members a body is read from, sorted: any other member is one the
+    /// entity does not know.
+    pub fn members(self) -> &'static [&'static str] {
+        match self {
+            RootEntity::Customer => {
+                &["account_balance", "comment", "customer_key", "name", "nation_key"]
+            }
+            RootEntity::Product => &["name", "part_key", "retail_price", "size"],
+        }
+    }
     /// An example body: the entity's `example:` in YAML, or one built from its fields'
     /// types (what the OpenAPI document shows and the tests post).
     pub fn example(self) -> ::nomnom_runtime::JsonValue {
