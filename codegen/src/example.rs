@@ -29,8 +29,9 @@ fn body_paths(e: &EntityDef) -> Vec<(Vec<String>, &FieldDef)> {
     for f in &e.fields {
         match f.computed_from.as_ref().map(|c| (&c.transform, c)) {
             None | Some((Transform::ExtractField { .. }, _)) => out.push((json_path(f), f)),
-            Some((Transform::Coalesce, c)) => {
-                for s in &c.sources {
+            Some((Transform::Coalesce | Transform::Conditional, c)) => {
+                let condition = c.condition.as_ref().map(|k| &k.source);
+                for s in c.sources.iter().chain(condition) {
                     if let SourceRef::Element { path, .. } = s {
                         out.push((path.clone(), f));
                     }
@@ -55,7 +56,8 @@ pub(crate) fn body_members(e: &EntityDef) -> Vec<String> {
     members
 }
 
-/// The derived entity whose rows are the elements of `f`, a list field of `e`.
+/// The derived entity whose rows are the elements of `f`, a list field of `e` (or whose row
+/// is `f`, an object field).
 fn list_child<'a>(entities: &'a [EntityDef], e: &EntityDef, f: &FieldDef) -> Option<&'a EntityDef> {
     entities.iter().find(|c| {
         c.repeated_for
@@ -72,12 +74,18 @@ pub(crate) fn example_of(entities: &[EntityDef], e: &EntityDef) -> Value {
     let mut body = Value::Object(Map::new());
     let mut filled = BTreeSet::new();
     for (path, f) in body_paths(e) {
-        if !filled.insert(f.name.value.as_str()) {
+        // Every source of a field (each `coalesce` or conditional one) is filled: whichever a
+        // condition picks must hold a value.
+        if !filled.insert(path.clone()) {
             continue;
         }
+        let child = list_child(entities, e, f);
         let value = if f.ty.value == FieldType::ListObject {
-            let element = list_child(entities, e, f).map(|c| example_of(entities, c));
+            let element = child.map(|c| example_of(entities, c));
             Value::Array(element.into_iter().collect())
+        } else if let Some(c) = child.filter(|_| f.ty.value == FieldType::Json) {
+            // The object an entity derived with `object:` reads its row from.
+            example_of(entities, c)
         } else {
             type_example(f)
         };
@@ -194,7 +202,7 @@ impl Checker<'_, '_> {
         for (p, f) in paths {
             let plain = !matches!(
                 f.computed_from.as_ref().map(|c| &c.transform),
-                Some(Transform::Coalesce)
+                Some(Transform::Coalesce | Transform::Conditional)
             );
             if let [member] = p
                 && plain
@@ -224,6 +232,21 @@ impl Checker<'_, '_> {
             return;
         }
         match (ty, value) {
+            (FieldType::Json, ExampleNode::Map(..))
+                if let Some(c) = list_child(self.entities, self.e, f) =>
+            {
+                Checker {
+                    entities: self.entities,
+                    file: self.file,
+                    e: c,
+                    d: &mut *self.d,
+                }
+                .object(value, at)
+            }
+            (FieldType::Json, _) if list_child(self.entities, self.e, f).is_some() => self.err(
+                value.loc(),
+                format!("`{at}` must be a mapping (it holds a row) or null"),
+            ),
             (FieldType::Json, _) => {}
             (FieldType::ListObject, ExampleNode::List(items, _)) => {
                 let child = list_child(self.entities, self.e, f);

@@ -23,6 +23,7 @@ const ENTITY_KEYS: &[&str] = &[
     "fields",
     "repeated_for",
     "parent",
+    "object",
     "persistence",
     "csv",
     "example",
@@ -46,7 +47,9 @@ const FIELD_KEYS: &[&str] = &[
     "computed_from",
 ];
 const REPEATED_FOR_KEYS: &[&str] = &["entity", "field", "each_known_as"];
-const COMPUTED_KEYS: &[&str] = &["transform", "sources", "args"];
+const OBJECT_KEYS: &[&str] = &["field", "known_as"];
+const COMPUTED_KEYS: &[&str] = &["transform", "sources", "args", "condition"];
+const CONDITION_KEYS: &[&str] = &["field", "equals"];
 const ARGS_KEYS: &[&str] = &["field_path", "field", "value"];
 const SOURCE_KEYS: &[&str] = &["source", "field"];
 const PERSISTENCE_KEYS: &[&str] = &["database", "primary_key", "field_overrides"];
@@ -74,6 +77,7 @@ pub(crate) const TRANSFORMS: &[&str] = &[
     "constant",
     "constant_value",
     "coalesce",
+    "copy_field_conditional",
 ];
 
 /// A loaded YAML file: its display path and its text (for rerun-if-changed and diagnostics).
@@ -400,9 +404,40 @@ impl Cx<'_> {
                 field,
                 each_known_as,
                 loc: keys.key_loc("repeated_for").unwrap_or_default(),
+                nested_object: false,
             })
         });
         let parent = keys.get("parent").and_then(|n| self.string(n, "`parent`"));
+        let object = keys
+            .get("object")
+            .and_then(|n| self.object(n, keys.key_loc("object")));
+        let repeated_for = match (repeated_for, object) {
+            (Some(r), Some((_, at))) => {
+                self.err(
+                    at,
+                    "`object` and `repeated_for` exclude each other: rows come from a list or from one object",
+                );
+                Some(r)
+            }
+            (Some(r), None) => Some(r),
+            (None, Some(((field, known_as), at))) => match &parent {
+                Some(p) => Some(RepeatedFor {
+                    entity: p.clone(),
+                    field,
+                    each_known_as: known_as,
+                    loc: at,
+                    nested_object: true,
+                }),
+                None => {
+                    self.err(
+                        at,
+                        "`object` names a field of the parent: add `parent: <entity>`",
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
         let element = repeated_for.as_ref().map(|r| r.each_known_as.clone());
         let parent_name = repeated_for
             .as_ref()
@@ -439,6 +474,29 @@ impl Cx<'_> {
             example,
             complete: true,
         })
+    }
+
+    /// `object: <field>` or `object: {field, known_as}`: the parent's field holding the
+    /// object and the name sources call it by (the field's name unless given).
+    #[allow(clippy::type_complexity)]
+    fn object(
+        &mut self,
+        node: &Node,
+        key_loc: Option<Loc>,
+    ) -> Option<((Spanned<String>, String), Loc)> {
+        let at = key_loc.unwrap_or_else(|| loc(node));
+        if node.as_scalar().is_some() {
+            let field = self.string(node, "`object`")?;
+            let known_as = field.value.clone();
+            return Some(((field, known_as), at));
+        }
+        let ok = self.mapping(node, OBJECT_KEYS, "`object`")?;
+        let field = self.required(&ok, node, "field", "`object`")?;
+        let known_as = match ok.get("known_as") {
+            Some(k) => self.string(k, "`known_as`")?.value,
+            None => field.value.clone(),
+        };
+        Some(((field, known_as), at))
     }
 
     fn required(
@@ -571,6 +629,7 @@ impl Cx<'_> {
             "extract_field" => Transform::ExtractField { legacy: None },
             "constant" | "constant_value" => Transform::Constant,
             "coalesce" => Transform::Coalesce,
+            "copy_field_conditional" => Transform::Conditional,
             other => match legacy_getter(other) {
                 Some(l) => Transform::ExtractField { legacy: Some(l) },
                 None => {
@@ -628,6 +687,41 @@ impl Cx<'_> {
                 };
             }
         }
+        let condition = match keys.get("condition") {
+            Some(n) => {
+                let ck = self.mapping(n, CONDITION_KEYS, "`condition`")?;
+                let field = match ck.get("field") {
+                    Some(f) => self.source(f, ctx)?,
+                    None => {
+                        self.err(loc(n), "missing key `field` in `condition`");
+                        return None;
+                    }
+                };
+                let equals = match ck.get("equals") {
+                    Some(v) => match v.as_scalar() {
+                        Some(s) => Literal {
+                            text: s.as_str().to_string(),
+                            quoted: !s.may_coerce(),
+                            loc: sloc(s),
+                        },
+                        None => {
+                            self.err(loc(v), "`equals` must be a scalar");
+                            return None;
+                        }
+                    },
+                    None => {
+                        self.err(loc(n), "missing key `equals` in `condition`");
+                        return None;
+                    }
+                };
+                Some(Condition {
+                    source: field,
+                    equals,
+                    loc: keys.key_loc("condition").unwrap_or_else(|| loc(n)),
+                })
+            }
+            None => None,
+        };
         Some(ComputedFrom {
             transform,
             name: t.value.clone(),
@@ -635,6 +729,7 @@ impl Cx<'_> {
             sources,
             field_path,
             value,
+            condition,
         })
     }
 

@@ -69,17 +69,20 @@ pub struct FieldDef {
     pub computed_from: Option<ComputedFrom>,
 }
 
-/// `repeated_for` of a derived entity.
+/// Where a derived entity's rows come from: `repeated_for` (one row per element of the
+/// parent's list), or `parent` with `object` (at most one row: the parent's nested object).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RepeatedFor {
     /// The parent entity.
     pub entity: Spanned<String>,
-    /// The parent's list field.
+    /// The parent's list field (or object field).
     pub field: Spanned<String>,
-    /// The name each element is bound to in `computed_from` sources.
+    /// The name each element (the object) is bound to in `computed_from` sources.
     pub each_known_as: String,
-    /// Position of the `repeated_for` key.
+    /// Position of the `repeated_for` (or `object`) key.
     pub loc: Loc,
+    /// Written as `parent` + `object`: the field holds one object, not a list.
+    pub nested_object: bool,
 }
 
 /// A built-in transform.
@@ -96,6 +99,19 @@ pub enum Transform {
     Constant,
     /// The first non-null of the sources.
     Coalesce,
+    /// The first source when the condition holds, else the second (`copy_field_conditional`).
+    Conditional,
+}
+
+/// `condition` of `copy_field_conditional`: a value compared with a text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// What is compared: an element path or a parent field.
+    pub source: SourceRef,
+    /// The text it must equal (a JSON string equal to it, or a number or boolean spelled so).
+    pub equals: Literal,
+    /// Position of the `condition` key.
+    pub loc: Loc,
 }
 
 /// Where a transform reads from.
@@ -138,6 +154,8 @@ pub struct ComputedFrom {
     pub field_path: Option<Spanned<Vec<String>>>,
     /// `value` argument of `constant`.
     pub value: Option<Literal>,
+    /// `condition` of `copy_field_conditional`.
+    pub condition: Option<Condition>,
 }
 
 /// A value of an `example:` as written, with positions for diagnostics.

@@ -167,7 +167,11 @@ fn check_entity(
                 d.error(
                     f,
                     r.loc,
-                    "`repeated_for` is only allowed on derived entities",
+                    if r.nested_object {
+                        "`object` is only allowed on derived entities"
+                    } else {
+                        "`repeated_for` is only allowed on derived entities"
+                    },
                 );
             }
             if let Some(p) = &e.parent {
@@ -180,7 +184,7 @@ fn check_entity(
                 f,
                 e.name.loc,
                 format!(
-                    "derived entity `{}` needs `repeated_for: {{entity, field, each_known_as}}`",
+                    "derived entity `{}` needs `repeated_for: {{entity, field, each_known_as}}` (a row per element of a list) or `parent` with `object: <field>` (a row from a nested object)",
                     e.name.value
                 ),
             );
@@ -520,13 +524,29 @@ fn derived_parent<'a>(
                 f,
                 r.field.loc,
                 format!(
-                    "`{}` has no field `{}` to repeat for",
-                    parent.name.value, r.field.value
+                    "`{}` has no field `{}` to {}",
+                    parent.name.value,
+                    r.field.value,
+                    if r.nested_object {
+                        "read the object from"
+                    } else {
+                        "repeat for"
+                    }
                 ),
                 Some(did_you_mean(&r.field.value, &known)),
             );
         }
-        Some(pf) if !pf.ty.value.is_list() => d.error(
+        Some(pf) if r.nested_object && pf.ty.value != FieldType::Json => d.error(
+            f,
+            r.field.loc,
+            format!(
+                "`object` must name a `Json` (`Object`) field, but `{}.{}` is `{}`",
+                parent.name.value,
+                r.field.value,
+                pf.ty.value.name()
+            ),
+        ),
+        Some(pf) if !r.nested_object && !pf.ty.value.is_list() => d.error(
             f,
             r.field.loc,
             format!(
@@ -548,7 +568,20 @@ fn check_field(e: &EntityDef, field: &FieldDef, parent: Option<&EntityDef>, d: &
     };
     let ty = field.ty.value;
     let fname = &field.name.value;
+    if let Some(condition) = &c.condition
+        && c.transform != Transform::Conditional
+    {
+        d.error(
+            f,
+            condition.loc,
+            format!(
+                "`condition` belongs to `copy_field_conditional`, not `{}`",
+                c.name
+            ),
+        );
+    }
     match &c.transform {
+        Transform::Conditional => check_conditional(e, field, c, parent, d),
         Transform::CopyFromParent => {
             let Some(parent) = parent else {
                 if e.is_ingested() {
@@ -715,6 +748,86 @@ fn check_field(e: &EntityDef, field: &FieldDef, parent: Option<&EntityDef>, d: &
                     }
                 }
             }
+        }
+    }
+}
+
+/// `copy_field_conditional`: exactly two sources (taken when the condition holds, else), a
+/// condition, and parent fields of the field's type (the condition's: a `String`).
+fn check_conditional(
+    e: &EntityDef,
+    field: &FieldDef,
+    c: &ComputedFrom,
+    parent: Option<&EntityDef>,
+    d: &mut Diagnostics,
+) {
+    let f = &e.file;
+    let fname = &field.name.value;
+    if c.sources.len() != 2 {
+        d.error(
+            f,
+            c.loc,
+            "`copy_field_conditional` takes exactly two sources: the one taken when the condition holds, then the one taken otherwise",
+        );
+    }
+    let Some(condition) = &c.condition else {
+        d.error(
+            f,
+            c.loc,
+            "`copy_field_conditional` needs `condition: {field: <source>, equals: <text>}`",
+        );
+        return;
+    };
+    let no_parent = |pf: &Spanned<String>, d: &mut Diagnostics| {
+        d.error(
+            f,
+            pf.loc,
+            format!(
+                "`{}` is not an element path, and root entities have no parent",
+                pf.value
+            ),
+        );
+    };
+    for s in &c.sources {
+        if let SourceRef::ParentField(pf) = s {
+            let Some(parent) = parent else {
+                no_parent(pf, d);
+                continue;
+            };
+            if let Some(src) = parent_field(parent, pf, e, d)
+                && src.ty.value != field.ty.value
+            {
+                d.error(
+                    f,
+                    pf.loc,
+                    format!(
+                        "field `{fname}` is `{}` but source `{}` is `{}`",
+                        field.ty.value.name(),
+                        pf.value,
+                        src.ty.value.name()
+                    ),
+                );
+            }
+        }
+    }
+    if let SourceRef::ParentField(pf) = &condition.source {
+        let Some(parent) = parent else {
+            no_parent(pf, d);
+            return;
+        };
+        if let Some(src) = parent_field(parent, pf, e, d)
+            && src.ty.value != FieldType::String
+        {
+            d.error(
+                f,
+                pf.loc,
+                format!(
+                    "a condition compares text: `{}.{}` is `{}`, not `String` (compare an element path, whose numbers and booleans are compared as written)",
+                    parent.name.value,
+                    pf.value,
+                    src.ty.value.name()
+                ),
+            );
         }
     }
 }

@@ -57,6 +57,46 @@ pub fn list_at<'d>(v: JsonRef<'d>, segments: &[&str]) -> Elements<'d> {
     }
 }
 
+/// The nested object at `segments` of `v` that an entity derived with `object:` reads its row
+/// from: `None` when it is null or absent (no row), and when it is not an object, which is an
+/// error at its path (`holds` names the entity it feeds).
+pub fn object_at<'d>(
+    v: JsonRef<'d>,
+    base: &str,
+    segments: &[&str],
+    holds: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<JsonRef<'d>> {
+    // A wrong kind above the object is its parent field's error, reported there.
+    let found = lookup(v, base, segments).ok().flatten()?;
+    if found.is_object() {
+        return Some(found);
+    }
+    errors.push(FieldError {
+        field: join_path(base, segments),
+        error: format!(
+            "expected an object (it holds the `{holds}` row) or null, found {}",
+            found.kind()
+        ),
+    });
+    None
+}
+
+/// Whether the value at `segments` of `v` reads as `text`: a string equal to it, or a number
+/// or boolean written so (`copy_field_conditional`'s condition). Null or absent: false.
+pub fn value_is(v: JsonRef<'_>, segments: &[&str], text: &str) -> bool {
+    match lookup(v, "", segments) {
+        Ok(Some(found)) => match found.as_str() {
+            Some(s) => s == text,
+            None => match found.as_bool() {
+                Some(b) => text == if b { "true" } else { "false" },
+                None => found.as_number().is_some_and(|n| n.to_string() == text),
+            },
+        },
+        _ => false,
+    }
+}
+
 /// Checks that a message body or list element is an object.
 pub fn expect_object(v: JsonRef<'_>, path: &str, errors: &mut Vec<FieldError>) -> bool {
     if v.is_object() {
@@ -196,17 +236,19 @@ pub fn check_field<T: FromJson>(
     }
 }
 
-/// A non-nullable computed value that turned out null (e.g. every `coalesce` source was null).
+/// A non-nullable computed value that turned out null (`why`: e.g. every `coalesce` source
+/// was null).
 pub fn require<T>(
     value: Option<T>,
     base: &str,
     field: &str,
+    why: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<T> {
     if value.is_none() {
         errors.push(FieldError {
             field: join_path(base, &[field]),
-            error: "every coalesce source is missing or null".into(),
+            error: why.into(),
         });
     }
     value

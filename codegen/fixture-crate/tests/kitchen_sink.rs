@@ -5,6 +5,9 @@
 use nomnom_codegen_fixtures::kitchen_sink::{ParsedMessage, RootEntity, ShipmentMessage};
 use nomnom_runtime::WriteMode;
 use serde_json::{Value, json};
+use support::{FixtureDb, origin, pg, texts};
+
+mod support;
 
 fn shipment() -> Value {
     json!({
@@ -193,82 +196,6 @@ fn reference_entities_without_persistence_generate_no_code() {
     );
 }
 
-/// A database of one test with the fixture's tables, dropped by [`FixtureDb::drop`].
-struct FixtureDb {
-    admin: tokio_postgres::Client,
-    name: String,
-    url: String,
-}
-
-impl FixtureDb {
-    async fn create() -> Self {
-        Self::create_with("").await
-    }
-
-    /// With `options` after `CREATE DATABASE <name>` (e.g. a collation).
-    async fn create_with(options: &str) -> Self {
-        let base = std::env::var("TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-        let name = format!("nomnom_fixture_{}", uuid::Uuid::new_v4().simple());
-        let admin = pg(&format!("{base}/test")).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
-            .await
-            .expect("create db");
-        let db = Self {
-            admin,
-            url: format!("{base}/{name}"),
-            name,
-        };
-        let mut conn = db.connect().await;
-        for t in nomnom_codegen_fixtures::kitchen_sink::TABLES {
-            diesel_async::RunQueryDsl::execute(diesel::sql_query(t.create_sql), &mut conn)
-                .await
-                .expect("create table");
-        }
-        db
-    }
-
-    async fn connect(&self) -> diesel_async::AsyncPgConnection {
-        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&self.url)
-            .await
-            .expect("connect")
-    }
-
-    async fn drop(self) {
-        self.admin
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .await
-            .expect("drop db");
-    }
-}
-
-async fn pg(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL at 127.0.0.1:5432");
-    tokio::spawn(conn);
-    client
-}
-
-async fn texts(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    client
-        .simple_query(sql)
-        .await
-        .expect("query")
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn json_schemas_come_from_the_type_table() {
     let schema = RootEntity::Shipment.json_schema();
@@ -298,7 +225,7 @@ fn json_schemas_come_from_the_type_table() {
 
 #[tokio::test]
 async fn upserts_follow_on_conflict_and_unicity() {
-    let db = FixtureDb::create().await;
+    let db = FixtureDb::create(nomnom_codegen_fixtures::kitchen_sink::TABLES).await;
     let (url, mut conn) = (db.url.clone(), db.connect().await);
     let first = RootEntity::Shipment
         .parse_value(&shipment())
@@ -391,7 +318,7 @@ async fn upserts_follow_on_conflict_and_unicity() {
 #[tokio::test]
 async fn a_declared_version_keeps_the_highest_whatever_the_arrival_order() {
     use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
-    let db = FixtureDb::create().await;
+    let db = FixtureDb::create(nomnom_codegen_fixtures::kitchen_sink::TABLES).await;
     let (url, mut conn) = (db.url.clone(), db.connect().await);
     let reading = |sensor: &str, version: i64, value: f64| {
         RootEntity::Reading
@@ -483,7 +410,7 @@ async fn an_unbounded_string_key_is_refused_past_what_the_index_holds() {
         .expect_err("refused");
     assert_eq!(checked, refused, "validate and parse agree");
 
-    let db = FixtureDb::create().await;
+    let db = FixtureDb::create(nomnom_codegen_fixtures::kitchen_sink::TABLES).await;
     let mut conn = db.connect().await;
     let m = RootEntity::Reading
         .parse_value(&body(&sensor))
@@ -507,6 +434,7 @@ async fn text_and_decimal_versions_order_as_postgresql_orders_them() {
     use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
     // A database whose own collation orders text as a locale does (ICU en-US: `a` before `B`).
     let db = FixtureDb::create_with(
+        nomnom_codegen_fixtures::kitchen_sink::TABLES,
         "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
     )
     .await;
@@ -628,7 +556,10 @@ async fn every_column(client: &tokio_postgres::Client) -> Vec<(String, Vec<Strin
 #[tokio::test]
 async fn copy_stores_every_type_as_the_inserts_do() {
     use nomnom_codegen_fixtures::kitchen_sink::RowBatch;
-    let (by_insert, by_copy) = (FixtureDb::create().await, FixtureDb::create().await);
+    let (by_insert, by_copy) = (
+        FixtureDb::create(nomnom_codegen_fixtures::kitchen_sink::TABLES).await,
+        FixtureDb::create(nomnom_codegen_fixtures::kitchen_sink::TABLES).await,
+    );
     let mut conn = by_insert.connect().await;
     let mut client = pg(&by_copy.url).await;
     let first = RootEntity::Shipment
@@ -667,13 +598,4 @@ async fn copy_stores_every_type_as_the_inserts_do() {
     drop((conn, client));
     by_insert.drop().await;
     by_copy.drop().await;
-}
-
-/// The origin of a row from the message at `epoch:sequence` (its id made from the sequence, so
-/// that a test can tell which message wrote a row).
-fn origin(epoch: i64, sequence: i64) -> nomnom_runtime::Origin {
-    nomnom_runtime::Origin {
-        position: nomnom_runtime::Position { epoch, sequence },
-        message_id: nomnom_runtime::Uuid::from_u128(sequence as u128),
-    }
 }

@@ -55,8 +55,6 @@ pub(crate) fn children_checks(
     path_var: TokenStream,
 ) -> TokenStream {
     let loops = schema.children(&parent.name.value).into_iter().map(|c| {
-        let (list_segments, list_path) = list_of(parent, c);
-        let segs = list_segments.iter().map(|s| s.as_str());
         let ct = type_ident(c);
         let cm = module_ident(c);
         let child_json = format_ident!("{}_json", rows_ident(c));
@@ -91,14 +89,12 @@ pub(crate) fn children_checks(
             }
             None => quote!(),
         };
-        quote! {
-            for (index, #child_json) in ::nomnom_runtime::__private::list_at(#json_var, &[#(#segs),*]).enumerate() {
-                let #child_path = ::nomnom_runtime::__private::element_path(#path_var, #list_path, index);
-                super::#cm::#ct::check_element(#child_json, &#child_path, &mut errors);
-                #nested
-                #keep_key
-            }
-        }
+        let body = quote! {
+            super::#cm::#ct::check_element(#child_json, &#child_path, &mut errors);
+            #nested
+            #keep_key
+        };
+        for_each_source(parent, c, &json_var, &path_var, &child_json, &child_path, body)
     });
     quote!(#(#loops)*)
 }

@@ -110,6 +110,42 @@ pub(crate) fn list_of(parent: &EntityDef, child: &EntityDef) -> (Vec<String>, St
     (segments, path)
 }
 
+/// Runs `body` for each source of `child`'s rows in `parent`'s JSON (`json_var`, at
+/// `path_var`): every element of the parent's list (`repeated_for`), or the parent's nested
+/// object when it is one (`object`: null or absent gives no row). `body` sees the element as
+/// `child_json` and its path as `child_path`.
+pub(crate) fn for_each_source(
+    parent: &EntityDef,
+    child: &EntityDef,
+    json_var: &TokenStream,
+    path_var: &TokenStream,
+    child_json: &Ident,
+    child_path: &Ident,
+    body: TokenStream,
+) -> TokenStream {
+    let (segments, field_path) = list_of(parent, child);
+    let segs = segments.iter().map(|s| s.as_str());
+    let nested_object = child.repeated_for.as_ref().is_some_and(|r| r.nested_object);
+    if nested_object {
+        let name = &child.name.value;
+        quote! {
+            if let ::std::option::Option::Some(#child_json) =
+                ::nomnom_runtime::__private::object_at(#json_var, #path_var, &[#(#segs),*], #name, &mut errors)
+            {
+                let #child_path = ::nomnom_runtime::__private::join_path(#path_var, &[#(#segments),*]);
+                #body
+            }
+        }
+    } else {
+        quote! {
+            for (index, #child_json) in ::nomnom_runtime::__private::list_at(#json_var, &[#(#segs),*]).enumerate() {
+                let #child_path = ::nomnom_runtime::__private::element_path(#path_var, #field_path, index);
+                #body
+            }
+        }
+    }
+}
+
 /// `text` as a raw string literal with enough `#`s that nothing in it ends the literal.
 pub(crate) fn raw_str(text: &str) -> TokenStream {
     let mut longest = 0;

@@ -26,15 +26,18 @@ pub(crate) fn json_schema(schema: &Schema, root: &EntityDef) -> String {
             if let Some(m) = &f.max_length {
                 prop["maxLength"] = json!(m.value);
             }
-            if f.ty.value == FieldType::ListObject {
-                // The elements are the rows of the entity repeated for this field.
-                let child = schema.children(&e.name.value).into_iter().find(|c| {
-                    c.repeated_for.as_ref().map(|r| r.field.value.as_str())
-                        == Some(f.name.value.as_str())
-                });
-                if let Some(c) = child {
+            // A list's elements, or a nested object, are the rows of the entity derived
+            // from this field.
+            let child = schema.children(&e.name.value).into_iter().find(|c| {
+                c.repeated_for.as_ref().map(|r| r.field.value.as_str())
+                    == Some(f.name.value.as_str())
+            });
+            match child {
+                Some(c) if f.ty.value == FieldType::ListObject => {
                     prop["items"] = object(schema, c);
                 }
+                Some(c) if f.ty.value == FieldType::Json => prop = object(schema, c),
+                _ => {}
             }
             if let Some(d) = &f.doc {
                 prop["description"] = json!(d);

@@ -171,8 +171,6 @@ pub(crate) fn children_loops(
     path_var: TokenStream,
 ) -> TokenStream {
     let loops = schema.children(&parent.name.value).into_iter().map(|c| {
-        let (list_segments, list_path) = list_of(parent, c);
-        let segs = list_segments.iter().map(|s| s.as_str());
         let ct = type_ident(c);
         let cm = module_ident(c);
         let rows = rows_ident(c);
@@ -193,18 +191,24 @@ pub(crate) fn children_loops(
         } else {
             quote!()
         };
-        quote! {
-            for (index, #child_json) in ::nomnom_runtime::__private::list_at(#json_var, &[#(#segs),*]).enumerate() {
-                let #child_path = ::nomnom_runtime::__private::element_path(#path_var, #list_path, index);
-                let #child_row =
-                    super::#cm::#ct::from_element(#row_var, #child_json, &#child_path, &mut errors);
-                #nested
-                if let ::std::option::Option::Some(row) = #child_row {
-                    #rows.push(row);
-                }
-                #keep_path
+        let body = quote! {
+            let #child_row =
+                super::#cm::#ct::from_element(#row_var, #child_json, &#child_path, &mut errors);
+            #nested
+            if let ::std::option::Option::Some(row) = #child_row {
+                #rows.push(row);
             }
-        }
+            #keep_path
+        };
+        for_each_source(
+            parent,
+            c,
+            &json_var,
+            &path_var,
+            &child_json,
+            &child_path,
+            body,
+        )
     });
     quote!(#(#loops)*)
 }

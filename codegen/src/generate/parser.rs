@@ -133,15 +133,10 @@ pub(crate) fn field_check(schema: &Schema, e: &EntityDef, f: &FieldDef) -> Optio
         Some(c) => match &c.transform {
             Transform::ExtractField { .. } => Some(read(&json_path(f))),
             Transform::CopyFromParent => Some(quote!()),
-            Transform::Coalesce
-                if c.sources
-                    .iter()
-                    .any(|s| matches!(s, SourceRef::ParentField(_))) =>
-            {
-                None
-            }
-            // Constants and element-only coalesces: the parse's own expression, dropped.
-            Transform::Constant | Transform::Coalesce => {
+            Transform::Coalesce | Transform::Conditional if uses_parent(c) => None,
+            // Constants and element-only coalesces and conditionals: the parse's own
+            // expression, dropped.
+            Transform::Constant | Transform::Coalesce | Transform::Conditional => {
                 let value = field_expr(schema, e, f);
                 Some(quote!(let _ = #value;))
             }
@@ -201,45 +196,42 @@ pub(crate) fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenS
                     v
                 }
             }
-            Transform::Coalesce => {
-                let base_ty = f.ty.value;
-                let parent = parent_of(schema, e);
-                let mut exprs = c.sources.iter().map(|s| match s {
-                    SourceRef::ParentField(p) => {
-                        let sid = field_ident(&p.value);
-                        let value = read_parent_field(&sid, base_ty);
-                        let nullable = parent
-                            .and_then(|pe| pe.field(&p.value))
-                            .is_some_and(|pf| pf.nullable);
-                        if nullable {
-                            quote!(parent.and_then(|parent| #value))
-                        } else {
-                            quote!(parent.map(|parent| #value))
-                        }
-                    }
-                    SourceRef::Element { path, .. } => {
-                        let segs = path.iter().map(|s| s.as_str());
-                        quote!(::nomnom_runtime::__private::extract_opt::<#base>(element, path, &[#(#segs),*], errors).flatten())
-                    }
-                });
+            Transform::Coalesce | Transform::Conditional => {
+                let mut exprs = c.sources.iter().map(|s| optional_source(schema, e, f, s));
                 let first = exprs
                     .next()
                     .unwrap_or_else(|| quote!(::std::option::Option::None));
-                let chain = quote!(#first #(.or_else(|| #exprs))*);
-                let uses_parent = c
-                    .sources
-                    .iter()
-                    .any(|s| matches!(s, SourceRef::ParentField(_)));
+                let chain = if c.transform == Transform::Coalesce {
+                    quote!(#first #(.or_else(|| #exprs))*)
+                } else {
+                    let otherwise = exprs
+                        .next()
+                        .unwrap_or_else(|| quote!(::std::option::Option::None));
+                    let holds = condition_holds(schema, e, c);
+                    quote!(if #holds { #first } else { #otherwise })
+                };
+                let uses_parent = uses_parent(c);
+                let why = if c.transform == Transform::Coalesce {
+                    "every coalesce source is missing or null".to_string()
+                } else {
+                    let (taken, otherwise) = match c.sources.as_slice() {
+                        [a, b] => (source_name(a), source_name(b)),
+                        _ => (String::new(), String::new()),
+                    };
+                    format!(
+                        "missing or null: `{taken}` when the condition holds, else `{otherwise}`"
+                    )
+                };
                 if f.nullable {
                     quote!(::std::option::Option::Some(#chain))
                 } else if uses_parent {
                     // Without a parent row its error is already recorded; don't add another.
                     quote!({
                         let value = #chain;
-                        if parent.is_some() { ::nomnom_runtime::__private::require(value, path, #name, errors) } else { value }
+                        if parent.is_some() { ::nomnom_runtime::__private::require(value, path, #name, #why, errors) } else { value }
                     })
                 } else {
-                    quote!(::nomnom_runtime::__private::require(#chain, path, #name, errors))
+                    quote!(::nomnom_runtime::__private::require(#chain, path, #name, #why, errors))
                 }
             }
         },
@@ -258,6 +250,73 @@ pub(crate) fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenS
             quote!(#value.and_then(|v| ::nomnom_runtime::__private::max_key_bytes(v, #n, path, #key, errors)))
         }
         None => value,
+    }
+}
+
+/// One source of `coalesce` or `copy_field_conditional` as an `Option` of the field's type
+/// (`None`: null, absent or no parent row; a wrong type is recorded as an error).
+fn optional_source(schema: &Schema, e: &EntityDef, f: &FieldDef, s: &SourceRef) -> TokenStream {
+    let base = f.ty.value.rust_type();
+    match s {
+        SourceRef::ParentField(p) => {
+            let sid = field_ident(&p.value);
+            let value = read_parent_field(&sid, f.ty.value);
+            let nullable = parent_of(schema, e)
+                .and_then(|pe| pe.field(&p.value))
+                .is_some_and(|pf| pf.nullable);
+            if nullable {
+                quote!(parent.and_then(|parent| #value))
+            } else {
+                quote!(parent.map(|parent| #value))
+            }
+        }
+        SourceRef::Element { path, .. } => {
+            let segs = path.iter().map(|s| s.as_str());
+            quote!(::nomnom_runtime::__private::extract_opt::<#base>(element, path, &[#(#segs),*], errors).flatten())
+        }
+    }
+}
+
+/// A source as an error names it: the element's path or `parent.<field>`.
+fn source_name(s: &SourceRef) -> String {
+    match s {
+        SourceRef::ParentField(p) => format!("parent.{}", p.value),
+        SourceRef::Element { path, .. } => path.join("."),
+    }
+}
+
+/// Whether a transform reads a field of the parent row (its sources or its condition).
+pub(crate) fn uses_parent(c: &ComputedFrom) -> bool {
+    c.sources
+        .iter()
+        .chain(c.condition.as_ref().map(|k| &k.source))
+        .any(|s| matches!(s, SourceRef::ParentField(_)))
+}
+
+/// `copy_field_conditional`'s condition as a `bool`: the element's value at the path (a string
+/// equal to the text, or a number or boolean spelled so), or the parent's `String` field equal
+/// to it; false when null, absent or without a parent row.
+fn condition_holds(schema: &Schema, e: &EntityDef, c: &ComputedFrom) -> TokenStream {
+    let Some(condition) = &c.condition else {
+        return quote!(false);
+    };
+    let equals = condition.equals.text.as_str();
+    match &condition.source {
+        SourceRef::Element { path, .. } => {
+            let segs = path.iter().map(|s| s.as_str());
+            quote!(::nomnom_runtime::__private::value_is(element, &[#(#segs),*], #equals))
+        }
+        SourceRef::ParentField(p) => {
+            let sid = field_ident(&p.value);
+            let nullable = parent_of(schema, e)
+                .and_then(|pe| pe.field(&p.value))
+                .is_some_and(|pf| pf.nullable);
+            if nullable {
+                quote!(parent.is_some_and(|parent| parent.#sid.as_deref() == ::std::option::Option::Some(#equals)))
+            } else {
+                quote!(parent.is_some_and(|parent| parent.#sid == #equals))
+            }
+        }
     }
 }
 

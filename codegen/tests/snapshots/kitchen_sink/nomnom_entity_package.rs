@@ -53,7 +53,13 @@ impl Package {
                 .or_else(|| parent.and_then(|parent| parent.fallback_carrier.clone()))
                 .or_else(|| parent.map(|parent| parent.carrier.clone()));
             if parent.is_some() {
-                ::nomnom_runtime::__private::require(value, path, "carrier", errors)
+                ::nomnom_runtime::__private::require(
+                    value,
+                    path,
+                    "carrier",
+                    "every coalesce source is missing or null",
+                    errors,
+                )
             } else {
                 value
             }
