@@ -39,3 +39,23 @@ cargo run --quiet --bin worker -- entities
 rm entities/*.yaml
 cp "$repo/codegen/tests/fixtures/kitchen_sink/"*.yaml entities/
 cargo test --test entities
+# Fields computed by the project's own functions (src/transforms.rs), named from its YAML.
+rm entities/*.yaml
+cp "$repo/codegen/tests/fixtures/hl7/"*.yaml entities/
+cargo test --test entities
+# A function the YAML names but the crate lacks: the build fails, and rustc's error quotes the
+# constant named after the YAML file and line.
+sed -i 's/crate::transforms::hl7_field, args: \["DG1.3.1"\]/crate::transforms::hl7_fild, args: ["DG1.3.1"]/' \
+  entities/b_diagnosis.yaml
+grep -q 'hl7_fild' entities/b_diagnosis.yaml
+line="$(grep -n 'hl7_fild' entities/b_diagnosis.yaml | cut -d: -f1)"
+if cargo build --quiet 2> build.err; then
+  echo "a transform the crate lacks was built" >&2
+  exit 1
+fi
+if ! grep -qi "ENTITIES_B_DIAGNOSIS_YAML_LINE_${line}_CODE" build.err || ! grep -q 'hl7_fild' build.err; then
+  echo "the build error does not name the YAML line:" >&2
+  cat build.err >&2
+  exit 1
+fi
+echo "a missing transform fails the build naming entities/b_diagnosis.yaml line $line"

@@ -20,6 +20,7 @@ pub mod process;
 pub mod store;
 pub mod text;
 pub mod throttle;
+pub mod transforms;
 pub mod worker;
 
 /// The runtime crate the generated code stands on, re-exported for users of the generated types.

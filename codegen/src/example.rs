@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use crate::diag::{Diagnostics, did_you_mean};
-use crate::model::{EntityDef, ExampleNode, FieldDef, Literal, SourceRef, Transform};
+use crate::model::{ComputedFrom, EntityDef, ExampleNode, FieldDef, Literal, SourceRef, Transform};
 use crate::types::FieldType;
 
 /// The JSON path (relative to the element) a field is read from, for error messages.
@@ -19,6 +19,16 @@ pub(crate) fn json_path(f: &FieldDef) -> Vec<String> {
             _ => vec![f.name.value.clone()],
         },
         None => vec![f.name.value.clone()],
+    }
+}
+
+/// Where a user transform's input is: `args: {field_path}`, else its one source's path, else
+/// the element (or body) itself.
+pub(crate) fn transform_input_path(c: &ComputedFrom) -> Vec<String> {
+    match (&c.field_path, c.sources.as_slice()) {
+        (Some(p), _) => p.value.clone(),
+        (None, [SourceRef::Element { path, .. }]) => path.clone(),
+        _ => Vec::new(),
     }
 }
 
@@ -36,6 +46,9 @@ fn body_paths(e: &EntityDef) -> Vec<(Vec<String>, &FieldDef)> {
                         out.push((path.clone(), f));
                     }
                 }
+            }
+            Some((Transform::Rust { .. }, c)) => {
+                out.push((transform_input_path(c), f));
             }
             Some((Transform::Constant | Transform::CopyFromParent, _)) => {}
         }

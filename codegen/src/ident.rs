@@ -69,3 +69,66 @@ pub(crate) fn is_pascal(s: &str) -> bool {
 pub(crate) fn is_keyword(name: &str) -> bool {
     RAW_KEYWORDS.contains(&name) || PLAIN_KEYWORDS.contains(&name)
 }
+
+/// Checks that `path` names a function by its path from a crate root, as a user transform
+/// must (`crate::transforms::hl7_field`, `::other_crate::f`, `other_crate::module::f`): two or
+/// more `::`-separated identifiers (raw ones allowed), `crate` only first, no other keyword.
+pub(crate) fn check_rust_path(path: &str) -> Result<(), String> {
+    let body = path.strip_prefix("::").unwrap_or(path);
+    let segments: Vec<&str> = body.split("::").collect();
+    if segments.len() < 2 {
+        return Err(
+            "name the function by its path from the crate root, e.g. `crate::transforms::hl7_field` (the generated code lives in a module of its own)".into(),
+        );
+    }
+    for (i, segment) in segments.iter().enumerate() {
+        let name = segment.strip_prefix("r#").unwrap_or(segment);
+        let mut chars = name.chars();
+        let identifier = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name != "_";
+        if !identifier {
+            return Err(format!(
+                "`{segment}` is not a Rust identifier (a path is identifiers separated by `::`)"
+            ));
+        }
+        let raw = segment.starts_with("r#");
+        let allowed_keyword = i == 0 && name == "crate" && !path.starts_with("::");
+        if !raw && is_keyword(name) && !allowed_keyword {
+            return Err(format!(
+                "`{name}` is a Rust keyword here (only a leading `crate` is; write `r#{name}` for an identifier)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod rust_path_tests {
+    use super::check_rust_path;
+
+    #[test]
+    fn function_paths_from_a_crate_root_are_taken() {
+        for ok in [
+            "crate::transforms::hl7_field",
+            "::lib::f",
+            "my_lib::m::r#type",
+            "crate::_private::f2",
+        ] {
+            assert_eq!(check_rust_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "hl7_field",
+            "crate::",
+            "crate::transforms::hl7-field",
+            "crate::transforms::fn",
+            "transforms::crate::f",
+            "::crate::f",
+            "crate::transforms.hl7_field",
+            "crate::1f",
+            "crate::_",
+        ] {
+            assert!(check_rust_path(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -50,6 +50,7 @@ const REPEATED_FOR_KEYS: &[&str] = &["entity", "field", "each_known_as"];
 const OBJECT_KEYS: &[&str] = &["field", "known_as"];
 const COMPUTED_KEYS: &[&str] = &["transform", "sources", "args", "condition"];
 const CONDITION_KEYS: &[&str] = &["field", "equals"];
+const USER_TRANSFORM_KEYS: &[&str] = &["rust", "args"];
 const ARGS_KEYS: &[&str] = &["field_path", "field", "value"];
 const SOURCE_KEYS: &[&str] = &["source", "field"];
 const PERSISTENCE_KEYS: &[&str] = &["database", "primary_key", "field_overrides"];
@@ -623,8 +624,20 @@ impl Cx<'_> {
 
     fn computed_from(&mut self, node: &Node, ctx: &SourceCx<'_>) -> Option<ComputedFrom> {
         let keys = self.mapping(node, COMPUTED_KEYS, "`computed_from`")?;
-        let t = self.required(&keys, node, "transform", "`computed_from`")?;
+        // `transform: {rust: <path>, args: [...]}`: a function of the user's crate.
+        let user = match keys.get("transform") {
+            Some(n) if n.as_mapping().is_some() => Some(self.user_transform(n)?),
+            _ => None,
+        };
+        let t = match &user {
+            Some(Transform::Rust { path, .. }) => Spanned {
+                value: format!("rust: {}", path.value),
+                loc: path.loc,
+            },
+            _ => self.required(&keys, node, "transform", "`computed_from`")?,
+        };
         let transform = match t.value.as_str() {
+            _ if user.is_some() => user.clone()?,
             "copy_from_parent" | "copy_field" => Transform::CopyFromParent,
             "extract_field" => Transform::ExtractField { legacy: None },
             "constant" | "constant_value" => Transform::Constant,
@@ -731,6 +744,37 @@ impl Cx<'_> {
             value,
             condition,
         })
+    }
+
+    /// `{rust: <path>, args: [<text>, ...]}`; the path's shape is checked here, with its
+    /// position (that the function exists and fits is the compiler's check).
+    fn user_transform(&mut self, node: &Node) -> Option<Transform> {
+        let keys = self.mapping(node, USER_TRANSFORM_KEYS, "`transform`")?;
+        let path = self.required(&keys, node, "rust", "`transform`")?;
+        if let Err(why) = crate::ident::check_rust_path(&path.value) {
+            self.err(path.loc, format!("`rust: {}`: {why}", path.value));
+            return None;
+        }
+        let args = match keys.get("args") {
+            None => Vec::new(),
+            Some(n) => match n.as_sequence() {
+                Some(seq) => seq
+                    .iter()
+                    .filter_map(|a| match a.as_scalar() {
+                        Some(s) => Some(s.as_str().to_string()),
+                        None => {
+                            self.err(loc(a), "each of `args` must be a scalar (given as text)");
+                            None
+                        }
+                    })
+                    .collect(),
+                None => {
+                    self.err(loc(n), "`args` of a rust transform must be a list");
+                    return None;
+                }
+            },
+        };
+        Some(Transform::Rust { path, args })
     }
 
     fn source(&mut self, node: &Node, ctx: &SourceCx<'_>) -> Option<SourceRef> {

@@ -101,6 +101,14 @@ pub enum Transform {
     Coalesce,
     /// The first source when the condition holds, else the second (`copy_field_conditional`).
     Conditional,
+    /// A function of the user's crate (`transform: {rust: <path>, args: [...]}`), called with
+    /// the source's JSON value and the args (see `nomnom_runtime::UserTransform`).
+    Rust {
+        /// Its path from the crate root (`crate::transforms::hl7_field`), as written.
+        path: Spanned<String>,
+        /// The `args` it is called with.
+        args: Vec<String>,
+    },
 }
 
 /// `condition` of `copy_field_conditional`: a value compared with a text.

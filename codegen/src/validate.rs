@@ -332,10 +332,12 @@ fn warn_key_bytes(e: &EntityDef, w: &mut Diagnostics) {
 
 /// The fields a CSV column can feed: read from the body (not constants), in field order.
 pub(crate) fn csv_fields(e: &EntityDef) -> impl Iterator<Item = &FieldDef> {
+    // Constants and what a user transform computes have no column of their own (a transform's
+    // input is a field's column, or a member the row does not store).
     e.fields.iter().filter(|f| {
         !matches!(
             f.computed_from.as_ref().map(|c| &c.transform),
-            Some(Transform::Constant)
+            Some(Transform::Constant | Transform::Rust { .. })
         )
     })
 }
@@ -582,6 +584,31 @@ fn check_field(e: &EntityDef, field: &FieldDef, parent: Option<&EntityDef>, d: &
     }
     match &c.transform {
         Transform::Conditional => check_conditional(e, field, c, parent, d),
+        Transform::Rust { path, .. } => {
+            match c.sources.as_slice() {
+                [] | [SourceRef::Element { .. }] => {}
+                [SourceRef::ParentField(pf)] => d.error(
+                    f,
+                    pf.loc,
+                    format!(
+                        "a rust transform reads JSON: its source is {}, not `{}` (copy a parent field with `copy_from_parent`)",
+                        match &e.repeated_for {
+                            Some(r) => format!("the element `{}` or a path in it", r.each_known_as),
+                            None => "the message body (no `sources`; `args: {field_path: ...}` for a member of it)".into(),
+                        },
+                        pf.value
+                    ),
+                ),
+                _ => d.error(f, c.loc, "a rust transform takes at most one source"),
+            }
+            if ty == FieldType::ListObject {
+                d.error(
+                    f,
+                    path.loc,
+                    format!("field `{fname}` is `List[Object]`, which feeds derived entities and is never computed"),
+                );
+            }
+        }
         Transform::CopyFromParent => {
             let Some(parent) = parent else {
                 if e.is_ingested() {

@@ -43,6 +43,13 @@ pub use __private::{
     unicity_constraint_name,
 };
 
+/// The signature of a user transform (`transform: {rust: <path>, args: [...]}` in YAML): it gets
+/// the JSON value its source names (the element, or the message body, when no source is given)
+/// and the YAML's `args`, and gives the field's value of the field's Rust type `T` (`None`:
+/// null, an error when the field is not nullable) or an error text, which is reported at the
+/// field like any other. A panic is caught and reported the same way.
+pub type UserTransform<T> = for<'a> fn(JsonRef<'a>, &[&str]) -> Result<Option<T>, String>;
+
 /// `DateTime` fields: a UTC timestamp.
 pub type DateTimeUtc = chrono::DateTime<chrono::Utc>;
 
@@ -422,5 +429,49 @@ mod tests {
         assert_eq!(Position::parse(&p.to_string()), Some(p));
         assert_eq!(Position::parse("12"), None);
         assert_eq!(Position::parse("a:1"), None);
+    }
+
+    fn upper(v: crate::JsonRef<'_>, args: &[&str]) -> Result<Option<String>, String> {
+        match v.as_str() {
+            Some("boom") => panic!("the input was {}", "boom"),
+            Some("static") => std::panic::panic_any("a static message"),
+            Some(s) => Ok(Some(format!("{}{}", s.to_uppercase(), args.concat()))),
+            None => Err(format!("expected text, found {}", v.kind())),
+        }
+    }
+
+    #[test]
+    fn a_user_transform_is_called_and_its_errors_and_panics_recorded() {
+        let call = |input: serde_json::Value| {
+            let doc = crate::doc_from_value(&input);
+            let mut errors = Vec::new();
+            let value = user_transform::<String>(
+                upper,
+                value_at(doc.root(), &[]),
+                &["!"],
+                "items[0]",
+                "name",
+                "crate::upper",
+                &mut errors,
+            );
+            (value, errors)
+        };
+        assert_eq!(call("ab".into()), (Some(Some("AB!".into())), vec![]));
+        assert_eq!(call(serde_json::Value::Null), (Some(None), vec![]));
+        let (value, errors) = call(3.into());
+        assert_eq!(value, None);
+        assert_eq!(errors[0].field, "items[0].name");
+        assert_eq!(errors[0].error, "expected text, found a number");
+        for (input, shown) in [
+            ("boom", "the input was boom"),
+            ("static", "a static message"),
+        ] {
+            let (value, errors) = call(input.into());
+            assert_eq!(value, None);
+            assert_eq!(
+                errors[0].error,
+                format!("transform `crate::upper` failed: it panicked ({shown})")
+            );
+        }
     }
 }

@@ -97,6 +97,47 @@ pub fn value_is(v: JsonRef<'_>, segments: &[&str], text: &str) -> bool {
     }
 }
 
+/// The value at `segments` of `v` (`v` itself for none); `None` when null or absent.
+pub fn value_at<'d>(v: JsonRef<'d>, segments: &[&str]) -> Option<JsonRef<'d>> {
+    lookup(v, "", segments).ok().flatten()
+}
+
+/// Calls a user transform (see [`crate::UserTransform`]) on `input` with `args`: its value
+/// (`Some(None)` for null, also when `input` is null or absent), or `None` with its error, or
+/// its panic, recorded at `base.field`. `name` is the function's path, for the messages.
+#[allow(clippy::too_many_arguments)]
+pub fn user_transform<T>(
+    transform: crate::UserTransform<T>,
+    input: Option<JsonRef<'_>>,
+    args: &[&str],
+    base: &str,
+    field: &str,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Option<T>> {
+    let Some(input) = input else {
+        return Some(None);
+    };
+    let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| transform(input, args)));
+    let error = match called {
+        Ok(Ok(value)) => return Some(value),
+        Ok(Err(why)) => why,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            format!("transform `{name}` failed: it panicked ({what})")
+        }
+    };
+    errors.push(FieldError {
+        field: join_path(base, &[field]),
+        error,
+    });
+    None
+}
+
 /// Checks that a message body or list element is an object.
 pub fn expect_object(v: JsonRef<'_>, path: &str, errors: &mut Vec<FieldError>) -> bool {
     if v.is_object() {

@@ -64,6 +64,42 @@ pub(super) fn check(entity: RootEntity, value: JsonRef<'_>) -> Result<(), ApiErr
         })
 }
 
+/// Parses `body` and checks it against `entity`: `Err` for a body that is not a JSON object
+/// (or a check past the deadline), else the check's outcome. A check that calls the user's
+/// code (`transform: {rust: ...}`), whose time nomnom cannot bound, runs on the blocking pool
+/// and is given up at the request's deadline (408; the thread finishes on its own).
+pub(super) async fn check_body(
+    entity: RootEntity,
+    body: &Bytes,
+    deadline: Option<ReadDeadline>,
+) -> Result<Result<(), ApiError>, ApiError> {
+    let body = body.clone();
+    bounded(entity.runs_user_code(), deadline, move || {
+        // The parsed document is dropped before anything is awaited (it is not `Send`).
+        let doc = crate::runtime::parse_json_object(&body)?;
+        Ok(check(entity, doc.root()))
+    })
+    .await
+}
+
+/// Runs `work` here, or (`off_thread`: it may take any time) on the blocking pool, given up at
+/// `deadline` with 408 while the thread finishes on its own.
+async fn bounded<T: Send + 'static>(
+    off_thread: bool,
+    deadline: Option<ReadDeadline>,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if !off_thread {
+        return work();
+    }
+    within(deadline, async move {
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|_| Err(ApiError::Timeout))
+    })
+    .await
+}
+
 pub(super) fn entity_by_name(name: &str) -> Result<RootEntity, ApiError> {
     RootEntity::from_name(name).ok_or_else(|| ApiError::UnknownEntity(name.to_string()))
 }
@@ -206,8 +242,7 @@ pub(super) async fn ingest_entity(
         let deadline = deadline.map(|Extension(d)| d);
         let (entity, _held, body) =
             read_message(&state, &client, &entity_name, &headers, body, deadline).await?;
-        // The parsed document is dropped before the publish is awaited (it is not `Send`).
-        let checked = check(entity, crate::runtime::parse_json_object(&body)?.root());
+        let checked = check_body(entity, &body, deadline).await?;
         accept_one(&state, &client, entity, checked, &body, &headers).await
     }
     .await;
@@ -323,6 +358,25 @@ pub(super) struct UntypedQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A check calling user code is given up at the request's deadline, not when it ends.
+    #[tokio::test]
+    async fn a_slow_check_is_given_up_at_the_deadline() {
+        let deadline =
+            ReadDeadline(tokio::time::Instant::now() + std::time::Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        let slow = || {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            Ok(())
+        };
+        let outcome = bounded(true, Some(deadline), slow).await;
+        assert!(matches!(outcome, Err(ApiError::Timeout)), "{outcome:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Quick work comes back as it is, on or off the async threads.
+        let later = ReadDeadline(tokio::time::Instant::now() + std::time::Duration::from_secs(5));
+        assert_eq!(bounded(true, Some(later), || Ok(7)).await.ok(), Some(7));
+        assert_eq!(bounded(false, None, || Ok(8)).await.ok(), Some(8));
+    }
     use chrono::{TimeZone, Timelike};
 
     #[test]

@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use super::auth::Client;
-use super::ingest::{check, read_message};
+use super::ingest::{check_body, read_message};
 use super::server::ReadDeadline;
 use super::{ApiError, AppState};
 
@@ -28,7 +28,7 @@ pub(super) async fn validate(
         let deadline = deadline.map(|Extension(d)| d);
         let (entity, _held, body) =
             read_message(&state, &client, &entity_name, &headers, body, deadline).await?;
-        check(entity, crate::runtime::parse_json_object(&body)?.root())?;
+        check_body(entity, &body, deadline).await??;
         Ok::<_, ApiError>(entity)
     }
     .await;

@@ -5,3 +5,8 @@
 pub use nomnom_runtime as runtime;
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
+
+/// The template's example transforms (`src/transforms.rs`), which the `hl7` fixture's
+/// YAML names as `crate::transforms::…`, as a project's YAML does.
+#[path = "../../../src/transforms.rs"]
+pub mod transforms;

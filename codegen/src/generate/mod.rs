@@ -131,6 +131,15 @@ fn top_file(schema: &Schema) -> TokenStream {
         .iter()
         .map(|e| raw_str(&example_of(&schema.entities, e).to_string()));
     let root_mods: Vec<Ident> = roots.iter().map(|e| module_ident(e)).collect();
+    let user_code = roots.iter().map(|r| {
+        schema.subtree(&r.name.value).into_iter().any(|e| {
+            e.fields.iter().any(|f| {
+                f.computed_from
+                    .as_ref()
+                    .is_some_and(|c| matches!(c.transform, Transform::Rust { .. }))
+            })
+        })
+    });
     let members = roots.iter().map(|e| {
         let names = body_members(e);
         quote!(&[#(#names),*])
@@ -182,6 +191,13 @@ fn top_file(schema: &Schema) -> TokenStream {
             /// entities' (parents first).
             pub fn tables(self) -> &'static [&'static str] {
                 match self { #(RootEntity::#root_variants => #subtree_tables,)* }
+            }
+
+            /// Whether checking a body calls functions of the user's crate (`transform: {rust:
+            /// ...}`), whose time nomnom cannot bound: the api then checks it off the async
+            /// threads, within the request's deadline.
+            pub fn runs_user_code(self) -> bool {
+                match self { #(RootEntity::#root_variants => #user_code,)* }
             }
 
             /// The top-level members a body is read from, sorted: any other member is one the
@@ -301,6 +317,7 @@ fn entity_file(schema: &Schema, e: &EntityDef) -> TokenStream {
         quote!(#d #serde_rename pub #id: #ty,)
     });
     let parser = entity_parser(schema, e);
+    let transforms = parser::transform_consts(e);
     let message = if e.is_ingested() {
         let csv = csv_spec(e);
         let m = message_type(schema, e);
@@ -327,6 +344,7 @@ fn entity_file(schema: &Schema, e: &EntityDef) -> TokenStream {
             #parser
         }
 
+        #transforms
         #message
         #upsert
     }

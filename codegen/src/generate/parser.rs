@@ -5,7 +5,7 @@ use proc_macro2::{Ident, TokenStream};
 use quote::{ToTokens as _, quote};
 
 use super::common::*;
-use crate::example::json_path;
+use crate::example::{json_path, transform_input_path};
 use crate::ident::field_ident;
 use crate::model::*;
 use crate::types::{FieldType, TypeTokens as _};
@@ -134,9 +134,13 @@ pub(crate) fn field_check(schema: &Schema, e: &EntityDef, f: &FieldDef) -> Optio
             Transform::ExtractField { .. } => Some(read(&json_path(f))),
             Transform::CopyFromParent => Some(quote!()),
             Transform::Coalesce | Transform::Conditional if uses_parent(c) => None,
-            // Constants and element-only coalesces and conditionals: the parse's own
+            // Constants, element-only coalesces and conditionals, and user transforms (called
+            // here too, so that both paths report what they report): the parse's own
             // expression, dropped.
-            Transform::Constant | Transform::Coalesce | Transform::Conditional => {
+            Transform::Constant
+            | Transform::Coalesce
+            | Transform::Conditional
+            | Transform::Rust { .. } => {
                 let value = field_expr(schema, e, f);
                 Some(quote!(let _ = #value;))
             }
@@ -196,6 +200,30 @@ pub(crate) fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenS
                     v
                 }
             }
+            Transform::Rust { path, args } => {
+                let konst = transform_const_ident(e, f);
+                let segs = transform_input_path(c);
+                let segs = segs.iter().map(|s| s.as_str());
+                let name = &f.name.value;
+                let shown = &path.value;
+                let called = quote!(::nomnom_runtime::__private::user_transform::<#base>(
+                    #konst,
+                    ::nomnom_runtime::__private::value_at(element, &[#(#segs),*]),
+                    &[#(#args),*],
+                    path,
+                    #name,
+                    #shown,
+                    errors,
+                ));
+                if f.nullable {
+                    called
+                } else {
+                    let why = format!(
+                        "transform `{shown}` gave no value (null) for a field that is not nullable"
+                    );
+                    quote!(#called.and_then(|v| ::nomnom_runtime::__private::require(v, path, #name, #why, errors)))
+                }
+            }
             Transform::Coalesce | Transform::Conditional => {
                 let mut exprs = c.sources.iter().map(|s| optional_source(schema, e, f, s));
                 let first = exprs
@@ -239,7 +267,11 @@ pub(crate) fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenS
     let value = match &f.max_length {
         Some(m) => {
             let n = m.value as usize;
-            let key = json_path(f).join(".");
+            // A value a user transform computed is the field's, not its input member's.
+            let key = match f.computed_from.as_ref().map(|c| &c.transform) {
+                Some(Transform::Rust { .. }) => f.name.value.clone(),
+                _ => json_path(f).join("."),
+            };
             quote!(#value.and_then(|v| ::nomnom_runtime::__private::max_len(v, #n, path, #key, errors)))
         }
         None => value,
@@ -275,6 +307,67 @@ fn optional_source(schema: &Schema, e: &EntityDef, f: &FieldDef, s: &SourceRef) 
             quote!(::nomnom_runtime::__private::extract_opt::<#base>(element, path, &[#(#segs),*], errors).flatten())
         }
     }
+}
+
+/// The constant a user transform is bound to, named after the YAML field that calls it
+/// (`ENTITIES_DIAGNOSIS_YAML_LINE_12_DIAGNOSIS_CODE`, imported as its lower-case form): rustc
+/// quotes the import when the function is missing and the constant when its signature is
+/// wrong, so the error names the YAML line.
+fn transform_const_ident(e: &EntityDef, f: &FieldDef) -> Ident {
+    let line = f
+        .computed_from
+        .as_ref()
+        .map_or(f.name.loc.line, |c| c.loc.line);
+    let file: String = e
+        .file
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    quote::format_ident!(
+        "{}_LINE_{}_{}",
+        file.trim_matches('_'),
+        line,
+        f.name.value.to_ascii_uppercase()
+    )
+}
+
+/// The constants of an entity's user transforms (see [`transform_const_ident`]), each with a
+/// doc naming the YAML position and the signature the function must have.
+pub(crate) fn transform_consts(e: &EntityDef) -> TokenStream {
+    let consts = e.fields.iter().filter_map(|f| {
+        let c = f.computed_from.as_ref()?;
+        let Transform::Rust { path, .. } = &c.transform else {
+            return None;
+        };
+        let konst = transform_const_ident(e, f);
+        let base = f.ty.value.rust_type();
+        let function: syn::Path = syn::parse_str(&path.value).ok()?;
+        let doc = format!(
+            " `{}:{}:{}`: field `{}` calls `{}` (`transform: {{rust: ...}}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<{}>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<{}>, String>`.",
+            e.file,
+            path.loc.line,
+            path.loc.col,
+            f.name.value,
+            path.value,
+            f.ty.value.info().rust,
+            f.ty.value.info().rust,
+        );
+        // The import (one line, even formatted) names the function with the YAML position:
+        // a missing function is reported on it, a wrong signature on the constant's type.
+        let alias = quote::format_ident!("{}", konst.to_string().to_ascii_lowercase());
+        Some(quote! {
+            use #function as #alias;
+            #[doc = #doc]
+            const #konst: ::nomnom_runtime::UserTransform<#base> = #alias;
+        })
+    });
+    quote!(#(#consts)*)
 }
 
 /// A source as an error names it: the element's path or `parent.<field>`.
