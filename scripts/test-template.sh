@@ -53,7 +53,7 @@ if cargo build --quiet 2> build.err; then
   echo "a transform the crate lacks was built" >&2
   exit 1
 fi
-if ! grep -qi "ENTITIES_B_DIAGNOSIS_YAML_LINE_${line}_CODE" build.err || ! grep -q 'hl7_fild' build.err; then
+if ! grep -qi "B_DIAGNOSIS_YAML_LINE_${line}_CODE" build.err || ! grep -q 'hl7_fild' build.err; then
   echo "the build error does not name the YAML line:" >&2
   cat build.err >&2
   exit 1

@@ -270,7 +270,21 @@ async fn a_key_posts_only_the_entities_of_its_scope_and_metrics_need_their_own()
         ))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(api.stream_messages().await, 2);
+    // An unnamed body is tried only against the entities of the key's scope: a customer is no
+    // match for the orders key (422 naming the order as the closest), an order is.
+    let (status, body, _) = api.call(post("/ingest/message", customer(), orders)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["entity"], "Order", "{body}");
+    let (status, body, _) = api
+        .call(post(
+            "/ingest/message",
+            support::order(4, 1).to_string(),
+            orders,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["entity"], "order", "{body}");
+    assert_eq!(api.stream_messages().await, 3);
     assert_eq!(auth_failures(&api, "forbidden").await, 5);
     api.cleanup().await;
 }

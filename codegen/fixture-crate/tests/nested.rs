@@ -23,21 +23,13 @@ fn parcel() -> Value {
     })
 }
 
-fn parse(v: &Value) -> Result<ParcelMessage, Vec<(String, String)>> {
-    let checked = RootEntity::Parcel.validate_json(nomnom_runtime::doc_from_value(v).root());
-    let parsed = match RootEntity::Parcel.parse_value(v) {
-        Ok(ParsedMessage::Parcel(m)) => Ok(m),
-        Err(errors) => Err(errors.into_iter().map(|e| (e.field, e.error)).collect()),
-    };
-    // The api's validate-only path and the worker's parse agree, error for error.
-    let checked: Result<(), Vec<(String, String)>> =
-        checked.map_err(|errors| errors.into_iter().map(|e| (e.field, e.error)).collect());
-    assert_eq!(
-        checked,
-        parsed.as_ref().map(drop).map_err(Clone::clone),
-        "validate-only and parse disagree"
-    );
-    parsed
+fn parse(v: &Value) -> Result<ParcelMessage, support::Errors> {
+    support::agreeing(
+        RootEntity::Parcel.validate_json(nomnom_runtime::doc_from_value(v).root()),
+        RootEntity::Parcel
+            .parse_value(v)
+            .map(|ParsedMessage::Parcel(m)| m),
+    )
 }
 
 #[test]

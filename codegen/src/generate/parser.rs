@@ -310,7 +310,7 @@ fn optional_source(schema: &Schema, e: &EntityDef, f: &FieldDef, s: &SourceRef) 
 }
 
 /// The constant a user transform is bound to, named after the YAML field that calls it
-/// (`ENTITIES_DIAGNOSIS_YAML_LINE_12_DIAGNOSIS_CODE`, imported as its lower-case form): rustc
+/// (`DIAGNOSIS_YAML_LINE_12_DIAGNOSIS_CODE`, imported as its lower-case form): rustc
 /// quotes the import when the function is missing and the constant when its signature is
 /// wrong, so the error names the YAML line.
 fn transform_const_ident(e: &EntityDef, f: &FieldDef) -> Ident {
@@ -318,8 +318,8 @@ fn transform_const_ident(e: &EntityDef, f: &FieldDef) -> Ident {
         .computed_from
         .as_ref()
         .map_or(f.name.loc.line, |c| c.loc.line);
-    let file: String = e
-        .file
+    // The file's name only: the generated code never holds where the checkout is.
+    let file: String = yaml_file_name(e)
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -337,6 +337,11 @@ fn transform_const_ident(e: &EntityDef, f: &FieldDef) -> Ident {
     )
 }
 
+/// The name of the YAML file `e` was read from.
+fn yaml_file_name(e: &EntityDef) -> &str {
+    e.file.rsplit(['/', '\\']).next().unwrap_or(&e.file)
+}
+
 /// The constants of an entity's user transforms (see [`transform_const_ident`]), each with a
 /// doc naming the YAML position and the signature the function must have.
 pub(crate) fn transform_consts(e: &EntityDef) -> TokenStream {
@@ -349,8 +354,8 @@ pub(crate) fn transform_consts(e: &EntityDef) -> TokenStream {
         let base = f.ty.value.rust_type();
         let function: syn::Path = syn::parse_str(&path.value).ok()?;
         let doc = format!(
-            " `{}:{}:{}`: field `{}` calls `{}` (`transform: {{rust: ...}}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<{}>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<{}>, String>`.",
-            e.file,
+            " `{}` line {}, column {}: field `{}` calls `{}` (`transform: {{rust: ...}}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<{}>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<{}>, String>`.",
+            yaml_file_name(e),
             path.loc.line,
             path.loc.col,
             f.name.value,

@@ -92,3 +92,24 @@ pub(crate) fn origin(epoch: i64, sequence: i64) -> nomnom_runtime::Origin {
         message_id: nomnom_runtime::Uuid::from_u128(sequence as u128),
     }
 }
+
+/// Field errors as `(field, error)` pairs, for comparing.
+pub(crate) type Errors = Vec<(String, String)>;
+
+/// The parse's outcome (`parsed`), after checking that the validate-only path (`checked`: what
+/// the api runs) agrees with it error for error.
+pub(crate) fn agreeing<M>(
+    checked: Result<(), Vec<nomnom_runtime::FieldError>>,
+    parsed: Result<M, Vec<nomnom_runtime::FieldError>>,
+) -> Result<M, Errors> {
+    let pairs = |errors: Vec<nomnom_runtime::FieldError>| -> Errors {
+        errors.into_iter().map(|e| (e.field, e.error)).collect()
+    };
+    let parsed = parsed.map_err(pairs);
+    assert_eq!(
+        checked.map_err(pairs),
+        parsed.as_ref().map(drop).map_err(Clone::clone),
+        "validate-only and parse disagree"
+    );
+    parsed
+}

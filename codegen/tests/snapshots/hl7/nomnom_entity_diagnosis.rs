@@ -37,7 +37,7 @@ impl Diagnosis {
         let set_id = ::nomnom_runtime::__private::user_transform::<
             i32,
         >(
-                WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_19_SET_ID,
+                B_DIAGNOSIS_YAML_LINE_19_SET_ID,
                 ::nomnom_runtime::__private::value_at(element, &[]),
                 &["DG1.1"],
                 path,
@@ -55,7 +55,7 @@ impl Diagnosis {
         let code = ::nomnom_runtime::__private::user_transform::<
             ::std::string::String,
         >(
-                WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_25_CODE,
+                B_DIAGNOSIS_YAML_LINE_25_CODE,
                 ::nomnom_runtime::__private::value_at(element, &[]),
                 &["DG1.3.1"],
                 path,
@@ -80,7 +80,7 @@ impl Diagnosis {
         let description = ::nomnom_runtime::__private::user_transform::<
             ::std::string::String,
         >(
-            WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_31_DESCRIPTION,
+            B_DIAGNOSIS_YAML_LINE_31_DESCRIPTION,
             ::nomnom_runtime::__private::value_at(element, &[]),
             &["DG1.3.2"],
             path,
@@ -91,7 +91,7 @@ impl Diagnosis {
         let diagnosis_type = ::nomnom_runtime::__private::user_transform::<
             ::std::string::String,
         >(
-                WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_38_DIAGNOSIS_TYPE,
+                B_DIAGNOSIS_YAML_LINE_38_DIAGNOSIS_TYPE,
                 ::nomnom_runtime::__private::value_at(element, &[]),
                 &["DG1.6"],
                 path,
@@ -124,7 +124,7 @@ impl Diagnosis {
         let _ = ::nomnom_runtime::__private::user_transform::<
             i32,
         >(
-                WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_19_SET_ID,
+                B_DIAGNOSIS_YAML_LINE_19_SET_ID,
                 ::nomnom_runtime::__private::value_at(element, &[]),
                 &["DG1.1"],
                 path,
@@ -142,7 +142,7 @@ impl Diagnosis {
         let _ = ::nomnom_runtime::__private::user_transform::<
             ::std::string::String,
         >(
-                WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_25_CODE,
+                B_DIAGNOSIS_YAML_LINE_25_CODE,
                 ::nomnom_runtime::__private::value_at(element, &[]),
                 &["DG1.3.1"],
                 path,
@@ -167,7 +167,7 @@ impl Diagnosis {
         let _ = ::nomnom_runtime::__private::user_transform::<
             ::std::string::String,
         >(
-            WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_31_DESCRIPTION,
+            B_DIAGNOSIS_YAML_LINE_31_DESCRIPTION,
             ::nomnom_runtime::__private::value_at(element, &[]),
             &["DG1.3.2"],
             path,
@@ -178,7 +178,7 @@ impl Diagnosis {
         let _ = ::nomnom_runtime::__private::user_transform::<
             ::std::string::String,
         >(
-                WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_38_DIAGNOSIS_TYPE,
+                B_DIAGNOSIS_YAML_LINE_38_DIAGNOSIS_TYPE,
                 ::nomnom_runtime::__private::value_at(element, &[]),
                 &["DG1.6"],
                 path,
@@ -195,26 +195,24 @@ impl Diagnosis {
             ));
     }
 }
-use crate::transforms::hl7_integer as work_main_codegen_tests_fixtures_hl7_b_diagnosis_yaml_line_19_set_id;
-/// `/work/main/codegen/tests/fixtures/hl7/b_diagnosis.yaml:19:27`: field `set_id` calls `crate::transforms::hl7_integer` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<i32>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<i32>, String>`.
-const WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_19_SET_ID: ::nomnom_runtime::UserTransform<
-    i32,
-> = work_main_codegen_tests_fixtures_hl7_b_diagnosis_yaml_line_19_set_id;
-use crate::transforms::hl7_field as work_main_codegen_tests_fixtures_hl7_b_diagnosis_yaml_line_25_code;
-/// `/work/main/codegen/tests/fixtures/hl7/b_diagnosis.yaml:25:27`: field `code` calls `crate::transforms::hl7_field` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<::std::string::String>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<::std::string::String>, String>`.
-const WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_25_CODE: ::nomnom_runtime::UserTransform<
+use crate::transforms::hl7_integer as b_diagnosis_yaml_line_19_set_id;
+/// `b_diagnosis.yaml` line 19, column 27: field `set_id` calls `crate::transforms::hl7_integer` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<i32>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<i32>, String>`.
+const B_DIAGNOSIS_YAML_LINE_19_SET_ID: ::nomnom_runtime::UserTransform<i32> = b_diagnosis_yaml_line_19_set_id;
+use crate::transforms::hl7_field as b_diagnosis_yaml_line_25_code;
+/// `b_diagnosis.yaml` line 25, column 27: field `code` calls `crate::transforms::hl7_field` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<::std::string::String>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<::std::string::String>, String>`.
+const B_DIAGNOSIS_YAML_LINE_25_CODE: ::nomnom_runtime::UserTransform<
     ::std::string::String,
-> = work_main_codegen_tests_fixtures_hl7_b_diagnosis_yaml_line_25_code;
-use crate::transforms::hl7_field as work_main_codegen_tests_fixtures_hl7_b_diagnosis_yaml_line_31_description;
-/// `/work/main/codegen/tests/fixtures/hl7/b_diagnosis.yaml:31:27`: field `description` calls `crate::transforms::hl7_field` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<::std::string::String>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<::std::string::String>, String>`.
-const WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_31_DESCRIPTION: ::nomnom_runtime::UserTransform<
+> = b_diagnosis_yaml_line_25_code;
+use crate::transforms::hl7_field as b_diagnosis_yaml_line_31_description;
+/// `b_diagnosis.yaml` line 31, column 27: field `description` calls `crate::transforms::hl7_field` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<::std::string::String>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<::std::string::String>, String>`.
+const B_DIAGNOSIS_YAML_LINE_31_DESCRIPTION: ::nomnom_runtime::UserTransform<
     ::std::string::String,
-> = work_main_codegen_tests_fixtures_hl7_b_diagnosis_yaml_line_31_description;
-use crate::transforms::hl7_field as work_main_codegen_tests_fixtures_hl7_b_diagnosis_yaml_line_38_diagnosis_type;
-/// `/work/main/codegen/tests/fixtures/hl7/b_diagnosis.yaml:38:27`: field `diagnosis_type` calls `crate::transforms::hl7_field` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<::std::string::String>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<::std::string::String>, String>`.
-const WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_B_DIAGNOSIS_YAML_LINE_38_DIAGNOSIS_TYPE: ::nomnom_runtime::UserTransform<
+> = b_diagnosis_yaml_line_31_description;
+use crate::transforms::hl7_field as b_diagnosis_yaml_line_38_diagnosis_type;
+/// `b_diagnosis.yaml` line 38, column 27: field `diagnosis_type` calls `crate::transforms::hl7_field` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<::std::string::String>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<::std::string::String>, String>`.
+const B_DIAGNOSIS_YAML_LINE_38_DIAGNOSIS_TYPE: ::nomnom_runtime::UserTransform<
     ::std::string::String,
-> = work_main_codegen_tests_fixtures_hl7_b_diagnosis_yaml_line_38_diagnosis_type;
+> = b_diagnosis_yaml_line_38_diagnosis_type;
 /// The multi-row insert statement of this table (no `ON CONFLICT`).
 pub const INSERT_SQL: &str = r#"INSERT INTO "diagnoses" AS t ("control_id", "set_id", "code", "description", "diagnosis_type",
     "_nomnom_message_id", "_nomnom_seq", "_nomnom_epoch")

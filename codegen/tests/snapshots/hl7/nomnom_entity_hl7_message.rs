@@ -29,7 +29,7 @@ impl Hl7Message {
         let control_id = ::nomnom_runtime::__private::user_transform::<
             ::std::string::String,
         >(
-                WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_A_HL7_MESSAGE_YAML_LINE_14_CONTROL_ID,
+                A_HL7_MESSAGE_YAML_LINE_14_CONTROL_ID,
                 ::nomnom_runtime::__private::value_at(element, &["raw"]),
                 &["MSH.10"],
                 path,
@@ -54,7 +54,7 @@ impl Hl7Message {
         let message_type = ::nomnom_runtime::__private::user_transform::<
             ::std::string::String,
         >(
-            WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_A_HL7_MESSAGE_YAML_LINE_20_MESSAGE_TYPE,
+            A_HL7_MESSAGE_YAML_LINE_20_MESSAGE_TYPE,
             ::nomnom_runtime::__private::value_at(element, &["raw"]),
             &["MSH.9.1"],
             path,
@@ -88,7 +88,7 @@ impl Hl7Message {
         let _ = ::nomnom_runtime::__private::user_transform::<
             ::std::string::String,
         >(
-                WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_A_HL7_MESSAGE_YAML_LINE_14_CONTROL_ID,
+                A_HL7_MESSAGE_YAML_LINE_14_CONTROL_ID,
                 ::nomnom_runtime::__private::value_at(element, &["raw"]),
                 &["MSH.10"],
                 path,
@@ -113,7 +113,7 @@ impl Hl7Message {
         let _ = ::nomnom_runtime::__private::user_transform::<
             ::std::string::String,
         >(
-            WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_A_HL7_MESSAGE_YAML_LINE_20_MESSAGE_TYPE,
+            A_HL7_MESSAGE_YAML_LINE_20_MESSAGE_TYPE,
             ::nomnom_runtime::__private::value_at(element, &["raw"]),
             &["MSH.9.1"],
             path,
@@ -126,16 +126,16 @@ impl Hl7Message {
         >(element, path, &["dg1_segments"], false, ::std::option::Option::None, errors);
     }
 }
-use crate::transforms::hl7_field as work_main_codegen_tests_fixtures_hl7_a_hl7_message_yaml_line_14_control_id;
-/// `/work/main/codegen/tests/fixtures/hl7/a_hl7_message.yaml:14:27`: field `control_id` calls `crate::transforms::hl7_field` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<::std::string::String>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<::std::string::String>, String>`.
-const WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_A_HL7_MESSAGE_YAML_LINE_14_CONTROL_ID: ::nomnom_runtime::UserTransform<
+use crate::transforms::hl7_field as a_hl7_message_yaml_line_14_control_id;
+/// `a_hl7_message.yaml` line 14, column 27: field `control_id` calls `crate::transforms::hl7_field` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<::std::string::String>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<::std::string::String>, String>`.
+const A_HL7_MESSAGE_YAML_LINE_14_CONTROL_ID: ::nomnom_runtime::UserTransform<
     ::std::string::String,
-> = work_main_codegen_tests_fixtures_hl7_a_hl7_message_yaml_line_14_control_id;
-use crate::transforms::hl7_field as work_main_codegen_tests_fixtures_hl7_a_hl7_message_yaml_line_20_message_type;
-/// `/work/main/codegen/tests/fixtures/hl7/a_hl7_message.yaml:20:27`: field `message_type` calls `crate::transforms::hl7_field` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<::std::string::String>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<::std::string::String>, String>`.
-const WORK_MAIN_CODEGEN_TESTS_FIXTURES_HL7_A_HL7_MESSAGE_YAML_LINE_20_MESSAGE_TYPE: ::nomnom_runtime::UserTransform<
+> = a_hl7_message_yaml_line_14_control_id;
+use crate::transforms::hl7_field as a_hl7_message_yaml_line_20_message_type;
+/// `a_hl7_message.yaml` line 20, column 27: field `message_type` calls `crate::transforms::hl7_field` (`transform: {rust: ...}`). A compile error here is that function's: it must be a `nomnom_runtime::UserTransform<::std::string::String>`, i.e. `fn(nomnom_runtime::JsonRef<'_>, &[&str]) -> Result<Option<::std::string::String>, String>`.
+const A_HL7_MESSAGE_YAML_LINE_20_MESSAGE_TYPE: ::nomnom_runtime::UserTransform<
     ::std::string::String,
-> = work_main_codegen_tests_fixtures_hl7_a_hl7_message_yaml_line_20_message_type;
+> = a_hl7_message_yaml_line_20_message_type;
 /// A `Hl7Message` message: the root row and the rows derived from it.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize)]
 pub struct Hl7MessageMessage {
