@@ -15,6 +15,7 @@ mod diag;
 mod example;
 mod generate;
 mod ident;
+pub mod ledger;
 mod load;
 mod model;
 mod types;
@@ -71,6 +72,45 @@ pub fn generate_from_sources(files: &[SourceFile]) -> Result<Vec<GeneratedFile>,
     Ok(generate(&load_and_validate(files)?))
 }
 
+/// Judges the YAML's changes against the ledger at `lock` (none there: nothing to judge): the
+/// notes of the changes a build takes, or the errors of those it refuses.
+pub fn judge_changes(schema: &Schema, lock: &Path) -> Result<Diagnostics, Diagnostics> {
+    let shown = lock.display().to_string();
+    let text = match std::fs::read_to_string(lock) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Diagnostics::default()),
+        Err(e) => {
+            let mut d = Diagnostics::default();
+            d.error(
+                &shown,
+                Loc { line: 1, col: 1 },
+                format!("cannot read the schema ledger: {e}"),
+            );
+            return Err(d);
+        }
+    };
+    let recorded = ledger::Ledger::parse(&text).map_err(|why| {
+        let mut d = Diagnostics::default();
+        d.push(
+            &shown,
+            Loc { line: 1, col: 1 },
+            format!("not a schema ledger: {why}"),
+            Some(
+                "restore it from version control, or write it again with `nomnom-schema lock`"
+                    .into(),
+            ),
+        );
+        d
+    })?;
+    let changes = ledger::compare(&recorded, schema, &shown);
+    let (errors, notes) = ledger::diagnostics(&changes);
+    if errors.0.is_empty() {
+        Ok(notes)
+    } else {
+        Err(errors)
+    }
+}
+
 /// What a successful run read and wrote.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
@@ -87,6 +127,7 @@ pub struct RunReport {
 pub struct Builder {
     entities_dir: PathBuf,
     out_dir: Option<PathBuf>,
+    lock_file: Option<PathBuf>,
 }
 
 impl Builder {
@@ -95,7 +136,25 @@ impl Builder {
         Self {
             entities_dir: entities_dir.into(),
             out_dir: None,
+            lock_file: None,
         }
+    }
+
+    /// The schema ledger the YAML is judged against (default: [`ledger::LOCK_FILE`] beside
+    /// the entities directory; none there, nothing is judged).
+    pub fn lock_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.lock_file = Some(path.into());
+        self
+    }
+
+    /// The ledger's path.
+    fn lock_path(&self) -> PathBuf {
+        self.lock_file.clone().unwrap_or_else(|| {
+            self.entities_dir
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(ledger::LOCK_FILE)
+        })
     }
 
     /// Where generated files go (default: `$OUT_DIR`).
@@ -112,7 +171,9 @@ impl Builder {
         };
         let files = load::read_dir(&self.entities_dir).map_err(io(&self.entities_dir))?;
         let inputs = files.iter().map(|f| f.path.clone()).collect();
-        let schema = load_and_validate(&files).map_err(CodegenError::Schema)?;
+        let mut schema = load_and_validate(&files).map_err(CodegenError::Schema)?;
+        let notes = judge_changes(&schema, &self.lock_path()).map_err(CodegenError::Schema)?;
+        schema.warnings.0.extend(notes.0);
         let generated = generate(&schema);
         let out_dir = match &self.out_dir {
             Some(d) => d.clone(),
@@ -147,6 +208,10 @@ impl Builder {
             for f in &files {
                 println!("cargo:rerun-if-changed={}", f.path);
             }
+        }
+        let lock = self.lock_path();
+        if lock.exists() {
+            println!("cargo:rerun-if-changed={}", lock.display());
         }
         match self.run() {
             Ok(report) => {

@@ -27,6 +27,7 @@ const ENTITY_KEYS: &[&str] = &[
     "persistence",
     "csv",
     "example",
+    "removed",
 ];
 const CSV_KEYS: &[&str] = &[
     "delimiter",
@@ -45,6 +46,8 @@ const FIELD_KEYS: &[&str] = &[
     "max_length",
     "args",
     "computed_from",
+    "renamed_from",
+    "default",
 ];
 const REPEATED_FOR_KEYS: &[&str] = &["entity", "field", "each_known_as"];
 const OBJECT_KEYS: &[&str] = &["field", "known_as"];
@@ -462,6 +465,10 @@ impl Cx<'_> {
             .get("csv")
             .and_then(|n| self.csv(n, keys.key_loc("csv").unwrap_or_default()));
         let example = keys.get("example").map(example_node);
+        let removed = keys
+            .get("removed")
+            .map(|n| self.string_list(n, "`removed`"))
+            .unwrap_or_default();
         Some(EntityDef {
             file: self.file.to_string(),
             name: name?,
@@ -473,6 +480,7 @@ impl Cx<'_> {
             persistence,
             csv,
             example,
+            removed,
             complete: true,
         })
     }
@@ -612,6 +620,20 @@ impl Cx<'_> {
         let computed_from = keys
             .get("computed_from")
             .and_then(|n| self.computed_from(n, ctx));
+        let renamed_from = keys
+            .get("renamed_from")
+            .and_then(|n| self.string(n, "`renamed_from`"));
+        let default = keys.get("default").and_then(|v| match v.as_scalar() {
+            Some(s) => Some(Literal {
+                text: s.as_str().to_string(),
+                quoted: !s.may_coerce(),
+                loc: sloc(s),
+            }),
+            None => {
+                self.err(loc(v), "`default` must be a scalar");
+                None
+            }
+        });
         Some(FieldDef {
             name: name?,
             ty: ty?,
@@ -619,6 +641,8 @@ impl Cx<'_> {
             doc,
             max_length,
             computed_from,
+            renamed_from,
+            default,
         })
     }
 

@@ -47,6 +47,8 @@ pub struct EntityDef {
     /// `example:` a body (root, reference) or list element (derived) as written in YAML; the
     /// tests and the OpenAPI document use it, and one is synthesized from the types without.
     pub example: Option<ExampleNode>,
+    /// `removed`: fields the schema ledger holds that are gone on purpose (their columns kept).
+    pub removed: Vec<Spanned<String>>,
     /// False when the file had problems and parts of it were dropped while loading; checks that
     /// would only repeat those problems (e.g. "no field x") are skipped for it.
     pub complete: bool,
@@ -67,6 +69,10 @@ pub struct FieldDef {
     pub max_length: Option<Spanned<u32>>,
     /// Where the value comes from, when not the JSON member of the same name.
     pub computed_from: Option<ComputedFrom>,
+    /// `renamed_from`: the name the schema ledger holds it under (a declared rename).
+    pub renamed_from: Option<Spanned<String>>,
+    /// `default`: the value rows stored before a new required field get.
+    pub default: Option<Literal>,
 }
 
 /// Where a derived entity's rows come from: `repeated_for` (one row per element of the

@@ -161,6 +161,7 @@ fn check_entity(
             );
         }
     }
+    check_evolution_keys(e, d);
     let parent = match e.source_type {
         SourceType::Root | SourceType::Reference => {
             if let Some(r) = &e.repeated_for {
@@ -466,6 +467,55 @@ fn check_csv(e: &EntityDef, c: &CsvDef, d: &mut Diagnostics) {
         && let Err(why) = nomnom_runtime::csv::check_date_format(&fmt.value)
     {
         d.error(f, fmt.loc, format!("`csv.date_format`: {why}"));
+    }
+}
+
+/// The keys that declare schema changes (`renamed_from`, `default`, `removed`): each names
+/// something the ledger may hold and nothing the entity has now.
+fn check_evolution_keys(e: &EntityDef, d: &mut Diagnostics) {
+    let f = &e.file;
+    for field in &e.fields {
+        if let Some(old) = &field.renamed_from {
+            if !crate::ident::is_snake(&old.value) {
+                d.error(
+                    f,
+                    old.loc,
+                    format!(
+                        "`renamed_from: {}` is not a snake_case field name",
+                        old.value
+                    ),
+                );
+            } else if e.field(&old.value).is_some() {
+                d.error(
+                    f,
+                    old.loc,
+                    format!(
+                        "`renamed_from: {}` names a field the entity still has",
+                        old.value
+                    ),
+                );
+            }
+        }
+        if let Some(default) = &field.default {
+            if let Err(why) = check_literal(default, field.ty.value) {
+                d.error(f, default.loc, format!("`default`: {why}"));
+            } else if field.nullable {
+                d.error(
+                    f,
+                    default.loc,
+                    "`default` is for a new required field (the value rows stored before it get); a nullable one needs none",
+                );
+            }
+        }
+    }
+    for r in &e.removed {
+        if e.field(&r.value).is_some() {
+            d.error(
+                f,
+                r.loc,
+                format!("`removed: {}` names a field the entity still has", r.value),
+            );
+        }
     }
 }
 

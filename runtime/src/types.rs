@@ -140,6 +140,10 @@ pub struct TypeInfo {
     /// Bytes a value takes in a unique index's key when that is fixed (`None`: its size
     /// depends on the value; `String` keys are sized by `max_length`).
     pub key_bytes: Option<usize>,
+    /// The types a field of this type may become without losing or changing a stored value
+    /// (PostgreSQL converts the column in place): a *safe* schema change. Any other type change
+    /// is breaking.
+    pub widens_to: &'static [FieldType],
 }
 
 fn parses<T: std::str::FromStr>(text: &str) -> Result<(), String> {
@@ -200,6 +204,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::RustLiteral(|_| Ok(())),
         csv: CsvCell::Text,
         key_bytes: None,
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::Integer,
@@ -222,6 +227,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::RustLiteral(parses::<i32>),
         csv: CsvCell::Number,
         key_bytes: Some(4),
+        widens_to: &[FieldType::BigInt, FieldType::Decimal],
     },
     TypeInfo {
         ty: FieldType::BigInt,
@@ -244,6 +250,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::RustLiteral(parses::<i64>),
         csv: CsvCell::Number,
         key_bytes: Some(8),
+        widens_to: &[FieldType::Decimal],
     },
     TypeInfo {
         ty: FieldType::Float,
@@ -266,6 +273,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::RustLiteral(finite_float),
         csv: CsvCell::Number,
         key_bytes: None,
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::Decimal,
@@ -296,6 +304,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::Converted(converts::<crate::Numeric>),
         csv: CsvCell::Number,
         key_bytes: None,
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::Boolean,
@@ -318,6 +327,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::RustLiteral(parses::<bool>),
         csv: CsvCell::Boolean,
         key_bytes: Some(1),
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::Date,
@@ -340,6 +350,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::Converted(converts::<crate::NaiveDate>),
         csv: CsvCell::Date,
         key_bytes: Some(4),
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::Time,
@@ -369,6 +380,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::Converted(converts::<crate::NaiveTime>),
         csv: CsvCell::Text,
         key_bytes: Some(8),
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::DateTime,
@@ -391,6 +403,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::Converted(converts::<crate::DateTimeUtc>),
         csv: CsvCell::Text,
         key_bytes: Some(8),
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::Uuid,
@@ -413,6 +426,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::Converted(converts::<crate::Uuid>),
         csv: CsvCell::Text,
         key_bytes: Some(16),
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::Bytes,
@@ -441,6 +455,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::Converted(converts::<Vec<u8>>),
         csv: CsvCell::Text,
         key_bytes: None,
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::Json,
@@ -463,6 +478,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::Converted(converts::<JsonValue>),
         csv: CsvCell::Json,
         key_bytes: None,
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::ListObject,
@@ -478,6 +494,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::Unsupported,
         csv: CsvCell::Json,
         key_bytes: None,
+        widens_to: &[],
     },
     TypeInfo {
         ty: FieldType::ListString,
@@ -502,6 +519,7 @@ pub const TYPES: &[TypeInfo] = &[
         constant: Constant::Unsupported,
         csv: CsvCell::Json,
         key_bytes: None,
+        widens_to: &[],
     },
 ];
 
@@ -551,6 +569,12 @@ impl FieldType {
     /// Whether the value becomes a column.
     pub fn is_stored(self) -> bool {
         self.info().column.is_some()
+    }
+
+    /// Whether a field of this type may become `to` keeping every stored value (the type
+    /// table's `widens_to`).
+    pub fn widens_to(self, to: FieldType) -> bool {
+        self.info().widens_to.contains(&to)
     }
 
     /// Whether derived entities can be `repeated_for` this field.
