@@ -40,6 +40,13 @@ pub struct TableDef {
     /// The root entity whose messages write this table (the entity itself, or the one it is
     /// derived from).
     pub root_entity: &'static str,
+    /// Declared renames, `(column, the column it was)` (`renamed_from`): applied at start-up.
+    pub renames: &'static [(&'static str, &'static str)],
+    /// Declared defaults of required columns, `(column, SQL literal)` (`default`): what rows
+    /// stored before the column get.
+    pub defaults: &'static [(&'static str, &'static str)],
+    /// Columns of fields listed under `removed`: kept with what they hold, left null by new rows.
+    pub removed: &'static [&'static str],
 }
 
 /// Columns of tables with `unicity_fields` recording the position of the message that last

@@ -417,8 +417,10 @@ pub type StoreFuture<'a, T> =
 pub struct SchemaChanges {
     /// Tables created.
     pub created: Vec<String>,
-    /// `table.column` added as nullable columns.
+    /// `table.column` added (nullable, or with their declared default).
     pub added_columns: Vec<String>,
+    /// Other changes applied (renames, widenings, `NOT NULL` dropped), described.
+    pub altered: Vec<String>,
 }
 
 /// Where messages are stored, and everything nomnom asks of it. Every method is safe to call

@@ -335,7 +335,10 @@ impl Worker {
             tracing::info!(table = %table, "created table");
         }
         for column in &changes.added_columns {
-            tracing::info!(column = %column, "added nullable column");
+            tracing::info!(column = %column, "added column");
+        }
+        for change in &changes.altered {
+            tracing::info!(change = %change, "altered column");
         }
         Ok(Self::assemble(config, nats, store))
     }

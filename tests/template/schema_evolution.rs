@@ -65,7 +65,7 @@ async fn every_other_difference_stops_with_a_clear_message() {
         "ALTER TABLE orders ALTER COLUMN clerk TYPE INTEGER USING 0; \
          ALTER TABLE products ADD COLUMN legacy_code TEXT; \
          ALTER TABLE customers DROP COLUMN name; \
-         ALTER TABLE order_line_items ALTER COLUMN ship_mode SET NOT NULL; \
+         ALTER TABLE order_line_items ALTER COLUMN ship_mode TYPE VARCHAR(20); \
          ALTER TABLE order_line_items DROP CONSTRAINT order_line_items_unicity; \
          ALTER TABLE order_line_items ADD CONSTRAINT order_line_items_unicity UNIQUE (order_key)",
     )
@@ -73,10 +73,10 @@ async fn every_other_difference_stops_with_a_clear_message() {
     let text = error_text(&test_db).await;
     let expected = [
         "table `orders`, column `clerk`: live INTEGER NOT NULL, declared VARCHAR(15) NOT NULL; change the YAML back, or migrate the column by hand",
-        "table `order_line_items`, column `ship_mode`: live VARCHAR(10) NOT NULL, declared VARCHAR(10) NULL;",
+        "table `order_line_items`, column `ship_mode`: live VARCHAR(20) NULL, declared VARCHAR(10) NULL;",
         "table `order_line_items`, column `constraint order_line_items_unicity`: live UNIQUE (order_key), declared UNIQUE (order_key, line_number); unicity_fields changed",
-        "table `customers`, column `name`: live no such column, declared VARCHAR(25) NOT NULL; a new column must be `nullable: true`",
-        "table `products`, column `legacy_code`: live TEXT, declared no such field; the field was removed from the YAML",
+        "table `customers`, column `name`: live no such column, declared VARCHAR(25) NOT NULL; a new column must be `nullable: true` or have a `default:`",
+        "table `products`, column `legacy_code`: live TEXT, declared no such field; the field was removed from the YAML; add it back, list it under the entity's `removed:`",
     ];
     assert!(
         text.starts_with("the database schema differs from entities/*.yaml:"),
@@ -134,6 +134,9 @@ fn every_type_table(declared_time: nomnom::runtime::FieldType) -> nomnom::runtim
         unicity_fields: &[],
         root_entity: "EveryType",
         version_field: None,
+        renames: &[],
+        defaults: &[],
+        removed: &[],
         create_sql: Box::leak(
             format!("CREATE TABLE IF NOT EXISTS every_type ({})", ddl.join(", ")).into_boxed_str(),
         ),
@@ -168,6 +171,109 @@ async fn every_type_in_the_type_table_is_recognised_live() {
         }
         other => panic!("expected a mismatch, got {other:?}"),
     }
+    drop(conn);
+    test_db.drop_db().await;
+}
+
+/// A table as an older YAML made it, and the declared changes of the new one: every step that
+/// keeps stored values is applied at start-up in one transaction — a rename, widenings (a type
+/// the type table lets widen, a longer VARCHAR), a required column with its default, a column
+/// made nullable, a removed field's column kept and freed of NOT NULL — and the rows keep their
+/// values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_and_safe_changes_are_applied_and_keep_every_value() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection};
+    use nomnom::runtime::{ColumnDef, FieldType, TableDef};
+    use nomnom::store::pg::evolve::reconcile;
+    let test_db = common::TestDb::create().await;
+    exec(
+        &test_db,
+        "CREATE TABLE parcels (id BIGSERIAL PRIMARY KEY, parcel_key VARCHAR(8) NOT NULL, \
+         quantity INTEGER NOT NULL, weight INTEGER NOT NULL, note VARCHAR(20) NOT NULL, \
+         legacy_code TEXT NOT NULL); \
+         INSERT INTO parcels (parcel_key, quantity, weight, note, legacy_code) \
+         VALUES ('P-1', 3, 2147483647, 'fragile', 'X9')",
+    )
+    .await;
+    let column = |name, ty, max_length, sql_type, nullable| ColumnDef {
+        name,
+        ty,
+        max_length,
+        sql_type,
+        nullable,
+    };
+    let table = TableDef {
+        entity: "Parcel",
+        table: "parcels",
+        id_column: "id",
+        columns: Box::leak(Box::new([
+            column(
+                "parcel_key",
+                FieldType::String,
+                Some(32),
+                "VARCHAR(32)",
+                false,
+            ),
+            column("units", FieldType::BigInt, None, "BIGINT", false),
+            column("weight", FieldType::Decimal, None, "NUMERIC", false),
+            column("note", FieldType::String, None, "TEXT", true),
+            column("channel", FieldType::String, Some(10), "VARCHAR(10)", false),
+        ])),
+        unicity_fields: &[],
+        create_sql: "CREATE TABLE IF NOT EXISTS parcels (id BIGSERIAL PRIMARY KEY)",
+        version_field: None,
+        root_entity: "Parcel",
+        renames: &[("units", "quantity")],
+        defaults: &[("channel", "'web'::VARCHAR(10)")],
+        removed: &["legacy_code"],
+    };
+    let mut conn = AsyncPgConnection::establish(&test_db.url)
+        .await
+        .expect("connect");
+    let changes = reconcile(&mut conn, &[table]).await.expect("applied");
+    assert_eq!(changes.added_columns, ["parcels.channel"]);
+    assert_eq!(
+        changes.altered,
+        [
+            "parcels.parcel_key: widened to VARCHAR(32)",
+            "parcels.units: renamed from quantity",
+            "parcels.units: widened to BIGINT (the table was rewritten)",
+            "parcels.weight: widened to NUMERIC (the table was rewritten)",
+            "parcels.note: widened to TEXT",
+            "parcels.note: may be null",
+            "parcels.legacy_code: may be null",
+        ]
+    );
+    assert_eq!(
+        test_db
+            .rows(
+                "SELECT parcel_key, units::text, weight::text, note, channel, legacy_code, \
+                 pg_typeof(units)::text, pg_typeof(weight)::text FROM parcels"
+            )
+            .await,
+        vec![
+            [
+                "P-1",
+                "3",
+                "2147483647",
+                "fragile",
+                "web",
+                "X9",
+                "bigint",
+                "numeric"
+            ]
+            .map(|v| Some(v.to_string()))
+            .to_vec()
+        ]
+    );
+    // New rows may leave the removed column and the nullable one out.
+    exec(
+        &test_db,
+        "INSERT INTO parcels (parcel_key, units, weight, channel) VALUES ('P-2', 9000000000, 1.5, 'app')",
+    )
+    .await;
+    let again = reconcile(&mut conn, &[table]).await.expect("idempotent");
+    assert_eq!(again, Default::default());
     drop(conn);
     test_db.drop_db().await;
 }

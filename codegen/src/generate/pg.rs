@@ -178,6 +178,20 @@ pub(crate) fn table_defs(schema: &Schema) -> TokenStream {
         );
         create.push(")".into());
         let create = sql_lines(&create);
+        let renames = e.stored_fields().filter_map(|f| {
+            let (new, old) = (&f.name.value, &f.renamed_from.as_ref()?.value);
+            Some(quote!((#new, #old)))
+        });
+        let defaults = e.stored_fields().filter_map(|f| {
+            let literal = f.default.as_ref()?;
+            let sql_type =
+                f.ty.value
+                    .sql_type(f.max_length.as_ref().map(|m| m.value))?;
+            let sql = format!("'{}'::{sql_type}", literal.text.replace('\'', "''"));
+            let name = &f.name.value;
+            Some(quote!((#name, #sql)))
+        });
+        let removed = e.removed.iter().map(|r| r.value.as_str());
         quote! {
             ::nomnom_runtime::TableDef {
                 entity: #entity,
@@ -188,6 +202,9 @@ pub(crate) fn table_defs(schema: &Schema) -> TokenStream {
                 create_sql: #create,
                 version_field: #version_field,
                 root_entity: #root_entity,
+                renames: &[#(#renames),*],
+                defaults: &[#(#defaults),*],
+                removed: &[#(#removed),*],
             }
         }
     });

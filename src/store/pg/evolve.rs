@@ -1,7 +1,11 @@
 //! Schema evolution at start-up: compares each entity table declared in YAML with the live
-//! table. A missing table is created and a new nullable field becomes `ADD COLUMN`; any other
-//! difference stops the worker with a message naming table, column, live and declared shapes,
-//! and what to do — we never guess at a destructive migration.
+//! table and applies what keeps every stored value, expand only, in one transaction with a lock
+//! timeout: a missing table is created; a new nullable field, or a required one with a declared
+//! `default`, becomes `ADD COLUMN`; a declared rename `RENAME COLUMN`; a widening (the type
+//! table's `widens_to`, a longer or dropped `max_length`) `ALTER COLUMN … TYPE`; a field made
+//! nullable or declared `removed` loses `NOT NULL`. Any other difference stops the worker with a
+//! message naming table, column, live and declared shapes, and what to do — we never guess at a
+//! destructive migration.
 
 use diesel::sql_types::{Integer, Nullable, Text};
 use diesel::{QueryableByName, sql_query};
@@ -107,23 +111,11 @@ pub async fn reconcile(
             changes.created.push(table.table.to_string());
             continue;
         }
-        let mut to_add: Vec<&ColumnDef> = Vec::new();
-        compare_columns(table, &live, &mut to_add, &mut mismatches);
+        let mut steps: Vec<Step> = Vec::new();
+        compare_columns(table, &live, &mut steps, &mut mismatches);
         compare_unicity(conn, table, &mut mismatches).await?;
         if mismatches.is_empty() {
-            for c in to_add {
-                sql_query(format!(
-                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
-                    quote(table.table),
-                    quote(c.name),
-                    c.sql_type
-                ))
-                .execute(conn)
-                .await?;
-                changes
-                    .added_columns
-                    .push(format!("{}.{}", table.table, c.name));
-            }
+            apply(conn, table, &steps, &mut changes).await?;
             index_message_ids(conn, table).await?;
         }
     }
@@ -156,10 +148,152 @@ async fn index_message_ids(
     Ok(())
 }
 
-fn compare_columns<'t>(
-    table: &'t TableDef,
+/// How long a schema change waits for a table's lock before it gives up (and the worker
+/// retries at its next start) rather than queueing every writer behind it.
+const LOCK_TIMEOUT: &str = "5s";
+
+/// One change that keeps every stored value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// `ADD COLUMN` (nullable, or required with its declared default).
+    Add { column: String, ddl: String },
+    /// `RENAME COLUMN` (declared `renamed_from`).
+    Rename { from: String, to: String },
+    /// `ALTER COLUMN … TYPE` to a wider type; `rewrites`: PostgreSQL rewrites the table
+    /// (holding writes to it meanwhile), which a longer `VARCHAR` or `TEXT` does not.
+    Widen {
+        column: String,
+        to: String,
+        rewrites: bool,
+    },
+    /// `ALTER COLUMN … DROP NOT NULL` (made nullable, or declared `removed`).
+    DropNotNull { column: String },
+}
+
+impl Step {
+    fn sql(&self, table: &str) -> String {
+        let t = quote(table);
+        match self {
+            Step::Add { column, ddl } => {
+                format!(
+                    "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {} {ddl}",
+                    quote(column)
+                )
+            }
+            Step::Rename { from, to } => {
+                format!(
+                    "ALTER TABLE {t} RENAME COLUMN {} TO {}",
+                    quote(from),
+                    quote(to)
+                )
+            }
+            Step::Widen { column, to, .. } => format!(
+                "ALTER TABLE {t} ALTER COLUMN {c} TYPE {to} USING {c}::{to}",
+                c = quote(column)
+            ),
+            Step::DropNotNull { column } => {
+                format!(
+                    "ALTER TABLE {t} ALTER COLUMN {} DROP NOT NULL",
+                    quote(column)
+                )
+            }
+        }
+    }
+
+    /// What the worker reports it did.
+    fn describe(&self, table: &str) -> String {
+        match self {
+            Step::Add { column, ddl } => format!("{table}.{column}: added ({ddl})"),
+            Step::Rename { from, to } => format!("{table}.{to}: renamed from {from}"),
+            Step::Widen {
+                column,
+                to,
+                rewrites,
+            } => format!(
+                "{table}.{column}: widened to {to}{}",
+                if *rewrites {
+                    " (the table was rewritten)"
+                } else {
+                    ""
+                }
+            ),
+            Step::DropNotNull { column } => format!("{table}.{column}: may be null"),
+        }
+    }
+}
+
+/// Applies `steps` to `table` in one transaction that waits at most [`LOCK_TIMEOUT`] for its
+/// lock.
+async fn apply(
+    conn: &mut AsyncPgConnection,
+    table: &TableDef,
+    steps: &[Step],
+    changes: &mut SchemaChanges,
+) -> Result<(), diesel::result::Error> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    sql_query("BEGIN").execute(conn).await?;
+    let result = async {
+        sql_query(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            .execute(conn)
+            .await?;
+        for step in steps {
+            sql_query(step.sql(table.table)).execute(conn).await?;
+        }
+        sql_query("COMMIT").execute(conn).await
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = sql_query("ROLLBACK").execute(conn).await;
+        return Err(e);
+    }
+    for step in steps {
+        match step {
+            Step::Add { column, .. } => changes
+                .added_columns
+                .push(format!("{}.{column}", table.table)),
+            other => changes.altered.push(other.describe(table.table)),
+        }
+    }
+    Ok(())
+}
+
+/// The type table's type of a live column, if it is one of ours.
+fn live_type(c: &LiveColumn) -> Option<FieldType> {
+    nomnom_runtime::TYPES.iter().map(|t| t.ty).find(|ty| {
+        ty.reported(c.max_length.and_then(|n| u32::try_from(n).ok())) == Some(c.reported())
+    })
+}
+
+/// The step that turns live column `c` into `declared` keeping every value, if there is one:
+/// `Ok(None)` when they agree.
+fn widening(c: &LiveColumn, declared: &ColumnDef) -> Result<Option<Step>, ()> {
+    if c.has_type_of(declared) {
+        return Ok(None);
+    }
+    let Some(live) = live_type(c) else {
+        return Err(());
+    };
+    let longer = match (live, declared.ty, c.max_length, declared.max_length) {
+        (FieldType::String, FieldType::String, Some(a), None) => a >= 0,
+        (FieldType::String, FieldType::String, Some(a), Some(b)) => i64::from(b) > i64::from(a),
+        _ => false,
+    };
+    if longer || live.widens_to(declared.ty) {
+        return Ok(Some(Step::Widen {
+            column: declared.name.to_string(),
+            to: declared.sql_type.to_string(),
+            rewrites: !longer,
+        }));
+    }
+    Err(())
+}
+
+fn compare_columns(
+    table: &TableDef,
     live: &[LiveColumn],
-    to_add: &mut Vec<&'t ColumnDef>,
+    steps: &mut Vec<Step>,
     mismatches: &mut Vec<SchemaMismatch>,
 ) {
     let mismatch = |column: &str, live: String, declared: String, action: &str| SchemaMismatch {
@@ -186,44 +320,109 @@ fn compare_columns<'t>(
         }
         Some(_) => {}
     }
+    let shape =
+        |nullable: bool, ty: &str| format!("{ty}{}", if nullable { " NULL" } else { " NOT NULL" });
     for declared in table.columns {
-        let shape = |nullable: bool, ty: &str| {
-            format!("{ty}{}", if nullable { " NULL" } else { " NOT NULL" })
-        };
-        match live.iter().find(|c| c.column_name == declared.name) {
-            None if declared.nullable => to_add.push(declared),
-            None => mismatches.push(mismatch(
-                declared.name,
-                "no such column".into(),
-                shape(false, declared.sql_type),
-                "a new column must be `nullable: true` to be added automatically (existing rows have no value); \
-                 make it nullable, or add it by hand with a DEFAULT and restart",
-            )),
-            Some(c) => {
-                let live_nullable = c.is_nullable == "YES";
-                if !c.has_type_of(declared) || live_nullable != declared.nullable {
+        let renamed_from = table
+            .renames
+            .iter()
+            .find(|(column, _)| *column == declared.name)
+            .map(|(_, old)| *old);
+        let found = live.iter().find(|c| c.column_name == declared.name);
+        let (c, renamed) = match (found, renamed_from) {
+            (Some(c), _) => (c, false),
+            (None, Some(old)) => match live.iter().find(|c| c.column_name == old) {
+                Some(c) => (c, true),
+                None => {
                     mismatches.push(mismatch(
                         declared.name,
-                        shape(live_nullable, &c.ddl()),
+                        format!("no such column (nor `{old}`, which it is `renamed_from`)"),
                         shape(declared.nullable, declared.sql_type),
-                        "change the YAML back, or migrate the column by hand (ALTER TABLE ... ALTER COLUMN ...) and restart",
+                        "the column it was renamed from is not in the table; correct `renamed_from`, or drop it to add a new column",
                     ));
+                    continue;
                 }
+            },
+            (None, None) => {
+                let default = table
+                    .defaults
+                    .iter()
+                    .find(|(column, _)| *column == declared.name)
+                    .map(|(_, sql)| *sql);
+                match default {
+                    _ if declared.nullable => steps.push(Step::Add {
+                        column: declared.name.into(),
+                        ddl: declared.sql_type.into(),
+                    }),
+                    Some(sql) => steps.push(Step::Add {
+                        column: declared.name.into(),
+                        ddl: format!("{} NOT NULL DEFAULT {sql}", declared.sql_type),
+                    }),
+                    None => mismatches.push(mismatch(
+                        declared.name,
+                        "no such column".into(),
+                        shape(false, declared.sql_type),
+                        "a new column must be `nullable: true` or have a `default:` to be added automatically (existing rows have no value); \
+                         make it nullable, give it a default, or add it by hand and restart",
+                    )),
+                }
+                continue;
             }
+        };
+        if renamed {
+            steps.push(Step::Rename {
+                from: c.column_name.clone(),
+                to: declared.name.into(),
+            });
+        }
+        let live_nullable = c.is_nullable == "YES";
+        let refused = |mismatches: &mut Vec<SchemaMismatch>| {
+            mismatches.push(mismatch(
+                declared.name,
+                shape(live_nullable, &c.ddl()),
+                shape(declared.nullable, declared.sql_type),
+                "change the YAML back, or migrate the column by hand (ALTER TABLE ... ALTER COLUMN ...) and restart",
+            ))
+        };
+        match widening(c, declared) {
+            Ok(Some(step)) => steps.push(step),
+            Ok(None) => {}
+            Err(()) => {
+                refused(mismatches);
+                continue;
+            }
+        }
+        match (live_nullable, declared.nullable) {
+            (false, true) => steps.push(Step::DropNotNull {
+                column: declared.name.into(),
+            }),
+            (true, false) => refused(mismatches),
+            _ => {}
         }
     }
     for c in live {
         let known = c.column_name == table.id_column
-            || table.columns.iter().any(|d| d.name == c.column_name);
-        if !known {
-            mismatches.push(mismatch(
-                &c.column_name,
-                c.ddl(),
-                "no such field".into(),
-                "the field was removed from the YAML; add it back, or drop the column by hand \
-                 (ALTER TABLE ... DROP COLUMN ...) once its data is no longer needed, and restart",
-            ));
+            || table.columns.iter().any(|d| d.name == c.column_name)
+            || table.renames.iter().any(|(_, old)| *old == c.column_name);
+        if known {
+            continue;
         }
+        if table.removed.contains(&c.column_name.as_str()) {
+            // Kept with what it holds; new rows leave it null.
+            if c.is_nullable != "YES" {
+                steps.push(Step::DropNotNull {
+                    column: c.column_name.clone(),
+                });
+            }
+            continue;
+        }
+        mismatches.push(mismatch(
+            &c.column_name,
+            c.ddl(),
+            "no such field".into(),
+            "the field was removed from the YAML; add it back, list it under the entity's `removed:` to keep the column, or drop the column by hand \
+             (ALTER TABLE ... DROP COLUMN ...) once its data is no longer needed, and restart",
+        ));
     }
 }
 

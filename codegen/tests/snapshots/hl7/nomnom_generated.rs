@@ -236,6 +236,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Hl7Message",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "Diagnosis",
@@ -314,6 +317,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Hl7Message",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.

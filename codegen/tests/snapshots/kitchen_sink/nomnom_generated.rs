@@ -424,6 +424,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Shipment",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "Package",
@@ -526,6 +529,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Shipment",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "PackageItem",
@@ -571,6 +577,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Shipment",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "Reading",
@@ -641,6 +650,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::Some("version"),
         root_entity: "Reading",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "Quote",
@@ -703,6 +715,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::Some("stamp"),
         root_entity: "Quote",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "Level",
@@ -765,6 +780,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::Some("revision"),
         root_entity: "Level",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.

@@ -253,6 +253,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Event",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.

@@ -238,6 +238,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Parcel",
+        renames: &[],
+        defaults: &[("system", "'metric'::VARCHAR(10)")],
+        removed: &["legacy_code"],
     },
     ::nomnom_runtime::TableDef {
         entity: "Sender",
@@ -308,6 +311,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Parcel",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "ParcelItem",
@@ -378,6 +384,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Parcel",
+        renames: &[("line", "position")],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "ItemDimensions",
@@ -448,6 +457,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Parcel",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.

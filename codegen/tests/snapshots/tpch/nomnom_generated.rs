@@ -360,6 +360,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Customer",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "Order",
@@ -470,6 +473,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Order",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "OrderLineItem",
@@ -620,6 +626,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Order",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "Product",
@@ -730,6 +739,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Product",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.

@@ -268,6 +268,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Customer",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
     ::nomnom_runtime::TableDef {
         entity: "Product",
@@ -338,6 +341,9 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Product",
+        renames: &[],
+        defaults: &[],
+        removed: &[],
     },
 ];
 /// The rows of many messages grouped by table, written with multi-row upserts.
