@@ -87,6 +87,17 @@ impl Ledger {
         text
     }
 
+    /// The schema's version: a digest of [`Ledger::to_text`] (FNV-1a, 64 bits, in hex), the
+    /// same for the same shape whatever the YAML's comments, order of files or formatting.
+    pub fn version(&self) -> String {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.to_text().bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+
     /// Reads a lock file's text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let ledger: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;

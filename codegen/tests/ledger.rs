@@ -59,6 +59,13 @@ fn the_ledger_reads_back_what_it_wrote() {
     assert_eq!(Ledger::parse(&text), Ok(ledger.clone()));
     assert!(text.contains("\"order_key\"") && text.ends_with('\n'));
     assert!(changes(ORDER).is_empty(), "no change, no note");
+    // The version follows the shape, not the YAML's spelling.
+    let version = ledger.version();
+    assert_eq!(version.len(), 16);
+    let respelled = ORDER.replace("  fields:\n", "  # a comment\n  fields:\n");
+    assert_eq!(Ledger::of(&schema(&respelled)).version(), version);
+    let reshaped = ORDER.replace("max_length: 100", "max_length: 101");
+    assert_ne!(Ledger::of(&schema(&reshaped)).version(), version);
     assert!(Ledger::parse("{}").is_err());
     assert!(Ledger::parse(&text.replace("\"format\": 1", "\"format\": 9")).is_err());
 }

@@ -456,8 +456,9 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
             "first_message_id": {"type": "string", "format": "uuid"}, "messages": {"type": "integer"}
         }}
     }}));
-    schemas.insert("Health".into(), json!({"type": "object", "required": ["status", "entities", "version"], "properties": {
-        "status": {"const": "ok"}, "entities": {"type": "array", "items": {"type": "string"}}, "version": {"type": "string"}
+    schemas.insert("Health".into(), json!({"type": "object", "required": ["status", "entities", "version", "schema_version"], "properties": {
+        "status": {"const": "ok"}, "entities": {"type": "array", "items": {"type": "string"}}, "version": {"type": "string"},
+        "schema_version": {"type": "string", "description": "This build's schema version: a digest of the entities' shape (entities.lock's)"}
     }}));
     schemas.insert(
         "Readiness".into(),

@@ -24,6 +24,7 @@ pub(super) async fn health() -> Json<serde_json::Value> {
         "status": "ok",
         "entities": entities,
         "version": env!("CARGO_PKG_VERSION"),
+        "schema_version": crate::generated::SCHEMA_VERSION,
     }))
 }
 

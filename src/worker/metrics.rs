@@ -191,7 +191,12 @@ pub fn router(metrics: Arc<WorkerMetrics>) -> Router {
     Router::new()
         .route(
             "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            get(|| async {
+                axum::Json(serde_json::json!({
+                    "status": "ok",
+                    "schema_version": crate::generated::SCHEMA_VERSION,
+                }))
+            }),
         )
         .route(
             "/metrics",

@@ -50,6 +50,7 @@ async fn missing_database_is_created_and_schema_is_idempotent() {
             "dead_letters",
             "discarded_dead_letters",
             "message_status",
+            "nomnom_schema_ledger",
             "order_events",
             "order_line_items",
             "orders",

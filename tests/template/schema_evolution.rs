@@ -277,3 +277,76 @@ async fn declared_and_safe_changes_are_applied_and_keep_every_value() {
     drop(conn);
     test_db.drop_db().await;
 }
+
+/// `worker schema plan` prints the SQL that brings a database of an older shape to the YAML's,
+/// changing nothing; `worker schema apply` runs it; a difference no safe change mends is refused
+/// by both, named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_plan_prints_the_sql_and_apply_runs_it() {
+    let test_db = prepared().await;
+    exec(
+        &test_db,
+        "ALTER TABLE customers DROP COLUMN comment; \
+         ALTER TABLE orders ALTER COLUMN comment SET NOT NULL",
+    )
+    .await;
+    let worker = |args: &[&str]| {
+        let out = common::process::binary(env!("CARGO_BIN_EXE_worker"))
+            .env("DATABASE_URL", &test_db.url)
+            .args(args)
+            .output()
+            .expect("worker runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, plan, err) = worker(&["schema", "plan"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        plan.lines().collect::<Vec<_>>(),
+        [
+            r#"ALTER TABLE "customers" ADD COLUMN IF NOT EXISTS "comment" TEXT;"#,
+            r#"ALTER TABLE "orders" ALTER COLUMN "comment" DROP NOT NULL;"#,
+        ],
+        "{plan}"
+    );
+    let column_count = "SELECT 1 FROM information_schema.columns WHERE table_name = 'customers' AND column_name = 'comment'";
+    assert_eq!(test_db.count(column_count).await, 0, "plan changes nothing");
+    let (ok, applied, err) = worker(&["schema", "apply"]);
+    assert!(ok, "{err}");
+    assert!(
+        applied.contains("added column customers.comment")
+            && applied.contains("orders.comment: may be null"),
+        "{applied}"
+    );
+    assert_eq!(test_db.count(column_count).await, 1);
+    let (ok, plan, _) = worker(&["schema", "plan"]);
+    assert!(ok && plan.contains("nothing to change"), "{plan}");
+    // The database records the shape its tables were brought to, by schema version.
+    assert_eq!(
+        test_db
+            .rows("SELECT version, ledger->'entities'->'Order'->>'table' FROM nomnom_schema_ledger")
+            .await,
+        vec![vec![
+            Some(nomnom::generated::SCHEMA_VERSION.to_string()),
+            Some("orders".to_string())
+        ]]
+    );
+
+    exec(
+        &test_db,
+        "ALTER TABLE orders ALTER COLUMN clerk TYPE VARCHAR(50)",
+    )
+    .await;
+    for action in ["plan", "apply"] {
+        let (ok, _, err) = worker(&["schema", action]);
+        assert!(!ok, "{action} refuses a narrowed column");
+        assert!(
+            err.contains("table `orders`, column `clerk`: live VARCHAR(50) NOT NULL, declared VARCHAR(15) NOT NULL"),
+            "{action}: {err}"
+        );
+    }
+    test_db.drop_db().await;
+}

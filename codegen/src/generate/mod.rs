@@ -140,6 +140,9 @@ fn top_file(schema: &Schema) -> TokenStream {
             })
         })
     });
+    let ledger = crate::ledger::Ledger::of(schema);
+    let schema_version = ledger.version();
+    let ledger_text = raw_str(&ledger.to_text());
     let members = roots.iter().map(|e| {
         let names = body_members(e);
         quote!(&[#(#names),*])
@@ -147,6 +150,13 @@ fn top_file(schema: &Schema) -> TokenStream {
     quote! {
         #(#modules)*
         #(#reexports)*
+
+        /// The shape of this build's schema as the ledger records it (`entities.lock`'s JSON).
+        pub const SCHEMA_LEDGER: &str = #ledger_text;
+
+        /// This build's schema version: a digest of [`SCHEMA_LEDGER`]. Builds from YAML of the
+        /// same shape share it.
+        pub const SCHEMA_VERSION: &str = #schema_version;
 
         /// The root entities: what a message can be posted as.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -85,13 +85,62 @@ fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// Brings every table to the declared shape where that is safe; returns what changed, or every
-/// mismatch that needs an operator.
-pub async fn reconcile(
+/// What [`plan`] found to do to one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePlan {
+    /// The table.
+    pub table: &'static str,
+    /// `CREATE TABLE …` when it is missing.
+    create: Option<&'static str>,
+    /// The changes of a table that exists.
+    steps: Vec<Step>,
+}
+
+/// Everything that would bring the database to the YAML's shape, nothing applied yet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SchemaPlan {
+    /// The tables that change, in the YAML's order.
+    pub tables: Vec<TablePlan>,
+}
+
+impl SchemaPlan {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// The SQL it runs, in order (each table's changes in one transaction), with what rewrites
+    /// a table marked.
+    pub fn statements(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for t in &self.tables {
+            if let Some(create) = t.create {
+                out.push(format!("{};", create.trim_end()));
+            }
+            for step in &t.steps {
+                let rewrites = matches!(step, Step::Widen { rewrites: true, .. });
+                out.push(format!(
+                    "{};{}",
+                    step.sql(t.table),
+                    if rewrites {
+                        " -- rewrites the table: its writes wait meanwhile"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Compares every table with its declaration: what would bring it to the declared shape
+/// keeping every stored value, or every mismatch that needs an operator. Changes nothing.
+pub async fn plan(
     conn: &mut AsyncPgConnection,
     tables: &[TableDef],
-) -> Result<SchemaChanges, ReconcileError> {
-    let mut changes = SchemaChanges::default();
+) -> Result<SchemaPlan, ReconcileError> {
+    let mut plan = SchemaPlan::default();
     let mut mismatches = Vec::new();
     for table in tables {
         let live: Vec<LiveColumn> = sql_query(
@@ -106,24 +155,51 @@ pub async fn reconcile(
         .load(conn)
         .await?;
         if live.is_empty() {
-            sql_query(table.create_sql).execute(conn).await?;
-            index_message_ids(conn, table).await?;
-            changes.created.push(table.table.to_string());
+            plan.tables.push(TablePlan {
+                table: table.table,
+                create: Some(table.create_sql),
+                steps: Vec::new(),
+            });
             continue;
         }
         let mut steps: Vec<Step> = Vec::new();
         compare_columns(table, &live, &mut steps, &mut mismatches);
         compare_unicity(conn, table, &mut mismatches).await?;
-        if mismatches.is_empty() {
-            apply(conn, table, &steps, &mut changes).await?;
-            index_message_ids(conn, table).await?;
+        if !steps.is_empty() {
+            plan.tables.push(TablePlan {
+                table: table.table,
+                create: None,
+                steps,
+            });
         }
     }
     if mismatches.is_empty() {
-        Ok(changes)
+        Ok(plan)
     } else {
         Err(ReconcileError::Mismatch(mismatches))
     }
+}
+
+/// Brings every table to the declared shape where that keeps every stored value ([`plan`],
+/// then each table's changes in one transaction); returns what changed, or — changing nothing —
+/// every mismatch that needs an operator.
+pub async fn reconcile(
+    conn: &mut AsyncPgConnection,
+    tables: &[TableDef],
+) -> Result<SchemaChanges, ReconcileError> {
+    let plan = plan(conn, tables).await?;
+    let mut changes = SchemaChanges::default();
+    for t in &plan.tables {
+        if let Some(create) = t.create {
+            sql_query(create).execute(conn).await?;
+            changes.created.push(t.table.to_string());
+        }
+        apply(conn, t.table, &t.steps, &mut changes).await?;
+    }
+    for table in tables {
+        index_message_ids(conn, table).await?;
+    }
+    Ok(changes)
 }
 
 /// The index that finds a message's rows (the console's trace). Built once; on a large table
@@ -226,7 +302,7 @@ impl Step {
 /// lock.
 async fn apply(
     conn: &mut AsyncPgConnection,
-    table: &TableDef,
+    table: &str,
     steps: &[Step],
     changes: &mut SchemaChanges,
 ) -> Result<(), diesel::result::Error> {
@@ -239,7 +315,7 @@ async fn apply(
             .execute(conn)
             .await?;
         for step in steps {
-            sql_query(step.sql(table.table)).execute(conn).await?;
+            sql_query(step.sql(table)).execute(conn).await?;
         }
         sql_query("COMMIT").execute(conn).await
     }
@@ -250,10 +326,8 @@ async fn apply(
     }
     for step in steps {
         match step {
-            Step::Add { column, .. } => changes
-                .added_columns
-                .push(format!("{}.{column}", table.table)),
-            other => changes.altered.push(other.describe(table.table)),
+            Step::Add { column, .. } => changes.added_columns.push(format!("{table}.{column}")),
+            other => changes.altered.push(other.describe(table)),
         }
     }
     Ok(())

@@ -54,6 +54,12 @@ pub async fn prepare_schema(database_url: &str) -> Result<SchemaChanges, DbError
     schema::prepare(&Database::parse(database_url)?).await
 }
 
+/// What [`prepare_schema`] would change in the database at `database_url`, changing nothing
+/// (`worker schema plan`).
+pub async fn plan_schema(database_url: &str) -> Result<evolve::SchemaPlan, DbError> {
+    schema::plan(&Database::parse(database_url)?).await
+}
+
 /// The PostgreSQL [`Store`].
 #[derive(Clone)]
 pub struct PgStore {

@@ -31,7 +31,10 @@ pub async fn prepare(database: &Database) -> Result<SchemaChanges, DbError> {
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| DbError::Migration(e.to_string()))?;
         match evolve::reconcile(&mut lock, TABLES).await {
-            Ok(changes) => Ok(changes),
+            Ok(changes) => {
+                record_ledger(&mut lock).await?;
+                Ok(changes)
+            }
             Err(evolve::ReconcileError::Query(e)) => Err(DbError::from(e)),
             Err(e @ evolve::ReconcileError::Mismatch(_)) => Err(DbError::Schema(e.to_string())),
         }
@@ -41,6 +44,32 @@ pub async fn prepare(database: &Database) -> Result<SchemaChanges, DbError> {
         .execute(&mut lock)
         .await?;
     result
+}
+
+/// Records this build's schema in the database's ledger (once per version), after its tables
+/// were brought to it.
+async fn record_ledger(conn: &mut diesel_async::AsyncPgConnection) -> Result<(), DbError> {
+    diesel::sql_query(
+        "INSERT INTO nomnom_schema_ledger (version, ledger) VALUES ($1, $2::jsonb) \
+         ON CONFLICT (version) DO NOTHING",
+    )
+    .bind::<diesel::sql_types::Text, _>(crate::generated::SCHEMA_VERSION)
+    .bind::<diesel::sql_types::Text, _>(crate::generated::SCHEMA_LEDGER)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What [`prepare`] would change in the database's entity tables, changing nothing (the
+/// database must exist; infrastructure migrations are not listed): the plan, or every
+/// mismatch that needs an operator.
+pub async fn plan(database: &Database) -> Result<evolve::SchemaPlan, DbError> {
+    let mut conn = database.connect().await?;
+    match evolve::plan(&mut conn, TABLES).await {
+        Ok(plan) => Ok(plan),
+        Err(evolve::ReconcileError::Query(e)) => Err(DbError::from(e)),
+        Err(e @ evolve::ReconcileError::Mismatch(_)) => Err(DbError::Schema(e.to_string())),
+    }
 }
 
 diesel::table! {

@@ -9,6 +9,80 @@ pub mod diagnosis {
 }
 pub use self::hl7_message::{Hl7Message, Hl7MessageMessage};
 pub use self::diagnosis::Diagnosis;
+/// The shape of this build's schema as the ledger records it (`entities.lock`'s JSON).
+pub const SCHEMA_LEDGER: &str = r#"{
+  "format": 1,
+  "entities": {
+    "Diagnosis": {
+      "source_type": "derived",
+      "table": "diagnoses",
+      "unicity": [
+        "control_id",
+        "set_id"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "control_id",
+          "type": "String",
+          "max_length": 20
+        },
+        {
+          "name": "set_id",
+          "type": "Integer"
+        },
+        {
+          "name": "code",
+          "type": "String",
+          "max_length": 50
+        },
+        {
+          "name": "description",
+          "type": "String",
+          "nullable": true
+        },
+        {
+          "name": "diagnosis_type",
+          "type": "String",
+          "nullable": true,
+          "max_length": 2
+        }
+      ]
+    },
+    "Hl7Message": {
+      "source_type": "root",
+      "table": "hl7_messages",
+      "unicity": [
+        "control_id"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "raw",
+          "type": "String"
+        },
+        {
+          "name": "control_id",
+          "type": "String",
+          "max_length": 20
+        },
+        {
+          "name": "message_type",
+          "type": "String",
+          "nullable": true
+        },
+        {
+          "name": "dg1_segments",
+          "type": "List[String]"
+        }
+      ]
+    }
+  }
+}
+"#;
+/// This build's schema version: a digest of [`SCHEMA_LEDGER`]. Builds from YAML of the
+/// same shape share it.
+pub const SCHEMA_VERSION: &str = "e847523ab985c196";
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {

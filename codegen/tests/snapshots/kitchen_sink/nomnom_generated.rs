@@ -34,6 +34,248 @@ pub use self::shipment_tag::ShipmentTag;
 pub use self::reading::{Reading, ReadingMessage};
 pub use self::quote::{Quote, QuoteMessage};
 pub use self::level::{Level, LevelMessage};
+/// The shape of this build's schema as the ledger records it (`entities.lock`'s JSON).
+pub const SCHEMA_LEDGER: &str = r#"{
+  "format": 1,
+  "entities": {
+    "Level": {
+      "source_type": "root",
+      "table": "levels",
+      "unicity": [
+        "tank"
+      ],
+      "on_conflict": "update",
+      "order_by": "revision",
+      "fields": [
+        {
+          "name": "tank",
+          "type": "Integer"
+        },
+        {
+          "name": "revision",
+          "type": "Decimal"
+        },
+        {
+          "name": "litres",
+          "type": "Float"
+        }
+      ]
+    },
+    "Package": {
+      "source_type": "derived",
+      "table": "packages",
+      "unicity": [
+        "shipment_code",
+        "label"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "shipment_code",
+          "type": "Uuid"
+        },
+        {
+          "name": "label",
+          "type": "String"
+        },
+        {
+          "name": "carrier",
+          "type": "String"
+        },
+        {
+          "name": "source",
+          "type": "String"
+        },
+        {
+          "name": "priority",
+          "type": "Integer"
+        },
+        {
+          "name": "cutoff",
+          "type": "Time"
+        },
+        {
+          "name": "handled_at",
+          "type": "Time",
+          "nullable": true
+        },
+        {
+          "name": "items",
+          "type": "List[Object]",
+          "nullable": true
+        },
+        {
+          "name": "dims",
+          "type": "Decimal",
+          "nullable": true
+        }
+      ]
+    },
+    "PackageItem": {
+      "source_type": "derived",
+      "table": "package_items",
+      "fields": [
+        {
+          "name": "label",
+          "type": "String"
+        },
+        {
+          "name": "sku",
+          "type": "String"
+        },
+        {
+          "name": "qty",
+          "type": "Integer"
+        }
+      ]
+    },
+    "Quote": {
+      "source_type": "root",
+      "table": "quotes",
+      "unicity": [
+        "symbol"
+      ],
+      "on_conflict": "update",
+      "order_by": "stamp",
+      "fields": [
+        {
+          "name": "symbol",
+          "type": "String",
+          "max_length": 12
+        },
+        {
+          "name": "stamp",
+          "type": "String",
+          "max_length": 40
+        },
+        {
+          "name": "price",
+          "type": "Decimal"
+        }
+      ]
+    },
+    "Reading": {
+      "source_type": "root",
+      "table": "readings",
+      "unicity": [
+        "sensor"
+      ],
+      "on_conflict": "update",
+      "order_by": "version",
+      "fields": [
+        {
+          "name": "sensor",
+          "type": "String"
+        },
+        {
+          "name": "version",
+          "type": "BigInt"
+        },
+        {
+          "name": "taken_at",
+          "type": "DateTime"
+        },
+        {
+          "name": "value",
+          "type": "Float"
+        }
+      ]
+    },
+    "Shipment": {
+      "source_type": "root",
+      "table": "shipments",
+      "unicity": [
+        "id_code"
+      ],
+      "on_conflict": "ignore",
+      "fields": [
+        {
+          "name": "id_code",
+          "type": "Uuid"
+        },
+        {
+          "name": "shipped_at",
+          "type": "DateTime"
+        },
+        {
+          "name": "weight",
+          "type": "Float"
+        },
+        {
+          "name": "pieces",
+          "type": "BigInt"
+        },
+        {
+          "name": "fragile",
+          "type": "Boolean"
+        },
+        {
+          "name": "meta",
+          "type": "Json",
+          "nullable": true
+        },
+        {
+          "name": "tags",
+          "type": "List[String]"
+        },
+        {
+          "name": "carrier",
+          "type": "String",
+          "max_length": 20
+        },
+        {
+          "name": "fallback_carrier",
+          "type": "String",
+          "nullable": true
+        },
+        {
+          "name": "pickup_time",
+          "type": "Time"
+        },
+        {
+          "name": "label_png",
+          "type": "Bytes"
+        },
+        {
+          "name": "signature",
+          "type": "Bytes",
+          "nullable": true
+        },
+        {
+          "name": "packages",
+          "type": "List[Object]"
+        },
+        {
+          "name": "match",
+          "type": "String"
+        },
+        {
+          "name": "origin_city",
+          "type": "String",
+          "nullable": true
+        }
+      ]
+    },
+    "ShipmentTag": {
+      "source_type": "derived",
+      "table": null,
+      "fields": [
+        {
+          "name": "shipment_code",
+          "type": "Uuid"
+        },
+        {
+          "name": "tag",
+          "type": "String"
+        }
+      ]
+    }
+  }
+}
+"#;
+/// This build's schema version: a digest of [`SCHEMA_LEDGER`]. Builds from YAML of the
+/// same shape share it.
+pub const SCHEMA_VERSION: &str = "c365a6c9938f5341";
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {

@@ -14,6 +14,98 @@ pub mod heartbeat {
 pub use self::event::{Event, EventMessage};
 pub use self::event_entry::EventEntry;
 pub use self::heartbeat::{Heartbeat, HeartbeatMessage};
+/// The shape of this build's schema as the ledger records it (`entities.lock`'s JSON).
+pub const SCHEMA_LEDGER: &str = r#"{
+  "format": 1,
+  "entities": {
+    "Event": {
+      "source_type": "root",
+      "table": "events",
+      "unicity": [
+        "event_id"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "event_id",
+          "type": "String",
+          "max_length": 40
+        },
+        {
+          "name": "count",
+          "type": "Integer"
+        },
+        {
+          "name": "ratio",
+          "type": "Decimal",
+          "nullable": true
+        },
+        {
+          "name": "entries",
+          "type": "List[Object]"
+        }
+      ]
+    },
+    "EventEntry": {
+      "source_type": "derived",
+      "table": null,
+      "fields": [
+        {
+          "name": "event_id",
+          "type": "String"
+        },
+        {
+          "name": "label",
+          "type": "String"
+        },
+        {
+          "name": "amount",
+          "type": "BigInt"
+        },
+        {
+          "name": "score",
+          "type": "Float",
+          "nullable": true
+        },
+        {
+          "name": "flag",
+          "type": "Boolean"
+        },
+        {
+          "name": "note",
+          "type": "String",
+          "nullable": true
+        }
+      ]
+    },
+    "Heartbeat": {
+      "source_type": "root",
+      "table": null,
+      "fields": [
+        {
+          "name": "source",
+          "type": "String"
+        },
+        {
+          "name": "at",
+          "type": "DateTime"
+        },
+        {
+          "name": "day",
+          "type": "Date"
+        },
+        {
+          "name": "labels",
+          "type": "List[String]"
+        }
+      ]
+    }
+  }
+}
+"#;
+/// This build's schema version: a digest of [`SCHEMA_LEDGER`]. Builds from YAML of the
+/// same shape share it.
+pub const SCHEMA_VERSION: &str = "3b4a88c63d8b4654";
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {

@@ -19,6 +19,132 @@ pub use self::parcel::{Parcel, ParcelMessage};
 pub use self::sender::Sender;
 pub use self::parcel_item::ParcelItem;
 pub use self::item_dimensions::ItemDimensions;
+/// The shape of this build's schema as the ledger records it (`entities.lock`'s JSON).
+pub const SCHEMA_LEDGER: &str = r#"{
+  "format": 1,
+  "entities": {
+    "ItemDimensions": {
+      "source_type": "derived",
+      "table": "item_dimensions",
+      "unicity": [
+        "parcel_key",
+        "line"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "parcel_key",
+          "type": "String",
+          "max_length": 32
+        },
+        {
+          "name": "line",
+          "type": "Integer"
+        },
+        {
+          "name": "width",
+          "type": "Float"
+        },
+        {
+          "name": "height",
+          "type": "Float",
+          "nullable": true
+        }
+      ]
+    },
+    "Parcel": {
+      "source_type": "root",
+      "table": "parcels",
+      "unicity": [
+        "parcel_key"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "parcel_key",
+          "type": "String",
+          "max_length": 32
+        },
+        {
+          "name": "system",
+          "type": "String",
+          "max_length": 10
+        },
+        {
+          "name": "sender",
+          "type": "Json",
+          "nullable": true
+        },
+        {
+          "name": "items",
+          "type": "List[Object]"
+        }
+      ]
+    },
+    "ParcelItem": {
+      "source_type": "derived",
+      "table": "parcel_items",
+      "unicity": [
+        "parcel_key",
+        "line"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "parcel_key",
+          "type": "String",
+          "max_length": 32
+        },
+        {
+          "name": "line",
+          "type": "Integer"
+        },
+        {
+          "name": "length",
+          "type": "Decimal"
+        },
+        {
+          "name": "dimensions",
+          "type": "Json",
+          "nullable": true
+        }
+      ]
+    },
+    "Sender": {
+      "source_type": "derived",
+      "table": "senders",
+      "unicity": [
+        "parcel_key"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "parcel_key",
+          "type": "String",
+          "max_length": 32
+        },
+        {
+          "name": "city",
+          "type": "String"
+        },
+        {
+          "name": "country",
+          "type": "String",
+          "max_length": 2
+        },
+        {
+          "name": "region",
+          "type": "String",
+          "nullable": true
+        }
+      ]
+    }
+  }
+}
+"#;
+/// This build's schema version: a digest of [`SCHEMA_LEDGER`]. Builds from YAML of the
+/// same shape share it.
+pub const SCHEMA_VERSION: &str = "46014512aabf3de8";
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {

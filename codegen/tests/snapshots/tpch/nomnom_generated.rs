@@ -19,6 +19,250 @@ pub use self::customer::{Customer, CustomerMessage};
 pub use self::order::{Order, OrderMessage};
 pub use self::order_line_item::OrderLineItem;
 pub use self::product::{Product, ProductMessage};
+/// The shape of this build's schema as the ledger records it (`entities.lock`'s JSON).
+pub const SCHEMA_LEDGER: &str = r#"{
+  "format": 1,
+  "entities": {
+    "Customer": {
+      "source_type": "root",
+      "table": "customers",
+      "unicity": [
+        "customer_key"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "customer_key",
+          "type": "String",
+          "max_length": 32
+        },
+        {
+          "name": "name",
+          "type": "String",
+          "max_length": 25
+        },
+        {
+          "name": "address",
+          "type": "String",
+          "max_length": 40
+        },
+        {
+          "name": "nation_key",
+          "type": "Integer"
+        },
+        {
+          "name": "phone",
+          "type": "String",
+          "max_length": 15
+        },
+        {
+          "name": "account_balance",
+          "type": "Decimal"
+        },
+        {
+          "name": "market_segment",
+          "type": "String",
+          "max_length": 10
+        },
+        {
+          "name": "comment",
+          "type": "String",
+          "nullable": true
+        }
+      ]
+    },
+    "Order": {
+      "source_type": "root",
+      "table": "orders",
+      "unicity": [
+        "order_key"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "order_key",
+          "type": "String",
+          "max_length": 32
+        },
+        {
+          "name": "customer_key",
+          "type": "String",
+          "max_length": 32
+        },
+        {
+          "name": "order_status",
+          "type": "String",
+          "max_length": 1
+        },
+        {
+          "name": "total_price",
+          "type": "Decimal"
+        },
+        {
+          "name": "order_date",
+          "type": "Date"
+        },
+        {
+          "name": "order_priority",
+          "type": "String",
+          "max_length": 15
+        },
+        {
+          "name": "clerk",
+          "type": "String",
+          "max_length": 15
+        },
+        {
+          "name": "ship_priority",
+          "type": "Integer"
+        },
+        {
+          "name": "comment",
+          "type": "String",
+          "nullable": true
+        },
+        {
+          "name": "line_items",
+          "type": "List[Object]"
+        }
+      ]
+    },
+    "OrderLineItem": {
+      "source_type": "derived",
+      "table": "order_line_items",
+      "unicity": [
+        "order_key",
+        "line_number"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "order_key",
+          "type": "String",
+          "max_length": 32
+        },
+        {
+          "name": "line_number",
+          "type": "Integer"
+        },
+        {
+          "name": "part_key",
+          "type": "String",
+          "max_length": 32
+        },
+        {
+          "name": "supplier_key",
+          "type": "String",
+          "nullable": true,
+          "max_length": 32
+        },
+        {
+          "name": "quantity",
+          "type": "Decimal"
+        },
+        {
+          "name": "extended_price",
+          "type": "Decimal"
+        },
+        {
+          "name": "discount",
+          "type": "Decimal"
+        },
+        {
+          "name": "tax",
+          "type": "Decimal"
+        },
+        {
+          "name": "return_flag",
+          "type": "String",
+          "max_length": 1
+        },
+        {
+          "name": "line_status",
+          "type": "String",
+          "max_length": 1
+        },
+        {
+          "name": "ship_date",
+          "type": "Date"
+        },
+        {
+          "name": "commit_date",
+          "type": "Date",
+          "nullable": true
+        },
+        {
+          "name": "receipt_date",
+          "type": "Date",
+          "nullable": true
+        },
+        {
+          "name": "ship_mode",
+          "type": "String",
+          "nullable": true,
+          "max_length": 10
+        }
+      ]
+    },
+    "Product": {
+      "source_type": "root",
+      "table": "products",
+      "unicity": [
+        "part_key"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "part_key",
+          "type": "String",
+          "max_length": 32
+        },
+        {
+          "name": "name",
+          "type": "String",
+          "max_length": 55
+        },
+        {
+          "name": "manufacturer",
+          "type": "String",
+          "max_length": 25
+        },
+        {
+          "name": "brand",
+          "type": "String",
+          "max_length": 10
+        },
+        {
+          "name": "type",
+          "type": "String",
+          "max_length": 25
+        },
+        {
+          "name": "size",
+          "type": "Integer"
+        },
+        {
+          "name": "container",
+          "type": "String",
+          "max_length": 10
+        },
+        {
+          "name": "retail_price",
+          "type": "Decimal"
+        },
+        {
+          "name": "comment",
+          "type": "String",
+          "nullable": true
+        }
+      ]
+    }
+  }
+}
+"#;
+/// This build's schema version: a digest of [`SCHEMA_LEDGER`]. Builds from YAML of the
+/// same shape share it.
+pub const SCHEMA_VERSION: &str = "188c9897cc4d6135";
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {

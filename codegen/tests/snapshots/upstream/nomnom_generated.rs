@@ -9,6 +9,75 @@ pub mod product {
 }
 pub use self::customer::{Customer, CustomerMessage};
 pub use self::product::{Product, ProductMessage};
+/// The shape of this build's schema as the ledger records it (`entities.lock`'s JSON).
+pub const SCHEMA_LEDGER: &str = r#"{
+  "format": 1,
+  "entities": {
+    "Customer": {
+      "source_type": "reference",
+      "table": "customers",
+      "unicity": [
+        "customer_key"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "customer_key",
+          "type": "String"
+        },
+        {
+          "name": "name",
+          "type": "String"
+        },
+        {
+          "name": "nation_key",
+          "type": "String",
+          "nullable": true
+        },
+        {
+          "name": "account_balance",
+          "type": "Float"
+        },
+        {
+          "name": "comment",
+          "type": "String",
+          "nullable": true
+        }
+      ]
+    },
+    "Product": {
+      "source_type": "reference",
+      "table": "products",
+      "unicity": [
+        "part_key"
+      ],
+      "on_conflict": "update",
+      "fields": [
+        {
+          "name": "part_key",
+          "type": "String"
+        },
+        {
+          "name": "name",
+          "type": "String"
+        },
+        {
+          "name": "size",
+          "type": "Integer",
+          "nullable": true
+        },
+        {
+          "name": "retail_price",
+          "type": "Float"
+        }
+      ]
+    }
+  }
+}
+"#;
+/// This build's schema version: a digest of [`SCHEMA_LEDGER`]. Builds from YAML of the
+/// same shape share it.
+pub const SCHEMA_VERSION: &str = "bff40b833be74a0e";
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS nomnom_schema_ledger;
