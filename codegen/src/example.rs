@@ -64,6 +64,13 @@ pub(crate) fn body_members(e: &EntityDef) -> Vec<String> {
         .into_iter()
         .map(|(p, _)| p[0].clone())
         .collect();
+    // A renamed field's old name: bodies of the shape before the rename still come.
+    members.extend(
+        e.fields
+            .iter()
+            .filter(|f| f.computed_from.is_none())
+            .filter_map(|f| f.renamed_from.as_ref().map(|r| r.value.clone())),
+    );
     members.sort();
     members.dedup();
     members

@@ -97,6 +97,17 @@ pub fn value_is(v: JsonRef<'_>, segments: &[&str], text: &str) -> bool {
     }
 }
 
+/// Where a field renamed from `old` is read: at `segments`, unless only `old` holds a value
+/// (a body of the shape before the rename).
+pub fn renamed<'s>(v: JsonRef<'_>, segments: &'s [&'s str], old: &'s [&'s str]) -> &'s [&'s str] {
+    let holds = |at: &[&str]| matches!(lookup(v, "", at), Ok(Some(_)));
+    if !holds(segments) && holds(old) {
+        old
+    } else {
+        segments
+    }
+}
+
 /// The value at `segments` of `v` (`v` itself for none); `None` when null or absent.
 pub fn value_at<'d>(v: JsonRef<'d>, segments: &[&str]) -> Option<JsonRef<'d>> {
     lookup(v, "", segments).ok().flatten()

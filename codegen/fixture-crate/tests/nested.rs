@@ -125,7 +125,45 @@ fn the_schema_describes_the_nested_object_with_its_rows_fields() {
     assert_eq!(m.item_dimensions.len(), 1, "{example}");
     assert_eq!(
         RootEntity::Parcel.members(),
-        ["items", "parcel_key", "sender", "system"]
+        ["items", "parcel_key", "sender", "system", "units_system"]
+    );
+}
+
+/// A field `renamed_from` its former name reads bodies of either shape (messages accepted
+/// before the rename still parse); the new name wins when both are there. (A field read by an
+/// explicit `field_path`, as `ParcelItem.line`, keeps its path: the rename is its column's.)
+#[test]
+fn a_renamed_field_reads_its_former_name_too() {
+    let mut old_shape = parcel();
+    let body = old_shape.as_object_mut().expect("object");
+    body.remove("system");
+    body.insert("units_system".into(), json!("imperial"));
+    let m = parse(&old_shape).expect("the former name is read");
+    assert_eq!(m.parcel.system, "imperial");
+    let mut both = parcel();
+    both["units_system"] = json!("imperial");
+    assert_eq!(parse(&both).expect("valid").parcel.system, "metric");
+    // Neither: the new name is the one missing; a wrong kind under the old name is named so.
+    let mut neither = parcel();
+    neither.as_object_mut().expect("object").remove("system");
+    let errors = parse(&neither).expect_err("required");
+    assert_eq!(errors[0].0, "system", "{errors:?}");
+    let mut wrong = old_shape.clone();
+    wrong["units_system"] = json!(3);
+    let errors = parse(&wrong).expect_err("a string");
+    assert_eq!(errors[0].0, "units_system", "{errors:?}");
+    // The schema: the former name a deprecated property, one of the two required.
+    let schema = RootEntity::Parcel.json_schema();
+    assert_eq!(schema["properties"]["units_system"]["deprecated"], true);
+    assert!(
+        !schema["required"]
+            .as_array()
+            .expect("required")
+            .contains(&json!("system"))
+    );
+    assert_eq!(
+        schema["allOf"][0]["anyOf"],
+        json!([{"required": ["system"]}, {"required": ["units_system"]}])
     );
 }
 

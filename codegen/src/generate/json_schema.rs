@@ -12,6 +12,7 @@ pub(crate) fn json_schema(schema: &Schema, root: &EntityDef) -> String {
     fn object(schema: &Schema, e: &EntityDef) -> Value {
         let mut props = Map::new();
         let mut required = Vec::new();
+        let mut either = Vec::new();
         for f in &e.fields {
             // Only fields read straight from the body by name are part of the body's shape.
             let direct = match &f.computed_from {
@@ -42,14 +43,32 @@ pub(crate) fn json_schema(schema: &Schema, root: &EntityDef) -> String {
             if let Some(d) = &f.doc {
                 prop["description"] = json!(d);
             }
+            let old_name = match (&f.renamed_from, &f.computed_from) {
+                (Some(old), None) => Some(old.value.as_str()),
+                _ => None,
+            };
             if f.nullable {
                 prop = json!({"anyOf": [prop, {"type": "null"}]});
+            } else if let Some(old) = old_name {
+                // Required under one name or the other.
+                either.push(json!({"anyOf": [{"required": [path[0]]}, {"required": [old]}]}));
             } else {
                 required.push(json!(path[0]));
             }
+            if let (Some(old), None) = (&f.renamed_from, &f.computed_from) {
+                // The old name, still read from bodies of the shape before the rename.
+                let mut alias = prop.clone();
+                alias["deprecated"] = json!(true);
+                alias["description"] = json!(format!("The former name of `{}`", f.name.value));
+                props.insert(old.value.clone(), alias);
+            }
             props.insert(path[0].clone(), prop);
         }
-        json!({"type": "object", "properties": props, "required": required})
+        let mut object = json!({"type": "object", "properties": props, "required": required});
+        if !either.is_empty() {
+            object["allOf"] = json!(either);
+        }
+        object
     }
     object(schema, root).to_string()
 }

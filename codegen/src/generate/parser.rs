@@ -97,7 +97,7 @@ pub(crate) fn field_check(schema: &Schema, e: &EntityDef, f: &FieldDef) -> Optio
     let base = f.ty.value.rust_type();
     let nullable = f.nullable;
     let read = |path: &[String]| {
-        let segs = path.iter().map(|s| s.as_str());
+        let segs = segments(f, path);
         let limit = match &f.max_length {
             Some(m) => {
                 let n = m.value as usize;
@@ -108,22 +108,22 @@ pub(crate) fn field_check(schema: &Schema, e: &EntityDef, f: &FieldDef) -> Optio
         };
         let key_bytes = match key_byte_limit(e, f) {
             Some(n) => {
-                let segs = path.iter().map(|s| s.as_str());
+                let segs = segments(f, path);
                 // Only when the field itself was fine, as the parse checks it only then.
                 quote! {
                     if errors.len() == checked_from {
-                        ::nomnom_runtime::__private::check_key_bytes(element, path, &[#(#segs),*], #n, errors);
+                        ::nomnom_runtime::__private::check_key_bytes(element, path, #segs, #n, errors);
                     }
                 }
             }
             None => quote!(),
         };
         if key_bytes.is_empty() {
-            quote!(::nomnom_runtime::__private::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);)
+            quote!(::nomnom_runtime::__private::check_field::<#base>(element, path, #segs, #nullable, #limit, errors);)
         } else {
             quote! {
                 let checked_from = errors.len();
-                ::nomnom_runtime::__private::check_field::<#base>(element, path, &[#(#segs),*], #nullable, #limit, errors);
+                ::nomnom_runtime::__private::check_field::<#base>(element, path, #segs, #nullable, #limit, errors);
                 #key_bytes
             }
         }
@@ -160,11 +160,11 @@ pub(crate) fn field_expr(schema: &Schema, e: &EntityDef, f: &FieldDef) -> TokenS
     let base = f.ty.value.rust_type();
     let name = &f.name.value;
     let extract = |path: &[String]| -> TokenStream {
-        let segs = path.iter().map(|s| s.as_str());
+        let segs = segments(f, path);
         if f.nullable {
-            quote!(::nomnom_runtime::__private::extract_opt::<#base>(element, path, &[#(#segs),*], errors))
+            quote!(::nomnom_runtime::__private::extract_opt::<#base>(element, path, #segs, errors))
         } else {
-            quote!(::nomnom_runtime::__private::extract::<#base>(element, path, &[#(#segs),*], errors))
+            quote!(::nomnom_runtime::__private::extract::<#base>(element, path, #segs, errors))
         }
     };
     let value = match &f.computed_from {
@@ -373,6 +373,20 @@ pub(crate) fn transform_consts(e: &EntityDef) -> TokenStream {
         })
     });
     quote!(#(#consts)*)
+}
+
+/// The member path a field is read at, as an expression of `&[&str]`: `path`, or for a field
+/// `renamed_from` another name and read by its own, the old name's when a body of the previous
+/// shape has only that (messages accepted before the rename still parse).
+fn segments(f: &FieldDef, path: &[String]) -> TokenStream {
+    let segs = path.iter().map(|s| s.as_str());
+    match (&f.renamed_from, &f.computed_from) {
+        (Some(old), None) => {
+            let old = &old.value;
+            quote!(::nomnom_runtime::__private::renamed(element, &[#(#segs),*], &[#old]))
+        }
+        _ => quote!(&[#(#segs),*]),
+    }
 }
 
 /// A source as an error names it: the element's path or `parent.<field>`.

@@ -36,7 +36,16 @@ impl Parcel {
             ));
         let system = ::nomnom_runtime::__private::extract::<
             ::std::string::String,
-        >(element, path, &["system"], errors)
+        >(
+                element,
+                path,
+                ::nomnom_runtime::__private::renamed(
+                    element,
+                    &["system"],
+                    &["units_system"],
+                ),
+                errors,
+            )
             .and_then(|v| ::nomnom_runtime::__private::max_len(
                 v,
                 10usize,
@@ -82,7 +91,11 @@ impl Parcel {
         >(
             element,
             path,
-            &["system"],
+            ::nomnom_runtime::__private::renamed(
+                element,
+                &["system"],
+                &["units_system"],
+            ),
             false,
             ::std::option::Option::Some((10usize, "system")),
             errors,

@@ -183,7 +183,7 @@ impl RootEntity {
     pub fn json_schema(self) -> ::nomnom_runtime::JsonValue {
         let text = match self {
             RootEntity::Parcel => {
-                r#"{"properties":{"items":{"items":{"properties":{"dimensions":{"anyOf":[{"properties":{"height":{"anyOf":[{"format":"double","type":"number"},{"type":"null"}]},"width":{"format":"double","type":"number"}},"required":["width"],"type":"object"},{"type":"null"}]},"line":{"format":"int32","maximum":2147483647,"minimum":-2147483648,"type":"integer"}},"required":["line"],"type":"object"},"type":"array"},"parcel_key":{"maxLength":32,"pattern":"^[^\\x00]*$","type":"string"},"sender":{"anyOf":[{"properties":{"city":{"pattern":"^[^\\x00]*$","type":"string"},"country":{"maxLength":2,"pattern":"^[^\\x00]*$","type":"string"}},"required":["city","country"],"type":"object"},{"type":"null"}]},"system":{"description":"metric or imperial: which length an item's row keeps","maxLength":10,"pattern":"^[^\\x00]*$","type":"string"}},"required":["parcel_key","system","items"],"type":"object"}"#
+                r#"{"allOf":[{"anyOf":[{"required":["system"]},{"required":["units_system"]}]}],"properties":{"items":{"items":{"properties":{"dimensions":{"anyOf":[{"properties":{"height":{"anyOf":[{"format":"double","type":"number"},{"type":"null"}]},"width":{"format":"double","type":"number"}},"required":["width"],"type":"object"},{"type":"null"}]},"line":{"format":"int32","maximum":2147483647,"minimum":-2147483648,"type":"integer"}},"required":["line"],"type":"object"},"type":"array"},"parcel_key":{"maxLength":32,"pattern":"^[^\\x00]*$","type":"string"},"sender":{"anyOf":[{"properties":{"city":{"pattern":"^[^\\x00]*$","type":"string"},"country":{"maxLength":2,"pattern":"^[^\\x00]*$","type":"string"}},"required":["city","country"],"type":"object"},{"type":"null"}]},"system":{"description":"metric or imperial: which length an item's row keeps","maxLength":10,"pattern":"^[^\\x00]*$","type":"string"},"units_system":{"deprecated":true,"description":"The former name of `system`","maxLength":10,"pattern":"^[^\\x00]*$","type":"string"}},"required":["parcel_key","items"],"type":"object"}"#
             }
         };
         ::nomnom_runtime::__private::json_schema_value(text)
@@ -209,7 +209,9 @@ impl RootEntity {
     /// entity does not know.
     pub fn members(self) -> &'static [&'static str] {
         match self {
-            RootEntity::Parcel => &["items", "parcel_key", "sender", "system"],
+            RootEntity::Parcel => {
+                &["items", "parcel_key", "sender", "system", "units_system"]
+            }
         }
     }
     /// An example body: the entity's `example:` in YAML, or one built from its fields'
@@ -364,7 +366,7 @@ pub const TABLES: &[::nomnom_runtime::TableDef] = &[
 )"#,
         version_field: ::std::option::Option::None,
         root_entity: "Parcel",
-        renames: &[],
+        renames: &[("system", "units_system")],
         defaults: &[("system", "'metric'::VARCHAR(10)")],
         removed: &["legacy_code"],
     },
