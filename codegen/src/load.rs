@@ -508,6 +508,21 @@ impl Cx<'_> {
         Some(((field, known_as), at))
     }
 
+    /// A scalar as written (for `constant`, `default`, a condition's `equals`).
+    fn literal(&mut self, node: &Node, what: &str) -> Option<Literal> {
+        match node.as_scalar() {
+            Some(s) => Some(Literal {
+                text: s.as_str().to_string(),
+                quoted: !s.may_coerce(),
+                loc: sloc(s),
+            }),
+            None => {
+                self.err(loc(node), format!("{what} must be a scalar"));
+                None
+            }
+        }
+    }
+
     fn required(
         &mut self,
         keys: &Keys<'_>,
@@ -623,17 +638,9 @@ impl Cx<'_> {
         let renamed_from = keys
             .get("renamed_from")
             .and_then(|n| self.string(n, "`renamed_from`"));
-        let default = keys.get("default").and_then(|v| match v.as_scalar() {
-            Some(s) => Some(Literal {
-                text: s.as_str().to_string(),
-                quoted: !s.may_coerce(),
-                loc: sloc(s),
-            }),
-            None => {
-                self.err(loc(v), "`default` must be a scalar");
-                None
-            }
-        });
+        let default = keys
+            .get("default")
+            .and_then(|v| self.literal(v, "`default`"));
         Some(FieldDef {
             name: name?,
             ty: ty?,
@@ -711,17 +718,7 @@ impl Cx<'_> {
                 loc: p.loc,
             });
             if let Some(v) = ak.get("value") {
-                value = match v.as_scalar() {
-                    Some(s) => Some(Literal {
-                        text: s.as_str().to_string(),
-                        quoted: !s.may_coerce(),
-                        loc: sloc(s),
-                    }),
-                    None => {
-                        self.err(loc(v), "`value` must be a scalar");
-                        None
-                    }
-                };
+                value = self.literal(v, "`value`");
             }
         }
         let condition = match keys.get("condition") {
@@ -735,17 +732,7 @@ impl Cx<'_> {
                     }
                 };
                 let equals = match ck.get("equals") {
-                    Some(v) => match v.as_scalar() {
-                        Some(s) => Literal {
-                            text: s.as_str().to_string(),
-                            quoted: !s.may_coerce(),
-                            loc: sloc(s),
-                        },
-                        None => {
-                            self.err(loc(v), "`equals` must be a scalar");
-                            return None;
-                        }
-                    },
+                    Some(v) => self.literal(v, "`equals`")?,
                     None => {
                         self.err(loc(n), "missing key `equals` in `condition`");
                         return None;
