@@ -43,6 +43,24 @@ cargo test --test entities
 rm entities/*.yaml
 cp "$repo/codegen/tests/fixtures/hl7/"*.yaml entities/
 cargo test --test entities
+# The schema ledger: recorded by nomnom-schema, then a narrowing refused at cargo build naming
+# its YAML line; the recorded shape builds again.
+cargo run --quiet -p nomnom-codegen --bin nomnom-schema -- lock
+test -f entities.lock
+sed -i 's/max_length: 50$/max_length: 5/' entities/b_diagnosis.yaml
+if cargo build --quiet 2> ledger.err; then
+  echo "a narrowed max_length built against the ledger" >&2
+  exit 1
+fi
+if ! grep -q 'entities/b_diagnosis.yaml:[0-9]*:[0-9]*: breaking schema change' ledger.err; then
+  echo "the refused narrowing does not name its YAML line:" >&2
+  cat ledger.err >&2
+  exit 1
+fi
+sed -i 's/max_length: 5$/max_length: 50/' entities/b_diagnosis.yaml
+cargo build --quiet
+rm entities.lock
+echo "the ledger refuses a narrowing at cargo build"
 # A function the YAML names but the crate lacks: the build fails, and rustc's error quotes the
 # constant named after the YAML file and line.
 sed -i 's/crate::transforms::hl7_field, args: \["DG1.3.1"\]/crate::transforms::hl7_fild, args: ["DG1.3.1"]/' \
