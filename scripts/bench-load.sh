@@ -21,7 +21,8 @@
 #
 # A second file is line-item-sized: ROWS line items, as NDJSON orders of 4 line items each
 # (ROWS/4 orders), loaded the same way and timed until every line item is committed, against
-# COPY of the same line items as CSV into a plain table.
+# COPY of the same line items as CSV into a table with a bigserial id and their unique key;
+# then the same orders through the api as NDJSON batches and as JSON-array batches.
 #
 # usage: [BIG_MB=1024] scripts/bench-load.sh [rows=1000000] [line_items=ROWS]
 # needs: psql, NATS on 127.0.0.1:4222, PostgreSQL on 127.0.0.1:5432 (trust auth).
@@ -221,6 +222,33 @@ $PG -d "$DB" -c "\\copy copy_items (order_key, line_number, part_key, supplier_k
 C3=$(date +%s.%N)
 COPY2_S=$(echo "$C3 - $C2" | bc -l)
 
+# 4b. The same orders through the api, as NDJSON batches and as JSON-array batches of 2 500
+#     orders (10 000 line items each, two clients), each into emptied tables, timed until every
+#     line item is committed, against the line items' COPY above.
+split -l 2500 "$DIR/orders.ndjson" "$DIR/orders-part."
+for p in "$DIR"/orders-part.*; do
+  { printf '['; paste -sd, "$p"; printf ']'; } > "$p.json"
+done
+api_orders() { # FORMAT (ndjson|json) MEDIA_TYPE -> seconds until every line item is committed
+  $PG -d "$DB" -c "TRUNCATE orders, order_line_items, message_status" >/dev/null
+  PORT=$API_PORT METRICS_PORT=0 $API_BIN > "$DIR/api-$1.log" 2>&1 & API=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$API_PORT/health" >/dev/null && break; sleep 0.1; done
+  $BIN > "$DIR/worker-$1.log" 2>&1 & WORKER=$!
+  local t0 t1 files
+  if [ "$1" = json ]; then files=$(ls "$DIR"/orders-part.*.json); else files=$(ls "$DIR"/orders-part.* | grep -v '\.json$'); fi
+  t0=$(date +%s.%N)
+  echo "$files" | xargs -P 2 -I{} curl -s -o /dev/null -w '%{http_code}\n' \
+    -H "content-type: $2" --data-binary @{} "http://127.0.0.1:$API_PORT/ingest/batch/order" \
+    > "$DIR/codes-$1.txt"
+  wait_members Order "$ORDERS"
+  t1=$(date +%s.%N)
+  expect_rows order_line_items "$((ORDERS * 4))"
+  echo "$(echo "$t1 - $t0" | bc -l) $(peak_kb $API) $(peak_kb $WORKER) $(sort "$DIR/codes-$1.txt" | uniq -c | tr '\n' ' ')"
+  kill $WORKER $API; wait $WORKER $API 2>/dev/null || true; WORKER=; API=
+}
+read -r NDJSON_S NDJSON_API_KB NDJSON_WORKER_KB NDJSON_CODES < <(api_orders ndjson application/x-ndjson)
+read -r ARRAY_S ARRAY_API_KB ARRAY_WORKER_KB ARRAY_CODES < <(api_orders json application/json)
+
 printf 'pipeline: %d rows published in %.1f s, all committed after %.1f s: %.0f rows/s\n' \
   "$ROWS" "$LOAD_S" "$PIPE_S" "$(echo "$ROWS / $PIPE_S" | bc -l)"
 printf 'COPY:     %d rows in %.1f s: %.0f rows/s\n' "$ROWS" "$COPY_S" "$(echo "$ROWS / $COPY_S" | bc -l)"
@@ -242,6 +270,12 @@ printf 'line items: %d in %d orders committed after %.1f s: %.0f line items/s (%
 printf 'COPY of the same line items: %.1f s: %.0f rows/s\n' "$COPY2_S" "$(echo "$ORDERS * 4 / $COPY2_S" | bc -l)"
 printf 'ratio (pipeline line items/s / COPY rows/s): %.3f\n' "$(echo "$COPY2_S / $ITEMS_S" | bc -l)"
 printf 'peak RSS: loader %d MB, worker %d MB\n' $((LOADER2_KB / 1024)) $((WORKER2_KB / 1024))
+for run in "NDJSON $NDJSON_S $NDJSON_API_KB $NDJSON_WORKER_KB $NDJSON_CODES" "JSON-array $ARRAY_S $ARRAY_API_KB $ARRAY_WORKER_KB $ARRAY_CODES"; do
+  read -r what secs api_kb worker_kb codes <<< "$run"
+  printf 'through the api (%s batches of 2 500 orders, answers: %s): line items committed after %.1f s: %.0f line items/s, ratio to COPY %.3f\n' \
+    "$what" "$codes" "$secs" "$(echo "$ORDERS * 4 / $secs" | bc -l)" "$(echo "$COPY2_S / $secs" | bc -l)"
+  printf 'peak RSS: api %d MB, worker %d MB\n' $((api_kb / 1024)) $((worker_kb / 1024))
+done
 # The servers run before and after this script: their high-water marks are since they started.
 NATS_PID=$(pgrep -x nats-server | head -1 || true)
 PG_MAX_KB=0
