@@ -247,9 +247,14 @@ pub fn compare(ledger: &Ledger, schema: &Schema, lock_file: &str) -> Vec<Change>
                         .map(|t| format!(" (its table `{t}` keeps its rows)"))
                         .unwrap_or_default()
                 ),
-                remedy: Some(
-                    "restore its file; to stop ingesting it and keep its table as it is, record the drop with `nomnom-schema lock --accept-breaking` (`nomnom-schema plan` tells whether the table holds rows)".into(),
-                ),
+                remedy: Some(format!(
+                    "restore its file; to stop ingesting it and keep its table as it is, record the drop with `nomnom-schema lock --accept-breaking`{}",
+                    before
+                        .table
+                        .as_ref()
+                        .map(|t| format!(" (`SELECT count(*) FROM {t}` on each database tells whether it holds rows)"))
+                        .unwrap_or_default()
+                )),
             });
         }
     }

@@ -1,9 +1,13 @@
 //! Error-text snapshots: each directory of `tests/broken/` is a broken schema (one kind of error
 //! each, plus one with many problems in many files) and its `expected.txt` is exactly what
-//! `cargo build` prints. Set `UPDATE_SNAPSHOTS=1` to rewrite the expected files.
+//! `cargo build` prints. A directory with a `before/` holds a valid schema and the one it was
+//! (`before/`): a change the schema ledger refuses, one kind each, judged against the ledger of
+//! `before/` as a build judges the YAML against `entities.lock`. Set `UPDATE_SNAPSHOTS=1` to
+//! rewrite the expected files.
 
 use std::path::PathBuf;
 
+use nomnom_codegen::ledger::{Ledger, compare};
 use nomnom_codegen::{SourceFile, load_and_validate};
 
 fn cases() -> Vec<PathBuf> {
@@ -37,6 +41,22 @@ fn sources(dir: &std::path::Path) -> Vec<SourceFile> {
 
 fn diagnostics(case: &std::path::Path) -> String {
     let files = sources(case);
+    let before = case.join("before");
+    if before.is_dir() {
+        let valid = |files: &[SourceFile]| {
+            load_and_validate(files)
+                .unwrap_or_else(|d| panic!("{} is not a valid schema:\n{d}", case.display()))
+        };
+        let ledger = Ledger::of(&valid(&sources(&before)));
+        let changes = compare(&ledger, &valid(&files), "entities.lock");
+        let (errors, _notes) = nomnom_codegen::ledger::diagnostics(&changes);
+        assert!(
+            !errors.0.is_empty(),
+            "{}: the ledger accepts the change",
+            case.display()
+        );
+        return format!("{errors}\n");
+    }
     match load_and_validate(&files) {
         Ok(_) => panic!("{} is unexpectedly valid", case.display()),
         Err(d) => format!("{d}\n"),
@@ -74,7 +94,8 @@ fn every_error_has_a_position() {
             .lines()
             .filter(|l| l.starts_with("error: "))
         {
-            let rest = line.trim_start_matches("error: entities/");
+            // A YAML file's position, or the ledger's for what the YAML no longer has.
+            let rest = line.trim_start_matches("error: ");
             let mut parts = rest.splitn(4, ':');
             let (_file, l, c) = (parts.next(), parts.next(), parts.next());
             let ok = l.is_some_and(|l| l.parse::<usize>().is_ok_and(|n| n > 0))
