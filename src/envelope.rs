@@ -16,6 +16,10 @@
 //! worker stores a chunk with one status row (per run of its members it wrote), so a loaded
 //! row costs neither a JetStream message nor a status row of its own. Member `i`'s id is the
 //! chunk's id with `i` in its last two bytes ([`chunk_member_id`]).
+//!
+//! Every message, group and chunk carries the [`SchemaVersion`] it was checked against (one
+//! header, [`SCHEMA_HEADER`]): a worker of another version does not dead-letter a message only
+//! because its own rules refuse it (see `worker::batch`).
 
 use async_nats::HeaderMap;
 use async_nats::header::HeaderName;
@@ -40,6 +44,8 @@ pub const GROUP_LENGTHS_HEADER: HeaderName = HeaderName::from_static("Nomnom-Gro
 /// Header of a replayed copy of a dead letter: where the original first arrived
 /// (`epoch:sequence`, see [`Position`]); the copy is ordered by it, not by its own.
 pub const REPLAY_OF_HEADER: HeaderName = HeaderName::from_static("Nomnom-Replay-Of");
+/// Header carrying the [`SchemaVersion`] a message was checked against.
+pub const SCHEMA_HEADER: HeaderName = HeaderName::from_static("Nomnom-Schema");
 /// Room the headers of a dead letter take at most, besides the body (`worker::dead_letter`):
 /// the api keeps single bodies this far below the server's `max_payload`, so every accepted
 /// message can be dead-lettered whole.
@@ -57,6 +63,55 @@ pub const CHUNK_ROWS: usize = 4096;
 /// a setting: the loader's chunk boundaries must be the same on every run over the same file.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
+/// The version of a schema: the digest of a build's schema ledger, as
+/// [`crate::generated::SCHEMA_VERSION`] spells it (16 hexadecimal digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SchemaVersion(u64);
+
+impl SchemaVersion {
+    /// The version this build checks and parses against.
+    pub fn own() -> Self {
+        static OWN: std::sync::LazyLock<SchemaVersion> = std::sync::LazyLock::new(|| {
+            SchemaVersion::parse(crate::generated::SCHEMA_VERSION)
+                .expect("the generated SCHEMA_VERSION is 16 hexadecimal digits")
+        });
+        *OWN
+    }
+
+    /// Reads a version written as 16 hexadecimal digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(text, 16).ok().map(Self)
+    }
+
+    /// Whether this is the version this build checks and parses against.
+    pub fn is_own(self) -> bool {
+        self == Self::own()
+    }
+}
+
+impl std::fmt::Display for SchemaVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The schema version a stream message says it was checked against (none from an older api,
+/// or a replayed dead letter, which the current rules judge).
+fn schema_of(headers: Option<&HeaderMap>) -> Result<Option<SchemaVersion>, EnvelopeError> {
+    match headers.and_then(|h| h.get(SCHEMA_HEADER)) {
+        None => Ok(None),
+        Some(v) => SchemaVersion::parse(v.as_str()).map(Some).ok_or_else(|| {
+            EnvelopeError(format!(
+                "{SCHEMA_HEADER} `{}` is not a schema version",
+                v.as_str().chars().take(32).collect::<String>()
+            ))
+        }),
+    }
+}
+
 /// An accepted message: its id, entity, arrival time and the body exactly as received.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageEnvelope {
@@ -69,8 +124,11 @@ pub struct MessageEnvelope {
     pub received_at: DateTime<Utc>,
     /// The JSON body, byte for byte (numbers keep every digit).
     pub body: Bytes,
-    /// Set on a replayed copy of a dead letter: where the original first arrived.
+    /// Set on a replayed copy of a dead letter, or a held message sent again: where the
+    /// original first arrived.
     pub replay_of: Option<Position>,
+    /// The schema version it was checked against, if it says (see [`SCHEMA_HEADER`]).
+    pub schema: Option<SchemaVersion>,
 }
 
 /// A JetStream message that is not an envelope nomnom wrote.
@@ -167,6 +225,8 @@ pub struct MessageChunk {
     pub lines: Vec<u64>,
     /// The bodies, byte for byte, in member order.
     pub bodies: Vec<Bytes>,
+    /// The schema version its rows were checked against, if it says.
+    pub schema: Option<SchemaVersion>,
 }
 
 impl MessageChunk {
@@ -192,7 +252,9 @@ impl MessageChunk {
             }
             rows.push_str(&format!("{line}:{}", body.len()));
         }
-        let mut headers = MessageEnvelope::new(self.id, &self.entity, Bytes::new()).headers(true);
+        let mut envelope = MessageEnvelope::new(self.id, &self.entity, Bytes::new());
+        envelope.schema = self.schema;
+        let mut headers = envelope.headers(true);
         headers.insert(
             RECEIVED_AT_HEADER,
             self.received_at
@@ -265,6 +327,7 @@ impl MessageChunk {
             received_at: envelope.received_at,
             lines,
             bodies,
+            schema: envelope.schema,
         })
     }
 
@@ -280,6 +343,7 @@ impl MessageChunk {
                 received_at: self.received_at,
                 body: body.clone(),
                 replay_of: None,
+                schema: self.schema,
             })
             .collect()
     }
@@ -287,22 +351,21 @@ impl MessageChunk {
 
 impl MessageGroup {
     /// The JetStream publish of this group, to be sent to the [`message_subject`] of its
-    /// first id. A group of one is an ordinary headerless message.
+    /// first id. A group of one is an ordinary message whose subject carries its envelope.
+    /// Groups are made by the api, so they carry this build's [`SchemaVersion`].
     ///
     /// [`message_subject`]: crate::nats::message_subject
     pub fn to_publish(&self) -> PublishMessage {
         let (payload, headers) = self.parts();
-        let publish = PublishMessage::build().payload(payload);
-        match headers {
-            Some(headers) => publish.headers(headers),
-            None => publish,
-        }
+        PublishMessage::build().payload(payload).headers(headers)
     }
 
     /// The payload and headers of [`MessageGroup::to_publish`].
-    pub fn parts(&self) -> (Bytes, Option<HeaderMap>) {
+    pub fn parts(&self) -> (Bytes, HeaderMap) {
+        let mut headers = HeaderMap::new();
+        headers.insert(SCHEMA_HEADER, SchemaVersion::own().to_string());
         if let [body] = &self.bodies[..] {
-            return (body.clone(), None);
+            return (body.clone(), headers);
         }
         let total = self.bodies.iter().map(Bytes::len).sum();
         let mut payload = bytes::BytesMut::with_capacity(total);
@@ -314,9 +377,8 @@ impl MessageGroup {
             }
             lengths.push_str(&body.len().to_string());
         }
-        let mut headers = HeaderMap::new();
         headers.insert(GROUP_LENGTHS_HEADER, lengths);
-        (payload.freeze(), Some(headers))
+        (payload.freeze(), headers)
     }
 
     /// The members of a group read from the stream (`subject` names the first id, `lengths`
@@ -324,6 +386,7 @@ impl MessageGroup {
     fn decode(
         subject: &str,
         lengths: &str,
+        schema: Option<SchemaVersion>,
         payload: &Bytes,
     ) -> Result<Vec<MessageEnvelope>, EnvelopeError> {
         let mut tokens = subject.rsplitn(3, '.');
@@ -354,6 +417,7 @@ impl MessageGroup {
                 received_at,
                 body: payload.slice(at..at + length),
                 replay_of: None,
+                schema,
             });
             at += length;
         }
@@ -378,6 +442,7 @@ impl MessageEnvelope {
             received_at: id_time(&message_id).unwrap_or_else(|| Utc::now().trunc_subsecs(6)),
             body: body.into(),
             replay_of: None,
+            schema: Some(SchemaVersion::own()),
         }
     }
 
@@ -391,7 +456,8 @@ impl MessageEnvelope {
     /// The JetStream publish of this message, to be sent to its [`message_subject`]: the body
     /// as payload, with the envelope in headers unless the subject carries it, and a
     /// `Nats-Msg-Id` when `dedup` (ids derived from an `Idempotency-Key`; a fresh id cannot be
-    /// a retry, and the dedup table costs the server time per message).
+    /// a retry, and the dedup table costs the server time per message); its schema version in
+    /// any case.
     ///
     /// [`message_subject`]: crate::nats::message_subject
     pub fn to_publish(&self, dedup: bool) -> PublishMessage {
@@ -399,7 +465,11 @@ impl MessageEnvelope {
         if self.needs_headers(dedup) {
             publish.headers(self.headers(dedup))
         } else {
-            publish
+            let mut headers = HeaderMap::new();
+            if let Some(schema) = self.schema {
+                headers.insert(SCHEMA_HEADER, schema.to_string());
+            }
+            publish.headers(headers)
         }
     }
 
@@ -420,6 +490,9 @@ impl MessageEnvelope {
         if let Some(position) = self.replay_of {
             headers.insert(REPLAY_OF_HEADER, position.to_string());
         }
+        if let Some(schema) = self.schema {
+            headers.insert(SCHEMA_HEADER, schema.to_string());
+        }
         headers.insert(MESSAGE_ID_HEADER, id);
         headers
     }
@@ -435,7 +508,9 @@ impl MessageEnvelope {
             return chunk.map(|c| c.members());
         }
         match headers.and_then(|h| h.get(GROUP_LENGTHS_HEADER)) {
-            Some(lengths) => MessageGroup::decode(subject, lengths.as_str(), payload),
+            Some(lengths) => {
+                MessageGroup::decode(subject, lengths.as_str(), schema_of(headers)?, payload)
+            }
             None => Self::decode(subject, headers, payload).map(|e| vec![e]),
         }
     }
@@ -447,8 +522,9 @@ impl MessageEnvelope {
         headers: Option<&HeaderMap>,
         payload: &Bytes,
     ) -> Result<Self, EnvelopeError> {
+        let schema = schema_of(headers)?;
         let Some(headers) = headers.filter(|h| h.get(MESSAGE_ID_HEADER).is_some()) else {
-            return Self::decode_headerless(subject, payload);
+            return Self::decode_headerless(subject, payload).map(|e| Self { schema, ..e });
         };
         let header = |name: HeaderName| {
             headers
@@ -479,6 +555,7 @@ impl MessageEnvelope {
             received_at,
             body: payload.clone(),
             replay_of,
+            schema,
         })
     }
 
@@ -512,6 +589,7 @@ impl MessageEnvelope {
             received_at,
             body: payload.clone(),
             replay_of: None,
+            schema: None,
         })
     }
 
@@ -524,6 +602,7 @@ impl MessageEnvelope {
             received_at: e.received_at,
             body: Bytes::copy_from_slice(e.body.get().as_bytes()),
             replay_of: None,
+            schema: None,
         })
     }
 }
@@ -551,6 +630,7 @@ mod tests {
                 .with_timezone(&Utc),
             body: Bytes::from_static(b"{ \"a\": 1.000000000000000000001 }\n"),
             replay_of: None,
+            schema: Some(SchemaVersion::own()),
         };
         let subject = subject(&envelope.message_id);
         for dedup in [false, true] {
@@ -587,8 +667,19 @@ mod tests {
         assert!(at >= before && at <= Utc::now().timestamp_millis(), "{at}");
         assert!(!envelope.needs_headers(false));
         assert!(envelope.needs_headers(true), "Nats-Msg-Id is a header");
-        let decoded = MessageEnvelope::decode(&subject(&envelope.message_id), None, &body);
+        let mut headers = HeaderMap::new();
+        headers.insert(SCHEMA_HEADER, SchemaVersion::own().to_string());
+        let decoded =
+            MessageEnvelope::decode(&subject(&envelope.message_id), Some(&headers), &body);
         assert_eq!(decoded.unwrap(), envelope);
+        // An older api's message says no version.
+        let older = MessageEnvelope::decode(&subject(&envelope.message_id), None, &body).unwrap();
+        assert_eq!(older.schema, None);
+        assert_eq!(older.message_id, envelope.message_id);
+        // A version that is not one makes the message unreadable, not silently unversioned.
+        headers.insert(SCHEMA_HEADER, "v2");
+        let bad = MessageEnvelope::decode(&subject(&envelope.message_id), Some(&headers), &body);
+        assert!(bad.unwrap_err().to_string().contains("Nomnom-Schema `v2`"));
         // Ids that carry no time are stamped now and need their headers.
         let derived = MessageEnvelope::new(
             Uuid::new_v5(&Uuid::NAMESPACE_OID, b"k"),
@@ -596,6 +687,26 @@ mod tests {
             body,
         );
         assert!(derived.needs_headers(false));
+    }
+
+    #[test]
+    fn a_schema_version_reads_back_as_written() {
+        let own = SchemaVersion::own();
+        assert_eq!(own.to_string(), crate::generated::SCHEMA_VERSION);
+        assert_eq!(SchemaVersion::parse(&own.to_string()), Some(own));
+        assert!(own.is_own());
+        let other = SchemaVersion::parse("00000000000000ff").unwrap();
+        assert_eq!(other.to_string(), "00000000000000ff");
+        assert!(!other.is_own() || crate::generated::SCHEMA_VERSION == "00000000000000ff");
+        for bad in [
+            "",
+            "ff",
+            "0000000000000000f",
+            "zzzzzzzzzzzzzzzz",
+            "+00000000000000f",
+        ] {
+            assert_eq!(SchemaVersion::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -611,7 +722,6 @@ mod tests {
         };
         assert_eq!(group.first_id.as_bytes()[15], 0);
         let (payload, headers) = group.parts();
-        let headers = headers.expect("a group has its lengths header");
         assert_eq!(
             headers.get(GROUP_LENGTHS_HEADER).map(|v| v.as_str()),
             Some("30 23 2")
@@ -633,10 +743,12 @@ mod tests {
             bodies: vec![bodies[0].clone()],
         };
         let (payload, headers) = single.parts();
-        assert!(headers.is_none());
+        assert!(headers.get(GROUP_LENGTHS_HEADER).is_none());
         let decoded =
-            MessageEnvelope::decode_all(&subject(&group.first_id), None, &payload).unwrap();
+            MessageEnvelope::decode_all(&subject(&group.first_id), Some(&headers), &payload)
+                .unwrap();
         assert_eq!(decoded, vec![members[0].clone()]);
+        assert_eq!(decoded[0].schema, Some(SchemaVersion::own()));
     }
 
     #[test]
@@ -683,6 +795,7 @@ mod tests {
                 Bytes::from_static(b"{\n  \"b\": 2\n}"),
                 Bytes::from_static(b"{}"),
             ],
+            schema: Some(SchemaVersion::own()),
         };
         let (payload, headers) = chunk.parts();
         assert_eq!(

@@ -29,7 +29,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::bulk::{self, BulkError, CheckedRow, Format, Refusal, Row, RowProblem};
-use crate::envelope::{CHUNK_BYTES, CHUNK_ROWS, MAX_CHUNK_MEMBERS, MessageChunk, chunk_of};
+use crate::envelope::{
+    CHUNK_BYTES, CHUNK_ROWS, MAX_CHUNK_MEMBERS, MessageChunk, SchemaVersion, chunk_of,
+};
 use crate::generated::RootEntity;
 use crate::nats::{Outgoing, Pipeline, Publish, message_subject};
 use crate::runtime::csv::CsvLayout;
@@ -642,6 +644,7 @@ pub async fn load_file(
                 received_at,
                 lines,
                 bodies,
+                schema: Some(SchemaVersion::own()),
             };
             let outgoing = Outgoing {
                 subject: message_subject(stream, entity.snake_name(), &id),

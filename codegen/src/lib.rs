@@ -75,10 +75,33 @@ pub fn generate_from_sources(files: &[SourceFile]) -> Result<Vec<GeneratedFile>,
 /// Judges the YAML's changes against the ledger at `lock` (none there: nothing to judge): the
 /// notes of the changes a build takes, or the errors of those it refuses.
 pub fn judge_changes(schema: &Schema, lock: &Path) -> Result<Diagnostics, Diagnostics> {
+    judge(schema, read_lock(lock)?.as_ref(), lock)
+}
+
+/// [`judge_changes`] against the ledger read from `lock`.
+fn judge(
+    schema: &Schema,
+    recorded: Option<&ledger::Ledger>,
+    lock: &Path,
+) -> Result<Diagnostics, Diagnostics> {
+    let Some(recorded) = recorded else {
+        return Ok(Diagnostics::default());
+    };
+    let changes = ledger::compare(recorded, schema, &lock.display().to_string());
+    let (errors, notes) = ledger::diagnostics(&changes);
+    if errors.0.is_empty() {
+        Ok(notes)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The schema ledger at `lock` (none there: `None`), or why it cannot be read.
+fn read_lock(lock: &Path) -> Result<Option<ledger::Ledger>, Diagnostics> {
     let shown = lock.display().to_string();
     let text = match std::fs::read_to_string(lock) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Diagnostics::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             let mut d = Diagnostics::default();
             d.error(
@@ -102,13 +125,7 @@ pub fn judge_changes(schema: &Schema, lock: &Path) -> Result<Diagnostics, Diagno
         );
         d
     })?;
-    let changes = ledger::compare(&recorded, schema, &shown);
-    let (errors, notes) = ledger::diagnostics(&changes);
-    if errors.0.is_empty() {
-        Ok(notes)
-    } else {
-        Err(errors)
-    }
+    Ok(Some(recorded))
 }
 
 /// What a successful run read and wrote.
@@ -172,8 +189,11 @@ impl Builder {
         let files = load::read_dir(&self.entities_dir).map_err(io(&self.entities_dir))?;
         let inputs = files.iter().map(|f| f.path.clone()).collect();
         let mut schema = load_and_validate(&files).map_err(CodegenError::Schema)?;
-        let notes = judge_changes(&schema, &self.lock_path()).map_err(CodegenError::Schema)?;
+        let lock = self.lock_path();
+        let recorded = read_lock(&lock).map_err(CodegenError::Schema)?;
+        let notes = judge(&schema, recorded.as_ref(), &lock).map_err(CodegenError::Schema)?;
         schema.warnings.0.extend(notes.0);
+        schema.locked_version = recorded.map(|l| l.version());
         let generated = generate(&schema);
         let out_dir = match &self.out_dir {
             Some(d) => d.clone(),

@@ -17,6 +17,8 @@ pub struct Schema {
     pub entities: Vec<EntityDef>,
     /// What builds but deserves a look (`cargo::warning`), in file then position order.
     pub warnings: Diagnostics,
+    /// The version of the schema ledger (`entities.lock`) the YAML was judged against, if any.
+    pub locked_version: Option<String>,
 }
 
 impl Schema {
@@ -137,6 +139,7 @@ pub(crate) fn validate_loaded(
         Ok(Schema {
             entities,
             warnings: warnings.sorted(),
+            locked_version: None,
         })
     } else {
         Err(d.sorted())

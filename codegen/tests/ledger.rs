@@ -163,6 +163,16 @@ fn a_build_refuses_what_the_ledger_calls_breaking_naming_the_yaml_line() {
         &ORDER.replace("max_length: 100", "max_length: 200"),
     );
     let report = builder.run().expect("a safe change builds");
+    // The build knows the ledger's version beside its own (`worker schema plan` takes a
+    // database of either).
+    let generated = std::fs::read_to_string(out.join("nomnom_generated.rs")).expect("generated");
+    let locked = Ledger::of(&schema(ORDER)).version();
+    assert!(
+        generated.contains(&format!(
+            "LOCK_SCHEMA_VERSION: Option<&str> = Some(\"{locked}\")"
+        )),
+        "the lock's version is generated"
+    );
     let notes: Vec<String> = report.warnings.0.iter().map(|d| d.to_string()).collect();
     assert!(
         notes

@@ -88,6 +88,8 @@ pub async fn replay_with_progress(
             let id = row.message_id;
             let mut copy = MessageEnvelope::new(id, entity.name(), row.body);
             copy.replay_of = Some(row.position);
+            // A replayed copy is judged by the rules of the worker that takes it.
+            copy.schema = None;
             let publish = copy
                 .to_publish(false)
                 .message_id(format!("{id}:replay:{}", Utc::now().timestamp_micros()));

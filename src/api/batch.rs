@@ -565,7 +565,9 @@ pub(super) fn chunk_lines(
     entity: RootEntity,
     valid: Vec<(usize, Bytes)>,
 ) -> Vec<PublishUnit> {
-    use crate::envelope::{CHUNK_BYTES, CHUNK_ROWS, MessageChunk, chunk_member_id, new_chunk_id};
+    use crate::envelope::{
+        CHUNK_BYTES, CHUNK_ROWS, MessageChunk, SchemaVersion, chunk_member_id, new_chunk_id,
+    };
     let room = state.publisher.max_payload();
     let mut units = Vec::new();
     let mut valid = valid.into_iter().peekable();
@@ -590,6 +592,7 @@ pub(super) fn chunk_lines(
             received_at,
             lines,
             bodies,
+            schema: Some(SchemaVersion::own()),
         };
         units.push(PublishUnit {
             entity,

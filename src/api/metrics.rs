@@ -22,6 +22,9 @@ pub struct ApiMetrics {
     pub rejected: IntCounterVec,
     /// Requests refused for want of a valid key (`missing`, `invalid`) or scope (`forbidden`).
     pub auth_failures: IntCounterVec,
+    /// 1 when the database's current schema (its ledger, as `/ready` last read it) is not the
+    /// one this api checks against: a rolling deploy under way, or an api left behind.
+    pub schema_mismatch: prometheus::IntGauge,
     /// The per-entity series of `publish_seconds` and `accepted`, resolved once (a label
     /// lookup hashes and locks on every call), in `RootEntity::ALL` order.
     per_entity: Vec<EntityMetrics>,
@@ -117,6 +120,17 @@ impl ApiMetrics {
         registry
             .register(Box::new(publish_group_messages.clone()))
             .expect("unique metric");
+        registry
+            .register(Box::new(crate::metrics::schema_info()))
+            .expect("unique metric");
+        let schema_mismatch = prometheus::IntGauge::new(
+            "nomnom_api_schema_mismatch",
+            "1 when the database's current schema is not the one this api checks against",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(schema_mismatch.clone()))
+            .expect("unique metric");
         let per_entity = RootEntity::ALL
             .iter()
             .map(|e| EntityMetrics {
@@ -132,6 +146,7 @@ impl ApiMetrics {
             publish_group_messages,
             rejected,
             auth_failures,
+            schema_mismatch,
             per_entity,
         }
     }

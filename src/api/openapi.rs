@@ -464,6 +464,7 @@ pub fn openapi_document(options: DocumentOptions) -> Value {
         "Readiness".into(),
         json!({"type": "object", "required": ["status", "postgres"], "properties": {
             "status": {"enum": ["ready", "unavailable"]}, "postgres": {"type": "string"},
+            "database_schema_version": {"type": "string", "description": "The schema the database applied last (its ledger); compare with /health's schema_version"},
             "failed": {"type": "object", "additionalProperties": {"type": "string"}}
         }}),
     );

@@ -67,12 +67,13 @@ pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
         }
         Err(_) => "unavailable (status lookups fail): no answer within 2 s".to_string(),
     };
+    let database_schema = database_schema(&state, timeout).await;
     if failed.is_empty() {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "postgres": postgres})),
-        )
-            .into_response()
+        let mut body = json!({"status": "ready", "postgres": postgres});
+        if let Some(version) = database_schema {
+            body["database_schema_version"] = json!(version);
+        }
+        (StatusCode::OK, Json(body)).into_response()
     } else {
         let mut response = (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -82,6 +83,31 @@ pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
         super::error::retry_after(&mut response, 5);
         response
     }
+}
+
+/// The database's current schema version (its ledger), when it can be read; a version other
+/// than this api's is counted (`nomnom_api_schema_mismatch`) and logged (every 5 min at most):
+/// what this api accepts may fail the workers' parse, and is then held, not stored, until a
+/// worker of this api's version takes it.
+async fn database_schema(state: &AppState, timeout: Duration) -> Option<String> {
+    let head = tokio::time::timeout(timeout, state.store.schema_head())
+        .await
+        .ok()?
+        .ok()?;
+    let (version, applied_at) = head.latest?;
+    let differs = version != crate::generated::SCHEMA_VERSION;
+    state.metrics.schema_mismatch.set(i64::from(differs));
+    static MISMATCH: crate::throttle::Throttle =
+        crate::throttle::Throttle::new(Duration::from_secs(300));
+    if differs && MISMATCH.allow().is_some() {
+        tracing::warn!(
+            database_schema = %version,
+            applied_at = %applied_at,
+            this_api = crate::generated::SCHEMA_VERSION,
+            "the database's schema is not the one this api checks against: messages it accepts that the workers' rules refuse are held for a worker of this api's version; deploy the api of the database's build"
+        );
+    }
+    Some(version)
 }
 
 /// `GET /metrics`: Prometheus text format.

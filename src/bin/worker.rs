@@ -74,9 +74,24 @@ enum Command {
 #[derive(Subcommand)]
 enum SchemaCommand {
     /// Print the SQL `apply` would run (nothing is changed).
-    Plan,
+    Plan {
+        /// Plan even for a database whose schema is neither this build's nor its
+        /// `entities.lock`'s (refused otherwise).
+        #[arg(long)]
+        any_shape: bool,
+    },
     /// Create the database if missing, run the infrastructure migrations and apply the plan.
-    Apply,
+    Apply {
+        /// Apply it even though the database's schema is newer than this build's, and make
+        /// this build's the current one (a rollback: workers of the newer build then stop
+        /// consuming until they are replaced or their schema is applied again).
+        #[arg(long)]
+        make_current: bool,
+        /// Apply even to a database whose schema is neither this build's nor its
+        /// `entities.lock`'s (refused otherwise).
+        #[arg(long)]
+        any_shape: bool,
+    },
 }
 
 /// Which dead letters (every filter given must hold).
@@ -174,9 +189,26 @@ async fn schema(
     database_url: &str,
     action: SchemaCommand,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let any_shape = match action {
+        SchemaCommand::Plan { any_shape } | SchemaCommand::Apply { any_shape, .. } => any_shape,
+    };
+    if !any_shape {
+        nomnom::store::pg::refuse_unknown_shape(database_url).await?;
+    }
     match action {
-        SchemaCommand::Plan => {
+        SchemaCommand::Plan { .. } => {
             let plan = nomnom::store::pg::plan_schema(database_url).await?;
+            if let Some(newer) = nomnom::store::pg::schema_head_at(database_url)
+                .await?
+                .newer_than_own()
+            {
+                println!(
+                    "-- the database's schema {} (applied {}) is newer than this build's {}: apply refrains and this build's workers do not consume; apply --make-current would run:",
+                    newer.version,
+                    newer.applied_at,
+                    nomnom::generated::SCHEMA_VERSION
+                );
+            }
             if plan.is_empty() {
                 println!("-- the tables have the YAML's shape: nothing to change");
             }
@@ -184,8 +216,21 @@ async fn schema(
                 println!("{statement}");
             }
         }
-        SchemaCommand::Apply => {
-            let changes = nomnom::store::pg::prepare_schema(database_url).await?;
+        SchemaCommand::Apply { make_current, .. } => {
+            let changes = if make_current {
+                nomnom::store::pg::make_schema_current(database_url).await?
+            } else {
+                nomnom::store::pg::prepare_schema(database_url).await?
+            };
+            if let Some(newer) = &changes.behind {
+                return Err(format!(
+                    "nothing applied: the database's schema {} (applied {}) is newer than this build's {}; to roll back to this build's, run `worker schema apply --make-current`",
+                    newer.version,
+                    newer.applied_at,
+                    nomnom::generated::SCHEMA_VERSION
+                )
+                .into());
+            }
             for table in &changes.created {
                 println!("created table {table}");
             }

@@ -421,6 +421,60 @@ pub struct SchemaChanges {
     pub added_columns: Vec<String>,
     /// Other changes applied (renames, widenings, `NOT NULL` dropped), described.
     pub altered: Vec<String>,
+    /// Set when nothing was applied because the database's schema is newer than this build's
+    /// (see [`SchemaHead::newer_than_own`]).
+    pub behind: Option<AppliedSchema>,
+}
+
+/// A schema a database applied (its ledger's row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedSchema {
+    /// Its version.
+    pub version: String,
+    /// When it was applied.
+    pub applied_at: DateTime<Utc>,
+}
+
+/// The database's schema ledger as a build needs it: the schema applied last, and when this
+/// build's was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaHead {
+    /// The version applied last, and when.
+    pub latest: Option<(String, DateTime<Utc>)>,
+    /// When this build's version was applied last, if ever.
+    pub own_applied_at: Option<DateTime<Utc>>,
+}
+
+impl SchemaHead {
+    /// The schema applied after this build's, if any: this build ran against the database
+    /// before and another has been applied since (a newer deploy) — its workers must not write
+    /// under rules the tables no longer follow. A database that never saw this build's schema
+    /// is not "newer": its tables are planned against this build (and refused if they differ in
+    /// a way no safe change mends).
+    pub fn newer_than_own(&self) -> Option<AppliedSchema> {
+        let (version, applied_at) = self.latest.as_ref()?;
+        let own_at = self.own_applied_at?;
+        (version != crate::generated::SCHEMA_VERSION && *applied_at > own_at).then(|| {
+            AppliedSchema {
+                version: version.clone(),
+                applied_at: *applied_at,
+            }
+        })
+    }
+
+    /// The schema applied last when it is neither this build's nor the one its `entities.lock`
+    /// records (`LOCK_SCHEMA_VERSION`): the database has the shape of a build this one does not
+    /// know, and `worker schema plan`/`apply` refuse it (dev and prod may differ). A database
+    /// without a ledger (new, or older than the ledger) is not refused.
+    pub fn unknown_to_this_build(&self) -> Option<AppliedSchema> {
+        let (version, applied_at) = self.latest.as_ref()?;
+        let known = version == crate::generated::SCHEMA_VERSION
+            || crate::generated::LOCK_SCHEMA_VERSION == Some(version.as_str());
+        (!known).then(|| AppliedSchema {
+            version: version.clone(),
+            applied_at: *applied_at,
+        })
+    }
 }
 
 /// Where messages are stored, and everything nomnom asks of it. Every method is safe to call
@@ -495,4 +549,8 @@ pub trait Store: Send + Sync + 'static {
     /// A cheap round trip: whether the store answers (the api's `/ready`, and how the worker
     /// tells that an outage is over).
     fn probe(&self) -> StoreFuture<'_, ()>;
+
+    /// The store's schema ledger: which schema was applied last, and when this build's was (a
+    /// worker of an older build stops consuming; the api counts a mismatch).
+    fn schema_head(&self) -> StoreFuture<'_, SchemaHead>;
 }

@@ -14,8 +14,7 @@ use super::{BatchContext, BatchReport, Disposition, ShuttingDown, outage};
 /// Failed attempts of one set, while other writes commit, after which its transient fault is
 /// taken to be its own (see [`Batch::write`]): with the hold delays, about 1.75 s.
 pub(super) const POISON_ATTEMPTS: u32 = 3;
-use crate::envelope::MessageEnvelope;
-use crate::envelope::{MessageChunk, chunk_member_id};
+use crate::envelope::{MessageChunk, MessageEnvelope, SchemaVersion, chunk_member_id};
 use crate::generated::{ParsedMessage, RootEntity};
 use crate::labels::entity_label;
 use crate::runtime::Position;
@@ -33,14 +32,46 @@ pub(super) struct Incoming {
     decoded: Decoded,
 }
 
-/// A message parsed, or the dead letter it will be (boxed: a dead letter is large and rare).
-type Decoded = Result<Parsed, Box<DeadLetter>>;
+/// A message parsed, or what becomes of one that did not (boxed: large and rare).
+type Decoded = Result<Parsed, Box<Unparsed>>;
+
+/// A message that did not parse: a dead letter, or held for a worker of its schema version.
+enum Unparsed {
+    Dead(DeadLetter),
+    Held(Held),
+}
+
+/// A message this worker's rules refuse that was accepted under another schema version (an
+/// api or a loader of an older or newer build, during a rolling deploy): it is not
+/// dead-lettered for that, but handed back for a worker of its version — or, once delivered
+/// [`HOLD_RESEND_AFTER`] times, sent to the stream again as a copy that keeps its position
+/// (and its version), so its deliveries never count it as poison.
+#[derive(Clone)]
+pub(super) struct Held {
+    /// The message as it arrived (a chunk member as a message of its own), with `replay_of`
+    /// its first position.
+    envelope: MessageEnvelope,
+    /// The version it was accepted under.
+    schema: SchemaVersion,
+    /// Why this worker's parse refuses it.
+    reason: String,
+}
+
+/// How long a held message waits before its next delivery.
+pub(super) const HOLD_DELAY: Duration = Duration::from_secs(10);
+
+/// Deliveries of a held message (at least; `MAX_DELIVER` if more) after which it is sent to
+/// the stream again instead of handed back once more.
+pub(super) const HOLD_RESEND_AFTER: i64 = 2;
 
 impl Incoming {
     fn entity(&self) -> &str {
         match &self.decoded {
             Ok(p) => &p.entity,
-            Err(dead) => &dead.entity,
+            Err(unparsed) => match &**unparsed {
+                Unparsed::Dead(dead) => &dead.entity,
+                Unparsed::Held(held) => &held.envelope.entity,
+            },
         }
     }
 }
@@ -56,6 +87,8 @@ struct Parsed {
     position: Position,
     /// A replayed copy of a dead letter.
     replayed: bool,
+    /// The schema version it was accepted under, when not this worker's.
+    other_schema: Option<SchemaVersion>,
     /// The delivery that carried it (its dead-letter record id is made from it, if needed).
     delivery: Delivery,
     content: ParsedContent,
@@ -122,9 +155,17 @@ impl Delivery {
     }
 }
 
+/// A chunk's members that did not parse: dead letters, and members held for a worker of the
+/// chunk's schema version.
+#[derive(Default)]
+struct MemberRefusals {
+    dead: Vec<DeadLetter>,
+    held: Vec<Held>,
+}
+
 /// Decodes one JetStream message and parses what it carries; anything wrong becomes a dead
-/// letter (a message that cannot be read at all, one).
-fn decode(message: &jetstream::Message, delivery: Delivery) -> (Vec<Decoded>, Vec<DeadLetter>) {
+/// letter (a message that cannot be read at all, one), unless it is held (see [`Held`]).
+fn decode(message: &jetstream::Message, delivery: Delivery) -> (Vec<Decoded>, MemberRefusals) {
     let delivered = delivery.delivered;
     let undecodable = |e: crate::envelope::EnvelopeError| {
         // Keep a stable id across redeliveries of the same stream message.
@@ -143,7 +184,7 @@ fn decode(message: &jetstream::Message, delivery: Delivery) -> (Vec<Decoded>, Ve
             position: delivery.position,
             record_id: delivery.record_id(&id),
         };
-        vec![Err(Box::new(dl))]
+        vec![Err(Box::new(Unparsed::Dead(dl)))]
     };
     if let Some(chunk) =
         MessageChunk::decode(&message.subject, message.headers.as_ref(), &message.payload)
@@ -153,7 +194,7 @@ fn decode(message: &jetstream::Message, delivery: Delivery) -> (Vec<Decoded>, Ve
                 let (parsed, dead) = parse_chunk(chunk, delivery);
                 (vec![parsed], dead)
             }
-            Err(e) => (undecodable(e), Vec::new()),
+            Err(e) => (undecodable(e), MemberRefusals::default()),
         };
     }
     let envelopes = match MessageEnvelope::decode_all(
@@ -162,20 +203,22 @@ fn decode(message: &jetstream::Message, delivery: Delivery) -> (Vec<Decoded>, Ve
         &message.payload,
     ) {
         Ok(e) => e,
-        Err(e) => return (undecodable(e), Vec::new()),
+        Err(e) => return (undecodable(e), MemberRefusals::default()),
     };
     let decoded = envelopes
         .into_iter()
         .map(|envelope| parse(envelope, delivery))
         .collect();
-    (decoded, Vec::new())
+    (decoded, MemberRefusals::default())
 }
 
 /// Parses every member of a chunk: the chunk with the members that parsed, and a dead letter
-/// (its line in the reason) for each that did not.
-fn parse_chunk(chunk: MessageChunk, delivery: Delivery) -> (Decoded, Vec<DeadLetter>) {
+/// (its line in the reason) for each that did not — or, for a chunk of another schema version,
+/// the member held (see [`Held`]).
+fn parse_chunk(chunk: MessageChunk, delivery: Delivery) -> (Decoded, MemberRefusals) {
     let position = delivery.position;
     let mut dead = Vec::new();
+    let mut held = Vec::new();
     let dead_letter = |index: usize, body: &bytes::Bytes, reason: String, class| {
         let id = chunk_member_id(&chunk.id, index);
         DeadLetter {
@@ -200,8 +243,13 @@ fn parse_chunk(chunk: MessageChunk, delivery: Delivery) -> (Decoded, Vec<DeadLet
                 ReasonClass::UnknownEntity,
             ));
         }
-        return (Err(Box::new(dead.remove(0))), dead);
+        let first = dead.remove(0);
+        return (
+            Err(Box::new(Unparsed::Dead(first))),
+            MemberRefusals { dead, held },
+        );
     };
+    let other_schema = chunk.schema.filter(|v| !v.is_own());
     let mut members = Vec::with_capacity(chunk.bodies.len());
     for (index, (body, &line)) in chunk.bodies.iter().zip(&chunk.lines).enumerate() {
         match entity.parse_bytes(body) {
@@ -210,12 +258,26 @@ fn parse_chunk(chunk: MessageChunk, delivery: Delivery) -> (Decoded, Vec<DeadLet
                 line,
                 message,
             }),
-            Err(e) => dead.push(dead_letter(
-                index,
-                body,
-                format!("line {line}: {e}"),
-                ReasonClass::Invalid,
-            )),
+            Err(e) => match other_schema {
+                Some(schema) => held.push(Held {
+                    envelope: MessageEnvelope {
+                        message_id: chunk_member_id(&chunk.id, index),
+                        entity: chunk.entity.clone(),
+                        received_at: chunk.received_at,
+                        body: body.clone(),
+                        replay_of: Some(position),
+                        schema: Some(schema),
+                    },
+                    schema,
+                    reason: format!("line {line}: {e}"),
+                }),
+                None => dead.push(dead_letter(
+                    index,
+                    body,
+                    format!("line {line}: {e}"),
+                    ReasonClass::Invalid,
+                )),
+            },
         }
     }
     let parsed = Parsed {
@@ -224,17 +286,18 @@ fn parse_chunk(chunk: MessageChunk, delivery: Delivery) -> (Decoded, Vec<DeadLet
         received_at: chunk.received_at,
         position,
         replayed: false,
+        other_schema,
         delivery,
         content: ParsedContent::Chunk(members),
     };
-    (Ok(parsed), dead)
+    (Ok(parsed), MemberRefusals { dead, held })
 }
 
 /// Parses one accepted message; anything wrong becomes a dead letter.
 fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
     let position = envelope.replay_of.unwrap_or(delivery.position);
     let dead_letter = |reason: String, class| {
-        Box::new(DeadLetter {
+        Box::new(Unparsed::Dead(DeadLetter {
             message_id: envelope.message_id,
             entity: envelope.entity.clone(),
             body: envelope.body.clone(),
@@ -244,7 +307,7 @@ fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
             received_at: envelope.received_at,
             position,
             record_id: delivery.record_id(&envelope.message_id),
-        })
+        }))
     };
     let Some(entity) = RootEntity::from_name(&envelope.entity) else {
         return Err(dead_letter(
@@ -259,10 +322,21 @@ fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
             received_at: envelope.received_at,
             position,
             replayed: envelope.replay_of.is_some(),
+            other_schema: envelope.schema.filter(|v| !v.is_own()),
             delivery,
             content: ParsedContent::One(message),
         }),
-        Err(e) => Err(dead_letter(e.to_string(), ReasonClass::Invalid)),
+        Err(e) => match envelope.schema.filter(|v| !v.is_own()) {
+            Some(schema) => Err(Box::new(Unparsed::Held(Held {
+                reason: e.to_string(),
+                schema,
+                envelope: MessageEnvelope {
+                    replay_of: Some(position),
+                    ..envelope
+                },
+            }))),
+            None => Err(dead_letter(e.to_string(), ReasonClass::Invalid)),
+        },
     }
 }
 
@@ -281,13 +355,20 @@ pub(super) enum Outcome {
     DeadLetterFailed,
     /// The worker is stopping (or the database never answered before it did): handed back.
     HandedBack,
+    /// Held for a worker of its schema version (see [`Held`]): handed back after a while.
+    Held,
+    /// Held, and sent to the stream again as a copy (see [`Held`]).
+    HeldSentAgain,
 }
 
 impl Outcome {
     /// The one mapping from what happened to what JetStream is told.
     pub(super) fn disposition(outcome: Option<Outcome>) -> Disposition {
         match outcome {
-            Some(Outcome::Committed | Outcome::AlreadyCommitted) => Disposition::Ack,
+            Some(Outcome::Committed | Outcome::AlreadyCommitted | Outcome::HeldSentAgain) => {
+                Disposition::Ack
+            }
+            Some(Outcome::Held) => Disposition::Retry(HOLD_DELAY),
             Some(Outcome::DeadLettered) => Disposition::Term,
             Some(Outcome::DeadLetterFailed) => Disposition::Retry(Duration::from_secs(1)),
             // No outcome means the batch ended early; a dead letter still due was not sent.
@@ -341,6 +422,8 @@ pub(super) struct Batch {
     /// Dead letters of single members of the chunk at that index: the chunk's answer waits for
     /// them (published, it stands; not, the chunk comes back).
     member_dead: Vec<(usize, DeadLetter)>,
+    /// Messages, or members of the chunk at that index, held for a worker of their schema.
+    held: Vec<(usize, Held)>,
     report: BatchReport,
 }
 
@@ -359,6 +442,7 @@ impl Batch {
     pub(super) fn decode(mut messages: Vec<jetstream::Message>, epoch: i64) -> Self {
         let mut incoming: Vec<Incoming> = Vec::with_capacity(messages.len());
         let mut member_dead = Vec::new();
+        let mut held = Vec::new();
         for (source, message) in messages.iter_mut().enumerate() {
             let (delivered, sequence) = message
                 .info()
@@ -376,8 +460,9 @@ impl Batch {
                 position: Position { epoch, sequence },
                 delivered,
             };
-            let (decoded, dead_members) = decode(message, delivery);
-            member_dead.extend(dead_members.into_iter().map(|dl| (incoming.len(), dl)));
+            let (decoded, refused) = decode(message, delivery);
+            member_dead.extend(refused.dead.into_iter().map(|dl| (incoming.len(), dl)));
+            held.extend(refused.held.into_iter().map(|h| (incoming.len(), h)));
             incoming.extend(decoded.into_iter().map(|decoded| Incoming {
                 source,
                 delivered,
@@ -392,12 +477,20 @@ impl Batch {
             incoming: Arc::new(incoming),
             dead: Vec::new(),
             member_dead,
+            held,
             report: BatchReport::default(),
         };
         for i in 0..batch.incoming.len() {
-            if let Err(dead) = &batch.incoming[i].decoded {
-                let dl = DeadLetter::clone(dead);
-                batch.dead_letter(i, dl);
+            match batch.incoming[i].decoded.as_ref().map_err(|u| &**u) {
+                Err(Unparsed::Dead(dead)) => {
+                    let dl = DeadLetter::clone(dead);
+                    batch.dead_letter(i, dl);
+                }
+                Err(Unparsed::Held(held)) => {
+                    let held = held.clone();
+                    batch.held.push((i, held));
+                }
+                Ok(_) => {}
             }
         }
         batch
@@ -448,8 +541,105 @@ impl Batch {
             self.write(cx, units).await;
         }
         self.publish_dead_letters(cx).await;
+        self.count_other_schemas(cx);
+        self.hold(cx).await;
         drop(progress);
         self.answer(cx).await
+    }
+
+    /// Counts the messages accepted under another schema version (parsed by this worker's
+    /// rules, or held), and says so in the log (at most every 30 s).
+    fn count_other_schemas(&self, cx: &BatchContext) {
+        let mut parsed = 0u64;
+        for (_, p) in self.parsed() {
+            if let Some(schema) = p.other_schema {
+                let n = p.members() as u64;
+                parsed += n;
+                cx.metrics
+                    .other_schema
+                    .with_label_values(&[entity_label(&p.entity), &schema.to_string(), "parsed"])
+                    .inc_by(n);
+            }
+        }
+        for (_, h) in &self.held {
+            cx.metrics
+                .other_schema
+                .with_label_values(&[
+                    entity_label(&h.envelope.entity),
+                    &h.schema.to_string(),
+                    "held",
+                ])
+                .inc();
+        }
+        if parsed == 0 && self.held.is_empty() {
+            return;
+        }
+        static OTHER_SCHEMA: Throttle = Throttle::new(Duration::from_secs(30));
+        if let Some(held_back) = OTHER_SCHEMA.allow() {
+            match self.held.first() {
+                Some((_, h)) => tracing::warn!(
+                    accepted_under = %h.schema,
+                    this_worker = %SchemaVersion::own(),
+                    held = self.held.len(),
+                    parsed,
+                    first_held = %h.envelope.message_id,
+                    reason = %h.reason,
+                    similar_since_last = held_back,
+                    "messages accepted under another schema version fail this worker's parse: held (not dead-lettered) for a worker of their version; deploy one, or the api and loader of this one"
+                ),
+                None => tracing::info!(
+                    this_worker = %SchemaVersion::own(),
+                    parsed,
+                    similar_since_last = held_back,
+                    "messages accepted under another schema version parse under this worker's rules"
+                ),
+            }
+        }
+    }
+
+    /// Answers for the held messages: handed back for a while, or, once delivered
+    /// [`HOLD_RESEND_AFTER`] times (`MAX_DELIVER` if more), sent to the stream again and acked
+    /// (a held chunk member likewise; the chunk then stands as its writes left it).
+    async fn hold(&mut self, cx: &BatchContext) {
+        let held = std::mem::take(&mut self.held);
+        let resend_after = HOLD_RESEND_AFTER.max(cx.max_deliver);
+        for (i, h) in held {
+            if matches!(
+                self.outcomes[i],
+                Some(Outcome::HandedBack | Outcome::DeadLetterFailed)
+            ) {
+                continue;
+            }
+            let member = self.incoming[i].decoded.is_ok();
+            let sent = self.incoming[i].delivered >= resend_after
+                && {
+                    let outgoing = crate::nats::Outgoing {
+                        subject: crate::nats::message_subject(
+                            &cx.stream,
+                            RootEntity::from_name(&h.envelope.entity)
+                                .map_or(h.envelope.entity.as_str(), |e| e.snake_name()),
+                            &h.envelope.message_id,
+                        ),
+                        message: h.envelope.to_publish(false),
+                    };
+                    match cx.publisher.publish(outgoing).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            static RESEND_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
+                            if let Some(held_back) = RESEND_FAILED.allow() {
+                                tracing::warn!(error = %e, similar_since_last = held_back, "cannot send a held message to the stream again; it comes back");
+                            }
+                            false
+                        }
+                    }
+                };
+            match (sent, member) {
+                // The chunk stands as its writes left it; the copy carries the member.
+                (true, true) => {}
+                (true, false) => self.settle(i, Outcome::HeldSentAgain),
+                (false, _) => self.outcomes[i] = Some(Outcome::Held),
+            }
+        }
     }
 
     /// The messages that parsed, with their index.

@@ -28,7 +28,7 @@ pub struct WorkerConfig {
     pub ack_wait: Duration,
     /// `WORKER_CONCURRENCY` (default 3): batches in flight at once.
     pub concurrency: usize,
-    /// `WORKER_METRICS_PORT` (default 9090; `0` turns it off): `/health` and `/metrics`.
+    /// `WORKER_METRICS_PORT` (default 9090; `0` turns it off): `/health`, `/ready` and `/metrics`.
     pub metrics_port: Option<u16>,
     /// `WORKER_METRICS_HOST` (default `127.0.0.1`): the address the metrics port listens on.
     /// It has no authentication, so it is loopback-only unless a deployment opens it (the

@@ -1,4 +1,6 @@
-//! Worker metrics and its small HTTP endpoint (`WORKER_METRICS_PORT`): `/health`, `/metrics`.
+//! Worker metrics and its small HTTP endpoint (`WORKER_METRICS_PORT`): `/health`, `/ready`
+//! (503 with the reasons while it pulls nothing: a database outage, or a newer schema in the
+//! database), `/metrics`.
 
 use std::sync::Arc;
 
@@ -41,6 +43,11 @@ pub struct WorkerMetrics {
     pub progress_tasks: IntGauge,
     /// Trims of the stream (purges below the consumer's ack floor) that failed.
     pub trim_failures: IntCounter,
+    /// Messages accepted under another schema version, by entity, that version and what
+    /// became of them (`parsed` by this worker's rules, or `held` for a worker of theirs).
+    pub other_schema: IntCounterVec,
+    /// 1 while the database's schema ledger is newer than this worker's (it pulls nothing).
+    pub schema_behind: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -156,6 +163,28 @@ impl WorkerMetrics {
         registry
             .register(Box::new(database_outage_seconds.clone()))
             .expect("unique metric");
+        let other_schema = IntCounterVec::new(
+            Opts::new(
+                "nomnom_worker_other_schema_total",
+                "Messages accepted under another schema version, by entity, version and outcome (parsed, held)",
+            ),
+            &["entity", "schema_version", "outcome"],
+        )
+        .expect("valid metric");
+        let schema_behind = IntGauge::new(
+            "nomnom_worker_schema_behind",
+            "1 while the database's schema is newer than this worker's (it pulls nothing)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(other_schema.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(schema_behind.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(crate::metrics::schema_info()))
+            .expect("unique metric");
         Self {
             registry,
             processed,
@@ -171,6 +200,8 @@ impl WorkerMetrics {
             panicked_batches,
             progress_tasks,
             trim_failures,
+            other_schema,
+            schema_behind,
         }
     }
 
@@ -186,9 +217,59 @@ impl Default for WorkerMetrics {
     }
 }
 
-/// `/health` and `/metrics` of the worker.
-pub fn router(metrics: Arc<WorkerMetrics>) -> Router {
+/// What the worker's `/ready` answers from.
+#[derive(Clone)]
+pub struct Readiness {
+    /// Database availability (pulls paused during an outage).
+    pub outage: Arc<super::DbOutage>,
+    /// Closed while the database's schema is newer than the worker's.
+    pub schema_gate: Arc<super::SchemaGate>,
+}
+
+impl Readiness {
+    /// Why the worker is not consuming now (empty: it is).
+    fn reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if let Some(newer) = self.schema_gate.behind() {
+            reasons.push(format!(
+                "the database's schema {} (applied {}) is newer than this worker's {}: replace this worker with one of the new build",
+                newer.version,
+                newer.applied_at.to_rfc3339(),
+                crate::generated::SCHEMA_VERSION
+            ));
+        }
+        if let Some(down) = self.outage.down_for() {
+            reasons.push(format!(
+                "the database has been unavailable for {} s: holding messages until it is back",
+                down.as_secs()
+            ));
+        }
+        reasons
+    }
+}
+
+/// `/health`, `/ready` and `/metrics` of the worker.
+pub fn router(metrics: Arc<WorkerMetrics>, readiness: Readiness) -> Router {
     Router::new()
+        .route(
+            "/ready",
+            get(move || {
+                let reasons = readiness.reasons();
+                async move {
+                    let status = if reasons.is_empty() {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    let body = serde_json::json!({
+                        "status": if reasons.is_empty() { "ready" } else { "not_ready" },
+                        "schema_version": crate::generated::SCHEMA_VERSION,
+                        "reasons": reasons,
+                    });
+                    (status, axum::Json(body))
+                }
+            }),
+        )
         .route(
             "/health",
             get(|| async {

@@ -18,6 +18,7 @@ mod config;
 pub mod dead_letter;
 pub mod metrics;
 pub mod outage;
+pub mod schema_gate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,7 @@ pub use config::{
 };
 pub use metrics::WorkerMetrics;
 pub use outage::DbOutage;
+pub use schema_gate::SchemaGate;
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +251,8 @@ pub struct Worker {
     /// retention; a work-queue stream removes each message as it is acked).
     trim: Option<jetstream::stream::Stream>,
     context: BatchContext,
+    /// Closed while the database's schema is newer than this worker's: nothing is pulled.
+    schema_gate: Arc<SchemaGate>,
     /// Held by the one slot that is pulling. Slots write concurrently but pull in turn, so a
     /// batch collects everything that arrived while the others were writing instead of the
     /// arriving messages being split between several waiting pull requests.
@@ -340,16 +344,22 @@ impl Worker {
         for change in &changes.altered {
             tracing::info!(change = %change, "altered column");
         }
-        Ok(Self::assemble(config, nats, store))
+        Ok(Self::assemble(config, nats, store, changes.behind))
     }
 
-    fn assemble(config: WorkerConfig, nats: NatsSide, store: Arc<dyn Store>) -> Self {
+    fn assemble(
+        config: WorkerConfig,
+        nats: NatsSide,
+        store: Arc<dyn Store>,
+        behind: Option<crate::store::AppliedSchema>,
+    ) -> Self {
         let NatsSide {
             js,
             stream,
             consumer,
         } = nats;
         let metrics = Arc::new(WorkerMetrics::new());
+        let schema_gate = Arc::new(SchemaGate::new(behind, metrics.clone()));
         let context = BatchContext {
             store,
             publisher: Arc::new(JetStreamPublisher::new(js.clone())),
@@ -371,6 +381,7 @@ impl Worker {
             consumer,
             trim,
             context,
+            schema_gate,
             pull_turn: tokio::sync::Mutex::new(()),
         }
     }
@@ -406,7 +417,13 @@ impl Worker {
                     port,
                     reason: e.to_string(),
                 })?;
-            let app = metrics::router(self.context.metrics.clone());
+            let app = metrics::router(
+                self.context.metrics.clone(),
+                metrics::Readiness {
+                    outage: self.context.outage.clone(),
+                    schema_gate: self.schema_gate.clone(),
+                },
+            );
             let stop = shutdown.clone();
             background.spawn(async move {
                 let _ = axum::serve(listener, app)
@@ -417,6 +434,11 @@ impl Worker {
         background.spawn(dead_letter_recorder(
             self.context.clone(),
             format!("{}_dlq_recorder", self.config.consumer),
+            shutdown.clone(),
+        ));
+        background.spawn(schema_gate::watch(
+            self.schema_gate.clone(),
+            self.context.store.clone(),
             shutdown.clone(),
         ));
         background.spawn(report_alive(
@@ -448,11 +470,17 @@ impl Worker {
     }
 
     /// One batch slot: pull a batch, process it, repeat; pull nothing while the database is
-    /// down (probing it once a second instead).
+    /// down (probing it once a second instead) or its schema is newer than this worker's.
     async fn run_slot(&self) {
         let shutdown = &self.context.shutdown;
         let mut pull_failures = 0u32;
         while !shutdown.is_cancelled() {
+            if self.schema_gate.behind().is_some() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
             if self.context.outage.is_down() {
                 self.probe_database().await;
                 tokio::select! {
@@ -484,6 +512,13 @@ impl Worker {
                     }
                 }
             };
+            if !batch.is_empty() && self.schema_gate.behind().is_some() {
+                // The gate closed while the pull waited: a worker of the newer build takes it.
+                for message in &batch {
+                    let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+                }
+                continue;
+            }
             if !batch.is_empty() {
                 self.run_batch(batch).await;
             }

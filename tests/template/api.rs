@@ -145,9 +145,29 @@ async fn accepted_message_is_in_the_stream_byte_for_byte() {
         stored.subject.as_str(),
         format!("{}.order.{id}", api.stream)
     );
-    // Without an Idempotency-Key the id is fresh and time-ordered: no dedup, and no headers at
-    // all (the subject carries the entity and the id, the id the arrival time).
-    assert!(stored.headers.is_empty(), "{:?}", stored.headers);
+    // Without an Idempotency-Key the id is fresh and time-ordered: no dedup, and one header
+    // only, the schema version it was checked against (the subject carries the entity and the
+    // id, the id the arrival time).
+    let headers: Vec<(String, String)> = stored
+        .headers
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.as_str().to_string()))
+        })
+        .collect();
+    assert_eq!(
+        headers,
+        [(
+            "Nomnom-Schema".to_string(),
+            nomnom::generated::SCHEMA_VERSION.to_string()
+        )]
+    );
+    assert_eq!(
+        envelope.schema,
+        Some(nomnom::envelope::SchemaVersion::own())
+    );
     // The payload is the body exactly as sent.
     assert_eq!(envelope.message_id.to_string(), id);
     assert_eq!(envelope.entity, "Order");

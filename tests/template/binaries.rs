@@ -37,6 +37,16 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
         .await;
     api.wait_ok(&format!("http://127.0.0.1:{api_port}/ready"), START)
         .await;
+    let ready: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{metrics_port}/ready"))
+        .await
+        .expect("worker /ready")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        ready,
+        serde_json::json!({"status": "ready", "schema_version": nomnom::generated::SCHEMA_VERSION, "reasons": []})
+    );
 
     let resp = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{api_port}/ingest/message/order"))
@@ -60,6 +70,10 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
             assert!(text.contains("nomnom_worker_db_write_seconds_bucket"));
             assert!(text.contains("nomnom_worker_batch_size_bucket"));
             assert!(text.contains("nomnom_worker_consumer_pending"));
+            assert!(text.contains(&format!(
+                "nomnom_schema_info{{schema_version=\"{}\"}} 1",
+                nomnom::generated::SCHEMA_VERSION
+            )));
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "{text}");

@@ -347,6 +347,11 @@ fn kubernetes_manifests_deploy_nats_api_and_keda_scaled_workers() {
     }
     hardened(&docs);
 
+    let worker = kind(&docs, "Deployment", "worker");
+    let w = &worker["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(str_of(w, &["readinessProbe", "httpGet", "path"]), "/ready");
+    assert_eq!(str_of(w, &["livenessProbe", "httpGet", "path"]), "/health");
+
     let api = kind(&docs, "Deployment", "api");
     let c = &api["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(str_of(c, &["readinessProbe", "httpGet", "path"]), "/ready");

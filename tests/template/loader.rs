@@ -586,6 +586,7 @@ async fn a_chunk_member_the_worker_refuses_is_dead_lettered_alone_and_a_redelive
             row(4, "4"),
             row(5, "5"),
         ],
+        schema: Some(nomnom::envelope::SchemaVersion::own()),
     };
     let publish = |msg_id: String| {
         let (payload, mut headers) = chunk.parts();

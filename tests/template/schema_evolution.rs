@@ -348,5 +348,243 @@ async fn schema_plan_prints_the_sql_and_apply_runs_it() {
             "{action}: {err}"
         );
     }
+    exec(
+        &test_db,
+        "ALTER TABLE orders ALTER COLUMN clerk TYPE VARCHAR(15)",
+    )
+    .await;
+
+    // A database another build brought to its shape (its ledger names a schema that is neither
+    // this build's nor its entities.lock's): refused, naming both and what this build would do.
+    exec(
+        &test_db,
+        "INSERT INTO nomnom_schema_ledger (version, ledger, applied_at) \
+         VALUES ('00000000000000cc', '{}', clock_timestamp()); \
+         ALTER TABLE customers DROP COLUMN comment",
+    )
+    .await;
+    for action in ["plan", "apply"] {
+        let (ok, _, err) = worker(&["schema", action]);
+        assert!(!ok, "{action} refuses a database of an unknown shape");
+        assert!(
+            err.contains("the database's schema is 00000000000000cc")
+                && err.contains(&format!(
+                    "neither this build's YAML ({})",
+                    nomnom::generated::SCHEMA_VERSION
+                ))
+                && err
+                    .contains(r#"ALTER TABLE "customers" ADD COLUMN IF NOT EXISTS "comment" TEXT"#)
+                && err.contains("--any-shape"),
+            "{action}: {err}"
+        );
+    }
+    assert_eq!(test_db.count(column_count).await, 0, "nothing applied");
+    let (ok, plan, err) = worker(&["schema", "plan", "--any-shape"]);
+    assert!(ok, "{err}");
+    assert!(plan.contains("is newer than this build's"), "{plan}");
     test_db.drop_db().await;
+}
+
+/// The rolling deploy of issue 34: an api still on the previous schema (here: another version
+/// in the envelope) accepted an order without `clerk`, a field this build requires. The worker
+/// does not dead-letter it for that: it is held — handed back, then sent to the stream again
+/// with its first position and its version, so its deliveries never count it as poison — and
+/// counted and logged, until a worker of its version takes it. A message of this worker's own
+/// version that fails its parse is dead-lettered as before; one of another version that parses
+/// is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_accepted_under_another_schema_is_held_not_dead_lettered() {
+    use crate::support::PublishDirect;
+    use nomnom::envelope::{MessageEnvelope, SchemaVersion};
+    let mut p = common::Pipeline::paused_with(|c| c.max_deliver = 1).await;
+    let other = SchemaVersion::parse("00000000000000aa").expect("a version");
+    let mut without_clerk = crate::support::order(1, 1);
+    without_clerk
+        .as_object_mut()
+        .expect("an object")
+        .remove("clerk");
+    let envelope = |id: uuid::Uuid, body: &serde_json::Value, schema| MessageEnvelope {
+        schema,
+        ..MessageEnvelope::new(id, "Order", body.to_string())
+    };
+    let held = envelope(uuid::Uuid::now_v7(), &without_clerk, Some(other));
+    p.publish(&held).await;
+    let own = envelope(
+        uuid::Uuid::now_v7(),
+        &without_clerk,
+        Some(SchemaVersion::own()),
+    );
+    p.publish(&own).await;
+    let compatible = envelope(
+        uuid::Uuid::now_v7(),
+        &crate::support::order(2, 1),
+        Some(other),
+    );
+    p.publish(&compatible).await;
+    let subject = nomnom::nats::message_subject(&p.stream, "order", &held.message_id);
+    let stream = p.jetstream.get_stream(&p.stream).await.expect("stream");
+    let first = stream
+        .direct_get_last_for_subject(&subject)
+        .await
+        .expect("in the stream");
+
+    let metrics = p.start_worker().await;
+    p.db.wait_count("SELECT 1 FROM dead_letters", 1).await;
+    p.db.wait_count("SELECT 1 FROM orders", 1).await;
+    let dead =
+        p.db.rows("SELECT message_id::text, reason FROM dead_letters")
+            .await;
+    assert_eq!(
+        dead[0][0].as_deref(),
+        Some(own.message_id.to_string().as_str())
+    );
+    assert!(
+        dead[0][1].as_deref().unwrap_or("").contains("clerk"),
+        "{dead:?}"
+    );
+
+    // Handed back after 10 s, then delivered again (the second delivery) and sent again.
+    let mut copy = None;
+    for _ in 0..300 {
+        let last = stream
+            .direct_get_last_for_subject(&subject)
+            .await
+            .expect("still in the stream");
+        if last.sequence > first.sequence {
+            copy = Some(last);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let copy = copy.expect("the held message was sent to the stream again within 30 s");
+    let again = MessageEnvelope::decode(&copy.subject, Some(&copy.headers), &copy.payload)
+        .expect("a readable envelope");
+    assert_eq!(again.message_id, held.message_id);
+    assert_eq!(again.body, held.body);
+    assert_eq!(
+        again.schema,
+        Some(other),
+        "it keeps the version it was accepted under"
+    );
+    let position = again.replay_of.expect("it keeps its first position");
+    assert_eq!(position.sequence, i64::try_from(first.sequence).unwrap());
+
+    // Never dead-lettered, never stored under this worker's rules.
+    assert_eq!(p.db.count("SELECT 1 FROM dead_letters").await, 1);
+    let status = format!(
+        "SELECT 1 FROM message_status WHERE message_id = '{}'",
+        held.message_id
+    );
+    assert_eq!(p.db.count(&status).await, 0);
+    let counted = |outcome: &str| {
+        metrics
+            .other_schema
+            .with_label_values(&["order", &other.to_string(), outcome])
+            .get()
+    };
+    assert!(counted("held") >= 2, "held at each delivery");
+    assert_eq!(counted("parsed"), 1, "the compatible one");
+    assert!(metrics.render().contains(&format!(
+        "nomnom_schema_info{{schema_version=\"{}\"}} 1",
+        nomnom::generated::SCHEMA_VERSION
+    )));
+    // The api's status lookup finds it waiting in the stream.
+    let (code, body) = p.get(&format!("/ingest/status/{}", held.message_id)).await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("pending")),
+        "{body}"
+    );
+    p.stop().await;
+}
+
+/// A rolling deploy's other half: once a newer build's schema is applied to the database, a
+/// worker of the older build stops pulling (its rules no longer fit the tables) and says why
+/// in `/ready` (and the `schema_behind` gauge); it resumes when its schema is made current
+/// again (`worker schema apply --make-current`, a rollback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_older_than_the_database_schema_stops_consuming_until_its_schema_is_current() {
+    use crate::support::PublishDirect;
+    let mut p = common::Pipeline::paused_with(|_| {}).await;
+    let metrics = p.start_worker().await;
+    p.publish(&nomnom::envelope::MessageEnvelope::new(
+        uuid::Uuid::now_v7(),
+        "Order",
+        crate::support::order(1, 1).to_string(),
+    ))
+    .await;
+    p.db.wait_count("SELECT 1 FROM orders", 1).await;
+    assert_eq!(metrics.schema_behind.get(), 0);
+
+    // A newer build's worker applied its schema.
+    p.db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO nomnom_schema_ledger (version, ledger, applied_at) \
+             VALUES ('00000000000000bb', '{}', clock_timestamp())",
+        )
+        .await
+        .expect("a newer schema");
+    let head = nomnom::store::pg::schema_head_at(&p.db.url)
+        .await
+        .expect("ledger");
+    assert_eq!(
+        head.newer_than_own().map(|n| n.version).as_deref(),
+        Some("00000000000000bb")
+    );
+    // The api (of this build too) says the database's schema is another and counts it.
+    let (code, ready) = p.get("/ready").await;
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(ready["database_schema_version"], "00000000000000bb");
+    let text = reqwest::get(format!("{}/metrics", p.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("nomnom_api_schema_mismatch 1"), "{text}");
+    for _ in 0..150 {
+        if metrics.schema_behind.get() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metrics.schema_behind.get(),
+        1,
+        "the worker saw it within 15 s"
+    );
+    p.publish(&nomnom::envelope::MessageEnvelope::new(
+        uuid::Uuid::now_v7(),
+        "Order",
+        crate::support::order(2, 1).to_string(),
+    ))
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        p.db.count("SELECT 1 FROM orders").await,
+        1,
+        "nothing pulled"
+    );
+    // A worker of this build starting now applies nothing and would not pull either.
+    let changes = nomnom::store::pg::prepare_schema(&p.db.url)
+        .await
+        .expect("prepare");
+    assert_eq!(
+        changes.behind.map(|n| n.version).as_deref(),
+        Some("00000000000000bb")
+    );
+
+    // Rolled back: this build's schema made current again.
+    nomnom::store::pg::make_schema_current(&p.db.url)
+        .await
+        .expect("make current");
+    p.db.wait_count("SELECT 1 FROM orders", 2).await;
+    assert_eq!(metrics.schema_behind.get(), 0);
+    let (_, ready) = p.get("/ready").await;
+    assert_eq!(
+        ready["database_schema_version"],
+        nomnom::generated::SCHEMA_VERSION
+    );
+    p.stop().await;
 }

@@ -142,6 +142,10 @@ fn top_file(schema: &Schema) -> TokenStream {
     });
     let ledger = crate::ledger::Ledger::of(schema);
     let schema_version = ledger.version();
+    let locked_version = match &schema.locked_version {
+        Some(v) => quote!(Some(#v)),
+        None => quote!(None),
+    };
     let ledger_text = raw_str(&ledger.to_text());
     let members = roots.iter().map(|e| {
         let names = body_members(e);
@@ -157,6 +161,11 @@ fn top_file(schema: &Schema) -> TokenStream {
         /// This build's schema version: a digest of [`SCHEMA_LEDGER`]. Builds from YAML of the
         /// same shape share it.
         pub const SCHEMA_VERSION: &str = #schema_version;
+
+        /// The version `entities.lock` records (the shape before this build's changes), if the
+        /// build had one: `worker schema plan` and `apply` take a database of this shape or of
+        /// [`SCHEMA_VERSION`]'s.
+        pub const LOCK_SCHEMA_VERSION: Option<&str> = #locked_version;
 
         /// The root entities: what a message can be posted as.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

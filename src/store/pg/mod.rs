@@ -30,8 +30,8 @@ use chrono::{DateTime, Utc};
 
 use crate::store::{
     AdminAction, DeadLetter, DeadLetterFilter, DeadLetterGroup, DeadLetterPage, EntityCounts,
-    MessageTrace, PendingWrite, SchemaChanges, Store, StoreFuture, StoredAction, StoredDeadLetter,
-    StoredStatus, WriteOutcome,
+    MessageTrace, PendingWrite, SchemaChanges, SchemaHead, Store, StoreFuture, StoredAction,
+    StoredDeadLetter, StoredStatus, WriteOutcome,
 };
 
 /// Creates a connection pool of `size` connections to `database_url`.
@@ -51,13 +51,62 @@ pub async fn ensure_database(database_url: &str) -> Result<(), DbError> {
 
 /// Prepares the database at `database_url` (see [`Store::prepare`]).
 pub async fn prepare_schema(database_url: &str) -> Result<SchemaChanges, DbError> {
-    schema::prepare(&Database::parse(database_url)?).await
+    schema::prepare(&Database::parse(database_url)?, schema::WhenNewer::Refrain).await
+}
+
+/// [`prepare_schema`] even when the database's schema is newer than this build's, making this
+/// build's the current one (`worker schema apply --make-current`: a rollback).
+pub async fn make_schema_current(database_url: &str) -> Result<SchemaChanges, DbError> {
+    schema::prepare(
+        &Database::parse(database_url)?,
+        schema::WhenNewer::MakeCurrent,
+    )
+    .await
 }
 
 /// What [`prepare_schema`] would change in the database at `database_url`, changing nothing
 /// (`worker schema plan`).
 pub async fn plan_schema(database_url: &str) -> Result<evolve::SchemaPlan, DbError> {
     schema::plan(&Database::parse(database_url)?).await
+}
+
+/// The schema ledger of the database at `database_url` (see [`Store::schema_head`]).
+pub async fn schema_head_at(database_url: &str) -> Result<SchemaHead, DbError> {
+    let mut conn = Database::parse(database_url)?.connect().await?;
+    schema::head(&mut conn).await
+}
+
+/// Refuses the database at `database_url` when its schema is neither this build's nor its
+/// `entities.lock`'s (see [`SchemaHead::unknown_to_this_build`]), naming both versions and what
+/// this build would change there (or why it cannot).
+pub async fn refuse_unknown_shape(database_url: &str) -> Result<(), DbError> {
+    let head = match schema_head_at(database_url).await {
+        Ok(head) => head,
+        // No database yet (`apply` creates it): nothing to refuse.
+        Err(e) if e.sqlstate().is_some_and(|c| c.as_str() == "3D000") => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let Some(other) = head.unknown_to_this_build() else {
+        return Ok(());
+    };
+    let differences = match plan_schema(database_url).await {
+        Ok(plan) if plan.is_empty() => "its tables have this build's shape".to_string(),
+        Ok(plan) => format!(
+            "this build would run:\n  {}",
+            plan.statements().join("\n  ")
+        ),
+        Err(e) => e.to_string(),
+    };
+    let lock = match crate::generated::LOCK_SCHEMA_VERSION {
+        Some(v) => format!("entities.lock's {v}"),
+        None => "no entities.lock".to_string(),
+    };
+    Err(DbError::Schema(format!(
+        "the database's schema is {} (applied {}): neither this build's YAML ({}) nor {lock}; it was brought to another build's shape. {differences}\nRun plan/apply from the build of that schema, or pass --any-shape once the plan above is what you want",
+        other.version,
+        other.applied_at.to_rfc3339(),
+        crate::generated::SCHEMA_VERSION
+    )))
 }
 
 /// The PostgreSQL [`Store`].
@@ -96,7 +145,9 @@ impl PgStore {
 
 impl Store for PgStore {
     fn prepare(&self) -> StoreFuture<'_, SchemaChanges> {
-        Box::pin(async move { Ok(schema::prepare(&self.database).await?) })
+        Box::pin(
+            async move { Ok(schema::prepare(&self.database, schema::WhenNewer::Refrain).await?) },
+        )
     }
 
     fn write_batch<'a>(
@@ -227,6 +278,15 @@ impl Store for PgStore {
             result
                 .map(drop)
                 .map_err(|e| DbError::from(e).with_sqlstate(conn.take_sqlstate()).into())
+        })
+    }
+
+    fn schema_head(&self) -> StoreFuture<'_, SchemaHead> {
+        Box::pin(async move {
+            let mut conn = connection(&self.pool).await?;
+            conn.clear_sqlstate();
+            let result = schema::head(&mut conn).await;
+            result.map_err(|e| e.with_sqlstate(conn.take_sqlstate()).into())
         })
     }
 }

@@ -8,7 +8,7 @@ use super::connect::Database;
 use super::error::DbError;
 use super::evolve;
 use crate::generated::TABLES;
-use crate::store::SchemaChanges;
+use crate::store::{SchemaChanges, SchemaHead};
 
 /// Infrastructure migrations (`migrations/`), embedded in the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -16,10 +16,21 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Advisory lock key held while the schema is set up, so concurrent workers do not race.
 const SCHEMA_LOCK_KEY: i64 = 0x6e6f_6d6e_6f6d;
 
+/// Whether [`prepare`] may apply this build's schema to a database whose ledger is newer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenNewer {
+    /// Apply nothing and say so (`SchemaChanges::behind`): a worker start during a rolling
+    /// deploy, or an operator's `apply` without more.
+    Refrain,
+    /// Apply it and make it the database's current schema: a rollback an operator asked for.
+    MakeCurrent,
+}
+
 /// Creates the database if missing, runs the embedded migrations and brings the entity tables
 /// to the YAML's shape (create missing
-/// tables, add new nullable columns; refuse anything else), under an advisory lock.
-pub async fn prepare(database: &Database) -> Result<SchemaChanges, DbError> {
+/// tables, add new nullable columns; refuse anything else), under an advisory lock — unless
+/// the database's schema is newer than this build's and `when_newer` says to refrain.
+pub async fn prepare(database: &Database, when_newer: WhenNewer) -> Result<SchemaChanges, DbError> {
     database.ensure_exists().await?;
     let mut lock = database.connect().await?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})"))
@@ -30,6 +41,14 @@ pub async fn prepare(database: &Database) -> Result<SchemaChanges, DbError> {
         harness
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| DbError::Migration(e.to_string()))?;
+        if when_newer == WhenNewer::Refrain
+            && let Some(newer) = head(&mut lock).await?.newer_than_own()
+        {
+            return Ok(SchemaChanges {
+                behind: Some(newer),
+                ..SchemaChanges::default()
+            });
+        }
         match evolve::reconcile(&mut lock, TABLES).await {
             Ok(changes) => {
                 record_ledger(&mut lock).await?;
@@ -46,18 +65,59 @@ pub async fn prepare(database: &Database) -> Result<SchemaChanges, DbError> {
     result
 }
 
-/// Records this build's schema in the database's ledger (once per version), after its tables
-/// were brought to it.
+/// Records this build's schema in the database's ledger after its tables were brought to it:
+/// once per version, and again (its time now) when another was applied since — a rollback
+/// makes the older schema current.
 async fn record_ledger(conn: &mut diesel_async::AsyncPgConnection) -> Result<(), DbError> {
     diesel::sql_query(
         "INSERT INTO nomnom_schema_ledger (version, ledger) VALUES ($1, $2::jsonb) \
-         ON CONFLICT (version) DO NOTHING",
+         ON CONFLICT (version) DO UPDATE SET applied_at = now() \
+         WHERE nomnom_schema_ledger.applied_at < (SELECT max(applied_at) FROM nomnom_schema_ledger)",
     )
     .bind::<diesel::sql_types::Text, _>(crate::generated::SCHEMA_VERSION)
     .bind::<diesel::sql_types::Text, _>(crate::generated::SCHEMA_LEDGER)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[derive(diesel::QueryableByName)]
+struct HeadRow {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    latest: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    latest_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    own_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The database's schema ledger as this build needs it (empty before the first migrations).
+pub async fn head(conn: &mut diesel_async::AsyncPgConnection) -> Result<SchemaHead, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Present {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        present: bool,
+    }
+    let present: Present =
+        diesel::sql_query("SELECT to_regclass('nomnom_schema_ledger') IS NOT NULL AS present")
+            .get_result(conn)
+            .await?;
+    if !present.present {
+        return Ok(SchemaHead::default());
+    }
+    let row: HeadRow = diesel::sql_query(
+        "SELECT l.version AS latest, l.applied_at AS latest_at, \
+         (SELECT applied_at FROM nomnom_schema_ledger WHERE version = $1) AS own_at \
+         FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT version, applied_at \
+         FROM nomnom_schema_ledger ORDER BY applied_at DESC, version LIMIT 1) AS l ON true",
+    )
+    .bind::<diesel::sql_types::Text, _>(crate::generated::SCHEMA_VERSION)
+    .get_result(conn)
+    .await?;
+    Ok(SchemaHead {
+        latest: row.latest.zip(row.latest_at),
+        own_applied_at: row.own_at,
+    })
 }
 
 /// What [`prepare`] would change in the database's entity tables, changing nothing (the

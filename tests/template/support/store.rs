@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use nomnom::generated::RowBatch;
 use nomnom::store::{
     AdminAction, Content, DeadLetter, DeadLetterFilter, DeadLetterGroup, DeadLetterPage,
-    DiscardedNote, EntityCounts, FaultKind, MessageTrace, PendingWrite, SchemaChanges, Store,
-    StoreError, StoreFuture, StoredAction, StoredDeadLetter, StoredStatus, WriteOutcome,
+    DiscardedNote, EntityCounts, FaultKind, MessageTrace, PendingWrite, SchemaChanges, SchemaHead,
+    Store, StoreError, StoreFuture, StoredAction, StoredDeadLetter, StoredStatus, WriteOutcome,
 };
 use uuid::Uuid;
 
@@ -388,6 +388,11 @@ impl Store for MemoryStore {
 
     fn probe(&self) -> StoreFuture<'_, ()> {
         self.answer(|_| ())
+    }
+
+    fn schema_head(&self) -> StoreFuture<'_, SchemaHead> {
+        // Nothing applies schemas to memory: never newer than this build.
+        self.answer(|_| SchemaHead::default())
     }
 }
 

@@ -145,6 +145,10 @@ pub const SCHEMA_LEDGER: &str = r#"{
 /// This build's schema version: a digest of [`SCHEMA_LEDGER`]. Builds from YAML of the
 /// same shape share it.
 pub const SCHEMA_VERSION: &str = "46014512aabf3de8";
+/// The version `entities.lock` records (the shape before this build's changes), if the
+/// build had one: `worker schema plan` and `apply` take a database of this shape or of
+/// [`SCHEMA_VERSION`]'s.
+pub const LOCK_SCHEMA_VERSION: Option<&str> = None;
 /// The root entities: what a message can be posted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RootEntity {
