@@ -154,7 +154,16 @@ test "$(psql_drain "SELECT string_agg(name, ',' ORDER BY isbn) FROM books")" = "
 test "$(psql_drain "SELECT count(*) FROM book_copies")" = 4
 test "$(psql_drain "SELECT data_type FROM information_schema.columns WHERE table_name = 'books' AND column_name = 'edition'")" = bigint
 test "$(psql_drain "SELECT count(*) FROM dead_letters")" = 0
+# And a book of shape N, through the new api: its new name and its new field stored.
+"$bin/api" > drain-api-new.log 2>&1 & api_pid=$!
+wait_for "the new api" 'curl -sf "http://127.0.0.1:$PORT/ready"'
+test "$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+  --data-binary "$(book 9780000000005 'Title 5' | sed 's/"title"/"name"/; s/^{/{"subtitle":"Five",/')" \
+  "http://127.0.0.1:$PORT/ingest/message/book")" = 202
+wait_for "the shape-N book stored" 'test "$(psql_drain "SELECT count(*) FROM books")" = 5'
+test "$(psql_drain "SELECT name || '/' || subtitle FROM books WHERE isbn = '9780000000005'")" = "Title 5/Five"
+kill "$api_pid"; wait "$api_pid" || true
 kill "$worker_pid"; wait "$worker_pid" || true
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS drain_$drain_id WITH (FORCE)"
 rm entities.lock
-echo "shape N drained what N-1 accepted and replayed what it dead-lettered: 4 books, 0 dead letters"
+echo "shape N drained what N-1 accepted, replayed what it dead-lettered and stored its own: 5 books, 0 dead letters"
