@@ -912,6 +912,7 @@ impl Batch {
         let written: std::collections::HashSet<Uuid> = outcome.written.iter().copied().collect();
         // Counted per entity, then added to the metric once per batch.
         let mut processed: Vec<(&'static str, u64)> = Vec::new();
+        let now = chrono::Utc::now();
         for (unit, w) in set.iter().zip(writes) {
             let i = unit.incoming;
             let chunk = matches!(w.content, Content::Chunk(_));
@@ -919,6 +920,11 @@ impl Batch {
                 if !chunk {
                     self.report.processed += 1;
                 }
+                // From the api's acceptance to this commit (a chunk's: its first row's).
+                let latency = (now - w.received_at).num_microseconds().unwrap_or(i64::MAX);
+                cx.metrics
+                    .commit_latency_seconds
+                    .observe(latency.max(0) as f64 / 1e6);
                 let entity = crate::labels::entity_label(w.entity());
                 let n = w.messages() as u64;
                 match processed.iter_mut().find(|(e, _)| *e == entity) {

@@ -27,6 +27,9 @@ pub struct WorkerMetrics {
     pub batch_size: Histogram,
     /// Time of one batch's database transaction.
     pub db_write_seconds: Histogram,
+    /// From the api accepting a message (its `received_at`) to the commit of its rows, per
+    /// message (a chunk: once): the whole pipeline's latency.
+    pub commit_latency_seconds: Histogram,
     /// Messages waiting for this consumer (JetStream's count).
     pub consumer_pending: IntGauge,
     /// 1 while the database answers, 0 during an outage (pulls paused, messages held).
@@ -93,6 +96,17 @@ impl WorkerMetrics {
                 ]),
         )
         .expect("valid metric");
+        let commit_latency_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "nomnom_worker_commit_latency_seconds",
+                "From the api accepting a message to the commit of its rows",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+                0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
         let consumer_pending = IntGauge::new(
             "nomnom_worker_consumer_pending",
             "Messages waiting for the durable consumer",
@@ -141,6 +155,9 @@ impl WorkerMetrics {
             .expect("unique metric");
         registry
             .register(Box::new(db_write_seconds.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(commit_latency_seconds.clone()))
             .expect("unique metric");
         registry
             .register(Box::new(consumer_pending.clone()))
@@ -192,6 +209,7 @@ impl WorkerMetrics {
             retried,
             batch_size,
             db_write_seconds,
+            commit_latency_seconds,
             consumer_pending,
             database_up,
             database_outages,

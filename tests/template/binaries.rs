@@ -70,6 +70,8 @@ async fn api_and_worker_run_from_env_and_stop_cleanly_on_sigterm() {
             assert!(text.contains("nomnom_worker_db_write_seconds_bucket"));
             assert!(text.contains("nomnom_worker_batch_size_bucket"));
             assert!(text.contains("nomnom_worker_consumer_pending"));
+            // The order's way from the api's 202 to its commit, observed once.
+            assert!(text.contains("nomnom_worker_commit_latency_seconds_count 1"));
             assert!(text.contains(&format!(
                 "nomnom_schema_info{{schema_version=\"{}\"}} 1",
                 nomnom::generated::SCHEMA_VERSION
