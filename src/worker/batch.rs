@@ -235,6 +235,26 @@ fn parse_chunk(chunk: MessageChunk, delivery: Delivery) -> (Decoded, MemberRefus
     };
     let Some(entity) = RootEntity::from_name(&chunk.entity) else {
         let reason = format!("unknown entity `{}`", chunk.entity);
+        if let Some(schema) = chunk.schema.filter(|v| !v.is_own()) {
+            // An entity another version knows: every member held, as a message of its own.
+            let mut held: Vec<Held> = chunk
+                .members()
+                .into_iter()
+                .map(|m| Held {
+                    reason: reason.clone(),
+                    schema,
+                    envelope: MessageEnvelope {
+                        replay_of: Some(position),
+                        ..m
+                    },
+                })
+                .collect();
+            let first = held.remove(0);
+            return (
+                Err(Box::new(Unparsed::Held(first))),
+                MemberRefusals { dead, held },
+            );
+        }
         for (i, body) in chunk.bodies.iter().enumerate() {
             dead.push(dead_letter(
                 i,
@@ -310,10 +330,19 @@ fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
         }))
     };
     let Some(entity) = RootEntity::from_name(&envelope.entity) else {
-        return Err(dead_letter(
-            format!("unknown entity `{}`", envelope.entity),
-            ReasonClass::UnknownEntity,
-        ));
+        let reason = format!("unknown entity `{}`", envelope.entity);
+        // An entity another version knows (dropped from this one's YAML) is held too.
+        return match envelope.schema.filter(|v| !v.is_own()) {
+            Some(schema) => Err(Box::new(Unparsed::Held(Held {
+                reason,
+                schema,
+                envelope: MessageEnvelope {
+                    replay_of: Some(position),
+                    ..envelope
+                },
+            }))),
+            None => Err(dead_letter(reason, ReasonClass::UnknownEntity)),
+        };
     };
     match entity.parse_bytes(&envelope.body) {
         Ok(message) => Ok(Parsed {
@@ -636,7 +665,11 @@ impl Batch {
             match (sent, member) {
                 // The chunk stands as its writes left it; the copy carries the member.
                 (true, true) => {}
-                (true, false) => self.settle(i, Outcome::HeldSentAgain),
+                // Sent again, unless another held member of the same message was not.
+                (true, false) if self.outcomes[i] != Some(Outcome::Held) => {
+                    self.settle(i, Outcome::HeldSentAgain);
+                }
+                (true, false) => {}
                 (false, _) => self.outcomes[i] = Some(Outcome::Held),
             }
         }

@@ -421,6 +421,14 @@ async fn a_message_accepted_under_another_schema_is_held_not_dead_lettered() {
         Some(other),
     );
     p.publish(&compatible).await;
+    // An entity this build does not know (dropped from its YAML), accepted under another
+    // version: held too, not dead-lettered as an unknown entity.
+    let gone = MessageEnvelope {
+        schema: Some(other),
+        // An id that is not time-ordered: the envelope travels in headers, entity and all.
+        ..MessageEnvelope::new(uuid::Uuid::new_v4(), "Gone", "{}")
+    };
+    p.publish(&gone).await;
     let subject = nomnom::nats::message_subject(&p.stream, "order", &held.message_id);
     let stream = p.jetstream.get_stream(&p.stream).await.expect("stream");
     let first = stream
@@ -483,6 +491,11 @@ async fn a_message_accepted_under_another_schema_is_held_not_dead_lettered() {
             .get()
     };
     assert!(counted("held") >= 2, "held at each delivery");
+    let gone_held = metrics
+        .other_schema
+        .with_label_values(&["unknown", &other.to_string(), "held"])
+        .get();
+    assert!(gone_held >= 1, "the unknown entity's message is held");
     assert_eq!(counted("parsed"), 1, "the compatible one");
     assert!(metrics.render().contains(&format!(
         "nomnom_schema_info{{schema_version=\"{}\"}} 1",
