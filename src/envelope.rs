@@ -92,6 +92,18 @@ impl SchemaVersion {
     }
 }
 
+impl SchemaVersion {
+    /// Puts this version in `headers` ([`SCHEMA_HEADER`]): this build's own as the generated
+    /// constant, so the publish of every message allocates nothing for it.
+    pub fn insert_into(self, headers: &mut HeaderMap) {
+        if self.is_own() {
+            headers.insert(SCHEMA_HEADER, crate::generated::SCHEMA_VERSION);
+        } else {
+            headers.insert(SCHEMA_HEADER, self.to_string());
+        }
+    }
+}
+
 impl std::fmt::Display for SchemaVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -363,7 +375,7 @@ impl MessageGroup {
     /// The payload and headers of [`MessageGroup::to_publish`].
     pub fn parts(&self) -> (Bytes, HeaderMap) {
         let mut headers = HeaderMap::new();
-        headers.insert(SCHEMA_HEADER, SchemaVersion::own().to_string());
+        SchemaVersion::own().insert_into(&mut headers);
         if let [body] = &self.bodies[..] {
             return (body.clone(), headers);
         }
@@ -467,7 +479,7 @@ impl MessageEnvelope {
         } else {
             let mut headers = HeaderMap::new();
             if let Some(schema) = self.schema {
-                headers.insert(SCHEMA_HEADER, schema.to_string());
+                schema.insert_into(&mut headers);
             }
             publish.headers(headers)
         }
@@ -491,7 +503,7 @@ impl MessageEnvelope {
             headers.insert(REPLAY_OF_HEADER, position.to_string());
         }
         if let Some(schema) = self.schema {
-            headers.insert(SCHEMA_HEADER, schema.to_string());
+            schema.insert_into(&mut headers);
         }
         headers.insert(MESSAGE_ID_HEADER, id);
         headers
@@ -668,7 +680,7 @@ mod tests {
         assert!(!envelope.needs_headers(false));
         assert!(envelope.needs_headers(true), "Nats-Msg-Id is a header");
         let mut headers = HeaderMap::new();
-        headers.insert(SCHEMA_HEADER, SchemaVersion::own().to_string());
+        SchemaVersion::own().insert_into(&mut headers);
         let decoded =
             MessageEnvelope::decode(&subject(&envelope.message_id), Some(&headers), &body);
         assert_eq!(decoded.unwrap(), envelope);

@@ -57,6 +57,27 @@ pub(super) struct Held {
     reason: String,
 }
 
+impl Held {
+    /// `envelope` held: it keeps `position` (where it first arrived) and `schema` when sent
+    /// again.
+    fn new(
+        envelope: MessageEnvelope,
+        position: Position,
+        schema: SchemaVersion,
+        reason: String,
+    ) -> Self {
+        Self {
+            envelope: MessageEnvelope {
+                replay_of: Some(position),
+                schema: Some(schema),
+                ..envelope
+            },
+            schema,
+            reason,
+        }
+    }
+}
+
 /// How long a held message waits before its next delivery.
 pub(super) const HOLD_DELAY: Duration = Duration::from_secs(10);
 
@@ -240,14 +261,7 @@ fn parse_chunk(chunk: MessageChunk, delivery: Delivery) -> (Decoded, MemberRefus
             let mut held: Vec<Held> = chunk
                 .members()
                 .into_iter()
-                .map(|m| Held {
-                    reason: reason.clone(),
-                    schema,
-                    envelope: MessageEnvelope {
-                        replay_of: Some(position),
-                        ..m
-                    },
-                })
+                .map(|m| Held::new(m, position, schema, reason.clone()))
                 .collect();
             let first = held.remove(0);
             return (
@@ -279,18 +293,22 @@ fn parse_chunk(chunk: MessageChunk, delivery: Delivery) -> (Decoded, MemberRefus
                 message,
             }),
             Err(e) => match other_schema {
-                Some(schema) => held.push(Held {
-                    envelope: MessageEnvelope {
+                Some(schema) => {
+                    let member = MessageEnvelope {
                         message_id: chunk_member_id(&chunk.id, index),
                         entity: chunk.entity.clone(),
                         received_at: chunk.received_at,
                         body: body.clone(),
-                        replay_of: Some(position),
-                        schema: Some(schema),
-                    },
-                    schema,
-                    reason: format!("line {line}: {e}"),
-                }),
+                        replay_of: None,
+                        schema: None,
+                    };
+                    held.push(Held::new(
+                        member,
+                        position,
+                        schema,
+                        format!("line {line}: {e}"),
+                    ));
+                }
                 None => dead.push(dead_letter(
                     index,
                     body,
@@ -333,14 +351,9 @@ fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
         let reason = format!("unknown entity `{}`", envelope.entity);
         // An entity another version knows (dropped from this one's YAML) is held too.
         return match envelope.schema.filter(|v| !v.is_own()) {
-            Some(schema) => Err(Box::new(Unparsed::Held(Held {
-                reason,
-                schema,
-                envelope: MessageEnvelope {
-                    replay_of: Some(position),
-                    ..envelope
-                },
-            }))),
+            Some(schema) => Err(Box::new(Unparsed::Held(Held::new(
+                envelope, position, schema, reason,
+            )))),
             None => Err(dead_letter(reason, ReasonClass::UnknownEntity)),
         };
     };
@@ -356,14 +369,12 @@ fn parse(envelope: MessageEnvelope, delivery: Delivery) -> Decoded {
             content: ParsedContent::One(message),
         }),
         Err(e) => match envelope.schema.filter(|v| !v.is_own()) {
-            Some(schema) => Err(Box::new(Unparsed::Held(Held {
-                reason: e.to_string(),
+            Some(schema) => Err(Box::new(Unparsed::Held(Held::new(
+                envelope,
+                position,
                 schema,
-                envelope: MessageEnvelope {
-                    replay_of: Some(position),
-                    ..envelope
-                },
-            }))),
+                e.to_string(),
+            )))),
             None => Err(dead_letter(e.to_string(), ReasonClass::Invalid)),
         },
     }
